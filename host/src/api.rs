@@ -1,0 +1,123 @@
+//! The REST API on the HTTP listener: `/api/v1/...` with one router per area, and `/healthz`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::app::App;
+
+pub mod auth;
+pub mod devices;
+pub mod error;
+pub mod tasks;
+
+use error::{ApiError, ApiResult};
+
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.config.api.max_body_bytes;
+    let v1 = Router::new().merge(auth::router()).merge(devices::router()).merge(tasks::router());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", v1)
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// 200 once the database answers; 503 otherwise, so load balancers route around a replica that
+/// lost its database.
+async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(error) => {
+            tracing::warn!("health check: {error:#}");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+/// `limit` and `cursor` of every list.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub limit: Option<u64>,
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    pub const DEFAULT_LIMIT: u64 = 100;
+    pub const MAX_LIMIT: u64 = 1000;
+
+    pub fn limit(&self) -> ApiResult<u64> {
+        match self.limit {
+            None => Ok(Self::DEFAULT_LIMIT),
+            Some(n) if (1..=Self::MAX_LIMIT).contains(&n) => Ok(n),
+            Some(n) => {
+                Err(ApiError::bad_request("invalid_query", format!("limit must be 1 to {}, got {n}", Self::MAX_LIMIT)))
+            }
+        }
+    }
+
+    /// The decoded cursor: an opaque token to clients, the last key of the previous page here.
+    pub fn cursor(&self) -> ApiResult<Option<String>> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
+            })
+            .transpose()
+    }
+
+    pub fn id_cursor(&self) -> ApiResult<Option<i64>> {
+        self.cursor()?
+            .map(|c| {
+                c.parse().map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
+            })
+            .transpose()
+    }
+}
+
+pub fn encode_cursor(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+/// `{"items": [...], "next_cursor": ...}`; `next_cursor` is present when the page was full.
+pub fn list_response<T: serde::Serialize>(items: Vec<T>, limit: u64, last_key: Option<String>) -> serde_json::Value {
+    let next = if items.len() as u64 == limit { last_key.map(|k| encode_cursor(&k)) } else { None };
+    serde_json::json!({ "items": items, "next_cursor": next })
+}
+
+/// RFC 3339 in UTC with milliseconds, from stored epoch milliseconds.
+pub fn timestamp(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+pub fn optional_timestamp(millis: Option<i64>) -> Option<String> {
+    millis.map(timestamp)
+}
+
+/// Parses an RFC 3339 query value into epoch milliseconds.
+pub fn parse_timestamp(field: &str, value: &str) -> ApiResult<i64> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiError::bad_request("invalid_query", format!("{field} must be an RFC 3339 time, got {value:?}")))
+}
+
+/// Organization slugs by id, for rendering.
+pub async fn org_slugs(app: &App) -> anyhow::Result<HashMap<i64, String>> {
+    use sea_orm::ConnectionTrait;
+    let rows = app.store.db().query_all_raw(app.store.statement("SELECT id, slug FROM organizations", [])).await?;
+    rows.iter().map(|r| Ok((r.try_get_by_index::<i64>(0)?, r.try_get_by_index::<String>(1)?))).collect()
+}

@@ -1,0 +1,195 @@
+//! The application: built once at start-up and shared by both listeners as `Arc<App>`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+
+use crate::api;
+use crate::api::auth::TokenKeys;
+use crate::config::{Config, CpeAuthMode};
+use crate::cwmp::{self, Sessions, auth::NonceKey};
+use crate::secrets::Secrets;
+use crate::store::Store;
+
+/// How long a shutdown waits for CWMP sessions in flight to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub secrets: Secrets,
+    pub tokens: TokenKeys,
+    pub nonce_key: NonceKey,
+    pub sessions: Sessions,
+    /// Ids of tasks that just finished (done or fault): lets an API call wait for its task.
+    pub task_events: broadcast::Sender<i64>,
+    /// For connection requests.
+    pub http: reqwest::Client,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Opens the database (running migrations) and loads the keys.
+    pub async fn open(config: Config) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let store = Store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        let secrets = Secrets::load_or_create(&config.data_dir)?;
+        let tokens = TokenKeys::load_or_create(&store, &secrets).await?;
+        let http = reqwest::Client::builder()
+            .timeout(config.connection_request.timeout)
+            .connect_timeout(config.connection_request.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("building the HTTP client")?;
+        let (task_events, _) = broadcast::channel(1024);
+        Ok(Self {
+            config,
+            store,
+            secrets,
+            tokens,
+            nonce_key: NonceKey::random(),
+            sessions: Sessions::default(),
+            task_events,
+            http,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn task_finished(&self, task_id: i64) {
+        // No receiver is fine: nobody is waiting.
+        let _ = self.task_events.send(task_id);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// A running server: both listeners bound, background work started.
+pub struct Server {
+    pub cwmp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<Result<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("cwmp_addr", &self.cwmp_addr).field("http_addr", &self.http_addr).finish()
+    }
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Self> {
+        let cwmp_listener = TcpListener::bind(config.cwmp_listen)
+            .await
+            .with_context(|| format!("binding the CWMP listener on {}", config.cwmp_listen))?;
+        let http_listener = TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener on {}", config.http_listen))?;
+        let app = Arc::new(App::open(config).await?);
+        if app.config.cwmp.auth == CpeAuthMode::Open {
+            tracing::warn!("CPE authentication is OFF (--cpe-auth open): any device may connect. Use only in a lab.");
+        }
+        let cwmp_addr = cwmp_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let cwmp_router = cwmp::router(app.clone());
+        let mut signal = stopped.clone();
+        tasks.spawn(async move {
+            axum::serve(cwmp_listener, cwmp_router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                })
+                .await
+                .context("CWMP listener")
+        });
+
+        let api_router = api::router(app.clone());
+        let mut signal = stopped.clone();
+        tasks.spawn(async move {
+            axum::serve(http_listener, api_router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                })
+                .await
+                .context("HTTP listener")
+        });
+
+        let sweeper_app = app.clone();
+        let mut signal = stopped;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = signal.changed() => return Ok(()),
+                }
+                sweeper_app.sessions.sweep(Instant::now()).await;
+            }
+        });
+
+        tracing::info!(%cwmp_addr, %http_addr, database = %crate::store::redact_url(&app.config.database_url), "Roost is ready");
+        Ok(Self { cwmp_addr, http_addr, app, stop, tasks })
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Stops taking new sessions, lets the ones in flight finish (up to a deadline), then stops
+    /// the listeners and closes the database.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.app.draining.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !self.app.sessions.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.app.sessions.sweep(Instant::now()).await;
+        }
+        let _ = self.stop.send(true);
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!("{error:#}"),
+                Err(error) => tracing::error!("background task failed: {error}"),
+            }
+        }
+        self.app.store.db().clone().close().await.context("closing the database")?;
+        Ok(())
+    }
+
+    /// Runs until a background task fails or `shutdown` resolves.
+    pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::select! {
+            _ = shutdown => {
+                tracing::info!("shutting down: draining CWMP sessions");
+                self.shutdown().await
+            }
+            Some(joined) = self.tasks.join_next() => {
+                let error = match joined {
+                    Ok(Ok(())) => anyhow::anyhow!("a listener stopped unexpectedly"),
+                    Ok(Err(error)) => error,
+                    Err(error) => anyhow::anyhow!("a listener panicked: {error}"),
+                };
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The `roost` command line (a contract: see DESIGN.md).
+
+use std::io::Read;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::api::auth::{Role, hash_password};
+use crate::app::Server;
+use crate::config::{Config, DatabaseArgs, ServeArgs};
+use crate::secrets::Secrets;
+use crate::store::{Store, credentials, orgs, users};
+
+#[derive(Debug, Parser)]
+#[command(name = "roost", version, about = "Roost: a multi-tenant TR-069 auto-configuration server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: CWMP for devices, REST API for people and integrations.
+    Serve(ServeArgs),
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage organizations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Manage the credentials CPEs use to authenticate to the CWMP endpoint.
+    CpeCredential {
+        #[command(subcommand)]
+        command: CpeCredentialCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, help = Role::NAMES)]
+        role: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    Create {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        parent: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CpeCredentialCommand {
+    /// Create a credential; the password is read from standard input.
+    Create {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        username: String,
+        /// Only devices of (and onboarding into) this organization may use it.
+        #[arg(long)]
+        org: Option<String>,
+        /// Only this device (its `OUI-ProductClass-Serial` id) may use it.
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::resolve(&args)?;
+            let server = Server::start(config).await?;
+            server.run_until(shutdown_signal()).await
+        }
+        Command::User { command: UserCommand::Create { database, org, email, role, .. } } => {
+            let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}; one of {}", Role::NAMES))?;
+            let email = email.trim();
+            if !email.contains('@') || email.len() > 254 {
+                bail!("{email:?} is not an email address");
+            }
+            let password = read_password()?;
+            if password.chars().count() < 10 {
+                bail!("the password must have at least 10 characters");
+            }
+            let store = open(&database).await?;
+            let org = orgs::by_slug(&store, &org).await?.with_context(|| format!("no organization {org:?}"))?;
+            if role == Role::PlatformAdmin && org.slug != orgs::PLATFORM_SLUG {
+                bail!("platform-admin users belong to the {:?} organization", orgs::PLATFORM_SLUG);
+            }
+            if users::by_email(&store, email).await?.is_some() {
+                bail!("a user with email {email:?} exists already");
+            }
+            let user = users::create(&store, org.id, email, &hash_password(&password)?, role.as_str()).await?;
+            println!("created user {} ({}) in {} as {}", user.id, user.email, org.slug, role.as_str());
+            store.close().await
+        }
+        Command::Org { command: OrgCommand::Create { database, name, slug, parent } } => {
+            let store = open(&database).await?;
+            let parent = match parent {
+                Some(slug) => {
+                    Some(orgs::by_slug(&store, &slug).await?.with_context(|| format!("no organization {slug:?}"))?.id)
+                }
+                None => Some(
+                    orgs::by_slug(&store, orgs::PLATFORM_SLUG)
+                        .await?
+                        .context("the platform organization is missing")?
+                        .id,
+                ),
+            };
+            if orgs::by_slug(&store, &slug).await?.is_some() {
+                bail!("an organization with slug {slug:?} exists already");
+            }
+            let org = orgs::create(&store, &name, &slug, parent).await?;
+            println!("created organization {} ({})", org.slug, org.name);
+            store.close().await
+        }
+        Command::CpeCredential { command: CpeCredentialCommand::Create { database, username, org, device, .. } } => {
+            let password = read_password()?;
+            if username.is_empty() || username.contains(':') {
+                bail!("a CPE username must be non-empty and contain no ':'");
+            }
+            let store = open(&database).await?;
+            let secrets = Secrets::load_or_create(&database.data_dir)?;
+            let org_id = match org {
+                Some(slug) => {
+                    Some(orgs::by_slug(&store, &slug).await?.with_context(|| format!("no organization {slug:?}"))?.id)
+                }
+                None => None,
+            };
+            if credentials::by_username(&store, &username).await?.is_some() {
+                bail!("a CPE credential named {username:?} exists already");
+            }
+            credentials::create(&store, org_id, device.as_deref(), &username, secrets.seal(password.as_bytes()))
+                .await?;
+            println!("created CPE credential {username}");
+            store.close().await
+        }
+    }
+}
+
+async fn open(database: &DatabaseArgs) -> Result<Store> {
+    std::fs::create_dir_all(&database.data_dir)
+        .with_context(|| format!("creating data directory {}", database.data_dir.display()))?;
+    let store = Store::connect(&database.database_url()).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+fn read_password() -> Result<String> {
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).context("reading the password from standard input")?;
+    let password = input.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&input);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(password.to_owned())
+}
+
+/// SIGTERM (how service managers stop us) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::error!("cannot listen for SIGTERM: {error}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,206 @@
+//! Configuration: command-line flags and `ROOST_*` environment variables (the contract in
+//! DESIGN.md), over an optional TOML file, over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// How CPEs must authenticate to the CWMP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpeAuthMode {
+    /// Every CPE must present valid credentials (Digest; Basic only over TLS).
+    Required,
+    /// No CPE authentication: for development and labs only.
+    Open,
+}
+
+/// Flags shared by every subcommand that opens the database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// Where Roost keeps its files (the SQLite database, the master key).
+    #[arg(long, env = "ROOST_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to SQLite at `<data-dir>/roost.db`.
+    #[arg(long, env = "ROOST_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("roost.db").display()))
+    }
+}
+
+/// `roost serve` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long, env = "ROOST_CWMP_LISTEN", default_value = "0.0.0.0:7547")]
+    pub cwmp_listen: SocketAddr,
+    #[arg(long, env = "ROOST_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+    /// Optional TOML file with the settings below and more.
+    #[arg(long, env = "ROOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// CPE authentication: `required` (default) or `open` (development only).
+    #[arg(long, env = "ROOST_CPE_AUTH")]
+    pub cpe_auth: Option<CpeAuthMode>,
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub cwmp_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub cwmp: CwmpSettings,
+    pub api: ApiSettings,
+    pub tasks: TaskSettings,
+    pub connection_request: ConnectionRequestSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CwmpSettings {
+    pub auth: CpeAuthMode,
+    /// Digest realm presented to CPEs.
+    pub realm: String,
+    /// A CPE silent this long mid-session is gone (rebooted, agent restarted).
+    #[serde(with = "seconds")]
+    pub session_timeout: Duration,
+    /// Largest SOAP body accepted from a CPE.
+    pub max_body_bytes: usize,
+    /// Parameters per GetParameterValues during discovery: large enough to be quick, small
+    /// enough for the weakest agents' buffers.
+    pub discovery_batch: usize,
+    /// Accept Basic credentials on plain HTTP. Off: Basic sends the password in clear text.
+    pub allow_basic_without_tls: bool,
+}
+
+impl Default for CwmpSettings {
+    fn default() -> Self {
+        Self {
+            auth: CpeAuthMode::Required,
+            realm: "roost".into(),
+            session_timeout: Duration::from_secs(60),
+            max_body_bytes: 8 * 1024 * 1024,
+            discovery_batch: 256,
+            allow_basic_without_tls: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    #[serde(with = "seconds")]
+    pub access_token_ttl: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self { access_token_ttl: Duration::from_secs(3600), max_body_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskSettings {
+    /// A task not run within this time faults as expired.
+    #[serde(with = "seconds")]
+    pub default_expiry: Duration,
+    /// How long `?connection_request=true` waits for the device to run the task.
+    #[serde(with = "seconds")]
+    pub connection_request_wait: Duration,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self { default_expiry: Duration::from_secs(7 * 24 * 3600), connection_request_wait: Duration::from_secs(10) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionRequestSettings {
+    #[serde(with = "seconds")]
+    pub timeout: Duration,
+}
+
+impl Default for ConnectionRequestSettings {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The TOML file: every section optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    cwmp: CwmpSettings,
+    api: ApiSettings,
+    tasks: TaskSettings,
+    connection_request: ConnectionRequestSettings,
+}
+
+impl Config {
+    pub fn resolve(args: &ServeArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut cwmp = file.cwmp;
+        if let Some(mode) = args.cpe_auth {
+            cwmp.auth = mode;
+        }
+        Ok(Self {
+            data_dir: args.database.data_dir.clone(),
+            database_url: args.database.database_url(),
+            cwmp_listen: args.cwmp_listen,
+            http_listen: args.http_listen,
+            cwmp,
+            api: file.api,
+            tasks: file.tasks,
+            connection_request: file.connection_request,
+        })
+    }
+
+    /// Defaults for a server on ephemeral loopback ports: what tests and tools embed.
+    pub fn for_loopback(data_dir: PathBuf, database_url: Option<String>) -> Self {
+        let database = DatabaseArgs { data_dir: data_dir.clone(), database_url };
+        Self {
+            database_url: database.database_url(),
+            data_dir,
+            cwmp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cwmp: CwmpSettings::default(),
+            api: ApiSettings::default(),
+            tasks: TaskSettings::default(),
+            connection_request: ConnectionRequestSettings::default(),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(deserializer)?))
+    }
+}

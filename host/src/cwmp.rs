@@ -1,0 +1,417 @@
+//! The CWMP listener: HTTP in, `roost-cwmp` sessions, the driver, HTTP out.
+//!
+//! A session is found by its cookie or, for CPEs that never echo cookies, by the TCP connection
+//! it arrived on. An Inform always starts a new session, whatever cookie it carries (some CPEs
+//! keep a stale one). Sessions silent past the timeout are dropped; the task that was in flight
+//! stays queued and runs in the next session.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use rand::RngCore;
+use roost_cwmp::session::{Incoming, Reply, Session};
+use roost_cwmp::{AcsResponse, CpeBody, CpeRequest, Envelope, Fault, Inform, decode_cpe_message};
+
+use crate::app::App;
+use crate::config::CpeAuthMode;
+use crate::store::{self, devices, orgs};
+
+pub mod auth;
+pub mod connection_request;
+pub mod digest;
+pub mod driver;
+
+use driver::{Answer, Driver};
+
+const COOKIE: &str = "roost_session";
+
+/// The methods this ACS answers (GetRPCMethods from a CPE).
+const ACS_METHODS: &[&str] =
+    &["Inform", "GetRPCMethods", "TransferComplete", "AutonomousTransferComplete", "RequestDownload"];
+
+/// One live session.
+struct Live {
+    cwmp: Session,
+    driver: Option<Driver>,
+    peer: SocketAddr,
+}
+
+/// Live sessions by cookie token, and by connection for CPEs without cookies.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<SessionMaps>,
+}
+
+#[derive(Default)]
+struct SessionMaps {
+    by_token: HashMap<String, Arc<tokio::sync::Mutex<Live>>>,
+    by_peer: HashMap<SocketAddr, String>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sessions({})", self.len())
+    }
+}
+
+impl Sessions {
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|m| m.by_token.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn find(&self, token: Option<&str>, peer: SocketAddr) -> Option<(String, Arc<tokio::sync::Mutex<Live>>)> {
+        let maps = self.inner.lock().ok()?;
+        let token = token
+            .filter(|t| maps.by_token.contains_key(*t))
+            .map(str::to_owned)
+            .or_else(|| maps.by_peer.get(&peer).cloned())?;
+        let live = maps.by_token.get(&token)?.clone();
+        Some((token, live))
+    }
+
+    fn insert(&self, token: String, peer: SocketAddr, live: Live) -> Arc<tokio::sync::Mutex<Live>> {
+        let live = Arc::new(tokio::sync::Mutex::new(live));
+        if let Ok(mut maps) = self.inner.lock() {
+            if let Some(old) = maps.by_peer.insert(peer, token.clone()) {
+                maps.by_token.remove(&old);
+            }
+            maps.by_token.insert(token, live.clone());
+        }
+        live
+    }
+
+    fn remove(&self, token: &str) {
+        if let Ok(mut maps) = self.inner.lock() {
+            maps.by_token.remove(token);
+            maps.by_peer.retain(|_, t| t != token);
+        }
+    }
+
+    /// Drops sessions silent past their timeout; returns how many.
+    pub async fn sweep(&self, now: Instant) -> usize {
+        let candidates: Vec<(String, Arc<tokio::sync::Mutex<Live>>)> = match self.inner.lock() {
+            Ok(maps) => maps.by_token.iter().map(|(t, l)| (t.clone(), l.clone())).collect(),
+            Err(_) => return 0,
+        };
+        let mut dropped = 0;
+        for (token, live) in candidates {
+            // A session busy right now is not idle.
+            let Ok(live) = live.try_lock() else { continue };
+            if live.cwmp.is_expired(now) || live.cwmp.is_ended() {
+                if let Some(driver) = &live.driver {
+                    tracing::info!(device = %driver.device().device_id, task = ?driver.current_task(), "session timed out");
+                }
+                drop(live);
+                self.remove(&token);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.config.cwmp.max_body_bytes;
+    Router::new()
+        .route("/", post(without_org))
+        .route("/cwmp", post(without_org))
+        .route("/cwmp/{org}", post(with_org))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+async fn without_org(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(app, peer, None, headers, body).await
+}
+
+async fn with_org(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(app, peer, Some(org), headers, body).await
+}
+
+async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    org_slug: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = Instant::now();
+    let cookie_token = session_cookie(&headers);
+    let envelope = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match decode_cpe_message(&body) {
+            Ok(envelope) => Some(envelope),
+            Err(error) => {
+                tracing::warn!(%peer, "malformed SOAP from CPE: {error}");
+                return malformed(&app, cookie_token.as_deref(), peer, &error.to_string());
+            }
+        }
+    };
+    if let Some(Envelope { body: CpeBody::Request(CpeRequest::Inform(inform)), .. }) = &envelope {
+        if let Some((token, _)) = app.sessions.find(cookie_token.as_deref(), peer) {
+            app.sessions.remove(&token);
+        }
+        if app.is_draining() {
+            return retry_later();
+        }
+        return start_session(app, peer, org_slug, &headers, inform.clone(), envelope, now).await;
+    }
+    let Some((token, live)) = app.sessions.find(cookie_token.as_deref(), peer) else {
+        // No session: a CPE carrying on after a restart of the ACS, or one that never informed.
+        let mut orphan = Session::new(now, app.config.cwmp.session_timeout);
+        let reply = match orphan.receive_envelope(envelope, now) {
+            Ok(_) => Reply { status: 204, body: String::new() },
+            Err((_, reply)) => reply,
+        };
+        return to_response(reply, None);
+    };
+    let mut live = live.lock().await;
+    let reply = continue_session(&app, &mut live, envelope, now).await;
+    if reply.ends_session() || live.cwmp.is_ended() {
+        drop(live);
+        app.sessions.remove(&token);
+    }
+    to_response(reply, None)
+}
+
+async fn start_session(
+    app: Arc<App>,
+    peer: SocketAddr,
+    org_slug: Option<String>,
+    headers: &HeaderMap,
+    inform: Inform,
+    envelope: Option<Envelope<CpeBody>>,
+    now: Instant,
+) -> Response {
+    let device_id = roost_cwmp::device_id::device_id(
+        &inform.device_id.oui,
+        &inform.device_id.product_class,
+        &inform.device_id.serial_number,
+    );
+    let url_org = match &org_slug {
+        Some(slug) => match orgs::by_slug(&app.store, slug).await {
+            Ok(Some(org)) => Some(org.id),
+            Ok(None) => return plain(StatusCode::NOT_FOUND, "no such organization onboarding URL"),
+            Err(error) => return database_unavailable(&error),
+        },
+        None => None,
+    };
+    let mut onboarding_org = url_org;
+    if app.config.cwmp.auth == CpeAuthMode::Required {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match auth::verify(&app, authorization, false).await {
+            Ok(auth::Verdict::Accepted(credential)) => {
+                if !auth::permits(&credential, &device_id, url_org) {
+                    tracing::warn!(%peer, device = %device_id, username = %credential.username, "credential not valid for this device or URL");
+                    return unauthorized(&app, false);
+                }
+                onboarding_org = onboarding_org.or(credential.org_id);
+            }
+            Ok(auth::Verdict::Challenge { stale }) => {
+                if authorization.is_some() {
+                    tracing::warn!(%peer, device = %device_id, "CPE authentication failed");
+                }
+                return unauthorized(&app, stale);
+            }
+            Err(error) => return database_unavailable(&error),
+        }
+    }
+
+    let mut cwmp = Session::new(now, app.config.cwmp.session_timeout);
+    let (inform, turn) = match cwmp.receive_envelope(envelope, now) {
+        Ok(Incoming::Inform { inform, turn }) => (inform, turn),
+        Ok(_) => return plain(StatusCode::BAD_REQUEST, "expected an Inform"),
+        Err((rejection, reply)) => {
+            tracing::warn!(%peer, device = %device_id, "Inform refused: {rejection}");
+            return to_response(reply, None);
+        }
+    };
+    let record = devices::InformRecord {
+        device_id: &device_id,
+        identity: &inform.device_id,
+        onboarding_org,
+        events: &inform.events,
+        parameters: &inform.parameters,
+        remote_address: &peer.ip().to_string(),
+        cwmp_version: cwmp.version().as_str(),
+        now: store::now_millis(),
+    };
+    let outcome = match devices::record_inform(&app.store, &record).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // Nothing is lost: the CPE keeps its events until an InformResponse acknowledges them.
+            tracing::error!(device = %device_id, "storing Inform failed: {error:#}");
+            let reply = cwmp.reject_inform(turn, Fault::new(8005, "Retry request: the ACS could not store the Inform"));
+            return to_response(reply, None);
+        }
+    };
+    if outcome.created {
+        tracing::info!(device = %device_id, %peer, "new device registered");
+    }
+    let reply = cwmp.accept_inform(turn);
+    let token = new_token();
+    app.sessions.insert(token.clone(), peer, Live { cwmp, driver: Some(Driver::new(outcome.device)), peer });
+    to_response(reply, Some(&token))
+}
+
+async fn continue_session(app: &Arc<App>, live: &mut Live, envelope: Option<Envelope<CpeBody>>, now: Instant) -> Reply {
+    let incoming = match live.cwmp.receive_envelope(envelope, now) {
+        Ok(incoming) => incoming,
+        Err((rejection, reply)) => {
+            tracing::warn!(peer = %live.peer, "session message refused: {rejection}");
+            return reply;
+        }
+    };
+    let Some(driver) = live.driver.as_mut() else {
+        return Reply { status: 204, body: String::new() };
+    };
+    let (answer, turn) = match incoming {
+        Incoming::Inform { .. } => return Reply { status: 400, body: String::new() },
+        Incoming::Request { request, turn } => {
+            let result = answer_cpe_request(app, driver, &request).await;
+            return match result {
+                Ok(Ok(response)) => live.cwmp.answer(turn, response),
+                Ok(Err(fault)) => live.cwmp.answer_fault(turn, fault),
+                Err(error) => {
+                    tracing::error!(device = %driver.device().device_id, "handling {} failed: {error:#}", request.method_name());
+                    live.cwmp.answer_fault(turn, Fault::new(8005, "Retry request"))
+                }
+            };
+        }
+        Incoming::Response { response, turn, .. } => (Answer::Response(response), turn),
+        Incoming::Fault { fault, turn, .. } => (Answer::Fault(fault), turn),
+        Incoming::Unanswered { reason, turn, .. } => (Answer::Unanswered(reason), turn),
+        Incoming::Empty { turn } => (Answer::Nothing, turn),
+        Incoming::Stray { method, turn } => {
+            tracing::debug!(device = %driver.device().device_id, %method, "stray message ignored");
+            (Answer::Nothing, turn)
+        }
+    };
+    match driver.next(app, answer).await {
+        Ok(Some(request)) => live.cwmp.send(turn, request),
+        Ok(None) => live.cwmp.finish(turn),
+        Err(error) => {
+            // The store failed mid-session: end cleanly; pending work stays queued for next time.
+            tracing::error!(device = %driver.device().device_id, "session work failed: {error:#}");
+            live.cwmp.finish(turn)
+        }
+    }
+}
+
+/// Answers a CPE request; `Ok(Err(fault))` is a CWMP fault for the CPE.
+async fn answer_cpe_request(
+    app: &Arc<App>,
+    driver: &Driver,
+    request: &CpeRequest,
+) -> anyhow::Result<Result<AcsResponse, Fault>> {
+    Ok(match request {
+        CpeRequest::TransferComplete(complete) => {
+            driver::transfer_complete(app, driver.device(), complete).await?;
+            Ok(AcsResponse::TransferComplete)
+        }
+        CpeRequest::AutonomousTransferComplete(transfer) => {
+            tracing::info!(device = %driver.device().device_id, url = %transfer.transfer_url, code = transfer.fault.code, "autonomous transfer");
+            Ok(AcsResponse::AutonomousTransferComplete)
+        }
+        CpeRequest::GetRpcMethods => {
+            Ok(AcsResponse::GetRpcMethods { methods: ACS_METHODS.iter().map(|m| (*m).to_owned()).collect() })
+        }
+        CpeRequest::RequestDownload(request) => {
+            tracing::info!(device = %driver.device().device_id, file_type = %request.file_type, "CPE requested a download");
+            Ok(AcsResponse::RequestDownload)
+        }
+        other => Err(Fault::new(8000, format!("Method not supported: {}", other.method_name()))),
+    })
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        // Some CPEs echo the whole Set-Cookie, attributes included: each `;` part is checked.
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| name.trim() == COOKIE)
+        .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn to_response(reply: Reply, set_cookie: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = if reply.body.is_empty() {
+        status.into_response()
+    } else {
+        (status, [(header::CONTENT_TYPE, "text/xml; charset=\"utf-8\"")], reply.body).into_response()
+    };
+    if let Some(token) = set_cookie
+        && let Ok(value) = HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly"))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn malformed(app: &App, token: Option<&str>, peer: SocketAddr, reason: &str) -> Response {
+    // The session (if any) is over: the CPE will start again with an Inform.
+    if let Some((token, _)) = app.sessions.find(token, peer) {
+        app.sessions.remove(&token);
+    }
+    let fault = Fault::new(8003, format!("Invalid arguments: malformed SOAP ({reason})"));
+    let body = roost_cwmp::encode_acs_message(
+        roost_cwmp::CwmpVersion::default(),
+        &roost_cwmp::Header::default(),
+        &roost_cwmp::AcsBody::Fault(fault),
+    );
+    to_response(Reply { status: 400, body }, None)
+}
+
+fn unauthorized(app: &App, stale: bool) -> Response {
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    if let Ok(value) = HeaderValue::from_str(&auth::challenge(app, stale)) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+fn retry_later() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "30")]).into_response()
+}
+
+fn database_unavailable(error: &anyhow::Error) -> Response {
+    tracing::error!("database unavailable during CWMP request: {error:#}");
+    retry_later()
+}
+
+fn plain(status: StatusCode, message: &'static str) -> Response {
+    (status, message).into_response()
+}

@@ -1,0 +1,155 @@
+//! Connection requests (TR-069 §3.2.2): an HTTP GET to the URL the CPE reported in its Inform,
+//! authenticated with the credentials Roost gave that device. A 200 or 204 means the CPE will
+//! open a session soon; it is not the session itself.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use rand::RngCore;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+
+use super::digest;
+use crate::app::App;
+use crate::store::devices::{self, Device};
+use crate::store::now_millis;
+
+/// What happened, as recorded on the device and returned to the API caller.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The CPE accepted; it will open a session.
+    Accepted,
+    /// No connection-request URL is known yet (the device has not informed one).
+    NoUrl,
+    /// No credentials known (the device has not finished its bootstrap).
+    NoCredentials,
+    /// The CPE refused our credentials.
+    Unauthorized,
+    /// The CPE is rate-limiting connection requests (503).
+    Throttled,
+    /// Any other HTTP status.
+    Status { status: u16 },
+    /// No HTTP answer: unreachable, refused, timed out (typically behind NAT: see TR-111).
+    Unreachable { error: String },
+}
+
+impl Outcome {
+    pub fn as_record(&self) -> String {
+        match self {
+            Self::Accepted => "accepted".into(),
+            Self::NoUrl => "no_url".into(),
+            Self::NoCredentials => "no_credentials".into(),
+            Self::Unauthorized => "unauthorized".into(),
+            Self::Throttled => "throttled".into(),
+            Self::Status { status } => format!("status_{status}"),
+            Self::Unreachable { error } => format!("unreachable: {error}"),
+        }
+    }
+}
+
+/// Wakes the device and records the attempt.
+pub async fn send(app: &Arc<App>, device: &Device) -> anyhow::Result<Outcome> {
+    let outcome = attempt(app, device).await;
+    tracing::info!(device = %device.device_id, outcome = %outcome.as_record(), "connection request");
+    devices::record_connection_request(&app.store, device.id, now_millis(), &outcome.as_record()).await?;
+    Ok(outcome)
+}
+
+async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
+    let url = device.connection_request_url.trim();
+    if url.is_empty() {
+        return Outcome::NoUrl;
+    }
+    let Some(sealed) = &device.connection_request_password else {
+        return Outcome::NoCredentials;
+    };
+    let password = match app.secrets.open_string(sealed) {
+        Ok(password) => password,
+        Err(error) => {
+            tracing::error!(device = %device.device_id, "cannot open the connection-request password: {error:#}");
+            return Outcome::NoCredentials;
+        }
+    };
+    let username = device.connection_request_username.as_str();
+    let first = match app.http.get(url).send().await {
+        Ok(response) => response,
+        Err(error) => return Outcome::Unreachable { error: describe(&error) },
+    };
+    let status = first.status();
+    if status != StatusCode::UNAUTHORIZED {
+        return classify(status);
+    }
+    let challenge = first
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let authorization = match challenge.iter().find(|c| c.trim_start().to_ascii_lowercase().starts_with("digest")) {
+        Some(digest_challenge) => digest_authorization(digest_challenge, username, &password, url),
+        // Basic only when the CPE offers nothing better.
+        None if challenge.iter().any(|c| c.trim_start().to_ascii_lowercase().starts_with("basic")) => Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        )),
+        None => None,
+    };
+    let Some(authorization) = authorization else {
+        return Outcome::Unauthorized;
+    };
+    match app.http.get(url).header(AUTHORIZATION, authorization).send().await {
+        Ok(response) if response.status() == StatusCode::UNAUTHORIZED => Outcome::Unauthorized,
+        Ok(response) => classify(response.status()),
+        Err(error) => Outcome::Unreachable { error: describe(&error) },
+    }
+}
+
+fn classify(status: StatusCode) -> Outcome {
+    match status.as_u16() {
+        200 | 204 => Outcome::Accepted,
+        401 => Outcome::Unauthorized,
+        503 => Outcome::Throttled,
+        other => Outcome::Status { status: other },
+    }
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_connect() {
+        "connection failed".into()
+    } else {
+        error.to_string()
+    }
+}
+
+fn digest_authorization(challenge: &str, username: &str, password: &str, url: &str) -> Option<String> {
+    let params = digest::parse_params(challenge)?;
+    let realm = digest::param(&params, "realm").unwrap_or("");
+    let nonce = digest::param(&params, "nonce")?;
+    let opaque = digest::param(&params, "opaque");
+    let offers_auth = digest::param(&params, "qop").is_some_and(|q| q.split(',').any(|q| q.trim() == "auth"));
+    // The request-target: the path (and query) of the URL, which may be more than "/".
+    let uri = reqwest::Url::parse(url)
+        .map(|u| match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        })
+        .unwrap_or_else(|_| "/".into());
+    let mut cnonce = [0u8; 8];
+    rand::rng().fill_bytes(&mut cnonce);
+    let cnonce = hex::encode(cnonce);
+    let nc = "00000001";
+    let (response, qop_fields) = if offers_auth {
+        let response = digest::response(username, realm, password, "GET", &uri, nonce, Some(("auth", nc, &cnonce)));
+        (response, format!(", qop=auth, nc={nc}, cnonce=\"{cnonce}\""))
+    } else {
+        (digest::response(username, realm, password, "GET", &uri, nonce, None), String::new())
+    };
+    let opaque = opaque.map(|o| format!(", opaque=\"{o}\"")).unwrap_or_default();
+    Some(format!(
+        "Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=MD5, response=\"{response}\"{qop_fields}{opaque}"
+    ))
+}

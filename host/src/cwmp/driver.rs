@@ -1,0 +1,616 @@
+//! The session driver: what the ACS does with each turn of a CWMP session.
+//!
+//! After the Inform is stored, the ACS's own work runs in a fixed order, one item at a time:
+//! 1. new connection-request credentials, when the device has none we know (first contact, or
+//!    a `0 BOOTSTRAP` that wiped them);
+//! 2. discovery of the whole parameter tree (GetParameterNames, then GetParameterValues of
+//!    explicit leaves in batches — partial-path GetParameterValues crashes some agents);
+//! 3. queued tasks, oldest first.
+//!
+//! Each item is a small state machine fed the CPE's answers; a CPE fault fails the item, never
+//! the session. When nothing is left the session ends with 204.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use rand::Rng;
+use roost_cwmp::session::Unanswered;
+use roost_cwmp::{
+    AcsRequest, CpeResponse, Download, Fault, ParameterInfo, ParameterValue, TransferComplete, Upload, ValueType,
+};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::store::devices::Device;
+use crate::store::tasks::TaskRow;
+use crate::store::{devices, faults, now_millis, parameters, tasks};
+use crate::tasks::TaskSpec;
+
+/// A task that has been sent this many times without an answer (each time the session died) is
+/// failed instead of being sent again: it is probably what kills the session.
+const MAX_ATTEMPTS: i64 = 3;
+
+/// Upper bound on RPCs in one session, so that a CPE that keeps changing under us cannot hold
+/// a session forever.
+const MAX_RPCS_PER_SESSION: u32 = 4096;
+
+/// What the CPE's last message meant for the work in progress.
+#[derive(Debug)]
+pub enum Answer {
+    /// An empty POST with nothing outstanding, or a stray message: just continue.
+    Nothing,
+    Response(CpeResponse),
+    Fault(Fault),
+    Unanswered(Unanswered),
+}
+
+/// The ACS's state for one session with one device, beyond the protocol state machine.
+#[derive(Debug)]
+pub struct Driver {
+    device: Device,
+    work: Option<Work>,
+    credentials_attempted: bool,
+    discovery_attempted: bool,
+    rpcs: u32,
+}
+
+#[derive(Debug)]
+enum Work {
+    Credentials { username: String, password: String },
+    Discovery(Refresh),
+    Task(Box<TaskRun>),
+}
+
+/// Reads a subtree from the device: names first, then values of the leaves in batches, then
+/// drops what the device no longer has.
+#[derive(Debug)]
+struct Refresh {
+    prefix: String,
+    started_at: i64,
+    leaves: Vec<String>,
+    names_done: bool,
+}
+
+impl Refresh {
+    fn new(prefix: String) -> Self {
+        Self { prefix, started_at: now_millis(), leaves: Vec::new(), names_done: false }
+    }
+
+    fn first_request(&self) -> AcsRequest {
+        AcsRequest::GetParameterNames { parameter_path: self.prefix.clone(), next_level: false }
+    }
+
+    fn next_batch(&mut self, batch: usize) -> Option<AcsRequest> {
+        if self.leaves.is_empty() {
+            return None;
+        }
+        let take = batch.min(self.leaves.len());
+        let names: Vec<String> = self.leaves.drain(..take).collect();
+        Some(AcsRequest::GetParameterValues { names })
+    }
+
+    /// Feeds a response; returns the next request, or `None` when the subtree is complete.
+    async fn on_response(&mut self, app: &App, device_pk: i64, response: CpeResponse) -> Result<Option<AcsRequest>> {
+        match response {
+            CpeResponse::GetParameterNames { parameters: infos } if !self.names_done => {
+                self.names_done = true;
+                let infos = within(&self.prefix, infos);
+                let _guard = app.store.write_guard().await;
+                parameters::upsert_names(app.store.db(), device_pk, &infos, self.started_at).await?;
+                self.leaves = infos.into_iter().filter(|i| !i.name.ends_with('.')).map(|i| i.name).collect();
+            }
+            CpeResponse::GetParameterValues { parameters: values } => {
+                let _guard = app.store.write_guard().await;
+                parameters::upsert_values(app.store.db(), device_pk, &values, now_millis()).await?;
+            }
+            _ => {}
+        }
+        if let Some(next) = self.next_batch(app.config.cwmp.discovery_batch) {
+            return Ok(Some(next));
+        }
+        let _guard = app.store.write_guard().await;
+        parameters::delete_stale(app.store.db(), device_pk, &self.prefix, self.started_at).await?;
+        Ok(None)
+    }
+}
+
+/// Keeps only names under the requested prefix: some agents answer a subtree request with
+/// their whole tree.
+fn within(prefix: &str, infos: Vec<ParameterInfo>) -> Vec<ParameterInfo> {
+    infos.into_iter().filter(|i| i.name.starts_with(prefix) && !i.name.is_empty()).collect()
+}
+
+#[derive(Debug)]
+struct TaskRun {
+    task: TaskRow,
+    spec: TaskSpec,
+    /// The subtree refresh a refreshObject runs, or an addObject runs on its new instance
+    /// (with the instance number to report).
+    follow_up: Option<(Option<u32>, Refresh)>,
+}
+
+/// How a task ended.
+enum Outcome {
+    Continue(AcsRequest),
+    Done(Value),
+    /// Download/Upload accepted with Status 1: TransferComplete will close the task later.
+    Transferring,
+    Failed {
+        code: String,
+        message: String,
+        detail: Option<Value>,
+    },
+}
+
+impl Driver {
+    pub fn new(device: Device) -> Self {
+        Self { device, work: None, credentials_attempted: false, discovery_attempted: false, rpcs: 0 }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The task whose RPC is outstanding, if any (re-queued implicitly: it stays pending).
+    pub fn current_task(&self) -> Option<i64> {
+        match &self.work {
+            Some(Work::Task(run)) => Some(run.task.id),
+            _ => None,
+        }
+    }
+
+    /// Feeds the CPE's answer to the work in progress and returns the next request to send, or
+    /// `None` to end the session.
+    pub async fn next(&mut self, app: &Arc<App>, answer: Answer) -> Result<Option<AcsRequest>> {
+        if let Some(work) = self.work.take()
+            && let Some(request) = self.continue_work(app, work, answer).await?
+        {
+            return Ok(self.count(request));
+        }
+        if self.rpcs >= MAX_RPCS_PER_SESSION {
+            tracing::warn!(device = %self.device.device_id, "session reached {MAX_RPCS_PER_SESSION} RPCs; ending it");
+            return Ok(None);
+        }
+        while let Some((work, request)) = self.pick_work(app).await? {
+            self.work = Some(work);
+            if let Some(request) = request {
+                return Ok(self.count(request));
+            }
+            // Work that needs no RPC (finished while starting) was already completed.
+            self.work = None;
+        }
+        Ok(None)
+    }
+
+    fn count(&mut self, request: AcsRequest) -> Option<AcsRequest> {
+        self.rpcs += 1;
+        Some(request)
+    }
+
+    async fn continue_work(&mut self, app: &Arc<App>, work: Work, answer: Answer) -> Result<Option<AcsRequest>> {
+        match work {
+            Work::Credentials { username, password } => {
+                self.finish_credentials(app, &username, &password, answer).await?;
+                Ok(None)
+            }
+            Work::Discovery(mut refresh) => match answer {
+                Answer::Response(response) => match refresh.on_response(app, self.device.id, response).await? {
+                    Some(request) => {
+                        self.work = Some(Work::Discovery(refresh));
+                        Ok(Some(request))
+                    }
+                    None => {
+                        let now = now_millis();
+                        devices::mark_discovered(&app.store, self.device.id, now).await?;
+                        self.device.discovered_at = Some(now);
+                        Ok(None)
+                    }
+                },
+                Answer::Fault(fault) => {
+                    // A batch the agent refuses should not cost the rest of the tree.
+                    self.record_fault(app, "discovery", &fault.code.to_string(), &fault.string).await?;
+                    match refresh.next_batch(app.config.cwmp.discovery_batch) {
+                        Some(request) if refresh.names_done => {
+                            self.work = Some(Work::Discovery(refresh));
+                            Ok(Some(request))
+                        }
+                        _ => Ok(None),
+                    }
+                }
+                Answer::Unanswered(reason) => {
+                    self.record_fault(app, "discovery", "no_response", &describe_unanswered(&reason)).await?;
+                    Ok(None)
+                }
+                Answer::Nothing => Ok(None),
+            },
+            Work::Task(run) => self.continue_task(app, run, answer).await,
+        }
+    }
+
+    async fn pick_work(&mut self, app: &Arc<App>) -> Result<Option<(Work, Option<AcsRequest>)>> {
+        let root = match self.device.data_model.as_str() {
+            "tr098" => Some("InternetGatewayDevice."),
+            "tr181" => Some("Device."),
+            _ => None,
+        };
+        if let Some(root) = root {
+            if !self.credentials_attempted && self.device.connection_request_username.is_empty() {
+                self.credentials_attempted = true;
+                let (username, password) = new_connection_request_credentials();
+                let request = AcsRequest::SetParameterValues {
+                    values: vec![
+                        string_value(format!("{root}ManagementServer.ConnectionRequestUsername"), &username),
+                        string_value(format!("{root}ManagementServer.ConnectionRequestPassword"), &password),
+                    ],
+                    parameter_key: "roost-bootstrap".into(),
+                };
+                return Ok(Some((Work::Credentials { username, password }, Some(request))));
+            }
+            if !self.discovery_attempted && self.device.discovered_at.is_none() {
+                self.discovery_attempted = true;
+                let refresh = Refresh::new(root.to_owned());
+                let request = refresh.first_request();
+                return Ok(Some((Work::Discovery(refresh), Some(request))));
+            }
+        }
+        let now = now_millis();
+        for task in tasks::expire(&app.store, self.device.id, now).await? {
+            app.task_finished(task.id);
+        }
+        let Some(task) = tasks::next_queued(&app.store, self.device.id).await? else {
+            return Ok(None);
+        };
+        let spec = match serde_json::from_str::<Value>(&task.body)
+            .map_err(|e| e.to_string())
+            .and_then(|body| TaskSpec::parse(&body).map(|(_, spec)| spec).map_err(|e| e.0))
+        {
+            Ok(spec) => spec,
+            Err(error) => {
+                // Only possible for rows written by hand or by an older version: fail, don't loop.
+                tasks::mark_fault(&app.store, &task, "invalid_task", &error, None).await?;
+                app.task_finished(task.id);
+                return Ok(Some((
+                    Work::Task(Box::new(TaskRun { task, spec: TaskSpec::Reboot, follow_up: None })),
+                    None,
+                )));
+            }
+        };
+        if task.attempts >= MAX_ATTEMPTS {
+            let message = format!("Sent {MAX_ATTEMPTS} times without an answer; the session died each time");
+            tasks::mark_fault(&app.store, &task, "too_many_attempts", &message, None).await?;
+            app.task_finished(task.id);
+            return Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None })), None)));
+        }
+        let request = self.first_task_request(app, &task, &spec).await?;
+        tasks::mark_attempt(&app.store, task.id).await?;
+        Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None })), Some(request))))
+    }
+
+    async fn first_task_request(&self, app: &Arc<App>, task: &TaskRow, spec: &TaskSpec) -> Result<AcsRequest> {
+        let command_key = format!("roost-{}", task.id);
+        let needs_key = matches!(
+            spec,
+            TaskSpec::Reboot | TaskSpec::Download(_) | TaskSpec::Upload(_) | TaskSpec::ScheduleInform { .. }
+        );
+        if needs_key && task.command_key != command_key {
+            tasks::set_command_key(&app.store, task.id, &command_key).await?;
+        }
+        Ok(match spec {
+            TaskSpec::GetParameterValues { names } => AcsRequest::GetParameterValues { names: names.clone() },
+            TaskSpec::SetParameterValues { values } => {
+                let untyped: Vec<&str> =
+                    values.iter().filter(|(_, _, t)| t.is_none()).map(|(p, _, _)| p.as_str()).collect();
+                let stored = if untyped.is_empty() {
+                    Default::default()
+                } else {
+                    parameters::values_of(app.store.db(), self.device.id, &untyped).await?
+                };
+                let values = values
+                    .iter()
+                    .map(|(path, value, value_type)| ParameterValue {
+                        name: path.clone(),
+                        value: value.clone(),
+                        // Always send xsi:type: the stored one when the caller gave none.
+                        value_type: value_type.clone().unwrap_or_else(|| {
+                            stored
+                                .get(path)
+                                .map(|(_, t)| ValueType::parse(t))
+                                .filter(|t| !t.as_str().is_empty())
+                                .unwrap_or_default()
+                        }),
+                    })
+                    .collect();
+                AcsRequest::SetParameterValues { values, parameter_key: command_key }
+            }
+            TaskSpec::RefreshObject { object } => {
+                AcsRequest::GetParameterNames { parameter_path: object.clone(), next_level: false }
+            }
+            TaskSpec::AddObject { object } => {
+                AcsRequest::AddObject { object_name: object.clone(), parameter_key: command_key }
+            }
+            TaskSpec::DeleteObject { object } => {
+                AcsRequest::DeleteObject { object_name: object.clone(), parameter_key: command_key }
+            }
+            TaskSpec::Reboot => AcsRequest::Reboot { command_key },
+            TaskSpec::FactoryReset => AcsRequest::FactoryReset,
+            TaskSpec::Download(d) => AcsRequest::Download(Download {
+                command_key,
+                file_type: d.file_type.clone(),
+                url: d.url.clone(),
+                username: d.username.clone(),
+                password: d.password.clone(),
+                file_size: d.file_size,
+                target_file_name: d.target_file_name.clone(),
+                delay_seconds: d.delay_seconds,
+                success_url: String::new(),
+                failure_url: String::new(),
+            }),
+            TaskSpec::Upload(u) => AcsRequest::Upload(Upload {
+                command_key,
+                file_type: u.file_type.clone(),
+                url: u.url.clone(),
+                username: u.username.clone(),
+                password: u.password.clone(),
+                delay_seconds: u.delay_seconds,
+            }),
+            TaskSpec::ScheduleInform { delay_seconds } => {
+                AcsRequest::ScheduleInform { delay_seconds: *delay_seconds, command_key }
+            }
+            TaskSpec::GetParameterAttributes { names } => AcsRequest::GetParameterAttributes { names: names.clone() },
+            TaskSpec::SetParameterAttributes { attributes } => {
+                AcsRequest::SetParameterAttributes { attributes: attributes.clone() }
+            }
+        })
+    }
+
+    async fn continue_task(
+        &mut self,
+        app: &Arc<App>,
+        mut run: Box<TaskRun>,
+        answer: Answer,
+    ) -> Result<Option<AcsRequest>> {
+        let outcome = match answer {
+            Answer::Nothing => return Ok(None),
+            Answer::Fault(fault) => Outcome::Failed {
+                code: fault.code.to_string(),
+                message: fault.string.clone(),
+                detail: spv_fault_detail(&fault),
+            },
+            Answer::Unanswered(reason) => Outcome::Failed {
+                code: match reason {
+                    Unanswered::EmptyPost => "no_response".into(),
+                    Unanswered::WrongResponse { .. } => "wrong_response".into(),
+                },
+                message: describe_unanswered(&reason),
+                detail: None,
+            },
+            Answer::Response(response) => self.task_response(app, &mut run, response).await?,
+        };
+        match outcome {
+            Outcome::Continue(request) => {
+                self.work = Some(Work::Task(run));
+                Ok(Some(request))
+            }
+            Outcome::Done(result) => {
+                tasks::mark_done(&app.store, run.task.id, Some(&result)).await?;
+                app.task_finished(run.task.id);
+                Ok(None)
+            }
+            Outcome::Transferring => {
+                tasks::mark_transferring(&app.store, run.task.id, &format!("roost-{}", run.task.id)).await?;
+                Ok(None)
+            }
+            Outcome::Failed { code, message, detail } => {
+                tasks::mark_fault(&app.store, &run.task, &code, &message, detail.as_ref()).await?;
+                app.task_finished(run.task.id);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn task_response(&mut self, app: &Arc<App>, run: &mut TaskRun, response: CpeResponse) -> Result<Outcome> {
+        let device_pk = self.device.id;
+        let now = now_millis();
+        if let Some((instance, refresh)) = run.follow_up.as_mut() {
+            let instance = *instance;
+            return Ok(match refresh.on_response(app, device_pk, response).await? {
+                Some(request) => Outcome::Continue(request),
+                None => Outcome::Done(match instance {
+                    Some(n) => json!({ "instanceNumber": n }),
+                    None => json!({}),
+                }),
+            });
+        }
+        Ok(match (&run.spec, response) {
+            (TaskSpec::GetParameterValues { names }, CpeResponse::GetParameterValues { parameters: values }) => {
+                if values.is_empty() {
+                    // INTEROP: an empty list for explicit names is a failure without a fault.
+                    return Ok(Outcome::Failed {
+                        code: "empty_response".into(),
+                        message: format!("The CPE returned no values for {}", names.join(", ")),
+                        detail: None,
+                    });
+                }
+                let _guard = app.store.write_guard().await;
+                parameters::upsert_values(app.store.db(), device_pk, &values, now).await?;
+                Outcome::Done(json!({ "parameterValues": values_json(&values) }))
+            }
+            (TaskSpec::SetParameterValues { .. }, CpeResponse::SetParameterValues { status }) => {
+                if let TaskSpec::SetParameterValues { values } = &run.spec {
+                    let written: Vec<ParameterValue> = values
+                        .iter()
+                        .map(|(path, value, value_type)| ParameterValue {
+                            name: path.clone(),
+                            value: value.clone(),
+                            value_type: value_type.clone().unwrap_or_default(),
+                        })
+                        .collect();
+                    let _guard = app.store.write_guard().await;
+                    parameters::upsert_values(app.store.db(), device_pk, &written, now).await?;
+                }
+                Outcome::Done(json!({ "status": status }))
+            }
+            (TaskSpec::RefreshObject { object }, response @ CpeResponse::GetParameterNames { .. }) => {
+                let mut refresh = Refresh::new(object.clone());
+                refresh.started_at = run.task.created_at.min(now);
+                let next = refresh.on_response(app, device_pk, response).await?;
+                match next {
+                    Some(request) => {
+                        run.follow_up = Some((None, refresh));
+                        Outcome::Continue(request)
+                    }
+                    None => Outcome::Done(json!({})),
+                }
+            }
+            (TaskSpec::AddObject { object }, CpeResponse::AddObject { instance_number, status }) => {
+                if status > 1 || instance_number == 0 {
+                    return Ok(Outcome::Failed {
+                        code: "invalid_response".into(),
+                        message: format!(
+                            "AddObject answered InstanceNumber {instance_number} with Status {status}: no object was created"
+                        ),
+                        detail: None,
+                    });
+                }
+                let refresh = Refresh::new(format!("{object}{instance_number}."));
+                let request = refresh.first_request();
+                run.follow_up = Some((Some(instance_number), refresh));
+                Outcome::Continue(request)
+            }
+            (TaskSpec::DeleteObject { object }, CpeResponse::DeleteObject { status }) => {
+                if status > 1 {
+                    return Ok(Outcome::Failed {
+                        code: "invalid_response".into(),
+                        message: format!("DeleteObject answered Status {status}"),
+                        detail: None,
+                    });
+                }
+                let _guard = app.store.write_guard().await;
+                parameters::delete_subtree(app.store.db(), device_pk, object).await?;
+                Outcome::Done(json!({ "status": status }))
+            }
+            (TaskSpec::Reboot, CpeResponse::Reboot)
+            | (TaskSpec::FactoryReset, CpeResponse::FactoryReset)
+            | (TaskSpec::ScheduleInform { .. }, CpeResponse::ScheduleInform)
+            | (TaskSpec::SetParameterAttributes { .. }, CpeResponse::SetParameterAttributes) => {
+                Outcome::Done(json!({}))
+            }
+            (TaskSpec::Download(_), CpeResponse::Download { status, start_time, complete_time })
+            | (TaskSpec::Upload(_), CpeResponse::Upload { status, start_time, complete_time }) => match status {
+                0 => Outcome::Done(json!({ "startTime": start_time, "completeTime": complete_time })),
+                _ => Outcome::Transferring,
+            },
+            (
+                TaskSpec::GetParameterAttributes { .. },
+                CpeResponse::GetParameterAttributes { parameters: attributes },
+            ) => {
+                let attributes: Vec<Value> = attributes
+                    .iter()
+                    .map(|a| json!({ "name": a.name, "notification": a.notification, "accessList": a.access_list }))
+                    .collect();
+                Outcome::Done(json!({ "parameterAttributes": attributes }))
+            }
+            (_, other) => Outcome::Failed {
+                code: "wrong_response".into(),
+                message: format!("Unexpected {}Response for task {}", other.method_name(), run.task.name),
+                detail: None,
+            },
+        })
+    }
+
+    async fn finish_credentials(
+        &mut self,
+        app: &Arc<App>,
+        username: &str,
+        password: &str,
+        answer: Answer,
+    ) -> Result<()> {
+        match answer {
+            Answer::Response(CpeResponse::SetParameterValues { .. }) => {
+                let sealed = app.secrets.seal(password.as_bytes());
+                devices::set_connection_request_credentials(&app.store, self.device.id, username, sealed.clone())
+                    .await?;
+                self.device.connection_request_username = username.to_owned();
+                self.device.connection_request_password = Some(sealed);
+            }
+            Answer::Fault(fault) => {
+                let message = format!("Setting connection-request credentials failed: {}", fault.string);
+                self.record_fault(app, "bootstrap", &fault.code.to_string(), &message).await?;
+            }
+            Answer::Unanswered(reason) => {
+                self.record_fault(app, "bootstrap", "no_response", &describe_unanswered(&reason)).await?;
+            }
+            Answer::Response(_) | Answer::Nothing => {}
+        }
+        Ok(())
+    }
+
+    async fn record_fault(&self, app: &App, channel: &str, code: &str, message: &str) -> Result<()> {
+        tracing::info!(device = %self.device.device_id, channel, code, message, "device fault");
+        faults::record(&app.store, self.device.id, self.device.org_id, channel, code, message, None).await
+    }
+}
+
+/// Closes the transfer task a TransferComplete reports on. Idempotent: the CPE re-sends until it
+/// gets the response, and a task already closed stays as it is.
+pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &TransferComplete) -> Result<()> {
+    let Some(task) = tasks::by_command_key(&app.store, device.id, &complete.command_key).await? else {
+        tracing::info!(device = %device.device_id, command_key = %complete.command_key, "TransferComplete for no known task");
+        return Ok(());
+    };
+    if task.status != tasks::PENDING {
+        return Ok(());
+    }
+    if complete.fault.code == 0 {
+        let result = json!({ "startTime": complete.start_time, "completeTime": complete.complete_time });
+        tasks::mark_done(&app.store, task.id, Some(&result)).await?;
+    } else {
+        let message = if complete.fault.string.is_empty() {
+            format!("Transfer failed with fault {}", complete.fault.code)
+        } else {
+            complete.fault.string.clone()
+        };
+        tasks::mark_fault(&app.store, &task, &complete.fault.code.to_string(), &message, None).await?;
+    }
+    app.task_finished(task.id);
+    Ok(())
+}
+
+fn string_value(name: String, value: &str) -> ParameterValue {
+    ParameterValue { name, value: value.to_owned(), value_type: ValueType::String }
+}
+
+/// A username and password unique to the device, so one leaked device cannot be used to wake
+/// others.
+fn new_connection_request_credentials() -> (String, String) {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    let mut pick =
+        |n: usize| -> String { (0..n).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect() };
+    (format!("roost-{}", pick(12)), pick(24))
+}
+
+fn values_json(values: &[ParameterValue]) -> Vec<Value> {
+    values.iter().map(|p| json!([p.name, p.value, p.value_type.as_str()])).collect()
+}
+
+fn spv_fault_detail(fault: &Fault) -> Option<Value> {
+    if fault.set_parameter_values_faults.is_empty() {
+        return None;
+    }
+    let entries: Vec<Value> = fault
+        .set_parameter_values_faults
+        .iter()
+        .map(|f| json!({ "parameterName": f.parameter_name, "code": f.code, "message": f.string }))
+        .collect();
+    Some(json!({ "setParameterValuesFaults": entries }))
+}
+
+fn describe_unanswered(reason: &Unanswered) -> String {
+    match reason {
+        Unanswered::EmptyPost => {
+            "The CPE sent an empty POST instead of answering (it could not run the request)".into()
+        }
+        Unanswered::WrongResponse { got } => format!("The CPE answered with {got}Response"),
+    }
+}

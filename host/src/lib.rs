@@ -1,0 +1,14 @@
+//! Roost: a multi-tenant TR-069 (CWMP) auto-configuration server.
+//!
+//! The map is in `ARCHITECTURE.md`. In short: [`cwmp`] serves CPEs on port 7547 through the
+//! sans-IO `roost-cwmp` crate, [`api`] serves people and integrations on port 8080, and both
+//! share one [`app::App`] over the [`store`].
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod cwmp;
+pub mod secrets;
+pub mod store;
+pub mod tasks;

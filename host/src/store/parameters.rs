@@ -1,0 +1,225 @@
+//! The parameter tree of each device: one row per parameter or object node (objects end with
+//! `.` as in CWMP), keyed by device and path so that a subtree is one index range.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use roost_cwmp::{ParameterInfo, ParameterValue};
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+
+use super::{Store, placeholders, statement};
+
+/// Rows per multi-row INSERT: 7 values each stays far below SQLite's and PostgreSQL's
+/// bound-parameter limits while keeping round trips few during discovery.
+const CHUNK: usize = 500;
+
+#[derive(Debug, Clone, FromQueryResult, serde::Serialize)]
+pub struct Parameter {
+    pub path: String,
+    pub value: Option<String>,
+    pub value_type: String,
+    pub writable: bool,
+    pub is_object: bool,
+    pub refreshed_at: i64,
+}
+
+/// Stores values read from the device (GetParameterValues, the Inform). A node seen for the
+/// first time is created not writable until GetParameterNames says otherwise.
+pub async fn upsert_values<C: ConnectionTrait>(
+    conn: &C,
+    device_pk: i64,
+    values: &[ParameterValue],
+    now: i64,
+) -> Result<()> {
+    for chunk in values.chunks(CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO parameters (device_id, path, value, value_type, writable, is_object, refreshed_at) VALUES ",
+        );
+        let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 7);
+        for (i, parameter) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, FALSE, FALSE, ?)");
+            args.extend([
+                device_pk.into(),
+                parameter.name.as_str().into(),
+                parameter.value.as_str().into(),
+                parameter.value_type.as_str().into(),
+                now.into(),
+            ]);
+        }
+        sql.push_str(
+            " ON CONFLICT (device_id, path) DO UPDATE SET value = excluded.value, \
+             value_type = excluded.value_type, refreshed_at = excluded.refreshed_at",
+        );
+        conn.execute_raw(statement(conn.get_database_backend(), &sql, args))
+            .await
+            .context("storing parameter values")?;
+    }
+    Ok(())
+}
+
+/// Stores what GetParameterNames reported: which nodes exist, which are objects, which are
+/// writable. Values are left as they are; the refresh time moves so that a subtree refresh can
+/// tell the nodes it saw from those that are gone.
+pub async fn upsert_names<C: ConnectionTrait>(
+    conn: &C,
+    device_pk: i64,
+    names: &[ParameterInfo],
+    now: i64,
+) -> Result<()> {
+    for chunk in names.chunks(CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO parameters (device_id, path, value, value_type, writable, is_object, refreshed_at) VALUES ",
+        );
+        let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
+        for (i, info) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, NULL, '', ?, ?, ?)");
+            args.extend([
+                device_pk.into(),
+                info.name.as_str().into(),
+                info.writable.into(),
+                info.name.ends_with('.').into(),
+                now.into(),
+            ]);
+        }
+        sql.push_str(
+            " ON CONFLICT (device_id, path) DO UPDATE SET writable = excluded.writable, \
+             is_object = excluded.is_object, refreshed_at = excluded.refreshed_at",
+        );
+        conn.execute_raw(statement(conn.get_database_backend(), &sql, args))
+            .await
+            .context("storing parameter names")?;
+    }
+    Ok(())
+}
+
+/// The exclusive upper bound of the paths that start with `prefix`: the prefix with its last
+/// byte incremented (paths are ASCII, ordered bytewise on both backends).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            return String::from_utf8(bytes).ok();
+        }
+    }
+    None
+}
+
+/// `path >= ? AND path < ?` for a prefix, as a condition and its values.
+fn prefix_condition(prefix: &str) -> (String, Vec<Value>) {
+    match prefix_end(prefix) {
+        Some(end) if !prefix.is_empty() => ("path >= ? AND path < ?".into(), vec![prefix.into(), end.into()]),
+        _ => ("1 = 1".into(), Vec::new()),
+    }
+}
+
+/// Removes a node and everything below it (DeleteObject, or a refresh that no longer finds it).
+pub async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str) -> Result<u64> {
+    let (condition, mut args) = prefix_condition(prefix);
+    args.insert(0, device_pk.into());
+    let sql = format!("DELETE FROM parameters WHERE device_id = ? AND {condition}");
+    let result = conn
+        .execute_raw(statement(conn.get_database_backend(), &sql, args))
+        .await
+        .context("deleting parameter subtree")?;
+    Ok(result.rows_affected())
+}
+
+/// Removes nodes under `prefix` that were not refreshed since `since`: what a full refresh of
+/// that subtree did not find any more.
+pub async fn delete_stale<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str, since: i64) -> Result<u64> {
+    let (condition, mut args) = prefix_condition(prefix);
+    args.insert(0, device_pk.into());
+    args.push(since.into());
+    let sql = format!("DELETE FROM parameters WHERE device_id = ? AND {condition} AND refreshed_at < ?");
+    let result = conn
+        .execute_raw(statement(conn.get_database_backend(), &sql, args))
+        .await
+        .context("deleting stale parameters")?;
+    Ok(result.rows_affected())
+}
+
+/// A page of a device's tree under `prefix`, in path order, after the `after` path.
+pub async fn list(
+    store: &Store,
+    device_pk: i64,
+    prefix: &str,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Parameter>> {
+    let (condition, mut args) = prefix_condition(prefix);
+    args.insert(0, device_pk.into());
+    let mut sql = format!(
+        "SELECT path, value, value_type, writable, is_object, refreshed_at FROM parameters WHERE device_id = ? AND {condition}"
+    );
+    if let Some(after) = after {
+        sql.push_str(" AND path > ?");
+        args.push(after.into());
+    }
+    sql.push_str(" ORDER BY path LIMIT ?");
+    args.push((limit as i64).into());
+    Parameter::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing parameters")
+}
+
+/// The stored value and type of each of `paths` that exists.
+pub async fn values_of<C: ConnectionTrait>(
+    conn: &C,
+    device_pk: i64,
+    paths: &[&str],
+) -> Result<HashMap<String, (Option<String>, String)>> {
+    let mut out = HashMap::with_capacity(paths.len());
+    for chunk in paths.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT path, value, value_type, writable, is_object, refreshed_at FROM parameters WHERE device_id = ? AND path IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut args: Vec<Value> = vec![device_pk.into()];
+        args.extend(chunk.iter().map(|p| Value::from(*p)));
+        let rows = Parameter::find_by_statement(statement(conn.get_database_backend(), &sql, args))
+            .all(conn)
+            .await
+            .context("loading parameter values")?;
+        out.extend(rows.into_iter().map(|p| (p.path, (p.value, p.value_type))));
+    }
+    Ok(out)
+}
+
+/// Leaf paths under `prefix` (discovery fetches values of exactly these).
+pub async fn leaf_paths(store: &Store, device_pk: i64, prefix: &str) -> Result<Vec<String>> {
+    let (condition, mut args) = prefix_condition(prefix);
+    args.insert(0, device_pk.into());
+    let sql =
+        format!("SELECT path FROM parameters WHERE device_id = ? AND {condition} AND is_object = FALSE ORDER BY path");
+    let rows = store.db().query_all_raw(store.statement(&sql, args)).await.context("listing leaf paths")?;
+    rows.iter().map(|row| row.try_get_by_index::<String>(0).context("path")).collect()
+}
+
+pub async fn count(store: &Store, device_pk: i64) -> Result<i64> {
+    let rows = store
+        .db()
+        .query_one_raw(store.statement("SELECT COUNT(*) FROM parameters WHERE device_id = ?", [device_pk.into()]))
+        .await
+        .context("counting parameters")?;
+    match rows {
+        Some(row) => row.try_get_by_index::<i64>(0).context("count"),
+        None => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_string_after_all_extensions() {
+        assert_eq!(prefix_end("Device.WiFi."), Some("Device.WiFi/".into()));
+        assert_eq!(prefix_end("A"), Some("B".into()));
+        assert_eq!(prefix_end(""), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! The durable task queue: tasks survive restarts and run in id order in the device's next
+//! session.
+
+use anyhow::{Context, Result};
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+
+use super::orgs::Scope;
+use super::{Store, now_millis};
+
+pub const PENDING: &str = "pending";
+pub const DONE: &str = "done";
+pub const FAULT: &str = "fault";
+
+/// Where a pending task is in its life.
+pub mod stage {
+    /// Waiting for a session.
+    pub const QUEUED: &str = "queued";
+    /// Download/Upload accepted by the CPE; TransferComplete with `command_key` closes it.
+    pub const TRANSFERRING: &str = "transferring";
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct TaskRow {
+    pub id: i64,
+    pub device_id: i64,
+    pub org_id: Option<i64>,
+    pub name: String,
+    pub body: String,
+    pub status: String,
+    pub stage: String,
+    pub command_key: String,
+    pub fault_code: Option<String>,
+    pub fault_message: Option<String>,
+    pub fault_detail: Option<String>,
+    pub result: Option<String>,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub done_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+pub async fn insert(
+    store: &Store,
+    device_pk: i64,
+    org_id: Option<i64>,
+    name: &str,
+    body: &str,
+    expires_at: Option<i64>,
+) -> Result<TaskRow> {
+    let _guard = store.write_guard().await;
+    let stmt = store.statement(
+        "INSERT INTO tasks (device_id, org_id, name, body, status, stage, created_at, expires_at)
+         VALUES (?, ?, ?, ?, 'pending', 'queued', ?, ?) RETURNING *",
+        [device_pk.into(), org_id.into(), name.into(), body.into(), now_millis().into(), expires_at.into()],
+    );
+    TaskRow::find_by_statement(stmt)
+        .one(store.db())
+        .await
+        .context("queueing task")?
+        .context("the database returned no row for the new task")
+}
+
+/// The next task for a session to run: the oldest queued one.
+pub async fn next_queued(store: &Store, device_pk: i64) -> Result<Option<TaskRow>> {
+    let stmt = store.statement(
+        "SELECT * FROM tasks WHERE device_id = ? AND status = 'pending' AND stage = 'queued' ORDER BY id LIMIT 1",
+        [device_pk.into()],
+    );
+    TaskRow::find_by_statement(stmt).one(store.db()).await.context("loading next task")
+}
+
+pub async fn by_id(store: &Store, id: i64) -> Result<Option<TaskRow>> {
+    let stmt = store.statement("SELECT * FROM tasks WHERE id = ?", [id.into()]);
+    TaskRow::find_by_statement(stmt).one(store.db()).await.context("loading task")
+}
+
+/// A task the caller's scope may see (through its device's organization).
+pub async fn visible(store: &Store, scope: &Scope, id: i64) -> Result<Option<TaskRow>> {
+    let (condition, mut args) = scope.condition("d.org_id");
+    args.insert(0, id.into());
+    let stmt = store.statement(
+        &format!("SELECT t.* FROM tasks t JOIN devices d ON d.id = t.device_id WHERE t.id = ? AND {condition}"),
+        args,
+    );
+    TaskRow::find_by_statement(stmt).one(store.db()).await.context("loading task")
+}
+
+pub async fn list_for_device(store: &Store, device_pk: i64, after: Option<i64>, limit: u64) -> Result<Vec<TaskRow>> {
+    let mut args: Vec<Value> = vec![device_pk.into()];
+    let mut sql = String::from("SELECT * FROM tasks WHERE device_id = ?");
+    if let Some(after) = after {
+        sql.push_str(" AND id > ?");
+        args.push(after.into());
+    }
+    sql.push_str(" ORDER BY id LIMIT ?");
+    args.push((limit as i64).into());
+    TaskRow::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing tasks")
+}
+
+/// The transfer task a TransferComplete answers, matched by CommandKey. A CPE re-sends
+/// TransferComplete until acknowledged, so a task already closed matches too and the handler
+/// stays idempotent.
+pub async fn by_command_key(store: &Store, device_pk: i64, command_key: &str) -> Result<Option<TaskRow>> {
+    let stmt = store.statement(
+        "SELECT * FROM tasks WHERE device_id = ? AND command_key = ? ORDER BY id DESC LIMIT 1",
+        [device_pk.into(), command_key.into()],
+    );
+    TaskRow::find_by_statement(stmt).one(store.db()).await.context("loading transfer task")
+}
+
+pub async fn mark_attempt(store: &Store, id: i64) -> Result<()> {
+    exec(store, "UPDATE tasks SET attempts = attempts + 1 WHERE id = ?", vec![id.into()]).await
+}
+
+pub async fn mark_transferring(store: &Store, id: i64, command_key: &str) -> Result<()> {
+    exec(
+        store,
+        "UPDATE tasks SET stage = 'transferring', command_key = ? WHERE id = ? AND status = 'pending'",
+        vec![command_key.into(), id.into()],
+    )
+    .await
+}
+
+/// Sets the CommandKey before the RPC goes out, so a TransferComplete or `M Reboot` arriving in a
+/// later session finds its task even if this session dies right after.
+pub async fn set_command_key(store: &Store, id: i64, command_key: &str) -> Result<()> {
+    exec(store, "UPDATE tasks SET command_key = ? WHERE id = ?", vec![command_key.into(), id.into()]).await
+}
+
+pub async fn mark_done(store: &Store, id: i64, result: Option<&serde_json::Value>) -> Result<()> {
+    let result = result.map(|r| r.to_string());
+    exec(
+        store,
+        "UPDATE tasks SET status = 'done', stage = 'queued', result = ?, done_at = ?,
+         fault_code = NULL, fault_message = NULL, fault_detail = NULL WHERE id = ? AND status = 'pending'",
+        vec![result.into(), now_millis().into(), id.into()],
+    )
+    .await
+}
+
+/// Faults a task and records the fault against its device, in one transaction.
+pub async fn mark_fault(
+    store: &Store,
+    task: &TaskRow,
+    code: &str,
+    message: &str,
+    detail: Option<&serde_json::Value>,
+) -> Result<()> {
+    use sea_orm::TransactionTrait;
+    let detail = detail.map(|d| d.to_string());
+    let now = now_millis();
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting transaction")?;
+    let backend = txn.get_database_backend();
+    txn.execute_raw(super::statement(
+        backend,
+        "UPDATE tasks SET status = 'fault', stage = 'queued', fault_code = ?, fault_message = ?, fault_detail = ?, done_at = ?
+         WHERE id = ? AND status = 'pending'",
+        [code.into(), message.into(), detail.clone().into(), now.into(), task.id.into()],
+    ))
+    .await
+    .context("faulting task")?;
+    txn.execute_raw(super::statement(
+        backend,
+        "INSERT INTO faults (device_id, org_id, task_id, channel, code, message, detail, created_at)
+         VALUES (?, ?, ?, 'task', ?, ?, ?, ?)",
+        [
+            task.device_id.into(),
+            task.org_id.into(),
+            task.id.into(),
+            code.into(),
+            message.into(),
+            detail.into(),
+            now.into(),
+        ],
+    ))
+    .await
+    .context("recording device fault")?;
+    txn.commit().await.context("committing task fault")
+}
+
+/// Puts a faulted task back in the queue; its fault record is cleared.
+pub async fn retry(store: &Store, id: i64) -> Result<bool> {
+    use sea_orm::TransactionTrait;
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting transaction")?;
+    let backend = txn.get_database_backend();
+    let updated = txn
+        .execute_raw(super::statement(
+            backend,
+            "UPDATE tasks SET status = 'pending', stage = 'queued', fault_code = NULL, fault_message = NULL,
+             fault_detail = NULL, done_at = NULL, attempts = 0 WHERE id = ? AND status = 'fault'",
+            [id.into()],
+        ))
+        .await
+        .context("retrying task")?
+        .rows_affected();
+    txn.execute_raw(super::statement(backend, "DELETE FROM faults WHERE task_id = ?", [id.into()]))
+        .await
+        .context("clearing task fault")?;
+    txn.commit().await.context("committing retry")?;
+    Ok(updated > 0)
+}
+
+pub async fn delete(store: &Store, id: i64) -> Result<bool> {
+    let _guard = store.write_guard().await;
+    let result = store
+        .db()
+        .execute_raw(store.statement("DELETE FROM tasks WHERE id = ?", [id.into()]))
+        .await
+        .context("deleting task")?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Faults every pending task past its expiry; returns how many.
+pub async fn expire(store: &Store, device_pk: i64, now: i64) -> Result<Vec<TaskRow>> {
+    let stmt = store.statement(
+        "SELECT * FROM tasks WHERE device_id = ? AND status = 'pending' AND expires_at IS NOT NULL AND expires_at < ?",
+        [device_pk.into(), now.into()],
+    );
+    let expired = TaskRow::find_by_statement(stmt).all(store.db()).await.context("finding expired tasks")?;
+    for task in &expired {
+        mark_fault(store, task, "expired", "The task expired before the device ran it", None).await?;
+    }
+    Ok(expired)
+}
+
+async fn exec(store: &Store, sql: &str, args: Vec<Value>) -> Result<()> {
+    let _guard = store.write_guard().await;
+    store.db().execute_raw(store.statement(sql, args)).await.with_context(|| format!("running {sql}"))?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! The Roost database schema, for SQLite (embedded default) and PostgreSQL (production).
+//!
+//! Migrations are plain SQL per backend: the parameter store depends on things a portable
+//! schema builder cannot say (`WITHOUT ROWID` tables on SQLite, byte-ordered `COLLATE "C"`
+//! paths on PostgreSQL so that prefix queries are index range scans), and a reviewer should see
+//! exactly what runs. Released migrations are never edited; changes go in a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}
+
+/// Runs each statement of a `;`-separated script. Statements are split here because PostgreSQL
+/// refuses several commands in one prepared statement.
+async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
+    let connection = manager.get_connection();
+    for statement in script.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+        connection.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
+
+/// Picks the script for the connected backend.
+fn for_backend<'a>(manager: &SchemaManager<'_>, sqlite: &'a str, postgres: &'a str) -> Result<&'a str, DbErr> {
+    match manager.get_database_backend() {
+        sea_orm_migration::sea_orm::DatabaseBackend::Sqlite => Ok(sqlite),
+        sea_orm_migration::sea_orm::DatabaseBackend::Postgres => Ok(postgres),
+        other => Err(DbErr::Migration(format!("unsupported database backend {other:?}"))),
+    }
+}
