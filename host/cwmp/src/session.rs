@@ -357,3 +357,247 @@ fn describe(body: &CpeBody) -> String {
         CpeBody::Fault(fault) => format!("a fault {}", fault.code),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode_acs_message, encode_cpe_message};
+    use crate::rpc::{CpeResponse, DeviceIdStruct, EventStruct, ParameterValue, TransferComplete};
+    use crate::value::ValueType;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn cpe(version: CwmpVersion, header: Header, body: CpeBody) -> Vec<u8> {
+        encode_cpe_message(version, &header, &body).into_bytes()
+    }
+
+    fn inform(version: CwmpVersion, header: Header) -> Vec<u8> {
+        let inform = Inform {
+            device_id: DeviceIdStruct {
+                manufacturer: "Acme".into(),
+                oui: "A1B2C3".into(),
+                product_class: "Box".into(),
+                serial_number: "S1".into(),
+            },
+            events: vec![EventStruct { code: "2 PERIODIC".into(), command_key: String::new() }],
+            max_envelopes: 1,
+            current_time: "2026-11-21T10:00:00".into(),
+            retry_count: 0,
+            parameters: vec![ParameterValue {
+                name: "Device.DeviceInfo.SoftwareVersion".into(),
+                value: "1.0".into(),
+                value_type: ValueType::String,
+            }],
+        };
+        cpe(version, header, CpeBody::Request(CpeRequest::Inform(inform)))
+    }
+
+    fn with_id(id: &str) -> Header {
+        Header { id: Some(id.into()), ..Header::default() }
+    }
+
+    fn acs(reply: &Reply) -> Envelope<AcsBody> {
+        decode_acs_message(reply.body.as_bytes()).expect("the ACS must send valid SOAP")
+    }
+
+    #[test]
+    fn a_whole_session_inform_request_response_and_204() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Incoming::Inform { inform, turn } = session.receive(&inform(CwmpVersion::V1_0, with_id("42")), t0).unwrap()
+        else {
+            panic!("expected the Inform")
+        };
+        assert_eq!(inform.device_id.serial_number, "S1");
+        let reply = session.accept_inform(turn);
+        assert_eq!(reply.status, 200);
+        let answer = acs(&reply);
+        assert_eq!(answer.header.id.as_deref(), Some("42"), "cwmp:ID is echoed");
+        assert_eq!(answer.body, AcsBody::Response(AcsResponse::Inform));
+        assert_eq!(answer.version, CwmpVersion::V1_0, "answered in the CPE's namespace");
+
+        // The CPE has a request of its own before the empty POST.
+        let tc = CpeBody::Request(CpeRequest::TransferComplete(TransferComplete {
+            command_key: "k".into(),
+            ..TransferComplete::default()
+        }));
+        let Incoming::Request { request, turn } =
+            session.receive(&cpe(CwmpVersion::V1_0, with_id("43"), tc), t0).unwrap()
+        else {
+            panic!("expected a request")
+        };
+        assert_eq!(request.method_name(), "TransferComplete");
+        let reply = session.answer(turn, AcsResponse::TransferComplete);
+        assert_eq!(acs(&reply).header.id.as_deref(), Some("43"));
+
+        let Incoming::Empty { turn } = session.receive(b"", t0).unwrap() else { panic!("expected the empty POST") };
+        let reply = session.send(turn, AcsRequest::GetParameterValues { names: vec!["Device.".into()] });
+        let sent_id = acs(&reply).header.id.expect("requests carry an ID");
+        assert_eq!(session.outstanding().map(|o| o.method), Some("GetParameterValues"));
+
+        let response = CpeBody::Response(CpeResponse::GetParameterValues { parameters: vec![] });
+        let Incoming::Response { request, turn, .. } =
+            session.receive(&cpe(CwmpVersion::V1_0, with_id(&sent_id), response), t0).unwrap()
+        else {
+            panic!("expected the response")
+        };
+        assert_eq!(request.id, sent_id);
+        let reply = session.finish(turn);
+        assert!(reply.ends_session());
+        assert!(reply.body.is_empty());
+        assert!(session.is_ended());
+        assert!(matches!(session.receive(b"", t0), Err((Rejection::Ended, _))));
+    }
+
+    #[test]
+    fn an_empty_post_while_a_request_is_outstanding_fails_it_instead_of_looping() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_1, Header::default()), t0).unwrap()
+        else {
+            panic!()
+        };
+        let _ = session.accept_inform(turn);
+        let Incoming::Empty { turn } = session.receive(b"\r\n", t0).unwrap() else { panic!() };
+        let _ = session.send(turn, AcsRequest::FactoryReset);
+        let Incoming::Unanswered { request, reason, .. } = session.receive(b"", t0).unwrap() else {
+            panic!("an empty POST must not count as an answer")
+        };
+        assert_eq!(request.method, "FactoryReset");
+        assert_eq!(reason, Unanswered::EmptyPost);
+        assert!(session.outstanding().is_none());
+    }
+
+    #[test]
+    fn a_response_to_another_method_is_reported_not_accepted() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_2, Header::default()), t0).unwrap()
+        else {
+            panic!()
+        };
+        let _ = session.accept_inform(turn);
+        let Incoming::Empty { turn } = session.receive(b"", t0).unwrap() else { panic!() };
+        let _ = session.send(turn, AcsRequest::Reboot { command_key: "r".into() });
+        let body = cpe(CwmpVersion::V1_2, Header::default(), CpeBody::Response(CpeResponse::FactoryReset));
+        let Incoming::Unanswered { reason, .. } = session.receive(&body, t0).unwrap() else { panic!() };
+        assert_eq!(reason, Unanswered::WrongResponse { got: "FactoryReset" });
+    }
+
+    #[test]
+    fn cwmp_1_4_negotiates_and_announces_the_version() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let header = Header { supported_cwmp_versions: Some("1.0,1.1,1.2,1.3,1.4".into()), ..Header::default() };
+        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_2, header), t0).unwrap() else {
+            panic!()
+        };
+        let reply = session.accept_inform(turn);
+        assert!(reply.body.contains("UseCWMPVersion"), "{}", reply.body);
+        assert!(reply.body.contains("urn:dslforum-org:cwmp-1-2"), "1.4 shares the 1.2 namespace");
+        assert_eq!(acs(&reply).header.use_cwmp_version.as_deref(), Some("1.4"));
+        assert_eq!(session.version(), CwmpVersion::V1_4);
+    }
+
+    #[test]
+    fn no_common_version_is_fault_8006() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let header = Header { supported_cwmp_versions: Some("2.0".into()), ..Header::default() };
+        let Err((Rejection::NoCommonVersion(_), reply)) = session.receive(&inform(CwmpVersion::V1_2, header), t0)
+        else {
+            panic!("expected a version rejection")
+        };
+        let AcsBody::Fault(fault) = acs(&reply).body else { panic!("expected a fault") };
+        assert_eq!(fault.code, 8006);
+        assert!(session.is_ended());
+    }
+
+    #[test]
+    fn the_first_message_must_be_an_inform() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let body = cpe(CwmpVersion::V1_0, Header::default(), CpeBody::Request(CpeRequest::GetRpcMethods));
+        let Err((Rejection::NotInformFirst(got), reply)) = session.receive(&body, t0) else { panic!() };
+        assert_eq!(got, "GetRPCMethods");
+        assert_eq!(reply.status, 400);
+        let mut session = Session::new(t0, TIMEOUT);
+        let Err((Rejection::NotInformFirst(_), reply)) = session.receive(b"", t0) else { panic!() };
+        assert!(reply.ends_session(), "an empty POST outside a session just ends it");
+    }
+
+    #[test]
+    fn malformed_soap_is_answered_with_a_fault_and_ends_the_session() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Err((Rejection::Malformed(_), reply)) = session.receive(b"<not-soap", t0) else { panic!() };
+        assert_eq!(reply.status, 400);
+        let AcsBody::Fault(fault) = acs(&reply).body else { panic!() };
+        assert_eq!(fault.code, 8003);
+        assert!(session.is_ended());
+    }
+
+    #[test]
+    fn a_new_inform_inside_a_session_ends_it() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0).unwrap()
+        else {
+            panic!()
+        };
+        let _ = session.accept_inform(turn);
+        let again = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0);
+        assert!(matches!(again, Err((Rejection::InformInOpenSession, _))));
+    }
+
+    #[test]
+    fn unsupported_cpe_requests_get_fault_8000() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0).unwrap()
+        else {
+            panic!()
+        };
+        let _ = session.accept_inform(turn);
+        let body =
+            cpe(CwmpVersion::V1_0, with_id("7"), CpeBody::Request(CpeRequest::Unsupported { method: "Kicked".into() }));
+        let Incoming::Request { request, turn } = session.receive(&body, t0).unwrap() else { panic!() };
+        let reply =
+            session.answer_fault(turn, Fault::new(8000, format!("Method not supported: {}", request.method_name())));
+        assert_eq!(reply.status, 500);
+        let answer = acs(&reply);
+        assert_eq!(answer.header.id.as_deref(), Some("7"));
+        assert!(matches!(answer.body, AcsBody::Fault(Fault { code: 8000, .. })));
+    }
+
+    #[test]
+    fn idle_sessions_expire_by_the_callers_clock() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0).unwrap()
+        else {
+            panic!()
+        };
+        let _ = session.accept_inform(turn);
+        assert!(!session.is_expired(t0 + TIMEOUT));
+        assert!(session.is_expired(t0 + TIMEOUT + Duration::from_millis(1)));
+        // Activity moves the deadline.
+        let later = t0 + Duration::from_secs(20);
+        let _ = session.receive(b"", later).unwrap();
+        assert!(!session.is_expired(t0 + TIMEOUT + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn hold_requests_is_sent_once_set() {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0).unwrap()
+        else {
+            panic!()
+        };
+        session.set_hold_requests(true);
+        let reply = session.accept_inform(turn);
+        assert_eq!(acs(&reply).header.hold_requests, Some(true));
+    }
+}
