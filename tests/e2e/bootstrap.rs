@@ -1,0 +1,79 @@
+//! First contact: registration, connection-request credentials, discovery of the whole tree.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use roost_tests::on_both_backends;
+
+use super::*;
+
+async fn bootstraps_and_discovers(backend: Backend, kind: DataModelKind) {
+    let h = Harness::start(backend).await;
+    let fleet = h.fleet(kind, 1, "BOOT").await;
+    let cpe = fleet.device(0);
+    let report = cpe.inform_now(&[]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    assert!(report.has_event("0 BOOTSTRAP"));
+    let methods = report.methods();
+    assert_eq!(methods.first(), Some(&"SetParameterValues"), "credentials first: {methods:?}");
+    assert!(methods.contains(&"GetParameterNames"), "{methods:?}");
+    assert!(methods.iter().filter(|m| **m == "GetParameterValues").count() > 3, "{methods:?}");
+
+    let id = cpe.device_id();
+    let device = h.device(&id).await;
+    assert_eq!(device["id"], id);
+    assert_eq!(device["serial_number"], cpe.serial_number());
+    assert_eq!(device["data_model"], if kind == DataModelKind::Tr098 { "tr098" } else { "tr181" });
+    assert!(device["discovered_at"].is_string(), "{device}");
+    assert!(device["last_events"].as_array().unwrap().iter().any(|e| e == "0 BOOTSTRAP"));
+    assert_eq!(device["connection_request"]["credentials_set"], true);
+    assert_eq!(device["connection_request"]["url"], cpe.connection_request_url());
+
+    // The whole tree is stored: every node the device has, with its value.
+    let root = cpe.root();
+    let nodes = cpe.with_state(|s| s.tree.model().iter().count());
+    let stored = device["parameter_count"].as_i64().unwrap() as usize;
+    assert!(stored + 2 >= nodes && stored <= nodes + 2, "stored {stored} nodes, the device has {nodes}");
+    let software = format!("{root}DeviceInfo.SoftwareVersion");
+    assert_eq!(h.stored_value(&id, &software).await, cpe.value(&software));
+    let params = h.parameters(&id, &format!("{root}DeviceInfo.")).await;
+    assert!(params.iter().any(|p| p["path"] == format!("{root}DeviceInfo.") && p["object"] == true));
+    let leaf = params.iter().find(|p| p["path"] == software).unwrap();
+    assert_eq!(leaf["type"], "xsd:string");
+    assert_eq!(leaf["object"], false);
+
+    // The credentials Roost set are the ones the device now holds (and reads back empty).
+    let username = cpe.value(&format!("{root}ManagementServer.ConnectionRequestUsername")).unwrap();
+    assert!(username.starts_with("roost-"), "{username}");
+    assert_eq!(
+        h.stored_value(&id, &format!("{root}ManagementServer.ConnectionRequestPassword")).await.as_deref(),
+        Some("")
+    );
+
+    // A periodic Inform changes nothing and needs no work.
+    let periodic = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(periodic.is_ok(), "{:?}", periodic.error);
+    assert!(periodic.methods().is_empty(), "nothing to do: {:?}", periodic.methods());
+
+    // And a connection request wakes it.
+    let mark = cpe.session_count();
+    let (status, outcome) = h.post(&format!("/api/v1/devices/{}/connection-request", encode_id(&id)), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(outcome["outcome"], "accepted");
+    let woken = cpe.wait_for_session(mark, Duration::from_secs(10), |r| r.has_event("6 CONNECTION REQUEST")).await;
+    assert!(woken.is_ok(), "{woken:?}");
+    let device = h.device(&id).await;
+    assert_eq!(device["connection_request"]["last_outcome"], "accepted");
+    fleet.stop().await;
+    h.finish().await;
+}
+
+on_both_backends! {
+    async fn tr098_huawei_bootstraps_and_is_discovered(backend: Backend) {
+        bootstraps_and_discovers(backend, DataModelKind::Tr098).await
+    }
+
+    async fn tr181_tplink_bootstraps_and_is_discovered(backend: Backend) {
+        bootstraps_and_discovers(backend, DataModelKind::Tr181).await
+    }
+}

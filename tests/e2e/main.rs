@@ -1,0 +1,12 @@
+//! End-to-end: the real server, simulated CPEs built from real device exports, SQLite and
+//! PostgreSQL. Each test runs once per backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod bootstrap;
+mod cwmp_edges;
+mod restart;
+mod tasks;
+
+pub use roost_tests::*;

@@ -1,0 +1,371 @@
+//! The end-to-end harness: a real Roost server in this process, on loopback ports, with its own
+//! data directory and database (a fresh SQLite file, or a fresh PostgreSQL database created for
+//! the test and dropped after it), an admin user logged in over the API, and helpers to call it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use reqwest::StatusCode;
+use roost::app::Server;
+use roost::config::{Config, CpeAuthMode};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+
+pub use roost_sim::{DataModel, DataModelKind, Fleet, FleetConfig, StartMode};
+pub use serde_json::{Value as JsonValue, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+fn postgres_admin_url() -> String {
+    std::env::var("ROOST_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A PostgreSQL database that exists for one test.
+struct TestDatabase {
+    name: String,
+}
+
+impl TestDatabase {
+    async fn create() -> Result<(Self, String)> {
+        let admin_url = postgres_admin_url();
+        let name = format!("roost_e2e_{}", uuid::Uuid::now_v7().simple());
+        let admin = Database::connect(&admin_url).await.context("connecting to PostgreSQL (is it running?)")?;
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+        admin.close().await?;
+        let base = admin_url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(admin_url);
+        Ok((Self { name: name.clone() }, format!("{base}/{name}")))
+    }
+
+    async fn drop_now(&self) -> Result<()> {
+        let admin = Database::connect(&postgres_admin_url()).await?;
+        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await?;
+        admin.close().await?;
+        Ok(())
+    }
+}
+
+/// A server under test.
+pub struct Harness {
+    pub backend: Backend,
+    data_dir: tempfile::TempDir,
+    database_url: Option<String>,
+    database: Option<TestDatabase>,
+    server: Option<Server>,
+    cwmp_addr: SocketAddr,
+    http_addr: SocketAddr,
+    cpe_auth: CpeAuthMode,
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, CpeAuthMode::Open).await
+    }
+
+    pub async fn start_with(backend: Backend, cpe_auth: CpeAuthMode) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        let (database, database_url) = match backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres => {
+                let (db, url) = TestDatabase::create().await.expect("creating a PostgreSQL test database");
+                (Some(db), Some(url))
+            }
+        };
+        let mut harness = Self {
+            backend,
+            data_dir,
+            database_url,
+            database,
+            server: None,
+            cwmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cpe_auth,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client"),
+            token: String::new(),
+        };
+        harness.boot().await;
+        let app = harness.app().clone();
+        let platform = roost::store::orgs::by_slug(&app.store, "platform").await.unwrap().expect("platform org");
+        let hash = roost::api::auth::hash_password(ADMIN_PASSWORD).unwrap();
+        roost::store::users::create(&app.store, platform.id, ADMIN_EMAIL, &hash, "platform-admin").await.unwrap();
+        harness.token = harness.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.expect("admin login");
+        harness
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config::for_loopback(self.data_dir.path().to_path_buf(), self.database_url.clone());
+        config.cwmp_listen = self.cwmp_addr;
+        config.http_listen = self.http_addr;
+        config.cwmp.auth = self.cpe_auth;
+        config.cwmp.session_timeout = Duration::from_secs(20);
+        config.tasks.connection_request_wait = Duration::from_secs(20);
+        config.connection_request.timeout = Duration::from_secs(5);
+        config
+    }
+
+    async fn boot(&mut self) {
+        let server = Server::start(self.config()).await.expect("server start");
+        // Later restarts keep the same ports, so simulated devices keep their ACS URL.
+        self.cwmp_addr = server.cwmp_addr;
+        self.http_addr = server.http_addr;
+        self.server = Some(server);
+    }
+
+    /// Stops the server as SIGTERM would and starts it again on the same data and ports.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        self.boot().await;
+    }
+
+    pub fn app(&self) -> &Arc<roost::app::App> {
+        self.server.as_ref().expect("server running").app()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.path().to_path_buf()
+    }
+
+    pub fn cwmp_url(&self) -> String {
+        format!("http://{}/", self.cwmp_addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<String> {
+        let response = self
+            .http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == StatusCode::OK, "login answered {}", response.status());
+        let body: Value = response.json().await?;
+        Ok(body["access_token"].as_str().context("access_token")?.to_owned())
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API request");
+        let status = response.status();
+        let text = response.text().await.expect("API body");
+        let value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Queues a task and wakes the device for it; returns the task as the API reports it.
+    pub async fn run_task(&self, device_id: &str, body: Value) -> Value {
+        let path = format!("/api/v1/devices/{}/tasks?connection_request=true", encode_id(device_id));
+        let (status, task) = self.post(&path, body.clone()).await;
+        assert!(status == StatusCode::OK || status == StatusCode::ACCEPTED, "task {body}: {status} {task}");
+        task
+    }
+
+    /// Polls a task until it leaves `pending`.
+    pub async fn wait_task(&self, task_id: &str) -> Value {
+        for _ in 0..300 {
+            let (status, task) = self.get(&format!("/api/v1/tasks/{task_id}")).await;
+            assert_eq!(status, StatusCode::OK, "{task}");
+            if task["status"] != "pending" {
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("task {task_id} still pending after 30 s");
+    }
+
+    pub async fn device(&self, device_id: &str) -> Value {
+        let (status, device) = self.get(&format!("/api/v1/devices/{}", encode_id(device_id))).await;
+        assert_eq!(status, StatusCode::OK, "{device}");
+        device
+    }
+
+    /// Every stored parameter under `prefix`, following cursors.
+    pub async fn parameters(&self, device_id: &str, prefix: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/api/v1/devices/{}/parameters?limit=1000&prefix={}",
+                encode_id(device_id),
+                percent_encoding::utf8_percent_encode(prefix, percent_encoding::NON_ALPHANUMERIC)
+            );
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            out.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    /// The stored value of one parameter.
+    pub async fn stored_value(&self, device_id: &str, path: &str) -> Option<String> {
+        self.parameters(device_id, path)
+            .await
+            .into_iter()
+            .find(|p| p["path"] == path)
+            .and_then(|p| p["value"].as_str().map(str::to_owned))
+    }
+
+    /// A simulated fleet pointed at this server, started by hand.
+    pub async fn fleet(&self, kind: DataModelKind, devices: usize, prefix: &str) -> Fleet {
+        let model = Arc::new(DataModel::bundled(kind).expect("bundled model"));
+        let mut config = FleetConfig::new(self.cwmp_url(), model);
+        config.devices = devices;
+        config.serial_prefix = prefix.to_owned();
+        config.start = StartMode::Manual;
+        config.retry = false;
+        config.reboot_delay = Duration::from_millis(200);
+        config.cr_min_interval = Duration::from_millis(0);
+        Fleet::start(config).await.expect("fleet start")
+    }
+
+    /// Stops the server and drops the test database.
+    pub async fn finish(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        if let Some(db) = self.database.take() {
+            db.drop_now().await.expect("dropping the test database");
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // A failed test never reaches finish(): drop its database anyway.
+        if let Some(db) = self.database.take() {
+            let _ = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let _ = runtime.block_on(db.drop_now());
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// A device id as it goes into a URL path: percent-encoded once more.
+pub fn encode_id(device_id: &str) -> String {
+    percent_encoding::utf8_percent_encode(device_id, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Runs an async test body once per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($h:ident: Backend) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn body($h: $crate::Backend) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    body($crate::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    body($crate::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// A loopback HTTP file server for Download and Upload tasks: `GET /files/<name>` serves what
+/// was put there (404 otherwise), `PUT /uploads/<name>` stores the body.
+pub struct FileServer {
+    pub addr: SocketAddr,
+    files: Arc<std::sync::Mutex<std::collections::HashMap<String, bytes::Bytes>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FileServer {
+    pub async fn start() -> Self {
+        use axum::extract::{Path, State};
+        use axum::routing::{get, put};
+        type Files = Arc<std::sync::Mutex<std::collections::HashMap<String, bytes::Bytes>>>;
+
+        async fn fetch(State(files): State<Files>, Path(name): Path<String>) -> Result<bytes::Bytes, StatusCode> {
+            files.lock().unwrap().get(&format!("files/{name}")).cloned().ok_or(StatusCode::NOT_FOUND)
+        }
+        async fn store(State(files): State<Files>, Path(name): Path<String>, body: bytes::Bytes) -> StatusCode {
+            files.lock().unwrap().insert(format!("uploads/{name}"), body);
+            StatusCode::CREATED
+        }
+
+        let files: Files = Arc::default();
+        let router = axum::Router::new()
+            .route("/files/{name}", get(fetch))
+            .route("/uploads/{name}", put(store))
+            .with_state(files.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self { addr, files, stop: Some(stop) }
+    }
+
+    pub fn put_file(&self, name: &str, contents: &[u8]) -> String {
+        self.files.lock().unwrap().insert(format!("files/{name}"), bytes::Bytes::copy_from_slice(contents));
+        format!("http://{}/files/{name}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn uploaded(&self, name: &str) -> Option<bytes::Bytes> {
+        self.files.lock().unwrap().get(&format!("uploads/{name}")).cloned()
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
