@@ -124,10 +124,11 @@ impl Sessions {
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.cwmp.max_body_bytes;
+    // Operators put any path in ManagementServer.URL (`/acs`, `/tr069`, …): every path but the
+    // onboarding URLs is the organization-less endpoint.
     Router::new()
-        .route("/", post(without_org))
-        .route("/cwmp", post(without_org))
         .route("/cwmp/{org}", post(with_org))
+        .fallback(without_org)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -135,9 +136,13 @@ pub fn router(app: Arc<App>) -> Router {
 async fn without_org(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: axum::http::Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if method != axum::http::Method::POST {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+    }
     handle(app, peer, None, headers, body).await
 }
 

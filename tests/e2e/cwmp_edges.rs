@@ -1,2 +1,139 @@
-#[allow(unused_imports)]
+//! The CWMP endpoint against what real firmware sends: captured messages from independent
+//! agents, cookie-less sessions, chunked bodies, malformed SOAP, empty POSTs mid-RPC, and CPE
+//! authentication.
+
+use reqwest::StatusCode;
+use roost::config::CpeAuthMode;
+use roost_tests::on_both_backends;
+
 use super::*;
+
+const XML: (&str, &str) = ("Content-Type", "text/xml; charset=utf-8");
+
+on_both_backends! {
+    async fn real_agents_informs_register_devices(backend: Backend) {
+        let h = Harness::start(backend).await;
+        // netcwmp (C agent): SOAP-ENV prefixes, 1999 schema namespaces, 0 BOOTSTRAP.
+        let inform = capture_bodies("netcwmp_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let response = cpe.post("/acs", &inform, &[XML], false).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert!(response.body.contains("<cwmp:InformResponse>"), "{}", response.body);
+        assert!(response.body.contains("urn:dslforum-org:cwmp-1-0"), "answered in the agent's namespace");
+        assert!(!response.body.starts_with("<?xml"), "no XML declaration for agents that cannot parse one");
+        // This agent never sends cookies: the session is found by its connection.
+        let next = cpe.post("/acs", "", &[], false).await;
+        assert_eq!(next.status, 200);
+        assert!(next.body.contains("<cwmp:SetParameterValues>"), "{}", next.body);
+        let device = h.device("A00001-OT2800-30000000000000000").await;
+        assert_eq!(device["manufacturer"], "ChinaNMS");
+        assert!(device["last_events"].as_array().unwrap().contains(&json!("0 BOOTSTRAP")));
+        cpe.end_session("/acs").await;
+
+        // softov cwmp-sim (a ZTE H199A model): product class with a space, escaped like GenieACS.
+        let inform = capture_bodies("softov-cwmp-sim_digest_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let response = cpe.post("/", &inform, &[("Content-Type", "text/xml")], true).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        let (status, list) = h.get("/api/v1/devices?product_class=ZXHN%20H199A").await;
+        assert_eq!(status, StatusCode::OK);
+        let id = list["items"][0]["id"].as_str().expect("the ZTE device is registered").to_owned();
+        assert!(id.contains("-ZXHN%20H199A-"), "{id}");
+        h.device(&id).await;
+        cpe.end_session("/").await;
+
+        // genieacs-sim: a periodic first contact is enough to register.
+        let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let response = cpe.post("/", &inform, &[XML], false).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        cpe.end_session("/").await;
+        h.finish().await;
+    }
+
+    async fn malformed_soap_gets_a_fault_and_loses_nothing(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let response = cpe.post("/", "<SOAP-ENV:Envelope><SOAP-ENV:Body><cwmp:Inform>", &[XML], false).await;
+        assert_eq!(response.status, 400);
+        assert!(response.body.contains("<FaultCode>8003</FaultCode>"), "{}", response.body);
+        let response = cpe.post("/", "<!DOCTYPE x [<!ENTITY a \"aaaa\">]><x>&a;</x>", &[XML], false).await;
+        assert_eq!(response.status, 400, "entities are refused, never expanded");
+        // The server is unharmed and the next well-formed session works.
+        let fleet = h.fleet(DataModelKind::Tr098, 1, "MAL").await;
+        let report = fleet.device(0).inform_now(&[]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn an_empty_post_instead_of_an_answer_fails_the_work_without_looping(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let inform = capture_bodies("netcwmp_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        assert_eq!(cpe.post("/", &inform, &[XML], false).await.status, 200);
+        let first = cpe.post("/", "", &[], false).await;
+        assert!(first.body.contains("SetParameterValues"), "{}", first.body);
+        // "I could not parse that": an empty POST while the request is outstanding.
+        let second = cpe.post("/", "", &[], false).await;
+        assert!(second.body.contains("GetParameterNames"), "moves on to discovery: {}", second.body);
+        let third = cpe.post("/", "", &[], false).await;
+        assert_eq!(third.status, 204, "nothing else to do: the session ends: {}", third.body);
+        let (_, faults) = h.get(&format!("/api/v1/devices/{}/faults", encode_id("A00001-OT2800-30000000000000000"))).await;
+        let channels: Vec<(&str, &str)> = faults["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["channel"].as_str().unwrap(), f["code"].as_str().unwrap()))
+            .collect();
+        assert_eq!(channels, vec![("bootstrap", "no_response"), ("discovery", "no_response")]);
+        h.finish().await;
+    }
+
+    async fn cpe_authentication_with_digest(backend: Backend) {
+        let h = Harness::start_with(backend, CpeAuthMode::Required).await;
+        let app = h.app().clone();
+        let org = roost::store::orgs::create(&app.store, "ISP A", "isp-a", None).await.unwrap();
+        roost::store::credentials::create(&app.store, Some(org.id), None, "isp-a-fleet", app.secrets.seal(b"s3cret-pass"))
+            .await
+            .unwrap();
+
+        // Without credentials: a Digest challenge, and nothing registered.
+        let inform = capture_bodies("netcwmp_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut raw = RawCpe::connect(&h.cwmp_url()).await;
+        let response = raw.post("/", &inform, &[XML], false).await;
+        assert_eq!(response.status, 401);
+        let challenge = response.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.starts_with("Digest ") && challenge.contains("qop=\"auth\""), "{challenge}");
+        let (_, list) = h.get("/api/v1/devices").await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 0);
+
+        // With the right credentials the device authenticates with Digest and onboards into the
+        // credential's organization.
+        let model = std::sync::Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
+        let mut config = FleetConfig::new(h.cwmp_url(), model.clone());
+        config.start = StartMode::Manual;
+        config.retry = false;
+        config.serial_prefix = "AUTH".into();
+        config.acs_username = Some("isp-a-fleet".into());
+        config.acs_password = Some("s3cret-pass".into());
+        let good = Fleet::start(config.clone()).await.unwrap();
+        let report = good.device(0).inform_now(&[]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        assert!(report.http_statuses.contains(&401), "challenged first: {:?}", report.http_statuses);
+        let device = h.device(&good.device(0).device_id()).await;
+        assert_eq!(device["organization"], "isp-a");
+
+        // A wrong password is refused and registers nothing.
+        config.serial_prefix = "EVIL".into();
+        config.acs_password = Some("guess".into());
+        let bad = Fleet::start(config).await.unwrap();
+        let report = bad.device(0).inform_now(&[]).await.unwrap();
+        assert!(!report.is_ok());
+        let (status, _) = h.get(&format!("/api/v1/devices/{}", encode_id(&bad.device(0).device_id()))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        good.stop().await;
+        bad.stop().await;
+        h.finish().await;
+    }
+}

@@ -369,3 +369,103 @@ impl Drop for FileServer {
         }
     }
 }
+
+/// A CPE speaking HTTP/1.1 by hand on one TCP connection, for the quirks a well-behaved client
+/// never produces: no cookies, chunked bodies, odd headers, empty POSTs at the wrong time.
+pub struct RawCpe {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+}
+
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl RawCpe {
+    pub async fn connect(cwmp_url: &str) -> Self {
+        let host = cwmp_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let stream = tokio::net::TcpStream::connect(&host).await.expect("connect to the CWMP listener");
+        Self { stream: tokio::io::BufReader::new(stream), host }
+    }
+
+    /// POSTs `body` (`chunked`: with Transfer-Encoding: chunked) and reads the response.
+    pub async fn post(&mut self, path: &str, body: &str, headers: &[(&str, &str)], chunked: bool) -> RawResponse {
+        use tokio::io::AsyncWriteExt;
+        let mut request = format!("POST {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if chunked {
+            request.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            for piece in body.as_bytes().chunks(100) {
+                request.push_str(&format!("{:x}\r\n", piece.len()));
+                request.push_str(std::str::from_utf8(piece).unwrap_or(""));
+                request.push_str("\r\n");
+            }
+            request.push_str("0\r\n\r\n");
+        } else {
+            request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        }
+        self.stream.get_mut().write_all(request.as_bytes()).await.expect("write request");
+        self.read_response().await
+    }
+
+    /// Ends the session as a CPE with nothing to say would: empty POSTs until the ACS answers
+    /// 204 (each one also fails whatever RPC the ACS had sent).
+    pub async fn end_session(&mut self, path: &str) {
+        for _ in 0..20 {
+            if self.post(path, "", &[], false).await.status == 204 {
+                return;
+            }
+        }
+        panic!("the ACS did not end the session");
+    }
+
+    async fn read_response(&mut self) -> RawResponse {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.expect("status line");
+        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.expect("header line");
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = trimmed.split_once(':') {
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        let length = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body).await.expect("body");
+        RawResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    }
+}
+
+/// The bodies of one direction of a wire capture in `tests/data/cpe/captures/`, in order.
+pub fn capture_bodies(file: &str, direction: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cpe/captures").join(file);
+    let text = std::fs::read_to_string(&path).expect("capture file");
+    text.split("\n===== ")
+        .filter(|block| block.contains(direction))
+        .filter_map(|block| block.split_once("\n\n").map(|(_, body)| body))
+        .map(|body| body.lines().filter(|l| !l.starts_with("STUB")).collect::<Vec<_>>().join("\n").trim().to_owned())
+        .filter(|body| !body.is_empty())
+        .collect()
+}

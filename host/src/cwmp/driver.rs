@@ -160,12 +160,16 @@ impl Driver {
     }
 
     /// Feeds the CPE's answer to the work in progress and returns the next request to send, or
-    /// `None` to end the session.
+    /// `None` to end the session. While the server drains for shutdown, the item in progress
+    /// finishes but no new one starts.
     pub async fn next(&mut self, app: &Arc<App>, answer: Answer) -> Result<Option<AcsRequest>> {
         if let Some(work) = self.work.take()
             && let Some(request) = self.continue_work(app, work, answer).await?
         {
             return Ok(self.count(request));
+        }
+        if app.is_draining() {
+            return Ok(None);
         }
         if self.rpcs >= MAX_RPCS_PER_SESSION {
             tracing::warn!(device = %self.device.device_id, "session reached {MAX_RPCS_PER_SESSION} RPCs; ending it");
