@@ -1,0 +1,102 @@
+//! The `roost` binary's command-line contract (DESIGN.md): the commands and flags integrators
+//! and operators script against, a clean start on an empty data directory, and a clean exit on
+//! SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROOST: &str = env!("CARGO_BIN_EXE_roost");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(ROOST)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A minimal HTTP/1.0 exchange, so this test needs no client library.
+fn http(port: u16, request: &str) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+#[test]
+fn serve_users_orgs_and_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+
+    let created = run_with_stdin(&["org", "create", "--data-dir", data_dir, "--name", "ISP A", "--slug", "isp-a"], "");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let bad_slug = run_with_stdin(&["org", "create", "--data-dir", data_dir, "--name", "X", "--slug", "Not A Slug"], "");
+    assert!(!bad_slug.status.success());
+    assert!(String::from_utf8_lossy(&bad_slug.stderr).contains("slug"));
+
+    let args = ["user", "create", "--data-dir", data_dir, "--org", "platform", "--email", "root@example.com"];
+    let user = run_with_stdin(&[&args[..], &["--role", "platform-admin", "--password-stdin"]].concat(), "long-enough-password\n");
+    assert!(user.status.success(), "{}", String::from_utf8_lossy(&user.stderr));
+    let short = run_with_stdin(&[&args[..], &["--role", "basic", "--password-stdin"]].concat(), "short\n");
+    assert!(!short.status.success(), "short passwords are refused");
+    let role = run_with_stdin(&[&args[..], &["--role", "emperor", "--password-stdin"]].concat(), "long-enough-password\n");
+    assert!(String::from_utf8_lossy(&role.stderr).contains("unknown role"));
+
+    let (cwmp, http_port) = (free_port(), free_port());
+    let mut server = Command::new(ROOST)
+        .args(["serve", "--data-dir", data_dir])
+        .args(["--cwmp-listen", &format!("127.0.0.1:{cwmp}"), "--http-listen", &format!("127.0.0.1:{http_port}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        if let Some(response) = http(http_port, "GET /healthz HTTP/1.0\r\n\r\n") {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "roost serve did not answer /healthz within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"), "{ready}");
+
+    let body = r#"{"email":"root@example.com","password":"long-enough-password"}"#;
+    let login = http(
+        http_port,
+        &format!("POST /api/v1/auth/login HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+    )
+    .unwrap();
+    assert!(login.contains("access_token"), "{login}");
+    // CPE authentication is required by default: an unauthenticated Inform is challenged.
+    let inform = "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:cwmp=\"urn:dslforum-org:cwmp-1-0\"><SOAP-ENV:Body><cwmp:Inform><DeviceId><OUI>A</OUI><SerialNumber>1</SerialNumber></DeviceId></cwmp:Inform></SOAP-ENV:Body></SOAP-ENV:Envelope>";
+    let challenged =
+        http(cwmp, &format!("POST / HTTP/1.0\r\nContent-Length: {}\r\n\r\n{inform}", inform.len())).unwrap();
+    assert!(challenged.starts_with("HTTP/1.0 401") || challenged.starts_with("HTTP/1.1 401"), "{challenged}");
+
+    let terminated = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "roost serve did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(data.path().join("roost.db").exists());
+    assert!(data.path().join("master.key").exists());
+}
