@@ -279,7 +279,11 @@ async fn start_session(
     }
     let reply = cwmp.accept_inform(turn);
     let token = new_token();
-    app.sessions.insert(token.clone(), peer, Live { cwmp, driver: Some(Driver::new(outcome.device)), peer });
+    app.sessions.insert(
+        token.clone(),
+        peer,
+        Live { cwmp, driver: Some(Driver::new(outcome.device, outcome.has_queued_tasks)), peer },
+    );
     to_response(reply, Some(&token))
 }
 

@@ -6,6 +6,7 @@
 //! easier to keep to one round trip each when the SQL is in plain sight.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -29,6 +30,9 @@ pub struct Store {
     /// SQLite allows one writer: transactions that write take this first, so they queue here
     /// instead of failing with SQLITE_BUSY when a deferred transaction upgrades its lock.
     sqlite_writer: Option<Arc<Mutex<()>>>,
+    /// Statements executed since start (transaction BEGIN/COMMIT not included): the cost of a
+    /// code path, measured rather than estimated.
+    statements: Arc<AtomicU64>,
 }
 
 /// Held for the length of a write transaction (a no-op on PostgreSQL).
@@ -56,14 +60,24 @@ impl Store {
         } else {
             options.max_connections(32).min_connections(2);
         }
-        let db = Database::connect(options)
+        let mut db = Database::connect(options)
             .await
             .with_context(|| format!("connecting to the database at {}", redact_url(url)))?;
-        Ok(Self { db, sqlite_writer: is_sqlite.then(|| Arc::new(Mutex::new(()))) })
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(Self { db, sqlite_writer: is_sqlite.then(|| Arc::new(Mutex::new(()))), statements })
     }
 
     pub async fn migrate(&self) -> Result<()> {
         roost_migrations::Migrator::up(&self.db, None).await.context("running database migrations")
+    }
+
+    /// Statements executed so far on this store.
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     pub fn db(&self) -> &DatabaseConnection {

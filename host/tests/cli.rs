@@ -44,16 +44,21 @@ fn serve_users_orgs_and_sigterm() {
 
     let created = run_with_stdin(&["org", "create", "--data-dir", data_dir, "--name", "ISP A", "--slug", "isp-a"], "");
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let bad_slug = run_with_stdin(&["org", "create", "--data-dir", data_dir, "--name", "X", "--slug", "Not A Slug"], "");
+    let bad_slug =
+        run_with_stdin(&["org", "create", "--data-dir", data_dir, "--name", "X", "--slug", "Not A Slug"], "");
     assert!(!bad_slug.status.success());
     assert!(String::from_utf8_lossy(&bad_slug.stderr).contains("slug"));
 
     let args = ["user", "create", "--data-dir", data_dir, "--org", "platform", "--email", "root@example.com"];
-    let user = run_with_stdin(&[&args[..], &["--role", "platform-admin", "--password-stdin"]].concat(), "long-enough-password\n");
+    let user = run_with_stdin(
+        &[&args[..], &["--role", "platform-admin", "--password-stdin"]].concat(),
+        "long-enough-password\n",
+    );
     assert!(user.status.success(), "{}", String::from_utf8_lossy(&user.stderr));
     let short = run_with_stdin(&[&args[..], &["--role", "basic", "--password-stdin"]].concat(), "short\n");
     assert!(!short.status.success(), "short passwords are refused");
-    let role = run_with_stdin(&[&args[..], &["--role", "emperor", "--password-stdin"]].concat(), "long-enough-password\n");
+    let role =
+        run_with_stdin(&[&args[..], &["--role", "emperor", "--password-stdin"]].concat(), "long-enough-password\n");
     assert!(String::from_utf8_lossy(&role.stderr).contains("unknown role"));
 
     let (cwmp, http_port) = (free_port(), free_port());
@@ -76,7 +81,10 @@ fn serve_users_orgs_and_sigterm() {
     let body = r#"{"email":"root@example.com","password":"long-enough-password"}"#;
     let login = http(
         http_port,
-        &format!("POST /api/v1/auth/login HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+        &format!(
+            "POST /api/v1/auth/login HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
     )
     .unwrap();
     assert!(login.contains("access_token"), "{login}");

@@ -107,6 +107,10 @@ CREATE TABLE devices (
     connection_request_username TEXT NOT NULL DEFAULT '',
     connection_request_password {BLOB},
     last_events TEXT NOT NULL DEFAULT '',
+    -- Digest of the parameters the last Inform carried, as stored. Equal digest: the periodic
+    -- Inform changed nothing and writes nothing but this row. Empty: unknown (anything else
+    -- that writes parameter rows clears it).
+    inform_digest TEXT NOT NULL DEFAULT '',
     registered_at BIGINT NOT NULL,
     last_inform_at BIGINT,
     last_boot_at BIGINT,

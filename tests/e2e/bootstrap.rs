@@ -77,3 +77,38 @@ on_both_backends! {
         bootstraps_and_discovers(backend, DataModelKind::Tr181).await
     }
 }
+
+on_both_backends! {
+    async fn a_periodic_inform_that_changes_nothing_costs_one_statement(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let fleet = h.fleet(DataModelKind::Tr181, 1, "HOT").await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        // The first periodic Inform after discovery compares its parameters one by one.
+        assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
+        let store = &h.app().store;
+        let before = store.statements_executed();
+        let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        assert_eq!(store.statements_executed() - before, 1, "one UPDATE … RETURNING and nothing else");
+
+        // A changed value in the Inform is written (and only then does it cost more).
+        let software = "Device.DeviceInfo.SoftwareVersion";
+        cpe.set(software, "9.9.9-hot").unwrap();
+        assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
+        assert_eq!(h.stored_value(&cpe.device_id(), software).await.as_deref(), Some("9.9.9-hot"));
+        assert_eq!(h.device(&cpe.device_id()).await["software_version"], "9.9.9-hot");
+        let before = store.statements_executed();
+        assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
+        assert_eq!(store.statements_executed() - before, 1, "and back to one statement");
+
+        // Queued work is noticed by that same statement.
+        let tasks = format!("/api/v1/devices/{}/tasks", encode_id(&cpe.device_id()));
+        let (_, task) = h.post(&tasks, json!({"name": "getParameterValues", "parameterNames": [software]})).await;
+        let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+        assert_eq!(report.methods(), vec!["GetParameterValues"]);
+        assert_eq!(h.wait_task(task["id"].as_str().unwrap()).await["status"], "done");
+        fleet.stop().await;
+        h.finish().await;
+    }
+}

@@ -48,6 +48,9 @@ pub enum Answer {
 #[derive(Debug)]
 pub struct Driver {
     device: Device,
+    /// False once the queue is known to be empty: a periodic session with nothing to do ends
+    /// without another query.
+    may_have_tasks: bool,
     work: Option<Work>,
     credentials_attempted: bool,
     discovery_attempted: bool,
@@ -143,8 +146,15 @@ enum Outcome {
 }
 
 impl Driver {
-    pub fn new(device: Device) -> Self {
-        Self { device, work: None, credentials_attempted: false, discovery_attempted: false, rpcs: 0 }
+    pub fn new(device: Device, has_queued_tasks: bool) -> Self {
+        Self {
+            device,
+            may_have_tasks: has_queued_tasks,
+            work: None,
+            credentials_attempted: false,
+            discovery_attempted: false,
+            rpcs: 0,
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -257,11 +267,15 @@ impl Driver {
                 return Ok(Some((Work::Discovery(refresh), Some(request))));
             }
         }
+        if !self.may_have_tasks {
+            return Ok(None);
+        }
         let now = now_millis();
         for task in tasks::expire(&app.store, self.device.id, now).await? {
             app.task_finished(task.id);
         }
         let Some(task) = tasks::next_queued(&app.store, self.device.id).await? else {
+            self.may_have_tasks = false;
             return Ok(None);
         };
         let spec = match serde_json::from_str::<Value>(&task.body)

@@ -27,6 +27,7 @@ pub struct Device {
     /// Sealed with the master key.
     pub connection_request_password: Option<Vec<u8>>,
     pub last_events: String,
+    pub inform_digest: String,
     pub registered_at: i64,
     pub last_inform_at: Option<i64>,
     pub last_boot_at: Option<i64>,
@@ -55,6 +56,9 @@ pub struct InformOutcome {
     pub device: Device,
     pub created: bool,
     pub changed_parameters: usize,
+    /// Whether tasks are queued for the device (so a session with nothing else to do can end
+    /// without asking the database again).
+    pub has_queued_tasks: bool,
 }
 
 pub fn has_event(events: &[EventStruct], code: &str) -> bool {
@@ -75,77 +79,104 @@ fn data_model_of(parameters: &[ParameterValue]) -> &'static str {
     }
 }
 
-/// Records an Inform in one transaction: registers a new device, updates the columns the Inform
-/// carries, writes only the parameters whose values changed, and keeps notable events.
+/// Records an Inform.
+///
+/// The periodic Inform of a known device is the hot path of an ACS, and costs one statement: an
+/// `UPDATE … RETURNING` that records the Inform and reports whether tasks are queued. Only when
+/// the digest of the Inform's parameters differs from the stored one are the parameters compared
+/// and the changed ones written; a new device is registered in one transaction.
 ///
 /// A `0 BOOTSTRAP` means the CPE forgot what the ACS told it (TR-069 §3.7.1.5): the device is
 /// marked for rediscovery and new connection-request credentials.
 pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<InformOutcome> {
+    let digest = inform_digest(record.parameters);
     let _guard = store.write_guard().await;
-    let txn = store.db().begin().await.context("starting the Inform transaction")?;
-    let backend = txn.get_database_backend();
-
-    let existing = Device::find_by_statement(statement(
-        backend,
-        "SELECT * FROM devices WHERE device_id = ?",
-        [record.device_id.into()],
-    ))
-    .one(&txn)
-    .await
-    .context("loading device")?;
-    let created = existing.is_none();
-    let device_pk = match &existing {
-        Some(device) => device.id,
-        None => {
-            let id = &record.identity;
-            let row = txn
-                .query_one_raw(statement(
-                    backend,
-                    "INSERT INTO devices (device_id, org_id, oui, product_class, serial_number, manufacturer, registered_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    [
-                        record.device_id.into(),
-                        record.onboarding_org.into(),
-                        id.oui.as_str().into(),
-                        id.product_class.as_str().into(),
-                        id.serial_number.as_str().into(),
-                        id.manufacturer.as_str().into(),
-                        record.now.into(),
-                    ],
-                ))
-                .await
-                .context("registering device")?
-                .context("no id returned for the new device")?;
-            row.try_get_by_index::<i64>(0).context("new device id")?
-        }
+    let db = store.db();
+    let Some((device, has_queued_tasks)) = update_known(db, record).await? else {
+        return register(store, record, &digest).await;
     };
+    let mut outcome = InformOutcome { device, created: false, changed_parameters: 0, has_queued_tasks };
+    let notable = !only_periodic(record.events);
+    if outcome.device.inform_digest == digest && !notable {
+        return Ok(outcome);
+    }
+    let txn = db.begin().await.context("starting the Inform transaction")?;
+    if outcome.device.inform_digest != digest {
+        let paths: Vec<&str> = record.parameters.iter().map(|p| p.name.as_str()).collect();
+        let stored = parameters::values_of(&txn, outcome.device.id, &paths).await?;
+        let changed: Vec<ParameterValue> = record
+            .parameters
+            .iter()
+            .filter(|p| match stored.get(&p.name) {
+                Some((value, value_type)) => {
+                    value.as_deref() != Some(p.value.as_str()) || value_type != p.value_type.as_str()
+                }
+                None => true,
+            })
+            .cloned()
+            .collect();
+        parameters::upsert_values(&txn, outcome.device.id, &changed, record.now).await?;
+        set_digest(&txn, outcome.device.id, &digest).await?;
+        outcome.changed_parameters = changed.len();
+        outcome.device.inform_digest = digest;
+    }
+    if notable {
+        insert_events(&txn, outcome.device.id, outcome.device.org_id, record).await?;
+    }
+    txn.commit().await.context("committing the Inform")?;
+    Ok(outcome)
+}
 
+/// The digest of an Inform's parameters, independent of their order.
+fn inform_digest(parameters: &[ParameterValue]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut entries: Vec<&ParameterValue> = parameters.iter().collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut hasher = Sha256::new();
+    for p in entries {
+        for part in [p.name.as_str(), p.value.as_str(), p.value_type.as_str()] {
+            hasher.update(part.as_bytes());
+            hasher.update([0u8]);
+        }
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+fn only_periodic(events: &[EventStruct]) -> bool {
+    events.iter().all(|e| e.code.trim().eq_ignore_ascii_case("2 PERIODIC"))
+}
+
+/// Whether queued tasks wait for the device, computed in the same statement as the update.
+const HAS_QUEUED_TASKS: &str = "EXISTS (SELECT 1 FROM tasks t WHERE t.device_id = devices.id AND t.status = 'pending' AND t.stage = 'queued') AS has_queued_tasks";
+
+/// Updates a known device from its Inform; `None` if the device is new.
+async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> Result<Option<(Device, bool)>> {
     let bootstrap = has_event(record.events, "0 BOOTSTRAP");
     let boot = has_event(record.events, "1 BOOT");
-    let codes: Vec<&str> = record.events.iter().map(|e| e.code.as_str()).collect();
     let params = record.parameters;
-    let current = existing.as_ref();
-    let keep = |suffix: &str, old: Option<&String>| -> String {
-        inform_value(params, suffix).map(str::to_owned).or_else(|| old.cloned()).unwrap_or_default()
-    };
+    let codes: Vec<&str> = record.events.iter().map(|e| e.code.as_str()).collect();
+    let optional = |suffix: &str| -> Value { inform_value(params, suffix).map(str::to_owned).into() };
     let data_model = match data_model_of(params) {
-        "" => current.map(|d| d.data_model.clone()).unwrap_or_default(),
-        model => model.to_owned(),
+        "" => None,
+        model => Some(model.to_owned()),
     };
+    // Columns the Inform did not carry keep their value.
     let mut sql = String::from(
-        "UPDATE devices SET manufacturer = ?, software_version = ?, hardware_version = ?, data_model = ?,
-         cwmp_version = ?, remote_address = ?, parameter_key = ?, connection_request_url = ?,
+        "UPDATE devices SET manufacturer = ?,
+         software_version = COALESCE(?, software_version), hardware_version = COALESCE(?, hardware_version),
+         data_model = COALESCE(?, data_model), cwmp_version = ?, remote_address = ?,
+         parameter_key = COALESCE(?, parameter_key), connection_request_url = COALESCE(?, connection_request_url),
          last_events = ?, last_inform_at = ?",
     );
     let mut args: Vec<Value> = vec![
         record.identity.manufacturer.as_str().into(),
-        keep(".DeviceInfo.SoftwareVersion", current.map(|d| &d.software_version)).into(),
-        keep(".DeviceInfo.HardwareVersion", current.map(|d| &d.hardware_version)).into(),
+        optional(".DeviceInfo.SoftwareVersion"),
+        optional(".DeviceInfo.HardwareVersion"),
         data_model.into(),
         record.cwmp_version.into(),
         record.remote_address.into(),
-        keep(".ManagementServer.ParameterKey", current.map(|d| &d.parameter_key)).into(),
-        keep(".ManagementServer.ConnectionRequestURL", current.map(|d| &d.connection_request_url)).into(),
+        optional(".ManagementServer.ParameterKey"),
+        optional(".ManagementServer.ConnectionRequestURL"),
         codes.join(",").into(),
         record.now.into(),
     ];
@@ -159,45 +190,77 @@ pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<I
         );
         args.push(record.now.into());
     }
-    sql.push_str(" WHERE id = ? RETURNING *");
-    args.push(device_pk.into());
-    let device = Device::find_by_statement(statement(backend, &sql, args))
-        .one(&txn)
-        .await
-        .context("updating device")?
-        .context("device vanished during its Inform")?;
+    sql.push_str(&format!(" WHERE device_id = ? RETURNING *, {HAS_QUEUED_TASKS}"));
+    args.push(record.device_id.into());
+    let row = db.query_one_raw(statement(db.get_database_backend(), &sql, args)).await.context("recording Inform")?;
+    row.map(|row| {
+        let device = Device::from_query_result(&row, "").context("reading device")?;
+        let queued = row.try_get::<bool>("", "has_queued_tasks").context("reading has_queued_tasks")?;
+        Ok((device, queued))
+    })
+    .transpose()
+}
 
-    let changed: Vec<ParameterValue> = if created {
-        params.to_vec()
-    } else {
-        let paths: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-        let stored = parameters::values_of(&txn, device_pk, &paths).await?;
-        params
-            .iter()
-            .filter(|p| match stored.get(&p.name) {
-                Some((value, value_type)) => {
-                    value.as_deref() != Some(p.value.as_str()) || value_type != p.value_type.as_str()
-                }
-                None => true,
-            })
-            .cloned()
-            .collect()
-    };
-    parameters::upsert_values(&txn, device_pk, &changed, record.now).await?;
-
-    let only_periodic = record.events.iter().all(|e| e.code.trim().eq_ignore_ascii_case("2 PERIODIC"));
-    if !only_periodic {
-        let keys: Vec<&str> = record.events.iter().map(|e| e.command_key.as_str()).collect();
-        txn.execute_raw(statement(
-            backend,
-            "INSERT INTO device_events (device_id, org_id, codes, command_keys, received_at) VALUES (?, ?, ?, ?, ?)",
-            [device_pk.into(), device.org_id.into(), codes.join(",").into(), keys.join(",").into(), record.now.into()],
-        ))
-        .await
-        .context("storing Inform events")?;
+/// Registers a device seen for the first time, with its Inform, in one transaction.
+async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Result<InformOutcome> {
+    let txn = store.db().begin().await.context("starting the registration transaction")?;
+    let backend = txn.get_database_backend();
+    let id = &record.identity;
+    txn.execute_raw(statement(
+        backend,
+        "INSERT INTO devices (device_id, org_id, oui, product_class, serial_number, manufacturer, registered_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            record.device_id.into(),
+            record.onboarding_org.into(),
+            id.oui.as_str().into(),
+            id.product_class.as_str().into(),
+            id.serial_number.as_str().into(),
+            id.manufacturer.as_str().into(),
+            record.now.into(),
+        ],
+    ))
+    .await
+    .context("registering device")?;
+    let (mut device, has_queued_tasks) =
+        update_known(&txn, record).await?.context("the device vanished while it was registered")?;
+    parameters::upsert_values(&txn, device.id, record.parameters, record.now).await?;
+    set_digest(&txn, device.id, digest).await?;
+    device.inform_digest = digest.to_owned();
+    if !only_periodic(record.events) {
+        insert_events(&txn, device.id, device.org_id, record).await?;
     }
-    txn.commit().await.context("committing the Inform")?;
-    Ok(InformOutcome { device, created, changed_parameters: changed.len() })
+    txn.commit().await.context("committing the registration")?;
+    Ok(InformOutcome { device, created: true, changed_parameters: record.parameters.len(), has_queued_tasks })
+}
+
+async fn set_digest<C: ConnectionTrait>(db: &C, device_pk: i64, digest: &str) -> Result<()> {
+    db.execute_raw(statement(
+        db.get_database_backend(),
+        "UPDATE devices SET inform_digest = ? WHERE id = ?",
+        [digest.into(), device_pk.into()],
+    ))
+    .await
+    .context("storing the Inform digest")?;
+    Ok(())
+}
+
+async fn insert_events<C: ConnectionTrait>(
+    db: &C,
+    device_pk: i64,
+    org_id: Option<i64>,
+    record: &InformRecord<'_>,
+) -> Result<()> {
+    let codes: Vec<&str> = record.events.iter().map(|e| e.code.as_str()).collect();
+    let keys: Vec<&str> = record.events.iter().map(|e| e.command_key.as_str()).collect();
+    db.execute_raw(statement(
+        db.get_database_backend(),
+        "INSERT INTO device_events (device_id, org_id, codes, command_keys, received_at) VALUES (?, ?, ?, ?, ?)",
+        [device_pk.into(), org_id.into(), codes.join(",").into(), keys.join(",").into(), record.now.into()],
+    ))
+    .await
+    .context("storing Inform events")?;
+    Ok(())
 }
 
 pub async fn by_device_id(store: &Store, device_id: &str) -> Result<Option<Device>> {

@@ -31,6 +31,10 @@ pub async fn upsert_values<C: ConnectionTrait>(
     values: &[ParameterValue],
     now: i64,
 ) -> Result<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    forget_inform_digest(conn, device_pk).await?;
     for chunk in values.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO parameters (device_id, path, value, value_type, writable, is_object, refreshed_at) VALUES ",
@@ -98,6 +102,19 @@ pub async fn upsert_names<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Anything but the Inform that writes parameter rows makes the stored Inform digest unreliable:
+/// the next Inform then compares its parameters one by one.
+async fn forget_inform_digest<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Result<()> {
+    conn.execute_raw(statement(
+        conn.get_database_backend(),
+        "UPDATE devices SET inform_digest = '' WHERE id = ? AND inform_digest <> ''",
+        [device_pk.into()],
+    ))
+    .await
+    .context("clearing the Inform digest")?;
+    Ok(())
+}
+
 /// The exclusive upper bound of the paths that start with `prefix`: the prefix with its last
 /// byte incremented (paths are ASCII, ordered bytewise on both backends).
 fn prefix_end(prefix: &str) -> Option<String> {
@@ -121,6 +138,7 @@ fn prefix_condition(prefix: &str) -> (String, Vec<Value>) {
 
 /// Removes a node and everything below it (DeleteObject, or a refresh that no longer finds it).
 pub async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str) -> Result<u64> {
+    forget_inform_digest(conn, device_pk).await?;
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
     let sql = format!("DELETE FROM parameters WHERE device_id = ? AND {condition}");
@@ -134,6 +152,7 @@ pub async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix
 /// Removes nodes under `prefix` that were not refreshed since `since`: what a full refresh of
 /// that subtree did not find any more.
 pub async fn delete_stale<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str, since: i64) -> Result<u64> {
+    forget_inform_digest(conn, device_pk).await?;
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
     args.push(since.into());
