@@ -103,6 +103,32 @@ impl TaskSpec {
     }
 }
 
+/// What stands in for a secret in stored and displayed task bodies.
+pub const REDACTED: &str = "********";
+
+/// The body with every secret replaced by [`REDACTED`]: passwords of Download/Upload and values
+/// of secret parameters. `None` when it carries no secret.
+pub fn redact(body: &Value) -> Option<Value> {
+    let mut redacted = body.clone();
+    let mut changed = false;
+    if let Some(object) = redacted.as_object_mut() {
+        if let Some(password) = object.get_mut("password").filter(|p| p.as_str().is_some_and(|p| !p.is_empty())) {
+            *password = Value::String(REDACTED.into());
+            changed = true;
+        }
+        if let Some(Value::Array(values)) = object.get_mut("parameterValues") {
+            for triple in values.iter_mut().filter_map(Value::as_array_mut) {
+                let secret = triple.first().and_then(Value::as_str).is_some_and(roost_cwmp::is_secret_parameter);
+                if let (true, Some(value)) = (secret, triple.get_mut(1)) {
+                    *value = Value::String(REDACTED.into());
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed.then_some(redacted)
+}
+
 fn check_path(path: &str, field: &str) -> Result<(), InvalidTask> {
     if path.is_empty() {
         return Err(invalid(format!("{field}: a parameter path must not be empty")));
@@ -346,6 +372,19 @@ mod tests {
             parse(json!({"name": "download", "url": "http://h/fw.bin", "fileSize": 10})),
             Ok(TaskSpec::Download(DownloadSpec { file_size: 10, .. }))
         ));
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_nothing_else() {
+        let body = json!({"name": "setParameterValues", "parameterValues": [
+            ["Device.PPP.Interface.1.Password", "hunter2"], ["Device.PPP.Interface.1.Username", "alice"]
+        ]});
+        let redacted = redact(&body).unwrap_or_default();
+        assert_eq!(redacted["parameterValues"][0][1], REDACTED);
+        assert_eq!(redacted["parameterValues"][1][1], "alice");
+        let download = json!({"name": "download", "url": "http://h/f", "username": "u", "password": "p"});
+        assert_eq!(redact(&download).unwrap_or_default()["password"], REDACTED);
+        assert_eq!(redact(&json!({"name": "reboot"})), None);
     }
 
     #[test]

@@ -138,6 +138,8 @@ CREATE TABLE parameters (
     writable BOOLEAN NOT NULL DEFAULT FALSE,
     is_object BOOLEAN NOT NULL DEFAULT FALSE,
     refreshed_at BIGINT NOT NULL,
+    -- For secrets (value always ''): what Roost set, sealed with the master key.
+    sealed_value {BLOB},
     PRIMARY KEY (device_id, path)
 ){WITHOUT_ROWID};
 
@@ -168,7 +170,10 @@ CREATE TABLE tasks (
     device_id BIGINT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
     org_id BIGINT REFERENCES organizations(id),
     name TEXT NOT NULL,
+    -- The request as submitted, with secret values replaced by '********'; the original is in
+    -- sealed_body (sealed with the master key) when they differ.
     body TEXT NOT NULL,
+    sealed_body {BLOB},
     status TEXT NOT NULL,
     stage TEXT NOT NULL DEFAULT 'queued',
     command_key TEXT NOT NULL DEFAULT '',

@@ -120,6 +120,24 @@ on_both_backends! {
         assert_eq!(task["status"], "done", "{task}");
         assert_eq!(task["result"]["parameterAttributes"][0]["notification"], 2, "{task}");
 
+        // Secrets: the device gets the password, Roost keeps it only sealed, the API shows none.
+        let ppp_password = format!("{WAN}1.WANPPPConnection.1.Password");
+        let task = h
+            .run_task(&id, json!({"name": "setParameterValues", "parameterValues": [[ppp_password.clone(), "hunter2-secret"]]}))
+            .await;
+        assert_eq!(task["status"], "done", "{task}");
+        assert_eq!(cpe.value(&ppp_password).as_deref(), Some("hunter2-secret"));
+        assert_eq!(task["request"]["parameterValues"][0][1], "********", "{task}");
+        let stored = h.parameters(&id, &ppp_password).await;
+        assert_eq!(stored[0]["value"], "");
+        assert_eq!((stored[0]["secret"].clone(), stored[0]["remembered"].clone()), (json!(true), json!(true)));
+        let store = &h.app().store;
+        let row = roost::store::tasks::by_id(store, task["id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
+        assert!(!row.body.contains("hunter2"), "no plaintext in the task row: {}", row.body);
+        let device_pk = roost::store::devices::by_device_id(store, &id).await.unwrap().unwrap().id;
+        let sealed = roost::store::parameters::remembered_secret(store, device_pk, &ppp_password).await.unwrap().unwrap();
+        assert_eq!(h.app().secrets.open_string(&sealed).unwrap(), "hunter2-secret");
+
         // The device's task list shows them in order.
         let (_, list) = h.get(&format!("/api/v1/devices/{}/tasks?limit=3", encode_id(&id))).await;
         assert_eq!(list["items"].as_array().unwrap().len(), 3);

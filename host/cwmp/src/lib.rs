@@ -21,5 +21,5 @@ pub mod version;
 pub use codec::{DecodeError, decode_acs_message, decode_cpe_message, encode_acs_message, encode_cpe_message};
 pub use fault::Fault;
 pub use rpc::*;
-pub use value::ValueType;
+pub use value::{ValueType, is_secret_parameter};
 pub use version::CwmpVersion;

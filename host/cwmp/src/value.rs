@@ -99,3 +99,39 @@ mod tests {
         assert!(!ValueType::Boolean.accepts("yes"));
     }
 }
+
+/// Whether a parameter holds a secret (a password, passphrase or key). CPEs read these back as
+/// empty strings (TR-069 A.3.2.1 and the data models), and an ACS must never store or log them
+/// in clear. Matched on the end of the last path segment, so `X_HW_PasswordMode` or
+/// `PasswordEnable`-style settings are not mistaken for secrets.
+pub fn is_secret_parameter(path: &str) -> bool {
+    let name = path.trim_end_matches('.').rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
+    ["password", "passphrase", "presharedkey", "wepkey", "secret"].iter().any(|suffix| name.ends_with(suffix))
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::is_secret_parameter;
+
+    #[test]
+    fn secrets_are_recognised_by_their_last_segment() {
+        for path in [
+            "InternetGatewayDevice.ManagementServer.ConnectionRequestPassword",
+            "InternetGatewayDevice.LANDevice.1.WLANConfiguration.1.KeyPassphrase",
+            "InternetGatewayDevice.LANDevice.1.WLANConfiguration.1.PreSharedKey.1.PreSharedKey",
+            "InternetGatewayDevice.LANDevice.1.WLANConfiguration.1.WEPKey.1.WEPKey",
+            "Device.PPP.Interface.1.Password",
+            "Device.WiFi.AccessPoint.1.Security.X_TP_Password",
+        ] {
+            assert!(is_secret_parameter(path), "{path}");
+        }
+        for path in [
+            "InternetGatewayDevice.X_HW_Security.X_HW_PasswordMode",
+            "InternetGatewayDevice.ManagementServer.Username",
+            "InternetGatewayDevice.LANDevice.1.WLANConfiguration.1.PreSharedKey.1.",
+            "Device.Users.User.1.PasswordEnable",
+        ] {
+            assert!(!is_secret_parameter(path), "{path}");
+        }
+    }
+}

@@ -187,6 +187,8 @@ async fn parameters_of(
                 "value": p.value,
                 "type": if p.is_object { None } else { Some(&p.value_type) },
                 "refreshed_at": timestamp(p.refreshed_at),
+                "secret": roost_cwmp::is_secret_parameter(&p.path) && !p.is_object,
+                "remembered": p.remembered,
             })
         })
         .collect();

@@ -103,7 +103,19 @@ async fn create(
     let expires_at = now_millis().saturating_add(i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX));
     // Subscribe before queueing so a fast device cannot finish before we listen.
     let mut finished = app.task_events.subscribe();
-    let task = tasks::insert(&app.store, device.id, device.org_id, &name, &body.to_string(), Some(expires_at)).await?;
+    let redacted = crate::tasks::redact(&body);
+    let task = tasks::insert(
+        &app.store,
+        tasks::NewTask {
+            device_pk: device.id,
+            org_id: device.org_id,
+            name: &name,
+            body: &redacted.as_ref().unwrap_or(&body).to_string(),
+            sealed_body: redacted.is_some().then(|| app.secrets.seal(body.to_string().as_bytes())),
+            expires_at: Some(expires_at),
+        },
+    )
+    .await?;
     if !query.connection_request {
         return Ok((StatusCode::CREATED, Json(task_json(&task, &device.device_id))));
     }

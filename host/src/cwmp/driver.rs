@@ -278,7 +278,14 @@ impl Driver {
             self.may_have_tasks = false;
             return Ok(None);
         };
-        let spec = match serde_json::from_str::<Value>(&task.body)
+        let body = match &task.sealed_body {
+            Some(sealed) => app.secrets.open_string(sealed).unwrap_or_else(|error| {
+                tracing::error!(task = task.id, "cannot open the sealed task body: {error:#}");
+                String::new()
+            }),
+            None => task.body.clone(),
+        };
+        let spec = match serde_json::from_str::<Value>(&body)
             .map_err(|e| e.to_string())
             .and_then(|body| TaskSpec::parse(&body).map(|(_, spec)| spec).map_err(|e| e.0))
         {
@@ -465,6 +472,10 @@ impl Driver {
                         .collect();
                     let _guard = app.store.write_guard().await;
                     parameters::upsert_values(app.store.db(), device_pk, &written, now).await?;
+                    for secret in written.iter().filter(|p| roost_cwmp::is_secret_parameter(&p.name)) {
+                        let sealed = app.secrets.seal(secret.value.as_bytes());
+                        parameters::remember_secret(app.store.db(), device_pk, &secret.name, sealed).await?;
+                    }
                 }
                 Outcome::Done(json!({ "status": status }))
             }

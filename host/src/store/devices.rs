@@ -134,7 +134,9 @@ fn inform_digest(parameters: &[ParameterValue]) -> String {
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let mut hasher = Sha256::new();
     for p in entries {
-        for part in [p.name.as_str(), p.value.as_str(), p.value_type.as_str()] {
+        // Secrets are stored as "" (never in clear, nor as a guessable hash).
+        let value = if roost_cwmp::is_secret_parameter(&p.name) { "" } else { p.value.as_str() };
+        for part in [p.name.as_str(), value, p.value_type.as_str()] {
             hasher.update(part.as_bytes());
             hasher.update([0u8]);
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use roost_cwmp::{ParameterInfo, ParameterValue};
+use roost_cwmp::{ParameterInfo, ParameterValue, is_secret_parameter};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
 use super::{Store, placeholders, statement};
@@ -16,12 +16,18 @@ const CHUNK: usize = 500;
 #[derive(Debug, Clone, FromQueryResult, serde::Serialize)]
 pub struct Parameter {
     pub path: String,
+    /// Always `""` for secrets, whatever the device reported.
     pub value: Option<String>,
     pub value_type: String,
     pub writable: bool,
     pub is_object: bool,
     pub refreshed_at: i64,
+    /// For a secret: whether Roost holds (sealed) the value it set.
+    pub remembered: bool,
 }
+
+const COLUMNS: &str =
+    "path, value, value_type, writable, is_object, refreshed_at, sealed_value IS NOT NULL AS remembered";
 
 /// Stores values read from the device (GetParameterValues, the Inform). A node seen for the
 /// first time is created not writable until GetParameterNames says otherwise.
@@ -45,10 +51,12 @@ pub async fn upsert_values<C: ConnectionTrait>(
                 sql.push_str(", ");
             }
             sql.push_str("(?, ?, ?, ?, FALSE, FALSE, ?)");
+            // A secret a device reports (some leak them in Informs) is not kept in clear.
+            let value = if is_secret_parameter(&parameter.name) { "" } else { parameter.value.as_str() };
             args.extend([
                 device_pk.into(),
                 parameter.name.as_str().into(),
-                parameter.value.as_str().into(),
+                value.into(),
                 parameter.value_type.as_str().into(),
                 now.into(),
             ]);
@@ -100,6 +108,31 @@ pub async fn upsert_names<C: ConnectionTrait>(
             .context("storing parameter names")?;
     }
     Ok(())
+}
+
+/// Keeps, sealed, the secret value Roost set on a device: the device will read it back empty.
+pub async fn remember_secret<C: ConnectionTrait>(conn: &C, device_pk: i64, path: &str, sealed: Vec<u8>) -> Result<()> {
+    conn.execute_raw(statement(
+        conn.get_database_backend(),
+        "UPDATE parameters SET sealed_value = ? WHERE device_id = ? AND path = ?",
+        [sealed.into(), device_pk.into(), path.into()],
+    ))
+    .await
+    .context("storing a sealed secret")?;
+    Ok(())
+}
+
+/// The secret value Roost set, still sealed.
+pub async fn remembered_secret(store: &Store, device_pk: i64, path: &str) -> Result<Option<Vec<u8>>> {
+    let row = store
+        .db()
+        .query_one_raw(store.statement(
+            "SELECT sealed_value FROM parameters WHERE device_id = ? AND path = ?",
+            [device_pk.into(), path.into()],
+        ))
+        .await
+        .context("loading a sealed secret")?;
+    Ok(row.and_then(|row| row.try_get_by_index::<Option<Vec<u8>>>(0).ok().flatten()))
 }
 
 /// Anything but the Inform that writes parameter rows makes the stored Inform digest unreliable:
@@ -174,9 +207,7 @@ pub async fn list(
 ) -> Result<Vec<Parameter>> {
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
-    let mut sql = format!(
-        "SELECT path, value, value_type, writable, is_object, refreshed_at FROM parameters WHERE device_id = ? AND {condition}"
-    );
+    let mut sql = format!("SELECT {COLUMNS} FROM parameters WHERE device_id = ? AND {condition}");
     if let Some(after) = after {
         sql.push_str(" AND path > ?");
         args.push(after.into());
@@ -194,10 +225,8 @@ pub async fn values_of<C: ConnectionTrait>(
 ) -> Result<HashMap<String, (Option<String>, String)>> {
     let mut out = HashMap::with_capacity(paths.len());
     for chunk in paths.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT path, value, value_type, writable, is_object, refreshed_at FROM parameters WHERE device_id = ? AND path IN ({})",
-            placeholders(chunk.len())
-        );
+        let sql =
+            format!("SELECT {COLUMNS} FROM parameters WHERE device_id = ? AND path IN ({})", placeholders(chunk.len()));
         let mut args: Vec<Value> = vec![device_pk.into()];
         args.extend(chunk.iter().map(|p| Value::from(*p)));
         let rows = Parameter::find_by_statement(statement(conn.get_database_backend(), &sql, args))

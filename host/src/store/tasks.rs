@@ -25,7 +25,10 @@ pub struct TaskRow {
     pub device_id: i64,
     pub org_id: Option<i64>,
     pub name: String,
+    /// The request with secrets redacted (what the API shows).
     pub body: String,
+    /// The original request, sealed, when it carried secrets.
+    pub sealed_body: Option<Vec<u8>>,
     pub status: String,
     pub stage: String,
     pub command_key: String,
@@ -39,19 +42,31 @@ pub struct TaskRow {
     pub expires_at: Option<i64>,
 }
 
-pub async fn insert(
-    store: &Store,
-    device_pk: i64,
-    org_id: Option<i64>,
-    name: &str,
-    body: &str,
-    expires_at: Option<i64>,
-) -> Result<TaskRow> {
+/// A task to queue.
+#[derive(Debug)]
+pub struct NewTask<'a> {
+    pub device_pk: i64,
+    pub org_id: Option<i64>,
+    pub name: &'a str,
+    pub body: &'a str,
+    pub sealed_body: Option<Vec<u8>>,
+    pub expires_at: Option<i64>,
+}
+
+pub async fn insert(store: &Store, task: NewTask<'_>) -> Result<TaskRow> {
     let _guard = store.write_guard().await;
     let stmt = store.statement(
-        "INSERT INTO tasks (device_id, org_id, name, body, status, stage, created_at, expires_at)
-         VALUES (?, ?, ?, ?, 'pending', 'queued', ?, ?) RETURNING *",
-        [device_pk.into(), org_id.into(), name.into(), body.into(), now_millis().into(), expires_at.into()],
+        "INSERT INTO tasks (device_id, org_id, name, body, sealed_body, status, stage, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, 'pending', 'queued', ?, ?) RETURNING *",
+        [
+            task.device_pk.into(),
+            task.org_id.into(),
+            task.name.into(),
+            task.body.into(),
+            task.sealed_body.into(),
+            now_millis().into(),
+            task.expires_at.into(),
+        ],
     );
     TaskRow::find_by_statement(stmt)
         .one(store.db())
