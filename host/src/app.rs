@@ -19,6 +19,9 @@ use crate::store::Store;
 
 /// How long a shutdown waits for CWMP sessions in flight to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// While draining, a session whose CPE has been silent this long is dropped: a live CPE answers
+/// within a second or two.
+const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 pub struct App {
     pub config: Config,
@@ -142,7 +145,7 @@ impl Server {
                     _ = tick.tick() => {}
                     _ = signal.changed() => return Ok(()),
                 }
-                sweeper_app.sessions.sweep(Instant::now()).await;
+                sweeper_app.sessions.sweep(Instant::now(), None).await;
             }
         });
 
@@ -161,7 +164,7 @@ impl Server {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while !self.app.sessions.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            self.app.sessions.sweep(Instant::now()).await;
+            self.app.sessions.sweep(Instant::now(), Some(DRAIN_IDLE)).await;
         }
         let _ = self.stop.send(true);
         while let Some(joined) = self.tasks.join_next().await {

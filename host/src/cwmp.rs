@@ -99,8 +99,9 @@ impl Sessions {
         }
     }
 
-    /// Drops sessions silent past their timeout; returns how many.
-    pub async fn sweep(&self, now: Instant) -> usize {
+    /// Drops sessions silent past their timeout, or past `idle_cap` when given (while draining
+    /// for shutdown, a CPE silent for seconds is gone, not slow); returns how many.
+    pub async fn sweep(&self, now: Instant, idle_cap: Option<std::time::Duration>) -> usize {
         let candidates: Vec<(String, Arc<tokio::sync::Mutex<Live>>)> = match self.inner.lock() {
             Ok(maps) => maps.by_token.iter().map(|(t, l)| (t.clone(), l.clone())).collect(),
             Err(_) => return 0,
@@ -109,7 +110,9 @@ impl Sessions {
         for (token, live) in candidates {
             // A session busy right now is not idle.
             let Ok(live) = live.try_lock() else { continue };
-            if live.cwmp.is_expired(now) || live.cwmp.is_ended() {
+            let idle_too_long =
+                idle_cap.is_some_and(|cap| now.saturating_duration_since(live.cwmp.last_activity()) > cap);
+            if live.cwmp.is_expired(now) || live.cwmp.is_ended() || idle_too_long {
                 if let Some(driver) = &live.driver {
                     tracing::info!(device = %driver.device().device_id, task = ?driver.current_task(), "session timed out");
                 }

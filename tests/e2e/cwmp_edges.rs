@@ -137,3 +137,97 @@ on_both_backends! {
         h.finish().await;
     }
 }
+
+/// A periodic Inform for a simulated device's identity, written by hand.
+fn periodic_inform(cpe: &roost_sim::DeviceHandle) -> String {
+    use roost_cwmp::{CpeBody, CpeRequest, CwmpVersion, EventStruct, Header, Inform};
+    let inform = Inform {
+        device_id: cpe.identity().clone(),
+        events: vec![EventStruct { code: "2 PERIODIC".into(), command_key: String::new() }],
+        max_envelopes: 1,
+        current_time: "2026-11-21T12:00:00Z".into(),
+        retry_count: 0,
+        parameters: vec![],
+    };
+    roost_cwmp::encode_cpe_message(CwmpVersion::V1_0, &Header::default(), &CpeBody::Request(CpeRequest::Inform(inform)))
+}
+
+on_both_backends! {
+    async fn a_task_whose_sessions_keep_dying_is_resent_then_failed(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let fleet = h.fleet(DataModelKind::Tr098, 1, "DIE").await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        let tasks = format!("/api/v1/devices/{}/tasks", encode_id(&cpe.device_id()));
+        let (_, task) = h.post(&tasks, json!({"name": "getParameterValues", "parameterNames": ["InternetGatewayDevice.DeviceInfo.UpTime"]})).await;
+        let inform = periodic_inform(&cpe);
+        // Three sessions die (the CPE reboots mid-session): the task is sent each time and stays
+        // pending, since nothing answered it.
+        for attempt in 1..=3 {
+            let mut raw = RawCpe::connect(&h.cwmp_url()).await;
+            assert_eq!(raw.post("/", &inform, &[("Content-Type", "text/xml")], false).await.status, 200);
+            let request = raw.post("/", "", &[], false).await;
+            assert!(request.body.contains("<cwmp:GetParameterValues>"), "attempt {attempt}: {}", request.body);
+            drop(raw);
+            let (_, now) = h.get(&format!("/api/v1/tasks/{}", task["id"].as_str().unwrap())).await;
+            assert_eq!((now["status"].as_str(), now["attempts"].as_i64()), (Some("pending"), Some(attempt)));
+        }
+        // The fourth session does not send it again: it is what kills the sessions.
+        let mut raw = RawCpe::connect(&h.cwmp_url()).await;
+        assert_eq!(raw.post("/", &inform, &[("Content-Type", "text/xml")], false).await.status, 200);
+        assert_eq!(raw.post("/", "", &[], false).await.status, 204);
+        let (_, failed) = h.get(&format!("/api/v1/tasks/{}", task["id"].as_str().unwrap())).await;
+        assert_eq!(failed["status"], "fault");
+        assert_eq!(failed["fault"]["code"], "too_many_attempts");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn cwmp_1_4_devices_negotiate_and_are_answered_in_their_namespace(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let model = std::sync::Arc::new(DataModel::bundled(DataModelKind::Tr181).unwrap());
+        let mut config = FleetConfig::new(h.cwmp_url(), model);
+        config.start = StartMode::Manual;
+        config.serial_prefix = "V14".into();
+        config.cwmp_version = roost_cwmp::CwmpVersion::V1_4;
+        let fleet = Fleet::start(config).await.unwrap();
+        let report = fleet.device(0).inform_now(&[]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        assert_eq!(report.cwmp_version, roost_cwmp::CwmpVersion::V1_4);
+        let device = h.device(&fleet.device(0).device_id()).await;
+        assert_eq!(device["cwmp_version"], "1.4");
+        assert!(device["discovered_at"].is_string());
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn basic_authentication_needs_tls_or_an_explicit_setting(backend: Backend) {
+        use base64::Engine;
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("lab:lab-password"));
+        let inform = capture_bodies("netcwmp_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let credential = |h: &Harness| {
+            let app = h.app().clone();
+            async move {
+                roost::store::credentials::create(&app.store, None, None, "lab", app.secrets.seal(b"lab-password")).await.unwrap();
+            }
+        };
+
+        let h = Harness::start_with(backend, CpeAuthMode::Required).await;
+        credential(&h).await;
+        let mut raw = RawCpe::connect(&h.cwmp_url()).await;
+        let response = raw.post("/", &inform, &[XML, ("Authorization", &basic)], false).await;
+        assert_eq!(response.status, 401, "Basic over plain HTTP sends the password in clear: refused");
+        h.finish().await;
+
+        let h = Harness::start_configured(backend, CpeAuthMode::Required, |c| c.cwmp.allow_basic_without_tls = true).await;
+        credential(&h).await;
+        let mut raw = RawCpe::connect(&h.cwmp_url()).await;
+        let response = raw.post("/", &inform, &[XML, ("Authorization", &basic)], false).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        // Credentials only on the Inform: the bare empty POST of the same session is accepted.
+        let next = raw.post("/", "", &[], false).await;
+        assert_eq!(next.status, 200, "{}", next.body);
+        raw.end_session("/").await;
+        h.finish().await;
+    }
+}

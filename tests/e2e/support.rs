@@ -66,6 +66,7 @@ pub struct Harness {
     cwmp_addr: SocketAddr,
     http_addr: SocketAddr,
     cpe_auth: CpeAuthMode,
+    adjust: fn(&mut Config),
     pub http: reqwest::Client,
     pub token: String,
 }
@@ -76,6 +77,11 @@ impl Harness {
     }
 
     pub async fn start_with(backend: Backend, cpe_auth: CpeAuthMode) -> Self {
+        Self::start_configured(backend, cpe_auth, |_| {}).await
+    }
+
+    /// Starts with a configuration adjusted by `adjust` (kept across restarts).
+    pub async fn start_configured(backend: Backend, cpe_auth: CpeAuthMode, adjust: fn(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temporary data directory");
         let (database, database_url) = match backend {
             Backend::Sqlite => (None, None),
@@ -93,6 +99,7 @@ impl Harness {
             cwmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             cpe_auth,
+            adjust,
             http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client"),
             token: String::new(),
         };
@@ -113,6 +120,7 @@ impl Harness {
         config.cwmp.session_timeout = Duration::from_secs(20);
         config.tasks.connection_request_wait = Duration::from_secs(20);
         config.connection_request.timeout = Duration::from_secs(5);
+        (self.adjust)(&mut config);
         config
     }
 

@@ -181,6 +181,11 @@ impl Session {
         now.saturating_duration_since(self.last_activity) > self.idle_timeout
     }
 
+    /// When the CPE was last heard from.
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
     /// The request sent and not yet answered, if any.
     pub fn outstanding(&self) -> Option<&Outstanding> {
         self.outstanding.as_ref()
