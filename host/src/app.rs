@@ -114,16 +114,7 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let cwmp_router = cwmp::router(app.clone());
-        let mut signal = stopped.clone();
-        tasks.spawn(async move {
-            axum::serve(cwmp_listener, cwmp_router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = signal.wait_for(|stop| *stop).await;
-                })
-                .await
-                .context("CWMP listener")
-        });
+        tasks.spawn(cwmp::serve(cwmp_listener, app.clone(), stopped.clone()));
 
         let api_router = api::router(app.clone());
         let mut signal = stopped.clone();

@@ -28,6 +28,7 @@ pub mod auth;
 pub mod connection_request;
 pub mod digest;
 pub mod driver;
+pub mod framing;
 
 use driver::{Answer, Driver};
 
@@ -123,6 +124,89 @@ impl Sessions {
         }
         dropped
     }
+}
+
+/// Serves CWMP on `listener` until `stop` turns true. Each connection's requests pass through
+/// [`framing::repair_requests`] before the HTTP parser, and carry the peer address (the session
+/// key of CPEs without cookies).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let router = router(app.clone());
+    let max_body = app.config.cwmp.max_body_bytes;
+    let mut connections = tokio::task::JoinSet::new();
+    let for_connections = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_connection(stream, peer, router.clone(), max_body, for_connections.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("CWMP accept failed: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    max_body: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.set_nodelay(true);
+    let (from_cpe, mut to_cpe) = stream.into_split();
+    let (server_side, framer_side) = tokio::io::duplex(64 * 1024);
+    let (mut responses, requests) = tokio::io::split(framer_side);
+    let inbound = tokio::spawn(framing::repair_requests(from_cpe, requests, max_body));
+    let outbound = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut responses, &mut to_cpe).await;
+        let _ = to_cpe.shutdown().await;
+    });
+    let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        async move { tower_call(router, request).await }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(server_side), service);
+    tokio::pin!(connection);
+    let stopping = tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, "CWMP connection ended: {error}");
+            }
+            false
+        }
+        _ = stop.changed() => true,
+    };
+    if stopping {
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
+    }
+    inbound.abort();
+    let _ = outbound.await;
+}
+
+async fn tower_call(
+    router: Router,
+    request: axum::http::Request<hyper::body::Incoming>,
+) -> Result<Response, std::convert::Infallible> {
+    use hyper_util::service::TowerToHyperService;
+    hyper::service::Service::call(&TowerToHyperService::new(router), request).await
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -51,6 +51,28 @@ on_both_backends! {
         h.finish().await;
     }
 
+    async fn a_content_length_counted_in_characters_is_repaired(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let capture = capture_bodies("netcwmp_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        // The same Inform, with a ProvisioningCode-style value in another script.
+        let inform = capture.replace(
+            "<Name xsi:type=\"xsd:string\">InternetGatewayDevice.DeviceSummary</Name>\n<Value xsi:type=\"xsd:string\"></Value>",
+            "<Name xsi:type=\"xsd:string\">InternetGatewayDevice.DeviceSummary</Name>\n<Value xsi:type=\"xsd:string\">Маршрутизатор Café ☕</Value>",
+        );
+        assert_ne!(inform, capture, "the capture changed: adjust the test");
+        assert!(inform.chars().count() < inform.len());
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let response = cpe.post_counting_characters("/acs", &inform, &[XML]).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        // The connection is intact: the session goes on with the empty POST.
+        let next = cpe.post("/acs", "", &[], false).await;
+        assert!(next.body.contains("SetParameterValues"), "{}", next.body);
+        cpe.end_session("/acs").await;
+        let stored = h.stored_value("A00001-OT2800-30000000000000000", "InternetGatewayDevice.DeviceSummary").await;
+        assert_eq!(stored.as_deref(), Some("Маршрутизатор Café ☕"));
+        h.finish().await;
+    }
+
     async fn malformed_soap_gets_a_fault_and_loses_nothing(backend: Backend) {
         let h = Harness::start(backend).await;
         let mut cpe = RawCpe::connect(&h.cwmp_url()).await;

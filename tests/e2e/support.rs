@@ -407,6 +407,22 @@ impl RawCpe {
 
     /// POSTs `body` (`chunked`: with Transfer-Encoding: chunked) and reads the response.
     pub async fn post(&mut self, path: &str, body: &str, headers: &[(&str, &str)], chunked: bool) -> RawResponse {
+        self.send(path, body, headers, chunked, body.len()).await
+    }
+
+    /// POSTs `body` declaring a Content-Length of its *characters*, as some firmware does.
+    pub async fn post_counting_characters(&mut self, path: &str, body: &str, headers: &[(&str, &str)]) -> RawResponse {
+        self.send(path, body, headers, false, body.chars().count()).await
+    }
+
+    async fn send(
+        &mut self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+        chunked: bool,
+        content_length: usize,
+    ) -> RawResponse {
         use tokio::io::AsyncWriteExt;
         let mut request = format!("POST {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
         for (name, value) in headers {
@@ -421,7 +437,7 @@ impl RawCpe {
             }
             request.push_str("0\r\n\r\n");
         } else {
-            request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+            request.push_str(&format!("Content-Length: {content_length}\r\n\r\n{body}"));
         }
         self.stream.get_mut().write_all(request.as_bytes()).await.expect("write request");
         self.read_response().await
