@@ -16,6 +16,7 @@ use crate::app::App;
 pub mod auth;
 pub mod devices;
 pub mod error;
+pub mod extract;
 pub mod tasks;
 
 use error::{ApiError, ApiResult};

@@ -398,6 +398,17 @@ mod tests {
         cpe(version, header, CpeBody::Request(CpeRequest::Inform(inform)))
     }
 
+    /// A session past its Inform, answered.
+    fn opened(version: CwmpVersion) -> (Instant, Session) {
+        let t0 = Instant::now();
+        let mut session = Session::new(t0, TIMEOUT);
+        let Ok(Incoming::Inform { turn, .. }) = session.receive(&inform(version, Header::default()), t0) else {
+            panic!("expected the Inform")
+        };
+        let _ = session.accept_inform(turn);
+        (t0, session)
+    }
+
     fn with_id(id: &str) -> Header {
         Header { id: Some(id.into()), ..Header::default() }
     }
@@ -457,13 +468,7 @@ mod tests {
 
     #[test]
     fn an_empty_post_while_a_request_is_outstanding_fails_it_instead_of_looping() {
-        let t0 = Instant::now();
-        let mut session = Session::new(t0, TIMEOUT);
-        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_1, Header::default()), t0).unwrap()
-        else {
-            panic!()
-        };
-        let _ = session.accept_inform(turn);
+        let (t0, mut session) = opened(CwmpVersion::V1_1);
         let Incoming::Empty { turn } = session.receive(b"\r\n", t0).unwrap() else { panic!() };
         let _ = session.send(turn, AcsRequest::FactoryReset);
         let Incoming::Unanswered { request, reason, .. } = session.receive(b"", t0).unwrap() else {
@@ -476,13 +481,7 @@ mod tests {
 
     #[test]
     fn a_response_to_another_method_is_reported_not_accepted() {
-        let t0 = Instant::now();
-        let mut session = Session::new(t0, TIMEOUT);
-        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_2, Header::default()), t0).unwrap()
-        else {
-            panic!()
-        };
-        let _ = session.accept_inform(turn);
+        let (t0, mut session) = opened(CwmpVersion::V1_2);
         let Incoming::Empty { turn } = session.receive(b"", t0).unwrap() else { panic!() };
         let _ = session.send(turn, AcsRequest::Reboot { command_key: "r".into() });
         let body = cpe(CwmpVersion::V1_2, Header::default(), CpeBody::Response(CpeResponse::FactoryReset));
@@ -545,26 +544,14 @@ mod tests {
 
     #[test]
     fn a_new_inform_inside_a_session_ends_it() {
-        let t0 = Instant::now();
-        let mut session = Session::new(t0, TIMEOUT);
-        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0).unwrap()
-        else {
-            panic!()
-        };
-        let _ = session.accept_inform(turn);
+        let (t0, mut session) = opened(CwmpVersion::V1_0);
         let again = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0);
         assert!(matches!(again, Err((Rejection::InformInOpenSession, _))));
     }
 
     #[test]
     fn unsupported_cpe_requests_get_fault_8000() {
-        let t0 = Instant::now();
-        let mut session = Session::new(t0, TIMEOUT);
-        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0).unwrap()
-        else {
-            panic!()
-        };
-        let _ = session.accept_inform(turn);
+        let (t0, mut session) = opened(CwmpVersion::V1_0);
         let body =
             cpe(CwmpVersion::V1_0, with_id("7"), CpeBody::Request(CpeRequest::Unsupported { method: "Kicked".into() }));
         let Incoming::Request { request, turn } = session.receive(&body, t0).unwrap() else { panic!() };
@@ -578,13 +565,7 @@ mod tests {
 
     #[test]
     fn idle_sessions_expire_by_the_callers_clock() {
-        let t0 = Instant::now();
-        let mut session = Session::new(t0, TIMEOUT);
-        let Incoming::Inform { turn, .. } = session.receive(&inform(CwmpVersion::V1_0, Header::default()), t0).unwrap()
-        else {
-            panic!()
-        };
-        let _ = session.accept_inform(turn);
+        let (t0, mut session) = opened(CwmpVersion::V1_0);
         assert!(!session.is_expired(t0 + TIMEOUT));
         assert!(session.is_expired(t0 + TIMEOUT + Duration::from_millis(1)));
         // Activity moves the deadline.

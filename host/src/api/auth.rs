@@ -7,11 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::post;
-use axum::{Json, Router};
+
+use super::extract::Json;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -193,11 +195,7 @@ pub fn router() -> Router<Arc<App>> {
     Router::new().route("/auth/login", post(login)).route("/auth/refresh", post(refresh))
 }
 
-async fn login(
-    State(app): State<Arc<App>>,
-    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<Json<TokenResponse>> {
-    let Json(request) = body?;
+async fn login(State(app): State<Arc<App>>, Json(request): Json<LoginRequest>) -> ApiResult<Json<TokenResponse>> {
     let user = users::by_email(&app.store, request.email.trim()).await?;
     // Hash even for unknown emails so response times do not reveal which emails exist.
     let valid = match &user {
@@ -214,11 +212,7 @@ async fn login(
     issue(&app, &user)
 }
 
-async fn refresh(
-    State(app): State<Arc<App>>,
-    body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<Json<TokenResponse>> {
-    let Json(request) = body?;
+async fn refresh(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
     let claims = decode(&app, &request.refresh_token, "refresh")?;
     let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthorized("invalid token"))?;
     let user = users::by_id(&app.store, user_id)

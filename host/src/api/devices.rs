@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+
+use super::extract::{Json, Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -80,12 +81,7 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
-    let Query(q) = query?;
+async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
     let page = Page { limit: q.limit, cursor: q.cursor.clone() };
     let limit = page.limit()?;
     let filter = DeviceFilter {
@@ -113,12 +109,7 @@ async fn list(
     Ok(Json(list_response(items, limit, last)))
 }
 
-async fn show(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
-    let Path(id) = path?;
+async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let device = visible_device(&app, &caller, &id).await?;
     let tags = devices::tags(&app.store, device.id).await?;
     let slugs = org_slugs(&app).await?;
@@ -144,13 +135,8 @@ async fn show(
     Ok(Json(value))
 }
 
-async fn remove(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult<StatusCode> {
+async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
-    let Path(id) = path?;
     let device = visible_device(&app, &caller, &id).await?;
     devices::delete(&app.store, device.id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -167,11 +153,9 @@ struct ParameterQuery {
 async fn parameters_of(
     State(app): State<Arc<App>>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<ParameterQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<ParameterQuery>,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = path?;
-    let Query(q) = query?;
     let page = Page { limit: q.limit, cursor: q.cursor };
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
@@ -198,11 +182,9 @@ async fn parameters_of(
 async fn faults_of(
     State(app): State<Arc<App>>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Page>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = path?;
-    let Query(page) = query?;
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
     let rows = faults::list_for_device(&app.store, device.id, page.id_cursor()?, limit).await?;
@@ -239,10 +221,9 @@ fn check_tag(tag: &str) -> ApiResult<()> {
 async fn add_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
-    path: Result<Path<(String, String)>, PathRejection>,
+    Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
-    let Path((id, tag)) = path?;
     check_tag(&tag)?;
     let device = visible_device(&app, &caller, &id).await?;
     devices::add_tag(&app.store, device.id, &tag).await?;
@@ -252,10 +233,9 @@ async fn add_tag(
 async fn remove_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
-    path: Result<Path<(String, String)>, PathRejection>,
+    Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
-    let Path((id, tag)) = path?;
     let device = visible_device(&app, &caller, &id).await?;
     if devices::remove_tag(&app.store, device.id, &tag).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -267,10 +247,9 @@ async fn remove_tag(
 async fn wake(
     State(app): State<Arc<App>>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
+    Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<connection_request::Outcome>)> {
     caller.require(Role::Basic)?;
-    let Path(id) = path?;
     let device = visible_device(&app, &caller, &id).await?;
     let outcome = connection_request::send(&app, &device).await?;
     let status = match outcome {

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use super::extract::{Json, Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -82,13 +83,10 @@ struct CreateQuery {
 async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<CreateQuery>, QueryRejection>,
-    body: Result<Json<Value>, JsonRejection>,
+    Path(id): Path<String>,
+    Query(query): Query<CreateQuery>,
+    Json(body): Json<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Path(id) = path?;
-    let Query(query) = query?;
-    let Json(body) = body?;
     let (name, spec) = TaskSpec::parse(&body).map_err(|e| ApiError::bad_request("invalid_task", e.0))?;
     caller.require(required_role(&spec))?;
     let device = visible_device(&app, &caller, &id).await?;
@@ -151,11 +149,9 @@ async fn create(
 async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Page>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = path?;
-    let Query(page) = query?;
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
     let rows = tasks::list_for_device(&app.store, device.id, page.id_cursor()?, limit).await?;
@@ -171,35 +167,20 @@ async fn visible_task(app: &App, caller: &Caller, id: &str) -> ApiResult<(TaskRo
     Ok((task, device.device_id))
 }
 
-async fn show(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
-    let Path(id) = path?;
+async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let (task, device_id) = visible_task(&app, &caller, &id).await?;
     Ok(Json(task_json(&task, &device_id)))
 }
 
-async fn remove(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult<StatusCode> {
+async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
-    let Path(id) = path?;
     let (task, _) = visible_task(&app, &caller, &id).await?;
     tasks::delete(&app.store, task.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn retry(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
+async fn retry(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     caller.require(Role::Advanced)?;
-    let Path(id) = path?;
     let (task, device_id) = visible_task(&app, &caller, &id).await?;
     if !tasks::retry(&app.store, task.id).await? {
         return Err(ApiError::conflict("not_faulted", "only a faulted task can be retried"));
