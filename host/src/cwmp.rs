@@ -136,13 +136,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let router = router(app.clone());
     let max_body = app.config.cwmp.max_body_bytes;
+    let idle = app.config.cwmp.session_timeout;
     let mut connections = tokio::task::JoinSet::new();
     let for_connections = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, router.clone(), max_body, for_connections.clone()));
+                    connections.spawn(serve_connection(stream, peer, router.clone(), max_body, idle, for_connections.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -163,14 +164,15 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     max_body: usize,
+    idle: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::AsyncWriteExt;
     let _ = stream.set_nodelay(true);
     let (from_cpe, mut to_cpe) = stream.into_split();
-    let (server_side, framer_side) = tokio::io::duplex(64 * 1024);
+    let (server_side, framer_side) = tokio::io::duplex(16 * 1024);
     let (mut responses, requests) = tokio::io::split(framer_side);
-    let inbound = tokio::spawn(framing::repair_requests(from_cpe, requests, max_body));
+    let inbound = tokio::spawn(framing::repair_requests(from_cpe, requests, max_body, idle));
     let outbound = tokio::spawn(async move {
         let _ = tokio::io::copy(&mut responses, &mut to_cpe).await;
         let _ = to_cpe.shutdown().await;
@@ -180,10 +182,11 @@ async fn serve_connection(
         let router = router.clone();
         async move { tower_call(router, request).await }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(hyper_util::rt::TokioIo::new(server_side), service);
-    tokio::pin!(connection);
+    let mut connection = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(server_side), service),
+    );
     let stopping = tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
@@ -195,8 +198,11 @@ async fn serve_connection(
     };
     if stopping {
         connection.as_mut().graceful_shutdown();
-        let _ = connection.await;
+        let _ = tokio::time::timeout(idle, connection.as_mut()).await;
     }
+    // Dropping the HTTP connection drops its end of the pipe, which ends the response pump
+    // (hyper does not always shut its write side down when the client goes away).
+    drop(connection);
     inbound.abort();
     let _ = outbound.await;
 }

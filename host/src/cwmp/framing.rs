@@ -10,25 +10,64 @@
 //! Requests with `Transfer-Encoding` (or anything unparsable) switch the connection to plain
 //! pass-through.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Request heads larger than this are not inspected (the HTTP server refuses them anyway).
 const MAX_HEAD: usize = 64 * 1024;
 
-/// Copies requests from `from` to `to`, repairing character-counted lengths, until `from` ends.
-/// A body is never buffered beyond `max_body` bytes.
-pub async fn repair_requests<R, W>(mut from: R, mut to: W, max_body: usize) -> std::io::Result<()>
+/// What the buffer shrinks back to between requests, so an idle connection holds little.
+const IDLE_BUFFER: usize = 8 * 1024;
+
+/// Copies requests from `from` to `to`, repairing character-counted lengths, until `from` ends
+/// or stays silent for `idle` (a CPE that quiet is gone; it would otherwise hold the connection
+/// and its buffers forever). A body is never buffered beyond `max_body` bytes. `to` is shut down
+/// at the end so the HTTP server sees the connection close.
+pub async fn repair_requests<R, W>(from: R, mut to: W, max_body: usize, idle: Duration) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buffer: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut from = Idle { inner: from, idle };
+    let result = frame(&mut from, &mut to, max_body).await;
+    let _ = to.shutdown().await;
+    result
+}
+
+/// A reader whose every read gives up after `idle`.
+struct Idle<R> {
+    inner: R,
+    idle: Duration,
+}
+
+impl<R: AsyncRead + Unpin> Idle<R> {
+    /// Reads into `buffer`; `false` at the end of the stream or after `idle` without a byte.
+    async fn read_more(&mut self, buffer: &mut Vec<u8>) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 4 * 1024];
+        match tokio::time::timeout(self.idle, self.inner.read(&mut chunk)).await {
+            Ok(read) => {
+                let n = read?;
+                buffer.extend_from_slice(&chunk[..n]);
+                Ok(n > 0)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+async fn frame<R, W>(from: &mut Idle<R>, to: &mut W, max_body: usize) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buffer: Vec<u8> = Vec::with_capacity(IDLE_BUFFER);
     loop {
         let head_end = loop {
             if let Some(end) = find(&buffer, b"\r\n\r\n") {
                 break end + 4;
             }
-            if buffer.len() > MAX_HEAD || !read_more(&mut from, &mut buffer).await? {
+            if buffer.len() > MAX_HEAD || !from.read_more(&mut buffer).await? {
                 to.write_all(&buffer).await?;
                 return pass_through(from, to).await;
             }
@@ -43,7 +82,7 @@ where
             return pass_through(from, to).await;
         }
         while buffer.len() < head_end + length {
-            if !read_more(&mut from, &mut buffer).await? {
+            if !from.read_more(&mut buffer).await? {
                 to.write_all(&buffer).await?;
                 return to.flush().await;
             }
@@ -54,7 +93,7 @@ where
         if repair {
             // Read until the body holds `length` characters (or the limit is reached).
             while utf8_chars(&buffer[head_end..]) < length && buffer.len() - head_end < max_body {
-                if !read_more(&mut from, &mut buffer).await? {
+                if !from.read_more(&mut buffer).await? {
                     break;
                 }
             }
@@ -68,23 +107,23 @@ where
         }
         to.flush().await?;
         buffer.drain(..body_end);
+        if buffer.capacity() > 8 * IDLE_BUFFER {
+            buffer.shrink_to(IDLE_BUFFER);
+        }
     }
 }
 
-async fn pass_through<R, W>(mut from: R, mut to: W) -> std::io::Result<()>
+async fn pass_through<R, W>(from: &mut Idle<R>, to: &mut W) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    tokio::io::copy(&mut from, &mut to).await?;
+    let mut buffer = Vec::with_capacity(IDLE_BUFFER);
+    while from.read_more(&mut buffer).await? {
+        to.write_all(&buffer).await?;
+        buffer.clear();
+    }
     to.flush().await
-}
-
-async fn read_more<R: AsyncRead + Unpin>(from: &mut R, buffer: &mut Vec<u8>) -> std::io::Result<bool> {
-    let mut chunk = [0u8; 8 * 1024];
-    let n = from.read(&mut chunk).await?;
-    buffer.extend_from_slice(&chunk[..n]);
-    Ok(n > 0)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -155,7 +194,7 @@ mod tests {
 
     async fn frame(input: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        repair_requests(input, &mut out, 1 << 20).await.unwrap();
+        repair_requests(input, &mut out, 1 << 20, Duration::from_secs(5)).await.unwrap();
         out
     }
 
@@ -192,6 +231,28 @@ mod tests {
     async fn chunked_requests_switch_to_pass_through() {
         let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec();
         assert_eq!(frame(&input).await, input);
+    }
+
+    #[tokio::test]
+    async fn the_server_side_is_closed_when_the_cpe_closes_or_goes_quiet() {
+        use tokio::io::AsyncReadExt;
+        // The CPE closes: the HTTP server's side must read EOF, or the connection lives forever.
+        let (server, framer) = tokio::io::duplex(1024);
+        let (mut server_reads, _server_writes) = tokio::io::split(server);
+        let (_framer_reads, framer_writes) = tokio::io::split(framer);
+        let input = request("", 0);
+        repair_requests(&input[..], framer_writes, 1024, Duration::from_secs(5)).await.unwrap();
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), server_reads.read_to_end(&mut seen)).await;
+        assert!(read.is_ok(), "the server side never saw the connection end");
+        assert_eq!(seen, input);
+
+        // The CPE goes quiet with the connection open: given up after the idle time.
+        let (_cpe, quiet) = tokio::io::duplex(1024);
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        repair_requests(quiet, &mut out, 1024, Duration::from_millis(50)).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]
