@@ -1,0 +1,387 @@
+#!/usr/bin/env bash
+# Roost's periodic-Inform benchmark (docs/BENCHMARKS.md): seeds a fresh database with
+# registered, discovered devices, starts `roost serve` on it, drives it with roost-sim, and
+# prints sessions/s, latency, failures, the server's memory, the database size and the store
+# operations one no-op periodic Inform costs.
+#
+#   scripts/bench.sh [sqlite|postgres|all] [--devices 100000] [--full-trees 10000] [--duration 30]
+#                    [--rate 2000] [--ceiling-concurrency 32] [--model tr098] [--no-ops]
+#
+# Two runs per database: "rate" (every device informs once per interval, interval chosen so
+# that the fleet offers --rate sessions/s) and "ceiling" (every device informs as often as it
+# can, --ceiling-concurrency sessions in flight: the most the server sustains).
+# The simulator runs on the same machine and shares its cores with the server.
+#
+# Environment: ROOST_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test; a
+# database roost_bench_<pid> is created next to it and dropped afterwards), ROOST_BENCH_DIR
+# (where the temporary SQLite database goes, default $TMPDIR or /tmp), ROOST_BENCH_NOTE (a line
+# added to the result header).
+# Results are also written to target/bench/<time>-<database>.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+backends=all
+devices=100000
+full_trees=10000
+duration=30
+rate=2000
+ceiling_concurrency=32
+model=tr098
+ops=1
+prefix=BENCH
+while [ $# -gt 0 ]; do
+  case "$1" in
+    sqlite | postgres | all) backends=$1 ;;
+    --devices) devices=$2; shift ;;
+    --full-trees) full_trees=$2; shift ;;
+    --duration) duration=$2; shift ;;
+    --rate) rate=$2; shift ;;
+    --ceiling-concurrency) ceiling_concurrency=$2; shift ;;
+    --model) model=$2; shift ;;
+    --no-ops) ops=0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "$full_trees" -le "$devices" ] || { echo "--full-trees exceeds --devices" >&2; exit 2; }
+[ "$backends" = all ] && backends="sqlite postgres"
+
+pg_url="${ROOST_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
+work_root="${ROOST_BENCH_DIR:-${TMPDIR:-/tmp}}"
+clk_tck=$(getconf CLK_TCK)
+stamp=$(date +%Y%m%dT%H%M%S)
+mkdir -p target/bench
+
+# Everything this script starts or creates, so that the trap can undo it.
+server_pid="" sim_pid="" sampler_pid="" proxy_pid="" gdb_pid="" pg_db="" tmp=""
+
+stop() { # stop <pid>: SIGTERM, then SIGKILL after 15 s.
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  stop "$gdb_pid"; gdb_pid=""
+  stop "$sampler_pid"; sampler_pid=""
+  stop "$sim_pid"; sim_pid=""
+  stop "$server_pid"; server_pid=""
+  stop "$proxy_pid"; proxy_pid=""
+  if [ -n "$pg_db" ]; then
+    psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 ||
+      echo "could not drop database $pg_db" >&2
+    pg_db=""
+  fi
+  if [ -n "$tmp" ]; then rm -rf "$tmp"; tmp=""; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now_ms() { date +%s%3N; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() {
+  local sum=0 pid
+  for pid in $(ps -u postgres -o pid= 2>/dev/null); do sum=$((sum + $(ticks "$pid"))); done
+  echo "$sum"
+}
+
+# One line a second: time, server VmRSS and VmHWM (KiB), CPU ticks of the server, the
+# simulator and all PostgreSQL processes, the machine's busy and total ticks, and the server's
+# open file descriptors.
+sampler() {
+  local server=$1 sim=$2 out=$3
+  while kill -0 "$server" 2>/dev/null; do
+    local rss hwm machine fds
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server/status" 2>/dev/null || echo 0)
+    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$server/status" 2>/dev/null || echo 0)
+    machine=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)
+    fds=$(find "/proc/$server/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+    echo "$(now_ms) $rss $hwm $(ticks "$server") $(ticks "$sim") $(pg_ticks) $machine $fds" >>"$out"
+    sleep 1
+  done
+}
+
+wait_healthy() {
+  local port=$1
+  for _ in $(seq 1 300); do
+    curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
+    kill -0 "$server_pid" 2>/dev/null || { echo "roost serve exited; its log:" >&2; tail -n 30 "$tmp/server.log" >&2; return 1; }
+    sleep 0.2
+  done
+  echo "roost serve did not become healthy" >&2
+  return 1
+}
+
+start_server() { # start_server <database url> <cwmp port> <http port>
+  # Each simulated session is a TCP connection of its own, as with real firmware: allow as many
+  # descriptors as a production unit would have (a service manager's LimitNOFILE), or at least
+  # the hard limit where raising it is not permitted.
+  (
+    ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    ROOST_LOG=warn exec target/release/roost serve --cpe-auth open --data-dir "$tmp/data" --database-url "$1" \
+      --cwmp-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3"
+  ) >>"$tmp/server.log" 2>&1 &
+  server_pid=$!
+  wait_healthy "$3"
+}
+
+# Every simulated session is a TCP connection of its own, closed by the simulator, which keeps
+# it in TIME_WAIT for a minute; on loopback those sockets hold ephemeral ports, and a run that
+# starts with most of them taken measures the kernel's port search instead of Roost. Wait (up
+# to 70 s) for the previous run's sockets to go.
+settle() {
+  local tw
+  for _ in $(seq 1 70); do
+    tw=$(ss -Htan state time-wait | wc -l)
+    [ "$tw" -lt 2000 ] && break
+    sleep 1
+  done
+  echo "$tw"
+}
+
+# run_sim <label> <roost-sim args…>: runs roost-sim with sampling; leaves its total line and
+# the CPU figures in $tmp/<label>.result.
+run_sim() {
+  local label=$1
+  shift
+  local time_wait
+  time_wait=$(settle)
+  : >"$tmp/$label.samples"
+  target/release/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
+    --first periodic --cr-listen "127.0.0.1:$cr_port" --duration "$duration" "$@" \
+    >"$tmp/$label.sim.log" 2>"$tmp/$label.sim.err" &
+  sim_pid=$!
+  sampler "$server_pid" "$sim_pid" "$tmp/$label.samples" &
+  sampler_pid=$!
+  local status=0
+  wait "$sim_pid" || status=$?
+  sim_pid=""
+  stop "$sampler_pid"
+  sampler_pid=""
+  if [ "$status" -ne 0 ]; then
+    echo "roost-sim failed ($status):" >&2
+    tail -n 20 "$tmp/$label.sim.err" >&2
+    return 1
+  fi
+  grep '^roost-sim total' "$tmp/$label.sim.log" | tail -n 1 >"$tmp/$label.result"
+  echo "time_wait_at_start=$time_wait" >>"$tmp/$label.result"
+  # The total includes the simulator's start (building 100,000 devices takes seconds): the
+  # steady rate leaves the first progress window out.
+  awk '/^roost-sim progress/ {
+      n++; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      if (n > 1) { s += v["sessions"]; t += v["elapsed_s"] }
+    }
+    END { if (t > 0) printf "steady_per_s=%.1f\n", s / t; else print "steady_per_s=-" }' "$tmp/$label.sim.log" >>"$tmp/$label.result"
+  # CPU over the run, from the first and last samples (the simulator's own last sample is the
+  # last one taken while it was alive).
+  awk -v hz="$clk_tck" '
+    NR == 1 { t0 = $1; s0 = $4; m0 = $5; p0 = $6; b0 = $7; a0 = $8 }
+    { t1 = $1; s1 = $4; if ($5 > 0) m1 = $5; p1 = $6; b1 = $7; a1 = $8; rss = $2; if ($3 > hwm) hwm = $3; fds = $9 }
+    END {
+      secs = (t1 - t0) / 1000; if (secs <= 0) secs = 1
+      printf "server_cpu=%.0f%% sim_cpu=%.0f%% postgres_cpu=%.0f%% machine_busy=%.0f%% rss_end_kib=%d hwm_kib=%d fds_end=%d\n",
+        100 * (s1 - s0) / hz / secs, 100 * (m1 - m0) / hz / secs, 100 * (p1 - p0) / hz / secs,
+        100 * (b1 - b0) / (a1 - a0 > 0 ? a1 - a0 : 1), rss, hwm, fds
+    }' "$tmp/$label.samples" >>"$tmp/$label.result"
+  cat "$tmp/$label.sim.log" | grep '^roost-sim progress' | sed 's/^/    /'
+}
+
+field() { # field <file> <key>: the value of the first key=value
+  awk -v k="$2=" '{ for (i = 1; i <= NF; i++) if (index($i, k) == 1) { print substr($i, length(k) + 1); exit } }' "$1"
+}
+mib() { awk -v k="${1:-0}" 'BEGIN {printf "%.0f MiB", k / 1024}'; }
+
+# Store operations of no-op periodic Informs, counted on the wire (PostgreSQL: the pg-count
+# proxy) or at the SQLite C API (gdb breakpoint hit counts in the running server).
+ops_sessions=20
+ops_sim() { # ops_sim <label>: $ops_sessions sessions, one at a time, of already-seeded devices.
+  target/release/roost-sim --acs "http://127.0.0.1:$1/" --model "$model" --serial-prefix "$prefix" \
+    --first periodic --cr-listen "127.0.0.1:$cr_port" --devices "$ops_sessions" --concurrency 1 \
+    --start immediate --interval 3600 --duration 3 >"$tmp/ops-$2.log" 2>&1
+  field "$tmp/ops-$2.log" sessions
+}
+
+ops_postgres() {
+  local proxy_port=$1 api_port=$2
+  # The same database, reached through the pg-count proxy: postgres://user@host:port/db becomes
+  # postgres://user@127.0.0.1:<proxy>/db, the proxy forwarding to host:port.
+  local rest=${pg_url#*://} userinfo="" upstream url_via_proxy
+  case "$rest" in *@*) userinfo="${rest%%@*}@"; rest=${rest#*@} ;; esac
+  upstream=${rest%%/*}
+  case "$upstream" in *:*) ;; *) upstream="$upstream:5432" ;; esac
+  url_via_proxy="postgres://${userinfo}127.0.0.1:$proxy_port/$pg_db?sslmode=disable"
+  target/release/roost-bench pg-count --listen "127.0.0.1:$proxy_port" --upstream "$upstream" \
+    --trace "$tmp/pg-trace.tsv" >"$tmp/proxy.log" 2>&1 &
+  proxy_pid=$!
+  sleep 0.5
+  start_server "$url_via_proxy" "$ops_cwmp_port" "$api_port"
+  sleep 1
+  ops_sim "$ops_cwmp_port" warm >/dev/null # every pooled connection prepares its statements once
+  local t0 t1 sessions
+  t0=$(now_ms)
+  sessions=$(ops_sim "$ops_cwmp_port" measured)
+  t1=$(now_ms)
+  target/release/roost-bench ops-report --trace "$tmp/pg-trace.tsv" --from "$t0" --to "$t1" --sessions "$sessions"
+  stop "$server_pid"; server_pid=""
+  stop "$proxy_pid"; proxy_pid=""
+}
+
+ops_sqlite() {
+  # sqlx runs every statement it prepares (or finds in its cache) through one call of
+  # sqlx_sqlite::connection::execute::iter, and BEGIN/COMMIT through sqlite3_exec; prepares go
+  # through sqlite3_prepare_v3. Hit counts of breakpoints there, in the running server.
+  local iter
+  iter=$(nm target/release/roost 2>/dev/null | awk '/sqlx_sqlite10connection7execute4iter/ && !seen {print $3; seen = 1}')
+  if ! command -v gdb >/dev/null 2>&1 || [ -z "$iter" ]; then
+    echo "roost-bench ops: gdb or the sqlx symbols are missing; SQLite store operations not counted"
+    return 0
+  fi
+  gdb -p "$server_pid" -batch -nx -ex 'set pagination off' -ex 'set confirm off' \
+    -ex "break *$iter" -ex 'break *sqlite3_exec' -ex 'break *sqlite3_prepare_v3' \
+    -ex 'ignore 1 1000000000' -ex 'ignore 2 1000000000' -ex 'ignore 3 1000000000' \
+    -ex 'continue' -ex 'info breakpoints' -ex 'detach' >"$tmp/gdb.log" 2>&1 &
+  gdb_pid=$!
+  for _ in $(seq 1 300); do grep -q '^Continuing' "$tmp/gdb.log" 2>/dev/null && break; sleep 0.1; done
+  local sessions
+  sessions=$(ops_sim "$cwmp_port" measured)
+  sleep 0.5
+  kill -INT "$gdb_pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$gdb_pid" 2>/dev/null || break; sleep 0.1; done
+  stop "$gdb_pid"; gdb_pid=""
+  # `info breakpoints`: a "N breakpoint …" line per breakpoint, then "breakpoint already hit K
+  # times" unless it was never hit.
+  awk -v n="$sessions" '
+    /^[0-9]+ +breakpoint/ { bp = $1 }
+    /breakpoint already hit/ { for (i = 1; i <= NF; i++) if ($i == "hit") hits[bp] = $(i + 1) }
+    END {
+      if (n < 1) n = 1
+      printf "roost-bench ops sessions=%d statements_per_session=%.2f (prepared statements=%.2f, BEGIN/COMMIT=%.2f, of which new prepares=%.2f)\n",
+        n, (hits[1] + hits[2]) / n, hits[1] / n, hits[2] / n, hits[3] / n
+    }' "$tmp/gdb.log"
+}
+
+run_backend() {
+  local backend=$1
+  tmp=$(mktemp -d "$work_root/roost-bench.XXXXXX")
+  mkdir -p "$tmp/data"
+  local ports
+  ports=$(target/release/roost-bench ports --count 6 | tr '\n' ' ')
+  read -r cwmp_port http_port cr_port proxy_port ops_cwmp_port ops_http_port <<<"$ports"
+
+  local url
+  case "$backend" in
+    sqlite)
+      url="sqlite://$tmp/data/roost.db?mode=rwc"
+      local avail_kib need_kib
+      avail_kib=$(df -Pk "$tmp" | awk 'NR == 2 {print $4}')
+      need_kib=$(((full_trees * 4000 + devices * 10) * 220 / 1024 + 1048576))
+      if [ "$avail_kib" -lt "$need_kib" ]; then
+        echo "not enough disk under $work_root: ~$((need_kib / 1048576)) GiB needed, $((avail_kib / 1048576)) GiB free" >&2
+        return 1
+      fi
+      ;;
+    postgres)
+      pg_isready -q -d "$pg_url" || { echo "PostgreSQL is not reachable at $pg_url" >&2; return 1; }
+      pg_db="roost_bench_$$"
+      psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" -c "CREATE DATABASE $pg_db" >/dev/null
+      url="${pg_url%/*}/$pg_db"
+      ;;
+  esac
+
+  local interval=$((devices / rate))
+  [ "$interval" -ge 1 ] || interval=1
+  local offered=$((devices / interval))
+  local out="target/bench/$stamp-$backend.txt"
+  {
+    echo "== Roost benchmark: $backend, $devices devices ($full_trees with full $model trees), $(date -u +%FT%TZ)"
+    echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM;" \
+      "roost-sim runs on the same machine and shares the CPUs with roost serve$([ "$backend" = postgres ] && echo ' and PostgreSQL')"
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- host migrations 2>/dev/null || echo ' (server with local changes)')${ROOST_BENCH_NOTE:+; $ROOST_BENCH_NOTE}"
+  } | tee "$out"
+
+  local seed_start seed_s
+  seed_start=$(now_ms)
+  target/release/roost-bench seed --database-url "$url" --devices "$devices" --full-trees "$full_trees" \
+    --model "$model" --serial-prefix "$prefix" --cr-advertise "127.0.0.1:$cr_port" \
+    --acs-url "http://127.0.0.1:$cwmp_port/" --interval "$interval" | tee "$tmp/seed.log" | sed 's/^/  /'
+  seed_s=$(awk -v a="$seed_start" -v b="$(now_ms)" 'BEGIN {printf "%.0f", (b - a) / 1000}')
+
+  start_server "$url" "$cwmp_port" "$http_port"
+  local idle_rss since
+  sleep 1
+  idle_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status")
+  since=$(now_ms)
+
+  echo "run rate: $devices devices, interval ${interval}s → ~$offered sessions/s offered, ${duration}s"
+  run_sim rate --devices "$devices" --interval "$interval" --start spread --concurrency 4096
+  echo "run ceiling: $devices devices informing back to back, $ceiling_concurrency sessions in flight, ${duration}s"
+  run_sim ceiling --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+  local peak_kib fds_after close_wait
+  peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
+  sleep 2
+  fds_after=$(find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
+  close_wait=$(ss -Htn state close-wait "( sport = :$cwmp_port )" | wc -l)
+  local wal_mib="-"
+  [ -f "$tmp/data/roost.db-wal" ] && wal_mib=$(stat -c %s "$tmp/data/roost.db-wal" | awk '{printf "%.0f MiB", $1 / 1048576}')
+
+  target/release/roost-bench check --database-url "$url" --model "$model" --serial-prefix "$prefix" \
+    --cr-advertise "127.0.0.1:$cr_port" --acs-url "http://127.0.0.1:$cwmp_port/" --since "$since" >"$tmp/check.log"
+
+  # Not in $(…): the functions start processes the trap must know about.
+  : >"$tmp/ops.txt"
+  if [ "$ops" = 1 ]; then
+    case "$backend" in
+      sqlite) ops_sqlite >"$tmp/ops.txt" ;;
+      postgres)
+        stop "$server_pid"; server_pid=""
+        ops_postgres "$proxy_port" "$ops_http_port" >"$tmp/ops.txt"
+        ;;
+    esac
+  fi
+  local ops_out
+  ops_out=$(cat "$tmp/ops.txt")
+  stop "$server_pid"; server_pid=""
+
+  local size
+  case "$backend" in
+    sqlite)
+      size=$(du -sk "$tmp/data" | awk '{printf "%.1f GiB", $1 / 1048576}')
+      size="$size; the WAL had grown to $wal_mib by the end of the runs"
+      ;;
+    postgres) size=$(psql -Atq "$pg_url" -c "SELECT round(pg_database_size('$pg_db') / 1073741824.0, 1) || ' GiB'") ;;
+  esac
+
+  {
+    echo "seeding: ${seed_s}s ($(grep -o 'parameters=[0-9]*' "$tmp/seed.log" | tail -n 1 | cut -d= -f2) parameter rows); database size after the runs: $size"
+    printf '%-8s %10s %10s %9s %8s %8s %8s %9s %10s %8s %9s %8s\n' run offered/s sessions/s steady/s p50_ms p99_ms \
+      max_ms failures server_cpu sim_cpu pg_cpu busy
+    local label
+    for label in rate ceiling; do
+      local r="$tmp/$label.result" offered_label="-"
+      [ "$label" = rate ] && offered_label=$offered
+      printf '%-8s %10s %10s %9s %8s %8s %8s %9s %10s %8s %9s %8s\n' "$label" "$offered_label" \
+        "$(field "$r" sessions_per_s)" "$(field "$r" steady_per_s)" "$(field "$r" p50_ms)" "$(field "$r" p99_ms)" \
+        "$(field "$r" max_ms)" \
+        "$(field "$r" failures)" "$(field "$r" server_cpu)" "$(field "$r" sim_cpu)" \
+        "$([ "$backend" = postgres ] && field "$r" postgres_cpu || echo -)" "$(field "$r" machine_busy)"
+    done
+    echo "server RSS: idle $(mib "$idle_rss"), end of rate run $(mib "$(field "$tmp/rate.result" rss_end_kib)"), end of ceiling run $(mib "$(field "$tmp/ceiling.result" rss_end_kib)"), peak (VmHWM) $(mib "$peak_kib")"
+    echo "server open file descriptors: end of rate run $(field "$tmp/rate.result" fds_end), end of ceiling run $(field "$tmp/ceiling.result" fds_end), after both runs $fds_after (CLOSE-WAIT sockets: $close_wait)"
+    echo "TIME_WAIT sockets on the machine when each run started: rate $(field "$tmp/rate.result" time_wait_at_start), ceiling $(field "$tmp/ceiling.result" time_wait_at_start)"
+    sed 's/^roost-bench //' "$tmp/check.log"
+    [ -z "$ops_out" ] || echo "$ops_out" | sed 's/^roost-bench //'
+  } | tee -a "$out"
+  echo "(written to $out)"
+  cleanup
+}
+
+cargo build --release --locked -p roost -p roost-sim -p roost-tests --bins
+
+for backend in $backends; do
+  run_backend "$backend"
+done

@@ -1,0 +1,165 @@
+//! `roost-bench`: the helpers behind `scripts/bench.sh`, Roost's periodic-Inform benchmark.
+//!
+//! - `seed` fills a fresh database (SQLite or PostgreSQL, schema from Roost's migrations) with
+//!   devices exactly as roost-sim will present them with the same `--serial-prefix`, already
+//!   registered, discovered and given connection-request credentials, so that their periodic
+//!   Informs need no bootstrap work; the first `--full-trees` of them with the whole parameter
+//!   tree of the model, the others with just the Inform parameters.
+//! - `check` reports what a run did to those devices (informed, parameters rewritten, bootstrap
+//!   work): a no-op periodic Inform must rewrite nothing.
+//! - `pg-count` is a PostgreSQL wire-protocol proxy that traces the statements and round trips
+//!   Roost issues; `ops-report` sums a time window of that trace per session.
+//! - `ports` prints free loopback TCP ports for the script to use.
+//!
+//! The benchmark itself is a command anyone can run (`scripts/bench.sh`), not a timed test; the
+//! results and how to read them are in `docs/BENCHMARKS.md`.
+
+mod image;
+mod pgcount;
+mod seed;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use roost_sim::{DataModel, DataModelKind};
+
+use crate::image::{FleetImage, SimSettings};
+
+#[derive(Debug, Parser)]
+#[command(name = "roost-bench", about = "Helpers of Roost's periodic-Inform benchmark (scripts/bench.sh)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fill a fresh database with registered, discovered devices matching roost-sim's.
+    Seed {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// `sqlite://…?mode=rwc` or `postgres://…`; the schema is created by Roost's migrations.
+        #[arg(long)]
+        database_url: String,
+        /// Number of devices (serials `<prefix>000000` upwards, as roost-sim `--serial-start 0`).
+        #[arg(long)]
+        devices: u64,
+        /// How many of them (the first ones) get the full parameter tree of the model.
+        #[arg(long, default_value_t = 0)]
+        full_trees: u64,
+    },
+    /// Report what a run did to the seeded devices since a time.
+    Check {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[arg(long)]
+        database_url: String,
+        /// Milliseconds since the Unix epoch: the start of the runs.
+        #[arg(long)]
+        since: i64,
+    },
+    /// Proxy PostgreSQL connections and trace the statements and round trips on them.
+    PgCount {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// host:port of PostgreSQL.
+        #[arg(long, default_value = "127.0.0.1:5432")]
+        upstream: String,
+        /// Trace file (appended to).
+        #[arg(long)]
+        trace: PathBuf,
+    },
+    /// Sum a window of a `pg-count` trace per session.
+    OpsReport {
+        #[arg(long)]
+        trace: PathBuf,
+        /// Window start, milliseconds since the Unix epoch.
+        #[arg(long)]
+        from: u128,
+        /// Window end, milliseconds since the Unix epoch.
+        #[arg(long)]
+        to: u128,
+        /// Sessions that ran in the window.
+        #[arg(long)]
+        sessions: u64,
+    },
+    /// Print free TCP ports on 127.0.0.1, one per line.
+    Ports {
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Model {
+    Tr098,
+    Tr181,
+}
+
+/// How roost-sim will be run: what its devices report depends on it.
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// roost-sim's `--model`.
+    #[arg(long, value_enum)]
+    model: Model,
+    /// roost-sim's `--serial-prefix`.
+    #[arg(long, default_value = "SIM")]
+    serial_prefix: String,
+    /// host:port of roost-sim's connection-request listener (its `--cr-listen`), which goes into
+    /// every device's ConnectionRequestURL.
+    #[arg(long, default_value = "127.0.0.1:7548")]
+    cr_advertise: String,
+    /// roost-sim's `--acs` (the tree's ManagementServer.URL).
+    #[arg(long, default_value = "http://127.0.0.1:7547/")]
+    acs_url: String,
+    /// roost-sim's `--interval` in seconds (the tree's PeriodicInformInterval).
+    #[arg(long, default_value_t = 300)]
+    interval: u64,
+}
+
+impl FleetArgs {
+    fn image(&self) -> Result<FleetImage> {
+        let kind = match self.model {
+            Model::Tr098 => DataModelKind::Tr098,
+            Model::Tr181 => DataModelKind::Tr181,
+        };
+        let path = roost_sim::bundled_model_path(kind);
+        let model = DataModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+        Ok(FleetImage::new(
+            Arc::new(model),
+            SimSettings {
+                serial_prefix: self.serial_prefix.clone(),
+                cr_advertise: self.cr_advertise.clone(),
+                acs_url: self.acs_url.clone(),
+                interval: Duration::from_secs(self.interval),
+            },
+        ))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Seed { fleet, database_url, devices, full_trees } => {
+            let plan = seed::SeedPlan { database_url, devices, full_trees };
+            seed::seed(&plan, &fleet.image()?).await
+        }
+        Command::Check { fleet, database_url, since } => seed::check(&database_url, &fleet.image()?, since).await,
+        Command::PgCount { listen, upstream, trace } => pgcount::proxy(listen, upstream, trace).await,
+        Command::OpsReport { trace, from, to, sessions } => pgcount::report(&trace, from, to, sessions),
+        Command::Ports { count } => {
+            // Held together so the ports differ; released on return for the caller to bind.
+            let listeners = (0..count)
+                .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port"))
+                .collect::<Result<Vec<_>>>()?;
+            for listener in &listeners {
+                println!("{}", listener.local_addr().context("reading a bound port")?.port());
+            }
+            Ok(())
+        }
+    }
+}
