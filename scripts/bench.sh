@@ -7,9 +7,10 @@
 #   scripts/bench.sh [sqlite|postgres|all] [--devices 100000] [--full-trees 10000] [--duration 30]
 #                    [--rate 2000] [--ceiling-concurrency 32] [--model tr098] [--no-ops]
 #
-# Two runs per database: "rate" (every device informs once per interval, interval chosen so
-# that the fleet offers --rate sessions/s) and "ceiling" (every device informs as often as it
-# can, --ceiling-concurrency sessions in flight: the most the server sustains).
+# After a 10 s warm-up, two runs per database: "rate" (every device informs once per interval,
+# interval chosen so that the fleet offers --rate sessions/s) and "ceiling" (every device
+# informs as often as it can, --ceiling-concurrency sessions in flight: the most the server
+# sustains).
 # The simulator runs on the same machine and shares its cores with the server.
 #
 # Environment: ROOST_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test; a
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     --ceiling-concurrency) ceiling_concurrency=$2; shift ;;
     --model) model=$2; shift ;;
     --no-ops) ops=0 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -144,13 +145,28 @@ settle() {
   echo "$tw"
 }
 
+# The machine is shared: wait (up to 3 minutes) until nothing else keeps it busy, so that a
+# build or a test suite running next to the benchmark does not end up in its figures. Prints
+# how busy the machine was (%, both CPUs together) over the last 2 s sample.
+quiet() {
+  local busy=100
+  for _ in $(seq 1 90); do
+    busy=$( (head -n 1 /proc/stat; sleep 2; head -n 1 /proc/stat) | awk '
+      { b[NR] = $2 + $3 + $4 + $7 + $8 + $9; t[NR] = b[NR] + $5 + $6 }
+      END { printf "%.0f", 100 * (b[2] - b[1]) / (t[2] - t[1] > 0 ? t[2] - t[1] : 1) }')
+    [ "$busy" -lt 10 ] && break
+  done
+  echo "$busy"
+}
+
 # run_sim <label> <roost-sim args…>: runs roost-sim with sampling; leaves its total line and
 # the CPU figures in $tmp/<label>.result.
 run_sim() {
   local label=$1
   shift
-  local time_wait
+  local time_wait busy_before
   time_wait=$(settle)
+  busy_before=$(quiet)
   : >"$tmp/$label.samples"
   target/release/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
     --first periodic --cr-listen "127.0.0.1:$cr_port" --duration "$duration" "$@" \
@@ -169,7 +185,7 @@ run_sim() {
     return 1
   fi
   grep '^roost-sim total' "$tmp/$label.sim.log" | tail -n 1 >"$tmp/$label.result"
-  echo "time_wait_at_start=$time_wait" >>"$tmp/$label.result"
+  echo "time_wait_at_start=$time_wait busy_before=$busy_before" >>"$tmp/$label.result"
   # The total includes the simulator's start (building 100,000 devices takes seconds): the
   # steady rate leaves the first progress window out.
   awk '/^roost-sim progress/ {
@@ -184,9 +200,10 @@ run_sim() {
     { t1 = $1; s1 = $4; if ($5 > 0) m1 = $5; p1 = $6; b1 = $7; a1 = $8; rss = $2; if ($3 > hwm) hwm = $3; fds = $9 }
     END {
       secs = (t1 - t0) / 1000; if (secs <= 0) secs = 1
-      printf "server_cpu=%.0f%% sim_cpu=%.0f%% postgres_cpu=%.0f%% machine_busy=%.0f%% rss_end_kib=%d hwm_kib=%d fds_end=%d\n",
-        100 * (s1 - s0) / hz / secs, 100 * (m1 - m0) / hz / secs, 100 * (p1 - p0) / hz / secs,
-        100 * (b1 - b0) / (a1 - a0 > 0 ? a1 - a0 : 1), rss, hwm, fds
+      server = 100 * (s1 - s0) / hz / secs; sim = 100 * (m1 - m0) / hz / secs; pg = 100 * (p1 - p0) / hz / secs
+      other = 100 * (b1 - b0) / hz / secs - server - sim - pg
+      printf "server_cpu=%.0f%% sim_cpu=%.0f%% postgres_cpu=%.0f%% other_cpu=%.0f%% machine_busy=%.0f%% rss_end_kib=%d hwm_kib=%d fds_end=%d\n",
+        server, sim, pg, (other > 0 ? other : 0), 100 * (b1 - b0) / (a1 - a0 > 0 ? a1 - a0 : 1), rss, hwm, fds
     }' "$tmp/$label.samples" >>"$tmp/$label.result"
   cat "$tmp/$label.sim.log" | grep '^roost-sim progress' | sed 's/^/    /'
 }
@@ -301,10 +318,12 @@ run_backend() {
     echo "== Roost benchmark: $backend, $devices devices ($full_trees with full $model trees), $(date -u +%FT%TZ)"
     echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM;" \
       "roost-sim runs on the same machine and shares the CPUs with roost serve$([ "$backend" = postgres ] && echo ' and PostgreSQL')"
-    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- host migrations 2>/dev/null || echo ' (server with local changes)')${ROOST_BENCH_NOTE:+; $ROOST_BENCH_NOTE}"
+    echo "commit: $built_from${ROOST_BENCH_NOTE:+; $ROOST_BENCH_NOTE}"
   } | tee "$out"
 
-  local seed_start seed_s
+  local seed_start seed_s seed_busy
+  seed_busy=$(quiet)
+  [ "$seed_busy" -lt 10 ] || echo "WARNING: the machine is $seed_busy% busy with other work; seeding time disturbed"
   seed_start=$(now_ms)
   target/release/roost-bench seed --database-url "$url" --devices "$devices" --full-trees "$full_trees" \
     --model "$model" --serial-prefix "$prefix" --cr-advertise "127.0.0.1:$cr_port" \
@@ -316,6 +335,15 @@ run_backend() {
   sleep 1
   idle_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status")
   since=$(now_ms)
+
+  # A warm server: connection pools filled, statements prepared, pages cached, as in production.
+  echo "warm-up: 10 s of back-to-back sessions (not measured)"
+  target/release/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
+    --first periodic --cr-listen "127.0.0.1:$cr_port" --devices "$devices" --interval 1 --jitter 0 \
+    --start immediate --concurrency "$ceiling_concurrency" --duration 10 >"$tmp/warmup.log" 2>&1 &
+  sim_pid=$!
+  wait "$sim_pid" || { echo "roost-sim warm-up failed:" >&2; tail -n 20 "$tmp/warmup.log" >&2; return 1; }
+  sim_pid=""
 
   echo "run rate: $devices devices, interval ${interval}s → ~$offered sessions/s offered, ${duration}s"
   run_sim rate --devices "$devices" --interval "$interval" --start spread --concurrency 4096
@@ -358,21 +386,29 @@ run_backend() {
 
   {
     echo "seeding: ${seed_s}s ($(grep -o 'parameters=[0-9]*' "$tmp/seed.log" | tail -n 1 | cut -d= -f2) parameter rows); database size after the runs: $size"
-    printf '%-8s %10s %10s %9s %8s %8s %8s %9s %10s %8s %9s %8s\n' run offered/s sessions/s steady/s p50_ms p99_ms \
-      max_ms failures server_cpu sim_cpu pg_cpu busy
+    printf '%-8s %10s %10s %9s %8s %8s %8s %9s %10s %8s %8s %8s %8s\n' run offered/s sessions/s steady/s p50_ms p99_ms \
+      max_ms failures server_cpu sim_cpu pg_cpu other busy
     local label
     for label in rate ceiling; do
       local r="$tmp/$label.result" offered_label="-"
       [ "$label" = rate ] && offered_label=$offered
-      printf '%-8s %10s %10s %9s %8s %8s %8s %9s %10s %8s %9s %8s\n' "$label" "$offered_label" \
+      printf '%-8s %10s %10s %9s %8s %8s %8s %9s %10s %8s %8s %8s %8s\n' "$label" "$offered_label" \
         "$(field "$r" sessions_per_s)" "$(field "$r" steady_per_s)" "$(field "$r" p50_ms)" "$(field "$r" p99_ms)" \
         "$(field "$r" max_ms)" \
         "$(field "$r" failures)" "$(field "$r" server_cpu)" "$(field "$r" sim_cpu)" \
-        "$([ "$backend" = postgres ] && field "$r" postgres_cpu || echo -)" "$(field "$r" machine_busy)"
+        "$([ "$backend" = postgres ] && field "$r" postgres_cpu || echo -)" "$(field "$r" other_cpu)" \
+        "$(field "$r" machine_busy)"
     done
     echo "server RSS: idle $(mib "$idle_rss"), end of rate run $(mib "$(field "$tmp/rate.result" rss_end_kib)"), end of ceiling run $(mib "$(field "$tmp/ceiling.result" rss_end_kib)"), peak (VmHWM) $(mib "$peak_kib")"
     echo "server open file descriptors: end of rate run $(field "$tmp/rate.result" fds_end), end of ceiling run $(field "$tmp/ceiling.result" fds_end), after both runs $fds_after (CLOSE-WAIT sockets: $close_wait)"
+    echo "CPU columns: % of one CPU (the machine has $(nproc)); other = everything else on the machine, kernel network work included; busy = the whole machine"
     echo "TIME_WAIT sockets on the machine when each run started: rate $(field "$tmp/rate.result" time_wait_at_start), ceiling $(field "$tmp/ceiling.result" time_wait_at_start)"
+    local label_busy
+    for label_busy in rate ceiling; do
+      if [ "$(field "$tmp/$label_busy.result" busy_before)" -ge 10 ]; then
+        echo "WARNING: the machine was $(field "$tmp/$label_busy.result" busy_before)% busy with other work just before the $label_busy run; its figures are disturbed"
+      fi
+    done
     sed 's/^roost-bench //' "$tmp/check.log"
     [ -z "$ops_out" ] || echo "$ops_out" | sed 's/^roost-bench //'
   } | tee -a "$out"
@@ -380,6 +416,8 @@ run_backend() {
   cleanup
 }
 
+# What the binaries are built from (others may commit while the benchmark runs).
+built_from="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- host migrations tests/sim 2>/dev/null || echo ' (server or simulator with local changes)')"
 cargo build --release --locked -p roost -p roost-sim -p roost-tests --bins
 
 for backend in $backends; do
