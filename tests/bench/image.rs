@@ -220,24 +220,8 @@ fn visible(path: &str, value: &str, value_type: &ValueType) -> String {
     if is_secret(path, value_type) || roost_cwmp::is_secret_parameter(path) { String::new() } else { value.to_owned() }
 }
 
-/// The digest Roost keeps of the parameters of a device's last Inform (`devices.inform_digest`),
-/// which lets an unchanged periodic Inform skip comparing them. Mirrors the private
-/// `inform_digest` of `host/src/store/devices.rs`; `roost-bench check` reports any device whose
-/// stored digest differs from this one after a run (which would mean the mirror is stale).
-pub fn inform_digest(parameters: &[ParameterValue]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut entries: Vec<&ParameterValue> = parameters.iter().collect();
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut hasher = Sha256::new();
-    for p in entries {
-        let value = if roost_cwmp::is_secret_parameter(&p.name) { "" } else { p.value.as_str() };
-        for part in [p.name.as_str(), value, p.value_type.as_str()] {
-            hasher.update(part.as_bytes());
-            hasher.update([0u8]);
-        }
-    }
-    hex::encode(&hasher.finalize()[..16])
-}
+/// The digest Roost keeps of the parameters of a device's last Inform (`devices.inform_digest`).
+pub use roost::store::devices::inform_digest;
 
 #[cfg(test)]
 mod tests {

@@ -127,8 +127,8 @@ pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<I
     Ok(outcome)
 }
 
-/// The digest of an Inform's parameters, independent of their order.
-fn inform_digest(parameters: &[ParameterValue]) -> String {
+/// The digest of an Inform's parameters, independent of their order (`devices.inform_digest`).
+pub fn inform_digest(parameters: &[ParameterValue]) -> String {
     use sha2::{Digest, Sha256};
     let mut entries: Vec<&ParameterValue> = parameters.iter().collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
