@@ -2,32 +2,20 @@
 //! full discovery would have stored, and the parameters their periodic Informs carry.
 //!
 //! roost-sim makes each unit distinct by writing a few "factory" values over the shared model
-//! (serial number, connection-request URL, ACS URL, periodic-inform settings, WAN address:
-//! `Template::factory` in `tests/sim/src/fleet.rs`, which is private). This module mirrors it
-//! with the simulator's public pieces, and a test below checks the mirror against a real
-//! `Fleet`, so the database the benchmark seeds matches what the simulator reports and a
-//! periodic Inform changes nothing.
+//! (serial number, connection-request URL, ACS URL, periodic-inform settings, WAN address):
+//! [`FactoryTemplate`]. This module applies the same template with the settings the benchmark
+//! runs the simulator with, and a test below checks the result against a real `Fleet`, so the
+//! database the benchmark seeds matches what the simulator reports and a periodic Inform
+//! changes nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use roost_cwmp::{DeviceIdStruct, ParameterValue, ValueType};
+use roost_sim::connection_request::path_for;
 use roost_sim::rpc::is_secret;
-use roost_sim::{CpeState, DataModel, DataModelKind, Node, ParameterTree, inform};
-
-/// Parameters (relative to the root) the simulator's factory settings may touch, as in
-/// `tests/sim/src/fleet.rs`.
-const FACTORY_PARAMETERS: [&str; 8] = [
-    "ManagementServer.Username",
-    "ManagementServer.Password",
-    "ManagementServer.ConnectionRequestUsername",
-    "ManagementServer.ConnectionRequestPassword",
-    "ManagementServer.PeriodicInformEnable",
-    "ManagementServer.PeriodicInformInterval",
-    "ManagementServer.ParameterKey",
-    "DeviceInfo.SerialNumber",
-];
+use roost_sim::{CpeState, DataModel, DataModelKind, FactoryTemplate, FleetConfig, Node, ParameterTree, inform};
 
 /// How the simulator will be run: everything that changes what its devices report.
 #[derive(Debug, Clone)]
@@ -61,41 +49,19 @@ pub struct TemplateRow {
 pub struct FleetImage {
     model: Arc<DataModel>,
     settings: SimSettings,
-    /// OUI, ProductClass and Manufacturer; the serial number is per device.
-    identity: DeviceIdStruct,
-    wan_address: Option<String>,
-    has: HashMap<&'static str, ValueType>,
+    template: FactoryTemplate,
+    /// The simulator's configuration as its command line builds it from `settings`.
+    config: FleetConfig,
 }
 
 impl FleetImage {
     pub fn new(model: Arc<DataModel>, settings: SimSettings) -> Self {
-        let root = model.root().to_owned();
-        let value = |relative: &str| {
-            model
-                .node(&format!("{root}{relative}"))
-                .filter(|n| !n.object && !n.value.trim().is_empty())
-                .map(|n| n.value.clone())
-        };
-        let export = model.export_identity();
-        let pick = |relative: &str, exported: fn(&DeviceIdStruct) -> &String, default: &str| {
-            value(relative)
-                .or_else(|| export.map(exported).filter(|v| !v.is_empty()).cloned())
-                .unwrap_or_else(|| default.to_owned())
-        };
-        let identity = DeviceIdStruct {
-            manufacturer: pick("DeviceInfo.Manufacturer", |d| &d.manufacturer, "Roost"),
-            oui: pick("DeviceInfo.ManufacturerOUI", |d| &d.oui, "000000"),
-            product_class: pick("DeviceInfo.ProductClass", |d| &d.product_class, ""),
-            serial_number: String::new(),
-        };
-        let wan_address = (model.kind() == DataModelKind::Tr098)
-            .then(|| inform::wan_address_parameter(&CpeState::new(ParameterTree::new(model.clone()))))
-            .flatten();
-        let has = FACTORY_PARAMETERS
-            .iter()
-            .filter_map(|p| model.node(&format!("{root}{p}")).filter(|n| !n.object).map(|n| (*p, n.value_type.clone())))
-            .collect();
-        Self { model, settings, identity, wan_address, has }
+        let template = FactoryTemplate::new(&model);
+        // roost-sim's command line sets no ACS or connection-request credentials of its own, and
+        // always turns periodic informs on.
+        let mut config = FleetConfig::new(settings.acs_url.clone(), model.clone());
+        config.periodic_interval = Some(settings.interval);
+        Self { model, settings, template, config }
     }
 
     pub fn kind(&self) -> DataModelKind {
@@ -117,44 +83,20 @@ impl FleetImage {
 
     /// The identity the device's Informs carry.
     pub fn identity(&self, number: u64) -> DeviceIdStruct {
-        DeviceIdStruct { serial_number: self.serial(number), ..self.identity.clone() }
+        DeviceIdStruct { serial_number: self.serial(number), ..self.template.identity().clone() }
     }
 
     /// The GenieACS-style id the ACS files the device under.
     pub fn device_id(&self, number: u64) -> String {
-        let id = &self.identity;
+        let id = self.template.identity();
         roost_cwmp::device_id::device_id(&id.oui, &id.product_class, &self.serial(number))
     }
 
-    /// The values that make one unit distinct, as `Template::factory` writes them.
+    /// The values that make one unit distinct, as the simulator writes them.
     pub fn factory(&self, number: u64) -> Vec<(String, String, ValueType)> {
-        let root = self.model.root();
         let serial = self.serial(number);
-        let cr_url = format!("http://{}/{}", self.settings.cr_advertise, roost_cwmp::device_id::escape_part(&serial));
-        let string = ValueType::String;
-        let mut out = vec![
-            (format!("{root}DeviceInfo.SerialNumber"), serial.clone(), string.clone()),
-            (format!("{root}ManagementServer.ConnectionRequestURL"), cr_url, string.clone()),
-            (format!("{root}ManagementServer.URL"), self.settings.acs_url.clone(), string.clone()),
-        ];
-        if !self.has.contains_key("ManagementServer.ParameterKey") {
-            out.push((format!("{root}ManagementServer.ParameterKey"), String::new(), string.clone()));
-        }
-        // roost-sim's command line sets no ACS or connection-request credentials of its own, and
-        // always turns periodic informs on.
-        let mut optional = |relative: &'static str, value: String| {
-            if let Some(value_type) = self.has.get(relative) {
-                out.push((format!("{root}{relative}"), value, value_type.clone()));
-            }
-        };
-        optional("ManagementServer.PeriodicInformEnable", "true".to_owned());
-        optional("ManagementServer.PeriodicInformInterval", self.settings.interval.as_secs().max(1).to_string());
-        if let Some(path) = &self.wan_address {
-            let n = number + 1;
-            let address = format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
-            out.push((path.clone(), address, string));
-        }
-        out
+        let cr_url = format!("http://{}{}", self.settings.cr_advertise, path_for(&serial));
+        self.template.factory(&self.config, self.model.root(), &serial, &cr_url, number)
     }
 
     /// The device's state as the simulator creates it (the model with its factory values).

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use roost::store::{Store, now_millis, statement};
+use roost::store::{Store, first_row, now_millis, statement};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait,
@@ -74,8 +74,7 @@ pub async fn seed(plan: &SeedPlan, image: &FleetImage) -> Result<()> {
     let backend = db.get_database_backend();
     let superuser = match backend {
         DbBackend::Postgres => {
-            let row = db
-                .query_one_raw(statement(backend, "SELECT current_setting('is_superuser')", []))
+            let row = first_row(&db, statement(backend, "SELECT current_setting('is_superuser')", []))
                 .await
                 .context("asking whether we are a superuser")?
                 .context("no answer to current_setting")?;
@@ -168,8 +167,7 @@ async fn bulk_connection(url: &str, workers: usize) -> Result<DatabaseConnection
 }
 
 async fn count<C: ConnectionTrait>(conn: &C, sql: &str) -> Result<i64> {
-    let row = conn
-        .query_one_raw(statement(conn.get_database_backend(), sql, []))
+    let row = first_row(conn, statement(conn.get_database_backend(), sql, []))
         .await
         .with_context(|| format!("running {sql}"))?
         .with_context(|| format!("no row from {sql}"))?;
@@ -516,7 +514,7 @@ pub async fn check(database_url: &str, image: &FleetImage, since: i64) -> Result
     let backend = db.get_database_backend();
     let one = |sql: &str, args: Vec<Value>| statement(backend, sql, args);
     let scalar = |stmt| async move {
-        let row = db.query_one_raw(stmt).await.context("running a check query")?.context("no row")?;
+        let row = first_row(db, stmt).await.context("running a check query")?.context("no row")?;
         row.try_get_by_index::<i64>(0).context("reading a count")
     };
     let devices = scalar(one("SELECT COUNT(*) FROM devices", vec![])).await?;

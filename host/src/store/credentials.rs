@@ -30,8 +30,7 @@ pub async fn create(
          VALUES (?, ?, ?, ?, ?) RETURNING *",
         [org_id.into(), device_id.into(), username.into(), sealed_password.into(), now_millis().into()],
     );
-    CpeCredential::find_by_statement(stmt)
-        .one(store.db())
+    super::first::<CpeCredential, _>(store.db(), stmt)
         .await
         .context("creating CPE credential")?
         .context("the database returned no row for the new credential")
@@ -39,5 +38,5 @@ pub async fn create(
 
 pub async fn by_username(store: &Store, username: &str) -> Result<Option<CpeCredential>> {
     let stmt = store.statement("SELECT * FROM cpe_credentials WHERE username = ?", [username.into()]);
-    CpeCredential::find_by_statement(stmt).one(store.db()).await.context("loading CPE credential")
+    super::first::<CpeCredential, _>(store.db(), stmt).await.context("loading CPE credential")
 }

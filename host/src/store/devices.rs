@@ -194,7 +194,8 @@ async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> 
     }
     sql.push_str(&format!(" WHERE device_id = ? RETURNING *, {HAS_QUEUED_TASKS}"));
     args.push(record.device_id.into());
-    let row = db.query_one_raw(statement(db.get_database_backend(), &sql, args)).await.context("recording Inform")?;
+    let row =
+        super::first_row(db, statement(db.get_database_backend(), &sql, args)).await.context("recording Inform")?;
     row.map(|row| {
         let device = Device::from_query_result(&row, "").context("reading device")?;
         let queued = row.try_get::<bool>("", "has_queued_tasks").context("reading has_queued_tasks")?;
@@ -267,7 +268,7 @@ async fn insert_events<C: ConnectionTrait>(
 
 pub async fn by_device_id(store: &Store, device_id: &str) -> Result<Option<Device>> {
     let stmt = store.statement("SELECT * FROM devices WHERE device_id = ?", [device_id.into()]);
-    Device::find_by_statement(stmt).one(store.db()).await.context("loading device")
+    super::first::<Device, _>(store.db(), stmt).await.context("loading device")
 }
 
 /// A device the caller's scope may see.
@@ -277,7 +278,7 @@ pub async fn visible(store: &Store, scope: &Scope, device_id: &str) -> Result<Op
 
 pub async fn by_pk(store: &Store, pk: i64) -> Result<Option<Device>> {
     let stmt = store.statement("SELECT * FROM devices WHERE id = ?", [pk.into()]);
-    Device::find_by_statement(stmt).one(store.db()).await.context("loading device")
+    super::first::<Device, _>(store.db(), stmt).await.context("loading device")
 }
 
 pub async fn set_connection_request_credentials(

@@ -61,12 +61,12 @@ pub fn validate_slug(slug: &str) -> Result<()> {
 
 pub async fn by_slug(store: &Store, slug: &str) -> Result<Option<Organization>> {
     let stmt = store.statement("SELECT * FROM organizations WHERE slug = ?", [slug.into()]);
-    Organization::find_by_statement(stmt).one(store.db()).await.context("loading organization")
+    super::first::<Organization, _>(store.db(), stmt).await.context("loading organization")
 }
 
 pub async fn by_id(store: &Store, id: i64) -> Result<Option<Organization>> {
     let stmt = store.statement("SELECT * FROM organizations WHERE id = ?", [id.into()]);
-    Organization::find_by_statement(stmt).one(store.db()).await.context("loading organization")
+    super::first::<Organization, _>(store.db(), stmt).await.context("loading organization")
 }
 
 pub async fn create(store: &Store, name: &str, slug: &str, parent: Option<i64>) -> Result<Organization> {
@@ -76,8 +76,7 @@ pub async fn create(store: &Store, name: &str, slug: &str, parent: Option<i64>) 
         "INSERT INTO organizations (slug, name, parent_id, created_at) VALUES (?, ?, ?, ?) RETURNING *",
         [slug.into(), name.into(), parent.into(), now_millis().into()],
     );
-    Organization::find_by_statement(stmt)
-        .one(store.db())
+    super::first::<Organization, _>(store.db(), stmt)
         .await
         .context("creating organization")?
         .context("the database returned no row for the new organization")

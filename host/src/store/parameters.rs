@@ -124,14 +124,15 @@ pub async fn remember_secret<C: ConnectionTrait>(conn: &C, device_pk: i64, path:
 
 /// The secret value Roost set, still sealed.
 pub async fn remembered_secret(store: &Store, device_pk: i64, path: &str) -> Result<Option<Vec<u8>>> {
-    let row = store
-        .db()
-        .query_one_raw(store.statement(
+    let row = super::first_row(
+        store.db(),
+        store.statement(
             "SELECT sealed_value FROM parameters WHERE device_id = ? AND path = ?",
             [device_pk.into(), path.into()],
-        ))
-        .await
-        .context("loading a sealed secret")?;
+        ),
+    )
+    .await
+    .context("loading a sealed secret")?;
     Ok(row.and_then(|row| row.try_get_by_index::<Option<Vec<u8>>>(0).ok().flatten()))
 }
 
@@ -249,11 +250,12 @@ pub async fn leaf_paths(store: &Store, device_pk: i64, prefix: &str) -> Result<V
 }
 
 pub async fn count(store: &Store, device_pk: i64) -> Result<i64> {
-    let rows = store
-        .db()
-        .query_one_raw(store.statement("SELECT COUNT(*) FROM parameters WHERE device_id = ?", [device_pk.into()]))
-        .await
-        .context("counting parameters")?;
+    let rows = super::first_row(
+        store.db(),
+        store.statement("SELECT COUNT(*) FROM parameters WHERE device_id = ?", [device_pk.into()]),
+    )
+    .await
+    .context("counting parameters")?;
     match rows {
         Some(row) => row.try_get_by_index::<i64>(0).context("count"),
         None => Ok(0),

@@ -7,7 +7,7 @@ use super::Store;
 
 pub async fn get(store: &Store, name: &str) -> Result<Option<Vec<u8>>> {
     let stmt = store.statement("SELECT value FROM settings WHERE name = ?", [name.into()]);
-    let row = store.db().query_one_raw(stmt).await.context("loading setting")?;
+    let row = super::first_row(store.db(), stmt).await.context("loading setting")?;
     row.map(|row| row.try_get_by_index::<Vec<u8>>(0).context("setting value")).transpose()
 }
 

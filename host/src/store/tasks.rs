@@ -68,8 +68,7 @@ pub async fn insert(store: &Store, task: NewTask<'_>) -> Result<TaskRow> {
             task.expires_at.into(),
         ],
     );
-    TaskRow::find_by_statement(stmt)
-        .one(store.db())
+    super::first::<TaskRow, _>(store.db(), stmt)
         .await
         .context("queueing task")?
         .context("the database returned no row for the new task")
@@ -81,12 +80,12 @@ pub async fn next_queued(store: &Store, device_pk: i64) -> Result<Option<TaskRow
         "SELECT * FROM tasks WHERE device_id = ? AND status = 'pending' AND stage = 'queued' ORDER BY id LIMIT 1",
         [device_pk.into()],
     );
-    TaskRow::find_by_statement(stmt).one(store.db()).await.context("loading next task")
+    super::first::<TaskRow, _>(store.db(), stmt).await.context("loading next task")
 }
 
 pub async fn by_id(store: &Store, id: i64) -> Result<Option<TaskRow>> {
     let stmt = store.statement("SELECT * FROM tasks WHERE id = ?", [id.into()]);
-    TaskRow::find_by_statement(stmt).one(store.db()).await.context("loading task")
+    super::first::<TaskRow, _>(store.db(), stmt).await.context("loading task")
 }
 
 /// A task the caller's scope may see (through its device's organization).
@@ -97,7 +96,7 @@ pub async fn visible(store: &Store, scope: &Scope, id: i64) -> Result<Option<Tas
         &format!("SELECT t.* FROM tasks t JOIN devices d ON d.id = t.device_id WHERE t.id = ? AND {condition}"),
         args,
     );
-    TaskRow::find_by_statement(stmt).one(store.db()).await.context("loading task")
+    super::first::<TaskRow, _>(store.db(), stmt).await.context("loading task")
 }
 
 pub async fn list_for_device(store: &Store, device_pk: i64, after: Option<i64>, limit: u64) -> Result<Vec<TaskRow>> {
@@ -120,7 +119,7 @@ pub async fn by_command_key(store: &Store, device_pk: i64, command_key: &str) ->
         "SELECT * FROM tasks WHERE device_id = ? AND command_key = ? ORDER BY id DESC LIMIT 1",
         [device_pk.into(), command_key.into()],
     );
-    TaskRow::find_by_statement(stmt).one(store.db()).await.context("loading transfer task")
+    super::first::<TaskRow, _>(store.db(), stmt).await.context("loading transfer task")
 }
 
 pub async fn mark_attempt(store: &Store, id: i64) -> Result<()> {

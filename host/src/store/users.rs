@@ -23,8 +23,7 @@ pub async fn create(store: &Store, org_id: i64, email: &str, password_hash: &str
          VALUES (?, ?, ?, ?, FALSE, ?) RETURNING *",
         [org_id.into(), email.into(), password_hash.into(), role.into(), now_millis().into()],
     );
-    User::find_by_statement(stmt)
-        .one(store.db())
+    super::first::<User, _>(store.db(), stmt)
         .await
         .context("creating user")?
         .context("the database returned no row for the new user")
@@ -33,10 +32,10 @@ pub async fn create(store: &Store, org_id: i64, email: &str, password_hash: &str
 /// Emails are matched case-insensitively: people type them every which way.
 pub async fn by_email(store: &Store, email: &str) -> Result<Option<User>> {
     let stmt = store.statement("SELECT * FROM users WHERE lower(email) = lower(?)", [email.into()]);
-    User::find_by_statement(stmt).one(store.db()).await.context("loading user")
+    super::first::<User, _>(store.db(), stmt).await.context("loading user")
 }
 
 pub async fn by_id(store: &Store, id: i64) -> Result<Option<User>> {
     let stmt = store.statement("SELECT * FROM users WHERE id = ?", [id.into()]);
-    User::find_by_statement(stmt).one(store.db()).await.context("loading user")
+    super::first::<User, _>(store.db(), stmt).await.context("loading user")
 }

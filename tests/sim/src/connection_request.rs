@@ -104,7 +104,7 @@ pub(crate) fn check(
 pub(crate) type Routes = HashMap<String, Arc<DeviceShared>>;
 
 /// The path a device's connection-request URL uses.
-pub(crate) fn path_for(serial_number: &str) -> String {
+pub fn path_for(serial_number: &str) -> String {
     format!("/{}", roost_cwmp::device_id::escape_part(serial_number))
 }
 

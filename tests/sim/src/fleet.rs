@@ -164,7 +164,7 @@ impl Fleet {
         });
         let model = config.model.clone();
         let root = model.root().to_owned();
-        let template = Template::new(&model);
+        let template = FactoryTemplate::new(&model);
 
         let shared = Arc::new(FleetShared {
             client,
@@ -262,8 +262,11 @@ impl Fleet {
     }
 }
 
-/// What every device of the model shares at creation.
-struct Template {
+/// What every device of a model shares at creation, and the few values that make each unit
+/// distinct. Public so that tools seeding an ACS's database (roost-bench) store exactly what the
+/// simulator's devices will report.
+#[derive(Debug, Clone)]
+pub struct FactoryTemplate {
     identity: DeviceIdStruct,
     wan_address: Option<String>,
     has: HashMap<&'static str, ValueType>,
@@ -281,8 +284,8 @@ const FACTORY_PARAMETERS: [&str; 8] = [
     "DeviceInfo.SerialNumber",
 ];
 
-impl Template {
-    fn new(model: &Arc<DataModel>) -> Self {
+impl FactoryTemplate {
+    pub fn new(model: &Arc<DataModel>) -> Self {
         let root = model.root();
         let value = |relative: &str| {
             model
@@ -312,8 +315,14 @@ impl Template {
         Self { identity, wan_address, has }
     }
 
+    /// The identity every unit shares (its serial number empty).
+    pub fn identity(&self) -> &DeviceIdStruct {
+        &self.identity
+    }
+
     /// The values that make one unit distinct: written at creation and after a factory reset.
-    fn factory(
+    /// `cr_url` is the unit's connection-request URL, `number` its serial number's counter.
+    pub fn factory(
         &self,
         config: &FleetConfig,
         root: &str,

@@ -56,7 +56,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use device::{DeviceHandle, StartMode};
-pub use fleet::{FirstContact, Fleet, FleetConfig};
+pub use fleet::{FactoryTemplate, FirstContact, Fleet, FleetConfig};
 pub use load::{Stats, Summary};
 pub use rpc::{AfterSession, Attributes, CpeState, Handled};
 pub use session::{RpcExchange, SessionError, SessionReport};
