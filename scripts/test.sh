@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): installs what the tests need, then runs every test of the
-# workspace against SQLite and PostgreSQL.
+# The test command (README, .ci/run): installs what the tests need (PostgreSQL running, Debian's
+# WebAssembly-capable Rust for the plugins when rustup lacks the wasm32 target), builds the
+# plugins, then runs every test: the plugins' own, and the workspace's against SQLite and
+# PostgreSQL.
 #
 # PostgreSQL: ROOST_TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test. Each test
 # creates its own database there and drops it afterwards.
@@ -23,5 +25,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   exit 1
 fi
 
+# The plugins (shipped ones and the hostile ones of the sandbox tests) are WebAssembly
+# components built from source; the host's tests load them from plugins/target/.
+scripts/build-plugins.sh --install
+
 cargo build --workspace --all-targets --locked
+# The plugins' own unit tests run natively, against the SDK's in-memory device.
+CARGO_TARGET_DIR=target/plugins-native cargo test --manifest-path plugins/Cargo.toml --locked \
+  --target "$(rustc -vV | sed -n 's/^host: //p')"
 cargo test --workspace --locked -- --test-threads="${ROOST_TEST_THREADS:-4}"

@@ -14,6 +14,7 @@ use crate::api;
 use crate::api::auth::TokenKeys;
 use crate::config::{Config, CpeAuthMode};
 use crate::cwmp::{self, Sessions, auth::NonceKey};
+use crate::plugins::PluginRuntime;
 use crate::secrets::Secrets;
 use crate::store::Store;
 
@@ -30,6 +31,7 @@ pub struct App {
     pub tokens: TokenKeys,
     pub nonce_key: NonceKey,
     pub sessions: Sessions,
+    pub plugins: Arc<PluginRuntime>,
     /// Ids of tasks that just finished (done or fault): lets an API call wait for its task.
     pub task_events: broadcast::Sender<i64>,
     /// For connection requests.
@@ -59,6 +61,7 @@ impl App {
             .build()
             .context("building the HTTP client")?;
         let (task_events, _) = broadcast::channel(1024);
+        let plugins = Arc::new(PluginRuntime::new(config.plugins.clone())?);
         Ok(Self {
             config,
             store,
@@ -66,6 +69,7 @@ impl App {
             tokens,
             nonce_key: NonceKey::random(),
             sessions: Sessions::default(),
+            plugins,
             task_events,
             http,
             draining: AtomicBool::new(false),

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::api::auth::{Role, hash_password};
 use crate::app::Server;
 use crate::config::{Config, DatabaseArgs, ServeArgs};
+use crate::plugins::{API_VERSION, PluginRuntime, PluginSettings};
 use crate::secrets::Secrets;
 use crate::store::{Store, credentials, orgs, users};
 
@@ -36,6 +37,21 @@ pub enum Command {
     CpeCredential {
         #[command(subcommand)]
         command: CpeCredentialCommand,
+    },
+    /// Work with plugins (WebAssembly components).
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Check a component as an upload would: it compiles, implements a roost:plugin world, and
+    /// imports nothing else. Prints its world and hash.
+    Validate {
+        /// The component (`.wasm`).
+        file: std::path::PathBuf,
     },
 }
 
@@ -91,6 +107,24 @@ pub enum CpeCredentialCommand {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Plugin { command: PluginCommand::Validate { file } } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let settings = PluginSettings { concurrent_instances: 4, ..PluginSettings::default() };
+            let runtime = PluginRuntime::new(settings)?;
+            match runtime.validate(&bytes) {
+                Ok(valid) => {
+                    println!(
+                        "{}: a {} of roost:plugin@{API_VERSION}, {} bytes, sha256 {}",
+                        file.display(),
+                        valid.world.as_str(),
+                        bytes.len(),
+                        valid.hash
+                    );
+                    Ok(())
+                }
+                Err(error) => bail!("{}: {error}", file.display()),
+            }
+        }
         Command::Serve(args) => {
             let config = Config::resolve(&args)?;
             let server = Server::start(config).await?;

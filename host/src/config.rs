@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+pub use crate::plugins::PluginSettings;
+
 /// How CPEs must authenticate to the CWMP endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -65,6 +67,7 @@ pub struct Config {
     pub api: ApiSettings,
     pub tasks: TaskSettings,
     pub connection_request: ConnectionRequestSettings,
+    pub plugins: PluginSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +153,7 @@ struct FileConfig {
     api: ApiSettings,
     tasks: TaskSettings,
     connection_request: ConnectionRequestSettings,
+    plugins: PluginSettings,
 }
 
 impl Config {
@@ -171,6 +175,7 @@ impl Config {
             api: file.api,
             tasks: file.tasks,
             connection_request: file.connection_request,
+            plugins: file.plugins,
         })
     }
 
@@ -186,6 +191,7 @@ impl Config {
             api: ApiSettings::default(),
             tasks: TaskSettings::default(),
             connection_request: ConnectionRequestSettings::default(),
+            plugins: PluginSettings::default(),
         }
     }
 }

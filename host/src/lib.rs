@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod cwmp;
+pub mod plugins;
 pub mod secrets;
 pub mod store;
 pub mod tasks;

@@ -23,6 +23,7 @@ pub mod devices;
 pub mod faults;
 pub mod orgs;
 pub mod parameters;
+pub mod plugins;
 pub mod settings;
 pub mod tasks;
 pub mod users;

@@ -1,0 +1,170 @@
+//! Plugins: upload a WebAssembly component, list and delete them.
+//!
+//! `POST /plugins?name=&version=` with the component as the body (`application/wasm`). The upload
+//! is compiled and checked before it is stored: a file that is not a component, implements neither
+//! world, or imports anything beyond `roost:plugin@0.1.0` is refused with 400 and the reason.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{delete, get};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Caller, Role};
+use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
+use super::{Page, list_response, timestamp};
+use crate::app::App;
+use crate::plugins::{API_VERSION, PluginRuntime};
+use crate::store::plugins::{self, InsertError, NewPlugin, PluginRow};
+
+/// Largest component accepted: shipped adapters are ~16–200 KB; a JavaScript plugin ~2 MB.
+pub const MAX_COMPONENT_BYTES: usize = 16 * 1024 * 1024;
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/plugins", get(list).post(upload).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)))
+        .route("/plugins/{id}", delete(remove).get(show))
+}
+
+pub fn plugin_json(plugin: &PluginRow) -> Value {
+    json!({
+        "id": plugin.id.to_string(),
+        "name": plugin.name,
+        "version": plugin.version,
+        "world": plugin.world,
+        "api_version": plugin.api_version,
+        "hash": plugin.hash,
+        "size": plugin.size,
+        "organization": plugin.org_slug,
+        "created_at": timestamp(plugin.created_at),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    name: String,
+    version: String,
+}
+
+/// Plugin names are what presets refer to: lowercase letters, digits and hyphens.
+pub fn check_name(name: &str) -> ApiResult<()> {
+    let valid = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be 1 to 64 lowercase letters, digits and hyphens, starting with a letter",
+        ))
+    }
+}
+
+/// Versions are semantic versions: `1.2.3`, `1.2.3-beta.1`.
+fn check_version(version: &str) -> ApiResult<()> {
+    let (core, suffix) = match version.split_once(['-', '+']) {
+        Some((core, suffix)) => (core, Some(suffix)),
+        None => (version, None),
+    };
+    let numbers: Vec<&str> = core.split('.').collect();
+    let valid = version.len() <= 64
+        && numbers.len() == 3
+        && numbers.iter().all(|n| !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()))
+        && suffix.is_none_or(|s| {
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("invalid_version", "version must be a semantic version such as 1.0.0"))
+    }
+}
+
+async fn upload(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    caller.require(Role::Advanced)?;
+    check_name(&query.name)?;
+    check_version(&query.version)?;
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+        && !matches!(content_type, "application/wasm" | "application/octet-stream")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the component as application/wasm",
+        ));
+    }
+    if body.is_empty() {
+        return Err(ApiError::bad_request("invalid_plugin", "the body is empty: send the component"));
+    }
+    let runtime = app.plugins.clone();
+    let bytes = body.clone();
+    let validated = tokio::task::spawn_blocking(move || runtime.validate(&bytes))
+        .await
+        .map_err(|e| ApiError::from(anyhow::anyhow!("plugin validation task: {e}")))?
+        .map_err(|e| ApiError::bad_request("invalid_plugin", e.to_string()))?;
+    let stored = plugins::insert(
+        &app.store,
+        &NewPlugin {
+            org_id: caller.org_id,
+            name: &query.name,
+            version: &query.version,
+            world: validated.world.as_str(),
+            api_version: API_VERSION,
+            hash: &validated.hash,
+            component: &body,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        InsertError::Exists(..) => ApiError::conflict("plugin_exists", e.to_string()),
+        InsertError::Other(e) => ApiError::from(e),
+    })?;
+    debug_assert_eq!(stored.hash, PluginRuntime::hash(&body));
+    Ok((StatusCode::CREATED, axum::Json(plugin_json(&stored))))
+}
+
+async fn list(State(app): State<Arc<App>>, caller: Caller, Query(page): Query<Page>) -> ApiResult<axum::Json<Value>> {
+    let limit = page.limit()?;
+    let after = page
+        .cursor()?
+        .map(|c| c.parse::<i64>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?;
+    let rows = plugins::list(&app.store, &caller.scope, after, limit).await?;
+    let last = rows.last().map(|r| r.id.to_string());
+    let items: Vec<Value> = rows.iter().map(plugin_json).collect();
+    Ok(axum::Json(list_response(items, limit, last)))
+}
+
+fn parse_id(id: &str) -> ApiResult<i64> {
+    id.parse().map_err(|_| ApiError::not_found("plugin"))
+}
+
+async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let row = plugins::by_id(&app.store, &caller.scope, parse_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin"))?;
+    Ok(axum::Json(plugin_json(&row)))
+}
+
+async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require(Role::Advanced)?;
+    if plugins::delete(&app.store, &caller.scope, parse_id(&id)?).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("plugin"))
+    }
+}

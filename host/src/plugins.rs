@@ -1,0 +1,449 @@
+//! The plugin runtime: WebAssembly components (WIT `roost:plugin@0.1.0`) run in wasmtime.
+//!
+//! One process-wide [`Engine`] with the pooling allocator; each component is compiled once and
+//! kept, pre-instantiated against our linker, in a cache keyed by its SHA-256; every call gets a
+//! fresh `Store` with the caller's [`PluginLimits`]: an epoch deadline (a 1 ms ticker thread
+//! advances the epoch), a memory and table limiter, and caps on what the plugin may hand the host.
+//! A trap, a timeout or a limit breach comes back as a [`PluginFault`] for the caller to record
+//! against the device; it never unwinds into the host.
+//!
+//! Components may import nothing but our WIT: the linker has no WASI, so a component importing
+//! anything else fails validation at upload ("matching implementation was not found").
+//!
+//! Compiled code stays in memory only. Caching it on disk would need `deserialize`, which trusts
+//! its input (`unsafe`), and this crate forbids `unsafe`; compiling a shipped adapter takes
+//! 70–180 ms once per process.
+
+mod host_api;
+pub mod limits;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+pub use host_api::{Declared, DeviceView, RunOutput, TreeLoader};
+pub use limits::PluginLimits;
+
+/// The WIT package version this host implements.
+pub const API_VERSION: &str = "0.1.0";
+
+/// Code generated from `plugin-sdk/wit`. The adapter world reuses the provision world's
+/// interfaces, so one set of host implementations serves both.
+pub mod bindings {
+    pub mod provision {
+        wasmtime::component::bindgen!({
+            world: "provision",
+            path: "../plugin-sdk/wit/roost-plugin@0.1.0",
+        });
+    }
+    pub mod adapter {
+        wasmtime::component::bindgen!({
+            world: "adapter",
+            path: "../plugin-sdk/wit/roost-plugin@0.1.0",
+            with: {
+                "roost:plugin/types": super::provision::roost::plugin::types,
+                "roost:plugin/intent-types": super::provision::roost::plugin::intent_types,
+                "roost:plugin/device": super::provision::roost::plugin::device,
+                "roost:plugin/declare": super::provision::roost::plugin::declare,
+                "roost:plugin/log": super::provision::roost::plugin::log,
+            },
+        });
+    }
+    pub use provision::roost::plugin::{intent_types, types};
+}
+
+use bindings::adapter::{Adapter, AdapterPre, Identification};
+use bindings::provision::{Provision, ProvisionPre};
+use bindings::types::{DeviceFacts, ErrorKind};
+
+/// Which world a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Provision,
+    Adapter,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Provision => "provision",
+            World::Adapter => "adapter",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<World> {
+        match s {
+            "provision" => Some(World::Provision),
+            "adapter" => Some(World::Adapter),
+            _ => None,
+        }
+    }
+}
+
+/// A compiled, pre-instantiated component.
+#[derive(Clone)]
+pub enum Loaded {
+    Provision(ProvisionPre<host_api::RunState>),
+    Adapter(AdapterPre<host_api::RunState>),
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Loaded::Provision(_) => "Loaded::Provision",
+            Loaded::Adapter(_) => "Loaded::Adapter",
+        })
+    }
+}
+
+impl Loaded {
+    pub fn world(&self) -> World {
+        match self {
+            Loaded::Provision(_) => World::Provision,
+            Loaded::Adapter(_) => World::Adapter,
+        }
+    }
+}
+
+/// What validation found out about an uploaded component.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub world: World,
+    pub hash: String,
+    pub loaded: Arc<Loaded>,
+}
+
+/// Why a component cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvalidPlugin {
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("the component does not fit roost:plugin@{api}: {0}", api = API_VERSION)]
+    WrongInterface(String),
+}
+
+/// Why a plugin call did not return normally. Recorded as a fault of the device and plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginFault {
+    /// The plugin returned an error.
+    #[error("{message}")]
+    Returned { kind: String, message: String },
+    /// It ran past its deadline.
+    #[error("ran longer than its {0} ms deadline")]
+    Timeout(u64),
+    /// It asked for more memory than its limit.
+    #[error("{0}")]
+    Memory(String),
+    /// It trapped (a Rust panic, an out-of-bounds access, a stack overflow, …).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// It could not be instantiated (the instance pool is exhausted, a limit too low).
+    #[error("could not be started: {0}")]
+    Instantiate(String),
+}
+
+impl PluginFault {
+    /// The fault code stored with the device's fault.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PluginFault::Returned { kind, .. } if kind == "limit" => "plugin.limit",
+            PluginFault::Returned { .. } => "plugin.error",
+            PluginFault::Timeout(_) => "plugin.timeout",
+            PluginFault::Memory(_) => "plugin.memory",
+            PluginFault::Trap(_) => "plugin.trap",
+            PluginFault::Instantiate(_) => "plugin.instantiate",
+        }
+    }
+}
+
+/// Engine-wide settings (`[plugins]` in the configuration file).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Default limits of every call, before per-organization overrides.
+    pub limits: PluginLimits,
+    /// Plugin calls that may run at once (slots of the pooling allocator).
+    pub concurrent_instances: u32,
+    /// Compiled components kept in memory.
+    pub cached_components: u64,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings { limits: PluginLimits::default(), concurrent_instances: 256, cached_components: 512 }
+    }
+}
+
+/// The process-wide runtime.
+pub struct PluginRuntime {
+    engine: Engine,
+    provision_linker: Linker<host_api::RunState>,
+    adapter_linker: Linker<host_api::RunState>,
+    cache: moka::sync::Cache<String, Arc<Loaded>>,
+    settings: PluginSettings,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").field("cached", &self.cache.entry_count()).finish_non_exhaustive()
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How often the epoch advances: the granularity of deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+impl PluginRuntime {
+    pub fn new(settings: PluginSettings) -> Result<Self> {
+        settings.limits.validate().map_err(anyhow::Error::msg).context("[plugins] limits")?;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(settings.concurrent_instances)
+            .total_core_instances(settings.concurrent_instances * 4)
+            .total_memories(settings.concurrent_instances * 2)
+            .total_tables(settings.concurrent_instances * 2)
+            .max_memories_per_component(4)
+            .max_tables_per_component(4)
+            .max_memory_size(limits::MEMORY_CEILING)
+            .table_elements(settings.limits.max_table_elements.max(10_000));
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            // Reserve exactly the ceiling, with a guard region: address space is plentiful on
+            // 64-bit hosts, and bounds checks stay elided.
+            .memory_reservation(limits::MEMORY_CEILING as u64)
+            .memory_guard_size(64 * 1024 * 1024)
+            .max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}")).context("starting wasmtime")?;
+
+        let mut provision_linker = Linker::new(&engine);
+        Provision::add_to_linker::<_, HasSelf<_>>(&mut provision_linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let mut adapter_linker = Linker::new(&engine);
+        Adapter::add_to_linker::<_, HasSelf<_>>(&mut adapter_linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("roost-plugin-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .context("starting the plugin epoch ticker")?;
+        }
+        Ok(PluginRuntime {
+            engine,
+            provision_linker,
+            adapter_linker,
+            cache: moka::sync::Cache::builder().max_capacity(settings.cached_components).build(),
+            settings,
+            ticker_stop,
+        })
+    }
+
+    pub fn default_limits(&self) -> PluginLimits {
+        self.settings.limits
+    }
+
+    /// SHA-256 of a component, hex: its identity in the cache and the database.
+    pub fn hash(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    /// Compiles and checks a component: it must be a component and implement one of our worlds
+    /// with nothing else imported. Blocking (compilation takes up to a few hundred ms): call it
+    /// off the async workers.
+    pub fn validate(&self, bytes: &[u8]) -> Result<Validated, InvalidPlugin> {
+        let hash = Self::hash(bytes);
+        let loaded = self.compile(bytes)?;
+        let world = loaded.world();
+        let loaded = Arc::new(loaded);
+        self.cache.insert(hash.clone(), loaded.clone());
+        Ok(Validated { world, hash, loaded })
+    }
+
+    /// The pre-instantiated component with this hash, compiling `bytes` on a miss. Blocking.
+    pub fn load(&self, hash: &str, bytes: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<Loaded>> {
+        if let Some(loaded) = self.cache.get(hash) {
+            return Ok(loaded);
+        }
+        let bytes = bytes()?;
+        let actual = Self::hash(&bytes);
+        anyhow::ensure!(actual == hash, "stored component hash {actual} differs from the recorded {hash}");
+        let loaded = Arc::new(self.compile(&bytes)?);
+        self.cache.insert(hash.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The cached component with this hash, if compiled already.
+    pub fn cached(&self, hash: &str) -> Option<Arc<Loaded>> {
+        self.cache.get(hash)
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<Loaded, InvalidPlugin> {
+        if wasmparser_is_core_module(bytes) {
+            return Err(InvalidPlugin::NotAComponent(
+                "this is a core WebAssembly module; link it as a component (see docs/PLUGINS.md)".into(),
+            ));
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| InvalidPlugin::NotAComponent(format!("{e:#}")))?;
+        let as_provision = self
+            .provision_linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|pre| ProvisionPre::new(pre).map_err(|e| format!("{e:#}")));
+        let provision_error = match as_provision {
+            Ok(pre) => return Ok(Loaded::Provision(pre)),
+            Err(e) => e,
+        };
+        let as_adapter = self
+            .adapter_linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|pre| AdapterPre::new(pre).map_err(|e| format!("{e:#}")));
+        match as_adapter {
+            Ok(pre) => Ok(Loaded::Adapter(pre)),
+            Err(adapter_error) => Err(InvalidPlugin::WrongInterface(format!(
+                "as a provision: {provision_error}; as an adapter: {adapter_error}"
+            ))),
+        }
+    }
+
+    fn store(&self, state: host_api::RunState) -> Store<host_api::RunState> {
+        let ticks = state.limits.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs a provision once. Blocking (up to the deadline): call it off the async workers.
+    pub fn run_provision(
+        self: &Arc<Self>,
+        loaded: &Loaded,
+        view: Arc<DeviceView>,
+        adapter: Option<Arc<Loaded>>,
+        limits: PluginLimits,
+        config: Vec<(String, String)>,
+        args: &[(String, String)],
+    ) -> (Result<(), PluginFault>, RunOutput) {
+        let Loaded::Provision(pre) = loaded else {
+            return (Err(PluginFault::Instantiate("not a provision".into())), RunOutput::default());
+        };
+        let mut state = host_api::RunState::new(view, limits, adapter.map(|a| (self.clone(), a)), Instant::now());
+        state.config = config;
+        let mut store = self.store(state);
+        let result = match pre.instantiate(&mut store) {
+            Ok(instance) => match instance.call_run(&mut store, args) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(returned(e)),
+                Err(e) => Err(classify(e, store.data())),
+            },
+            Err(e) => Err(classify_instantiate(e, store.data())),
+        };
+        let output = std::mem::take(&mut store.data_mut().output);
+        (result, output)
+    }
+
+    /// Asks an adapter whether it handles a device. Blocking.
+    pub fn identify(
+        &self,
+        loaded: &Loaded,
+        view: Arc<DeviceView>,
+        limits: PluginLimits,
+    ) -> Result<Option<Identification>, PluginFault> {
+        let Loaded::Adapter(pre) = loaded else {
+            return Err(PluginFault::Instantiate("not an adapter".into()));
+        };
+        let facts: DeviceFacts = view.facts.clone();
+        let state = host_api::RunState::new(view, limits, None, Instant::now());
+        let mut store = self.store(state);
+        let instance = pre.instantiate(&mut store).map_err(|e| classify_instantiate(e, store.data()))?;
+        instance.call_identify(&mut store, &facts).map_err(|e| classify(e, store.data()))
+    }
+
+    /// Calls one canonical operation of an adapter, within what is left of `deadline` (the
+    /// calling provision's), with the caller's limits. Its declarations go to `output`.
+    pub(crate) fn call_adapter<R>(
+        &self,
+        loaded: &Loaded,
+        view: Arc<DeviceView>,
+        limits: PluginLimits,
+        started: Instant,
+        output: &mut RunOutput,
+        call: impl FnOnce(&Adapter, &mut Store<host_api::RunState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginFault> {
+        let Loaded::Adapter(pre) = loaded else {
+            return Err(PluginFault::Instantiate("not an adapter".into()));
+        };
+        let mut state = host_api::RunState::new(view, limits, None, started);
+        state.output = std::mem::take(output);
+        let remaining = limits.deadline().saturating_sub(started.elapsed());
+        let mut store = self.store(state);
+        store.set_epoch_deadline((remaining.as_millis() as u64).max(1));
+        let result = match pre.instantiate(&mut store) {
+            Ok(instance) => call(&instance, &mut store).map_err(|e| classify(e, store.data())),
+            Err(e) => Err(classify_instantiate(e, store.data())),
+        };
+        *output = std::mem::take(&mut store.data_mut().output);
+        result
+    }
+}
+
+fn returned(e: bindings::types::Error) -> PluginFault {
+    let kind = match e.kind {
+        ErrorKind::InvalidPath => "invalid-path",
+        ErrorKind::InvalidArgument => "invalid-argument",
+        ErrorKind::Unsupported => "unsupported",
+        ErrorKind::Limit => "limit",
+        ErrorKind::Other => "other",
+    };
+    PluginFault::Returned { kind: kind.into(), message: e.message }
+}
+
+fn classify(e: wasmtime::Error, state: &host_api::RunState) -> PluginFault {
+    if let Some(message) = &state.limiter.breached {
+        return PluginFault::Memory(message.clone());
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PluginFault::Timeout(state.limits.deadline_ms),
+        Some(Trap::StackOverflow) => PluginFault::Trap("stack overflow (recursion too deep)".into()),
+        Some(Trap::UnreachableCodeReached) => {
+            PluginFault::Trap("unreachable code reached (a panic in the plugin?)".into())
+        }
+        Some(trap) => PluginFault::Trap(trap.to_string()),
+        None => PluginFault::Trap(format!("{e:#}")),
+    }
+}
+
+fn classify_instantiate(e: wasmtime::Error, state: &host_api::RunState) -> PluginFault {
+    if state.limiter.breached.is_some() || e.downcast_ref::<Trap>().is_some() {
+        return classify(e, state);
+    }
+    PluginFault::Instantiate(format!("{e:#}"))
+}
+
+/// A core module starts with the same magic as a component but a different layer/version field.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}

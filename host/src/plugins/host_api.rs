@@ -1,0 +1,482 @@
+//! What plugins import: the host side of every `roost:plugin` interface.
+//!
+//! A call's [`RunState`] holds a shared [`DeviceView`] (what the plugin may read) and its own
+//! [`RunOutput`] (what it declared, tagged and logged). Everything a plugin hands over is
+//! counted against its [`PluginLimits`] before the host keeps it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use roost_plugin_sdk::pattern::Pattern;
+use roost_plugin_sdk::tree::{Node, ParameterTree};
+use wasmtime::ResourceLimiter;
+
+use super::bindings::provision::roost::plugin::{
+    clock, config, declare, device, intent_types, intents, log, random, tags, types,
+};
+use super::bindings::types::{DeviceFacts, Error, ErrorKind, Parameter, Value};
+use super::{Loaded, PluginFault, PluginLimits, PluginRuntime};
+
+/// Loads the parameters below a prefix, for a view that reads the store lazily.
+pub trait TreeLoader: Send + Sync {
+    fn load(&self, prefix: &str) -> anyhow::Result<Vec<(String, Node)>>;
+}
+
+/// The device as plugins of one round see it.
+pub struct DeviceView {
+    pub facts: DeviceFacts,
+    pub id: String,
+    pub events: Vec<String>,
+    pub tags: Vec<String>,
+    pub now_ms: u64,
+    /// Seeds `random`: per device and session.
+    pub seed: u64,
+    tree: Mutex<ParameterTree>,
+    loader: Option<Box<dyn TreeLoader>>,
+    loaded: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for DeviceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceView").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl DeviceView {
+    /// A view of a complete tree.
+    pub fn new(facts: DeviceFacts, id: String, events: Vec<String>, tags: Vec<String>, tree: ParameterTree) -> Self {
+        DeviceView {
+            facts,
+            id,
+            events,
+            tags,
+            now_ms: 0,
+            seed: 0,
+            tree: Mutex::new(tree),
+            loader: None,
+            loaded: Mutex::new(vec![String::new()]),
+        }
+    }
+
+    /// A view that loads the parts of the tree plugins read, by path prefix, when first read.
+    pub fn lazy(
+        facts: DeviceFacts,
+        id: String,
+        events: Vec<String>,
+        tags: Vec<String>,
+        loader: Box<dyn TreeLoader>,
+    ) -> Self {
+        DeviceView {
+            loader: Some(loader),
+            loaded: Mutex::new(Vec::new()),
+            ..Self::new(facts, id, events, tags, ParameterTree::new())
+        }
+    }
+
+    pub fn with_clock(mut self, now_ms: u64, seed: u64) -> Self {
+        self.now_ms = now_ms;
+        self.seed = seed;
+        self
+    }
+
+    /// Runs `f` on the tree with everything below `prefix` loaded.
+    pub fn read<R>(&self, prefix: &str, f: impl FnOnce(&ParameterTree) -> R) -> Result<R, Error> {
+        self.ensure_loaded(prefix)?;
+        let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&tree))
+    }
+
+    /// Changes the tree (the engine records what the device now holds).
+    pub fn update(&self, f: impl FnOnce(&mut ParameterTree)) {
+        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut tree);
+    }
+
+    fn ensure_loaded(&self, prefix: &str) -> Result<(), Error> {
+        let Some(loader) = &self.loader else { return Ok(()) };
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.iter().any(|p| prefix.starts_with(p.as_str())) {
+            return Ok(());
+        }
+        let rows = loader.load(prefix).map_err(|e| Error {
+            kind: ErrorKind::Other,
+            message: format!("the device's parameters could not be read: {e:#}"),
+        })?;
+        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, node) in rows {
+            // What the engine wrote this session wins over what was loaded before it.
+            if tree.get(&path).is_none() {
+                tree.insert(path, node);
+            }
+        }
+        loaded.push(prefix.to_owned());
+        Ok(())
+    }
+}
+
+/// One declaration, checked and converted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Declared {
+    pub pattern: Pattern,
+    pub value: Option<roost_plugin_sdk::Value>,
+    pub max_age: Option<Duration>,
+    pub instances: Option<(u32, u32)>,
+}
+
+/// What one call produced.
+#[derive(Debug, Default)]
+pub struct RunOutput {
+    pub declarations: Vec<Declared>,
+    declaration_bytes: usize,
+    pub tags_added: Vec<String>,
+    pub tags_removed: Vec<String>,
+    pub logs: Vec<(log::Level, String)>,
+    pub logs_dropped: usize,
+    log_bytes: usize,
+    /// Faults of adapters called on the plugin's behalf.
+    pub adapter_faults: Vec<PluginFault>,
+}
+
+/// Memory and table limits of one store; remembers a breach so that the trap it causes is
+/// reported as what it is.
+#[derive(Debug)]
+pub struct Limiter {
+    limits: PluginLimits,
+    pub breached: Option<String>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            let message = format!(
+                "asked for {} MiB of memory; its limit is {} MiB",
+                desired.div_ceil(1024 * 1024),
+                self.limits.memory_bytes / (1024 * 1024)
+            );
+            self.breached = Some(message.clone());
+            return Err(wasmtime::Error::msg(message));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limits.max_table_elements {
+            let message =
+                format!("asked for a table of {desired} elements; its limit is {}", self.limits.max_table_elements);
+            self.breached = Some(message.clone());
+            return Err(wasmtime::Error::msg(message));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.max_instances
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.max_tables
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.max_instances
+    }
+}
+
+/// The data of one plugin call's `Store`.
+pub struct RunState {
+    pub(crate) limits: PluginLimits,
+    pub(crate) limiter: Limiter,
+    pub(crate) output: RunOutput,
+    pub(crate) config: Vec<(String, String)>,
+    view: Arc<DeviceView>,
+    rng: u64,
+    started: Instant,
+    adapter: Option<(Arc<PluginRuntime>, Arc<Loaded>)>,
+}
+
+impl RunState {
+    pub(crate) fn new(
+        view: Arc<DeviceView>,
+        limits: PluginLimits,
+        adapter: Option<(Arc<PluginRuntime>, Arc<Loaded>)>,
+        started: Instant,
+    ) -> Self {
+        RunState {
+            limits,
+            limiter: Limiter { limits, breached: None },
+            output: RunOutput::default(),
+            config: Vec::new(),
+            rng: view.seed,
+            view,
+            started,
+            adapter,
+        }
+    }
+
+    fn call_adapter<R>(
+        &mut self,
+        call: impl FnOnce(
+            &super::bindings::adapter::Adapter,
+            &mut wasmtime::Store<RunState>,
+        ) -> wasmtime::Result<Result<R, Error>>,
+    ) -> Result<R, Error> {
+        let Some((runtime, loaded)) = self.adapter.clone() else {
+            return Err(error(ErrorKind::Unsupported, "no adapter handles this device".into()));
+        };
+        match runtime.call_adapter(&loaded, self.view.clone(), self.limits, self.started, &mut self.output, call) {
+            Ok(result) => result,
+            Err(fault) => {
+                let message = format!("the device's adapter failed: {fault}");
+                self.output.adapter_faults.push(fault);
+                Err(error(ErrorKind::Other, message))
+            }
+        }
+    }
+}
+
+fn error(kind: ErrorKind, message: String) -> Error {
+    Error { kind, message }
+}
+
+fn parse(pattern: &str) -> Result<Pattern, Error> {
+    Pattern::parse(pattern).map_err(|e| error(ErrorKind::InvalidPath, e.to_string()))
+}
+
+/// The typed WIT value of stored text.
+pub fn wit_value(value: roost_plugin_sdk::Value) -> Value {
+    use roost_plugin_sdk::Value as V;
+    match value {
+        V::Text(s) => Value::Text(s),
+        V::Signed(n) => Value::Signed(n),
+        V::Unsigned(n) => Value::Unsigned(n),
+        V::Boolean(b) => Value::Boolean(b),
+        V::DateTime(s) => Value::DateTime(s),
+        V::Base64(s) => Value::Base64(s),
+        V::HexBinary(s) => Value::HexBinary(s),
+    }
+}
+
+fn sdk_value(value: Value) -> roost_plugin_sdk::Value {
+    use roost_plugin_sdk::Value as V;
+    match value {
+        Value::Text(s) => V::Text(s),
+        Value::Signed(n) => V::Signed(n),
+        Value::Unsigned(n) => V::Unsigned(n),
+        Value::Boolean(b) => V::Boolean(b),
+        Value::DateTime(s) => V::DateTime(s),
+        Value::Base64(s) => V::Base64(s),
+        Value::HexBinary(s) => V::HexBinary(s),
+    }
+}
+
+fn parameter(path: &str, node: &Node) -> Parameter {
+    Parameter {
+        path: path.to_owned(),
+        value: node.value.as_deref().map(|v| wit_value(roost_plugin_sdk::Value::from_cwmp(v, &node.value_type))),
+        writable: node.writable,
+        updated_ms: node.updated_ms,
+    }
+}
+
+impl types::Host for RunState {}
+impl intent_types::Host for RunState {}
+
+impl device::Host for RunState {
+    fn facts(&mut self) -> DeviceFacts {
+        self.view.facts.clone()
+    }
+
+    fn id(&mut self) -> String {
+        self.view.id.clone()
+    }
+
+    fn events(&mut self) -> Vec<String> {
+        self.view.events.clone()
+    }
+
+    fn get(&mut self, pattern: String) -> Result<Vec<Parameter>, Error> {
+        let pattern = parse(&pattern)?;
+        self.view.read(&pattern.literal_prefix(), |tree| {
+            tree.leaves(&pattern).iter().filter_map(|p| tree.get(p).map(|n| parameter(p, n))).collect()
+        })
+    }
+
+    fn value_of(&mut self, pattern: String) -> Result<Option<Value>, Error> {
+        Ok(self.get(pattern)?.into_iter().find_map(|p| p.value))
+    }
+
+    fn names(&mut self, pattern: String) -> Result<Vec<String>, Error> {
+        let pattern = parse(&pattern)?;
+        self.view.read(&pattern.literal_prefix(), |tree| tree.expand(&pattern))
+    }
+
+    fn instances(&mut self, pattern: String) -> Result<Vec<String>, Error> {
+        let pattern = parse(&pattern)?;
+        if !pattern.names_instances() {
+            return Err(error(ErrorKind::InvalidPath, format!("{pattern} does not name instances of a table")));
+        }
+        let mut found = self.view.read(&pattern.literal_prefix(), |tree| tree.expand(&pattern))?;
+        found.sort_by_key(|p| {
+            p.trim_end_matches('.').rsplit('.').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX)
+        });
+        Ok(found)
+    }
+}
+
+impl declare::Host for RunState {
+    fn declare(&mut self, declaration: declare::Declaration) -> Result<(), Error> {
+        let out = &mut self.output;
+        if out.declarations.len() >= self.limits.max_declarations {
+            return Err(error(
+                ErrorKind::Limit,
+                format!("more than {} declarations in one run", self.limits.max_declarations),
+            ));
+        }
+        let bytes = declaration.path.len()
+            + declaration.value.as_ref().map_or(0, |v| match v {
+                Value::Text(s) | Value::DateTime(s) | Value::Base64(s) | Value::HexBinary(s) => s.len(),
+                _ => 8,
+            });
+        if out.declaration_bytes + bytes > self.limits.max_declaration_bytes {
+            return Err(error(
+                ErrorKind::Limit,
+                format!("declarations of one run exceed {} bytes", self.limits.max_declaration_bytes),
+            ));
+        }
+        let pattern = parse(&declaration.path)?;
+        if declaration.max_age_ms.is_none() && declaration.value.is_none() && declaration.instances.is_none() {
+            return Err(error(ErrorKind::InvalidArgument, format!("the declaration of {pattern} asks for nothing")));
+        }
+        if let Some(count) = declaration.instances {
+            if count.min > count.max {
+                return Err(error(ErrorKind::InvalidArgument, format!("{pattern}: instance minimum above maximum")));
+            }
+            if !pattern.names_instances() {
+                return Err(error(
+                    ErrorKind::InvalidArgument,
+                    format!("{pattern} does not name instances of a table, so it has no instance count"),
+                ));
+            }
+        }
+        if declaration.value.is_some() && (pattern.is_object() || pattern.names_instances()) {
+            return Err(error(ErrorKind::InvalidArgument, format!("{pattern} names objects, which have no value")));
+        }
+        out.declaration_bytes += bytes;
+        out.declarations.push(Declared {
+            pattern,
+            value: declaration.value.map(sdk_value),
+            max_age: declaration.max_age_ms.map(Duration::from_millis),
+            instances: declaration.instances.map(|c| (c.min, c.max)),
+        });
+        Ok(())
+    }
+}
+
+impl tags::Host for RunState {
+    fn list(&mut self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .view
+            .tags
+            .iter()
+            .filter(|t| !self.output.tags_removed.contains(t))
+            .chain(self.output.tags_added.iter())
+            .cloned()
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    fn add(&mut self, tag: String) -> Result<(), Error> {
+        roost_plugin_sdk::check_tag(&tag).map_err(|e| error(ErrorKind::InvalidArgument, e.message))?;
+        self.output.tags_removed.retain(|t| *t != tag);
+        if !self.output.tags_added.contains(&tag) {
+            if self.output.tags_added.len() >= 64 {
+                return Err(error(ErrorKind::Limit, "more than 64 tags added in one run".into()));
+            }
+            self.output.tags_added.push(tag);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, tag: String) -> Result<(), Error> {
+        roost_plugin_sdk::check_tag(&tag).map_err(|e| error(ErrorKind::InvalidArgument, e.message))?;
+        self.output.tags_added.retain(|t| *t != tag);
+        if !self.output.tags_removed.contains(&tag) && self.view.tags.contains(&tag) {
+            self.output.tags_removed.push(tag);
+        }
+        Ok(())
+    }
+}
+
+impl log::Host for RunState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let out = &mut self.output;
+        if out.logs.len() >= self.limits.max_log_messages || out.log_bytes + message.len() > self.limits.max_log_bytes {
+            out.logs_dropped += 1;
+            return;
+        }
+        out.log_bytes += message.len();
+        out.logs.push((level, message));
+    }
+}
+
+impl clock::Host for RunState {
+    fn now_ms(&mut self) -> u64 {
+        self.view.now_ms
+    }
+}
+
+impl random::Host for RunState {
+    fn next_u64(&mut self) -> u64 {
+        roost_plugin_sdk::splitmix64(&mut self.rng)
+    }
+}
+
+impl config::Host for RunState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+    }
+
+    fn entries(&mut self) -> Vec<(String, String)> {
+        self.config.clone()
+    }
+}
+
+impl intents::Host for RunState {
+    fn wifi(&mut self, max_age_ms: u64) -> Result<Vec<intent_types::WifiNetwork>, Error> {
+        self.call_adapter(|a, store| a.roost_plugin_intents().call_wifi(store, max_age_ms))
+    }
+
+    fn configure_wifi(&mut self, settings: intent_types::WifiSettings) -> Result<(), Error> {
+        self.call_adapter(|a, store| a.roost_plugin_intents().call_configure_wifi(store, &settings))
+    }
+
+    fn configure_pppoe(&mut self, settings: intent_types::PppoeSettings) -> Result<(), Error> {
+        self.call_adapter(|a, store| a.roost_plugin_intents().call_configure_pppoe(store, &settings))
+    }
+
+    fn configure_management(&mut self, settings: intent_types::ManagementSettings) -> Result<(), Error> {
+        self.call_adapter(|a, store| a.roost_plugin_intents().call_configure_management(store, &settings))
+    }
+
+    fn health(&mut self, max_age_ms: u64) -> Result<intent_types::HealthReport, Error> {
+        self.call_adapter(|a, store| a.roost_plugin_intents().call_health(store, max_age_ms))
+    }
+
+    fn start_diagnostic(&mut self, request: intent_types::Diagnostic) -> Result<(), Error> {
+        self.call_adapter(|a, store| a.roost_plugin_intents().call_start_diagnostic(store, &request))
+    }
+
+    fn diagnostic_result(
+        &mut self,
+        kind: intent_types::DiagnosticKind,
+        max_age_ms: u64,
+    ) -> Result<Option<intent_types::DiagnosticReport>, Error> {
+        self.call_adapter(|a, store| a.roost_plugin_intents().call_diagnostic_result(store, kind, max_age_ms))
+    }
+
+    fn firmware_version(&mut self) -> Option<String> {
+        self.call_adapter(|a, store| a.roost_plugin_intents().call_firmware_version(store).map(Ok)).ok().flatten()
+    }
+}

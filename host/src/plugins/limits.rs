@@ -1,0 +1,111 @@
+//! The sandbox's limits: what one plugin call may use before it is stopped.
+//!
+//! | limit | default | why |
+//! |---|---|---|
+//! | `deadline_ms` | 50 | a run that has not finished in 50 ms is looping: a typical provision takes well under 1 ms, and a session must not wait on it |
+//! | `memory_bytes` | 32 MiB | a plugin's heap; a shipped adapter uses under 2 MiB |
+//! | `max_instances` | 10 | core instances a component may create (ours create 1–3) |
+//! | `max_tables` / `max_table_elements` | 10 / 100 000 | indirect-call tables; Rust uses one small one |
+//! | `max_declarations` | 10 000 | declarations per run: each becomes CWMP traffic and host memory |
+//! | `max_declaration_bytes` | 4 MiB | the host memory declarations of one run may take |
+//! | `max_log_messages` / `max_log_bytes` | 200 / 64 KiB | log lines per run; the rest are counted and dropped |
+//!
+//! Every limit is set per organization (`plugin_limits`), over these defaults from the
+//! configuration file's `[plugins]` section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Limits for one plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    pub deadline_ms: u64,
+    pub memory_bytes: usize,
+    pub max_instances: usize,
+    pub max_tables: usize,
+    pub max_table_elements: usize,
+    pub max_declarations: usize,
+    pub max_declaration_bytes: usize,
+    pub max_log_messages: usize,
+    pub max_log_bytes: usize,
+}
+
+/// The largest memory any tenant may be granted: the pooling allocator reserves this much address
+/// space per slot, so it bounds what an override can ask for.
+pub const MEMORY_CEILING: usize = 256 * 1024 * 1024;
+
+/// The longest deadline any tenant may be granted.
+pub const DEADLINE_CEILING: Duration = Duration::from_secs(5);
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            deadline_ms: 50,
+            memory_bytes: 32 * 1024 * 1024,
+            max_instances: 10,
+            max_tables: 10,
+            max_table_elements: 100_000,
+            max_declarations: 10_000,
+            max_declaration_bytes: 4 * 1024 * 1024,
+            max_log_messages: 200,
+            max_log_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl PluginLimits {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    /// Checks an operator's limits against the ceilings the engine was built with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.deadline_ms == 0 || self.deadline() > DEADLINE_CEILING {
+            return Err(format!("deadline_ms must be between 1 and {}", DEADLINE_CEILING.as_millis()));
+        }
+        if self.memory_bytes < 1024 * 1024 || self.memory_bytes > MEMORY_CEILING {
+            return Err(format!("memory_bytes must be between 1 MiB and {MEMORY_CEILING}"));
+        }
+        if self.max_instances == 0 || self.max_tables == 0 || self.max_declarations == 0 {
+            return Err("max_instances, max_tables and max_declarations must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// These limits with the fields of a JSON override applied.
+    pub fn with_override(&self, json: &str) -> Result<PluginLimits, String> {
+        let mut value = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        let patch: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+        let (Some(base), Some(patch)) = (value.as_object_mut(), patch.as_object()) else {
+            return Err("limits must be a JSON object".into());
+        };
+        for (k, v) in patch {
+            base.insert(k.clone(), v.clone());
+        }
+        let limits: PluginLimits = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        limits.validate()?;
+        Ok(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn overrides_apply_field_by_field_and_are_checked() {
+        let base = PluginLimits::default();
+        let tighter = base.with_override(r#"{"deadline_ms": 10, "memory_bytes": 4194304}"#).unwrap();
+        assert_eq!(tighter.deadline_ms, 10);
+        assert_eq!(tighter.memory_bytes, 4 * 1024 * 1024);
+        assert_eq!(tighter.max_declarations, base.max_declarations);
+        assert!(base.with_override(r#"{"memory_bytes": 1073741824}"#).is_err());
+        assert!(base.with_override(r#"{"deadline_ms": 0}"#).is_err());
+        assert!(base.with_override(r#"{"fuel": 1}"#).is_err());
+        assert!(base.with_override("[]").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! The plugin runtime against real components built from `plugins/` (scripts/build-plugins.sh,
+//! which the test command runs first): validation, limits, and containment of hostile plugins.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use roost::plugins::bindings::types::DeviceFacts;
+use roost::plugins::{
+    DeviceView, InvalidPlugin, Loaded, PluginFault, PluginLimits, PluginRuntime, PluginSettings, World,
+};
+use roost_plugin_sdk::tree::{Node, ParameterTree};
+
+fn component(crate_name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-unknown-unknown/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; build the plugins first: scripts/build-plugins.sh --install", path.display())
+    })
+}
+
+fn runtime() -> Arc<PluginRuntime> {
+    Arc::new(PluginRuntime::new(PluginSettings { concurrent_instances: 16, ..PluginSettings::default() }).unwrap())
+}
+
+fn load(runtime: &PluginRuntime, crate_name: &str) -> Arc<Loaded> {
+    runtime.validate(&component(crate_name)).unwrap().loaded
+}
+
+fn facts() -> DeviceFacts {
+    DeviceFacts {
+        manufacturer: "Roost".into(),
+        oui: "00AABB".into(),
+        product_class: "Lab".into(),
+        serial_number: "HOSTILE01".into(),
+        model_name: None,
+        software_version: None,
+        hardware_version: None,
+        root: "Device".into(),
+    }
+}
+
+fn view() -> Arc<DeviceView> {
+    let mut tree = ParameterTree::new();
+    tree.insert(
+        "Device.DeviceInfo.UpTime",
+        Node { value: Some("42".into()), value_type: "xsd:unsignedInt".into(), writable: false, updated_ms: 1 },
+    );
+    Arc::new(DeviceView::new(facts(), "00AABB-Lab-HOSTILE01".into(), vec!["2 PERIODIC".into()], vec![], tree))
+}
+
+fn run(
+    runtime: &Arc<PluginRuntime>,
+    loaded: &Loaded,
+    args: &[(&str, &str)],
+) -> (Result<(), PluginFault>, roost::plugins::RunOutput) {
+    let args: Vec<(String, String)> = args.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    runtime.run_provision(loaded, view(), None, PluginLimits::default(), Vec::new(), &args)
+}
+
+#[test]
+fn validation_tells_the_world_and_refuses_what_is_not_ours() {
+    let runtime = runtime();
+    let provision = runtime.validate(&component("provision-health")).unwrap();
+    assert_eq!(provision.world, World::Provision);
+    assert_eq!(provision.hash.len(), 64);
+
+    let foreign = runtime.validate(&component("hostile-import")).unwrap_err();
+    let InvalidPlugin::WrongInterface(message) = &foreign else { panic!("{foreign:?}") };
+    assert!(message.contains("evil:plugin/socket"), "{message}");
+
+    let garbage = runtime.validate(b"definitely not wasm").unwrap_err();
+    assert!(matches!(garbage, InvalidPlugin::NotAComponent(_)), "{garbage:?}");
+
+    // A core module (the output of a plain wasm32 build without the component linker).
+    let core = [0, b'a', b's', b'm', 1, 0, 0, 0];
+    let core = runtime.validate(&core).unwrap_err();
+    assert!(core.to_string().contains("core WebAssembly module"), "{core}");
+}
+
+#[test]
+fn a_well_behaved_run_returns_its_declarations() {
+    let runtime = runtime();
+    let hostile = load(&runtime, "hostile");
+    let (result, output) = run(&runtime, &hostile, &[("mode", "behave")]);
+    result.unwrap();
+    assert_eq!(output.declarations.len(), 1);
+    assert_eq!(output.declarations[0].pattern.to_string(), "Device.DeviceInfo.UpTime");
+    assert_eq!(output.declarations[0].max_age, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn every_attack_becomes_the_right_fault() {
+    let runtime = runtime();
+    let hostile = load(&runtime, "hostile");
+    // The count limits are what is under test for the declaration floods, not the deadline:
+    // 20,000 host calls can take longer than 50 ms in an unoptimised test build.
+    let generous = PluginLimits { deadline_ms: 2000, ..PluginLimits::default() };
+    let cases: [(&str, &str, PluginLimits); 6] = [
+        ("loop", "plugin.timeout", PluginLimits::default()),
+        ("memory", "plugin.memory", PluginLimits::default()),
+        ("recursion", "plugin.trap", PluginLimits::default()),
+        ("declarations", "plugin.limit", generous),
+        ("huge-value", "plugin.limit", generous),
+        ("trap", "plugin.trap", PluginLimits::default()),
+    ];
+    for (mode, code, limits) in cases {
+        let started = Instant::now();
+        let args = vec![("mode".to_owned(), mode.to_owned())];
+        let (result, _) = runtime.run_provision(&hostile, view(), None, limits, Vec::new(), &args);
+        let fault = result.expect_err(mode);
+        assert_eq!(fault.code(), code, "{mode}: {fault}");
+        // Stopped near its deadline at the latest, not after seconds of damage.
+        assert!(started.elapsed() < limits.deadline() + Duration::from_secs(1), "{mode} took {:?}", started.elapsed());
+    }
+    // The runtime is still healthy afterwards.
+    run(&runtime, &hostile, &[("mode", "behave")]).0.unwrap();
+}
+
+#[test]
+fn a_spinning_plugin_does_not_hold_up_other_runs() {
+    let runtime = runtime();
+    let hostile = load(&runtime, "hostile");
+    let limits = PluginLimits { deadline_ms: 400, ..PluginLimits::default() };
+    let spinning = {
+        let (runtime, hostile) = (runtime.clone(), hostile.clone());
+        std::thread::spawn(move || {
+            let args = vec![("mode".to_owned(), "loop".to_owned())];
+            runtime.run_provision(&hostile, view(), None, limits, Vec::new(), &args).0
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let mut completed = 0;
+    while !spinning.is_finished() {
+        run(&runtime, &hostile, &[("mode", "behave")]).0.unwrap();
+        completed += 1;
+    }
+    assert_eq!(spinning.join().unwrap().unwrap_err().code(), "plugin.timeout");
+    assert!(completed > 10, "only {completed} runs completed beside the spinning one");
+}
+
+#[test]
+fn a_lower_memory_limit_is_enforced_per_call() {
+    let runtime = runtime();
+    let hostile = load(&runtime, "hostile");
+    let tight = PluginLimits { memory_bytes: 2 * 1024 * 1024, ..PluginLimits::default() };
+    let args = vec![("mode".to_owned(), "huge-value".to_owned()), ("bytes".to_owned(), "3000000".to_owned())];
+    let (result, _) = runtime.run_provision(&hostile, view(), None, tight, Vec::new(), &args);
+    assert_eq!(result.unwrap_err().code(), "plugin.memory");
+    // The same call with the default limit gets as far as the declaration-size limit.
+    let (result, _) = runtime.run_provision(&hostile, view(), None, PluginLimits::default(), Vec::new(), &args);
+    result.unwrap();
+}

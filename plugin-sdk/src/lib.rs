@@ -1,0 +1,724 @@
+//! # Roost plugin SDK
+//!
+//! Write the two kinds of Roost plugins in Rust and build them into WebAssembly components:
+//!
+//! - a **provision** (world `provision`) reads a device and [`declare`]s what it should look like;
+//!   Roost works out the CWMP calls and runs the provision again until the device matches;
+//! - an **adapter** (world `adapter`) knows a vendor's data model: it [identifies](Adapter::identify)
+//!   its devices and implements Roost's canonical operations ([`Adapter`]) for them.
+//!
+//! ```ignore
+//! use roost_plugin_sdk::prelude::*;
+//!
+//! struct GuestWifi;
+//!
+//! impl Provision for GuestWifi {
+//!     fn run(args: &Args) -> Result<()> {
+//!         let ssid = args.get("ssid").unwrap_or("Guest");
+//!         declare("Device.WiFi.SSID.[SSID:guest].Enable").value(true);
+//!         declare("Device.WiFi.SSID.*.SSID").refresh(Duration::from_secs(3600));
+//!         log::info(&format!("guest network {ssid}"));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! export_provision!(GuestWifi);
+//! ```
+//!
+//! Plugins see nothing but this API: no files, sockets or threads, the session's clock
+//! ([`clock::now`]) and a host-seeded generator ([`random`]). Unit-test them on your machine with
+//! [`testing::TestDevice`], which runs them against an in-memory parameter tree. The tutorial is
+//! `docs/PLUGINS.md` in the Roost repository.
+
+// The generated code names this crate by its external name, as it does inside plugins.
+extern crate self as roost_plugin_sdk;
+
+#[doc(hidden)]
+pub mod bindings;
+pub mod pattern;
+mod sys;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+pub mod tree;
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+pub use bindings::adapter::Identification;
+pub use bindings::provision::roost::plugin::declare::InstanceCount;
+pub use bindings::provision::roost::plugin::intent_types::{
+    Band, Diagnostic, DiagnosticKind, DiagnosticReport, DiagnosticResults, HealthReport, Hop, ManagementSettings,
+    PingResults, PingTest, PppoeSettings, TraceRouteTest, TransferResults, TransferTest, UdpEchoTest, WifiNetwork,
+    WifiSettings, WifiTarget,
+};
+pub use bindings::provision::roost::plugin::log::Level;
+pub use bindings::provision::roost::plugin::types::{DeviceFacts, Error, ErrorKind, Parameter, Value};
+
+/// The result type of every fallible SDK call and plugin entry point.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a plugin needs, in one `use`.
+pub mod prelude {
+    pub use crate::{
+        Adapter, Args, Band, DeviceFacts, Error, ErrorKind, Identification, Provision, Result, Value, WifiSettings,
+        WifiTarget, clock, config, declare, device, export_adapter, export_provision, intents, log, random, tags,
+    };
+    pub use std::time::Duration;
+}
+
+impl Error {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into() }
+    }
+
+    /// A preset argument or declaration out of range.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// Something this plugin or the device does not support.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// Anything else.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Other, message)
+    }
+}
+
+impl From<pattern::PatternError> for Error {
+    fn from(e: pattern::PatternError) -> Self {
+        Error::new(ErrorKind::InvalidPath, e.to_string())
+    }
+}
+
+impl Value {
+    /// The value as CWMP text (`true` for booleans, decimal for numbers).
+    pub fn to_text(&self) -> String {
+        match self {
+            Value::Text(s) | Value::DateTime(s) | Value::Base64(s) | Value::HexBinary(s) => s.clone(),
+            Value::Signed(n) => n.to_string(),
+            Value::Unsigned(n) => n.to_string(),
+            Value::Boolean(b) => b.to_string(),
+        }
+    }
+
+    /// The text of a text-like value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) | Value::DateTime(s) | Value::Base64(s) | Value::HexBinary(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as a boolean: booleans, and `1`/`0`/`true`/`false` text, as firmware sends them.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Boolean(b) => Some(*b),
+            Value::Text(s) => tree::parse_bool(s),
+            Value::Signed(n) => Some(*n != 0),
+            Value::Unsigned(n) => Some(*n != 0),
+            _ => None,
+        }
+    }
+
+    /// The value as an unsigned number, parsing text where a device stores numbers as strings.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::Unsigned(n) => Some(*n),
+            Value::Signed(n) => u64::try_from(*n).ok(),
+            Value::Text(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a signed number, parsing text where a device stores numbers as strings.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Signed(n) => Some(*n),
+            Value::Unsigned(n) => i64::try_from(*n).ok(),
+            Value::Text(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a decimal number (`-18.5` dBm, or a vendor's `"-185"` in tenths: divide yourself).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Signed(n) => Some(*n as f64),
+            Value::Unsigned(n) => Some(*n as f64),
+            Value::Text(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The typed value of CWMP `text` with xsd type `value_type` (prefix and case ignored);
+    /// unknown types and unparsable numbers stay text.
+    pub fn from_cwmp(text: &str, value_type: &str) -> Value {
+        let kind = value_type.rsplit(':').next().unwrap_or("").to_ascii_lowercase();
+        match kind.as_str() {
+            "boolean" => tree::parse_bool(text).map_or_else(|| Value::Text(text.to_owned()), Value::Boolean),
+            "int" | "long" => text.trim().parse().map_or_else(|_| Value::Text(text.to_owned()), Value::Signed),
+            "unsignedint" | "unsignedlong" => {
+                text.trim().parse().map_or_else(|_| Value::Text(text.to_owned()), Value::Unsigned)
+            }
+            "datetime" => Value::DateTime(text.to_owned()),
+            "base64" | "base64binary" => Value::Base64(text.to_owned()),
+            "hexbinary" => Value::HexBinary(text.to_owned()),
+            _ => Value::Text(text.to_owned()),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Text(s.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Text(s)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Boolean(b)
+    }
+}
+impl From<u32> for Value {
+    fn from(n: u32) -> Self {
+        Value::Unsigned(n.into())
+    }
+}
+impl From<u64> for Value {
+    fn from(n: u64) -> Self {
+        Value::Unsigned(n)
+    }
+}
+impl From<i32> for Value {
+    fn from(n: i32) -> Self {
+        Value::Signed(n.into())
+    }
+}
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Value::Signed(n)
+    }
+}
+
+/// Reading the device as the host stored it. Patterns are described in [`pattern`].
+pub mod device {
+    use super::*;
+
+    /// The identity from the device's last Inform.
+    pub fn facts() -> DeviceFacts {
+        sys::with(|h| h.facts())
+    }
+
+    /// The GenieACS-style device id.
+    pub fn id() -> String {
+        sys::with(|h| h.id())
+    }
+
+    /// The event codes of the Inform that opened the session (`0 BOOTSTRAP`, `2 PERIODIC`, …).
+    pub fn events() -> Vec<String> {
+        sys::with(|h| h.events())
+    }
+
+    /// Whether the session's Inform carried `code` (`"0 BOOTSTRAP"`).
+    pub fn has_event(code: &str) -> bool {
+        events().iter().any(|e| e == code)
+    }
+
+    /// Every stored leaf matching `pattern`.
+    pub fn get(pattern: &str) -> Result<Vec<Parameter>> {
+        sys::with(|h| h.get(pattern))
+    }
+
+    /// The value of the first leaf matching `pattern`.
+    pub fn value(pattern: &str) -> Result<Option<Value>> {
+        sys::with(|h| h.value(pattern))
+    }
+
+    /// The text of the first leaf matching `pattern`; `None` when absent or never fetched.
+    pub fn text(pattern: &str) -> Result<Option<String>> {
+        Ok(value(pattern)?.map(|v| v.to_text()))
+    }
+
+    /// Every stored node matching `pattern` (objects end in `.`).
+    pub fn names(pattern: &str) -> Result<Vec<String>> {
+        sys::with(|h| h.names(pattern))
+    }
+
+    /// The instances of a table matching an instance pattern, as object paths ending in `.`.
+    pub fn instances(pattern: &str) -> Result<Vec<String>> {
+        sys::with(|h| h.instances(pattern))
+    }
+
+    /// The data model root of the device: `InternetGatewayDevice` or `Device`.
+    pub fn root() -> String {
+        facts().root
+    }
+}
+
+/// Start a declaration for `path` (a pattern); it is recorded when the builder is dropped, at the
+/// end of the statement:
+///
+/// ```ignore
+/// declare("Device.WiFi.SSID.*.SSID").value("Roost").refresh(Duration::from_secs(3600));
+/// declare("Device.Hosts.Host.*").refresh(Duration::ZERO);
+/// declare("Device.WiFi.SSID.[SSID:guest]").instances(1);
+/// ```
+///
+/// A declaration the host refuses (an invalid pattern, a limit) does not stop the run; the first
+/// such error becomes the run's result, so it is recorded as a fault.
+pub fn declare(path: impl Into<String>) -> Declaration {
+    Declaration { path: path.into(), max_age_ms: None, value: None, instances: None }
+}
+
+/// A declaration being built; see [`declare`].
+#[derive(Debug)]
+pub struct Declaration {
+    path: String,
+    max_age_ms: Option<u64>,
+    value: Option<Value>,
+    instances: Option<InstanceCount>,
+}
+
+impl Declaration {
+    /// The value every matching leaf should have.
+    pub fn value(mut self, value: impl Into<Value>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Fetch matching values (or names below an object) last read longer ago than `max_age`;
+    /// `Duration::ZERO` fetches them in this session whatever their age.
+    pub fn refresh(mut self, max_age: Duration) -> Self {
+        self.max_age_ms = Some(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Exactly `count` instances of the table (an instance pattern).
+    pub fn instances(mut self, count: u32) -> Self {
+        self.instances = Some(InstanceCount { min: count, max: count });
+        self
+    }
+
+    /// Between `min` and `max` instances of the table.
+    pub fn instances_between(mut self, min: u32, max: u32) -> Self {
+        self.instances = Some(InstanceCount { min, max });
+        self
+    }
+}
+
+impl Drop for Declaration {
+    fn drop(&mut self) {
+        let declaration = bindings::provision::roost::plugin::declare::Declaration {
+            path: std::mem::take(&mut self.path),
+            max_age_ms: self.max_age_ms,
+            value: self.value.take(),
+            instances: self.instances,
+        };
+        if let Err(e) = sys::with(|h| h.declare(&declaration)) {
+            defer_error(e);
+        }
+    }
+}
+
+thread_local! {
+    static DEFERRED: RefCell<Option<Error>> = const { RefCell::new(None) };
+}
+
+fn defer_error(e: Error) {
+    DEFERRED.with(|d| {
+        d.borrow_mut().get_or_insert(e);
+    });
+}
+
+fn take_deferred() -> Option<Error> {
+    DEFERRED.with(|d| d.borrow_mut().take())
+}
+
+/// The device's tags.
+pub mod tags {
+    use super::*;
+
+    /// The tags the device has now, sorted.
+    pub fn list() -> Vec<String> {
+        sys::with(|h| h.tags())
+    }
+
+    /// Whether the device has `tag`.
+    pub fn has(tag: &str) -> bool {
+        list().iter().any(|t| t == tag)
+    }
+
+    /// Add a tag.
+    pub fn add(tag: &str) -> Result<()> {
+        sys::with(|h| h.add_tag(tag))
+    }
+
+    /// Remove a tag.
+    pub fn remove(tag: &str) -> Result<()> {
+        sys::with(|h| h.remove_tag(tag))
+    }
+}
+
+/// Messages for the operator, kept with the session.
+pub mod log {
+    use super::*;
+
+    /// Record `message` at `level`.
+    pub fn log(level: Level, message: &str) {
+        sys::with(|h| h.log(level, message));
+    }
+    /// A debug message.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message);
+    }
+    /// An informational message.
+    pub fn info(message: &str) {
+        log(Level::Info, message);
+    }
+    /// A warning.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message);
+    }
+    /// An error message (it does not fail the run: return an [`Error`] for that).
+    pub fn error(message: &str) {
+        log(Level::Error, message);
+    }
+}
+
+/// The session's clock.
+pub mod clock {
+    use super::*;
+
+    /// The session's time in milliseconds since the UNIX epoch, fixed for the whole session.
+    pub fn now_ms() -> u64 {
+        sys::with(|h| h.now_ms())
+    }
+
+    /// The session's time. (`SystemTime::now()` traps inside a plugin: use this.)
+    pub fn now() -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(now_ms())
+    }
+}
+
+/// The host-seeded generator: the same sequence in every round of a session.
+pub mod random {
+    use super::*;
+
+    /// The next number.
+    pub fn next_u64() -> u64 {
+        sys::with(|h| h.next_u64())
+    }
+
+    /// `len` characters from `[A-Za-z0-9]`, for generated credentials.
+    pub fn alphanumeric(len: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..len).map(|_| ALPHABET[(next_u64() % ALPHABET.len() as u64) as usize] as char).collect()
+    }
+}
+
+/// Settings the owner organization stores for the plugin.
+pub mod config {
+    /// One setting.
+    pub fn get(key: &str) -> Option<String> {
+        crate::sys::with(|h| h.config_get(key))
+    }
+
+    /// Every setting, sorted by key.
+    pub fn entries() -> Vec<(String, String)> {
+        crate::sys::with(|h| h.config_entries())
+    }
+}
+
+/// Roost's canonical operations, answered by the adapter chosen for the device (provisions only).
+pub mod intents {
+    use super::*;
+
+    /// The Wi-Fi networks; refreshes what is older than `max_age`.
+    pub fn wifi(max_age: Duration) -> Result<Vec<WifiNetwork>> {
+        sys::with(|h| h.wifi(millis(max_age)))
+    }
+    /// Declare a Wi-Fi change.
+    pub fn configure_wifi(settings: &WifiSettings) -> Result<()> {
+        sys::with(|h| h.configure_wifi(settings))
+    }
+    /// Declare PPPoE credentials.
+    pub fn configure_pppoe(settings: &PppoeSettings) -> Result<()> {
+        sys::with(|h| h.configure_pppoe(settings))
+    }
+    /// Declare management server settings.
+    pub fn configure_management(settings: &ManagementSettings) -> Result<()> {
+        sys::with(|h| h.configure_management(settings))
+    }
+    /// HealthReport figures; refreshes what is older than `max_age`.
+    pub fn health(max_age: Duration) -> Result<HealthReport> {
+        sys::with(|h| h.health(millis(max_age)))
+    }
+    /// Declare a diagnostic's inputs and request it.
+    pub fn start_diagnostic(request: &Diagnostic) -> Result<()> {
+        sys::with(|h| h.start_diagnostic(request))
+    }
+    /// The last diagnostic of a kind; refreshes its state and results when older than `max_age`.
+    pub fn diagnostic_result(kind: DiagnosticKind, max_age: Duration) -> Result<Option<DiagnosticReport>> {
+        sys::with(|h| h.diagnostic_result(kind, millis(max_age)))
+    }
+    /// The running firmware version.
+    pub fn firmware_version() -> Option<String> {
+        sys::with(|h| h.firmware_version())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The arguments a preset passes to a provision: name/value pairs in the preset's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args(Vec<(String, String)>);
+
+impl Args {
+    /// Arguments from pairs.
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        Args(pairs)
+    }
+
+    /// The value of argument `name`, if given.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of argument `name`, or an `invalid-argument` error naming it.
+    pub fn require(&self, name: &str) -> Result<&str> {
+        self.get(name).ok_or_else(|| Error::invalid_argument(format!("argument `{name}` is required")))
+    }
+
+    /// Argument `name` parsed as `T`, `None` when absent, an error naming it when unparsable.
+    pub fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>> {
+        self.get(name)
+            .map(|v| {
+                v.parse().map_err(|_| Error::invalid_argument(format!("argument `{name}` has an invalid value {v:?}")))
+            })
+            .transpose()
+    }
+
+    /// Every pair.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+/// A provision: tenant logic that reads the device and declares.
+pub trait Provision {
+    /// One run. It must depend only on what it reads: the host runs it again each round.
+    fn run(args: &Args) -> Result<()>;
+}
+
+/// A vendor adapter. Every operation defaults to `unsupported`; implement those the vendor has.
+pub trait Adapter {
+    /// Whether this adapter handles the device, and how well.
+    fn identify(facts: &DeviceFacts) -> Option<Identification>;
+
+    /// The Wi-Fi networks; declare a refresh of what is older than `max_age`.
+    fn wifi(max_age: Duration) -> Result<Vec<WifiNetwork>> {
+        let _ = max_age;
+        Err(Error::unsupported("this adapter does not read Wi-Fi"))
+    }
+    /// Declare a Wi-Fi change.
+    fn configure_wifi(settings: &WifiSettings) -> Result<()> {
+        let _ = settings;
+        Err(Error::unsupported("this adapter does not configure Wi-Fi"))
+    }
+    /// Declare PPPoE credentials.
+    fn configure_pppoe(settings: &PppoeSettings) -> Result<()> {
+        let _ = settings;
+        Err(Error::unsupported("this adapter does not configure PPPoE"))
+    }
+    /// Declare management server settings.
+    fn configure_management(settings: &ManagementSettings) -> Result<()> {
+        let _ = settings;
+        Err(Error::unsupported("this adapter does not configure the management server"))
+    }
+    /// HealthReport figures; declare a refresh of what is older than `max_age`.
+    fn health(max_age: Duration) -> Result<HealthReport> {
+        let _ = max_age;
+        Err(Error::unsupported("this adapter does not read health figures"))
+    }
+    /// Declare a diagnostic's inputs and request it.
+    fn start_diagnostic(request: &Diagnostic) -> Result<()> {
+        let _ = request;
+        Err(Error::unsupported("this adapter does not run diagnostics"))
+    }
+    /// The last diagnostic of a kind.
+    fn diagnostic_result(kind: DiagnosticKind, max_age: Duration) -> Result<Option<DiagnosticReport>> {
+        let _ = (kind, max_age);
+        Ok(None)
+    }
+    /// The running firmware version.
+    fn firmware_version() -> Option<String> {
+        None
+    }
+}
+
+/// Make a type implementing [`Provision`] the component's export. Once per crate.
+#[macro_export]
+macro_rules! export_provision {
+    ($provision:ty) => {
+        #[doc(hidden)]
+        pub struct __RoostProvisionExport;
+
+        impl $crate::__private::bindings::provision::Guest for __RoostProvisionExport {
+            fn run(args: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> $crate::Result<()> {
+                $crate::__private::run_provision::<$provision>(args)
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        $crate::__private::bindings::provision::__roost_export_provision_world!(__RoostProvisionExport with_types_in $crate::__private::bindings::provision);
+    };
+}
+
+/// Make a type implementing [`Adapter`] the component's export. Once per crate.
+#[macro_export]
+macro_rules! export_adapter {
+    ($adapter:ty) => {
+        #[doc(hidden)]
+        pub struct __RoostAdapterExport;
+
+        impl $crate::__private::bindings::adapter::Guest for __RoostAdapterExport {
+            fn identify(facts: $crate::DeviceFacts) -> ::std::option::Option<$crate::Identification> {
+                <$adapter as $crate::Adapter>::identify(&facts)
+            }
+        }
+
+        impl $crate::__private::bindings::adapter::exports::roost::plugin::intents::Guest for __RoostAdapterExport {
+            fn wifi(max_age_ms: u64) -> $crate::Result<::std::vec::Vec<$crate::WifiNetwork>> {
+                $crate::__private::finish(<$adapter as $crate::Adapter>::wifi($crate::__private::ms(max_age_ms)))
+            }
+            fn configure_wifi(settings: $crate::WifiSettings) -> $crate::Result<()> {
+                $crate::__private::finish(<$adapter as $crate::Adapter>::configure_wifi(&settings))
+            }
+            fn configure_pppoe(settings: $crate::PppoeSettings) -> $crate::Result<()> {
+                $crate::__private::finish(<$adapter as $crate::Adapter>::configure_pppoe(&settings))
+            }
+            fn configure_management(settings: $crate::ManagementSettings) -> $crate::Result<()> {
+                $crate::__private::finish(<$adapter as $crate::Adapter>::configure_management(&settings))
+            }
+            fn health(max_age_ms: u64) -> $crate::Result<$crate::HealthReport> {
+                $crate::__private::finish(<$adapter as $crate::Adapter>::health($crate::__private::ms(max_age_ms)))
+            }
+            fn start_diagnostic(request: $crate::Diagnostic) -> $crate::Result<()> {
+                $crate::__private::finish(<$adapter as $crate::Adapter>::start_diagnostic(&request))
+            }
+            fn diagnostic_result(
+                kind: $crate::DiagnosticKind,
+                max_age_ms: u64,
+            ) -> $crate::Result<::std::option::Option<$crate::DiagnosticReport>> {
+                $crate::__private::finish(<$adapter as $crate::Adapter>::diagnostic_result(
+                    kind,
+                    $crate::__private::ms(max_age_ms),
+                ))
+            }
+            fn firmware_version() -> ::std::option::Option<::std::string::String> {
+                <$adapter as $crate::Adapter>::firmware_version()
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        $crate::__private::bindings::adapter::__roost_export_adapter_world!(__RoostAdapterExport with_types_in $crate::__private::bindings::adapter);
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::bindings;
+    pub use wit_bindgen;
+
+    use super::*;
+
+    pub fn run_provision<P: Provision>(args: Vec<(String, String)>) -> Result<()> {
+        let _ = take_deferred();
+        finish(P::run(&Args::new(args)))
+    }
+
+    /// A call's result, or the first declaration error it swallowed.
+    pub fn finish<T>(result: Result<T>) -> Result<T> {
+        let deferred = take_deferred();
+        match (result, deferred) {
+            (Ok(_), Some(e)) => Err(e),
+            (result, _) => result,
+        }
+    }
+
+    pub fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+}
+
+/// The CWMP text and xsd type to send for `value` to a parameter the device reported with
+/// `value_type` and current text `current` (an empty type: the value's own). Booleans follow the
+/// device's own spelling (`1`/`0` or `true`/`false`), so an unchanged value compares equal.
+pub fn coerce(value: &Value, value_type: &str, current: Option<&str>) -> std::result::Result<(String, String), String> {
+    let kind = value_type.rsplit(':').next().unwrap_or("").to_ascii_lowercase();
+    let own_type = || match value {
+        Value::Text(_) => "xsd:string",
+        Value::Signed(_) => "xsd:int",
+        Value::Unsigned(_) => "xsd:unsignedInt",
+        Value::Boolean(_) => "xsd:boolean",
+        Value::DateTime(_) => "xsd:dateTime",
+        Value::Base64(_) => "xsd:base64",
+        Value::HexBinary(_) => "xsd:hexBinary",
+    };
+    let text = match kind.as_str() {
+        "" => return Ok((value.to_text(), own_type().to_owned())),
+        "boolean" => {
+            let b = value.as_bool().ok_or_else(|| format!("{} is not a boolean", value.to_text()))?;
+            let numeric = current.is_some_and(|c| matches!(c.trim(), "0" | "1"));
+            match (b, numeric) {
+                (true, true) => "1".to_owned(),
+                (false, true) => "0".to_owned(),
+                (b, false) => b.to_string(),
+            }
+        }
+        "int" | "long" => {
+            let n = value.as_i64().ok_or_else(|| format!("{} is not an integer", value.to_text()))?;
+            if kind == "int" && i32::try_from(n).is_err() {
+                return Err(format!("{n} does not fit an xsd:int"));
+            }
+            n.to_string()
+        }
+        "unsignedint" | "unsignedlong" => {
+            let n = value.as_u64().ok_or_else(|| format!("{} is not an unsigned integer", value.to_text()))?;
+            if kind == "unsignedint" && u32::try_from(n).is_err() {
+                return Err(format!("{n} does not fit an xsd:unsignedInt"));
+            }
+            n.to_string()
+        }
+        _ => value.to_text(),
+    };
+    Ok((text, value_type.to_owned()))
+}
+
+/// Whether `tag` is a valid device tag: 1 to 64 bytes of letters, digits, `-`, `_`, `.`, `:`.
+pub fn check_tag(tag: &str) -> Result<()> {
+    let valid = !tag.is_empty()
+        && tag.len() <= 64
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if valid { Ok(()) } else { Err(Error::invalid_argument(format!("{tag:?} is not a valid tag"))) }
+}
+
+/// The generator behind `random` (splitmix64): advances `state` and returns the next number.
+#[doc(hidden)]
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

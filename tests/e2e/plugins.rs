@@ -1,0 +1,116 @@
+//! Plugins over REST: upload (validated), list by tenant, refuse what is not ours, delete.
+
+use reqwest::StatusCode;
+use roost_tests::on_both_backends;
+use serde_json::Value as JsonValue;
+
+use super::*;
+
+fn component(crate_name: &str) -> Vec<u8> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-unknown-unknown/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; build the plugins first: scripts/build-plugins.sh --install", path.display())
+    })
+}
+
+async fn upload(h: &Harness, token: &str, query: &str, body: Vec<u8>) -> (StatusCode, JsonValue) {
+    let response = h
+        .http
+        .post(h.url(&format!("/api/v1/plugins?{query}")))
+        .bearer_auth(token)
+        .header("Content-Type", "application/wasm")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap_or(JsonValue::Null))
+}
+
+async fn list(h: &Harness, token: &str) -> Vec<String> {
+    let response = h.http.get(h.url("/api/v1/plugins")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: JsonValue = response.json().await.unwrap();
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}@{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect()
+}
+
+on_both_backends! {
+    async fn plugins_are_validated_at_upload_and_scoped_to_their_tenant(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let app = h.app().clone();
+        let admin = h.token.clone();
+
+        // The platform's plugins: a provision and an adapter, recognised by what they export.
+        let (status, health) = upload(&h, &admin, "name=health&version=1.0.0", component("provision-health")).await;
+        assert_eq!(status, StatusCode::CREATED, "{health}");
+        assert_eq!(health["world"], "provision");
+        assert_eq!(health["api_version"], "0.1.0");
+        assert_eq!(health["organization"], "platform");
+        assert_eq!(health["hash"].as_str().unwrap().len(), 64);
+        let (status, adapter) = upload(&h, &admin, "name=tr098&version=1.0.0", component("adapter-tr098")).await;
+        assert_eq!(status, StatusCode::CREATED, "{adapter}");
+        assert_eq!(adapter["world"], "adapter");
+
+        // Versions are immutable.
+        let (status, again) = upload(&h, &admin, "name=health&version=1.0.0", component("provision-wifi")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{again}");
+        assert_eq!(again["code"], "plugin_exists");
+
+        // Refused before anything is stored, with the reason.
+        let (status, foreign) = upload(&h, &admin, "name=sockets&version=1.0.0", component("hostile-import")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(foreign["code"], "invalid_plugin");
+        assert!(foreign["detail"].as_str().unwrap().contains("evil:plugin/socket"), "{foreign}");
+        let (status, garbage) = upload(&h, &admin, "name=garbage&version=1.0.0", b"MZ not wasm".to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{garbage}");
+        assert_eq!(garbage["code"], "invalid_plugin");
+        let (status, bad_name) = upload(&h, &admin, "name=Bad_Name&version=1.0.0", component("provision-wifi")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad_name["code"], "invalid_name");
+        let (status, bad_version) = upload(&h, &admin, "name=wifi&version=latest", component("provision-wifi")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad_version["code"], "invalid_version");
+        let (status, _) = upload(&h, &admin, "name=wifi", component("provision-wifi")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "version is required");
+
+        // Two tenants: each sees the platform's plugins and its own, never the other's.
+        let mut tokens = Vec::new();
+        for (slug, role) in [("isp-a", "advanced"), ("isp-b", "advanced"), ("isp-c", "basic")] {
+            let org = roost::store::orgs::create(&app.store, slug, slug, None).await.unwrap();
+            let hash = roost::api::auth::hash_password("tenant-password").unwrap();
+            let email = format!("ops@{slug}.example");
+            roost::store::users::create(&app.store, org.id, &email, &hash, role).await.unwrap();
+            tokens.push(h.login(&email, "tenant-password").await.unwrap());
+        }
+        let (status, own) = upload(&h, &tokens[0], "name=wifi&version=2.1.0-beta.1", component("provision-wifi")).await;
+        assert_eq!(status, StatusCode::CREATED, "{own}");
+        assert_eq!(own["organization"], "isp-a");
+        assert_eq!(list(&h, &tokens[0]).await, ["health@1.0.0", "tr098@1.0.0", "wifi@2.1.0-beta.1"]);
+        assert_eq!(list(&h, &tokens[1]).await, ["health@1.0.0", "tr098@1.0.0"]);
+        let own_path = format!("/api/v1/plugins/{}", own["id"].as_str().unwrap());
+        let as_b = h.http.get(h.url(&own_path)).bearer_auth(&tokens[1]).send().await.unwrap();
+        assert_eq!(as_b.status(), StatusCode::NOT_FOUND);
+        // Uploading and deleting need the advanced role, and only one's own plugins can go.
+        let (status, _) = upload(&h, &tokens[2], "name=wifi&version=1.0.0", component("provision-wifi")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let platform_path = format!("/api/v1/plugins/{}", health["id"].as_str().unwrap());
+        let response = h.http.delete(h.url(&platform_path)).bearer_auth(&tokens[0]).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "a tenant cannot delete the platform's plugin");
+        let response = h.http.delete(h.url(&own_path)).bearer_auth(&tokens[0]).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(list(&h, &tokens[0]).await, ["health@1.0.0", "tr098@1.0.0"]);
+
+        // The stored component is the uploaded one, and resolves by name for a tenant.
+        let path = roost::store::plugins::org_path(&app.store, roost::store::orgs::by_slug(&app.store, "isp-b").await.unwrap().unwrap().id).await.unwrap();
+        let resolved = roost::store::plugins::resolve(&app.store, &path, "health").await.unwrap().expect("visible");
+        let stored = roost::store::plugins::component(&app.store, resolved.id).await.unwrap();
+        assert_eq!(stored, component("provision-health"));
+        h.finish().await;
+    }
+}
