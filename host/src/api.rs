@@ -18,14 +18,19 @@ pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod plugins;
+pub mod presets;
 pub mod tasks;
 
 use error::{ApiError, ApiResult};
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.api.max_body_bytes;
-    let v1 =
-        Router::new().merge(auth::router()).merge(devices::router()).merge(tasks::router()).merge(plugins::router());
+    let v1 = Router::new()
+        .merge(auth::router())
+        .merge(devices::router())
+        .merge(tasks::router())
+        .merge(plugins::router())
+        .merge(presets::router());
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)

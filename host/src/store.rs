@@ -24,6 +24,7 @@ pub mod faults;
 pub mod orgs;
 pub mod parameters;
 pub mod plugins;
+pub mod presets;
 pub mod settings;
 pub mod tasks;
 pub mod users;

@@ -114,3 +114,81 @@ on_both_backends! {
         h.finish().await;
     }
 }
+
+async fn put_preset(h: &Harness, token: &str, name: &str, body: JsonValue) -> (StatusCode, JsonValue) {
+    let response =
+        h.http.put(h.url(&format!("/api/v1/presets/{name}"))).bearer_auth(token).json(&body).send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or(JsonValue::Null))
+}
+
+on_both_backends! {
+    async fn presets_are_checked_when_written_and_belong_to_one_organization(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let app = h.app().clone();
+        let admin = h.token.clone();
+        let (status, _) = upload(&h, &admin, "name=wifi&version=1.0.0", component("provision-wifi")).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = upload(&h, &admin, "name=tr181&version=1.0.0", component("adapter-tr181")).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let org = roost::store::orgs::create(&app.store, "ISP A", "isp-a", None).await.unwrap();
+        let hash = roost::api::auth::hash_password("tenant-password").unwrap();
+        roost::store::users::create(&app.store, org.id, "ops@isp-a.example", &hash, "advanced").await.unwrap();
+        let tenant = h.login("ops@isp-a.example", "tenant-password").await.unwrap();
+
+        // A tenant's preset may name the platform's provision plugin.
+        let wifi = json!({
+            "weight": 10,
+            "events": ["0 BOOTSTRAP"],
+            "tags": ["-no-wifi"],
+            "precondition": [{"path": "Device.DeviceInfo.ModelName", "op": "prefix", "value": "XX230"}],
+            "provision": "wifi",
+            "args": {"ssid": "ISP-{serial}", "passphrase": "correct horse"}
+        });
+        let (status, created) = put_preset(&h, &tenant, "default-wifi", wifi.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["name"], "default-wifi");
+        assert_eq!(created["provision"], "wifi");
+        assert_eq!(created["enabled"], true);
+        let (status, replaced) = put_preset(&h, &tenant, "default-wifi", json!({"provision": "reboot", "weight": -1})).await;
+        assert_eq!(status, StatusCode::OK, "{replaced}");
+        assert_eq!(replaced["provision"], "reboot");
+        let (status, _) = put_preset(&h, &tenant, "health", json!({"provision": "refresh", "args": {"path": "Device.DeviceInfo.UpTime", "max-age": "300"}, "schedule": {"interval_seconds": 3600}})).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let response = h.http.get(h.url("/api/v1/presets")).bearer_auth(&tenant).send().await.unwrap();
+        let listed: JsonValue = response.json().await.unwrap();
+        let names: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["default-wifi", "health"], "weight order: -1 before 0");
+
+        // Refused with the reason, nothing stored.
+        let cases = [
+            (json!({"provision": "no-such-thing"}), "unknown_provision"),
+            (json!({"provision": "tr181"}), "unknown_provision"),
+            (json!({"provision": "value", "args": {"path": "Device.WiFi.", "value": "x"}}), "invalid_preset"),
+            (json!({"provision": "refresh", "args": {"path": "Device..X"}}), "invalid_preset"),
+            (json!({"provision": "reboot", "args": {"delay": "5"}}), "invalid_preset"),
+            (json!({"provision": "reboot", "tags": ["bad tag"]}), "invalid_preset"),
+            (json!({"provision": "reboot", "schedule": {"interval_seconds": 1}}), "invalid_preset"),
+            (json!({"provision": "reboot", "precondition": [{"path": "Device.X", "op": "eq"}]}), "invalid_preset"),
+            (json!({"provision": "download", "args": {"url": "ftp://x/fw.bin"}}), "invalid_preset"),
+        ];
+        for (body, code) in cases {
+            let (status, problem) = put_preset(&h, &tenant, "broken", body.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+            assert_eq!(problem["code"], code, "{body}: {problem}");
+        }
+        let (status, problem) = put_preset(&h, &tenant, "broken", json!({"provision": "reboot", "colour": "red"})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields are refused: {problem}");
+        assert_eq!(problem["code"], "invalid_body");
+        let response = h.http.get(h.url("/api/v1/presets/broken")).bearer_auth(&tenant).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+        // The platform's presets are its own; the tenant's are not visible there.
+        let response = h.http.get(h.url("/api/v1/presets/health")).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let response = h.http.delete(h.url("/api/v1/presets/health")).bearer_auth(&tenant).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let response = h.http.delete(h.url("/api/v1/presets/health")).bearer_auth(&tenant).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        h.finish().await;
+    }
+}

@@ -1,0 +1,251 @@
+//! Presets: `GET /presets`, `GET/PUT/DELETE /presets/{name}`, per organization (the caller's).
+//!
+//! A preset says when a provision runs for a device: on which Inform events, for which tags, under
+//! which precondition on its parameters, at most how often, and with which arguments. Presets run
+//! in weight order (then name). The provision is a built-in one or a provision plugin visible to
+//! the organization; a preset naming anything else is refused when it is written, not when a
+//! device's session finds out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use roost_plugin_sdk::pattern::Pattern;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::auth::{Caller, Role};
+use super::error::{ApiError, ApiResult};
+use super::extract::{Json, Path};
+use super::plugins::check_name;
+use super::timestamp;
+use crate::app::App;
+use crate::store::plugins;
+use crate::store::presets::{self, PresetRow};
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new().route("/presets", get(list)).route("/presets/{name}", get(show).put(put).delete(remove))
+}
+
+/// A preset as clients write it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetDefinition {
+    /// Lower runs first; on conflicting declarations the later (heavier) preset wins.
+    #[serde(default)]
+    pub weight: i32,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Inform event codes (`0 BOOTSTRAP`, `2 PERIODIC`, …); any one matches. Empty: every session.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Tags the device must have; `-tag`: must not have.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Conditions on the device's stored parameters, all of which must hold.
+    #[serde(default)]
+    pub precondition: Vec<Condition>,
+    /// Run at most once per interval per device.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// A built-in provision (`refresh`, `value`, `tag`, `reboot`, `reset`, `download`) or the
+    /// name of a provision plugin.
+    pub provision: String,
+    /// The provision's arguments (passed sorted by name).
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// A parameter pattern; the condition holds when any matching leaf satisfies it.
+    pub path: String,
+    pub op: ConditionOp,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionOp {
+    Eq,
+    Ne,
+    Prefix,
+    Exists,
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub interval_seconds: u64,
+}
+
+/// The built-in provisions, run by the host through the same engine as plugins.
+pub const BUILT_IN: [&str; 6] = ["refresh", "value", "tag", "reboot", "reset", "download"];
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_preset", detail)
+}
+
+fn arg<'a>(d: &'a PresetDefinition, name: &str) -> ApiResult<&'a str> {
+    d.args.get(name).map(String::as_str).ok_or_else(|| invalid(format!("{} needs the argument `{name}`", d.provision)))
+}
+
+fn only_args(d: &PresetDefinition, allowed: &[&str]) -> ApiResult<()> {
+    match d.args.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(extra) => {
+            Err(invalid(format!("{} takes no argument `{extra}` (it takes: {})", d.provision, allowed.join(", "))))
+        }
+        None => Ok(()),
+    }
+}
+
+fn check_pattern(path: &str) -> ApiResult<Pattern> {
+    Pattern::parse(path).map_err(|e| invalid(e.to_string()))
+}
+
+/// Checks everything but whether a plugin provision exists.
+pub fn validate(d: &PresetDefinition) -> ApiResult<()> {
+    for event in &d.events {
+        if event.trim().is_empty() || event.len() > 64 {
+            return Err(invalid(format!("event code {event:?} must be 1 to 64 characters")));
+        }
+    }
+    for tag in &d.tags {
+        roost_plugin_sdk::check_tag(tag.strip_prefix('-').unwrap_or(tag)).map_err(|e| invalid(e.message))?;
+    }
+    for condition in &d.precondition {
+        check_pattern(&condition.path)?;
+        let needs_value = matches!(condition.op, ConditionOp::Eq | ConditionOp::Ne | ConditionOp::Prefix);
+        if needs_value != condition.value.is_some() {
+            return Err(invalid(format!(
+                "condition on {}: {:?} {} a value",
+                condition.path,
+                condition.op,
+                if needs_value { "needs" } else { "takes no" }
+            )));
+        }
+    }
+    if let Some(schedule) = &d.schedule
+        && !(60..=30 * 86_400).contains(&schedule.interval_seconds)
+    {
+        return Err(invalid("schedule.interval_seconds must be between 60 and 2592000 (30 days)"));
+    }
+    for (name, value) in &d.args {
+        if name.is_empty() || name.len() > 64 || value.len() > 4096 {
+            return Err(invalid("argument names have 1 to 64 bytes, values at most 4096"));
+        }
+    }
+    match d.provision.as_str() {
+        "refresh" => {
+            only_args(d, &["path", "max-age"])?;
+            check_pattern(arg(d, "path")?)?;
+            if let Some(age) = d.args.get("max-age") {
+                age.parse::<u64>().map_err(|_| invalid("refresh: max-age is a number of seconds"))?;
+            }
+        }
+        "value" => {
+            only_args(d, &["path", "value"])?;
+            let pattern = check_pattern(arg(d, "path")?)?;
+            if pattern.is_object() || pattern.names_instances() {
+                return Err(invalid("value: path must name parameters, not objects"));
+            }
+            arg(d, "value")?;
+        }
+        "tag" => {
+            only_args(d, &["add", "remove"])?;
+            if d.args.is_empty() {
+                return Err(invalid("tag needs `add` or `remove`"));
+            }
+            for tag in d.args.values() {
+                roost_plugin_sdk::check_tag(tag).map_err(|e| invalid(e.message))?;
+            }
+        }
+        "reboot" | "reset" => only_args(d, &[])?,
+        "download" => {
+            only_args(d, &["url", "file-type"])?;
+            let url = arg(d, "url")?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("download: url must be http:// or https://"));
+            }
+        }
+        plugin => check_name(plugin)?,
+    }
+    Ok(())
+}
+
+pub fn preset_json(row: &PresetRow) -> Value {
+    let mut value = serde_json::from_str::<Value>(&row.definition).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("name".into(), json!(row.name));
+        object.insert("updated_at".into(), json!(timestamp(row.updated_at)));
+    }
+    value
+}
+
+async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+    let rows = presets::list(&app.store, caller.org_id).await?;
+    let items: Vec<Value> = rows.iter().map(preset_json).collect();
+    Ok(axum::Json(json!({ "items": items, "next_cursor": null })))
+}
+
+async fn show(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let row = presets::get(&app.store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
+    Ok(axum::Json(preset_json(&row)))
+}
+
+async fn put(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(definition): Json<PresetDefinition>,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    caller.require(Role::Advanced)?;
+    check_name(&name)?;
+    validate(&definition)?;
+    if !BUILT_IN.contains(&definition.provision.as_str()) {
+        let path = plugins::org_path(&app.store, caller.org_id).await?;
+        match plugins::resolve(&app.store, &path, &definition.provision).await? {
+            Some(plugin) if plugin.world == "provision" => {}
+            Some(plugin) => {
+                return Err(ApiError::bad_request(
+                    "unknown_provision",
+                    format!("{} is an {} plugin, not a provision", plugin.name, plugin.world),
+                ));
+            }
+            None => {
+                return Err(ApiError::bad_request(
+                    "unknown_provision",
+                    format!(
+                        "no provision named {:?}: upload it (POST /api/v1/plugins) or use a built-in one ({})",
+                        definition.provision,
+                        BUILT_IN.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let text = serde_json::to_string(&definition).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
+    let created = presets::put(&app.store, caller.org_id, &name, definition.weight.into(), &text).await?;
+    let row = presets::get(&app.store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(preset_json(&row))))
+}
+
+async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    caller.require(Role::Advanced)?;
+    if presets::delete(&app.store, caller.org_id, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("preset"))
+    }
+}
