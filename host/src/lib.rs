@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod cwmp;
 pub mod plugins;
+pub mod provisioning;
 pub mod secrets;
 pub mod store;
 pub mod tasks;
