@@ -299,7 +299,7 @@ impl PluginRuntime {
     }
 
     fn compile(&self, bytes: &[u8]) -> Result<Loaded, InvalidPlugin> {
-        if wasmparser_is_core_module(bytes) {
+        if is_core_module(bytes) {
             return Err(InvalidPlugin::NotAComponent(
                 "this is a core WebAssembly module; link it as a component (see docs/PLUGINS.md)".into(),
             ));
@@ -444,6 +444,6 @@ fn classify_instantiate(e: wasmtime::Error, state: &host_api::RunState) -> Plugi
 }
 
 /// A core module starts with the same magic as a component but a different layer/version field.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }

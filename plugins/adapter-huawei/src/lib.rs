@@ -40,6 +40,7 @@ const OUIS: &[&str] = &["00259E", "00E0FC", "001882", "00464B", "202BC1", "E0247
 const ONT_PREFIXES: &[&str] = &["HG8", "EG8", "HS8", "HN8"];
 
 const VENDOR_CPU: &str = "InternetGatewayDevice.DeviceInfo.X_HW_CpuUsed";
+#[cfg(test)]
 const STANDARD_CPU: &str = "InternetGatewayDevice.DeviceInfo.ProcessStatus.CPUUsage";
 const PPP_CONNECTIONS: &str = "InternetGatewayDevice.WANDevice.*.WANConnectionDevice.*.WANPPPConnection.*";
 const DEFAULT_CONNECTION: &str = "InternetGatewayDevice.Layer3Forwarding.DefaultConnectionService";
@@ -70,15 +71,6 @@ fn is_ont_model(name: &str) -> bool {
     ONT_PREFIXES
         .iter()
         .any(|prefix| name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())))
-}
-
-/// The profile for this device: the vendor CPU figure, unless only the standard one exists.
-fn profile() -> Profile {
-    if !adapter_kit::exists(VENDOR_CPU) && adapter_kit::exists(STANDARD_CPU) {
-        Profile { cpu_percent: None, ..PROFILE }
-    } else {
-        PROFILE
-    }
 }
 
 /// Whether a PPP connection is routed and serves internet traffic by its `X_HW_SERVICELIST`
@@ -166,7 +158,7 @@ impl Adapter for Huawei {
     }
 
     fn health(max_age: Duration) -> Result<HealthReport> {
-        tr098::health(&profile(), max_age)
+        tr098::health(&PROFILE, max_age)
     }
 
     fn start_diagnostic(request: &Diagnostic) -> Result<()> {

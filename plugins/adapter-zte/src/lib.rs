@@ -34,6 +34,7 @@ use roost_plugin_sdk::{
 const OUIS: &[&str] = &["C0B101", "001E73", "0015EB", "0019C6", "002293"];
 
 const VENDOR_CPU: &str = "InternetGatewayDevice.DeviceInfo.X_ZTE-COM_CpuUsed";
+#[cfg(test)]
 const STANDARD_CPU: &str = "InternetGatewayDevice.DeviceInfo.ProcessStatus.CPUUsage";
 
 pub const PROFILE: Profile = Profile {
@@ -72,15 +73,6 @@ fn is_zxhn_model(name: &str) -> bool {
     matches!(chars.next(), Some('F' | 'H')) && chars.take(3).filter(char::is_ascii_digit).count() == 3
 }
 
-/// The profile for this device: the vendor CPU figure, unless only the standard one exists.
-fn profile() -> Profile {
-    if !adapter_kit::exists(VENDOR_CPU) && adapter_kit::exists(STANDARD_CPU) {
-        Profile { cpu_percent: None, ..PROFILE }
-    } else {
-        PROFILE
-    }
-}
-
 impl Adapter for Zte {
     fn identify(facts: &DeviceFacts) -> Option<Identification> {
         if facts.root != tr098::ROOT || !is_zte(facts) {
@@ -111,7 +103,7 @@ impl Adapter for Zte {
     }
 
     fn health(max_age: Duration) -> Result<HealthReport> {
-        tr098::health(&profile(), max_age)
+        tr098::health(&PROFILE, max_age)
     }
 
     fn start_diagnostic(request: &Diagnostic) -> Result<()> {
