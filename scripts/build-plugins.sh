@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build the plugins workspace (plugins/) into WebAssembly components:
 #   plugins/target/wasm32-unknown-unknown/release/<crate>.wasm
+# and copy the shipped ones (adapter-*, provision-*) to plugins/dist/<name>@<version>.wasm, where
+# `roost serve` installs them from (`--plugins-dir`): adapter-huawei → huawei@0.1.0.wasm,
+# provision-bootstrap → bootstrap@0.1.0.wasm. The hostile test plugins stay in target/.
 #
 #   scripts/build-plugins.sh [--install] [cargo build arguments…]
 #
@@ -22,8 +25,26 @@ unset RUSTUP_TOOLCHAIN CARGO RUSTC RUSTDOC RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER
   CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR CARGO_BUILD_TARGET CARGO_MAKEFLAGS
 
 cd plugins
+
+# Copies the shipped components that were built to dist/.
+publish() {
+  local version out crate name
+  version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+  out=target/wasm32-unknown-unknown/release
+  mkdir -p dist
+  for crate in adapter-* provision-*; do
+    [ "$crate" = adapter-kit ] && continue
+    [ -f "$out/${crate//-/_}.wasm" ] || continue
+    name=${crate#adapter-}
+    name=${name#provision-}
+    cp "$out/${crate//-/_}.wasm" "dist/$name@$version.wasm"
+  done
+}
+
 if [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-unknown-unknown" ]; then
-  exec cargo build --release --locked "$@"
+  cargo build --release --locked "$@"
+  publish
+  exit 0
 fi
 
 debian_toolchain_ready() {
@@ -56,4 +77,5 @@ fi
 # Without RUSTC, Debian's cargo would find rustup's proxy first on PATH (an older compiler that
 # cannot build this std).
 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
-  exec /usr/bin/cargo build --release --locked -Zbuild-std=std,panic_abort "$@"
+  /usr/bin/cargo build --release --locked -Zbuild-std=std,panic_abort "$@"
+publish

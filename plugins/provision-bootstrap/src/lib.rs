@@ -24,11 +24,18 @@ impl Provision for Bootstrap {
         }
         let prefix = args.get("username-prefix").unwrap_or("roost-");
         let serial = device::facts().serial_number;
-        intents::configure_management(&ManagementSettings {
+        let settings = ManagementSettings {
             periodic_inform_interval: Some(interval),
             connection_request_username: Some(format!("{prefix}{serial}")),
             connection_request_password: Some(random::alphanumeric(24)),
-        })?;
+        };
+        match intents::configure_management(&settings) {
+            // `ManagementServer` is the same object in both data models, so a device whose
+            // adapter leaves it out, whose tree is not known yet, or that has no adapter is still
+            // bootstrapped.
+            Err(e) if matches!(e.kind, ErrorKind::Unsupported) => standard_management(&settings),
+            other => other?,
+        }
         if let Some(tag) = args.get("tag") {
             tags::add(tag)?;
         }
@@ -36,4 +43,79 @@ impl Provision for Bootstrap {
     }
 }
 
+fn standard_management(settings: &ManagementSettings) {
+    // Read once if never read: a device whose tree is not known yet gets its management server
+    // listed first, then written.
+    const IF_NEVER_READ: Duration = Duration::from_secs(365 * 86_400);
+    let ms = format!("{}.ManagementServer.", device::root());
+    if let Some(interval) = settings.periodic_inform_interval {
+        declare(format!("{ms}PeriodicInformEnable")).value(true).refresh(IF_NEVER_READ);
+        declare(format!("{ms}PeriodicInformInterval")).value(interval).refresh(IF_NEVER_READ);
+    }
+    if let Some(username) = &settings.connection_request_username {
+        declare(format!("{ms}ConnectionRequestUsername")).value(username.as_str()).refresh(IF_NEVER_READ);
+    }
+    if let Some(password) = &settings.connection_request_password {
+        declare(format!("{ms}ConnectionRequestPassword")).value(password.as_str()).refresh(IF_NEVER_READ);
+    }
+}
+
 export_provision!(Bootstrap);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use roost_plugin_sdk::testing::TestDevice;
+
+    use super::*;
+
+    const HUAWEI: &str = include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv");
+    const TPLINK: &str = include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv");
+
+    fn value(device: &TestDevice, path: &str) -> String {
+        device.tree.get(path).and_then(|n| n.value.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn sets_interval_and_per_device_credentials_through_the_adapter() {
+        let mut device = TestDevice::from_genieacs_csv(HUAWEI).unwrap();
+        device.with_adapter::<adapter_huawei::Huawei>();
+        let converged = device.converge::<Bootstrap>(&[("interval", "900"), ("tag", "isp-a")]).unwrap();
+        assert_eq!(converged.rounds, 2, "{:?}", converged.changes);
+        let ms = "InternetGatewayDevice.ManagementServer.";
+        assert_eq!(value(&device, &format!("{ms}PeriodicInformInterval")), "900");
+        let serial = device.facts.serial_number.clone();
+        assert_eq!(value(&device, &format!("{ms}ConnectionRequestUsername")), format!("roost-{serial}"));
+        assert_eq!(value(&device, &format!("{ms}ConnectionRequestPassword")).len(), 24);
+        assert!(device.tags.contains(&"isp-a".to_string()));
+    }
+
+    #[test]
+    fn without_a_capable_adapter_writes_the_standard_object() {
+        let mut device = TestDevice::from_genieacs_csv(TPLINK).unwrap();
+        let converged = device.converge::<Bootstrap>(&[("username-prefix", "acs-")]).unwrap();
+        assert!(converged.rounds <= 2, "{:?}", converged.changes);
+        let serial = device.facts.serial_number.clone();
+        assert_eq!(value(&device, "Device.ManagementServer.ConnectionRequestUsername"), format!("acs-{serial}"));
+        assert_eq!(value(&device, "Device.ManagementServer.PeriodicInformInterval"), "3600");
+        assert!(matches!(value(&device, "Device.ManagementServer.PeriodicInformEnable").as_str(), "1" | "true"));
+    }
+
+    #[test]
+    fn a_new_session_draws_a_new_password() {
+        let mut device = TestDevice::from_genieacs_csv(TPLINK).unwrap();
+        device.converge::<Bootstrap>(&[]).unwrap();
+        let first = value(&device, "Device.ManagementServer.ConnectionRequestPassword");
+        device.seed ^= 0xdead_beef;
+        device.converge::<Bootstrap>(&[]).unwrap();
+        assert_ne!(value(&device, "Device.ManagementServer.ConnectionRequestPassword"), first);
+    }
+
+    #[test]
+    fn refuses_an_interval_out_of_range() {
+        let mut device = TestDevice::from_genieacs_csv(TPLINK).unwrap();
+        let error = device.converge::<Bootstrap>(&[("interval", "5")]).unwrap_err();
+        assert!(error.message.contains("30..=86400"), "{error:?}");
+    }
+}

@@ -18,3 +18,91 @@ impl Provision for Health {
 }
 
 export_provision!(Health);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use roost_plugin_sdk::pattern::Pattern;
+    use roost_plugin_sdk::testing::{Run, TestDevice};
+
+    use super::*;
+
+    const XX230V: &str = include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv");
+    const EG8145V5: &str = include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv");
+
+    /// The leaves the host would fetch for a run's declarations: TestDevice records refreshes
+    /// without judging them, so this applies the host's rule (older than the max-age, or any
+    /// age for a max-age of 0).
+    fn to_fetch(device: &TestDevice, run: &Run) -> Vec<String> {
+        let mut stale = Vec::new();
+        for d in &run.declarations {
+            let Some(max_age) = d.max_age else { continue };
+            for leaf in device.tree.leaves(&Pattern::parse(&d.path).unwrap()) {
+                let age = device.now_ms - device.tree.get(&leaf).unwrap().updated_ms;
+                if max_age.is_zero() || u128::from(age) > max_age.as_millis() {
+                    stale.push(leaf);
+                }
+            }
+        }
+        stale
+    }
+
+    #[test]
+    fn first_run_fetches_every_health_figure_and_writes_nothing() {
+        let mut device = TestDevice::from_genieacs_csv(XX230V).unwrap();
+        device.with_adapter::<adapter_tplink::TpLink>();
+        let run = device.run::<Health>(&[]);
+        run.result.clone().unwrap();
+        let fetched = to_fetch(&device, &run);
+        for figure in [
+            "Device.DeviceInfo.UpTime",
+            "Device.DeviceInfo.ProcessStatus.CPUUsage",
+            "Device.DeviceInfo.MemoryStatus.Total",
+            "Device.DeviceInfo.MemoryStatus.Free",
+            // The PPPoE session's IP interface, not the USB modem's.
+            "Device.IP.Interface.6.Stats.BytesSent",
+            "Device.IP.Interface.6.Stats.BytesReceived",
+            "Device.Optical.Interface.1.X_TP_GPON_Config.RXPower",
+            "Device.WiFi.AccessPoint.1.AssociatedDeviceNumberOfEntries",
+        ] {
+            assert!(fetched.iter().any(|p| p == figure), "{figure} not fetched: {fetched:?}");
+        }
+        assert!(run.declarations.iter().all(|d| d.max_age == Some(Duration::from_secs(300))), "the default max-age");
+        assert!(run.declarations.iter().all(|d| d.value.is_none() && d.instances.is_none()));
+        assert!(device.converge::<Health>(&[]).unwrap().changes.is_empty());
+    }
+
+    #[test]
+    fn figures_younger_than_max_age_are_not_fetched_again() {
+        let mut device = TestDevice::from_genieacs_csv(EG8145V5).unwrap();
+        device.with_adapter::<adapter_huawei::Huawei>();
+        let first = device.run::<Health>(&[("max-age", "600")]);
+        let fetched = to_fetch(&device, &first);
+        assert!(fetched.iter().any(|p| p == "InternetGatewayDevice.DeviceInfo.X_HW_CpuUsed"), "{fetched:?}");
+        // The host fetched them; the next periodic Inform comes seven minutes later, past the
+        // default max-age, so only the argument keeps them fresh.
+        for path in &fetched {
+            device.tree.get_mut(path).unwrap().updated_ms = device.now_ms;
+        }
+        device.now_ms += 420_000;
+        let second = device.run::<Health>(&[("max-age", "600")]);
+        second.result.clone().unwrap();
+        assert!(!second.declarations.is_empty());
+        assert_eq!(to_fetch(&device, &second), Vec::<String>::new());
+        // With a max-age below their age, the same figures are due again.
+        let shorter = device.run::<Health>(&[("max-age", "120")]);
+        assert_eq!(to_fetch(&device, &shorter), fetched);
+    }
+
+    #[test]
+    fn unparsable_max_age_is_refused_without_declarations() {
+        for max_age in ["5m", "-1", ""] {
+            let mut device = TestDevice::from_genieacs_csv(EG8145V5).unwrap();
+            device.with_adapter::<adapter_huawei::Huawei>();
+            let run = device.run::<Health>(&[("max-age", max_age)]);
+            assert_eq!(run.result.unwrap_err().kind, ErrorKind::InvalidArgument, "{max_age:?}");
+            assert!(run.declarations.is_empty());
+        }
+    }
+}
