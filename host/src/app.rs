@@ -32,6 +32,8 @@ pub struct App {
     pub nonce_key: NonceKey,
     pub sessions: Sessions,
     pub plugins: Arc<PluginRuntime>,
+    /// Organizations' presets, adapters and plugin settings, and adapter choices.
+    pub provisioning: crate::provisioning::Cache,
     /// Ids of tasks that just finished (done or fault): lets an API call wait for its task.
     pub task_events: broadcast::Sender<i64>,
     /// For connection requests.
@@ -46,8 +48,9 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Opens the database (running migrations) and loads the keys.
-    pub async fn open(config: Config) -> Result<Self> {
+    /// Opens the database (running migrations) and loads the keys. `plugins` is a runtime to
+    /// share (its compiled components) with other apps in the process; `None` starts one.
+    pub async fn open(config: Config, plugins: Option<Arc<PluginRuntime>>) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let store = Store::connect(&config.database_url).await?;
@@ -61,7 +64,10 @@ impl App {
             .build()
             .context("building the HTTP client")?;
         let (task_events, _) = broadcast::channel(1024);
-        let plugins = Arc::new(PluginRuntime::new(config.plugins.clone())?);
+        let plugins = match plugins {
+            Some(shared) => shared,
+            None => Arc::new(PluginRuntime::new(config.plugins.clone())?),
+        };
         Ok(Self {
             config,
             store,
@@ -70,6 +76,7 @@ impl App {
             nonce_key: NonceKey::random(),
             sessions: Sessions::default(),
             plugins,
+            provisioning: crate::provisioning::Cache::default(),
             task_events,
             http,
             draining: AtomicBool::new(false),
@@ -103,13 +110,21 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     pub async fn start(config: Config) -> Result<Self> {
+        Self::start_sharing(config, None).await
+    }
+
+    /// Starts with a plugin runtime shared with other servers of the process (tests).
+    pub async fn start_sharing(config: Config, plugins: Option<Arc<PluginRuntime>>) -> Result<Self> {
         let cwmp_listener = TcpListener::bind(config.cwmp_listen)
             .await
             .with_context(|| format!("binding the CWMP listener on {}", config.cwmp_listen))?;
         let http_listener = TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_listen))?;
-        let app = Arc::new(App::open(config).await?);
+        let app = Arc::new(App::open(config, plugins).await?);
+        if let Some(dir) = &app.config.plugins.install_dir {
+            crate::plugins::install::install_shipped(&app.store, &app.plugins, dir).await?;
+        }
         if app.config.cwmp.auth == CpeAuthMode::Open {
             tracing::warn!("CPE authentication is OFF (--cpe-auth open): any device may connect. Use only in a lab.");
         }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::api::auth::{Role, hash_password};
 use crate::app::Server;
 use crate::config::{Config, DatabaseArgs, ServeArgs};
-use crate::plugins::{API_VERSION, PluginRuntime, PluginSettings};
+use crate::plugins::{API_VERSION, PluginRuntime, PluginSettings, install};
 use crate::secrets::Secrets;
 use crate::store::{Store, credentials, orgs, users};
 
@@ -52,6 +52,23 @@ pub enum PluginCommand {
     Validate {
         /// The component (`.wasm`).
         file: std::path::PathBuf,
+    },
+    /// Install components into the database, as `POST /api/v1/plugins` would: files named
+    /// `<name>@<version>.wasm` (what `scripts/build-plugins.sh` writes to `plugins/dist/`), or one
+    /// file with `--name` and `--version`. Installing what is installed already changes nothing.
+    Install {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The owner; the platform's plugins are visible to every organization.
+        #[arg(long, default_value = orgs::PLATFORM_SLUG)]
+        org: String,
+        #[arg(long, requires = "version")]
+        name: Option<String>,
+        #[arg(long, requires = "name")]
+        version: Option<String>,
+        /// Components, or directories of them.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
     },
 }
 
@@ -124,6 +141,42 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
                 Err(error) => bail!("{}: {error}", file.display()),
             }
+        }
+        Command::Plugin { command: PluginCommand::Install { database, org, name, version, files } } => {
+            let mut components = Vec::new();
+            for path in files {
+                if path.is_dir() {
+                    components.extend(install::components_in(&path)?);
+                } else {
+                    components.push(path);
+                }
+            }
+            if name.is_some() && components.len() != 1 {
+                bail!("--name and --version name one component; {} were given", components.len());
+            }
+            let store = open(&database).await?;
+            let owner = orgs::by_slug(&store, &org).await?.with_context(|| format!("no organization {org:?}"))?;
+            let settings = PluginSettings { concurrent_instances: 4, ..PluginSettings::default() };
+            let runtime = std::sync::Arc::new(PluginRuntime::new(settings)?);
+            for path in components {
+                let (name, version) = match (&name, &version) {
+                    (Some(n), Some(v)) => (n.clone(), v.clone()),
+                    _ => install::name_and_version(&path).with_context(|| {
+                        format!("{}: name it <name>@<version>.wasm, or give --name and --version", path.display())
+                    })?,
+                };
+                crate::api::plugins::check_name(&name).map_err(|e| anyhow::anyhow!("{name}: {}", e.detail))?;
+                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                match install::install(&store, &runtime, owner.id, &name, &version, bytes).await? {
+                    install::Installed::Added { name, version, world } => {
+                        println!("installed {name} {version} ({world}) for {}", owner.slug)
+                    }
+                    install::Installed::AlreadyThere { name, version } => {
+                        println!("{name} {version} is installed already for {}", owner.slug)
+                    }
+                }
+            }
+            store.close().await
         }
         Command::Serve(args) => {
             let config = Config::resolve(&args)?;

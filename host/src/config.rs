@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// CPE authentication: `required` (default) or `open` (development only).
     #[arg(long, env = "ROOST_CPE_AUTH")]
     pub cpe_auth: Option<CpeAuthMode>,
+    /// Components installed as the platform's plugins at start (`<name>@<version>.wasm`);
+    /// default `plugins/dist`, where `scripts/build-plugins.sh` puts the shipped ones.
+    #[arg(long, env = "ROOST_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
 }
 
 /// Everything the server needs, resolved.
@@ -145,6 +149,9 @@ impl Default for ConnectionRequestSettings {
     }
 }
 
+/// Where `scripts/build-plugins.sh` puts the shipped plugins, from the repository's root.
+pub const DEFAULT_PLUGINS_DIR: &str = "plugins/dist";
+
 /// The TOML file: every section optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -175,7 +182,14 @@ impl Config {
             api: file.api,
             tasks: file.tasks,
             connection_request: file.connection_request,
-            plugins: file.plugins,
+            plugins: PluginSettings {
+                install_dir: args
+                    .plugins_dir
+                    .clone()
+                    .or(file.plugins.install_dir.clone())
+                    .or_else(|| Some(PathBuf::from(DEFAULT_PLUGINS_DIR))),
+                ..file.plugins
+            },
         })
     }
 

@@ -29,6 +29,7 @@ pub mod connection_request;
 pub mod digest;
 pub mod driver;
 pub mod framing;
+pub(crate) mod refresh;
 
 use driver::{Answer, Driver};
 
@@ -375,7 +376,15 @@ async fn start_session(
     app.sessions.insert(
         token.clone(),
         peer,
-        Live { cwmp, driver: Some(Driver::new(outcome.device, outcome.has_queued_tasks)), peer },
+        Live {
+            cwmp,
+            driver: Some(Driver::new(
+                outcome.device,
+                outcome.has_queued_tasks,
+                inform.events.iter().map(|e| e.code.clone()).collect(),
+            )),
+            peer,
+        },
     );
     to_response(reply, Some(&token))
 }

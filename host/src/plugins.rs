@@ -15,6 +15,7 @@
 //! 70–180 ms once per process.
 
 mod host_api;
+pub mod install;
 pub mod limits;
 
 use std::sync::Arc;
@@ -171,11 +172,19 @@ pub struct PluginSettings {
     pub concurrent_instances: u32,
     /// Compiled components kept in memory.
     pub cached_components: u64,
+    /// Components installed as the platform's at start (`<name>@<version>.wasm`): the shipped
+    /// plugins. `--plugins-dir`; `None` installs nothing.
+    pub install_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for PluginSettings {
     fn default() -> Self {
-        PluginSettings { limits: PluginLimits::default(), concurrent_instances: 256, cached_components: 512 }
+        PluginSettings {
+            limits: PluginLimits::default(),
+            concurrent_instances: 256,
+            cached_components: 512,
+            install_dir: None,
+        }
     }
 }
 
@@ -273,6 +282,10 @@ impl PluginRuntime {
     /// off the async workers.
     pub fn validate(&self, bytes: &[u8]) -> Result<Validated, InvalidPlugin> {
         let hash = Self::hash(bytes);
+        if let Some(loaded) = self.cache.get(&hash) {
+            // The same bytes validated before: compiling them again would give the same answer.
+            return Ok(Validated { world: loaded.world(), hash, loaded });
+        }
         let loaded = self.compile(bytes)?;
         let world = loaded.world();
         let loaded = Arc::new(loaded);

@@ -1,7 +1,74 @@
 //! Provisioning: what provisions declare, turned into CWMP calls.
 //!
-//! A session runs the presets that match the device; their provisions declare; [`plan`] turns
-//! the declarations and the device's tree into the calls of one round; the driver sends them,
-//! stores the answers, and runs the provisions again until a round plans nothing.
+//! A session runs the presets that match the device ([`presets`]); their provisions declare;
+//! [`plan`] turns the declarations and the device's tree into the calls of one round; the
+//! [`engine`] sends them, stores the answers, and runs the provisions again until a round plans
+//! nothing. [`adapters`] picks the vendor adapter that provisions' intents go through.
 
+pub mod adapters;
+pub mod engine;
 pub mod plan;
+pub mod presets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::app::App;
+use presets::OrgProvisioning;
+
+/// How long an organization's presets, adapters, limits and plugin configuration are reused
+/// before being read again. Writes through this replica's API drop them at once; other replicas
+/// see a change within this time.
+const ORG_TTL: Duration = Duration::from_secs(10);
+/// Adapter choices depend on uploads (which drop them) and device facts (part of the key).
+const ADAPTER_TTL: Duration = Duration::from_secs(300);
+
+/// What sessions reuse of provisioning between devices.
+pub struct Cache {
+    orgs: moka::future::Cache<i64, Arc<OrgProvisioning>>,
+    adapters: moka::sync::Cache<String, adapters::Choice>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("provisioning::Cache").finish_non_exhaustive()
+    }
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            orgs: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ORG_TTL).build(),
+            adapters: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ADAPTER_TTL).build(),
+        }
+    }
+}
+
+impl Cache {
+    /// What applies to devices of `org_id` (`None`: not yet claimed).
+    pub async fn org(&self, app: &App, org_id: Option<i64>) -> Result<Arc<OrgProvisioning>> {
+        let key = org_id.unwrap_or(0);
+        self.orgs
+            .try_get_with(key, async {
+                OrgProvisioning::load(&app.store, org_id, app.plugins.default_limits()).await.map(Arc::new)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+    }
+
+    pub fn adapter_choice(&self, key: &str) -> Option<adapters::Choice> {
+        self.adapters.get(key)
+    }
+
+    pub fn remember_adapter_choice(&self, key: String, choice: adapters::Choice) {
+        self.adapters.insert(key, choice);
+    }
+
+    /// After a change to presets, plugins, limits or plugin configuration.
+    pub fn invalidate(&self) {
+        self.orgs.invalidate_all();
+        self.adapters.invalidate_all();
+    }
+}

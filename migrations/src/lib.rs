@@ -9,12 +9,17 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_plugins;
+mod m0003_preset_runs;
 
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_initial::Migration), Box::new(m0002_plugins::Migration)]
+        vec![
+            Box::new(m0001_initial::Migration),
+            Box::new(m0002_plugins::Migration),
+            Box::new(m0003_preset_runs::Migration),
+        ]
     }
 }
 

@@ -15,8 +15,11 @@ async fn bootstraps_and_discovers(backend: Backend, kind: DataModelKind) {
     assert!(report.is_ok(), "{:?}", report.error);
     assert!(report.has_event("0 BOOTSTRAP"));
     let methods = report.methods();
-    assert_eq!(methods.first(), Some(&"SetParameterValues"), "credentials first: {methods:?}");
-    assert!(methods.contains(&"GetParameterNames"), "{methods:?}");
+    // Discovery first; then the platform's `bootstrap` preset (the shipped provision) sets the
+    // periodic interval and connection-request credentials, in one round that settles.
+    assert_eq!(methods.first(), Some(&"GetParameterNames"), "discovery first: {methods:?}");
+    assert_eq!(methods.last(), Some(&"SetParameterValues"), "credentials last: {methods:?}");
+    assert_eq!(methods.iter().filter(|m| **m == "SetParameterValues").count(), 1, "{methods:?}");
     assert!(methods.iter().filter(|m| **m == "GetParameterValues").count() > 3, "{methods:?}");
 
     let id = cpe.device_id();
@@ -44,7 +47,11 @@ async fn bootstraps_and_discovers(backend: Backend, kind: DataModelKind) {
 
     // The credentials Roost set are the ones the device now holds (and reads back empty).
     let username = cpe.value(&format!("{root}ManagementServer.ConnectionRequestUsername")).unwrap();
-    assert!(username.starts_with("roost-"), "{username}");
+    assert_eq!(username, format!("roost-{}", cpe.serial_number()));
+    let password = cpe.value(&format!("{root}ManagementServer.ConnectionRequestPassword")).unwrap();
+    assert_eq!(password.len(), 24, "a fresh random password: {password:?}");
+    assert_eq!(cpe.value(&format!("{root}ManagementServer.PeriodicInformInterval")).as_deref(), Some("3600"));
+    assert_eq!(device["adapter"]["owner"], "platform", "{device}");
     assert_eq!(
         h.stored_value(&id, &format!("{root}ManagementServer.ConnectionRequestPassword")).await.as_deref(),
         Some("")

@@ -24,7 +24,7 @@ on_both_backends! {
         // This agent never sends cookies: the session is found by its connection.
         let next = cpe.post("/acs", "", &[], false).await;
         assert_eq!(next.status, 200);
-        assert!(next.body.contains("<cwmp:SetParameterValues>"), "{}", next.body);
+        assert!(next.body.contains("<cwmp:GetParameterNames>"), "discovery: {}", next.body);
         let device = h.device("A00001-OT2800-30000000000000000").await;
         assert_eq!(device["manufacturer"], "ChinaNMS");
         assert!(device["last_events"].as_array().unwrap().contains(&json!("0 BOOTSTRAP")));
@@ -66,7 +66,7 @@ on_both_backends! {
         assert_eq!(response.status, 200, "{}", response.body);
         // The connection is intact: the session goes on with the empty POST.
         let next = cpe.post("/acs", "", &[], false).await;
-        assert!(next.body.contains("SetParameterValues"), "{}", next.body);
+        assert!(next.body.contains("GetParameterNames"), "{}", next.body);
         cpe.end_session("/acs").await;
         let stored = h.stored_value("A00001-OT2800-30000000000000000", "InternetGatewayDevice.DeviceSummary").await;
         assert_eq!(stored.as_deref(), Some("Маршрутизатор Café ☕"));
@@ -95,10 +95,15 @@ on_both_backends! {
         let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
         assert_eq!(cpe.post("/", &inform, &[XML], false).await.status, 200);
         let first = cpe.post("/", "", &[], false).await;
-        assert!(first.body.contains("SetParameterValues"), "{}", first.body);
+        assert!(first.body.contains("GetParameterNames"), "discovery: {}", first.body);
         // "I could not parse that": an empty POST while the request is outstanding.
         let second = cpe.post("/", "", &[], false).await;
-        assert!(second.body.contains("GetParameterNames"), "moves on to discovery: {}", second.body);
+        let device_faults = h.get(&format!("/api/v1/devices/{}/faults", encode_id("A00001-OT2800-30000000000000000"))).await;
+        assert!(
+            second.body.contains("<ParameterPath>InternetGatewayDevice.ManagementServer.</ParameterPath>"),
+            "moves on to provisioning, whose bootstrap preset must list the management server: {} {device_faults:?}",
+            second.body
+        );
         let third = cpe.post("/", "", &[], false).await;
         assert_eq!(third.status, 204, "nothing else to do: the session ends: {}", third.body);
         let (_, faults) = h.get(&format!("/api/v1/devices/{}/faults", encode_id("A00001-OT2800-30000000000000000"))).await;
@@ -108,7 +113,7 @@ on_both_backends! {
             .iter()
             .map(|f| (f["channel"].as_str().unwrap(), f["code"].as_str().unwrap()))
             .collect();
-        assert_eq!(channels, vec![("bootstrap", "no_response"), ("discovery", "no_response")]);
+        assert_eq!(channels, vec![("discovery", "no_response"), ("provisioning", "no_response")]);
         h.finish().await;
     }
 

@@ -7,6 +7,7 @@ mod api;
 mod bootstrap;
 mod cwmp_edges;
 mod plugins;
+mod provisioning;
 mod restart;
 mod tasks;
 

@@ -6,7 +6,7 @@ use serde_json::Value as JsonValue;
 
 use super::*;
 
-fn component(crate_name: &str) -> Vec<u8> {
+pub(crate) fn component(crate_name: &str) -> Vec<u8> {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/target/wasm32-unknown-unknown/release")
         .join(format!("{}.wasm", crate_name.replace('-', "_")));
@@ -15,7 +15,7 @@ fn component(crate_name: &str) -> Vec<u8> {
     })
 }
 
-async fn upload(h: &Harness, token: &str, query: &str, body: Vec<u8>) -> (StatusCode, JsonValue) {
+pub(crate) async fn upload(h: &Harness, token: &str, query: &str, body: Vec<u8>) -> (StatusCode, JsonValue) {
     let response = h
         .http
         .post(h.url(&format!("/api/v1/plugins?{query}")))
@@ -32,11 +32,17 @@ async fn list(h: &Harness, token: &str) -> Vec<String> {
     let response = h.http.get(h.url("/api/v1/plugins")).bearer_auth(token).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body: JsonValue = response.json().await.unwrap();
+    // The shipped plugins every server installs are not what these tests look at.
+    let shipped: Vec<String> = std::fs::read_dir(shipped_plugins())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".wasm").to_owned())
+        .collect();
     body["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| format!("{}@{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .filter(|p| !shipped.contains(p))
         .collect()
 }
 

@@ -6,13 +6,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use reqwest::StatusCode;
 use roost::app::Server;
 use roost::config::{Config, CpeAuthMode};
+use roost::plugins::{PluginRuntime, PluginSettings};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
@@ -54,6 +55,24 @@ impl TestDatabase {
         admin.close().await?;
         Ok(())
     }
+}
+
+/// The shipped plugins, installed in every test server as `roost serve` installs them.
+pub fn shipped_plugins() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
+    assert!(
+        dir.join("bootstrap@0.1.0.wasm").is_file(),
+        "{} has no shipped plugins: run scripts/build-plugins.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// One plugin runtime for every server of the test process: components compile once, not once
+/// per test.
+fn shared_plugin_runtime() -> Arc<PluginRuntime> {
+    static RUNTIME: OnceLock<Arc<PluginRuntime>> = OnceLock::new();
+    RUNTIME.get_or_init(|| Arc::new(PluginRuntime::new(PluginSettings::default()).expect("plugin runtime"))).clone()
 }
 
 /// A server under test.
@@ -120,12 +139,16 @@ impl Harness {
         config.cwmp.session_timeout = Duration::from_secs(20);
         config.tasks.connection_request_wait = Duration::from_secs(20);
         config.connection_request.timeout = Duration::from_secs(5);
+        config.plugins.install_dir = Some(shipped_plugins());
         (self.adjust)(&mut config);
         config
     }
 
     async fn boot(&mut self) {
-        let server = Server::start(self.config()).await.expect("server start");
+        let config = self.config();
+        // A test that changes the runtime's own settings gets a runtime of its own.
+        let shared = (config.plugins.limits == PluginSettings::default().limits).then(shared_plugin_runtime);
+        let server = Server::start_sharing(config, shared).await.expect("server start");
         // Later restarts keep the same ports, so simulated devices keep their ACS URL.
         self.cwmp_addr = server.cwmp_addr;
         self.http_addr = server.http_addr;
@@ -183,6 +206,10 @@ impl Harness {
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::PUT, path, Some(body)).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
@@ -250,7 +277,12 @@ impl Harness {
 
     /// A simulated fleet pointed at this server, started by hand.
     pub async fn fleet(&self, kind: DataModelKind, devices: usize, prefix: &str) -> Fleet {
-        let model = Arc::new(DataModel::bundled(kind).expect("bundled model"));
+        self.fleet_of(DataModel::bundled(kind).expect("bundled model"), devices, prefix).await
+    }
+
+    /// A fleet of devices of `model`, started manually.
+    pub async fn fleet_of(&self, model: DataModel, devices: usize, prefix: &str) -> Fleet {
+        let model = Arc::new(model);
         let mut config = FleetConfig::new(self.cwmp_url(), model);
         config.devices = devices;
         config.serial_prefix = prefix.to_owned();

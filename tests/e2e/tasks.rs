@@ -170,7 +170,7 @@ on_both_backends! {
 
         // Factory reset: the device forgets everything, comes back with 0 BOOTSTRAP, and Roost
         // gives it new connection-request credentials and rediscovers it.
-        let old_username = cpe.value("InternetGatewayDevice.ManagementServer.ConnectionRequestUsername");
+        let old_password = cpe.value("InternetGatewayDevice.ManagementServer.ConnectionRequestPassword");
         let mark = cpe.session_count();
         let task = h.run_task(&id, json!({"name": "factoryReset"})).await;
         assert_eq!(task["status"], "done", "{task}");
@@ -179,9 +179,10 @@ on_both_backends! {
             .await
             .expect("bootstrap after factory reset");
         assert!(back.methods().contains(&"GetParameterNames"), "{:?}", back.methods());
-        let new_username = cpe.value("InternetGatewayDevice.ManagementServer.ConnectionRequestUsername");
-        assert_ne!(new_username, old_username);
-        assert!(new_username.unwrap_or_default().starts_with("roost-"));
+        let new_password = cpe.value("InternetGatewayDevice.ManagementServer.ConnectionRequestPassword");
+        assert_ne!(new_password, old_password, "new credentials at every bootstrap");
+        let username = cpe.value("InternetGatewayDevice.ManagementServer.ConnectionRequestUsername");
+        assert!(username.unwrap_or_default().starts_with("roost-"));
         // And it can still be woken with the new credentials.
         let task = h.run_task(&id, json!({"name": "getParameterValues", "parameterNames": [SOFTWARE]})).await;
         assert_eq!(task["status"], "done", "{task}");

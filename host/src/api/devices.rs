@@ -116,8 +116,10 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
     let mut value = device_json(&device, device.org_id.and_then(|o| slugs.get(&o)).map(String::as_str), Some(tags));
     let events = devices::recent_events(&app.store, device.id, 20).await?;
     let parameter_count = parameters::count(&app.store, device.id).await?;
+    let adapter = crate::provisioning::adapters::describe(&app, &device).await?;
     if let Some(object) = value.as_object_mut() {
         object.insert("parameter_count".into(), json!(parameter_count));
+        object.insert("adapter".into(), adapter);
         object.insert(
             "recent_events".into(),
             json!(

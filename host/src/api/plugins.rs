@@ -132,6 +132,7 @@ async fn upload(
         InsertError::Exists(..) => ApiError::conflict("plugin_exists", e.to_string()),
         InsertError::Other(e) => ApiError::from(e),
     })?;
+    app.provisioning.invalidate();
     Ok((StatusCode::CREATED, axum::Json(plugin_json(&stored))))
 }
 
@@ -162,6 +163,7 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
     if plugins::delete(&app.store, &caller.scope, parse_id(&id)?).await? {
+        app.provisioning.invalidate();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("plugin"))

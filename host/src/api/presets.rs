@@ -6,7 +6,6 @@
 //! the organization; a preset naming anything else is refused when it is written, not when a
 //! device's session finds out.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,7 +13,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use roost_plugin_sdk::pattern::Pattern;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::{Caller, Role};
@@ -23,74 +21,13 @@ use super::extract::{Json, Path};
 use super::plugins::check_name;
 use super::timestamp;
 use crate::app::App;
+use crate::provisioning::presets::{BUILT_IN, ConditionOp, PresetDefinition};
 use crate::store::plugins;
 use crate::store::presets::{self, PresetRow};
 
 pub fn router() -> Router<Arc<App>> {
     Router::new().route("/presets", get(list)).route("/presets/{name}", get(show).put(put).delete(remove))
 }
-
-/// A preset as clients write it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PresetDefinition {
-    /// Lower runs first; on conflicting declarations the later (heavier) preset wins.
-    #[serde(default)]
-    pub weight: i32,
-    #[serde(default = "enabled_by_default")]
-    pub enabled: bool,
-    /// Inform event codes (`0 BOOTSTRAP`, `2 PERIODIC`, …); any one matches. Empty: every session.
-    #[serde(default)]
-    pub events: Vec<String>,
-    /// Tags the device must have; `-tag`: must not have.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Conditions on the device's stored parameters, all of which must hold.
-    #[serde(default)]
-    pub precondition: Vec<Condition>,
-    /// Run at most once per interval per device.
-    #[serde(default)]
-    pub schedule: Option<Schedule>,
-    /// A built-in provision (`refresh`, `value`, `tag`, `reboot`, `reset`, `download`) or the
-    /// name of a provision plugin.
-    pub provision: String,
-    /// The provision's arguments (passed sorted by name).
-    #[serde(default)]
-    pub args: BTreeMap<String, String>,
-}
-
-fn enabled_by_default() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Condition {
-    /// A parameter pattern; the condition holds when any matching leaf satisfies it.
-    pub path: String,
-    pub op: ConditionOp,
-    #[serde(default)]
-    pub value: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConditionOp {
-    Eq,
-    Ne,
-    Prefix,
-    Exists,
-    Absent,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Schedule {
-    pub interval_seconds: u64,
-}
-
-/// The built-in provisions, run by the host through the same engine as plugins.
-pub const BUILT_IN: [&str; 6] = ["refresh", "value", "tag", "reboot", "reset", "download"];
 
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_preset", detail)
@@ -236,6 +173,7 @@ async fn put(
     }
     let text = serde_json::to_string(&definition).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
     let created = presets::put(&app.store, caller.org_id, &name, definition.weight.into(), &text).await?;
+    app.provisioning.invalidate();
     let row = presets::get(&app.store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(preset_json(&row))))
@@ -244,6 +182,7 @@ async fn put(
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
     if presets::delete(&app.store, caller.org_id, &name).await? {
+        app.provisioning.invalidate();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("preset"))

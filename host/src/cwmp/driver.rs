@@ -1,11 +1,12 @@
 //! The session driver: what the ACS does with each turn of a CWMP session.
 //!
 //! After the Inform is stored, the ACS's own work runs in a fixed order, one item at a time:
-//! 1. new connection-request credentials, when the device has none we know (first contact, or
-//!    a `0 BOOTSTRAP` that wiped them);
-//! 2. discovery of the whole parameter tree (GetParameterNames, then GetParameterValues of
+//! 1. discovery of the whole parameter tree (GetParameterNames, then GetParameterValues of
 //!    explicit leaves in batches — partial-path GetParameterValues crashes some agents);
-//! 3. queued tasks, oldest first.
+//! 2. queued tasks, oldest first;
+//! 3. provisioning: the presets that match the device, round after round
+//!    ([`crate::provisioning::engine`]). Connection-request credentials come from there too (the
+//!    `bootstrap` provision); whoever sets them, Roost keeps what was set to wake the device.
 //!
 //! Each item is a small state machine fed the CPE's answers; a CPE fault fails the item, never
 //! the session. When nothing is left the session ends with 204.
@@ -13,14 +14,13 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use rand::Rng;
 use roost_cwmp::session::Unanswered;
-use roost_cwmp::{
-    AcsRequest, CpeResponse, Download, Fault, ParameterInfo, ParameterValue, TransferComplete, Upload, ValueType,
-};
+use roost_cwmp::{AcsRequest, CpeResponse, Download, Fault, ParameterValue, TransferComplete, Upload, ValueType};
 use serde_json::{Value, json};
 
+use super::refresh::Refresh;
 use crate::app::App;
+use crate::provisioning::engine::Provisioning;
 use crate::store::devices::Device;
 use crate::store::tasks::TaskRow;
 use crate::store::{devices, faults, now_millis, parameters, tasks};
@@ -52,75 +52,19 @@ pub struct Driver {
     /// without another query.
     may_have_tasks: bool,
     work: Option<Work>,
-    credentials_attempted: bool,
+    /// The Inform's event codes.
+    events: Vec<String>,
+    started_at: i64,
     discovery_attempted: bool,
+    provisioning_attempted: bool,
     rpcs: u32,
 }
 
 #[derive(Debug)]
 enum Work {
-    Credentials { username: String, password: String },
     Discovery(Refresh),
     Task(Box<TaskRun>),
-}
-
-/// Reads a subtree from the device: names first, then values of the leaves in batches, then
-/// drops what the device no longer has.
-#[derive(Debug)]
-struct Refresh {
-    prefix: String,
-    started_at: i64,
-    leaves: Vec<String>,
-    names_done: bool,
-}
-
-impl Refresh {
-    fn new(prefix: String) -> Self {
-        Self { prefix, started_at: now_millis(), leaves: Vec::new(), names_done: false }
-    }
-
-    fn first_request(&self) -> AcsRequest {
-        AcsRequest::GetParameterNames { parameter_path: self.prefix.clone(), next_level: false }
-    }
-
-    fn next_batch(&mut self, batch: usize) -> Option<AcsRequest> {
-        if self.leaves.is_empty() {
-            return None;
-        }
-        let take = batch.min(self.leaves.len());
-        let names: Vec<String> = self.leaves.drain(..take).collect();
-        Some(AcsRequest::GetParameterValues { names })
-    }
-
-    /// Feeds a response; returns the next request, or `None` when the subtree is complete.
-    async fn on_response(&mut self, app: &App, device_pk: i64, response: CpeResponse) -> Result<Option<AcsRequest>> {
-        match response {
-            CpeResponse::GetParameterNames { parameters: infos } if !self.names_done => {
-                self.names_done = true;
-                let infos = within(&self.prefix, infos);
-                let _guard = app.store.write_guard().await;
-                parameters::upsert_names(app.store.db(), device_pk, &infos, self.started_at).await?;
-                self.leaves = infos.into_iter().filter(|i| !i.name.ends_with('.')).map(|i| i.name).collect();
-            }
-            CpeResponse::GetParameterValues { parameters: values } => {
-                let _guard = app.store.write_guard().await;
-                parameters::upsert_values(app.store.db(), device_pk, &values, now_millis()).await?;
-            }
-            _ => {}
-        }
-        if let Some(next) = self.next_batch(app.config.cwmp.discovery_batch) {
-            return Ok(Some(next));
-        }
-        let _guard = app.store.write_guard().await;
-        parameters::delete_stale(app.store.db(), device_pk, &self.prefix, self.started_at).await?;
-        Ok(None)
-    }
-}
-
-/// Keeps only names under the requested prefix: some agents answer a subtree request with
-/// their whole tree.
-fn within(prefix: &str, infos: Vec<ParameterInfo>) -> Vec<ParameterInfo> {
-    infos.into_iter().filter(|i| i.name.starts_with(prefix) && !i.name.is_empty()).collect()
+    Provisioning(Box<Provisioning>),
 }
 
 #[derive(Debug)]
@@ -146,13 +90,15 @@ enum Outcome {
 }
 
 impl Driver {
-    pub fn new(device: Device, has_queued_tasks: bool) -> Self {
+    pub fn new(device: Device, has_queued_tasks: bool, events: Vec<String>) -> Self {
         Self {
             device,
             may_have_tasks: has_queued_tasks,
             work: None,
-            credentials_attempted: false,
+            events,
+            started_at: now_millis(),
             discovery_attempted: false,
+            provisioning_attempted: false,
             rpcs: 0,
         }
     }
@@ -203,10 +149,13 @@ impl Driver {
 
     async fn continue_work(&mut self, app: &Arc<App>, work: Work, answer: Answer) -> Result<Option<AcsRequest>> {
         match work {
-            Work::Credentials { username, password } => {
-                self.finish_credentials(app, &username, &password, answer).await?;
-                Ok(None)
-            }
+            Work::Provisioning(mut provisioning) => match provisioning.next(app, answer).await? {
+                Some(request) => {
+                    self.work = Some(Work::Provisioning(provisioning));
+                    Ok(Some(request))
+                }
+                None => Ok(None),
+            },
             Work::Discovery(mut refresh) => match answer {
                 Answer::Response(response) => match refresh.on_response(app, self.device.id, response).await? {
                     Some(request) => {
@@ -247,29 +196,33 @@ impl Driver {
             "tr181" => Some("Device."),
             _ => None,
         };
-        if let Some(root) = root {
-            if !self.credentials_attempted && self.device.connection_request_username.is_empty() {
-                self.credentials_attempted = true;
-                let (username, password) = new_connection_request_credentials();
-                let request = AcsRequest::SetParameterValues {
-                    values: vec![
-                        string_value(format!("{root}ManagementServer.ConnectionRequestUsername"), &username),
-                        string_value(format!("{root}ManagementServer.ConnectionRequestPassword"), &password),
-                    ],
-                    parameter_key: "roost-bootstrap".into(),
-                };
-                return Ok(Some((Work::Credentials { username, password }, Some(request))));
-            }
-            if !self.discovery_attempted && self.device.discovered_at.is_none() {
-                self.discovery_attempted = true;
-                let refresh = Refresh::new(root.to_owned());
-                let request = refresh.first_request();
-                return Ok(Some((Work::Discovery(refresh), Some(request))));
+        if let Some(root) = root
+            && !self.discovery_attempted
+            && self.device.discovered_at.is_none()
+        {
+            self.discovery_attempted = true;
+            let refresh = Refresh::new(root.to_owned());
+            let request = refresh.first_request();
+            return Ok(Some((Work::Discovery(refresh), Some(request))));
+        }
+        if self.may_have_tasks
+            && let Some(picked) = self.next_task(app).await?
+        {
+            return Ok(Some(picked));
+        }
+        if !self.provisioning_attempted {
+            self.provisioning_attempted = true;
+            if let Some(mut provisioning) =
+                Provisioning::start(app, &self.device, &self.events, self.started_at).await?
+            {
+                let request = provisioning.next(app, Answer::Nothing).await?;
+                return Ok(Some((Work::Provisioning(Box::new(provisioning)), request)));
             }
         }
-        if !self.may_have_tasks {
-            return Ok(None);
-        }
+        Ok(None)
+    }
+
+    async fn next_task(&mut self, app: &Arc<App>) -> Result<Option<(Work, Option<AcsRequest>)>> {
         let now = now_millis();
         for task in tasks::expire(&app.store, self.device.id, now).await? {
             app.task_finished(task.id);
@@ -476,6 +429,12 @@ impl Driver {
                         let sealed = app.secrets.seal(secret.value.as_bytes());
                         parameters::remember_secret(app.store.db(), device_pk, &secret.name, sealed).await?;
                     }
+                    drop(_guard);
+                    let root = match crate::provisioning::adapters::root(&self.device) {
+                        "" => String::new(),
+                        root => format!("{root}."),
+                    };
+                    note_connection_request_credentials(app, device_pk, &root, &written).await?;
                 }
                 Outcome::Done(json!({ "status": status }))
             }
@@ -547,33 +506,6 @@ impl Driver {
         })
     }
 
-    async fn finish_credentials(
-        &mut self,
-        app: &Arc<App>,
-        username: &str,
-        password: &str,
-        answer: Answer,
-    ) -> Result<()> {
-        match answer {
-            Answer::Response(CpeResponse::SetParameterValues { .. }) => {
-                let sealed = app.secrets.seal(password.as_bytes());
-                devices::set_connection_request_credentials(&app.store, self.device.id, username, sealed.clone())
-                    .await?;
-                self.device.connection_request_username = username.to_owned();
-                self.device.connection_request_password = Some(sealed);
-            }
-            Answer::Fault(fault) => {
-                let message = format!("Setting connection-request credentials failed: {}", fault.string);
-                self.record_fault(app, "bootstrap", &fault.code.to_string(), &message).await?;
-            }
-            Answer::Unanswered(reason) => {
-                self.record_fault(app, "bootstrap", "no_response", &describe_unanswered(&reason)).await?;
-            }
-            Answer::Response(_) | Answer::Nothing => {}
-        }
-        Ok(())
-    }
-
     async fn record_fault(&self, app: &App, channel: &str, code: &str, message: &str) -> Result<()> {
         tracing::info!(device = %self.device.device_id, channel, code, message, "device fault");
         faults::record(&app.store, self.device.id, self.device.org_id, channel, code, message, None).await
@@ -584,6 +516,15 @@ impl Driver {
 /// gets the response, and a task already closed stays as it is.
 pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &TransferComplete) -> Result<()> {
     let Some(task) = tasks::by_command_key(&app.store, device.id, &complete.command_key).await? else {
+        if let Some(preset) = complete.command_key.strip_prefix("roost-preset-")
+            && complete.fault.code != 0
+        {
+            let message = format!("The download preset {preset} failed: {}", complete.fault.string);
+            let code = complete.fault.code.to_string();
+            faults::record(&app.store, device.id, device.org_id, &format!("preset:{preset}"), &code, &message, None)
+                .await?;
+            return Ok(());
+        }
         tracing::info!(device = %device.device_id, command_key = %complete.command_key, "TransferComplete for no known task");
         return Ok(());
     };
@@ -605,25 +546,46 @@ pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &Trans
     Ok(())
 }
 
-fn string_value(name: String, value: &str) -> ParameterValue {
-    ParameterValue { name, value: value.to_owned(), value_type: ValueType::String }
-}
-
-/// A username and password unique to the device, so one leaked device cannot be used to wake
-/// others.
-fn new_connection_request_credentials() -> (String, String) {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    let mut pick =
-        |n: usize| -> String { (0..n).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect() };
-    (format!("roost-{}", pick(12)), pick(24))
+/// Keeps the connection-request credentials just written to the device (by a task or a
+/// provision), so that Roost can wake it: `root` is `InternetGatewayDevice.` or `Device.`.
+pub(crate) async fn note_connection_request_credentials(
+    app: &App,
+    device_pk: i64,
+    root: &str,
+    written: &[ParameterValue],
+) -> Result<()> {
+    if root.is_empty() {
+        return Ok(());
+    }
+    let find = |name: &str| {
+        let path = format!("{root}ManagementServer.{name}");
+        written.iter().find(|p| p.name == path).map(|p| p.value.clone())
+    };
+    let (username, password) = (find("ConnectionRequestUsername"), find("ConnectionRequestPassword"));
+    if username.is_none() && password.is_none() {
+        return Ok(());
+    }
+    let Some(device) = devices::by_pk(&app.store, device_pk).await? else { return Ok(()) };
+    let username = match username {
+        Some(username) => username,
+        None => {
+            let path = format!("{root}ManagementServer.ConnectionRequestUsername");
+            let stored = parameters::values_of(app.store.db(), device_pk, &[path.as_str()]).await?;
+            stored.get(&path).and_then(|(v, _)| v.clone()).unwrap_or(device.connection_request_username)
+        }
+    };
+    let sealed = match password {
+        Some(password) => app.secrets.seal(password.as_bytes()),
+        None => device.connection_request_password.unwrap_or_else(|| app.secrets.seal(b"")),
+    };
+    devices::set_connection_request_credentials(&app.store, device_pk, &username, sealed).await
 }
 
 fn values_json(values: &[ParameterValue]) -> Vec<Value> {
     values.iter().map(|p| json!([p.name, p.value, p.value_type.as_str()])).collect()
 }
 
-fn spv_fault_detail(fault: &Fault) -> Option<Value> {
+pub(crate) fn spv_fault_detail(fault: &Fault) -> Option<Value> {
     if fault.set_parameter_values_faults.is_empty() {
         return None;
     }
@@ -635,7 +597,7 @@ fn spv_fault_detail(fault: &Fault) -> Option<Value> {
     Some(json!({ "setParameterValuesFaults": entries }))
 }
 
-fn describe_unanswered(reason: &Unanswered) -> String {
+pub(crate) fn describe_unanswered(reason: &Unanswered) -> String {
     match reason {
         Unanswered::EmptyPost => {
             "The CPE sent an empty POST instead of answering (it could not run the request)".into()

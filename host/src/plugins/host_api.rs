@@ -27,7 +27,8 @@ pub struct DeviceView {
     pub facts: DeviceFacts,
     pub id: String,
     pub events: Vec<String>,
-    pub tags: Vec<String>,
+    /// The device's tags as the engine last stored them (a run's own changes are in its output).
+    tags: Mutex<Vec<String>>,
     pub now_ms: u64,
     /// Seeds `random`: per device and session.
     pub seed: u64,
@@ -49,7 +50,7 @@ impl DeviceView {
             facts,
             id,
             events,
-            tags,
+            tags: Mutex::new(tags),
             now_ms: 0,
             seed: 0,
             tree: Mutex::new(tree),
@@ -79,11 +80,39 @@ impl DeviceView {
         self
     }
 
+    pub fn tags(&self) -> Vec<String> {
+        self.tags.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_tags(&self, tags: Vec<String>) {
+        *self.tags.lock().unwrap_or_else(|p| p.into_inner()) = tags;
+    }
+
+    /// Puts what the store now holds below the object `prefix` in place of what the view had
+    /// there: after a refresh, which may have removed nodes as well as added them.
+    pub fn replace(&self, prefix: &str, rows: Vec<(String, Node)>) {
+        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        tree.remove(prefix);
+        for (path, node) in rows {
+            tree.insert(path, node);
+        }
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if !loaded.iter().any(|p| prefix.starts_with(p.as_str())) {
+            loaded.push(prefix.to_owned());
+        }
+    }
+
     /// Runs `f` on the tree with everything below `prefix` loaded.
     pub fn read<R>(&self, prefix: &str, f: impl FnOnce(&ParameterTree) -> R) -> Result<R, Error> {
         self.ensure_loaded(prefix)?;
         let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&tree))
+    }
+
+    /// Runs `f` on the tree as loaded so far (the caller loaded what it needs with `read`).
+    pub fn read_loaded<R>(&self, f: impl FnOnce(&ParameterTree) -> R) -> R {
+        let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        f(&tree)
     }
 
     /// Changes the tree (the engine records what the device now holds).
@@ -376,7 +405,7 @@ impl tags::Host for RunState {
     fn list(&mut self) -> Vec<String> {
         let mut tags: Vec<String> = self
             .view
-            .tags
+            .tags()
             .iter()
             .filter(|t| !self.output.tags_removed.contains(t))
             .chain(self.output.tags_added.iter())
@@ -402,7 +431,7 @@ impl tags::Host for RunState {
     fn remove(&mut self, tag: String) -> Result<(), Error> {
         roost_plugin_sdk::check_tag(&tag).map_err(|e| error(ErrorKind::InvalidArgument, e.message))?;
         self.output.tags_added.retain(|t| *t != tag);
-        if !self.output.tags_removed.contains(&tag) && self.view.tags.contains(&tag) {
+        if !self.output.tags_removed.contains(&tag) && self.view.tags().contains(&tag) {
             self.output.tags_removed.push(tag);
         }
         Ok(())

@@ -117,6 +117,16 @@ pub async fn resolve(store: &Store, org_path: &[i64], name: &str) -> Result<Opti
     Ok(org_path.iter().find_map(|org| rows.iter().find(|r| r.org_id == *org).cloned()))
 }
 
+/// An organization's own plugin of this name and version.
+pub async fn by_name_version(store: &Store, org_id: i64, name: &str, version: &str) -> Result<Option<PluginRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM plugins p JOIN organizations o ON o.id = p.org_id
+         WHERE p.org_id = ? AND p.name = ? AND p.version = ?"
+    );
+    let stmt = store.statement(&sql, [org_id.into(), name.into(), version.into()]);
+    super::first::<PluginRow, _>(store.db(), stmt).await.context("looking up a plugin version")
+}
+
 /// The stored component bytes.
 pub async fn component(store: &Store, id: i64) -> Result<Vec<u8>> {
     let stmt = store.statement("SELECT component FROM plugins WHERE id = ?", [id.into()]);
@@ -142,6 +152,101 @@ fn visible(scope: &Scope) -> (String, Vec<Value>) {
     (format!("({own} OR o.slug = ?)"), values)
 }
 
+/// Adapters visible along `org_path` (nearest first): for each name, the latest upload of the
+/// nearest owner.
+pub async fn adapters(store: &Store, org_path: &[i64]) -> Result<Vec<PluginRow>> {
+    if org_path.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values: Vec<Value> = org_path.iter().map(|id| Value::from(*id)).collect();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM plugins p JOIN organizations o ON o.id = p.org_id
+         WHERE p.world = 'adapter' AND p.org_id IN ({}) ORDER BY p.id DESC",
+        super::placeholders(org_path.len())
+    );
+    let rows = PluginRow::find_by_statement(store.statement(&sql, values))
+        .all(store.db())
+        .await
+        .context("listing adapters")?;
+    let mut chosen: Vec<PluginRow> = Vec::new();
+    for org in org_path {
+        for row in rows.iter().filter(|r| r.org_id == *org) {
+            if !chosen.iter().any(|c| c.name == row.name) {
+                chosen.push(row.clone());
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// An organization's own overrides of the plugin sandbox limits (JSON), if any.
+pub async fn limits(store: &Store, org_id: i64) -> Result<Option<String>> {
+    let stmt = store.statement("SELECT limits FROM plugin_limits WHERE org_id = ?", [org_id.into()]);
+    let row = super::first_row(store.db(), stmt).await.context("loading plugin limits")?;
+    row.map(|row| row.try_get_by_index::<String>(0).context("limits")).transpose()
+}
+
+/// Replaces an organization's limit overrides (`None`: back to the defaults).
+pub async fn set_limits(store: &Store, org_id: i64, limits: Option<&str>) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let stmt = match limits {
+        Some(json) => store.statement(
+            "INSERT INTO plugin_limits (org_id, limits) VALUES (?, ?)
+             ON CONFLICT (org_id) DO UPDATE SET limits = excluded.limits",
+            [org_id.into(), json.into()],
+        ),
+        None => store.statement("DELETE FROM plugin_limits WHERE org_id = ?", [org_id.into()]),
+    };
+    store.db().execute_raw(stmt).await.context("storing plugin limits")?;
+    Ok(())
+}
+
+/// An organization's own plugin configuration: (plugin, key, value), ordered.
+pub async fn config(store: &Store, org_id: i64) -> Result<Vec<(String, String, String)>> {
+    let stmt = store.statement(
+        "SELECT plugin, key, value FROM plugin_config WHERE org_id = ? ORDER BY plugin, key",
+        [org_id.into()],
+    );
+    let rows = store.db().query_all_raw(stmt).await.context("loading plugin configuration")?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get_by_index::<String>(0).context("plugin")?,
+                row.try_get_by_index::<String>(1).context("key")?,
+                row.try_get_by_index::<String>(2).context("value")?,
+            ))
+        })
+        .collect()
+}
+
+/// Replaces an organization's configuration of one plugin.
+pub async fn set_config(store: &Store, org_id: i64, plugin: &str, entries: &[(String, String)]) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let txn = sea_orm::TransactionTrait::begin(store.db()).await.context("starting a transaction")?;
+    txn.execute_raw(
+        store.statement("DELETE FROM plugin_config WHERE org_id = ? AND plugin = ?", [org_id.into(), plugin.into()]),
+    )
+    .await
+    .context("clearing plugin configuration")?;
+    for (key, value) in entries {
+        txn.execute_raw(store.statement(
+            "INSERT INTO plugin_config (org_id, plugin, key, value) VALUES (?, ?, ?, ?)",
+            [org_id.into(), plugin.into(), key.as_str().into(), value.as_str().into()],
+        ))
+        .await
+        .context("storing plugin configuration")?;
+    }
+    txn.commit().await.context("committing plugin configuration")?;
+    Ok(())
+}
+
+/// The platform organization's id.
+pub async fn platform_id(store: &Store) -> Result<i64> {
+    let stmt = store.statement("SELECT id FROM organizations WHERE slug = ?", [PLATFORM_SLUG.into()]);
+    let row = super::first_row(store.db(), stmt).await.context("finding the platform organization")?;
+    row.context("the platform organization is missing")?.try_get_by_index(0).context("platform id")
+}
+
 /// The organization and its ancestors, nearest first.
 pub async fn org_path(store: &Store, org_id: i64) -> Result<Vec<i64>> {
     let mut path = vec![org_id];
@@ -160,12 +265,9 @@ pub async fn org_path(store: &Store, org_id: i64) -> Result<Vec<i64>> {
             None => break,
         }
     }
-    let stmt = store.statement("SELECT id FROM organizations WHERE slug = ?", [PLATFORM_SLUG.into()]);
-    if let Some(row) = super::first_row(store.db(), stmt).await.context("finding the platform organization")? {
-        let platform: i64 = row.try_get_by_index(0).context("platform id")?;
-        if !path.contains(&platform) {
-            path.push(platform);
-        }
+    let platform = platform_id(store).await?;
+    if !path.contains(&platform) {
+        path.push(platform);
     }
     Ok(path)
 }

@@ -1,7 +1,9 @@
 //! Presets: when to run which provision, per organization.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result};
-use sea_orm::FromQueryResult;
+use sea_orm::{ConnectionTrait, FromQueryResult};
 
 use super::{Store, now_millis};
 
@@ -32,7 +34,7 @@ pub async fn put(store: &Store, org_id: i64, name: &str, weight: i64, definition
          updated_at = excluded.updated_at",
         [org_id.into(), name.into(), weight.into(), definition.into(), now_millis().into()],
     );
-    sea_orm::ConnectionTrait::execute_raw(store.db(), stmt).await.context("storing the preset")?;
+    store.db().execute_raw(stmt).await.context("storing the preset")?;
     Ok(!existed)
 }
 
@@ -50,6 +52,32 @@ pub async fn list(store: &Store, org_id: i64) -> Result<Vec<PresetRow>> {
 pub async fn delete(store: &Store, org_id: i64, name: &str) -> Result<bool> {
     let _guard = store.write_guard().await;
     let stmt = store.statement("DELETE FROM presets WHERE org_id = ? AND name = ?", [org_id.into(), name.into()]);
-    let result = sea_orm::ConnectionTrait::execute_raw(store.db(), stmt).await.context("deleting the preset")?;
+    let result = store.db().execute_raw(stmt).await.context("deleting the preset")?;
     Ok(result.rows_affected() > 0)
+}
+
+/// When each scheduled preset last ran for a device, by (owner organization, preset name).
+pub async fn last_runs(store: &Store, device_pk: i64) -> Result<HashMap<(i64, String), i64>> {
+    let stmt =
+        store.statement("SELECT org_id, preset, last_run_at FROM preset_runs WHERE device_id = ?", [device_pk.into()]);
+    let rows = store.db().query_all_raw(stmt).await.context("loading preset runs")?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (row.try_get_by_index::<i64>(0).context("org")?, row.try_get_by_index::<String>(1).context("preset")?),
+                row.try_get_by_index::<i64>(2).context("last run")?,
+            ))
+        })
+        .collect()
+}
+
+pub async fn record_run(store: &Store, device_pk: i64, org_id: i64, preset: &str, at: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let stmt = store.statement(
+        "INSERT INTO preset_runs (device_id, org_id, preset, last_run_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (device_id, org_id, preset) DO UPDATE SET last_run_at = excluded.last_run_at",
+        [device_pk.into(), org_id.into(), preset.into(), at.into()],
+    );
+    store.db().execute_raw(stmt).await.context("recording a preset run")?;
+    Ok(())
 }

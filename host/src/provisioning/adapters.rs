@@ -1,0 +1,170 @@
+//! Which adapter handles a device: every adapter visible to its organization is asked to
+//! `identify` the device, and the highest score wins (on a tie, the nearer owner, then the later
+//! upload). The choice is cached by organization and device facts, so a fleet of one model costs
+//! one round of `identify` calls per process, not one per session.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::presets::OrgProvisioning;
+use crate::app::App;
+use crate::plugins::bindings::types::DeviceFacts;
+use crate::plugins::{DeviceView, Loaded};
+use crate::store::devices::Device;
+use crate::store::plugins::{self, PluginRow};
+use crate::store::{orgs, parameters};
+
+/// The adapter chosen for a device.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub plugin: PluginRow,
+    pub score: u32,
+    pub family: String,
+    pub loaded: Arc<Loaded>,
+}
+
+/// What the cache keeps: the plugin's id, its score and family; `None` when no adapter claimed
+/// the device.
+pub type Choice = Option<(i64, u32, String)>;
+
+/// The data-model root of a device, without the dot (`""` when its Inform named neither).
+pub fn root(device: &Device) -> &'static str {
+    match device.data_model.as_str() {
+        "tr098" => "InternetGatewayDevice",
+        "tr181" => "Device",
+        _ => "",
+    }
+}
+
+/// What adapters are told about a device, from its row; the model name is read from the tree
+/// (it is not in the Inform's DeviceId).
+pub async fn facts(app: &App, device: &Device) -> Result<DeviceFacts> {
+    let root = root(device);
+    let model_path = format!("{root}.DeviceInfo.ModelName");
+    let stored = parameters::values_of(app.store.db(), device.id, &[model_path.as_str()]).await?;
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Ok(DeviceFacts {
+        manufacturer: device.manufacturer.clone(),
+        oui: device.oui.clone(),
+        product_class: device.product_class.clone(),
+        serial_number: device.serial_number.clone(),
+        model_name: stored.get(&model_path).and_then(|(v, _)| v.as_deref().and_then(non_empty)),
+        software_version: non_empty(&device.software_version),
+        hardware_version: non_empty(&device.hardware_version),
+        root: root.to_owned(),
+    })
+}
+
+fn cache_key(org_id: Option<i64>, device: &Device) -> String {
+    // Fields joined with a byte no CWMP string carries.
+    [
+        org_id.map_or_else(String::new, |o| o.to_string()).as_str(),
+        &device.oui,
+        &device.product_class,
+        &device.manufacturer,
+        &device.software_version,
+        &device.hardware_version,
+        &device.data_model,
+    ]
+    .join("\u{1f}")
+}
+
+/// Compiles (or takes from the runtime's cache) a stored plugin. Blocking on a miss.
+pub fn load_blocking(app: &App, handle: &tokio::runtime::Handle, plugin: &PluginRow) -> Result<Arc<Loaded>> {
+    app.plugins
+        .load(&plugin.hash, || handle.block_on(plugins::component(&app.store, plugin.id)))
+        .with_context(|| format!("loading plugin {} {}", plugin.name, plugin.version))
+}
+
+/// The adapter for `device`, choosing (and caching the choice) when needed. `view` is the view
+/// adapters identify against; one is made from the device's row when `None`.
+pub async fn for_device(
+    app: &Arc<App>,
+    device: &Device,
+    org: &Arc<OrgProvisioning>,
+    view: Option<Arc<DeviceView>>,
+) -> Result<Option<Chosen>> {
+    if org.adapters.is_empty() {
+        return Ok(None);
+    }
+    let key = cache_key(device.org_id, device);
+    let choice = match app.provisioning.adapter_choice(&key) {
+        Some(choice) => choice,
+        None => {
+            let view = match view {
+                Some(view) => view,
+                None => Arc::new(DeviceView::new(
+                    facts(app, device).await?,
+                    device.device_id.clone(),
+                    Vec::new(),
+                    Vec::new(),
+                    Default::default(),
+                )),
+            };
+            let app2 = app.clone();
+            let org2 = org.clone();
+            let handle = tokio::runtime::Handle::current();
+            let choice = tokio::task::spawn_blocking(move || identify_all(&app2, &handle, &org2, view))
+                .await
+                .context("choosing an adapter")?;
+            app.provisioning.remember_adapter_choice(key, choice.clone());
+            choice
+        }
+    };
+    let Some((plugin_id, score, family)) = choice else { return Ok(None) };
+    let Some(plugin) = org.adapters.iter().find(|p| p.id == plugin_id).cloned() else { return Ok(None) };
+    let loaded = match app.plugins.cached(&plugin.hash) {
+        Some(loaded) => loaded,
+        None => {
+            let app2 = app.clone();
+            let plugin2 = plugin.clone();
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || load_blocking(&app2, &handle, &plugin2))
+                .await
+                .context("loading the adapter")??
+        }
+    };
+    Ok(Some(Chosen { plugin, score, family, loaded }))
+}
+
+/// Asks every adapter; a failing one is logged and skipped (it cannot handle the device).
+fn identify_all(app: &App, handle: &tokio::runtime::Handle, org: &OrgProvisioning, view: Arc<DeviceView>) -> Choice {
+    let mut best: Choice = None;
+    for plugin in &org.adapters {
+        let loaded = match load_blocking(app, handle, plugin) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                tracing::error!(plugin = %plugin.name, "{error:#}");
+                continue;
+            }
+        };
+        match app.plugins.identify(&loaded, view.clone(), org.limits) {
+            Ok(Some(found)) => {
+                if best.as_ref().is_none_or(|(_, score, _)| found.score > *score) {
+                    best = Some((plugin.id, found.score, found.family));
+                }
+            }
+            Ok(None) => {}
+            Err(fault) => {
+                tracing::warn!(plugin = %plugin.name, device = %view.id, code = fault.code(), "identify failed: {fault}");
+            }
+        }
+    }
+    best
+}
+
+/// The adapter as `GET /devices/{id}` shows it.
+pub async fn describe(app: &Arc<App>, device: &Device) -> Result<serde_json::Value> {
+    let org = app.provisioning.org(app, device.org_id).await?;
+    Ok(match for_device(app, device, &org, None).await? {
+        Some(chosen) => serde_json::json!({
+            "plugin": chosen.plugin.name,
+            "version": chosen.plugin.version,
+            "owner": if chosen.plugin.org_slug == orgs::PLATFORM_SLUG { "platform" } else { "organization" },
+            "family": chosen.family,
+            "score": chosen.score,
+        }),
+        None => serde_json::Value::Null,
+    })
+}

@@ -1,0 +1,239 @@
+//! Provisioning in sessions: presets select devices, provisions declare, the engine converges
+//! round after round with a simulated device, and hostile plugins stay contained.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use roost_tests::on_both_backends;
+
+use super::plugins::{component, upload};
+use super::*;
+
+const SSIDS: &str = "Device.WiFi.SSID.";
+
+/// The bundled TR-181 device (a TP-Link export) re-badged as the tutorial's vendor Acme.
+fn acme_model() -> DataModel {
+    let path = roost_sim::bundled_model_path(DataModelKind::Tr181);
+    let csv = std::fs::read_to_string(&path).unwrap();
+    let original =
+        "Device.DeviceInfo.ManufacturerOUI,false,2023-04-26T21:30:08.694Z,false,2023-04-26T21:30:08.694Z,\"1C61B4\"";
+    assert!(csv.contains(original), "{} changed: update this test", path.display());
+    let manufacturer =
+        "Device.DeviceInfo.Manufacturer,false,2023-04-26T21:30:08.694Z,false,2023-04-26T21:30:08.694Z,\"TP-Link\"";
+    let model = "Device.DeviceInfo.ModelName,false,2023-04-26T21:30:08.694Z,false,2023-04-26T21:30:08.694Z,\"XX230v\"";
+    assert!(csv.contains(manufacturer) && csv.contains(model), "{} changed: update this test", path.display());
+    let csv = csv
+        .replace(original, &original.replace("1C61B4", "00D0D0"))
+        .replace(manufacturer, &manufacturer.replace("TP-Link", "Acme"))
+        .replace(model, &model.replace("XX230v", "A1"));
+    DataModel::from_csv(csv.as_bytes()).unwrap()
+}
+
+async fn put_preset(h: &Harness, name: &str, preset: JsonValue) {
+    let (status, body) = h.put(&format!("/api/v1/presets/{name}"), preset).await;
+    assert!(status.is_success(), "preset {name}: {status} {body}");
+}
+
+async fn faults(h: &Harness, id: &str) -> Vec<JsonValue> {
+    let (status, body) = h.get(&format!("/api/v1/devices/{}/faults", encode_id(id))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"].as_array().unwrap().clone()
+}
+
+async fn tutorial_plugins_drive_a_device_through_several_rounds(backend: Backend) {
+    let h = Harness::start(backend).await;
+    // Built from plugins/tutorial-*, the code docs/PLUGINS.md walks through, and uploaded as an
+    // author would.
+    let (status, adapter) = upload(&h, &h.token, "name=acme&version=1.0.0", component("tutorial-adapter")).await;
+    assert_eq!(status, StatusCode::CREATED, "{adapter}");
+    assert_eq!(adapter["world"], "adapter");
+    let (status, provision) =
+        upload(&h, &h.token, "name=guest-wifi&version=1.0.0", component("tutorial-provision")).await;
+    assert_eq!(status, StatusCode::CREATED, "{provision}");
+    put_preset(
+        &h,
+        "guest-wifi",
+        json!({
+            "weight": 10,
+            "events": ["0 BOOTSTRAP"],
+            "provision": "guest-wifi",
+            "args": {"ssid": "Guest", "passphrase": "correct horse battery"}
+        }),
+    )
+    .await;
+
+    let fleet = h.fleet_of(acme_model(), 1, "ACME").await;
+    let cpe = fleet.device(0);
+    let ssids_before = cpe.with_state(|s| s.tree.instances(SSIDS).len());
+    let report = cpe.inform_now(&[]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    let methods = report.methods();
+    // Discovery, then provisioning: list the SSID table, add the guest network and name it, then
+    // enable it and set the primary network's passphrase through the Acme adapter.
+    let add = methods.iter().position(|m| *m == "AddObject").unwrap_or_else(|| panic!("{methods:?}"));
+    let sets = methods[add..].iter().filter(|m| **m == "SetParameterValues").count();
+    assert!(sets >= 2, "the alias after AddObject, then Enable and the passphrase: {methods:?}");
+
+    let guest: Vec<String> = cpe.with_state(|s| {
+        s.tree
+            .instances(SSIDS)
+            .into_iter()
+            .map(|i| format!("{SSIDS}{i}.SSID"))
+            .filter(|p| s.tree.get(p).is_some_and(|(v, _)| v == "Guest"))
+            .collect()
+    });
+    assert_eq!(guest.len(), 1, "one guest SSID: {guest:?}");
+    let instance = guest[0].trim_end_matches("SSID");
+    assert!(matches!(cpe.value(&format!("{instance}Enable")).as_deref(), Some("1" | "true")), "guest enabled");
+    assert_eq!(cpe.value("Device.WiFi.AccessPoint.1.Security.KeyPassphrase").as_deref(), Some("correct horse battery"));
+    assert_eq!(cpe.with_state(|s| s.tree.instances(SSIDS).len()), ssids_before + 1, "one added, none deleted");
+
+    let id = cpe.device_id();
+    let device = h.device(&id).await;
+    assert_eq!(device["adapter"]["plugin"], "acme", "{device}");
+    assert_eq!(device["adapter"]["family"], "acme");
+    assert!(device["tags"].as_array().unwrap().iter().any(|t| t == "guest-wifi"), "{device}");
+    assert!(faults(&h, &id).await.is_empty(), "{:?}", faults(&h, &id).await);
+    // What Roost stored is what the device holds: the guest network is in the tree.
+    assert_eq!(h.stored_value(&id, &guest[0]).await.as_deref(), Some("Guest"));
+
+    // The preset runs on bootstrap only; a periodic Inform has nothing to do.
+    let periodic = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(periodic.is_ok(), "{:?}", periodic.error);
+    assert!(periodic.methods().is_empty(), "{:?}", periodic.methods());
+    fleet.stop().await;
+    h.finish().await;
+}
+
+async fn built_in_presets_declare_tag_and_reboot(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let fleet = h.fleet(DataModelKind::Tr098, 2, "BUILTIN").await;
+    for i in 0..2 {
+        assert!(fleet.device(i).inform_now(&[]).await.unwrap().is_ok());
+    }
+    let interval = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval";
+    put_preset(
+        &h,
+        "interval",
+        json!({"events": ["2 PERIODIC"], "provision": "value", "args": {"path": interval, "value": "1234"}}),
+    )
+    .await;
+    // Only where the precondition holds: the second device is made to differ.
+    let software = "InternetGatewayDevice.DeviceInfo.SoftwareVersion";
+    let first_software = h.stored_value(&fleet.device(0).device_id(), software).await.unwrap();
+    put_preset(
+        &h,
+        "mark",
+        json!({
+            "events": ["2 PERIODIC"],
+            "precondition": [{"path": software, "op": "eq", "value": first_software}],
+            "provision": "tag",
+            "args": {"add": "current-firmware"}
+        }),
+    )
+    .await;
+    // A reboot asked for by tag, and the tag taken away by a heavier preset in the same round:
+    // the reboot is sent once, after the declarations settled.
+    put_preset(&h, "reboot-on-request", json!({"weight": 1, "tags": ["reboot-me"], "provision": "reboot"})).await;
+    put_preset(
+        &h,
+        "reboot-once",
+        json!({"weight": 2, "tags": ["reboot-me"], "provision": "tag", "args": {"remove": "reboot-me"}}),
+    )
+    .await;
+
+    let other = fleet.device(1);
+    other.set(software, "0.0.1-other").unwrap();
+    assert!(other.inform_now(&["4 VALUE CHANGE"]).await.unwrap().is_ok());
+
+    let cpe = fleet.device(0);
+    let id = cpe.device_id();
+    let (status, _) = h.put(&format!("/api/v1/devices/{}/tags/reboot-me", encode_id(&id)), json!({})).await;
+    assert!(status.is_success());
+    let mark = cpe.session_count();
+    let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    let methods = report.methods();
+    assert_eq!(methods.last(), Some(&"Reboot"), "{methods:?}");
+    assert_eq!(methods.iter().filter(|m| **m == "Reboot").count(), 1, "{methods:?}");
+    assert_eq!(cpe.value(interval).as_deref(), Some("1234"));
+    let back = cpe
+        .wait_for_session(mark, Duration::from_secs(15), |r| r.has_event("M Reboot"))
+        .await
+        .expect("the device reboots");
+    assert_eq!(back.command_key("M Reboot"), Some("roost-preset-reboot-on-request"));
+    let device = h.device(&id).await;
+    let tags: Vec<&str> = device["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(tags.contains(&"current-firmware"), "{tags:?}");
+    assert!(!tags.contains(&"reboot-me"), "{tags:?}");
+
+    let report = other.inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    assert!(!report.methods().contains(&"Reboot"), "untagged: {:?}", report.methods());
+    assert_eq!(other.value(interval).as_deref(), Some("1234"));
+    let tags = h.device(&other.device_id()).await["tags"].clone();
+    assert!(!tags.as_array().unwrap().iter().any(|t| t == "current-firmware"), "precondition failed: {tags}");
+    fleet.stop().await;
+    h.finish().await;
+}
+
+async fn hostile_provisions_fault_their_device_only(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let (status, hostile) = upload(&h, &h.token, "name=hostile&version=1.0.0", component("hostile")).await;
+    assert_eq!(status, StatusCode::CREATED, "{hostile}");
+    let fleet = h.fleet(DataModelKind::Tr098, 6, "SANDBOX").await;
+    for i in 0..6 {
+        assert!(fleet.device(i).inform_now(&[]).await.unwrap().is_ok());
+    }
+    let attacks = [("loop", "plugin.timeout"), ("memory", "plugin.memory"), ("trap", "plugin.trap")];
+    for (i, (mode, _)) in attacks.iter().enumerate() {
+        put_preset(&h, mode, json!({"tags": [mode], "provision": "hostile", "args": {"mode": mode}})).await;
+        let id = fleet.device(i).device_id();
+        let (status, _) = h.put(&format!("/api/v1/devices/{}/tags/{mode}", encode_id(&id)), json!({})).await;
+        assert!(status.is_success());
+    }
+    let interval = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval";
+    put_preset(&h, "interval", json!({"weight": 5, "provision": "value", "args": {"path": interval, "value": "900"}}))
+        .await;
+
+    // Every device at once: the attackers' sessions run beside the others'.
+    let devices: Vec<_> = (0..6).map(|i| fleet.device(i)).collect();
+    let sessions = devices.iter().map(|d| d.inform_now(&["2 PERIODIC"]));
+    let reports = futures::future::join_all(sessions).await;
+    for (i, report) in reports.into_iter().enumerate() {
+        let report = report.unwrap();
+        assert!(report.is_ok(), "device {i}: {:?}", report.error);
+        // The other preset still provisions every device, attacked or not.
+        assert_eq!(fleet.device(i).value(interval).as_deref(), Some("900"), "device {i}");
+    }
+    for (i, (mode, code)) in attacks.iter().enumerate() {
+        let recorded = faults(&h, &fleet.device(i).device_id()).await;
+        assert_eq!(recorded.len(), 1, "{mode}: {recorded:?}");
+        assert_eq!(recorded[0]["code"], *code, "{mode}: {recorded:?}");
+        assert_eq!(recorded[0]["channel"], format!("preset:{mode}"));
+    }
+    for i in 3..6 {
+        assert!(faults(&h, &fleet.device(i).device_id()).await.is_empty(), "device {i}");
+    }
+    // The host is fine: the API answers and the next session of an attacked device runs again
+    // (and faults again, once).
+    let report = fleet.device(0).inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    assert_eq!(faults(&h, &fleet.device(0).device_id()).await.len(), 2);
+    fleet.stop().await;
+    h.finish().await;
+}
+
+on_both_backends! {
+    async fn tutorial_adapter_and_provision_converge_over_rounds(backend: Backend) {
+        tutorial_plugins_drive_a_device_through_several_rounds(backend).await
+    }
+
+    async fn built_in_presets_run_through_the_engine(backend: Backend) {
+        built_in_presets_declare_tag_and_reboot(backend).await
+    }
+
+    async fn hostile_plugins_are_contained(backend: Backend) {
+        hostile_provisions_fault_their_device_only(backend).await
+    }
+}
