@@ -6,11 +6,16 @@
 #
 #   scripts/bench.sh [sqlite|postgres|all] [--devices 100000] [--full-trees 10000] [--duration 30]
 #                    [--rate 2000] [--ceiling-concurrency 32] [--model tr098] [--no-ops]
+#                    [--presets health]
 #
 # After a 10 s warm-up, two runs per database: "rate" (every device informs once per interval,
 # interval chosen so that the fleet offers --rate sessions/s) and "ceiling" (every device
 # informs as often as it can, --ceiling-concurrency sessions in flight: the most the server
 # sustains).
+# The shipped plugins are installed (plugins/dist, built first), so the default `bootstrap`
+# preset exists; it runs on 0 BOOTSTRAP only, which these periodic sessions never send.
+# --presets health adds the shipped `health` provision on every periodic Inform (max-age 300 s)
+# before the warm-up.
 # The simulator runs on the same machine and shares its cores with the server.
 #
 # Environment: ROOST_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test; a
@@ -29,6 +34,7 @@ rate=2000
 ceiling_concurrency=32
 model=tr098
 ops=1
+presets=""
 prefix=BENCH
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,7 +46,8 @@ while [ $# -gt 0 ]; do
     --ceiling-concurrency) ceiling_concurrency=$2; shift ;;
     --model) model=$2; shift ;;
     --no-ops) ops=0 ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --presets) presets=$2; shift ;;
+    -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -104,6 +111,24 @@ sampler() {
     fds=$(find "/proc/$server/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
     echo "$(now_ms) $rss $hwm $(ticks "$server") $(ticks "$sim") $(pg_ticks) $machine $fds" >>"$out"
     sleep 1
+  done
+}
+
+# Creates the presets named in --presets through the API, as an operator would.
+add_presets() { # add_presets <database url> <http port>
+  [ -n "$presets" ] || return 0
+  printf 'bench-password-1234' | target/release/roost user create --data-dir "$tmp/data" --database-url "$1" \
+    --org platform --email bench@roost.invalid --role platform-admin --password-stdin >/dev/null
+  local token preset body
+  token=$(curl -fsS "http://127.0.0.1:$2/api/v1/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"bench@roost.invalid","password":"bench-password-1234"}' | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+  for preset in ${presets//,/ }; do
+    case "$preset" in
+      health) body='{"events":["2 PERIODIC"],"provision":"health","args":{"max-age":"300"}}' ;;
+      *) echo "unknown preset $preset (known: health)" >&2; return 1 ;;
+    esac
+    curl -fsS -X PUT "http://127.0.0.1:$2/api/v1/presets/$preset" -H "authorization: Bearer $token" \
+      -H 'content-type: application/json' -d "$body" >/dev/null
   done
 }
 
@@ -319,6 +344,7 @@ run_backend() {
     echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM;" \
       "roost-sim runs on the same machine and shares the CPUs with roost serve$([ "$backend" = postgres ] && echo ' and PostgreSQL')"
     echo "commit: $built_from${ROOST_BENCH_NOTE:+; $ROOST_BENCH_NOTE}"
+    echo "presets: bootstrap (0 BOOTSTRAP only)${presets:+, $presets (every periodic Inform)}"
   } | tee "$out"
 
   local seed_start seed_s seed_busy
@@ -338,6 +364,7 @@ run_backend() {
   echo "  flushed the seeded files to disk in $(awk -v a="$sync_start" -v b="$(now_ms)" 'BEGIN {printf "%.1f", (b - a) / 1000}') s"
 
   start_server "$url" "$cwmp_port" "$http_port"
+  add_presets "$url" "$http_port"
   local idle_rss since
   sleep 1
   idle_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status")
@@ -425,6 +452,8 @@ run_backend() {
 
 # What the binaries are built from (others may commit while the benchmark runs).
 built_from="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- host migrations tests/sim 2>/dev/null || echo ' (server or simulator with local changes)')"
+# roost serve installs the shipped plugins from plugins/dist at start.
+scripts/build-plugins.sh
 cargo build --release --locked -p roost -p roost-sim -p roost-tests --bins
 
 for backend in $backends; do

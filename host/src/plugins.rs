@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
 pub use host_api::{Declared, DeviceView, RunOutput, TreeLoader};
 pub use limits::PluginLimits;
@@ -210,8 +210,16 @@ impl Drop for PluginRuntime {
     }
 }
 
+/// Bytes of a pooled linear memory kept mapped between calls (see `PluginRuntime::new`).
+const KEEP_RESIDENT: usize = 1024 * 1024;
+
 /// How often the epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Epoch ticks covering `time`, at least one.
+fn ticks(time: Duration) -> u64 {
+    u64::try_from(time.as_millis().div_ceil(EPOCH_TICK.as_millis())).unwrap_or(u64::MAX).max(1)
+}
 
 impl PluginRuntime {
     pub fn new(settings: PluginSettings) -> Result<Self> {
@@ -224,7 +232,13 @@ impl PluginRuntime {
             .max_memories_per_component(4)
             .max_tables_per_component(4)
             .max_memory_size(limits::MEMORY_CEILING)
-            .table_elements(settings.limits.max_table_elements.max(10_000));
+            .table_elements(settings.limits.max_table_elements.max(10_000))
+            // A reused slot's memory is reset with memset (only its touched pages, where the
+            // kernel can list them) instead of madvise: a provision run touches a few hundred
+            // KiB, and page faults on fresh pages were most of its instantiation cost.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 * 1024)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -342,11 +356,22 @@ impl PluginRuntime {
     }
 
     fn store(&self, state: host_api::RunState) -> Store<host_api::RunState> {
-        let ticks = state.limits.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        let remaining = state.limits.deadline().saturating_sub(state.own_time());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(remaining));
+        // At the deadline, time the host spent loading parameters is given back: the limit is on
+        // the plugin's own running time.
+        store.epoch_deadline_callback(|context| {
+            let state = context.data();
+            let own = state.own_time();
+            let deadline = state.limits.deadline();
+            Ok(if own >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(ticks(deadline - own))
+            })
+        });
         store
     }
 
@@ -395,14 +420,15 @@ impl PluginRuntime {
         instance.call_identify(&mut store, &facts).map_err(|e| classify(e, store.data()))
     }
 
-    /// Calls one canonical operation of an adapter, within what is left of `deadline` (the
-    /// calling provision's), with the caller's limits. Its declarations go to `output`.
+    /// Calls one canonical operation of an adapter, within what is left of the calling
+    /// provision's deadline (its start and load baseline), with the caller's limits. Its
+    /// declarations go to `output`.
     pub(crate) fn call_adapter<R>(
         &self,
         loaded: &Loaded,
         view: Arc<DeviceView>,
         limits: PluginLimits,
-        started: Instant,
+        (started, load_baseline): (Instant, Duration),
         output: &mut RunOutput,
         call: impl FnOnce(&Adapter, &mut Store<host_api::RunState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFault> {
@@ -411,9 +437,9 @@ impl PluginRuntime {
         };
         let mut state = host_api::RunState::new(view, limits, None, started);
         state.output = std::mem::take(output);
-        let remaining = limits.deadline().saturating_sub(started.elapsed());
+        // The provision's clock: an adapter runs within what is left of its caller's deadline.
+        state.load_baseline = load_baseline;
         let mut store = self.store(state);
-        store.set_epoch_deadline((remaining.as_millis() as u64).max(1));
         let result = match pre.instantiate(&mut store) {
             Ok(instance) => call(&instance, &mut store).map_err(|e| classify(e, store.data())),
             Err(e) => Err(classify_instantiate(e, store.data())),

@@ -29,6 +29,9 @@ const ADAPTER_TTL: Duration = Duration::from_secs(300);
 pub struct Cache {
     orgs: moka::future::Cache<i64, Arc<OrgProvisioning>>,
     adapters: moka::sync::Cache<String, adapters::Choice>,
+    /// Provisioning rounds running at once: plugin runs are CPU work, and more of them than
+    /// cores only stretch each one's wall-clock time towards its deadline.
+    pub rounds: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Cache {
@@ -42,6 +45,9 @@ impl Default for Cache {
         Cache {
             orgs: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ORG_TTL).build(),
             adapters: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ADAPTER_TTL).build(),
+            rounds: tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
         }
     }
 }

@@ -158,3 +158,38 @@ fn a_lower_memory_limit_is_enforced_per_call() {
     let (result, _) = runtime.run_provision(&hostile, view(), None, PluginLimits::default(), Vec::new(), &args);
     result.unwrap();
 }
+
+/// A store that answers slowly, as one under load does.
+struct SlowStore(ParameterTree);
+
+impl roost::plugins::TreeLoader for SlowStore {
+    fn load(&self, prefix: &str) -> anyhow::Result<Vec<(String, Node)>> {
+        std::thread::sleep(Duration::from_millis(40));
+        Ok(self.0.range(prefix).map(|(k, n)| (k.clone(), n.clone())).collect())
+    }
+}
+
+#[test]
+fn time_spent_loading_parameters_does_not_count_against_the_deadline() {
+    let runtime = runtime();
+    let health = load(&runtime, "provision-health");
+    let adapter = load(&runtime, "adapter-tr181");
+    let mut tree = ParameterTree::new();
+    for (path, value) in [("Device.DeviceInfo.UpTime", "42"), ("Device.DeviceInfo.MemoryStatus.Free", "1000")] {
+        tree.insert(
+            path,
+            Node { value: Some(value.into()), value_type: "xsd:unsignedInt".into(), writable: false, updated_ms: 1 },
+        );
+    }
+    let view = Arc::new(DeviceView::lazy(facts(), "slow".into(), vec![], Some(vec![]), Box::new(SlowStore(tree))));
+    let args = vec![("max-age".to_owned(), "300".to_owned())];
+    let started = Instant::now();
+    let (result, output) =
+        runtime.run_provision(&health, view.clone(), Some(adapter), PluginLimits::default(), Vec::new(), &args);
+    // Several loads of 40 ms each: far past the 50 ms deadline in wall-clock time, well within
+    // it in the plugin's own time.
+    assert!(started.elapsed() > Duration::from_millis(100), "the loads did happen");
+    assert!(view.load_time() > Duration::from_millis(100));
+    result.unwrap();
+    assert!(output.declarations.iter().any(|d| d.pattern.to_string() == "Device.DeviceInfo.UpTime"));
+}

@@ -9,6 +9,7 @@
 //!   work): a no-op periodic Inform must rewrite nothing.
 //! - `pg-count` is a PostgreSQL wire-protocol proxy that traces the statements and round trips
 //!   Roost issues; `ops-report` sums a time window of that trace per session.
+//! - `plugins` measures the plugin runtime: compile, instantiate, provision runs and rounds.
 //! - `ports` prints free loopback TCP ports for the script to use.
 //!
 //! The benchmark itself is a command anyone can run (`scripts/bench.sh`), not a timed test; the
@@ -16,6 +17,7 @@
 
 mod image;
 mod pgcount;
+mod plugins;
 mod seed;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -87,6 +89,17 @@ enum Command {
         #[arg(long)]
         sessions: u64,
     },
+    /// Measure the plugin runtime: compile, instantiate, provision runs (docs/BENCHMARKS.md).
+    Plugins {
+        /// Where the shipped components are (scripts/build-plugins.sh).
+        #[arg(long, default_value = "plugins/dist")]
+        dist: PathBuf,
+        /// A GenieACS export of the device the runs read.
+        #[arg(long, default_value = "tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv")]
+        export: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        runs: usize,
+    },
     /// Print free TCP ports on 127.0.0.1, one per line.
     Ports {
         #[arg(long, default_value_t = 1)]
@@ -151,6 +164,9 @@ async fn main() -> Result<()> {
         Command::Check { fleet, database_url, since } => seed::check(&database_url, &fleet.image()?, since).await,
         Command::PgCount { listen, upstream, trace } => pgcount::proxy(listen, upstream, trace).await,
         Command::OpsReport { trace, from, to, sessions } => pgcount::report(&trace, from, to, sessions),
+        Command::Plugins { dist, export, runs } => {
+            tokio::task::spawn_blocking(move || plugins::run(&dist, &export, runs)).await.context("plugin benchmark")?
+        }
         Command::Ports { count } => {
             // Held together so the ports differ; released on return for the caller to bind.
             let listeners = (0..count)

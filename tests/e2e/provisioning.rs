@@ -237,3 +237,60 @@ on_both_backends! {
         hostile_provisions_fault_their_device_only(backend).await
     }
 }
+
+async fn per_organization_limits_and_plugin_config(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let (status, limits) = h.get("/api/v1/plugin-limits").await;
+    assert_eq!(status, StatusCode::OK, "{limits}");
+    assert_eq!(limits["effective"]["deadline_ms"], 50);
+    assert_eq!(limits["overrides"], json!({}));
+
+    // Devices nobody has claimed run under the platform's limits: too little memory for any Rust
+    // component, and the bootstrap preset faults instead of the host.
+    let (status, body) = h.put("/api/v1/orgs/platform/plugin-limits", json!({"memory_bytes": 1_048_576})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["effective"]["memory_bytes"], 1_048_576);
+    let (status, body) = h.put("/api/v1/orgs/platform/plugin-limits", json!({"deadline_ms": 60_000})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "above the ceiling: {body}");
+    let (status, _) = h.put("/api/v1/orgs/nowhere/plugin-limits", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let fleet = h.fleet(DataModelKind::Tr098, 2, "LIMITS").await;
+    let cpe = fleet.device(0);
+    let report = cpe.inform_now(&[]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    let recorded = faults(&h, &cpe.device_id()).await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["channel"], "preset:bootstrap");
+    assert!(matches!(recorded[0]["code"].as_str(), Some("plugin.memory" | "plugin.instantiate")), "{recorded:?}");
+    assert_eq!(h.device(&cpe.device_id()).await["connection_request"]["credentials_set"], false);
+
+    let (status, _) = h.request(reqwest::Method::DELETE, "/api/v1/orgs/platform/plugin-limits", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let other = fleet.device(1);
+    assert!(other.inform_now(&[]).await.unwrap().is_ok());
+    assert!(faults(&h, &other.device_id()).await.is_empty());
+    assert_eq!(h.device(&other.device_id()).await["connection_request"]["credentials_set"], true);
+
+    // Plugin configuration: an object of strings, per organization and plugin.
+    let (status, body) = h.put("/api/v1/plugin-config/wifi", json!({"default-ssid": "ISP", "channel": "auto"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, stored) = h.get("/api/v1/plugin-config/wifi").await;
+    assert_eq!(stored, json!({"channel": "auto", "default-ssid": "ISP"}));
+    let (_, other_plugin) = h.get("/api/v1/plugin-config/pppoe").await;
+    assert_eq!(other_plugin, json!({}));
+    let (status, _) = h.put("/api/v1/plugin-config/wifi", json!({"": "x"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = h.put("/api/v1/plugin-config/wifi", json!({"n": 1})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "values are strings");
+    let (status, _) = h.put("/api/v1/plugin-config/Not_A_Name", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    fleet.stop().await;
+    h.finish().await;
+}
+
+on_both_backends! {
+    async fn limits_and_config_are_per_organization(backend: Backend) {
+        per_organization_limits_and_plugin_config(backend).await
+    }
+}

@@ -3,6 +3,13 @@
 //! `POST /plugins?name=&version=` with the component as the body (`application/wasm`). The upload
 //! is compiled and checked before it is stored: a file that is not a component, implements neither
 //! world, or imports anything beyond `roost:plugin@0.1.0` is refused with 400 and the reason.
+//!
+//! Around them:
+//! - `GET /plugin-limits`: the sandbox limits the caller's organization runs under;
+//!   `PUT/DELETE /orgs/{slug}/plugin-limits` (platform admins) sets or clears an organization's
+//!   overrides (a JSON object of the fields that differ), which its subtree inherits;
+//! - `GET/PUT /plugin-config/{plugin}`: the settings an organization gives a plugin (`config`
+//!   in the WIT), a JSON object of strings; a sub-organization's value of a key wins.
 
 use std::sync::Arc;
 
@@ -16,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult};
-use super::extract::{Path, Query};
+use super::extract::{Json, Path, Query};
 use super::{Page, list_response, timestamp};
 use crate::app::App;
 use crate::plugins::API_VERSION;
@@ -29,6 +36,93 @@ pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/plugins", get(list).post(upload).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)))
         .route("/plugins/{id}", delete(remove).get(show))
+        .route("/plugin-limits", get(show_limits))
+        .route("/orgs/{slug}/plugin-limits", axum::routing::put(put_limits).delete(delete_limits))
+        .route("/plugin-config/{plugin}", get(show_config).put(put_config))
+}
+
+async fn show_limits(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+    let org = app.provisioning.org(&app, Some(caller.org_id)).await?;
+    let own = plugins::limits(&app.store, caller.org_id).await?;
+    let own: Value = own.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_else(|| json!({}));
+    Ok(axum::Json(json!({ "effective": org.limits, "overrides": own })))
+}
+
+async fn org_by_slug(app: &App, caller: &Caller, slug: &str) -> ApiResult<i64> {
+    caller.require(Role::PlatformAdmin)?;
+    let org =
+        crate::store::orgs::by_slug(&app.store, slug).await?.ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok(org.id)
+}
+
+async fn put_limits(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Json(overrides): Json<Value>,
+) -> ApiResult<axum::Json<Value>> {
+    let org_id = org_by_slug(&app, &caller, &slug).await?;
+    let text = overrides.to_string();
+    // Checked against the defaults; the effective limits are checked again when loaded.
+    app.plugins
+        .default_limits()
+        .with_override(&text)
+        .map_err(|reason| ApiError::bad_request("invalid_limits", reason))?;
+    plugins::set_limits(&app.store, org_id, Some(&text)).await?;
+    app.provisioning.invalidate();
+    let org = app.provisioning.org(&app, Some(org_id)).await?;
+    Ok(axum::Json(json!({ "effective": org.limits, "overrides": overrides })))
+}
+
+async fn delete_limits(State(app): State<Arc<App>>, caller: Caller, Path(slug): Path<String>) -> ApiResult<StatusCode> {
+    let org_id = org_by_slug(&app, &caller, &slug).await?;
+    plugins::set_limits(&app.store, org_id, None).await?;
+    app.provisioning.invalidate();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn show_config(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(plugin): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    check_name(&plugin)?;
+    let entries: serde_json::Map<String, Value> = plugins::config(&app.store, caller.org_id)
+        .await?
+        .into_iter()
+        .filter(|(p, _, _)| *p == plugin)
+        .map(|(_, k, v)| (k, Value::String(v)))
+        .collect();
+    Ok(axum::Json(Value::Object(entries)))
+}
+
+/// Most keys one organization may give one plugin, and their sizes.
+const MAX_CONFIG_KEYS: usize = 64;
+const MAX_CONFIG_VALUE_BYTES: usize = 4096;
+
+async fn put_config(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(plugin): Path<String>,
+    Json(config): Json<std::collections::BTreeMap<String, String>>,
+) -> ApiResult<axum::Json<Value>> {
+    caller.require(Role::Advanced)?;
+    check_name(&plugin)?;
+    if config.len() > MAX_CONFIG_KEYS {
+        return Err(ApiError::bad_request("invalid_config", format!("at most {MAX_CONFIG_KEYS} keys")));
+    }
+    if let Some((key, _)) =
+        config.iter().find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > MAX_CONFIG_VALUE_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_config",
+            format!("{key:?}: keys have 1 to 64 bytes, values at most {MAX_CONFIG_VALUE_BYTES}"),
+        ));
+    }
+    let entries: Vec<(String, String)> = config.clone().into_iter().collect();
+    plugins::set_config(&app.store, caller.org_id, &plugin, &entries).await?;
+    app.provisioning.invalidate();
+    Ok(axum::Json(json!(config)))
 }
 
 pub fn plugin_json(plugin: &PluginRow) -> Value {

@@ -4,6 +4,7 @@
 //! [`RunOutput`] (what it declared, tagged and logged). Everything a plugin hands over is
 //! counted against its [`PluginLimits`] before the host keeps it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,15 @@ use super::{Loaded, PluginFault, PluginLimits, PluginRuntime};
 /// Loads the parameters below a prefix, for a view that reads the store lazily.
 pub trait TreeLoader: Send + Sync {
     fn load(&self, prefix: &str) -> anyhow::Result<Vec<(String, Node)>>;
+    /// The parameters below `prefix` that may match `pattern` (a superset is fine).
+    fn load_matching(&self, prefix: &str, pattern: &Pattern) -> anyhow::Result<Vec<(String, Node)>> {
+        let _ = pattern;
+        self.load(prefix)
+    }
+    /// The device's tags, for a view made without them.
+    fn tags(&self) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The device as plugins of one round see it.
@@ -27,14 +37,20 @@ pub struct DeviceView {
     pub facts: DeviceFacts,
     pub id: String,
     pub events: Vec<String>,
-    /// The device's tags as the engine last stored them (a run's own changes are in its output).
-    tags: Mutex<Vec<String>>,
+    /// The device's tags as the engine last stored them (a run's own changes are in its output);
+    /// `None` until first needed, for a lazy view.
+    tags: Mutex<Option<Vec<String>>>,
     pub now_ms: u64,
     /// Seeds `random`: per device and session.
     pub seed: u64,
     tree: Mutex<ParameterTree>,
     loader: Option<Box<dyn TreeLoader>>,
+    /// Prefixes loaded whole, and patterns whose own parameters were loaded.
     loaded: Mutex<Vec<String>>,
+    loaded_patterns: Mutex<Vec<String>>,
+    /// Time spent waiting on the loader: the store's time, not the plugin's, so it does not count
+    /// against a plugin's deadline.
+    load_nanos: AtomicU64,
 }
 
 impl std::fmt::Debug for DeviceView {
@@ -50,12 +66,14 @@ impl DeviceView {
             facts,
             id,
             events,
-            tags: Mutex::new(tags),
+            tags: Mutex::new(Some(tags)),
             now_ms: 0,
             seed: 0,
             tree: Mutex::new(tree),
             loader: None,
             loaded: Mutex::new(vec![String::new()]),
+            loaded_patterns: Mutex::new(Vec::new()),
+            load_nanos: AtomicU64::new(0),
         }
     }
 
@@ -64,13 +82,14 @@ impl DeviceView {
         facts: DeviceFacts,
         id: String,
         events: Vec<String>,
-        tags: Vec<String>,
+        tags: Option<Vec<String>>,
         loader: Box<dyn TreeLoader>,
     ) -> Self {
         DeviceView {
             loader: Some(loader),
             loaded: Mutex::new(Vec::new()),
-            ..Self::new(facts, id, events, tags, ParameterTree::new())
+            tags: Mutex::new(tags),
+            ..Self::new(facts, id, events, Vec::new(), ParameterTree::new())
         }
     }
 
@@ -80,12 +99,24 @@ impl DeviceView {
         self
     }
 
+    /// The device's tags (loaded on first use by a lazy view; empty if they cannot be read).
     pub fn tags(&self) -> Vec<String> {
-        self.tags.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        if tags.is_none() {
+            let loaded = match &self.loader {
+                Some(loader) => self.timed(|| loader.tags()).unwrap_or_else(|error| {
+                    tracing::warn!(device = %self.id, "loading tags failed: {error:#}");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            *tags = Some(loaded);
+        }
+        tags.clone().unwrap_or_default()
     }
 
     pub fn set_tags(&self, tags: Vec<String>) {
-        *self.tags.lock().unwrap_or_else(|p| p.into_inner()) = tags;
+        *self.tags.lock().unwrap_or_else(|p| p.into_inner()) = Some(tags);
     }
 
     /// Puts what the store now holds below the object `prefix` in place of what the view had
@@ -109,6 +140,58 @@ impl DeviceView {
         Ok(f(&tree))
     }
 
+    /// Runs `f` on the tree with what `pattern` can match loaded: for a wildcard pattern, only the
+    /// parameters matching its shape, not the whole subtree of its literal prefix (a Wi-Fi client
+    /// count must not load every host table of the LAN side).
+    pub fn read_pattern<R>(&self, pattern: &Pattern, f: impl FnOnce(&ParameterTree) -> R) -> Result<R, Error> {
+        let prefix = pattern.literal_prefix();
+        let wildcards_only =
+            pattern.segments().iter().all(|s| !matches!(s, roost_plugin_sdk::pattern::Segment::Alias(_)));
+        if pattern.is_literal() || !wildcards_only || self.covered(&prefix) {
+            return self.read(&prefix, f);
+        }
+        let key = pattern.to_string();
+        let known = self.loaded_patterns.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
+        if !known && let Some(loader) = &self.loader {
+            let rows = self.timed(|| loader.load_matching(&prefix, pattern)).map_err(|e| Error {
+                kind: ErrorKind::Other,
+                message: format!("the device's parameters could not be read: {e:#}"),
+            })?;
+            self.insert_loaded(rows);
+            self.loaded_patterns.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+        }
+        let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&tree))
+    }
+
+    /// Total time spent loading from the store so far.
+    pub fn load_time(&self) -> Duration {
+        Duration::from_nanos(self.load_nanos.load(Ordering::Relaxed))
+    }
+
+    fn timed<R>(&self, f: impl FnOnce() -> R) -> R {
+        let start = Instant::now();
+        let result = f();
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.load_nanos.fetch_add(nanos, Ordering::Relaxed);
+        result
+    }
+
+    fn covered(&self, prefix: &str) -> bool {
+        self.loader.is_none()
+            || self.loaded.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|p| prefix.starts_with(p.as_str()))
+    }
+
+    fn insert_loaded(&self, rows: Vec<(String, Node)>) {
+        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, node) in rows {
+            // What the engine wrote this session wins over what was loaded before it.
+            if tree.get(&path).is_none() {
+                tree.insert(path, node);
+            }
+        }
+    }
+
     /// Runs `f` on the tree as loaded so far (the caller loaded what it needs with `read`).
     pub fn read_loaded<R>(&self, f: impl FnOnce(&ParameterTree) -> R) -> R {
         let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,17 +210,11 @@ impl DeviceView {
         if loaded.iter().any(|p| prefix.starts_with(p.as_str())) {
             return Ok(());
         }
-        let rows = loader.load(prefix).map_err(|e| Error {
+        let rows = self.timed(|| loader.load(prefix)).map_err(|e| Error {
             kind: ErrorKind::Other,
             message: format!("the device's parameters could not be read: {e:#}"),
         })?;
-        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
-        for (path, node) in rows {
-            // What the engine wrote this session wins over what was loaded before it.
-            if tree.get(&path).is_none() {
-                tree.insert(path, node);
-            }
-        }
+        self.insert_loaded(rows);
         loaded.push(prefix.to_owned());
         Ok(())
     }
@@ -220,6 +297,8 @@ pub struct RunState {
     view: Arc<DeviceView>,
     rng: u64,
     started: Instant,
+    /// The view's load time when the call (or the provision that made it) started.
+    pub(crate) load_baseline: Duration,
     adapter: Option<(Arc<PluginRuntime>, Arc<Loaded>)>,
 }
 
@@ -236,10 +315,17 @@ impl RunState {
             output: RunOutput::default(),
             config: Vec::new(),
             rng: view.seed,
+            load_baseline: view.load_time(),
             view,
             started,
             adapter,
         }
+    }
+
+    /// How long the plugin has run, leaving out the time the host spent loading parameters for
+    /// it: a slow store must not make a plugin look like it loops.
+    pub(crate) fn own_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.view.load_time().saturating_sub(self.load_baseline))
     }
 
     fn call_adapter<R>(
@@ -252,7 +338,9 @@ impl RunState {
         let Some((runtime, loaded)) = self.adapter.clone() else {
             return Err(error(ErrorKind::Unsupported, "no adapter handles this device".into()));
         };
-        match runtime.call_adapter(&loaded, self.view.clone(), self.limits, self.started, &mut self.output, call) {
+        let (started, baseline) = (self.started, self.load_baseline);
+        match runtime.call_adapter(&loaded, self.view.clone(), self.limits, (started, baseline), &mut self.output, call)
+        {
             Ok(result) => result,
             Err(fault) => {
                 let message = format!("the device's adapter failed: {fault}");
@@ -325,7 +413,7 @@ impl device::Host for RunState {
 
     fn get(&mut self, pattern: String) -> Result<Vec<Parameter>, Error> {
         let pattern = parse(&pattern)?;
-        self.view.read(&pattern.literal_prefix(), |tree| {
+        self.view.read_pattern(&pattern, |tree| {
             tree.leaves(&pattern).iter().filter_map(|p| tree.get(p).map(|n| parameter(p, n))).collect()
         })
     }
@@ -336,7 +424,7 @@ impl device::Host for RunState {
 
     fn names(&mut self, pattern: String) -> Result<Vec<String>, Error> {
         let pattern = parse(&pattern)?;
-        self.view.read(&pattern.literal_prefix(), |tree| tree.expand(&pattern))
+        self.view.read_pattern(&pattern, |tree| tree.expand(&pattern))
     }
 
     fn instances(&mut self, pattern: String) -> Result<Vec<String>, Error> {
@@ -344,7 +432,7 @@ impl device::Host for RunState {
         if !pattern.names_instances() {
             return Err(error(ErrorKind::InvalidPath, format!("{pattern} does not name instances of a table")));
         }
-        let mut found = self.view.read(&pattern.literal_prefix(), |tree| tree.expand(&pattern))?;
+        let mut found = self.view.read_pattern(&pattern, |tree| tree.expand(&pattern))?;
         found.sort_by_key(|p| {
             p.trim_end_matches('.').rsplit('.').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX)
         });

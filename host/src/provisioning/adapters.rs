@@ -40,20 +40,26 @@ pub fn root(device: &Device) -> &'static str {
 /// What adapters are told about a device, from its row; the model name is read from the tree
 /// (it is not in the Inform's DeviceId).
 pub async fn facts(app: &App, device: &Device) -> Result<DeviceFacts> {
-    let root = root(device);
-    let model_path = format!("{root}.DeviceInfo.ModelName");
+    let model_path = format!("{}.DeviceInfo.ModelName", root(device));
     let stored = parameters::values_of(app.store.db(), device.id, &[model_path.as_str()]).await?;
+    let mut facts = facts_without_model(device);
+    facts.model_name = stored.get(&model_path).and_then(|(v, _)| v.clone()).filter(|v| !v.is_empty());
+    Ok(facts)
+}
+
+/// The facts the device row holds (all but the model name).
+pub fn facts_without_model(device: &Device) -> DeviceFacts {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    Ok(DeviceFacts {
+    DeviceFacts {
         manufacturer: device.manufacturer.clone(),
         oui: device.oui.clone(),
         product_class: device.product_class.clone(),
         serial_number: device.serial_number.clone(),
-        model_name: stored.get(&model_path).and_then(|(v, _)| v.as_deref().and_then(non_empty)),
+        model_name: None,
         software_version: non_empty(&device.software_version),
         hardware_version: non_empty(&device.hardware_version),
-        root: root.to_owned(),
-    })
+        root: root(device).to_owned(),
+    }
 }
 
 fn cache_key(org_id: Option<i64>, device: &Device) -> String {

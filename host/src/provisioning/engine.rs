@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use roost_cwmp::session::Unanswered;
 use roost_cwmp::{AcsRequest, CpeResponse, Download, ParameterValue, ValueType, is_secret_parameter};
 use roost_plugin_sdk::Value as SdkValue;
-use roost_plugin_sdk::pattern::Pattern;
+use roost_plugin_sdk::pattern::{Pattern, Segment};
 use roost_plugin_sdk::tree::Node;
 use serde_json::json;
 use tokio::runtime::Handle;
@@ -153,12 +153,48 @@ impl TreeLoader for StoreLoader {
     fn load(&self, prefix: &str) -> Result<Vec<(String, Node)>> {
         self.handle.block_on(load_subtree(&self.app, self.device_pk, prefix))
     }
+
+    fn load_matching(&self, prefix: &str, pattern: &Pattern) -> Result<Vec<(String, Node)>> {
+        let like = like_of(pattern);
+        let rows = self.handle.block_on(parameters::list_like(
+            &self.app.store,
+            self.device_pk,
+            prefix,
+            &like,
+            SUBTREE_LIMIT,
+        ))?;
+        Ok(nodes(rows))
+    }
+
+    fn tags(&self) -> Result<Vec<String>> {
+        self.handle.block_on(devices::tags(&self.app.store, self.device_pk))
+    }
+}
+
+/// A pattern as SQL `LIKE` text: each wildcard segment becomes `%`.
+fn like_of(pattern: &Pattern) -> String {
+    let mut like: String = pattern
+        .segments()
+        .iter()
+        .map(|segment| match segment {
+            Segment::Name(name) => name.as_str(),
+            Segment::Any | Segment::Alias(_) => "%",
+        })
+        .collect::<Vec<_>>()
+        .join(".");
+    if pattern.is_object() {
+        like.push_str(".%");
+    }
+    like
 }
 
 async fn load_subtree(app: &App, device_pk: i64, prefix: &str) -> Result<Vec<(String, Node)>> {
     let rows = parameters::list(&app.store, device_pk, prefix, None, SUBTREE_LIMIT).await?;
-    Ok(rows
-        .into_iter()
+    Ok(nodes(rows))
+}
+
+fn nodes(rows: Vec<parameters::Parameter>) -> Vec<(String, Node)> {
+    rows.into_iter()
         .map(|p| {
             let node = Node {
                 value: if p.is_object { None } else { p.value },
@@ -168,7 +204,7 @@ async fn load_subtree(app: &App, device_pk: i64, prefix: &str) -> Result<Vec<(St
             };
             (p.path, node)
         })
-        .collect())
+        .collect()
 }
 
 /// Secret values Roost set on the device (the device reads them back empty): read from the store
@@ -236,11 +272,18 @@ impl Provisioning {
                 }),
             });
         }
-        let tags = devices::tags(&app.store, device.id).await?;
-        // Provisions can add tags, but only provisions that run: if none selects now, none will.
-        if !candidates.iter().any(|p| p.selects(events, &tags)) {
-            return Ok(None);
-        }
+        // Tags are read now only when a preset depends on them; provisions that read them load
+        // them on first use.
+        let tags = if candidates.iter().any(|p| !p.definition.tags.is_empty()) {
+            let tags = devices::tags(&app.store, device.id).await?;
+            // Provisions can add tags, but only provisions that run: if none selects now, none will.
+            if !candidates.iter().any(|p| p.selects(events, &tags)) {
+                return Ok(None);
+            }
+            Some(tags)
+        } else {
+            None
+        };
         let handle = Handle::current();
         let facts = adapters::facts(app, device).await?;
         let view = Arc::new(
@@ -379,6 +422,7 @@ impl Provisioning {
         let events = self.events.clone();
         let clock = Clock { now_ms: u64::try_from(now_millis()).unwrap_or(0), session_start_ms: self.session_start_ms };
         let handle = Handle::current();
+        let _permit = app.provisioning.rounds.acquire().await.context("the round limiter is closed")?;
         let outcome = tokio::task::spawn_blocking(move || {
             run_round(&app2, &handle, &org, &presets, &events, &view, adapter.as_ref(), &*secrets, clock)
         })
@@ -701,13 +745,12 @@ fn run_round(
 ) -> RoundOutcome {
     let mut outcome = RoundOutcome::default();
     let mut declarations: Vec<Declared> = Vec::new();
-    let tags = view.tags();
+    let tags = if presets.iter().any(|p| !p.definition.tags.is_empty()) { view.tags() } else { Vec::new() };
     for preset in presets {
         if !preset.selects(events, &tags) {
             continue;
         }
-        let prefixes: Vec<String> = preset.precondition_prefixes().collect();
-        let holds = prefixes.iter().all(|p| view.read(p, |_| ()).is_ok())
+        let holds = preset.precondition_patterns().all(|p| view.read_pattern(&p, |_| ()).is_ok())
             && view.read_loaded(|tree| preset.precondition_holds(tree));
         if !holds {
             continue;
@@ -732,7 +775,8 @@ fn run_round(
         }
     }
     for d in &declarations {
-        // The plan reads every declared pattern's subtree.
+        // The plan reads every declared pattern's whole subtree: whether a table was ever listed
+        // is told by what lies below its literal prefix.
         if let Err(error) = view.read(&d.pattern.literal_prefix(), |_| ()) {
             outcome.faults.push(FaultNote {
                 channel: "provisioning".into(),

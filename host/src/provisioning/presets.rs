@@ -109,9 +109,9 @@ impl ActivePreset {
         self.definition.precondition.iter().all(|c| c.holds(tree))
     }
 
-    /// The prefixes of the tree its precondition reads.
-    pub fn precondition_prefixes(&self) -> impl Iterator<Item = String> + '_ {
-        self.definition.precondition.iter().filter_map(|c| Pattern::parse(&c.path).ok()).map(|p| p.literal_prefix())
+    /// The patterns of the tree its precondition reads.
+    pub fn precondition_patterns(&self) -> impl Iterator<Item = Pattern> + '_ {
+        self.definition.precondition.iter().filter_map(|c| Pattern::parse(&c.path).ok())
     }
 }
 

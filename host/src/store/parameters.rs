@@ -218,6 +218,19 @@ pub async fn list(
     Parameter::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing parameters")
 }
 
+/// The parameters under `prefix` whose path is `LIKE like` (`%` for a wildcard segment), in
+/// path order. `_` in a name also matches any character: callers filter what they load.
+pub async fn list_like(store: &Store, device_pk: i64, prefix: &str, like: &str, limit: u64) -> Result<Vec<Parameter>> {
+    let (condition, mut args) = prefix_condition(prefix);
+    args.insert(0, device_pk.into());
+    args.push(like.into());
+    args.push((limit as i64).into());
+    let sql = format!(
+        "SELECT {COLUMNS} FROM parameters WHERE device_id = ? AND {condition} AND path LIKE ? ORDER BY path LIMIT ?"
+    );
+    Parameter::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing parameters")
+}
+
 /// The stored value and type of each of `paths` that exists.
 pub async fn values_of<C: ConnectionTrait>(
     conn: &C,
