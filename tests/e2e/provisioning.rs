@@ -242,7 +242,7 @@ async fn per_organization_limits_and_plugin_config(backend: Backend) {
     let h = Harness::start(backend).await;
     let (status, limits) = h.get("/api/v1/plugin-limits").await;
     assert_eq!(status, StatusCode::OK, "{limits}");
-    assert_eq!(limits["effective"]["deadline_ms"], 50);
+    assert_eq!(limits["effective"]["deadline_ms"], test_plugin_limits().deadline_ms, "the configuration's");
     assert_eq!(limits["overrides"], json!({}));
 
     // Devices nobody has claimed run under the platform's limits: too little memory for any Rust
@@ -269,7 +269,8 @@ async fn per_organization_limits_and_plugin_config(backend: Backend) {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let other = fleet.device(1);
     assert!(other.inform_now(&[]).await.unwrap().is_ok());
-    assert!(faults(&h, &other.device_id()).await.is_empty());
+    let other_faults = faults(&h, &other.device_id()).await;
+    assert!(other_faults.is_empty(), "{other_faults:?}");
     assert_eq!(h.device(&other.device_id()).await["connection_request"]["credentials_set"], true);
 
     // Plugin configuration: an object of strings, per organization and plugin.
@@ -292,5 +293,30 @@ async fn per_organization_limits_and_plugin_config(backend: Backend) {
 on_both_backends! {
     async fn limits_and_config_are_per_organization(backend: Backend) {
         per_organization_limits_and_plugin_config(backend).await
+    }
+}
+
+async fn a_tag_preset_alone_tags_the_device(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let fleet = h.fleet(DataModelKind::Tr181, 1, "TAGONLY").await;
+    let cpe = fleet.device(0);
+    assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+    // No preset depends on tags, so the session starts without reading them; the tag the
+    // preset adds is merged with the ones the device already has.
+    let id = cpe.device_id();
+    let (status, _) = h.put(&format!("/api/v1/devices/{}/tags/existing", encode_id(&id)), json!({})).await;
+    assert!(status.is_success());
+    put_preset(&h, "mark", json!({"events": ["2 PERIODIC"], "provision": "tag", "args": {"add": "seen"}})).await;
+    let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    let tags = h.device(&id).await["tags"].clone();
+    assert_eq!(tags, json!(["existing", "seen"]));
+    fleet.stop().await;
+    h.finish().await;
+}
+
+on_both_backends! {
+    async fn a_tag_preset_needs_no_tag_conditions(backend: Backend) {
+        a_tag_preset_alone_tags_the_device(backend).await
     }
 }

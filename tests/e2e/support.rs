@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use reqwest::StatusCode;
 use roost::app::Server;
 use roost::config::{Config, CpeAuthMode};
-use roost::plugins::{PluginRuntime, PluginSettings};
+use roost::plugins::{PluginLimits, PluginRuntime, PluginSettings};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
@@ -68,11 +68,24 @@ pub fn shipped_plugins() -> PathBuf {
     dir
 }
 
+/// The plugin limits of test servers: the defaults with a 2 s deadline. Many servers, component
+/// compilations and spinning hostile plugins share two cores in a test run, and a 50 ms
+/// wall-clock deadline would measure that crowd, not the plugin. Deadlines themselves are tested
+/// with their own limits (host/tests/plugin_runtime.rs, and the hostile plugins here).
+pub fn test_plugin_limits() -> PluginLimits {
+    PluginLimits { deadline_ms: 2_000, ..PluginLimits::default() }
+}
+
 /// One plugin runtime for every server of the test process: components compile once, not once
 /// per test.
 fn shared_plugin_runtime() -> Arc<PluginRuntime> {
     static RUNTIME: OnceLock<Arc<PluginRuntime>> = OnceLock::new();
-    RUNTIME.get_or_init(|| Arc::new(PluginRuntime::new(PluginSettings::default()).expect("plugin runtime"))).clone()
+    RUNTIME
+        .get_or_init(|| {
+            let settings = PluginSettings { limits: test_plugin_limits(), ..PluginSettings::default() };
+            Arc::new(PluginRuntime::new(settings).expect("plugin runtime"))
+        })
+        .clone()
 }
 
 /// A server under test.
@@ -140,6 +153,7 @@ impl Harness {
         config.tasks.connection_request_wait = Duration::from_secs(20);
         config.connection_request.timeout = Duration::from_secs(5);
         config.plugins.install_dir = Some(shipped_plugins());
+        config.plugins.limits = test_plugin_limits();
         (self.adjust)(&mut config);
         config
     }
@@ -147,7 +161,7 @@ impl Harness {
     async fn boot(&mut self) {
         let config = self.config();
         // A test that changes the runtime's own settings gets a runtime of its own.
-        let shared = (config.plugins.limits == PluginSettings::default().limits).then(shared_plugin_runtime);
+        let shared = (config.plugins.limits == test_plugin_limits()).then(shared_plugin_runtime);
         let server = Server::start_sharing(config, shared).await.expect("server start");
         // Later restarts keep the same ports, so simulated devices keep their ACS URL.
         self.cwmp_addr = server.cwmp_addr;

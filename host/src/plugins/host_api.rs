@@ -100,6 +100,7 @@ impl DeviceView {
     }
 
     /// The device's tags (loaded on first use by a lazy view; empty if they cannot be read).
+    /// Blocking on a lazy view: call it off the async workers, or use [`Self::loaded_tags`].
     pub fn tags(&self) -> Vec<String> {
         let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
         if tags.is_none() {
@@ -113,6 +114,12 @@ impl DeviceView {
             *tags = Some(loaded);
         }
         tags.clone().unwrap_or_default()
+    }
+
+    /// The tags if they were loaded: for async callers, which must not load through the
+    /// blocking loader.
+    pub fn loaded_tags(&self) -> Option<Vec<String>> {
+        self.tags.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_tags(&self, tags: Vec<String>) {

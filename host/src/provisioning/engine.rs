@@ -439,7 +439,10 @@ impl Provisioning {
             }
         }
         if !outcome.tags_added.is_empty() || !outcome.tags_removed.is_empty() {
-            let mut tags = self.view.tags();
+            let mut tags = match self.view.loaded_tags() {
+                Some(tags) => tags,
+                None => devices::tags(&app.store, self.device_pk).await?,
+            };
             for tag in &outcome.tags_added {
                 devices::add_tag(&app.store, self.device_pk, tag).await?;
                 if !tags.contains(tag) {
