@@ -41,6 +41,9 @@ on_both_backends! {
         assert_eq!(cpe.get(INTERVAL).map(|(_, t)| t.as_str().to_owned()).as_deref(), Some("xsd:unsignedInt"));
         assert_eq!(cpe.value(PARAMETER_KEY), Some(format!("roost-{}", task["id"].as_str().unwrap())));
         assert_eq!(h.stored_value(&id, INTERVAL).await.as_deref(), Some("600"));
+        // Stored with the type it was sent with (the stored one), not as a string.
+        let stored = h.parameters(&id, INTERVAL).await.into_iter().find(|p| p["path"] == INTERVAL).unwrap();
+        assert_eq!(stored["type"], "xsd:unsignedInt", "{stored}");
 
         // setParameterValues that the device refuses: all-or-nothing 9003 with per-parameter detail.
         let task = h

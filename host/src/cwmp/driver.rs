@@ -260,6 +260,19 @@ impl Driver {
             return Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None })), None)));
         }
         let request = self.first_task_request(app, &task, &spec).await?;
+        // On success the store takes what was sent, with the type sent: a value given without
+        // one was sent with the stored type, which must not become the default xsd:string.
+        let spec = match (spec, &request) {
+            (TaskSpec::SetParameterValues { .. }, AcsRequest::SetParameterValues { values, .. }) => {
+                TaskSpec::SetParameterValues {
+                    values: values
+                        .iter()
+                        .map(|p| (p.name.clone(), p.value.clone(), Some(p.value_type.clone())))
+                        .collect(),
+                }
+            }
+            (spec, _) => spec,
+        };
         tasks::mark_attempt(&app.store, task.id).await?;
         Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None })), Some(request))))
     }
