@@ -6,7 +6,7 @@
 #
 #   scripts/bench.sh [sqlite|postgres|all] [--devices 100000] [--full-trees 10000] [--duration 30]
 #                    [--rate 2000] [--ceiling-concurrency 32] [--model tr098] [--no-ops]
-#                    [--presets health]
+#                    [--presets health] [--ceiling-only]
 #
 # After a 10 s warm-up, two runs per database: "rate" (every device informs once per interval,
 # interval chosen so that the fleet offers --rate sessions/s) and "ceiling" (every device
@@ -17,11 +17,13 @@
 # --presets health adds the shipped `health` provision on every periodic Inform (max-age 300 s)
 # before the warm-up.
 # The simulator runs on the same machine and shares its cores with the server.
+# --ceiling-only skips the rate run (for quick comparisons while optimising).
 #
 # Environment: ROOST_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test; a
 # database roost_bench_<pid> is created next to it and dropped afterwards), ROOST_BENCH_DIR
 # (where the temporary SQLite database goes, default $TMPDIR or /tmp), ROOST_BENCH_NOTE (a line
-# added to the result header).
+# added to the result header), ROOST_BENCH_PERF (a file: the server is profiled with
+# `perf record --call-graph dwarf` during the ceiling run, the profile written there).
 # Results are also written to target/bench/<time>-<database>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,7 @@ ceiling_concurrency=32
 model=tr098
 ops=1
 presets=""
+ceiling_only=0
 prefix=BENCH
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,7 +50,8 @@ while [ $# -gt 0 ]; do
     --model) model=$2; shift ;;
     --no-ops) ops=0 ;;
     --presets) presets=$2; shift ;;
-    -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ceiling-only) ceiling_only=1 ;;
+    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -63,7 +67,7 @@ stamp=$(date +%Y%m%dT%H%M%S)
 mkdir -p target/bench
 
 # Everything this script starts or creates, so that the trap can undo it.
-server_pid="" sim_pid="" sampler_pid="" proxy_pid="" gdb_pid="" pg_db="" tmp=""
+server_pid="" sim_pid="" sampler_pid="" proxy_pid="" gdb_pid="" perf_pid="" pg_db="" tmp=""
 
 stop() { # stop <pid>: SIGTERM, then SIGKILL after 15 s.
   local pid=$1
@@ -75,6 +79,7 @@ stop() { # stop <pid>: SIGTERM, then SIGKILL after 15 s.
 }
 
 cleanup() {
+  stop "$perf_pid"; perf_pid=""
   stop "$gdb_pid"; gdb_pid=""
   stop "$sampler_pid"; sampler_pid=""
   stop "$sim_pid"; sim_pid=""
@@ -199,9 +204,14 @@ run_sim() {
   sim_pid=$!
   sampler "$server_pid" "$sim_pid" "$tmp/$label.samples" &
   sampler_pid=$!
+  if [ "$label" = ceiling ] && [ -n "${ROOST_BENCH_PERF:-}" ]; then
+    perf record -q -F 199 --call-graph dwarf,32768 -p "$server_pid" -o "$ROOST_BENCH_PERF" >"$tmp/perf.log" 2>&1 &
+    perf_pid=$!
+  fi
   local status=0
   wait "$sim_pid" || status=$?
   sim_pid=""
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; perf_pid=""; fi
   stop "$sampler_pid"
   sampler_pid=""
   if [ "$status" -ne 0 ]; then
@@ -379,8 +389,12 @@ run_backend() {
   wait "$sim_pid" || { echo "roost-sim warm-up failed:" >&2; tail -n 20 "$tmp/warmup.log" >&2; return 1; }
   sim_pid=""
 
-  echo "run rate: $devices devices, interval ${interval}s → ~$offered sessions/s offered, ${duration}s"
-  run_sim rate --devices "$devices" --interval "$interval" --start spread --concurrency 4096
+  if [ "$ceiling_only" = 0 ]; then
+    echo "run rate: $devices devices, interval ${interval}s → ~$offered sessions/s offered, ${duration}s"
+    run_sim rate --devices "$devices" --interval "$interval" --start spread --concurrency 4096
+  else
+    : >"$tmp/rate.result"
+  fi
   echo "run ceiling: $devices devices informing back to back, $ceiling_concurrency sessions in flight, ${duration}s"
   run_sim ceiling --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
   local peak_kib fds_after close_wait
@@ -439,7 +453,7 @@ run_backend() {
     echo "TIME_WAIT sockets on the machine when each run started: rate $(field "$tmp/rate.result" time_wait_at_start), ceiling $(field "$tmp/ceiling.result" time_wait_at_start)"
     local label_busy
     for label_busy in rate ceiling; do
-      if [ "$(field "$tmp/$label_busy.result" busy_before)" -ge 10 ]; then
+      if [ "$(field "$tmp/$label_busy.result" busy_before)" -ge 10 ] 2>/dev/null; then
         echo "WARNING: the machine was $(field "$tmp/$label_busy.result" busy_before)% busy with other work just before the $label_busy run; its figures are disturbed"
       fi
     done

@@ -68,6 +68,7 @@ impl App {
             Some(shared) => shared,
             None => Arc::new(PluginRuntime::new(config.plugins.clone())?),
         };
+        let provisioning = crate::provisioning::Cache::new(&config.plugins);
         Ok(Self {
             config,
             store,
@@ -76,7 +77,7 @@ impl App {
             nonce_key: NonceKey::random(),
             sessions: Sessions::default(),
             plugins,
-            provisioning: crate::provisioning::Cache::default(),
+            provisioning,
             task_events,
             http,
             draining: AtomicBool::new(false),

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
-pub use host_api::{Declared, DeviceView, RunOutput, TreeLoader};
+pub use host_api::{Declared, DeviceView, RunOutput, TreeLoader, ViewSnapshot};
 pub use limits::PluginLimits;
 
 /// The WIT package version this host implements.
@@ -175,6 +175,9 @@ pub struct PluginSettings {
     /// Components installed as the platform's at start (`<name>@<version>.wasm`): the shipped
     /// plugins. `--plugins-dir`; `None` installs nothing.
     pub install_dir: Option<std::path::PathBuf>,
+    /// Memory for what provisions read of each device, kept for its next session
+    /// (`provisioning::reads`), in MiB; 0 keeps nothing.
+    pub device_reads_mib: u64,
 }
 
 impl Default for PluginSettings {
@@ -184,6 +187,7 @@ impl Default for PluginSettings {
             concurrent_instances: 256,
             cached_components: 512,
             install_dir: None,
+            device_reads_mib: 128,
         }
     }
 }

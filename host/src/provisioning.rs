@@ -9,6 +9,7 @@ pub mod adapters;
 pub mod engine;
 pub mod plan;
 pub mod presets;
+pub mod reads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::app::App;
+use crate::plugins::PluginSettings;
 use presets::OrgProvisioning;
 
 /// How long an organization's presets, adapters, limits and plugin configuration are reused
@@ -29,6 +31,8 @@ const ADAPTER_TTL: Duration = Duration::from_secs(300);
 pub struct Cache {
     orgs: moka::future::Cache<i64, Arc<OrgProvisioning>>,
     adapters: moka::sync::Cache<String, adapters::Choice>,
+    /// What provisions read of each device, for its next session.
+    pub reads: reads::Reads,
     /// Provisioning rounds running at once: plugin runs are CPU work, and more of them than
     /// cores only stretch each one's wall-clock time towards its deadline.
     pub rounds: tokio::sync::Semaphore,
@@ -40,19 +44,18 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-impl Default for Cache {
-    fn default() -> Self {
+impl Cache {
+    pub fn new(settings: &PluginSettings) -> Self {
         Cache {
             orgs: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ORG_TTL).build(),
             adapters: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ADAPTER_TTL).build(),
+            reads: reads::Reads::new(settings.device_reads_mib.saturating_mul(1024 * 1024)),
             rounds: tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
         }
     }
-}
 
-impl Cache {
     /// What applies to devices of `org_id` (`None`: not yet claimed).
     pub async fn org(&self, app: &App, org_id: Option<i64>) -> Result<Arc<OrgProvisioning>> {
         let key = org_id.unwrap_or(0);

@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_plugins;
 mod m0003_preset_runs;
+mod m0004_tree_rev;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_plugins::Migration),
             Box::new(m0003_preset_runs::Migration),
+            Box::new(m0004_tree_rev::Migration),
         ]
     }
 }

@@ -320,3 +320,75 @@ on_both_backends! {
         a_tag_preset_alone_tags_the_device(backend).await
     }
 }
+
+/// The device's row as the store has it (primary key and tree revision).
+async fn stored_device(h: &Harness, id: &str) -> roost::store::devices::Device {
+    roost::store::devices::by_device_id(&h.app().store, id).await.unwrap().expect("registered")
+}
+
+/// What a session keeps of what it read serves the next session only while nothing wrote to the
+/// device's tree: not after another replica stored what the device reported, nor after a task
+/// earlier in the same session.
+async fn kept_reads_serve_only_an_unchanged_tree(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let fleet = h.fleet(DataModelKind::Tr098, 1, "KEPT").await;
+    let cpe = fleet.device(0);
+    assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+    let interval = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval";
+    put_preset(
+        &h,
+        "interval",
+        json!({"events": ["2 PERIODIC"], "provision": "value", "args": {"path": interval, "value": "1234"}}),
+    )
+    .await;
+    let periodic = || async {
+        let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        report.methods().iter().map(|m| (*m).to_owned()).collect::<Vec<String>>()
+    };
+    assert_eq!(periodic().await, ["SetParameterValues"]);
+    assert_eq!(cpe.value(interval).as_deref(), Some("1234"));
+    // Nothing to do now: this session's view is kept for the next, at the tree's revision.
+    assert!(periodic().await.is_empty());
+    let id = cpe.device_id();
+    let device = stored_device(&h, &id).await;
+    assert!(h.app().provisioning.reads.get(device.id, device.tree_rev).is_some(), "the view was kept");
+    assert!(periodic().await.is_empty(), "served from the kept view");
+
+    // Another replica's session stored what the device reported after a local change.
+    cpe.set(interval, "600").unwrap();
+    let reported = roost_cwmp::ParameterValue {
+        name: interval.to_owned(),
+        value: "600".to_owned(),
+        value_type: roost_cwmp::ValueType::parse("xsd:unsignedInt"),
+    };
+    roost::store::parameters::upsert_values(h.app().store.db(), device.id, &[reported], roost::store::now_millis())
+        .await
+        .unwrap();
+    assert!(stored_device(&h, &id).await.tree_rev > device.tree_rev);
+    assert_eq!(periodic().await, ["SetParameterValues"], "the kept view must not hide the change");
+    assert_eq!(cpe.value(interval).as_deref(), Some("1234"));
+
+    // A task earlier in the same session writes the tree after the Inform returned its revision.
+    assert!(periodic().await.is_empty());
+    let device = stored_device(&h, &id).await;
+    assert!(h.app().provisioning.reads.get(device.id, device.tree_rev).is_some(), "kept again");
+    let (status, task) = h
+        .post(
+            &format!("/api/v1/devices/{}/tasks", encode_id(&id)),
+            json!({"name": "setParameterValues", "parameterValues": [[interval, "900"]]}),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {task}");
+    assert_eq!(periodic().await, ["SetParameterValues", "SetParameterValues"], "the task's, then the preset's");
+    assert_eq!(cpe.value(interval).as_deref(), Some("1234"));
+    assert_eq!(h.stored_value(&id, interval).await.as_deref(), Some("1234"));
+    fleet.stop().await;
+    h.finish().await;
+}
+
+on_both_backends! {
+    async fn kept_reads_follow_the_tree_revision(backend: Backend) {
+        kept_reads_serve_only_an_unchanged_tree(backend).await
+    }
+}

@@ -212,8 +212,11 @@ impl Driver {
         }
         if !self.provisioning_attempted {
             self.provisioning_attempted = true;
+            // Any call sent before now (discovery, a task) may have written to the tree since the
+            // Inform returned its revision.
+            let tree_rev = (self.rpcs == 0).then_some(self.device.tree_rev);
             if let Some(mut provisioning) =
-                Provisioning::start(app, &self.device, &self.events, self.started_at).await?
+                Provisioning::start(app, &self.device, &self.events, self.started_at, tree_rev).await?
             {
                 let request = provisioning.next(app, Answer::Nothing).await?;
                 return Ok(Some((Work::Provisioning(Box::new(provisioning)), request)));

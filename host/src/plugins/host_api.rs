@@ -32,6 +32,32 @@ pub trait TreeLoader: Send + Sync {
     }
 }
 
+/// What a lazy view loaded from the store: the nodes, and the prefixes and patterns they cover
+/// completely. A later session's view of the same, unchanged tree starts from it
+/// (`provisioning::reads`).
+#[derive(Debug, Clone, Default)]
+pub struct ViewSnapshot {
+    pub tree: ParameterTree,
+    pub prefixes: Vec<String>,
+    pub patterns: Vec<String>,
+}
+
+impl ViewSnapshot {
+    /// Roughly the bytes it holds.
+    pub fn weight(&self) -> usize {
+        const NODE_OVERHEAD: usize = 64;
+        let nodes: usize = self
+            .tree
+            .iter()
+            .map(|(path, node)| {
+                NODE_OVERHEAD + path.len() + node.value.as_ref().map_or(0, String::len) + node.value_type.len()
+            })
+            .sum();
+        let covers: usize = self.prefixes.iter().chain(&self.patterns).map(|p| 24 + p.len()).sum();
+        nodes + covers
+    }
+}
+
 /// The device as plugins of one round see it.
 pub struct DeviceView {
     pub facts: DeviceFacts,
@@ -51,6 +77,8 @@ pub struct DeviceView {
     /// Time spent waiting on the loader: the store's time, not the plugin's, so it does not count
     /// against a plugin's deadline.
     load_nanos: AtomicU64,
+    /// Loads of parameters from the store so far.
+    tree_loads: AtomicU64,
 }
 
 impl std::fmt::Debug for DeviceView {
@@ -74,6 +102,7 @@ impl DeviceView {
             loaded: Mutex::new(vec![String::new()]),
             loaded_patterns: Mutex::new(Vec::new()),
             load_nanos: AtomicU64::new(0),
+            tree_loads: AtomicU64::new(0),
         }
     }
 
@@ -90,6 +119,23 @@ impl DeviceView {
             loaded: Mutex::new(Vec::new()),
             tags: Mutex::new(tags),
             ..Self::new(facts, id, events, Vec::new(), ParameterTree::new())
+        }
+    }
+
+    /// A lazy view that starts with what an earlier session's view had loaded.
+    pub fn with_snapshot(self, snapshot: ViewSnapshot) -> Self {
+        *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.tree;
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.prefixes;
+        *self.loaded_patterns.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.patterns;
+        self
+    }
+
+    /// What the view holds and covers now.
+    pub fn snapshot(&self) -> ViewSnapshot {
+        ViewSnapshot {
+            tree: self.tree.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            prefixes: self.loaded.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            patterns: self.loaded_patterns.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -152,9 +198,8 @@ impl DeviceView {
     /// count must not load every host table of the LAN side).
     pub fn read_pattern<R>(&self, pattern: &Pattern, f: impl FnOnce(&ParameterTree) -> R) -> Result<R, Error> {
         let prefix = pattern.literal_prefix();
-        let wildcards_only =
-            pattern.segments().iter().all(|s| !matches!(s, roost_plugin_sdk::pattern::Segment::Alias(_)));
-        if pattern.is_literal() || !wildcards_only || self.covered(&prefix) {
+        let has_alias = pattern.segments().iter().any(|s| matches!(s, roost_plugin_sdk::pattern::Segment::Alias(_)));
+        if pattern.is_literal() || has_alias || self.covered(&prefix) {
             return self.read(&prefix, f);
         }
         let key = pattern.to_string();
@@ -169,6 +214,12 @@ impl DeviceView {
         }
         let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&tree))
+    }
+
+    /// How many times parameters were loaded from the store: none means the view holds what it
+    /// started with.
+    pub fn tree_loads(&self) -> u64 {
+        self.tree_loads.load(Ordering::Relaxed)
     }
 
     /// Total time spent loading from the store so far.
@@ -190,6 +241,7 @@ impl DeviceView {
     }
 
     fn insert_loaded(&self, rows: Vec<(String, Node)>) {
+        self.tree_loads.fetch_add(1, Ordering::Relaxed);
         let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
         for (path, node) in rows {
             // What the engine wrote this session wins over what was loaded before it.

@@ -42,20 +42,19 @@ pub fn root(device: &Device) -> &'static str {
 pub async fn facts(app: &App, device: &Device) -> Result<DeviceFacts> {
     let model_path = format!("{}.DeviceInfo.ModelName", root(device));
     let stored = parameters::values_of(app.store.db(), device.id, &[model_path.as_str()]).await?;
-    let mut facts = facts_without_model(device);
-    facts.model_name = stored.get(&model_path).and_then(|(v, _)| v.clone()).filter(|v| !v.is_empty());
-    Ok(facts)
+    let model_name = stored.get(&model_path).and_then(|(v, _)| v.clone()).filter(|v| !v.is_empty());
+    Ok(facts_with_model(device, model_name))
 }
 
-/// The facts the device row holds (all but the model name).
-pub fn facts_without_model(device: &Device) -> DeviceFacts {
+/// The facts, with the model name already known.
+pub fn facts_with_model(device: &Device, model_name: Option<String>) -> DeviceFacts {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     DeviceFacts {
         manufacturer: device.manufacturer.clone(),
         oui: device.oui.clone(),
         product_class: device.product_class.clone(),
         serial_number: device.serial_number.clone(),
-        model_name: None,
+        model_name,
         software_version: non_empty(&device.software_version),
         hardware_version: non_empty(&device.hardware_version),
         root: root(device).to_owned(),

@@ -33,6 +33,7 @@ use tokio::runtime::Handle;
 use super::adapters;
 use super::plan::{self, Clock, NewInstance, Plan, PlanError};
 use super::presets::{ActivePreset, OrgProvisioning};
+use super::reads::DeviceReads;
 use crate::app::App;
 use crate::cwmp::driver::{Answer, describe_unanswered, spv_fault_detail};
 use crate::cwmp::refresh::Refresh;
@@ -124,6 +125,11 @@ pub struct Provisioning {
     adapter: Option<(String, Arc<Loaded>)>,
     secrets: Arc<SessionSecrets>,
     session_start_ms: u64,
+    /// The tree revision the view was loaded at, if nothing wrote to the tree since the Inform
+    /// returned it: the view is then kept for the next session ([`super::reads`]).
+    tree_rev: Option<i64>,
+    /// Whether the view started from what the previous session kept.
+    view_was_kept: bool,
     rounds: usize,
     queue: VecDeque<Call>,
     in_flight: Option<InFlight>,
@@ -242,12 +248,15 @@ impl plan::Secrets for SessionSecrets {
 
 impl Provisioning {
     /// Provisioning for this session, or `None` when no preset can apply: the common periodic
-    /// Inform costs no query here (the organization's presets are cached).
+    /// Inform costs no query here (the organization's presets are cached). `tree_rev` is the
+    /// revision the Inform returned, or `None` when the session may have written to the tree
+    /// since (discovery, a task).
     pub async fn start(
         app: &Arc<App>,
         device: &Device,
         events: &[String],
         session_start_ms: i64,
+        tree_rev: Option<i64>,
     ) -> Result<Option<Self>> {
         let org = app.provisioning.org(app, device.org_id).await?;
         let mut candidates: Vec<Arc<ActivePreset>> = org
@@ -285,17 +294,23 @@ impl Provisioning {
             None
         };
         let handle = Handle::current();
-        let facts = adapters::facts(app, device).await?;
-        let view = Arc::new(
-            DeviceView::lazy(
-                facts,
-                device.device_id.clone(),
-                events.to_vec(),
-                tags,
-                Box::new(StoreLoader { app: app.clone(), device_pk: device.id, handle: handle.clone() }),
-            )
-            .with_clock(u64::try_from(session_start_ms).unwrap_or(0), rand::random()),
+        let kept = tree_rev.and_then(|rev| app.provisioning.reads.get(device.id, rev));
+        let facts = match &kept {
+            Some(kept) => adapters::facts_with_model(device, kept.model_name.clone()),
+            None => adapters::facts(app, device).await?,
+        };
+        let mut view = DeviceView::lazy(
+            facts,
+            device.device_id.clone(),
+            events.to_vec(),
+            tags,
+            Box::new(StoreLoader { app: app.clone(), device_pk: device.id, handle: handle.clone() }),
         );
+        let view_was_kept = kept.is_some();
+        if let Some(kept) = kept {
+            view = view.with_snapshot(kept.view.clone());
+        }
+        let view = Arc::new(view.with_clock(u64::try_from(session_start_ms).unwrap_or(0), rand::random()));
         let adapter = if candidates.iter().any(|p| p.plugin.is_some()) {
             match adapters::for_device(app, device, &org, Some(view.clone())).await {
                 Ok(chosen) => chosen.map(|c| (c.plugin.name, c.loaded)),
@@ -330,6 +345,8 @@ impl Provisioning {
                 known: Mutex::new(HashMap::new()),
             }),
             session_start_ms: u64::try_from(session_start_ms).unwrap_or(0),
+            tree_rev,
+            view_was_kept,
             rounds: 0,
             queue: VecDeque::new(),
             in_flight: None,
@@ -711,6 +728,16 @@ impl Provisioning {
 
     async fn finish(&mut self, app: &App, converged: bool) -> Result<Option<AcsRequest>> {
         self.queue.clear();
+        // Only a session that sent no call that writes the tree keeps its view: commands
+        // (reboot, download) leave the stored tree as it was. A kept view that loaded nothing
+        // more is kept already.
+        if let Some(rev) = self.tree_rev.take()
+            && self.rounds == 0
+            && (!self.view_was_kept || self.view.tree_loads() > 0)
+        {
+            let kept = DeviceReads { rev, model_name: self.view.facts.model_name.clone(), view: self.view.snapshot() };
+            app.provisioning.reads.keep(self.device_pk, kept);
+        }
         if converged {
             let now = now_millis();
             for preset in std::mem::take(&mut self.ran_scheduled) {

@@ -35,6 +35,8 @@ pub struct Device {
     pub discovered_at: Option<i64>,
     pub connection_request_at: Option<i64>,
     pub connection_request_outcome: String,
+    /// Moves with every write to the device's parameter rows: see `provisioning::reads`.
+    pub tree_rev: i64,
 }
 
 /// What one Inform tells the store.
@@ -116,6 +118,11 @@ pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<I
             .cloned()
             .collect();
         parameters::upsert_values(&txn, outcome.device.id, &changed, record.now).await?;
+        if !changed.is_empty() {
+            // What `upsert_values` did to the row the Inform's update returned. Should another
+            // writer have moved it too, the revision is merely behind: a miss, never a wrong hit.
+            outcome.device.tree_rev += 1;
+        }
         set_digest(&txn, outcome.device.id, &digest).await?;
         outcome.changed_parameters = changed.len();
         outcome.device.inform_digest = digest;
@@ -228,6 +235,9 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
     let (mut device, has_queued_tasks) =
         update_known(&txn, record).await?.context("the device vanished while it was registered")?;
     parameters::upsert_values(&txn, device.id, record.parameters, record.now).await?;
+    if !record.parameters.is_empty() {
+        device.tree_rev += 1;
+    }
     set_digest(&txn, device.id, digest).await?;
     device.inform_digest = digest.to_owned();
     if !only_periodic(record.events) {

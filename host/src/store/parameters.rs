@@ -40,7 +40,7 @@ pub async fn upsert_values<C: ConnectionTrait>(
     if values.is_empty() {
         return Ok(());
     }
-    forget_inform_digest(conn, device_pk).await?;
+    mark_tree_changed(conn, device_pk).await?;
     for chunk in values.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO parameters (device_id, path, value, value_type, writable, is_object, refreshed_at) VALUES ",
@@ -81,6 +81,10 @@ pub async fn upsert_names<C: ConnectionTrait>(
     names: &[ParameterInfo],
     now: i64,
 ) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    mark_tree_changed(conn, device_pk).await?;
     for chunk in names.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO parameters (device_id, path, value, value_type, writable, is_object, refreshed_at) VALUES ",
@@ -136,16 +140,18 @@ pub async fn remembered_secret(store: &Store, device_pk: i64, path: &str) -> Res
     Ok(row.and_then(|row| row.try_get_by_index::<Option<Vec<u8>>>(0).ok().flatten()))
 }
 
-/// Anything but the Inform that writes parameter rows makes the stored Inform digest unreliable:
-/// the next Inform then compares its parameters one by one.
-async fn forget_inform_digest<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Result<()> {
+/// Marks the device row before any write to its parameter rows: the tree's revision moves (what
+/// a replica kept of the tree is stale, `provisioning::reads`), and the stored Inform digest is
+/// unreliable, so the next Inform compares its parameters one by one. The Inform itself stores
+/// its digest again after its writes.
+async fn mark_tree_changed<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Result<()> {
     conn.execute_raw(statement(
         conn.get_database_backend(),
-        "UPDATE devices SET inform_digest = '' WHERE id = ? AND inform_digest <> ''",
+        "UPDATE devices SET inform_digest = '', tree_rev = tree_rev + 1 WHERE id = ?",
         [device_pk.into()],
     ))
     .await
-    .context("clearing the Inform digest")?;
+    .context("marking the device's tree changed")?;
     Ok(())
 }
 
@@ -172,7 +178,7 @@ fn prefix_condition(prefix: &str) -> (String, Vec<Value>) {
 
 /// Removes a node and everything below it (DeleteObject, or a refresh that no longer finds it).
 pub async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str) -> Result<u64> {
-    forget_inform_digest(conn, device_pk).await?;
+    mark_tree_changed(conn, device_pk).await?;
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
     let sql = format!("DELETE FROM parameters WHERE device_id = ? AND {condition}");
@@ -186,7 +192,7 @@ pub async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix
 /// Removes nodes under `prefix` that were not refreshed since `since`: what a full refresh of
 /// that subtree did not find any more.
 pub async fn delete_stale<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str, since: i64) -> Result<u64> {
-    forget_inform_digest(conn, device_pk).await?;
+    mark_tree_changed(conn, device_pk).await?;
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
     args.push(since.into());

@@ -1,0 +1,104 @@
+//! What provisions read of each device, kept for its next session.
+//!
+//! A periodic session reads what the one before it read: the health figures, the settings a
+//! preset checks. From the store that is a query per pattern, and most of the session's cost.
+//! So the view a session ends with is kept, tagged with the tree revision its Inform returned
+//! (`devices.tree_rev`, moved in the same statement as any write to the device's parameter
+//! rows), and the next session starts from it only when its own Inform returns the same
+//! revision. A write in between, by a task, an API call or another replica's session, makes it
+//! miss: no replica provisions from a tree that changed behind it.
+//!
+//! A session that wrote to the tree keeps nothing: its view mixes loaded rows with what it sent,
+//! and its own writes moved the revision past its tag anyway. The next session reloads.
+
+use std::sync::Arc;
+
+use crate::plugins::ViewSnapshot;
+
+/// One device's entry.
+#[derive(Debug)]
+pub struct DeviceReads {
+    /// `devices.tree_rev` when the view was loaded.
+    pub rev: i64,
+    /// `DeviceInfo.ModelName`, which adapters are told (it is not in the Inform's DeviceId).
+    pub model_name: Option<String>,
+    pub view: ViewSnapshot,
+}
+
+/// Entries by device, weighed by the bytes they hold.
+pub struct Reads {
+    entries: moka::sync::Cache<i64, Arc<DeviceReads>>,
+    max_entry_bytes: usize,
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reads").field("entries", &self.entries.entry_count()).finish_non_exhaustive()
+    }
+}
+
+impl Reads {
+    pub fn new(capacity_bytes: u64) -> Self {
+        Reads {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity_bytes)
+                .weigher(|_, entry: &Arc<DeviceReads>| u32::try_from(entry.view.weight()).unwrap_or(u32::MAX))
+                .build(),
+            // A provision that reads a whole subtree would crowd out hundreds of devices that
+            // read a dozen figures each: an entry may hold at most 1/64 of the whole.
+            max_entry_bytes: usize::try_from(capacity_bytes / 64).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The device's entry if it still describes the tree at revision `rev`.
+    pub fn get(&self, device_pk: i64, rev: i64) -> Option<Arc<DeviceReads>> {
+        self.entries.get(&device_pk).filter(|entry| entry.rev == rev)
+    }
+
+    pub fn keep(&self, device_pk: i64, entry: DeviceReads) {
+        if entry.view.weight() <= self.max_entry_bytes {
+            self.entries.insert(device_pk, Arc::new(entry));
+        } else {
+            self.entries.invalidate(&device_pk);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use roost_plugin_sdk::tree::Node;
+
+    use super::*;
+
+    fn entry(rev: i64, leaves: usize) -> DeviceReads {
+        let mut view = ViewSnapshot::default();
+        for i in 0..leaves {
+            view.tree.insert(
+                format!("Device.Hosts.Host.{i}.HostName"),
+                Node { value: Some("laptop".into()), value_type: "xsd:string".into(), ..Node::default() },
+            );
+        }
+        view.prefixes.push("Device.Hosts.".into());
+        DeviceReads { rev, model_name: None, view }
+    }
+
+    #[test]
+    fn an_entry_serves_only_the_revision_it_was_loaded_at() {
+        let reads = Reads::new(1 << 20);
+        reads.keep(7, entry(3, 2));
+        assert!(reads.get(7, 3).is_some());
+        assert!(reads.get(7, 4).is_none(), "the tree was written since");
+        assert!(reads.get(8, 3).is_none());
+    }
+
+    #[test]
+    fn an_oversized_view_is_not_kept_and_drops_the_older_entry() {
+        let reads = Reads::new(64 * 1024);
+        reads.keep(7, entry(1, 2));
+        assert!(reads.get(7, 1).is_some());
+        // 1/64 of 64 KiB is 1 KiB: a hundred hosts are far more.
+        reads.keep(7, entry(2, 100));
+        assert!(reads.get(7, 2).is_none());
+        assert!(reads.get(7, 1).is_none());
+    }
+}
