@@ -12,6 +12,7 @@ pub mod presets;
 pub mod reads;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -36,6 +37,18 @@ pub struct Cache {
     /// Provisioning rounds running at once: plugin runs are CPU work, and more of them than
     /// cores only stretch each one's wall-clock time towards its deadline.
     pub rounds: tokio::sync::Semaphore,
+    pub counters: Counters,
+}
+
+/// What provisioning cost so far, in the units that matter for its throughput.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Provision runs in the sandbox.
+    pub sandboxed_runs: AtomicU64,
+    /// Provision outputs replayed from a kept entry instead of a run ([`reads`]).
+    pub replayed_runs: AtomicU64,
+    /// Rounds that ran on an async worker, needing neither a sandbox nor the store.
+    pub inline_rounds: AtomicU64,
 }
 
 impl std::fmt::Debug for Cache {
@@ -53,6 +66,7 @@ impl Cache {
             rounds: tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
+            counters: Counters::default(),
         }
     }
 

@@ -193,3 +193,54 @@ fn time_spent_loading_parameters_does_not_count_against_the_deadline() {
     result.unwrap();
     assert!(output.declarations.iter().any(|d| d.pattern.to_string() == "Device.DeviceInfo.UpTime"));
 }
+
+/// A store that is down.
+struct BrokenStore;
+
+impl roost::plugins::TreeLoader for BrokenStore {
+    fn load(&self, _prefix: &str) -> anyhow::Result<Vec<(String, Node)>> {
+        anyhow::bail!("connection refused")
+    }
+}
+
+#[test]
+fn a_run_is_replayable_only_if_it_saw_nothing_but_the_tree_and_its_inputs() {
+    let runtime = runtime();
+    let health = load(&runtime, "provision-health");
+    let adapter = load(&runtime, "adapter-tr181");
+    let args = vec![("max-age".to_owned(), "300".to_owned())];
+    let (result, output) =
+        runtime.run_provision(&health, view(), Some(adapter.clone()), PluginLimits::default(), Vec::new(), &args);
+    result.unwrap();
+    assert!(!output.impure, "health reads the tree through its adapter, nothing else");
+
+    // The clock, read by the provision itself.
+    let (result, output) = run(&runtime, &load(&runtime, "hostile"), &[("mode", "stamp")]);
+    result.unwrap();
+    assert!(output.impure);
+    assert!(output.tags_added[0].starts_with("seen-"), "{:?}", output.tags_added);
+
+    // A read the store failed: the run went on without what it wanted to see.
+    let broken = Arc::new(DeviceView::lazy(facts(), "broken".into(), vec![], Some(vec![]), Box::new(BrokenStore)));
+    let (_, output) = runtime.run_provision(&health, broken, Some(adapter), PluginLimits::default(), Vec::new(), &args);
+    assert!(output.impure);
+}
+
+#[test]
+fn a_view_without_loading_answers_only_from_what_it_holds() {
+    let mut tree = ParameterTree::new();
+    tree.insert(
+        "Device.DeviceInfo.UpTime",
+        Node { value: Some("42".into()), value_type: "xsd:unsignedInt".into(), writable: false, updated_ms: 1 },
+    );
+    let view = DeviceView::lazy(facts(), "lazy".into(), vec![], None, Box::new(SlowStore(tree)));
+    let uptime = |tree: &ParameterTree| tree.get("Device.DeviceInfo.UpTime").and_then(|n| n.value.clone());
+    assert!(view.without_loading(|| view.read("Device.DeviceInfo.", uptime)).is_none(), "nothing loaded yet");
+    assert_eq!(view.without_loading(|| view.tags()), None, "the tags are not loaded either");
+    assert_eq!(view.tree_loads(), 0);
+
+    assert_eq!(view.read("Device.DeviceInfo.", uptime).unwrap().as_deref(), Some("42"), "loads again after");
+    let pattern = roost_plugin_sdk::pattern::Pattern::parse("Device.DeviceInfo.UpTime").unwrap();
+    let held = view.without_loading(|| view.read_pattern(&pattern, uptime).unwrap());
+    assert_eq!(held.flatten().as_deref(), Some("42"), "covered by the loaded prefix");
+}

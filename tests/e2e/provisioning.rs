@@ -395,3 +395,82 @@ on_both_backends! {
         kept_reads_serve_only_an_unchanged_tree(backend).await
     }
 }
+
+/// A settled device's periodic session replays what its provisions declared last time instead of
+/// running them: only while the tree, the preset and the plugin are unchanged, and never for a
+/// run that read the clock.
+async fn settled_runs_replay_only_what_cannot_differ(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let fleet = h.fleet(DataModelKind::Tr098, 1, "REPLAY").await;
+    let cpe = fleet.device(0);
+    assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+    let id = cpe.device_id();
+    let health = |max_age: &str| json!({"events": ["2 PERIODIC"], "provision": "health", "args": {"max-age": max_age}});
+    put_preset(&h, "health", health("3600")).await;
+    let app = h.app();
+    let counters = &app.provisioning.counters;
+    let counts = || {
+        [&counters.sandboxed_runs, &counters.replayed_runs, &counters.inline_rounds]
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    let periodic = || async {
+        let before = counts();
+        let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        let after = counts();
+        let methods: Vec<String> = report.methods().iter().map(|m| (*m).to_owned()).collect();
+        (methods, [0, 1, 2].map(|i| after[i] - before[i]))
+    };
+
+    // The figures are as fresh as the bootstrap's discovery: the run declares nothing to fetch,
+    // and its output is kept with the view.
+    assert_eq!(periodic().await, (vec![], [1, 0, 0]));
+    let device = stored_device(&h, &id).await;
+    let kept = app.provisioning.reads.get(device.id, device.tree_rev).expect("kept");
+    assert_eq!(kept.runs.len(), 1, "the health run");
+    assert!(!kept.runs[0].1.declarations.is_empty());
+    let before = app.store.statements_executed();
+    assert_eq!(periodic().await, (vec![], [0, 1, 1]), "replayed on the async worker");
+    assert_eq!(app.store.statements_executed() - before, 1, "the Inform's statement only");
+
+    // The preset's arguments are part of what the run saw.
+    put_preset(&h, "health", health("3599")).await;
+    assert_eq!(periodic().await, (vec![], [1, 0, 0]));
+    assert_eq!(periodic().await, (vec![], [0, 1, 1]));
+
+    // So is the tree: a write by anyone else moves its revision.
+    let uptime = "InternetGatewayDevice.DeviceInfo.UpTime";
+    let reported = roost_cwmp::ParameterValue {
+        name: uptime.to_owned(),
+        value: "77".to_owned(),
+        value_type: roost_cwmp::ValueType::parse("xsd:unsignedInt"),
+    };
+    roost::store::parameters::upsert_values(app.store.db(), device.id, &[reported], roost::store::now_millis())
+        .await
+        .unwrap();
+    assert_eq!(periodic().await, (vec![], [1, 0, 0]));
+    assert_eq!(periodic().await, (vec![], [0, 1, 1]));
+
+    // A run that reads the clock runs every session; the health run beside it is still replayed.
+    let (status, hostile) = upload(&h, &h.token, "name=hostile&version=1.0.0", component("hostile")).await;
+    assert_eq!(status, StatusCode::CREATED, "{hostile}");
+    put_preset(&h, "stamp", json!({"events": ["2 PERIODIC"], "provision": "hostile", "args": {"mode": "stamp"}})).await;
+    let seen = || async {
+        let device = h.device(&id).await;
+        let tags = device["tags"].as_array().unwrap().clone();
+        tags.iter().filter(|t| t.as_str().unwrap().starts_with("seen-")).count()
+    };
+    for session in 1..=3 {
+        assert_eq!(periodic().await, (vec![], [1, 1, 0]), "session {session}");
+        assert_eq!(seen().await, session, "a new stamp each session");
+    }
+    assert!(faults(&h, &id).await.is_empty(), "{:?}", faults(&h, &id).await);
+    fleet.stop().await;
+    h.finish().await;
+}
+
+on_both_backends! {
+    async fn settled_provisions_are_replayed(backend: Backend) {
+        settled_runs_replay_only_what_cannot_differ(backend).await
+    }
+}

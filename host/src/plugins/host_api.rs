@@ -4,7 +4,7 @@
 //! [`RunOutput`] (what it declared, tagged and logged). Everything a plugin hands over is
 //! counted against its [`PluginLimits`] before the host keeps it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,10 @@ pub struct DeviceView {
     load_nanos: AtomicU64,
     /// Loads of parameters from the store so far.
     tree_loads: AtomicU64,
+    /// While set, reads that would load from the store fail instead, and `refused` records it:
+    /// the engine runs a round on an async worker only if it needs nothing but the view.
+    offline: AtomicBool,
+    refused: AtomicBool,
 }
 
 impl std::fmt::Debug for DeviceView {
@@ -103,6 +107,8 @@ impl DeviceView {
             loaded_patterns: Mutex::new(Vec::new()),
             load_nanos: AtomicU64::new(0),
             tree_loads: AtomicU64::new(0),
+            offline: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
         }
     }
 
@@ -150,6 +156,9 @@ impl DeviceView {
     pub fn tags(&self) -> Vec<String> {
         let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
         if tags.is_none() {
+            if self.loader.is_some() && self.refuses_load() {
+                return Vec::new();
+            }
             let loaded = match &self.loader {
                 Some(loader) => self.timed(|| loader.tags()).unwrap_or_else(|error| {
                     tracing::warn!(device = %self.id, "loading tags failed: {error:#}");
@@ -205,6 +214,9 @@ impl DeviceView {
         let key = pattern.to_string();
         let known = self.loaded_patterns.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
         if !known && let Some(loader) = &self.loader {
+            if self.refuses_load() {
+                return Err(not_loaded());
+            }
             let rows = self.timed(|| loader.load_matching(&prefix, pattern)).map_err(|e| Error {
                 kind: ErrorKind::Other,
                 message: format!("the device's parameters could not be read: {e:#}"),
@@ -220,6 +232,32 @@ impl DeviceView {
     /// started with.
     pub fn tree_loads(&self) -> u64 {
         self.tree_loads.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` with loading from the store forbidden: `None` if `f` wanted to load (what it
+    /// returned then rests on reads that failed, and is dropped).
+    pub fn without_loading<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        struct Online<'a>(&'a AtomicBool);
+        impl Drop for Online<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Relaxed);
+            }
+        }
+        self.refused.store(false, Ordering::Relaxed);
+        self.offline.store(true, Ordering::Relaxed);
+        let result = {
+            let _online = Online(&self.offline);
+            f()
+        };
+        (!self.refused.swap(false, Ordering::Relaxed)).then_some(result)
+    }
+
+    fn refuses_load(&self) -> bool {
+        let offline = self.offline.load(Ordering::Relaxed);
+        if offline {
+            self.refused.store(true, Ordering::Relaxed);
+        }
+        offline
     }
 
     /// Total time spent loading from the store so far.
@@ -269,6 +307,9 @@ impl DeviceView {
         if loaded.iter().any(|p| prefix.starts_with(p.as_str())) {
             return Ok(());
         }
+        if self.refuses_load() {
+            return Err(not_loaded());
+        }
         let rows = self.timed(|| loader.load(prefix)).map_err(|e| Error {
             kind: ErrorKind::Other,
             message: format!("the device's parameters could not be read: {e:#}"),
@@ -300,6 +341,10 @@ pub struct RunOutput {
     log_bytes: usize,
     /// Faults of adapters called on the plugin's behalf.
     pub adapter_faults: Vec<PluginFault>,
+    /// Whether the run saw anything besides the tree, facts, events, arguments and configuration:
+    /// the clock, the generator, the tags, or a failed read of the store. A run that did not
+    /// would declare the same again over the same tree (`provisioning::reads`).
+    pub impure: bool,
 }
 
 /// Memory and table limits of one store; remembers a breach so that the trap it causes is
@@ -387,6 +432,14 @@ impl RunState {
         self.started.elapsed().saturating_sub(self.view.load_time().saturating_sub(self.load_baseline))
     }
 
+    /// A read the store failed depends on more than the tree.
+    fn note_failed_read<R>(&mut self, read: Result<R, Error>) -> Result<R, Error> {
+        if read.is_err() {
+            self.output.impure = true;
+        }
+        read
+    }
+
     fn call_adapter<R>(
         &mut self,
         call: impl FnOnce(
@@ -408,6 +461,10 @@ impl RunState {
             }
         }
     }
+}
+
+fn not_loaded() -> Error {
+    error(ErrorKind::Other, "the device's parameters are not loaded".into())
 }
 
 fn error(kind: ErrorKind, message: String) -> Error {
@@ -472,9 +529,10 @@ impl device::Host for RunState {
 
     fn get(&mut self, pattern: String) -> Result<Vec<Parameter>, Error> {
         let pattern = parse(&pattern)?;
-        self.view.read_pattern(&pattern, |tree| {
+        let read = self.view.read_pattern(&pattern, |tree| {
             tree.leaves(&pattern).iter().filter_map(|p| tree.get(p).map(|n| parameter(p, n))).collect()
-        })
+        });
+        self.note_failed_read(read)
     }
 
     fn value_of(&mut self, pattern: String) -> Result<Option<Value>, Error> {
@@ -483,7 +541,8 @@ impl device::Host for RunState {
 
     fn names(&mut self, pattern: String) -> Result<Vec<String>, Error> {
         let pattern = parse(&pattern)?;
-        self.view.read_pattern(&pattern, |tree| tree.expand(&pattern))
+        let read = self.view.read_pattern(&pattern, |tree| tree.expand(&pattern));
+        self.note_failed_read(read)
     }
 
     fn instances(&mut self, pattern: String) -> Result<Vec<String>, Error> {
@@ -491,7 +550,8 @@ impl device::Host for RunState {
         if !pattern.names_instances() {
             return Err(error(ErrorKind::InvalidPath, format!("{pattern} does not name instances of a table")));
         }
-        let mut found = self.view.read_pattern(&pattern, |tree| tree.expand(&pattern))?;
+        let read = self.view.read_pattern(&pattern, |tree| tree.expand(&pattern));
+        let mut found = self.note_failed_read(read)?;
         found.sort_by_key(|p| {
             p.trim_end_matches('.').rsplit('.').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX)
         });
@@ -550,6 +610,7 @@ impl declare::Host for RunState {
 
 impl tags::Host for RunState {
     fn list(&mut self) -> Vec<String> {
+        self.output.impure = true;
         let mut tags: Vec<String> = self
             .view
             .tags()
@@ -577,6 +638,8 @@ impl tags::Host for RunState {
 
     fn remove(&mut self, tag: String) -> Result<(), Error> {
         roost_plugin_sdk::check_tag(&tag).map_err(|e| error(ErrorKind::InvalidArgument, e.message))?;
+        // Whether the tag is there to remove is read from the device's tags.
+        self.output.impure = true;
         self.output.tags_added.retain(|t| *t != tag);
         if !self.output.tags_removed.contains(&tag) && self.view.tags().contains(&tag) {
             self.output.tags_removed.push(tag);
@@ -599,12 +662,14 @@ impl log::Host for RunState {
 
 impl clock::Host for RunState {
     fn now_ms(&mut self) -> u64 {
+        self.output.impure = true;
         self.view.now_ms
     }
 }
 
 impl random::Host for RunState {
     fn next_u64(&mut self) -> u64 {
+        self.output.impure = true;
         roost_plugin_sdk::splitmix64(&mut self.rng)
     }
 }

@@ -10,14 +10,18 @@
 //! [`MAX_ROUNDS`] is a fault: the provisions disagree with each other or with the device.
 //!
 //! Plugin calls block (up to their deadline), so a round runs on the blocking pool; reads of the
-//! store it needs there go through the runtime handle.
+//! store it needs there go through the runtime handle. The exception is a settled device's first
+//! round over a kept view ([`super::reads`]): when every provision's output is a replay and the
+//! view holds all the round reads, it runs on the async worker, without a sandbox.
 //!
 //! A fault (a plugin's, a CPE's, a declaration that cannot be carried out) is recorded against
 //! the device with the preset or plugin it came from. A faulting preset sits out the rest of the
 //! session and its declarations of that run are dropped; a CPE fault ends provisioning for the
 //! session, since the next round would plan the same call again.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +37,7 @@ use tokio::runtime::Handle;
 use super::adapters;
 use super::plan::{self, Clock, NewInstance, Plan, PlanError};
 use super::presets::{ActivePreset, OrgProvisioning};
-use super::reads::DeviceReads;
+use super::reads::{DeviceReads, RunMemo};
 use crate::app::App;
 use crate::cwmp::driver::{Answer, describe_unanswered, spv_fault_detail};
 use crate::cwmp::refresh::Refresh;
@@ -95,7 +99,7 @@ struct FaultNote {
     detail: Option<serde_json::Value>,
 }
 
-/// What a round produced, on the blocking pool.
+/// What a round produced.
 #[derive(Debug, Default)]
 struct RoundOutcome {
     plan: Option<Result<Plan, PlanError>>,
@@ -105,6 +109,34 @@ struct RoundOutcome {
     tags_added: Vec<String>,
     tags_removed: Vec<String>,
     commands: Vec<(String, Command)>,
+    /// The outputs of its plugin runs that the next session may replay, when it memoizes.
+    memos: Vec<(String, Arc<RunMemo>)>,
+    /// Plugin runs in the sandbox, and outputs replayed instead.
+    sandboxed: u64,
+    replayed: u64,
+}
+
+/// The adapter of the session's device.
+#[derive(Debug)]
+struct SessionAdapter {
+    name: String,
+    hash: String,
+    loaded: Arc<Loaded>,
+}
+
+/// What one round needs, owned, for the blocking pool.
+struct Round {
+    org: Arc<OrgProvisioning>,
+    presets: Vec<Arc<ActivePreset>>,
+    events: Vec<String>,
+    view: Arc<DeviceView>,
+    adapter: Option<Arc<SessionAdapter>>,
+    clock: Clock,
+    /// Whether this round's plugin outputs may be replayed and kept: the first round, over a
+    /// view of the tree at the Inform's revision.
+    memoize: bool,
+    /// What the previous session at this revision kept.
+    kept: Option<Arc<DeviceReads>>,
 }
 
 /// One session's provisioning.
@@ -122,14 +154,16 @@ pub struct Provisioning {
     /// Presets with a schedule that ran: their run is recorded when provisioning ends.
     ran_scheduled: Vec<Arc<ActivePreset>>,
     view: Arc<DeviceView>,
-    adapter: Option<(String, Arc<Loaded>)>,
+    adapter: Option<Arc<SessionAdapter>>,
     secrets: Arc<SessionSecrets>,
     session_start_ms: u64,
     /// The tree revision the view was loaded at, if nothing wrote to the tree since the Inform
     /// returned it: the view is then kept for the next session ([`super::reads`]).
     tree_rev: Option<i64>,
-    /// Whether the view started from what the previous session kept.
-    view_was_kept: bool,
+    /// What the previous session at this revision kept.
+    kept: Option<Arc<DeviceReads>>,
+    /// The first round's replayable outputs, for the next session.
+    memos: Vec<(String, Arc<RunMemo>)>,
     rounds: usize,
     queue: VecDeque<Call>,
     in_flight: Option<InFlight>,
@@ -228,6 +262,25 @@ impl SessionSecrets {
     }
 }
 
+/// The session's secrets as far as known without reading the store, for a round on an async
+/// worker: one it would have to read makes the round run again on the blocking pool.
+struct KnownSecrets<'a> {
+    secrets: &'a SessionSecrets,
+    unknown: Cell<bool>,
+}
+
+impl plan::Secrets for KnownSecrets<'_> {
+    fn holds(&self, path: &str, text: &str) -> bool {
+        match self.secrets.known.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+            Some(held) => held.as_deref() == Some(text),
+            None => {
+                self.unknown.set(true);
+                false
+            }
+        }
+    }
+}
+
 impl plan::Secrets for SessionSecrets {
     fn holds(&self, path: &str, text: &str) -> bool {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
@@ -306,14 +359,14 @@ impl Provisioning {
             tags,
             Box::new(StoreLoader { app: app.clone(), device_pk: device.id, handle: handle.clone() }),
         );
-        let view_was_kept = kept.is_some();
-        if let Some(kept) = kept {
+        if let Some(kept) = &kept {
             view = view.with_snapshot(kept.view.clone());
         }
         let view = Arc::new(view.with_clock(u64::try_from(session_start_ms).unwrap_or(0), rand::random()));
         let adapter = if candidates.iter().any(|p| p.plugin.is_some()) {
             match adapters::for_device(app, device, &org, Some(view.clone())).await {
-                Ok(chosen) => chosen.map(|c| (c.plugin.name, c.loaded)),
+                Ok(chosen) => chosen
+                    .map(|c| Arc::new(SessionAdapter { name: c.plugin.name, hash: c.plugin.hash, loaded: c.loaded })),
                 Err(error) => {
                     // Provisions that need no adapter still run; those that do fail clearly.
                     tracing::error!(device = %device.device_id, "choosing an adapter failed: {error:#}");
@@ -346,7 +399,8 @@ impl Provisioning {
             }),
             session_start_ms: u64::try_from(session_start_ms).unwrap_or(0),
             tree_rev,
-            view_was_kept,
+            kept,
+            memos: Vec::new(),
             rounds: 0,
             queue: VecDeque::new(),
             in_flight: None,
@@ -429,22 +483,41 @@ impl Provisioning {
 
     /// Runs one round; `None` when provisioning must stop (a fault was recorded).
     async fn round(&mut self, app: &Arc<App>) -> Result<Option<Plan>> {
-        let presets: Vec<Arc<ActivePreset>> =
-            self.candidates.iter().filter(|p| !self.failed.contains(&p.name)).cloned().collect();
-        let app2 = app.clone();
-        let org = self.org.clone();
-        let view = self.view.clone();
-        let adapter = self.adapter.clone();
-        let secrets = self.secrets.clone();
-        let events = self.events.clone();
-        let clock = Clock { now_ms: u64::try_from(now_millis()).unwrap_or(0), session_start_ms: self.session_start_ms };
-        let handle = Handle::current();
-        let _permit = app.provisioning.rounds.acquire().await.context("the round limiter is closed")?;
-        let outcome = tokio::task::spawn_blocking(move || {
-            run_round(&app2, &handle, &org, &presets, &events, &view, adapter.as_ref(), &*secrets, clock)
-        })
-        .await
-        .context("a provisioning round panicked")?;
+        let memoize = self.rounds == 0 && self.tree_rev.is_some();
+        let round = Round {
+            org: self.org.clone(),
+            presets: self.candidates.iter().filter(|p| !self.failed.contains(&p.name)).cloned().collect(),
+            events: self.events.clone(),
+            view: self.view.clone(),
+            adapter: self.adapter.clone(),
+            clock: Clock { now_ms: u64::try_from(now_millis()).unwrap_or(0), session_start_ms: self.session_start_ms },
+            memoize,
+            kept: if memoize { self.kept.clone() } else { None },
+        };
+        let inline = match round.kept {
+            Some(_) => round.run_inline(&self.secrets),
+            None => None,
+        };
+        let outcome = match inline {
+            Some(outcome) => {
+                app.provisioning.counters.inline_rounds.fetch_add(1, Ordering::Relaxed);
+                outcome
+            }
+            None => {
+                let app2 = app.clone();
+                let secrets = self.secrets.clone();
+                let handle = Handle::current();
+                let _permit = app.provisioning.rounds.acquire().await.context("the round limiter is closed")?;
+                tokio::task::spawn_blocking(move || round.run_blocking(&app2, &handle, &*secrets))
+                    .await
+                    .context("a provisioning round panicked")?
+            }
+        };
+        app.provisioning.counters.sandboxed_runs.fetch_add(outcome.sandboxed, Ordering::Relaxed);
+        app.provisioning.counters.replayed_runs.fetch_add(outcome.replayed, Ordering::Relaxed);
+        if memoize {
+            self.memos = outcome.memos;
+        }
 
         for note in &outcome.faults {
             self.fault(app, &note.channel, &note.code, &note.message, note.detail.clone()).await?;
@@ -730,12 +803,17 @@ impl Provisioning {
         self.queue.clear();
         // Only a session that sent no call that writes the tree keeps its view: commands
         // (reboot, download) leave the stored tree as it was. A kept view that loaded nothing
-        // more is kept already.
+        // more, with the same runs, is kept already.
         if let Some(rev) = self.tree_rev.take()
             && self.rounds == 0
-            && (!self.view_was_kept || self.view.tree_loads() > 0)
+            && self.kept.as_ref().is_none_or(|kept| self.view.tree_loads() > 0 || !same_runs(&kept.runs, &self.memos))
         {
-            let kept = DeviceReads { rev, model_name: self.view.facts.model_name.clone(), view: self.view.snapshot() };
+            let kept = DeviceReads {
+                rev,
+                model_name: self.view.facts.model_name.clone(),
+                view: self.view.snapshot(),
+                runs: std::mem::take(&mut self.memos),
+            };
             app.provisioning.reads.keep(self.device_pk, kept);
         }
         if converged {
@@ -760,125 +838,200 @@ impl Provisioning {
     }
 }
 
-/// A round on the blocking pool: which presets apply now, their runs, and the plan.
-#[allow(clippy::too_many_arguments)]
-fn run_round(
-    app: &Arc<App>,
-    handle: &Handle,
-    org: &OrgProvisioning,
-    presets: &[Arc<ActivePreset>],
-    events: &[String],
-    view: &Arc<DeviceView>,
-    adapter: Option<&(String, Arc<Loaded>)>,
-    secrets: &dyn plan::Secrets,
-    clock: Clock,
-) -> RoundOutcome {
-    let mut outcome = RoundOutcome::default();
-    let mut declarations: Vec<Declared> = Vec::new();
-    let tags = if presets.iter().any(|p| !p.definition.tags.is_empty()) { view.tags() } else { Vec::new() };
-    for preset in presets {
-        if !preset.selects(events, &tags) {
-            continue;
-        }
-        let holds = preset.precondition_patterns().all(|p| view.read_pattern(&p, |_| ()).is_ok())
-            && view.read_loaded(|tree| preset.precondition_holds(tree));
-        if !holds {
-            continue;
-        }
-        outcome.ran.push(preset.clone());
-        let channel = format!("preset:{}", preset.name);
-        let definition = &preset.definition;
-        let result = match definition.provision.as_str() {
-            "refresh" | "value" | "tag" | "reboot" | "reset" | "download" => {
-                built_in(preset, &mut declarations, &mut outcome).map_err(|message| FaultNote {
-                    channel: channel.clone(),
-                    code: "preset.invalid".into(),
-                    message,
-                    detail: None,
-                })
-            }
-            _ => run_plugin(app, handle, org, preset, view, adapter, &mut declarations, &mut outcome),
-        };
-        if let Err(note) = result {
-            outcome.failed.push(preset.name.clone());
-            outcome.faults.push(note);
-        }
-    }
-    for d in &declarations {
-        // The plan reads every declared pattern's whole subtree: whether a table was ever listed
-        // is told by what lies below its literal prefix.
-        if let Err(error) = view.read(&d.pattern.literal_prefix(), |_| ()) {
-            outcome.faults.push(FaultNote {
-                channel: "provisioning".into(),
-                code: "provisioning.store".into(),
-                message: error.message,
-                detail: None,
-            });
-            return outcome;
-        }
-    }
-    outcome.plan = Some(view.read_loaded(|tree| plan::plan(tree, &declarations, clock, secrets)));
-    outcome
+/// How a round runs its plugin presets.
+enum Runner<'a> {
+    /// On the blocking pool: plugins run in the sandbox (or are replayed), the view loads from
+    /// the store.
+    Blocking { app: &'a Arc<App>, handle: &'a Handle },
+    /// On an async worker: replays only; a plugin that would have to run sets `missed`.
+    Replay { missed: &'a Cell<bool> },
 }
 
-/// Runs a provision plugin once; its declarations join the round's, its tag changes the outcome.
-#[allow(clippy::too_many_arguments)]
-fn run_plugin(
-    app: &Arc<App>,
-    handle: &Handle,
-    org: &OrgProvisioning,
-    preset: &ActivePreset,
-    view: &Arc<DeviceView>,
-    adapter: Option<&(String, Arc<Loaded>)>,
-    declarations: &mut Vec<Declared>,
-    outcome: &mut RoundOutcome,
-) -> Result<(), FaultNote> {
-    let channel = format!("preset:{}", preset.name);
-    let Some(plugin) = &preset.plugin else {
-        return Err(FaultNote {
-            channel,
-            code: "preset.unknown_provision".into(),
-            message: format!("No provision named {:?} is installed any more", preset.definition.provision),
-            detail: None,
-        });
-    };
-    let loaded = adapters::load_blocking(app, handle, plugin).map_err(|error| FaultNote {
-        channel: channel.clone(),
-        code: "plugin.instantiate".into(),
-        message: format!("{error:#}"),
-        detail: None,
-    })?;
-    let args: Vec<(String, String)> = preset.definition.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let config = org.config.get(&plugin.name).cloned().unwrap_or_default();
-    let (result, output) = app.plugins.run_provision(
-        &loaded,
-        view.clone(),
-        adapter.map(|(_, loaded)| loaded.clone()),
-        org.limits,
-        config,
-        &args,
-    );
-    for (level, message) in &output.logs {
-        tracing::info!(device = %view.id, plugin = %plugin.name, level = ?level, "{message}");
+impl Round {
+    /// The round from replays and the view alone, or `None` if it needs more: a plugin run, a
+    /// load from the store, a secret to read.
+    fn run_inline(&self, secrets: &SessionSecrets) -> Option<RoundOutcome> {
+        let missed = Cell::new(false);
+        let secrets = KnownSecrets { secrets, unknown: Cell::new(false) };
+        let outcome = self.view.without_loading(|| self.run(&Runner::Replay { missed: &missed }, &secrets))?;
+        (!missed.get() && !secrets.unknown.get()).then_some(outcome)
     }
-    for fault in &output.adapter_faults {
-        let name = adapter.map_or("adapter", |(name, _)| name.as_str());
-        outcome.faults.push(FaultNote {
-            channel: format!("adapter:{name}"),
-            code: fault.code().into(),
-            message: format!("{name}, called by {}: {fault}", plugin.name),
-            detail: None,
-        });
+
+    fn run_blocking(&self, app: &Arc<App>, handle: &Handle, secrets: &dyn plan::Secrets) -> RoundOutcome {
+        self.run(&Runner::Blocking { app, handle }, secrets)
     }
-    match result {
-        Ok(()) => {
-            declarations.extend(output.declarations);
-            outcome.tags_added.extend(output.tags_added);
-            outcome.tags_removed.extend(output.tags_removed);
-            Ok(())
+
+    /// Which presets apply now, their runs, and the plan.
+    fn run(&self, runner: &Runner<'_>, secrets: &dyn plan::Secrets) -> RoundOutcome {
+        let view = &self.view;
+        let mut outcome = RoundOutcome::default();
+        let mut declarations: Vec<Declared> = Vec::new();
+        let tags = if self.presets.iter().any(|p| !p.definition.tags.is_empty()) { view.tags() } else { Vec::new() };
+        for preset in &self.presets {
+            if !preset.selects(&self.events, &tags) {
+                continue;
+            }
+            let holds = preset.precondition_patterns().all(|p| view.read_pattern(&p, |_| ()).is_ok())
+                && view.read_loaded(|tree| preset.precondition_holds(tree));
+            if !holds {
+                continue;
+            }
+            outcome.ran.push(preset.clone());
+            let channel = format!("preset:{}", preset.name);
+            let definition = &preset.definition;
+            let result = match definition.provision.as_str() {
+                "refresh" | "value" | "tag" | "reboot" | "reset" | "download" => {
+                    built_in(preset, &mut declarations, &mut outcome).map_err(|message| FaultNote {
+                        channel: channel.clone(),
+                        code: "preset.invalid".into(),
+                        message,
+                        detail: None,
+                    })
+                }
+                _ => self.run_plugin(runner, preset, &mut declarations, &mut outcome),
+            };
+            if let Err(note) = result {
+                outcome.failed.push(preset.name.clone());
+                outcome.faults.push(note);
+            }
         }
-        Err(fault) => Err(plugin_fault(channel, plugin.name.as_str(), &plugin.version, &fault)),
+        for d in &declarations {
+            // The plan reads every declared pattern's whole subtree: whether a table was ever
+            // listed is told by what lies below its literal prefix.
+            if let Err(error) = view.read(&d.pattern.literal_prefix(), |_| ()) {
+                outcome.faults.push(FaultNote {
+                    channel: "provisioning".into(),
+                    code: "provisioning.store".into(),
+                    message: error.message,
+                    detail: None,
+                });
+                return outcome;
+            }
+        }
+        outcome.plan = Some(view.read_loaded(|tree| plan::plan(tree, &declarations, self.clock, secrets)));
+        outcome
     }
+
+    /// Runs (or replays) a provision plugin once; its declarations join the round's, its tag
+    /// changes the outcome.
+    fn run_plugin(
+        &self,
+        runner: &Runner<'_>,
+        preset: &ActivePreset,
+        declarations: &mut Vec<Declared>,
+        outcome: &mut RoundOutcome,
+    ) -> Result<(), FaultNote> {
+        let channel = format!("preset:{}", preset.name);
+        let Some(plugin) = &preset.plugin else {
+            return Err(FaultNote {
+                channel,
+                code: "preset.unknown_provision".into(),
+                message: format!("No provision named {:?} is installed any more", preset.definition.provision),
+                detail: None,
+            });
+        };
+        let config = self.org.config.get(&plugin.name).cloned().unwrap_or_default();
+        let key = self.memoize.then(|| {
+            // Everything the run saw besides the tree, which the revision stands for.
+            format!(
+                "{:?}",
+                (
+                    &plugin.hash,
+                    self.adapter.as_ref().map(|a| &a.hash),
+                    &preset.definition.args,
+                    &config,
+                    self.org.limits,
+                    &self.events,
+                    &self.view.facts,
+                )
+            )
+        });
+        let replay = key.as_ref().and_then(|key| {
+            let kept = self.kept.as_ref()?;
+            kept.runs.iter().find(|(k, _)| k == key).map(|(_, memo)| memo.clone())
+        });
+        let (memo, replayable) = match (replay, runner) {
+            (Some(memo), _) => {
+                outcome.replayed += 1;
+                (memo, true)
+            }
+            (None, Runner::Replay { missed }) => {
+                missed.set(true);
+                return Ok(());
+            }
+            (None, Runner::Blocking { app, handle }) => {
+                outcome.sandboxed += 1;
+                self.run_sandboxed(app, handle, plugin, config, preset, &channel, outcome)?
+            }
+        };
+        for (level, message) in &memo.logs {
+            tracing::info!(device = %self.view.id, plugin = %plugin.name, level = ?level, "{message}");
+        }
+        declarations.extend(memo.declarations.iter().cloned());
+        outcome.tags_added.extend(memo.tags_added.iter().cloned());
+        outcome.tags_removed.extend(memo.tags_removed.iter().cloned());
+        if let Some(key) = key.filter(|_| replayable) {
+            outcome.memos.push((key, memo));
+        }
+        Ok(())
+    }
+
+    /// Runs the plugin in the sandbox: its output, and whether a later session may replay it.
+    #[allow(clippy::too_many_arguments)]
+    fn run_sandboxed(
+        &self,
+        app: &Arc<App>,
+        handle: &Handle,
+        plugin: &crate::store::plugins::PluginRow,
+        config: Vec<(String, String)>,
+        preset: &ActivePreset,
+        channel: &str,
+        outcome: &mut RoundOutcome,
+    ) -> Result<(Arc<RunMemo>, bool), FaultNote> {
+        let loaded = adapters::load_blocking(app, handle, plugin).map_err(|error| FaultNote {
+            channel: channel.to_owned(),
+            code: "plugin.instantiate".into(),
+            message: format!("{error:#}"),
+            detail: None,
+        })?;
+        let args: Vec<(String, String)> = preset.definition.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let (result, output) = app.plugins.run_provision(
+            &loaded,
+            self.view.clone(),
+            self.adapter.as_ref().map(|a| a.loaded.clone()),
+            self.org.limits,
+            config,
+            &args,
+        );
+        for fault in &output.adapter_faults {
+            let name = self.adapter.as_ref().map_or("adapter", |a| a.name.as_str());
+            outcome.faults.push(FaultNote {
+                channel: format!("adapter:{name}"),
+                code: fault.code().into(),
+                message: format!("{name}, called by {}: {fault}", plugin.name),
+                detail: None,
+            });
+        }
+        if let Err(fault) = result {
+            for (level, message) in &output.logs {
+                tracing::info!(device = %self.view.id, plugin = %plugin.name, level = ?level, "{message}");
+            }
+            return Err(plugin_fault(channel.to_owned(), plugin.name.as_str(), &plugin.version, &fault));
+        }
+        let replayable = !output.impure && output.adapter_faults.is_empty();
+        let memo = RunMemo {
+            declarations: output.declarations,
+            tags_added: output.tags_added,
+            tags_removed: output.tags_removed,
+            logs: output.logs,
+        };
+        Ok((Arc::new(memo), replayable))
+    }
+}
+
+/// Whether two sets of runs are the same outputs under the same keys.
+fn same_runs(a: &[(String, Arc<RunMemo>)], b: &[(String, Arc<RunMemo>)]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((ka, ma), (kb, mb))| ka == kb && Arc::ptr_eq(ma, mb))
 }
 
 fn plugin_fault(channel: String, name: &str, version: &str, fault: &PluginFault) -> FaultNote {

@@ -10,10 +10,20 @@
 //!
 //! A session that wrote to the tree keeps nothing: its view mixes loaded rows with what it sent,
 //! and its own writes moved the revision past its tag anyway. The next session reloads.
+//!
+//! The entry also keeps what the session's first round of provisions produced, run by run. A
+//! provision sees only what the WIT world hands it: the tree, the device's facts and events, its
+//! arguments and configuration, and the clock, generator and tags. A run that used none of the
+//! last three ([`crate::plugins::RunOutput::impure`]) declares the same again over the same tree,
+//! so the next session at the same revision replays it instead of instantiating the plugin; the
+//! key holds everything else it saw.
 
 use std::sync::Arc;
 
-use crate::plugins::ViewSnapshot;
+use roost_plugin_sdk::Value;
+
+use crate::plugins::bindings::provision::roost::plugin::log::Level;
+use crate::plugins::{Declared, ViewSnapshot};
 
 /// One device's entry.
 #[derive(Debug)]
@@ -23,6 +33,42 @@ pub struct DeviceReads {
     /// `DeviceInfo.ModelName`, which adapters are told (it is not in the Inform's DeviceId).
     pub model_name: Option<String>,
     pub view: ViewSnapshot,
+    /// Outputs of the first round's runs, by [`RunMemo`] key.
+    pub runs: Vec<(String, Arc<RunMemo>)>,
+}
+
+impl DeviceReads {
+    fn weight(&self) -> usize {
+        self.view.weight() + self.runs.iter().map(|(key, memo)| key.len() + memo.weight()).sum::<usize>()
+    }
+}
+
+/// What a provision run produced that the session acts on.
+#[derive(Debug)]
+pub struct RunMemo {
+    pub declarations: Vec<Declared>,
+    pub tags_added: Vec<String>,
+    pub tags_removed: Vec<String>,
+    pub logs: Vec<(Level, String)>,
+}
+
+impl RunMemo {
+    fn weight(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        let declarations: usize = self
+            .declarations
+            .iter()
+            .map(|d| OVERHEAD + d.pattern.to_string().len() + d.value.as_ref().map_or(0, value_bytes))
+            .sum();
+        let texts: usize = self
+            .tags_added
+            .iter()
+            .chain(&self.tags_removed)
+            .chain(self.logs.iter().map(|(_, message)| message))
+            .map(|t| 24 + t.len())
+            .sum();
+        OVERHEAD + declarations + texts
+    }
 }
 
 /// Entries by device, weighed by the bytes they hold.
@@ -42,7 +88,7 @@ impl Reads {
         Reads {
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity_bytes)
-                .weigher(|_, entry: &Arc<DeviceReads>| u32::try_from(entry.view.weight()).unwrap_or(u32::MAX))
+                .weigher(|_, entry: &Arc<DeviceReads>| u32::try_from(entry.weight()).unwrap_or(u32::MAX))
                 .build(),
             // A provision that reads a whole subtree would crowd out hundreds of devices that
             // read a dozen figures each: an entry may hold at most 1/64 of the whole.
@@ -56,11 +102,18 @@ impl Reads {
     }
 
     pub fn keep(&self, device_pk: i64, entry: DeviceReads) {
-        if entry.view.weight() <= self.max_entry_bytes {
+        if entry.weight() <= self.max_entry_bytes {
             self.entries.insert(device_pk, Arc::new(entry));
         } else {
             self.entries.invalidate(&device_pk);
         }
+    }
+}
+
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::Text(s) | Value::DateTime(s) | Value::Base64(s) | Value::HexBinary(s) => s.len(),
+        Value::Signed(_) | Value::Unsigned(_) | Value::Boolean(_) => 8,
     }
 }
 
@@ -79,7 +132,7 @@ mod tests {
             );
         }
         view.prefixes.push("Device.Hosts.".into());
-        DeviceReads { rev, model_name: None, view }
+        DeviceReads { rev, model_name: None, view, runs: Vec::new() }
     }
 
     #[test]

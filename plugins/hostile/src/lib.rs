@@ -10,6 +10,7 @@
 //! | `huge-value` | declares one value of `bytes` bytes | `plugin.limit` |
 //! | `trap` | panics | `plugin.trap` |
 //! | `behave` | declares one refresh, like a real provision | none |
+//! | `stamp` | tags the device `seen-<clock>`: a run that reads the clock, which no later session may replay | none |
 
 use roost_plugin_sdk::prelude::*;
 
@@ -57,6 +58,7 @@ impl Provision for Hostile {
                 declare("Device.DeviceInfo.UpTime").refresh(Duration::from_secs(60));
                 Ok(())
             }
+            "stamp" => tags::add(&format!("seen-{}", clock::now_ms())),
             other => Err(Error::invalid_argument(format!("unknown mode {other}"))),
         }
     }
