@@ -343,6 +343,11 @@ fn take_deferred() -> Option<Error> {
 }
 
 /// The device's tags.
+///
+/// A run that reads them ([`list`](tags::list), [`has`](tags::has), [`remove`](tags::remove))
+/// runs again in every session. One that reads neither tags, [`clock`] nor [`random`] may have its
+/// last output replayed instead while the device's tree is unchanged: it must be a function of
+/// what it reads (docs/PLUGINS.md §7).
 pub mod tags {
     use super::*;
 
@@ -393,7 +398,7 @@ pub mod log {
     }
 }
 
-/// The session's clock.
+/// The session's clock. A run that reads it runs again in every session, never replayed.
 pub mod clock {
     use super::*;
 
@@ -408,7 +413,8 @@ pub mod clock {
     }
 }
 
-/// The host-seeded generator: the same sequence in every round of a session.
+/// The host-seeded generator: the same sequence in every round of a session. A run that reads
+/// it runs again in every session, never replayed.
 pub mod random {
     use super::*;
 
