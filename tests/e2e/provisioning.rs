@@ -451,6 +451,25 @@ async fn settled_runs_replay_only_what_cannot_differ(backend: Backend) {
     assert_eq!(periodic().await, (vec![], [1, 0, 0]));
     assert_eq!(periodic().await, (vec![], [0, 1, 1]));
 
+    // A replayed declaration is planned against the session's clock: once the figures are older
+    // than the max-age, the replay reads them, and the next round runs the provision again.
+    put_preset(&h, "health", health("2")).await;
+    let mut settled = false;
+    for _ in 0..10 {
+        // Until a session finds every figure younger than 2 s, plans nothing and keeps its run.
+        if periodic().await == (vec![], [1, 0, 0]) {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "no session found the figures fresh");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (methods, counts) = periodic().await;
+    assert!(methods.iter().any(|m| m == "GetParameterValues"), "the replay asks for the figures: {methods:?}");
+    assert_eq!(counts, [1, 1, 1], "replayed on the worker, run in the sandbox after the read");
+    put_preset(&h, "health", health("3600")).await;
+    assert_eq!(periodic().await, (vec![], [1, 0, 0]), "that session wrote: nothing was kept");
+
     // A run that reads the clock runs every session; the health run beside it is still replayed.
     let (status, hostile) = upload(&h, &h.token, "name=hostile&version=1.0.0", component("hostile")).await;
     assert_eq!(status, StatusCode::CREATED, "{hostile}");

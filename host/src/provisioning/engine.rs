@@ -41,6 +41,7 @@ use super::reads::{DeviceReads, RunMemo};
 use crate::app::App;
 use crate::cwmp::driver::{Answer, describe_unanswered, spv_fault_detail};
 use crate::cwmp::refresh::Refresh;
+use crate::plugins::bindings::provision::roost::plugin::log::Level;
 use crate::plugins::{Declared, DeviceView, Loaded, PluginFault, TreeLoader};
 use crate::store::devices::{self, Device};
 use crate::store::{faults, now_millis, parameters, presets as preset_store};
@@ -114,6 +115,8 @@ struct RoundOutcome {
     /// Plugin runs in the sandbox, and outputs replayed instead.
     sandboxed: u64,
     replayed: u64,
+    /// What the plugins logged (or logged when their output was made), by plugin name.
+    logs: Vec<(String, Level, String)>,
 }
 
 /// The adapter of the session's device.
@@ -495,7 +498,10 @@ impl Provisioning {
             kept: if memoize { self.kept.clone() } else { None },
         };
         let inline = match round.kept {
-            Some(_) => round.run_inline(&self.secrets),
+            // A panic in the round (the plan, a precondition) stays this session's, as it would
+            // on the blocking pool.
+            Some(_) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| round.run_inline(&self.secrets)))
+                .map_err(|_| anyhow::anyhow!("a provisioning round panicked"))?,
             None => None,
         };
         let outcome = match inline {
@@ -513,6 +519,9 @@ impl Provisioning {
                     .context("a provisioning round panicked")?
             }
         };
+        for (plugin, level, message) in &outcome.logs {
+            tracing::info!(device = %self.device_id, plugin = %plugin, level = ?level, "{message}");
+        }
         app.provisioning.counters.sandboxed_runs.fetch_add(outcome.sandboxed, Ordering::Relaxed);
         app.provisioning.counters.replayed_runs.fetch_add(outcome.replayed, Ordering::Relaxed);
         if memoize {
@@ -888,7 +897,15 @@ impl Round {
                         detail: None,
                     })
                 }
-                _ => self.run_plugin(runner, preset, &mut declarations, &mut outcome),
+                _ => {
+                    let result = self.run_plugin(runner, preset, &mut declarations, &mut outcome);
+                    if let Runner::Replay { missed } = runner
+                        && missed.get()
+                    {
+                        return outcome;
+                    }
+                    result
+                }
             };
             if let Err(note) = result {
                 outcome.failed.push(preset.name.clone());
@@ -964,9 +981,7 @@ impl Round {
                 self.run_sandboxed(app, handle, plugin, config, preset, &channel, outcome)?
             }
         };
-        for (level, message) in &memo.logs {
-            tracing::info!(device = %self.view.id, plugin = %plugin.name, level = ?level, "{message}");
-        }
+        outcome.logs.extend(memo.logs.iter().map(|(level, message)| (plugin.name.clone(), *level, message.clone())));
         declarations.extend(memo.declarations.iter().cloned());
         outcome.tags_added.extend(memo.tags_added.iter().cloned());
         outcome.tags_removed.extend(memo.tags_removed.iter().cloned());
@@ -1013,9 +1028,7 @@ impl Round {
             });
         }
         if let Err(fault) = result {
-            for (level, message) in &output.logs {
-                tracing::info!(device = %self.view.id, plugin = %plugin.name, level = ?level, "{message}");
-            }
+            outcome.logs.extend(output.logs.into_iter().map(|(level, message)| (plugin.name.clone(), level, message)));
             return Err(plugin_fault(channel.to_owned(), plugin.name.as_str(), &plugin.version, &fault));
         }
         let replayable = !output.impure && output.adapter_faults.is_empty();

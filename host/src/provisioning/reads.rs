@@ -101,7 +101,11 @@ impl Reads {
         self.entries.get(&device_pk).filter(|entry| entry.rev == rev)
     }
 
-    pub fn keep(&self, device_pk: i64, entry: DeviceReads) {
+    pub fn keep(&self, device_pk: i64, mut entry: DeviceReads) {
+        if entry.weight() > self.max_entry_bytes {
+            // The view saves the session's queries, a replay only a plugin run: the view stays.
+            entry.runs.clear();
+        }
         if entry.weight() <= self.max_entry_bytes {
             self.entries.insert(device_pk, Arc::new(entry));
         } else {
@@ -153,5 +157,19 @@ mod tests {
         reads.keep(7, entry(2, 100));
         assert!(reads.get(7, 2).is_none());
         assert!(reads.get(7, 1).is_none());
+    }
+
+    #[test]
+    fn runs_too_large_to_keep_leave_the_view_kept_without_them() {
+        let reads = Reads::new(64 * 1024);
+        let mut kept = entry(1, 2);
+        let logs = vec![(Level::Info, "x".repeat(2048))];
+        let memo = RunMemo { declarations: Vec::new(), tags_added: Vec::new(), tags_removed: Vec::new(), logs };
+        kept.runs.push(("health".into(), Arc::new(memo)));
+        reads.keep(7, kept);
+        let kept = reads.get(7, 1);
+        assert!(kept.as_ref().is_some_and(|kept| kept.runs.is_empty()), "the view is kept, without the runs");
+        let Some(kept) = kept else { return };
+        assert_eq!(kept.view.tree.len(), 2);
     }
 }

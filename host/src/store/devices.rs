@@ -117,11 +117,8 @@ pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<I
             })
             .cloned()
             .collect();
-        parameters::upsert_values(&txn, outcome.device.id, &changed, record.now).await?;
-        if !changed.is_empty() {
-            // What `upsert_values` did to the row the Inform's update returned. Should another
-            // writer have moved it too, the revision is merely behind: a miss, never a wrong hit.
-            outcome.device.tree_rev += 1;
+        if let Some(rev) = parameters::upsert_values(&txn, outcome.device.id, &changed, record.now).await? {
+            outcome.device.tree_rev = rev;
         }
         set_digest(&txn, outcome.device.id, &digest).await?;
         outcome.changed_parameters = changed.len();
@@ -234,9 +231,8 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
     .context("registering device")?;
     let (mut device, has_queued_tasks) =
         update_known(&txn, record).await?.context("the device vanished while it was registered")?;
-    parameters::upsert_values(&txn, device.id, record.parameters, record.now).await?;
-    if !record.parameters.is_empty() {
-        device.tree_rev += 1;
+    if let Some(rev) = parameters::upsert_values(&txn, device.id, record.parameters, record.now).await? {
+        device.tree_rev = rev;
     }
     set_digest(&txn, device.id, digest).await?;
     device.inform_digest = digest.to_owned();

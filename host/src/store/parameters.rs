@@ -30,15 +30,16 @@ const COLUMNS: &str =
     "path, value, value_type, writable, is_object, refreshed_at, sealed_value IS NOT NULL AS remembered";
 
 /// Stores values read from the device (GetParameterValues, the Inform). A node seen for the
-/// first time is created not writable until GetParameterNames says otherwise.
+/// first time is created not writable until GetParameterNames says otherwise. Returns the tree
+/// revision after the write, `None` when there was nothing to write.
 pub async fn upsert_values<C: ConnectionTrait>(
     conn: &C,
     device_pk: i64,
     values: &[ParameterValue],
     now: i64,
-) -> Result<()> {
+) -> Result<Option<i64>> {
     if values.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     mark_tree_changed(conn, device_pk).await?;
     for chunk in values.chunks(CHUNK) {
@@ -69,7 +70,7 @@ pub async fn upsert_values<C: ConnectionTrait>(
             .await
             .context("storing parameter values")?;
     }
-    Ok(())
+    tree_written(conn, device_pk).await.map(Some)
 }
 
 /// Stores what GetParameterNames reported: which nodes exist, which are objects, which are
@@ -111,6 +112,7 @@ pub async fn upsert_names<C: ConnectionTrait>(
             .await
             .context("storing parameter names")?;
     }
+    tree_written(conn, device_pk).await?;
     Ok(())
 }
 
@@ -143,7 +145,7 @@ pub async fn remembered_secret(store: &Store, device_pk: i64, path: &str) -> Res
 /// Marks the device row before any write to its parameter rows: the tree's revision moves (what
 /// a replica kept of the tree is stale, `provisioning::reads`), and the stored Inform digest is
 /// unreliable, so the next Inform compares its parameters one by one. The Inform itself stores
-/// its digest again after its writes.
+/// its digest again after its writes. [`tree_written`] moves the revision again after them.
 async fn mark_tree_changed<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Result<()> {
     conn.execute_raw(statement(
         conn.get_database_backend(),
@@ -153,6 +155,27 @@ async fn mark_tree_changed<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Resu
     .await
     .context("marking the device's tree changed")?;
     Ok(())
+}
+
+/// Moves the tree's revision once more after a write to the device's parameter rows, and returns
+/// it. Statements outside a transaction commit one by one: a session whose Inform returned the
+/// revision of the mark before a write may load rows the write has not reached yet, and so must
+/// not find that revision still current when the write is done. (A write that fails half-way
+/// leaves the mark's revision current: a view loaded while it was under way may miss rows it
+/// wrote before failing, until the device's next write.)
+async fn tree_written<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Result<i64> {
+    let row = super::first_row(
+        conn,
+        statement(
+            conn.get_database_backend(),
+            "UPDATE devices SET tree_rev = tree_rev + 1 WHERE id = ? RETURNING tree_rev",
+            [device_pk.into()],
+        ),
+    )
+    .await
+    .context("moving the device's tree revision")?
+    .context("the device vanished while its parameters were written")?;
+    row.try_get_by_index::<i64>(0).context("reading the tree revision")
 }
 
 /// The exclusive upper bound of the paths that start with `prefix`: the prefix with its last
@@ -186,6 +209,7 @@ pub async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix
         .execute_raw(statement(conn.get_database_backend(), &sql, args))
         .await
         .context("deleting parameter subtree")?;
+    tree_written(conn, device_pk).await?;
     Ok(result.rows_affected())
 }
 
@@ -201,6 +225,7 @@ pub async fn delete_stale<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: 
         .execute_raw(statement(conn.get_database_backend(), &sql, args))
         .await
         .context("deleting stale parameters")?;
+    tree_written(conn, device_pk).await?;
     Ok(result.rows_affected())
 }
 
