@@ -322,6 +322,19 @@ on_both_backends! {
 }
 
 /// The device's row as the store has it (primary key and tree revision).
+/// Stores an unsigned value in the device's tree as another replica's session would.
+async fn store_as_another_writer(h: &Harness, device_pk: i64, path: &str, value: &str) {
+    let reported = roost_cwmp::ParameterValue {
+        name: path.to_owned(),
+        value: value.to_owned(),
+        value_type: roost_cwmp::ValueType::parse("xsd:unsignedInt"),
+    };
+    let store = &h.app().store;
+    roost::store::parameters::upsert_values(store.db(), device_pk, &[reported], roost::store::now_millis())
+        .await
+        .unwrap();
+}
+
 async fn stored_device(h: &Harness, id: &str) -> roost::store::devices::Device {
     roost::store::devices::by_device_id(&h.app().store, id).await.unwrap().expect("registered")
 }
@@ -360,14 +373,7 @@ async fn kept_reads_serve_only_an_unchanged_tree(backend: Backend) {
 
     // Another replica's session stored what the device reported after a local change.
     cpe.set(interval, "600").unwrap();
-    let reported = roost_cwmp::ParameterValue {
-        name: interval.to_owned(),
-        value: "600".to_owned(),
-        value_type: roost_cwmp::ValueType::parse("xsd:unsignedInt"),
-    };
-    roost::store::parameters::upsert_values(h.app().store.db(), device.id, &[reported], roost::store::now_millis())
-        .await
-        .unwrap();
+    store_as_another_writer(&h, device.id, interval, "600").await;
     assert!(stored_device(&h, &id).await.tree_rev > device.tree_rev);
     assert_eq!(periodic().await, ["SetParameterValues"], "the kept view must not hide the change");
     assert_eq!(cpe.value(interval).as_deref(), Some("1234"));
@@ -439,15 +445,7 @@ async fn settled_runs_replay_only_what_cannot_differ(backend: Backend) {
     assert_eq!(periodic().await, (vec![], [0, 1, 1]));
 
     // So is the tree: a write by anyone else moves its revision.
-    let uptime = "InternetGatewayDevice.DeviceInfo.UpTime";
-    let reported = roost_cwmp::ParameterValue {
-        name: uptime.to_owned(),
-        value: "77".to_owned(),
-        value_type: roost_cwmp::ValueType::parse("xsd:unsignedInt"),
-    };
-    roost::store::parameters::upsert_values(app.store.db(), device.id, &[reported], roost::store::now_millis())
-        .await
-        .unwrap();
+    store_as_another_writer(&h, device.id, "InternetGatewayDevice.DeviceInfo.UpTime", "77").await;
     assert_eq!(periodic().await, (vec![], [1, 0, 0]));
     assert_eq!(periodic().await, (vec![], [0, 1, 1]));
 
