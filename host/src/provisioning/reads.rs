@@ -14,9 +14,9 @@
 //! The entry also keeps what the session's first round of provisions produced, run by run. A
 //! provision sees only what the WIT world hands it: the tree, the device's facts and events, its
 //! arguments and configuration, and the clock, generator and tags. A run that used none of the
-//! last three ([`crate::plugins::RunOutput::impure`]) declares the same again over the same tree,
-//! so the next session at the same revision replays it instead of instantiating the plugin; the
-//! key holds everything else it saw.
+//! last three and met no failed read ([`crate::plugins::RunOutput::impure`]) nor adapter fault
+//! declares the same again over the same tree, so the next session at the same revision replays
+//! it instead of instantiating the plugin; the key holds everything else it saw.
 
 use std::sync::Arc;
 
