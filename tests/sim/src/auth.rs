@@ -92,6 +92,30 @@ impl Challenge {
     }
 }
 
+impl DigestChallenge {
+    /// An RFC 2069 `Authorization` header, the way some firmware answers any challenge
+    /// ([`Quirks::challenge_with_empty_post`](crate::Quirks::challenge_with_empty_post)): no
+    /// `qop`, `nc` or `cnonce` even when `qop="auth"` was offered, no `algorithm`, and
+    /// `response = MD5(HA1:nonce:HA2)` with `HA2 = MD5(method:uri)` for whatever `uri` the
+    /// firmware writes (`""` in practice). The nonce count is left alone.
+    pub fn rfc2069_authorization(&self, method: &str, uri: &str, username: &str, password: &str) -> String {
+        let ha1 = md5_hex(&format!("{username}:{}:{password}", self.realm));
+        let ha2 = md5_hex(&format!("{method}:{uri}"));
+        let response = md5_hex(&format!("{ha1}:{}:{ha2}", self.nonce));
+        let mut header = format!(
+            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{response}\"",
+            quote(username),
+            quote(&self.realm),
+            quote(&self.nonce),
+            quote(uri)
+        );
+        if let Some(opaque) = &self.opaque {
+            let _ = write!(header, ", opaque=\"{}\"", quote(opaque));
+        }
+        header
+    }
+}
+
 pub fn basic_authorization(username: &str, password: &str) -> String {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
     format!("Basic {token}")
@@ -100,6 +124,12 @@ pub fn basic_authorization(username: &str, password: &str) -> String {
 /// The `WWW-Authenticate` value a CPE sends to a connection request without valid credentials.
 pub fn digest_challenge(realm: &str, nonce: &str) -> String {
     format!("Digest realm=\"{realm}\", qop=\"auth\", nonce=\"{nonce}\", algorithm=MD5")
+}
+
+/// [`digest_challenge`] as some firmware writes it, with no commas between the parameters
+/// ([`Quirks::cr_close_after_challenge`](crate::Quirks::cr_close_after_challenge)).
+pub fn digest_challenge_without_commas(realm: &str, nonce: &str) -> String {
+    format!("Digest qop=\"auth\" nonce=\"{nonce}\" realm=\"{realm}\"")
 }
 
 /// A fresh unguessable nonce.
@@ -322,6 +352,38 @@ mod tests {
         let header = challenge.authorization("GET", "/x", "u", "p");
         assert!(!header.contains("qop"));
         assert_eq!(verify_digest(&header, "GET", "/x", "r", "u", "p", |_| true), Err(DigestRejection::Unsupported));
+    }
+
+    #[test]
+    fn rfc_2069_response_with_an_empty_uri() {
+        let challenge = Challenge::select([r#"Digest realm="acs", qop="auth", nonce="n-1", algorithm=MD5"#]).unwrap();
+        let Challenge::Digest(digest) = challenge else { panic!("{challenge:?}") };
+        let header = digest.rfc2069_authorization("POST", "", "cpe", "pw");
+        let ha1 = md5_hex("cpe:acs:pw");
+        let expected = md5_hex(&format!("{ha1}:n-1:{}", md5_hex("POST:")));
+        assert_eq!(
+            header,
+            format!(r#"Digest username="cpe", realm="acs", nonce="n-1", uri="", response="{expected}""#)
+        );
+        for absent in ["qop", "nc=", "cnonce", "algorithm"] {
+            assert!(!header.contains(absent), "{absent} in {header}");
+        }
+        assert_eq!(digest.nonce_count, 0);
+    }
+
+    #[test]
+    fn challenge_without_commas_parses_and_verifies() {
+        let value = digest_challenge_without_commas("roost-sim", "abc");
+        assert_eq!(value, r#"Digest qop="auth" nonce="abc" realm="roost-sim""#);
+        let mut challenge = Challenge::select([value.as_str()]).unwrap();
+        match &challenge {
+            Challenge::Digest(d) => {
+                assert_eq!((d.realm.as_str(), d.nonce.as_str(), d.qop_auth), ("roost-sim", "abc", true));
+            }
+            other => panic!("{other:?}"),
+        }
+        let header = challenge.authorization("GET", "/S1", "u", "p");
+        verify_digest(&header, "GET", "/S1", "roost-sim", "u", "p", |n| n == "abc").unwrap();
     }
 
     #[test]

@@ -6,11 +6,20 @@
 //! fresh single-use nonce on every 401; 200 and then a session with `6 CONNECTION REQUEST`
 //! (queued behind a running session rather than run alongside it); 503 when requests come
 //! faster than one per second, or while the device reboots.
+//!
+//! Two firmware habits can be switched on per fleet ([`Quirks`](crate::Quirks)): an open
+//! listener that checks nothing ([`CrAuth::None`]), and one that closes the TCP connection right
+//! after its 401 without having said `Connection: close`, writing its challenge without commas
+//! ([`Quirks::cr_close_after_challenge`](crate::Quirks::cr_close_after_challenge)).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,11 +30,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::auth::{digest_challenge, new_nonce, verify_digest};
+use crate::auth::{digest_challenge, digest_challenge_without_commas, new_nonce, verify_digest};
 use crate::device::{Command, DeviceShared, DeviceState};
 use crate::inform::event;
+use crate::quirks::CrAuth;
 
 /// The Digest realm the simulated CPEs announce.
 pub const REALM: &str = "roost-sim";
@@ -58,6 +69,17 @@ impl CrGuard {
     }
 }
 
+/// How the listener behaves, from the fleet's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// Connection requests closer together than this are refused with 503.
+    pub min_interval: Duration,
+    pub auth: CrAuth,
+    /// Close the connection after each 401, without `Connection: close`, with a comma-less
+    /// challenge.
+    pub close_after_challenge: bool,
+}
+
 /// What the device answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -67,15 +89,20 @@ pub(crate) enum Verdict {
     Offline,
 }
 
-/// Decides on one connection request. `target` is the request's path and query.
+/// Decides on one connection request. `target` is the request's path and query; with
+/// [`CrAuth::None`] the credentials are not looked at.
 pub(crate) fn check(
     state: &mut DeviceState,
     authorization: Option<&str>,
     target: &str,
     min_interval: Duration,
+    auth: CrAuth,
 ) -> Verdict {
     if state.offline {
         return Verdict::Offline;
+    }
+    if auth == CrAuth::None {
+        return throttle(state, min_interval);
     }
     let root = state.cpe.tree.root().to_owned();
     let value =
@@ -92,6 +119,11 @@ pub(crate) fn check(
     if !verified {
         return Verdict::Challenge { nonce: state.cr.issue_nonce() };
     }
+    throttle(state, min_interval)
+}
+
+/// Accepts an authenticated request unless the last one is too recent.
+fn throttle(state: &mut DeviceState, min_interval: Duration) -> Verdict {
     let now = Instant::now();
     if state.cr.last_accepted.is_some_and(|last| now.duration_since(last) < min_interval) {
         return Verdict::Throttled;
@@ -139,7 +171,13 @@ fn respond(status: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-fn handle(routes: &Routes, request: &Request<Incoming>, min_interval: Duration) -> Response<Full<Bytes>> {
+/// Answers one request. `close` is raised when the connection must end after this answer.
+fn handle(
+    routes: &Routes,
+    request: &Request<Incoming>,
+    settings: Settings,
+    close: &AtomicBool,
+) -> Response<Full<Bytes>> {
     let Some(device) = lookup(routes, request.uri().path()) else {
         return respond(StatusCode::NOT_FOUND);
     };
@@ -148,7 +186,7 @@ fn handle(routes: &Routes, request: &Request<Incoming>, min_interval: Duration) 
     }
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let verdict = check(&mut device.lock(), authorization, target, min_interval);
+    let verdict = check(&mut device.lock(), authorization, target, settings.min_interval, settings.auth);
     match verdict {
         Verdict::Accepted => {
             let _ =
@@ -157,7 +195,13 @@ fn handle(routes: &Routes, request: &Request<Incoming>, min_interval: Duration) 
         }
         Verdict::Challenge { nonce } => {
             let mut response = respond(StatusCode::UNAUTHORIZED);
-            if let Ok(value) = digest_challenge(REALM, &nonce).parse() {
+            let challenge = if settings.close_after_challenge {
+                close.store(true, Ordering::SeqCst);
+                digest_challenge_without_commas(REALM, &nonce)
+            } else {
+                digest_challenge(REALM, &nonce)
+            };
+            if let Ok(value) = challenge.parse() {
                 response.headers_mut().insert(WWW_AUTHENTICATE, value);
             }
             response
@@ -171,7 +215,7 @@ fn handle(routes: &Routes, request: &Request<Incoming>, min_interval: Duration) 
 }
 
 /// Serves connection requests until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, routes: Arc<Routes>, min_interval: Duration) {
+pub(crate) async fn serve(listener: TcpListener, routes: Arc<Routes>, settings: Settings) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -184,14 +228,84 @@ pub(crate) async fn serve(listener: TcpListener, routes: Arc<Routes>, min_interv
         };
         let routes = routes.clone();
         tokio::spawn(async move {
+            let close = Arc::new(AtomicBool::new(false));
+            let stream = CloseAfterAnswer { inner: stream, close: close.clone(), answered: false, eof: false };
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = handle(&routes, &request, min_interval);
+                let response = handle(&routes, &request, settings, &close);
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(%peer, %error, "connection-request connection ended");
             }
         });
+    }
+}
+
+/// The listener's side of a TCP connection, able to end the connection after an answer
+/// without the `Connection: close` hyper would write if keep-alive were turned off.
+///
+/// Once `close` is raised (by the service, before hyper encodes the answer), the next write
+/// and flush carry that answer; after it, reads report end of stream, so hyper sees a client
+/// that hung up, finishes and shuts the socket down. Never raised, it is a plain `TcpStream`.
+struct CloseAfterAnswer {
+    inner: TcpStream,
+    close: Arc<AtomicBool>,
+    /// Bytes were written since `close` was raised.
+    answered: bool,
+    /// The answer is flushed: reads end.
+    eof: bool,
+}
+
+impl AsyncRead for CloseAfterAnswer {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.eof {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl CloseAfterAnswer {
+    fn wrote(&mut self, result: &Poll<io::Result<usize>>) {
+        if matches!(result, Poll::Ready(Ok(n)) if *n > 0) && self.close.load(Ordering::SeqCst) {
+            self.answered = true;
+        }
+    }
+}
+
+impl AsyncWrite for CloseAfterAnswer {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&result);
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(result, Poll::Ready(Ok(()))) && self.answered && !self.eof {
+            self.eof = true;
+            // hyper polled the read side before writing; have it look again and see the end.
+            cx.waker().wake_by_ref();
+        }
+        result
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

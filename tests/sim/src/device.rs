@@ -427,8 +427,13 @@ impl Running {
         let waiters = std::mem::take(&mut self.waiters);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let settings =
-            SessionSettings { version: self.fleet.config.cwmp_version, http_timeout: self.fleet.config.http_timeout };
+        let settings = SessionSettings {
+            version: self.fleet.config.cwmp_version,
+            http_timeout: self.fleet.config.http_timeout,
+            quirks: self.fleet.quirks.clone(),
+            ask_for_challenge: self.fleet.quirks.challenge_with_empty_post
+                && (self.fleet.config.acs_username.is_some() || self.fleet.config.acs_password.is_some()),
+        };
         let (report, after) = session::run(&settings, &self.shared.state, self.shared.index, seq).await;
         drop(permit);
         if let Some(error) = &report.error {

@@ -15,6 +15,7 @@ use crate::connection_request::{self, Routes, path_for};
 use crate::device::{self, Actor, DeviceHandle, DeviceSpec, StartMode};
 use crate::inform::{event, wan_address_parameter};
 use crate::load::Stats;
+use crate::quirks::Quirks;
 use crate::rpc::CpeState;
 use crate::tree::{DataModel, DataModelKind, ParameterTree};
 
@@ -84,6 +85,8 @@ pub struct FleetConfig {
     pub strict_types: bool,
     /// Session reports kept per device for [`DeviceHandle::sessions`] and waiting.
     pub history: usize,
+    /// Real-firmware habits to reproduce (see [`Quirks`]); all off by default.
+    pub quirks: Quirks,
 }
 
 impl FleetConfig {
@@ -117,6 +120,7 @@ impl FleetConfig {
             cr_min_interval: Duration::from_secs(1),
             strict_types: true,
             history: 64,
+            quirks: Quirks::default(),
         }
     }
 }
@@ -127,6 +131,8 @@ pub(crate) struct FleetShared {
     pub config: FleetConfig,
     pub sessions: Arc<Semaphore>,
     pub stats: Arc<Stats>,
+    /// `config.quirks`, shared by every device's state and sessions.
+    pub quirks: Arc<Quirks>,
 }
 
 /// A running fleet. Dropping it stops every device and the listener.
@@ -170,6 +176,7 @@ impl Fleet {
             client,
             sessions: Arc::new(Semaphore::new(config.max_concurrent_sessions.max(1))),
             stats: Arc::new(Stats::new()),
+            quirks: Arc::new(config.quirks.clone()),
             config,
         });
         let config = &shared.config;
@@ -192,6 +199,7 @@ impl Fleet {
             let factory = template.factory(config, &root, &serial, &cr_url, number);
             let mut cpe = CpeState::new(ParameterTree::new(model.clone()));
             cpe.strict_types = config.strict_types;
+            cpe.quirks = shared.quirks.clone();
             let (device, commands) = device::create(
                 DeviceSpec {
                     index,
@@ -210,7 +218,12 @@ impl Fleet {
         }
 
         let mut tasks = JoinSet::new();
-        tasks.spawn(connection_request::serve(listener, Arc::new(routes), config.cr_min_interval));
+        let listener_settings = connection_request::Settings {
+            min_interval: config.cr_min_interval,
+            auth: config.quirks.cr_auth,
+            close_after_challenge: config.quirks.cr_close_after_challenge,
+        };
+        tasks.spawn(connection_request::serve(listener, Arc::new(routes), listener_settings));
         for actor in actors {
             tasks.spawn(actor.run());
         }

@@ -37,7 +37,10 @@
 //! [`session`] (one CWMP session over HTTP), [`device`] (a device's task and handle),
 //! [`connection_request`] (the shared listener), [`fleet`] (starting many devices), [`load`]
 //! (load statistics), [`auth`] (HTTP Digest/Basic), [`transfer`] (Download/Upload),
-//! [`diagnostics`].
+//! [`diagnostics`], [`quirks`] (real-firmware habits a fleet can switch on: open or
+//! socket-closing connection-request listeners, a challenge asked for with an empty POST,
+//! GetParameterValues batches that crash the agent, leaves-only GetParameterNames,
+//! non-atomic SetParameterValues; all off by default).
 
 pub mod auth;
 pub mod connection_request;
@@ -46,6 +49,7 @@ pub mod diagnostics;
 pub mod fleet;
 pub mod inform;
 pub mod load;
+pub mod quirks;
 pub mod rpc;
 pub mod session;
 pub mod transfer;
@@ -58,6 +62,7 @@ use std::time::Duration;
 pub use device::{DeviceHandle, StartMode};
 pub use fleet::{FactoryTemplate, FirstContact, Fleet, FleetConfig};
 pub use load::{Stats, Summary};
+pub use quirks::{CrAuth, Quirks};
 pub use rpc::{AfterSession, Attributes, CpeState, Handled};
 pub use session::{RpcExchange, SessionError, SessionReport};
 pub use tree::{CsvLayout, DataModel, DataModelKind, LoadError, Node, ParameterTree};

@@ -6,6 +6,7 @@
 //! (Reboot, Download, …), an [`AfterSession`] for the session driver to carry out.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use roost_cwmp::fault::{SetParameterValuesFault, cpe_codes};
@@ -14,6 +15,7 @@ use roost_cwmp::{
     SetParameterAttribute, Upload, ValueType,
 };
 
+use crate::quirks::Quirks;
 use crate::tree::{DataModelKind, Node, ParameterTree, last_segment, natural_cmp, parent};
 
 /// What this CPE answers to GetRPCMethods: the methods [`CpeState::handle`] implements.
@@ -100,6 +102,9 @@ pub struct CpeState {
     /// Refuse a SetParameterValues whose `xsi:type` differs from the parameter's (9006), as
     /// strict firmware does; lenient firmware converts.
     pub strict_types: bool,
+    /// Firmware habits the RPC handlers reproduce ([`Quirks::gpn_leaves_only`],
+    /// [`Quirks::spv_refuse`]); shared by a fleet's devices.
+    pub quirks: Arc<Quirks>,
 }
 
 impl CpeState {
@@ -111,6 +116,7 @@ impl CpeState {
             booted_at: Instant::now(),
             changed: BTreeSet::new(),
             strict_types: true,
+            quirks: Arc::default(),
         }
     }
 
@@ -199,12 +205,12 @@ impl CpeState {
                 self.get_parameter_values(names).map(|parameters| CpeResponse::GetParameterValues { parameters }),
             ),
             AcsRequest::SetParameterValues { values, parameter_key } => {
-                match self.set_parameter_values(values, parameter_key) {
-                    Ok(diagnostics) => Handled {
-                        body: CpeBody::Response(CpeResponse::SetParameterValues { status: 0 }),
-                        after: diagnostics.map(|object| AfterSession::Diagnostics { object }),
-                    },
-                    Err(fault) => Handled::fault(fault),
+                let (result, diagnostics) = self.apply_parameter_values(values, parameter_key);
+                let after = diagnostics.map(|object| AfterSession::Diagnostics { object });
+                match result {
+                    Ok(()) => Handled { body: CpeBody::Response(CpeResponse::SetParameterValues { status: 0 }), after },
+                    // A non-atomic refusal may still have requested a diagnostic.
+                    Err(fault) => Handled { body: CpeBody::Fault(fault), after },
                 }
             }
             AcsRequest::GetParameterAttributes { names } => Handled::from_result(
@@ -264,12 +270,14 @@ impl CpeState {
     /// GetParameterNames (A.3.2.3).
     pub fn get_parameter_names(&self, path: &str, next_level: bool) -> Result<Vec<ParameterInfo>, Fault> {
         let info = |(name, node): (&str, &Node)| ParameterInfo { name: name.to_owned(), writable: node.writable };
+        // Quirk: firmware that lists leaves only when asked for a whole subtree.
+        let listed = |node: &Node| !(self.quirks.gpn_leaves_only && node.object);
         if path.is_empty() {
             let root = self.tree.root();
             return if next_level {
                 Ok(self.tree.node(root).map(|n| info((root, n))).into_iter().collect())
             } else {
-                Ok(sorted(self.tree.walk("").map(info).collect()))
+                Ok(sorted(self.tree.walk("").filter(|(_, n)| listed(n)).map(info).collect()))
             };
         }
         let node = self.tree.node(path).ok_or_else(invalid_name)?;
@@ -280,7 +288,7 @@ impl CpeState {
         let list = if next_level {
             self.tree.children(path).map(info).collect()
         } else {
-            self.tree.walk(path).map(info).collect()
+            self.tree.walk(path).filter(|(_, n)| listed(n)).map(info).collect()
         };
         Ok(sorted(list))
     }
@@ -316,13 +324,29 @@ impl CpeState {
 
     /// SetParameterValues (A.3.2.1): all or nothing. Returns the diagnostics object whose
     /// `DiagnosticsState` became `Requested`, if any.
+    ///
+    /// With [`Quirks::spv_refuse`], a request naming a refused parameter faults with 9003 yet
+    /// applies its valid parameters (see [`Quirks`]).
     pub fn set_parameter_values(
         &mut self,
         values: &[ParameterValue],
         parameter_key: &str,
     ) -> Result<Option<String>, Fault> {
+        let (result, diagnostics) = self.apply_parameter_values(values, parameter_key);
+        result.map(|()| diagnostics)
+    }
+
+    /// [`set_parameter_values`](Self::set_parameter_values), with the diagnostics object also
+    /// when a non-atomic refusal faults the request after applying the rest.
+    fn apply_parameter_values(
+        &mut self,
+        values: &[ParameterValue],
+        parameter_key: &str,
+    ) -> (Result<(), Fault>, Option<String>) {
         let mut faults = Vec::new();
         let mut seen = HashSet::new();
+        let mut valid = Vec::with_capacity(values.len());
+        let mut refused = false;
         for pv in values {
             let bad = |code: u32, string: &str| SetParameterValuesFault {
                 parameter_name: pv.name.clone(),
@@ -331,6 +355,11 @@ impl CpeState {
             };
             if !seen.insert(pv.name.as_str()) {
                 faults.push(bad(cpe_codes::INVALID_ARGUMENTS, "Parameter set twice in one request"));
+                continue;
+            }
+            if let Some(code) = self.quirks.refusal(&pv.name) {
+                refused = true;
+                faults.push(bad(code, refusal_string(code)));
                 continue;
             }
             let Some(node) = self.tree.node(&pv.name).filter(|n| !n.object) else {
@@ -343,22 +372,30 @@ impl CpeState {
                 faults.push(bad(cpe_codes::INVALID_PARAMETER_TYPE, "Invalid parameter type"));
             } else if !node.value_type.accepts(&pv.value) {
                 faults.push(bad(cpe_codes::INVALID_PARAMETER_VALUE, "Invalid parameter value"));
+            } else {
+                valid.push(pv);
             }
         }
-        if !faults.is_empty() {
-            let mut fault = invalid_arguments();
-            fault.set_parameter_values_faults = faults;
-            return Err(fault);
+        // Standard firmware applies nothing when anything is wrong; the non-atomic kind
+        // (a refused parameter) applies what it could before faulting.
+        if !faults.is_empty() && !refused {
+            valid.clear();
         }
         let mut diagnostics = None;
-        for pv in values {
+        for pv in valid {
             self.tree.set_value(&pv.name, &pv.value);
             if last_segment(&pv.name) == "DiagnosticsState" && pv.value == "Requested" {
                 diagnostics = parent(&pv.name).map(str::to_owned);
             }
         }
+        if !faults.is_empty() {
+            // The ParameterKey marks fully applied configuration only.
+            let mut fault = invalid_arguments();
+            fault.set_parameter_values_faults = faults;
+            return (Err(fault), diagnostics);
+        }
         self.set_parameter_key(parameter_key);
-        Ok(diagnostics)
+        (Ok(()), diagnostics)
     }
 
     fn set_parameter_key(&mut self, key: &str) {
@@ -517,6 +554,19 @@ fn default_value(value_type: &ValueType) -> &'static str {
 fn sorted(mut list: Vec<ParameterInfo>) -> Vec<ParameterInfo> {
     list.sort_by(|a, b| natural_cmp(&a.name, &b.name));
     list
+}
+
+/// The FaultString firmware puts beside a refusal code.
+fn refusal_string(code: u32) -> &'static str {
+    match code {
+        cpe_codes::INTERNAL_ERROR => "Internal error",
+        cpe_codes::INVALID_PARAMETER_NAME => "Invalid parameter name",
+        cpe_codes::INVALID_PARAMETER_TYPE => "Invalid parameter type",
+        cpe_codes::INVALID_PARAMETER_VALUE => "Invalid parameter value",
+        cpe_codes::NON_WRITABLE_PARAMETER => "Attempt to set a non-writable parameter",
+        // 9001 and anything else.
+        _ => "Request denied",
+    }
 }
 
 fn check_transfer_url(url: &str) -> Result<(), Fault> {

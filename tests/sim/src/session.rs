@@ -6,12 +6,18 @@
 //! of each `Set-Cookie`), a 401 is answered once with Digest or Basic credentials, and the
 //! Digest challenge is kept so later requests (and later sessions) authenticate up front with
 //! an increasing nonce count, as real CPEs do.
+//!
+//! Two firmware habits ([`Quirks`]) change this: a session opened with a bare empty POST to be
+//! challenged, then RFC 2069 credentials ([`Quirks::challenge_with_empty_post`]); and an agent
+//! that crashes on a large GetParameterValues, dropping the connection unanswered
+//! ([`Quirks::gpv_crash_at`]).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
+use hyper::HeaderMap;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE, WWW_AUTHENTICATE};
 use rand::Rng;
 use roost_cwmp::{
@@ -19,9 +25,10 @@ use roost_cwmp::{
     TransferComplete, decode_acs_message, encode_cpe_message,
 };
 
-use crate::auth::Challenge;
+use crate::auth::{Challenge, basic_authorization};
 use crate::device::DeviceState;
 use crate::inform;
+use crate::quirks::Quirks;
 use crate::rpc::{AfterSession, method_not_supported};
 
 mod transport;
@@ -126,12 +133,25 @@ pub enum SessionError {
     TooManyRequests,
     #[error("bad ACS URL {0:?}")]
     BadUrl(String),
+    /// [`Quirks::challenge_with_empty_post`]: the ACS answered the bare empty POST that opens
+    /// the session with this status (or a 401 without a Digest challenge) instead of a Digest
+    /// 401, and the firmware cannot go on.
+    #[error("the ACS answered the empty POST asking for a challenge with HTTP {0}, not a Digest 401")]
+    NoChallenge(u16),
+    /// [`Quirks::gpv_crash_at`]: the agent crashed on a GetParameterValues too large for it,
+    /// leaving it unanswered and dropping the connection.
+    #[error("the CPE agent crashed on a GetParameterValues too large for it (connection dropped)")]
+    AgentCrashed,
 }
 
 /// Fleet-wide settings a session needs.
 pub(crate) struct SessionSettings {
     pub version: CwmpVersion,
     pub http_timeout: Duration,
+    pub quirks: Arc<Quirks>,
+    /// [`Quirks::challenge_with_empty_post`] applies: the quirk is on and the fleet gave the
+    /// devices ACS credentials.
+    pub ask_for_challenge: bool,
 }
 
 /// Where a session's HTTP goes and with which credentials, read from the device's tree at
@@ -145,9 +165,61 @@ struct Exchange {
     challenge: Option<Challenge>,
     cookies: Vec<(String, String)>,
     statuses: Vec<u16>,
+    /// [`Quirks::challenge_with_empty_post`] firmware: RFC 2069 credentials with `uri=""`,
+    /// sent only on POSTs with a body (and on the retry after a 401).
+    rfc2069: bool,
 }
 
 impl Exchange {
+    /// The `Authorization` for the next POST, if any.
+    fn authorization(&mut self, has_body: bool, retrying: bool) -> Option<String> {
+        let challenge = self.challenge.as_mut()?;
+        if !self.rfc2069 {
+            return Some(challenge.authorization("POST", &self.target, &self.username, &self.password));
+        }
+        if !has_body && !retrying {
+            // The empty POST arrives bare.
+            return None;
+        }
+        Some(match challenge {
+            Challenge::Digest(digest) => digest.rfc2069_authorization("POST", "", &self.username, &self.password),
+            Challenge::Basic => basic_authorization(&self.username, &self.password),
+        })
+    }
+
+    /// Keeps the first `;` segment of each `Set-Cookie` for the rest of the session.
+    fn keep_cookies(&mut self, headers: &HeaderMap) {
+        for cookie in headers.get_all(SET_COOKIE) {
+            let Ok(cookie) = cookie.to_str() else { continue };
+            let pair = cookie.split(';').next().unwrap_or("").trim();
+            if let Some((name, value)) = pair.split_once('=') {
+                let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
+                match self.cookies.iter_mut().find(|(k, _)| *k == name) {
+                    Some(slot) => slot.1 = value,
+                    None => self.cookies.push((name, value)),
+                }
+            }
+        }
+    }
+
+    /// [`Quirks::challenge_with_empty_post`]: opens the session with a bare empty POST and
+    /// takes the Digest challenge it must draw; from here on credentials are RFC 2069's.
+    async fn ask_for_challenge(&mut self) -> Result<(), SessionError> {
+        self.challenge = None;
+        let reply = self.transport.post(&self.target, &[], Bytes::new()).await?;
+        self.statuses.push(reply.status);
+        self.keep_cookies(&reply.headers);
+        let offered = Challenge::select(reply.headers.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()));
+        match offered {
+            Some(challenge @ Challenge::Digest(_)) if reply.status == 401 => {
+                self.challenge = Some(challenge);
+                self.rfc2069 = true;
+                Ok(())
+            }
+            _ => Err(SessionError::NoChallenge(reply.status)),
+        }
+    }
+
     async fn post(&mut self, body: Option<&str>) -> Result<(u16, Bytes), SessionError> {
         let mut challenged = false;
         loop {
@@ -160,26 +232,13 @@ impl Exchange {
                 let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 headers.push((COOKIE, jar.join("; ")));
             }
-            if let Some(challenge) = &mut self.challenge {
-                headers.push((
-                    AUTHORIZATION,
-                    challenge.authorization("POST", &self.target, &self.username, &self.password),
-                ));
+            if let Some(authorization) = self.authorization(body.is_some(), challenged) {
+                headers.push((AUTHORIZATION, authorization));
             }
             let payload = body.map_or_else(Bytes::new, |b| Bytes::copy_from_slice(b.as_bytes()));
             let reply = self.transport.post(&self.target, &headers, payload).await?;
             self.statuses.push(reply.status);
-            for cookie in reply.headers.get_all(SET_COOKIE) {
-                let Ok(cookie) = cookie.to_str() else { continue };
-                let pair = cookie.split(';').next().unwrap_or("").trim();
-                if let Some((name, value)) = pair.split_once('=') {
-                    let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
-                    match self.cookies.iter_mut().find(|(k, _)| *k == name) {
-                        Some(slot) => slot.1 = value,
-                        None => self.cookies.push((name, value)),
-                    }
-                }
-            }
+            self.keep_cookies(&reply.headers);
             if reply.status == 401 {
                 let offered =
                     Challenge::select(reply.headers.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()));
@@ -240,6 +299,7 @@ pub(crate) async fn run(
                 challenge: prepared.challenge.clone(),
                 cookies: Vec::new(),
                 statuses: Vec::new(),
+                rfc2069: false,
             })
         });
     let result = match &mut exchange {
@@ -251,7 +311,10 @@ pub(crate) async fn run(
     let mut guard = lock(state);
     if let Ok(exchange) = exchange {
         report.http_statuses = exchange.statuses;
-        guard.challenge = exchange.challenge;
+        // RFC 2069 firmware asks for a fresh challenge every session: nothing to keep.
+        if !exchange.rfc2069 {
+            guard.challenge = exchange.challenge;
+        }
     }
     guard.finish_session(report.error.is_none());
     (report, after)
@@ -282,6 +345,9 @@ async fn converse(
     }
     let inform_body =
         encode_cpe_message(version, &header, &CpeBody::Request(CpeRequest::Inform(prepared.inform.clone())));
+    if settings.ask_for_challenge {
+        exchange.ask_for_challenge().await?;
+    }
     let (status, body) = exchange.post(Some(&inform_body)).await?;
     let answer = expect_response(status, &body, "InformResponse")?;
     if !matches!(answer.body, AcsBody::Response(AcsResponse::Inform)) {
@@ -326,6 +392,11 @@ async fn converse(
         let (id, exchange_record, answer) = match decode_acs_message(&body) {
             Ok(envelope) => match envelope.body {
                 AcsBody::Request(request) => {
+                    if settings.quirks.crashes_on(&request) {
+                        // The agent dies: no answer, and its socket goes with it.
+                        exchange.transport.close();
+                        return Err(SessionError::AgentCrashed);
+                    }
                     let handled = lock(state).cpe.handle(&request);
                     after.extend(handled.after);
                     let record = RpcExchange {

@@ -505,3 +505,126 @@ fn factory_reset_forgets_everything_the_acs_set() {
     assert_eq!(cpe.tree.overlay_len(), 0);
     assert_eq!(cpe.add_object("Device.WiFi.SSID.", "").unwrap(), 15, "counters reset with the factory state");
 }
+
+// ---- Quirks ----------------------------------------------------------------------------------
+
+fn quirky(kind: DataModelKind, quirks: crate::Quirks) -> CpeState {
+    let mut cpe = cpe(kind);
+    cpe.quirks = Arc::new(quirks);
+    cpe
+}
+
+#[test]
+fn gpn_leaves_only_drops_every_object_node_with_next_level_false() {
+    let standard = cpe(DataModelKind::Tr181);
+    let mut cpe = quirky(DataModelKind::Tr181, crate::Quirks { gpn_leaves_only: true, ..crate::Quirks::default() });
+
+    let subtree = cpe.get_parameter_names("Device.WiFi.SSID.1.", false).unwrap();
+    assert!(!subtree.is_empty());
+    assert!(subtree.iter().all(|p| !p.name.ends_with('.')), "{:?}", names(&subtree));
+    assert!(subtree.iter().any(|p| p.name == "Device.WiFi.SSID.1.Stats.BytesSent"));
+    let leaves: Vec<_> = standard
+        .get_parameter_names("Device.WiFi.SSID.1.", false)
+        .unwrap()
+        .into_iter()
+        .filter(|p| !p.name.ends_with('.'))
+        .collect();
+    assert_eq!(subtree, leaves, "the same leaves, in the same order");
+
+    let everything = cpe.get_parameter_names("", false).unwrap();
+    assert_eq!(everything.len(), 5420, "the TP-Link export's parameters, none of its objects");
+    assert!(everything.iter().all(|p| !p.name.ends_with('.')));
+
+    // A leaf is still itself; NextLevel=true still lists objects.
+    assert_eq!(
+        names(&cpe.get_parameter_names("Device.ManagementServer.URL", false).unwrap()),
+        ["Device.ManagementServer.URL"]
+    );
+    assert_eq!(
+        cpe.get_parameter_names("Device.WiFi.SSID.", true).unwrap(),
+        standard.get_parameter_names("Device.WiFi.SSID.", true).unwrap()
+    );
+    assert_eq!(names(&cpe.get_parameter_names("", true).unwrap()), ["Device."]);
+    // Through handle() as well.
+    let handled = cpe.handle(&AcsRequest::GetParameterNames {
+        parameter_path: "Device.ManagementServer.".into(),
+        next_level: false,
+    });
+    let CpeBody::Response(CpeResponse::GetParameterNames { parameters }) = handled.body else { panic!() };
+    assert!(parameters.iter().all(|p| !p.name.ends_with('.')));
+    assert!(parameters.iter().any(|p| p.name == "Device.ManagementServer.PeriodicInformEnable"));
+}
+
+#[test]
+fn spv_refuse_faults_the_refused_parameter_yet_applies_the_others() {
+    let mut cpe = quirky(
+        DataModelKind::Tr181,
+        crate::Quirks {
+            spv_refuse: vec![("ManagementServer.PeriodicInformEnable".into(), cpe_codes::NON_WRITABLE_PARAMETER)],
+            ..crate::Quirks::default()
+        },
+    );
+    let enable = "Device.ManagementServer.PeriodicInformEnable";
+    let interval = "Device.ManagementServer.PeriodicInformInterval";
+    let user = "Device.ManagementServer.ConnectionRequestUsername";
+    let key = "Device.ManagementServer.ParameterKey";
+    let enable_before = cpe.value(enable).unwrap().0;
+    let handled = cpe.handle(&AcsRequest::SetParameterValues {
+        values: vec![
+            pv(interval, "300", ValueType::UnsignedInt),
+            pv(enable, "false", ValueType::Boolean),
+            pv(user, "acs-user", ValueType::String),
+        ],
+        parameter_key: "k1".into(),
+    });
+    let fault = fault_of(&handled);
+    assert_eq!(fault.code, 9003);
+    let details: Vec<(&str, u32)> =
+        fault.set_parameter_values_faults.iter().map(|f| (f.parameter_name.as_str(), f.code)).collect();
+    assert_eq!(details, [(enable, 9008)]);
+    assert_eq!(fault.set_parameter_values_faults[0].string, "Attempt to set a non-writable parameter");
+    assert_eq!(cpe.value(interval).unwrap().0, "300", "the other parameters are applied");
+    assert_eq!(cpe.value(user).unwrap().0, "acs-user");
+    assert_eq!(cpe.value(enable).unwrap().0, enable_before, "the refused one is not");
+    assert_eq!(cpe.value(key).unwrap().0, "", "the ParameterKey marks complete success only");
+
+    // Invalid parameters beside a refused one fault too and are not applied.
+    let err = cpe
+        .set_parameter_values(
+            &[
+                pv(enable, "true", ValueType::Boolean),
+                pv(interval, "abc", ValueType::UnsignedInt),
+                pv("Device.IP.Diagnostics.IPPing.Host", "192.0.2.1", ValueType::String),
+                pv("Device.IP.Diagnostics.IPPing.DiagnosticsState", "Requested", ValueType::String),
+            ],
+            "k2",
+        )
+        .unwrap_err();
+    let codes: Vec<u32> = err.set_parameter_values_faults.iter().map(|f| f.code).collect();
+    assert_eq!(codes, [9008, 9007]);
+    assert_eq!(cpe.value(interval).unwrap().0, "300");
+    assert_eq!(cpe.value("Device.IP.Diagnostics.IPPing.Host").unwrap().0, "192.0.2.1");
+    // What was applied still takes effect after the session, as on the firmware.
+    let handled = cpe.handle(&AcsRequest::SetParameterValues {
+        values: vec![
+            pv(enable, "true", ValueType::Boolean),
+            pv("Device.IP.Diagnostics.IPPing.DiagnosticsState", "Requested", ValueType::String),
+        ],
+        parameter_key: "k3".into(),
+    });
+    assert_eq!(fault_of(&handled).code, 9003);
+    assert_eq!(handled.after, Some(AfterSession::Diagnostics { object: "Device.IP.Diagnostics.IPPing.".into() }));
+
+    // An SPV naming no refused parameter is all-or-nothing and sets the key, as before.
+    let err = cpe
+        .set_parameter_values(
+            &[pv(interval, "600", ValueType::UnsignedInt), pv("Device.DeviceInfo.Nope", "x", ValueType::String)],
+            "k4",
+        )
+        .unwrap_err();
+    assert_eq!(err.set_parameter_values_faults.len(), 1);
+    assert_eq!(cpe.value(interval).unwrap().0, "300", "nothing applied");
+    cpe.set_parameter_values(&[pv(interval, "600", ValueType::UnsignedInt)], "k5").unwrap();
+    assert_eq!(cpe.value(interval).unwrap().0, "600");
+    assert_eq!(cpe.value(key).unwrap().0, "k5");
+}

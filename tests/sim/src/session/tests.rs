@@ -721,3 +721,5 @@ async fn active_notification_informs_value_change_with_the_parameter() {
     device.inform_now(&["2 PERIODIC"]).await.unwrap();
     assert!(!acs.informs().pop().unwrap().parameters.iter().any(|p| p.name == "Device.WiFi.SSID.1.SSID"));
 }
+
+mod quirks;

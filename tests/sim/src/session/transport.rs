@@ -149,7 +149,8 @@ impl Transport {
         }
     }
 
-    fn close(&mut self) {
+    /// Drops the connection (aborting its driver closes the socket).
+    pub(crate) fn close(&mut self) {
         if let Some(connection) = self.connection.take() {
             connection.driver.abort();
         }
