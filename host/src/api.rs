@@ -35,6 +35,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method")
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }

@@ -46,6 +46,26 @@ pub async fn first<M: FromQueryResult, C: ConnectionTrait>(db: &C, statement: St
     Ok(M::find_by_statement(statement).all(db).await?.into_iter().next())
 }
 
+/// Whether an error means the database cannot be reached (down, restarting, out of
+/// connections) rather than that the request was wrong: callers answer 503 with `Retry-After`,
+/// as `/healthz` does, instead of 500.
+pub fn is_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| match cause.downcast_ref::<DbErr>() {
+        Some(DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) => true,
+        Some(DbErr::Query(runtime) | DbErr::Exec(runtime)) => {
+            let sea_orm::RuntimeErr::SqlxError(error) = runtime else { return false };
+            matches!(
+                error.as_ref(),
+                sea_orm::sqlx::Error::Io(_)
+                    | sea_orm::sqlx::Error::PoolTimedOut
+                    | sea_orm::sqlx::Error::PoolClosed
+                    | sea_orm::sqlx::Error::WorkerCrashed
+            )
+        }
+        _ => false,
+    })
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,

@@ -68,6 +68,10 @@ pub const TASK_NAMES: &[&str] = &[
 /// The longest path CWMP allows (A.3.2.1: 256 characters).
 const MAX_PATH: usize = 256;
 
+/// The most parameters one task may name. A whole subtree is read with `refreshObject`; a list
+/// longer than this is a mistake or an attack, and costs every session of the device.
+pub const MAX_NAMES_PER_TASK: usize = 1024;
+
 impl TaskSpec {
     /// Parses and checks a task body. Returns the task name too (the body's `name`).
     pub fn parse(body: &Value) -> Result<(String, Self), InvalidTask> {
@@ -129,6 +133,13 @@ pub fn redact(body: &Value) -> Option<Value> {
     changed.then_some(redacted)
 }
 
+fn check_count(count: usize, field: &str) -> Result<(), InvalidTask> {
+    if count > MAX_NAMES_PER_TASK {
+        return Err(invalid(format!("{field} names {count} parameters; a task may name at most {MAX_NAMES_PER_TASK}")));
+    }
+    Ok(())
+}
+
 fn check_path(path: &str, field: &str) -> Result<(), InvalidTask> {
     if path.is_empty() {
         return Err(invalid(format!("{field}: a parameter path must not be empty")));
@@ -164,11 +175,13 @@ fn path_list(body: &Value, field: &str) -> Result<Vec<String>, InvalidTask> {
     if items.is_empty() {
         return Err(invalid(format!("{field} must not be empty")));
     }
+    check_count(items.len(), field)?;
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     let mut out: Vec<String> = Vec::with_capacity(items.len());
     for item in items {
         let path = item.as_str().ok_or_else(|| invalid(format!("{field} must contain only strings")))?;
         check_path(path, field)?;
-        if !out.iter().any(|p| p == path) {
+        if seen.insert(path) {
             out.push(path.to_owned());
         }
     }
@@ -183,6 +196,8 @@ fn parameter_values(body: &Value) -> Result<Vec<(String, String, Option<ValueTyp
     if items.is_empty() {
         return Err(invalid("parameterValues must not be empty"));
     }
+    check_count(items.len(), "parameterValues")?;
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     let mut out: Vec<(String, String, Option<ValueType>)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let triple = item
@@ -217,7 +232,7 @@ fn parameter_values(body: &Value) -> Result<Vec<(String, String, Option<ValueTyp
             Some(_) => return Err(invalid(format!("parameterValues[{i}][2] must be an xsd type string"))),
         };
         // CWMP forbids a name twice in one SetParameterValues (the CPE answers 9003).
-        if out.iter().any(|(p, _, _)| p == path) {
+        if !seen.insert(path) {
             return Err(invalid(format!("parameterValues: {path:?} appears twice")));
         }
         out.push((path.to_owned(), value, value_type));
@@ -290,6 +305,7 @@ fn attributes(body: &Value) -> Result<Vec<SetParameterAttribute>, InvalidTask> {
         .and_then(Value::as_array)
         .filter(|items| !items.is_empty())
         .ok_or_else(|| invalid("parameterAttributes must be a non-empty array"))?;
+    check_count(items.len(), "parameterAttributes")?;
     items
         .iter()
         .enumerate()
@@ -403,5 +419,7 @@ mod tests {
         );
         assert!(message(json!({"name": "download", "url": "file:///etc/passwd"})).contains("http"));
         assert!(message(json!({"name": "getParameterValues", "parameterNames": ["A..B"]})).contains("not a valid"));
+        let many: Vec<String> = (0..=MAX_NAMES_PER_TASK).map(|i| format!("Device.X.{i}")).collect();
+        assert!(message(json!({"name": "getParameterValues", "parameterNames": many})).contains("at most 1024"));
     }
 }
