@@ -61,6 +61,9 @@ impl App {
             .timeout(config.connection_request.timeout)
             .connect_timeout(config.connection_request.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // Every CPE is a host of its own, and some close the connection after their 401
+            // without saying so: a pooled connection would only fail the authenticated retry.
+            .pool_max_idle_per_host(0)
             .build()
             .context("building the HTTP client")?;
         let (task_events, _) = broadcast::channel(1024);
@@ -156,7 +159,8 @@ impl Server {
                     _ = tick.tick() => {}
                     _ = signal.changed() => return Ok(()),
                 }
-                sweeper_app.sessions.sweep(Instant::now(), None).await;
+                let dropped = sweeper_app.sessions.sweep(Instant::now(), None).await;
+                cwmp::wind_up(&sweeper_app, dropped).await;
             }
         });
 
@@ -175,7 +179,8 @@ impl Server {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while !self.app.sessions.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            self.app.sessions.sweep(Instant::now(), Some(DRAIN_IDLE)).await;
+            let dropped = self.app.sessions.sweep(Instant::now(), Some(DRAIN_IDLE)).await;
+            cwmp::wind_up(&self.app, dropped).await;
         }
         let _ = self.stop.send(true);
         while let Some(joined) = self.tasks.join_next().await {

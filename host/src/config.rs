@@ -90,6 +90,22 @@ pub struct CwmpSettings {
     pub discovery_batch: usize,
     /// Accept Basic credentials on plain HTTP. Off: Basic sends the password in clear text.
     pub allow_basic_without_tls: bool,
+    /// What a session cookie is bound to: a request carrying the cookie from elsewhere is
+    /// refused (the cookie alone is not a credential).
+    pub session_binding: SessionBinding,
+}
+
+/// What a CWMP session is bound to, beyond its cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionBinding {
+    /// The client's IP address: a CPE may open a new TCP connection mid-session (TR-069 allows
+    /// it, and some do), but another host may not use its cookie.
+    #[default]
+    Address,
+    /// The TCP connection that opened the session (address and port): the strictest, for CPEs
+    /// that keep one connection per session.
+    Connection,
 }
 
 impl Default for CwmpSettings {
@@ -101,6 +117,7 @@ impl Default for CwmpSettings {
             max_body_bytes: 8 * 1024 * 1024,
             discovery_batch: 256,
             allow_basic_without_tls: false,
+            session_binding: SessionBinding::Address,
         }
     }
 }

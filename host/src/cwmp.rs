@@ -21,7 +21,7 @@ use roost_cwmp::session::{Incoming, Reply, Session};
 use roost_cwmp::{AcsResponse, CpeBody, CpeRequest, Envelope, Fault, Inform, decode_cpe_message};
 
 use crate::app::App;
-use crate::config::CpeAuthMode;
+use crate::config::{CpeAuthMode, SessionBinding};
 use crate::store::{self, devices, orgs};
 
 pub mod auth;
@@ -46,7 +46,8 @@ struct Live {
     peer: SocketAddr,
 }
 
-/// Live sessions by cookie token, and by connection for CPEs without cookies.
+/// Live sessions by cookie token; by connection for CPEs without cookies; by device, so that a
+/// device's new Inform ends its own previous session and nobody else's.
 #[derive(Default)]
 pub struct Sessions {
     inner: Mutex<SessionMaps>,
@@ -54,8 +55,33 @@ pub struct Sessions {
 
 #[derive(Default)]
 struct SessionMaps {
-    by_token: HashMap<String, Arc<tokio::sync::Mutex<Live>>>,
+    by_token: HashMap<String, Entry>,
     by_peer: HashMap<SocketAddr, String>,
+    by_device: HashMap<String, String>,
+}
+
+struct Entry {
+    live: Arc<tokio::sync::Mutex<Live>>,
+    /// The connection that opened the session (and authenticated it, when authentication is on).
+    peer: SocketAddr,
+    device_id: String,
+}
+
+/// How a request relates to the live sessions.
+enum Lookup {
+    Found(String, Arc<tokio::sync::Mutex<Live>>),
+    /// No session: none was opened, or its cookie names one that is gone.
+    None,
+    /// The cookie names a live session opened from elsewhere: a stolen or mixed-up cookie.
+    Foreign,
+}
+
+/// Whether a request from `peer` may use a session opened by `opener`.
+fn binding_allows(binding: SessionBinding, opener: SocketAddr, peer: SocketAddr) -> bool {
+    match binding {
+        SessionBinding::Address => opener.ip() == peer.ip(),
+        SessionBinding::Connection => opener == peer,
+    }
 }
 
 impl std::fmt::Debug for Sessions {
@@ -73,57 +99,101 @@ impl Sessions {
         self.len() == 0
     }
 
-    fn find(&self, token: Option<&str>, peer: SocketAddr) -> Option<(String, Arc<tokio::sync::Mutex<Live>>)> {
-        let maps = self.inner.lock().ok()?;
-        let token = token
-            .filter(|t| maps.by_token.contains_key(*t))
-            .map(str::to_owned)
-            .or_else(|| maps.by_peer.get(&peer).cloned())?;
-        let live = maps.by_token.get(&token)?.clone();
-        Some((token, live))
+    /// The session a (non-Inform) request belongs to: by its cookie when it carries one (never
+    /// by connection then: a cookie that names no live session finds nothing), else by the
+    /// connection it arrived on, for CPEs that never echo cookies.
+    fn find(&self, token: Option<&str>, peer: SocketAddr, binding: SessionBinding) -> Lookup {
+        let Ok(maps) = self.inner.lock() else { return Lookup::None };
+        let token = match token {
+            Some(token) => token.to_owned(),
+            None => match maps.by_peer.get(&peer) {
+                Some(token) => token.clone(),
+                None => return Lookup::None,
+            },
+        };
+        match maps.by_token.get(&token) {
+            Some(entry) if binding_allows(binding, entry.peer, peer) => Lookup::Found(token, entry.live.clone()),
+            Some(_) => Lookup::Foreign,
+            None => Lookup::None,
+        }
     }
 
-    fn insert(&self, token: String, peer: SocketAddr, live: Live) -> Arc<tokio::sync::Mutex<Live>> {
+    /// Removes the device's open session, if any, to be wound up.
+    fn take_device(&self, device_id: &str) -> Option<Arc<tokio::sync::Mutex<Live>>> {
+        let mut maps = self.inner.lock().ok()?;
+        let token = maps.by_device.get(device_id)?.clone();
+        maps.remove(&token)
+    }
+
+    /// Registers a new session; the device's previous session, if one is still open (the CPE
+    /// gave up on it and started again), is removed and returned to be wound up.
+    fn insert(&self, token: String, device_id: &str, live: Live) -> Option<Arc<tokio::sync::Mutex<Live>>> {
+        let peer = live.peer;
         let live = Arc::new(tokio::sync::Mutex::new(live));
-        if let Ok(mut maps) = self.inner.lock() {
-            if let Some(old) = maps.by_peer.insert(peer, token.clone()) {
-                maps.by_token.remove(&old);
-            }
-            maps.by_token.insert(token, live.clone());
-        }
-        live
+        let Ok(mut maps) = self.inner.lock() else { return None };
+        let previous = maps.by_device.get(device_id).cloned().and_then(|old| maps.remove(&old));
+        maps.by_peer.insert(peer, token.clone());
+        maps.by_device.insert(device_id.to_owned(), token.clone());
+        maps.by_token.insert(token, Entry { live, peer, device_id: device_id.to_owned() });
+        previous
     }
 
     fn remove(&self, token: &str) {
         if let Ok(mut maps) = self.inner.lock() {
-            maps.by_token.remove(token);
-            maps.by_peer.retain(|_, t| t != token);
+            maps.remove(token);
         }
     }
 
     /// Drops sessions silent past their timeout, or past `idle_cap` when given (while draining
-    /// for shutdown, a CPE silent for seconds is gone, not slow); returns how many.
-    pub async fn sweep(&self, now: Instant, idle_cap: Option<std::time::Duration>) -> usize {
+    /// for shutdown, a CPE silent for seconds is gone, not slow); returns their drivers, whose
+    /// work in flight died with the session.
+    pub async fn sweep(&self, now: Instant, idle_cap: Option<std::time::Duration>) -> Vec<Driver> {
         let candidates: Vec<(String, Arc<tokio::sync::Mutex<Live>>)> = match self.inner.lock() {
-            Ok(maps) => maps.by_token.iter().map(|(t, l)| (t.clone(), l.clone())).collect(),
-            Err(_) => return 0,
+            Ok(maps) => maps.by_token.iter().map(|(t, e)| (t.clone(), e.live.clone())).collect(),
+            Err(_) => return Vec::new(),
         };
-        let mut dropped = 0;
+        let mut dropped = Vec::new();
         for (token, live) in candidates {
             // A session busy right now is not idle.
-            let Ok(live) = live.try_lock() else { continue };
+            let Ok(mut live) = live.try_lock() else { continue };
             let idle_too_long =
                 idle_cap.is_some_and(|cap| now.saturating_duration_since(live.cwmp.last_activity()) > cap);
             if live.cwmp.is_expired(now) || live.cwmp.is_ended() || idle_too_long {
-                if let Some(driver) = &live.driver {
-                    tracing::info!(device = %driver.device().device_id, task = ?driver.current_task(), "session timed out");
+                let ended = live.cwmp.is_ended();
+                if let Some(driver) = live.driver.take() {
+                    if !ended {
+                        tracing::info!(device = %driver.device().device_id, task = ?driver.current_task(), "session timed out");
+                    }
+                    dropped.push(driver);
                 }
                 drop(live);
                 self.remove(&token);
-                dropped += 1;
             }
         }
         dropped
+    }
+}
+
+impl SessionMaps {
+    fn remove(&mut self, token: &str) -> Option<Arc<tokio::sync::Mutex<Live>>> {
+        let entry = self.by_token.remove(token)?;
+        if self.by_peer.get(&entry.peer).is_some_and(|t| t == token) {
+            self.by_peer.remove(&entry.peer);
+        }
+        if self.by_device.get(&entry.device_id).is_some_and(|t| t == token) {
+            self.by_device.remove(&entry.device_id);
+        }
+        Some(entry.live)
+    }
+}
+
+/// Winds up sessions that died with work in flight (timed out, or replaced by the device's new
+/// Inform): what was in flight may be what kills the CPE, and the driver remembers that.
+pub async fn wind_up(app: &Arc<App>, drivers: Vec<Driver>) {
+    for driver in drivers {
+        if let Err(error) = driver.abandoned(app).await {
+            tracing::error!(device = %driver.device().device_id, "recording an abandoned session failed: {error:#}");
+        }
     }
 }
 
@@ -186,6 +256,9 @@ async fn serve_connection(
     let mut connection = Box::pin(
         hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
+            // A CPE may shut its write side down once its request is sent (shutdown(SHUT_WR)):
+            // the request is complete and gets its answer before the connection closes.
+            .half_close(true)
             .serve_connection(hyper_util::rt::TokioIo::new(server_side), service),
     );
     let stopping = tokio::select! {
@@ -271,22 +344,32 @@ async fn handle(
         }
     };
     if let Some(Envelope { body: CpeBody::Request(CpeRequest::Inform(inform)), .. }) = &envelope {
-        if let Some((token, _)) = app.sessions.find(cookie_token.as_deref(), peer) {
-            app.sessions.remove(&token);
-        }
+        // A new session whatever cookie the Inform carries (some CPEs keep a stale one); it ends
+        // only this device's previous session (see `Sessions::insert`).
         if app.is_draining() {
             return retry_later();
         }
         return start_session(app, peer, org_slug, &headers, inform.clone(), envelope, now).await;
     }
-    let Some((token, live)) = app.sessions.find(cookie_token.as_deref(), peer) else {
-        // No session: a CPE carrying on after a restart of the ACS, or one that never informed.
-        let mut orphan = Session::new(now, app.config.cwmp.session_timeout);
-        let reply = match orphan.receive_envelope(envelope, now) {
-            Ok(_) => Reply { status: 204, body: String::new() },
-            Err((_, reply)) => reply,
-        };
-        return to_response(reply, None);
+    let (token, live) = match app.sessions.find(cookie_token.as_deref(), peer, app.config.cwmp.session_binding) {
+        Lookup::Found(token, live) => (token, live),
+        lookup => {
+            if matches!(lookup, Lookup::Foreign) {
+                tracing::warn!(%peer, "a session cookie was presented from another address or connection than the session's; refused");
+            }
+            // Under authentication, nothing but an authenticated session's requests gets past this
+            // point: a CPE that opens with an empty POST is asking for its challenge.
+            if app.config.cwmp.auth == CpeAuthMode::Required {
+                return unauthorized(&app, false);
+            }
+            // No session: a CPE carrying on after a restart of the ACS, or one that never informed.
+            let mut orphan = Session::new(now, app.config.cwmp.session_timeout);
+            let reply = match orphan.receive_envelope(envelope, now) {
+                Ok(_) => Reply { status: 204, body: String::new() },
+                Err((_, reply)) => reply,
+            };
+            return to_response(reply, None);
+        }
     };
     let mut live = live.lock().await;
     let reply = continue_session(&app, &mut live, envelope, now).await;
@@ -340,6 +423,13 @@ async fn start_session(
         }
     }
 
+    // The device's previous session, if still open, died (the CPE gave up on it): wind it up
+    // before this Inform loads the device, so that this session knows what killed the last.
+    if let Some(previous) = app.sessions.take_device(&device_id) {
+        let driver = previous.lock().await.driver.take();
+        wind_up(&app, driver.into_iter().collect()).await;
+    }
+
     let mut cwmp = Session::new(now, app.config.cwmp.session_timeout);
     let (inform, turn) = match cwmp.receive_envelope(envelope, now) {
         Ok(Incoming::Inform { inform, turn }) => (inform, turn),
@@ -373,9 +463,9 @@ async fn start_session(
     }
     let reply = cwmp.accept_inform(turn);
     let token = new_token();
-    app.sessions.insert(
+    let previous = app.sessions.insert(
         token.clone(),
-        peer,
+        &device_id,
         Live {
             cwmp,
             driver: Some(Driver::new(
@@ -386,6 +476,10 @@ async fn start_session(
             peer,
         },
     );
+    if let Some(previous) = previous {
+        let driver = previous.lock().await.driver.take();
+        wind_up(&app, driver.into_iter().collect()).await;
+    }
     to_response(reply, Some(&token))
 }
 
@@ -471,8 +565,9 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.trim().trim_matches('"').to_owned())
 }
 
+/// A session cookie: 256 random bits, unguessable.
 fn new_token() -> String {
-    let mut bytes = [0u8; 16];
+    let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
@@ -494,7 +589,7 @@ fn to_response(reply: Reply, set_cookie: Option<&str>) -> Response {
 
 fn malformed(app: &App, token: Option<&str>, peer: SocketAddr, reason: &str) -> Response {
     // The session (if any) is over: the CPE will start again with an Inform.
-    if let Some((token, _)) = app.sessions.find(token, peer) {
+    if let Lookup::Found(token, _) = app.sessions.find(token, peer, app.config.cwmp.session_binding) {
         app.sessions.remove(&token);
     }
     let fault = Fault::new(8003, format!("Invalid arguments: malformed SOAP ({reason})"));

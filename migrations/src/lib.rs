@@ -11,6 +11,7 @@ mod m0001_initial;
 mod m0002_plugins;
 mod m0003_preset_runs;
 mod m0004_tree_rev;
+mod m0005_onboarding_state;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_plugins::Migration),
             Box::new(m0003_preset_runs::Migration),
             Box::new(m0004_tree_rev::Migration),
+            Box::new(m0005_onboarding_state::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@
 mod api;
 mod bootstrap;
 mod cwmp_edges;
+mod interop;
 mod plugins;
 mod provisioning;
 mod restart;

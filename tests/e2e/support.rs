@@ -451,9 +451,40 @@ impl RawCpe {
         Self { stream: tokio::io::BufReader::new(stream), host }
     }
 
+    /// Connects from another loopback address (`127.0.0.2`, …): another host, as the server
+    /// sees it.
+    pub async fn connect_from(cwmp_url: &str, local: std::net::Ipv4Addr) -> Self {
+        let host = cwmp_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let remote: SocketAddr = host.parse().expect("a numeric CWMP address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::from((local, 0))).expect("bind to the local address");
+        let stream = socket.connect(remote).await.expect("connect to the CWMP listener");
+        Self { stream: tokio::io::BufReader::new(stream), host }
+    }
+
+    /// The `roost_session` cookie a response set, as `name=value` for a Cookie header.
+    pub fn session_cookie(response: &RawResponse) -> String {
+        let set = response.header("set-cookie").expect("a session cookie");
+        set.split(';').next().unwrap_or_default().trim().to_owned()
+    }
+
     /// POSTs `body` (`chunked`: with Transfer-Encoding: chunked) and reads the response.
     pub async fn post(&mut self, path: &str, body: &str, headers: &[(&str, &str)], chunked: bool) -> RawResponse {
         self.send(path, body, headers, chunked, body.len()).await
+    }
+
+    /// POSTs `body`, then shuts the write side of the connection down (shutdown(SHUT_WR)), as
+    /// some firmware does once its request is sent, and reads the response.
+    pub async fn post_and_half_close(&mut self, path: &str, body: &str, headers: &[(&str, &str)]) -> RawResponse {
+        use tokio::io::AsyncWriteExt;
+        let mut request = format!("POST {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.stream.get_mut().write_all(request.as_bytes()).await.expect("write request");
+        self.stream.get_mut().shutdown().await.expect("half-close");
+        self.read_response().await
     }
 
     /// POSTs `body` declaring a Content-Length of its *characters*, as some firmware does.

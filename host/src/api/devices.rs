@@ -55,6 +55,11 @@ pub fn device_json(device: &Device, org_slug: Option<&str>, tags: Option<Vec<Str
         "last_boot_at": optional_timestamp(device.last_boot_at),
         "last_bootstrap_at": optional_timestamp(device.last_bootstrap_at),
         "discovered_at": optional_timestamp(device.discovered_at),
+        "configured_at": optional_timestamp(device.configured_at),
+        "discovery": {
+            "batch": device.discovery_batch,
+            "failed_sessions": device.discovery_failures,
+        },
         "connection_request": {
             "url": device.connection_request_url,
             "credentials_set": !device.connection_request_username.is_empty(),

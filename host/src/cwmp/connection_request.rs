@@ -22,7 +22,8 @@ pub enum Outcome {
     Accepted,
     /// No connection-request URL is known yet (the device has not informed one).
     NoUrl,
-    /// No credentials known (the device has not finished its bootstrap).
+    /// The CPE asked for credentials and Roost has none for it (it has not finished its
+    /// bootstrap).
     NoCredentials,
     /// The CPE refused our credentials.
     Unauthorized,
@@ -61,17 +62,8 @@ async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
     if url.is_empty() {
         return Outcome::NoUrl;
     }
-    let Some(sealed) = &device.connection_request_password else {
-        return Outcome::NoCredentials;
-    };
-    let password = match app.secrets.open_string(sealed) {
-        Ok(password) => password,
-        Err(error) => {
-            tracing::error!(device = %device.device_id, "cannot open the connection-request password: {error:#}");
-            return Outcome::NoCredentials;
-        }
-    };
-    let username = device.connection_request_username.as_str();
+    // Many CPEs' listeners need no authentication at all: the request is always sent, and
+    // credentials are needed only if a challenge comes.
     let first = match app.http.get(url).send().await {
         Ok(response) => response,
         Err(error) => return Outcome::Unreachable { error: describe(&error) },
@@ -80,6 +72,10 @@ async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
     if status != StatusCode::UNAUTHORIZED {
         return classify(status);
     }
+    let Some(password) = password(app, device) else {
+        return Outcome::NoCredentials;
+    };
+    let username = device.connection_request_username.as_str();
     let challenge = first
         .headers()
         .get_all(WWW_AUTHENTICATE)
@@ -99,10 +95,23 @@ async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
     let Some(authorization) = authorization else {
         return Outcome::Unauthorized;
     };
+    // A new connection (the client pools none): some CPEs close theirs after the 401.
     match app.http.get(url).header(AUTHORIZATION, authorization).send().await {
         Ok(response) if response.status() == StatusCode::UNAUTHORIZED => Outcome::Unauthorized,
         Ok(response) => classify(response.status()),
         Err(error) => Outcome::Unreachable { error: describe(&error) },
+    }
+}
+
+/// The connection-request password Roost gave the device, if any.
+fn password(app: &App, device: &Device) -> Option<String> {
+    let sealed = device.connection_request_password.as_ref()?;
+    match app.secrets.open_string(sealed) {
+        Ok(password) => Some(password),
+        Err(error) => {
+            tracing::error!(device = %device.device_id, "cannot open the connection-request password: {error:#}");
+            None
+        }
     }
 }
 

@@ -46,8 +46,10 @@ pub fn parse_params(header: &str) -> Option<Vec<(String, String)>> {
                 }
             }
         } else {
+            // A token ends at a comma or, in challenges that leave the commas out
+            // (`qop=auth nonce="…"`), at white space.
             while let Some(&(_, c)) = chars.peek() {
-                if c == ',' {
+                if c == ',' || c.is_whitespace() {
                     break;
                 }
                 value.push(c);
@@ -122,5 +124,18 @@ mod tests {
         assert_eq!(param(&p, "cnonce"), Some("x,y"));
         assert_eq!(param(&p, "response"), Some("r"));
         assert!(parse_params("Basic abc").is_none());
+    }
+
+    #[test]
+    fn challenges_without_commas_parse() {
+        // A CPE's connection-request challenge, as sent.
+        let p = parse_params(r#"Digest qop="auth" nonce="4f1c9a" realm="cwmpd""#).unwrap_or_default();
+        assert_eq!(param(&p, "qop"), Some("auth"));
+        assert_eq!(param(&p, "nonce"), Some("4f1c9a"));
+        assert_eq!(param(&p, "realm"), Some("cwmpd"));
+        let p = parse_params("Digest qop=auth nonce=4f1c9a realm=cwmpd algorithm=MD5").unwrap_or_default();
+        assert_eq!(param(&p, "qop"), Some("auth"));
+        assert_eq!(param(&p, "nonce"), Some("4f1c9a"));
+        assert_eq!(param(&p, "algorithm"), Some("MD5"));
     }
 }

@@ -18,7 +18,7 @@ use roost_cwmp::session::Unanswered;
 use roost_cwmp::{AcsRequest, CpeResponse, Download, Fault, ParameterValue, TransferComplete, Upload, ValueType};
 use serde_json::{Value, json};
 
-use super::refresh::Refresh;
+use super::refresh::{Refresh, Step};
 use crate::app::App;
 use crate::provisioning::engine::Provisioning;
 use crate::store::devices::Device;
@@ -33,6 +33,53 @@ const MAX_ATTEMPTS: i64 = 3;
 /// Upper bound on RPCs in one session, so that a CPE that keeps changing under us cannot hold
 /// a session forever.
 const MAX_RPCS_PER_SESSION: u32 = 4096;
+
+/// Sessions in a row that may die during discovery before it is given up (a fault is recorded):
+/// enough to halve the default batch down to one name.
+const MAX_DISCOVERY_DEATHS: i64 = 10;
+/// Deaths on a request that cannot be made smaller (GetParameterNames, or one name) after
+/// which discovery is given up.
+const MAX_UNSHRINKABLE_DEATHS: i64 = 3;
+
+/// The event under which presets configure a device from scratch.
+const BOOTSTRAP: &str = "0 BOOTSTRAP";
+
+/// The events presets are selected by: the Inform's, and `0 BOOTSTRAP` for a device Roost has
+/// not configured yet, whatever it sent. Several agents' first contact is `2 PERIODIC` or
+/// `1 BOOT`; a device is new to Roost when Roost has no record of having set it up.
+pub(crate) fn selection_events(inform_events: &[String], configured: bool) -> Vec<String> {
+    let mut events = inform_events.to_vec();
+    if !configured && !events.iter().any(|e| e.trim().eq_ignore_ascii_case(BOOTSTRAP)) {
+        events.push(BOOTSTRAP.to_owned());
+    }
+    events
+}
+
+/// What follows a session that died with a discovery request unanswered.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AfterDeath {
+    /// Try again next session with batches of `batch` names.
+    Retry { batch: i64, failures: i64 },
+    /// Stop trying: record a fault.
+    GiveUp,
+}
+
+/// `failures`: sessions in a row that died during discovery before this one.
+pub(crate) fn after_discovery_death(step: Step, batch: i64, failures: i64) -> AfterDeath {
+    let failures = failures + 1;
+    let (batch, shrank) = match step {
+        Step::Values(sent) => {
+            let sent = i64::try_from(sent).unwrap_or(i64::MAX);
+            if sent > 1 { ((sent / 2).max(1), true) } else { (1, false) }
+        }
+        Step::Names => (batch, false),
+    };
+    if failures >= MAX_DISCOVERY_DEATHS || (!shrank && failures >= MAX_UNSHRINKABLE_DEATHS) {
+        AfterDeath::GiveUp
+    } else {
+        AfterDeath::Retry { batch, failures }
+    }
+}
 
 /// What the CPE's last message meant for the work in progress.
 #[derive(Debug)]
@@ -154,7 +201,10 @@ impl Driver {
                     self.work = Some(Work::Provisioning(provisioning));
                     Ok(Some(request))
                 }
-                None => Ok(None),
+                None => {
+                    self.provisioning_ended(app, &provisioning).await?;
+                    Ok(None)
+                }
             },
             Work::Discovery(mut refresh) => match answer {
                 Answer::Response(response) => match refresh.on_response(app, self.device.id, response).await? {
@@ -196,33 +246,91 @@ impl Driver {
             "tr181" => Some("Device."),
             _ => None,
         };
-        if let Some(root) = root
+        let discovery_due = root.is_some()
             && !self.discovery_attempted
             && self.device.discovered_at.is_none()
-        {
-            self.discovery_attempted = true;
-            let refresh = Refresh::new(root.to_owned());
-            let request = refresh.first_request();
-            return Ok(Some((Work::Discovery(refresh), Some(request))));
+            && self.device.discovery_failures < MAX_DISCOVERY_DEATHS;
+        // Discovery comes first, unless it has killed a session before: queued tasks must not
+        // wait behind a discovery that may kill this one too.
+        let tasks_first = self.device.discovery_failures > 0;
+        if discovery_due && !tasks_first {
+            return Ok(Some(self.start_discovery(root)));
         }
         if self.may_have_tasks
             && let Some(picked) = self.next_task(app).await?
         {
             return Ok(Some(picked));
         }
+        if discovery_due {
+            return Ok(Some(self.start_discovery(root)));
+        }
         if !self.provisioning_attempted {
             self.provisioning_attempted = true;
             // Any call sent before now (discovery, a task) may have written to the tree since the
             // Inform returned its revision.
             let tree_rev = (self.rpcs == 0).then_some(self.device.tree_rev);
+            let events = selection_events(&self.events, self.device.is_configured());
             if let Some(mut provisioning) =
-                Provisioning::start(app, &self.device, &self.events, self.started_at, tree_rev).await?
+                Provisioning::start(app, &self.device, &events, self.started_at, tree_rev).await?
             {
                 let request = provisioning.next(app, Answer::Nothing).await?;
+                if request.is_none() {
+                    self.provisioning_ended(app, &provisioning).await?;
+                }
                 return Ok(Some((Work::Provisioning(Box::new(provisioning)), request)));
             }
         }
         Ok(None)
+    }
+
+    /// The GetParameterValues batch this device's firmware survives (0: the default).
+    fn learnt_batch(&self) -> usize {
+        usize::try_from(self.device.discovery_batch).unwrap_or(0)
+    }
+
+    fn start_discovery(&mut self, root: Option<&str>) -> (Work, Option<AcsRequest>) {
+        self.discovery_attempted = true;
+        let mut refresh = Refresh::with_batch(root.unwrap_or_default().to_owned(), self.learnt_batch());
+        let request = refresh.first_request();
+        (Work::Discovery(refresh), Some(request))
+    }
+
+    /// A device whose provisioning settled is configured: `0 BOOTSTRAP` presets stop applying
+    /// to its sessions until it bootstraps again or Roost resets it.
+    async fn provisioning_ended(&mut self, app: &App, provisioning: &Provisioning) -> Result<()> {
+        if provisioning.settled() && !self.device.is_configured() {
+            let now = now_millis();
+            devices::mark_configured(&app.store, self.device.id, now).await?;
+            self.device.configured_at = Some(now);
+        }
+        Ok(())
+    }
+
+    /// The session died (timed out, or the device started a new one) with this driver's work
+    /// in flight. A discovery request that kills the CPE is sent smaller next time, and given
+    /// up after a bound; a task's attempts are already counted.
+    pub async fn abandoned(&self, app: &App) -> Result<()> {
+        let Some(Work::Discovery(refresh)) = &self.work else { return Ok(()) };
+        let Some(step) = refresh.in_flight() else { return Ok(()) };
+        let device = &self.device;
+        match after_discovery_death(step, device.discovery_batch, device.discovery_failures) {
+            AfterDeath::Retry { batch, failures } => {
+                tracing::warn!(device = %device.device_id, ?step, batch, failures, "the session died during discovery; retrying with smaller batches");
+                devices::set_discovery_state(&app.store, device.id, batch, failures).await
+            }
+            AfterDeath::GiveUp => {
+                let message = format!(
+                    "Discovery was given up: the CPE dropped {} sessions in a row on {}",
+                    device.discovery_failures + 1,
+                    match step {
+                        Step::Names => "GetParameterNames".to_owned(),
+                        Step::Values(n) => format!("a GetParameterValues of {n} names"),
+                    }
+                );
+                self.record_fault(app, "discovery", "discovery.abandoned", &message).await?;
+                devices::set_discovery_state(&app.store, device.id, device.discovery_batch, MAX_DISCOVERY_DEATHS).await
+            }
+        }
     }
 
     async fn next_task(&mut self, app: &Arc<App>) -> Result<Option<(Work, Option<AcsRequest>)>> {
@@ -455,7 +563,7 @@ impl Driver {
                 Outcome::Done(json!({ "status": status }))
             }
             (TaskSpec::RefreshObject { object }, response @ CpeResponse::GetParameterNames { .. }) => {
-                let mut refresh = Refresh::new(object.clone());
+                let mut refresh = Refresh::with_batch(object.clone(), self.learnt_batch());
                 refresh.started_at = run.task.created_at.min(now);
                 let next = refresh.on_response(app, device_pk, response).await?;
                 match next {
@@ -476,7 +584,7 @@ impl Driver {
                         detail: None,
                     });
                 }
-                let refresh = Refresh::new(format!("{object}{instance_number}."));
+                let mut refresh = Refresh::with_batch(format!("{object}{instance_number}."), self.learnt_batch());
                 let request = refresh.first_request();
                 run.follow_up = Some((Some(instance_number), refresh));
                 Outcome::Continue(request)
@@ -494,9 +602,13 @@ impl Driver {
                 Outcome::Done(json!({ "status": status }))
             }
             (TaskSpec::Reboot, CpeResponse::Reboot)
-            | (TaskSpec::FactoryReset, CpeResponse::FactoryReset)
             | (TaskSpec::ScheduleInform { .. }, CpeResponse::ScheduleInform)
             | (TaskSpec::SetParameterAttributes { .. }, CpeResponse::SetParameterAttributes) => {
+                Outcome::Done(json!({}))
+            }
+            (TaskSpec::FactoryReset, CpeResponse::FactoryReset) => {
+                // What Roost configured is gone, and some agents come back with `1 BOOT` only.
+                devices::mark_reset(&app.store, device_pk).await?;
                 Outcome::Done(json!({}))
             }
             (TaskSpec::Download(_), CpeResponse::Download { status, start_time, complete_time })
@@ -619,5 +731,52 @@ pub(crate) fn describe_unanswered(reason: &Unanswered) -> String {
             "The CPE sent an empty POST instead of answering (it could not run the request)".into()
         }
         Unanswered::WrongResponse { got } => format!("The CPE answered with {got}Response"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unconfigured_device_is_bootstrapped_whatever_it_sends() {
+        let periodic = vec!["2 PERIODIC".to_owned()];
+        assert_eq!(selection_events(&periodic, false), vec!["2 PERIODIC", "0 BOOTSTRAP"]);
+        assert_eq!(selection_events(&periodic, true), vec!["2 PERIODIC"]);
+        let bootstrap = vec!["0 bootstrap".to_owned(), "1 BOOT".to_owned()];
+        assert_eq!(selection_events(&bootstrap, false), bootstrap, "never twice");
+    }
+
+    #[test]
+    fn a_batch_that_kills_the_session_is_halved_down_to_one_name() {
+        let mut batch = 256;
+        let mut failures = 0;
+        let mut sent = 256;
+        let mut deaths = 0;
+        // A CPE that dies on 32 names or more.
+        while sent >= 32 {
+            let outcome = after_discovery_death(Step::Values(sent), batch, failures);
+            let AfterDeath::Retry { batch: b, failures: f } = outcome else {
+                unreachable!("gave up at {sent} names: {outcome:?}")
+            };
+            (batch, failures) = (b, f);
+            sent = usize::try_from(batch).unwrap_or(1);
+            deaths += 1;
+        }
+        assert_eq!((sent, deaths), (16, 4));
+        assert_eq!(
+            after_discovery_death(Step::Values(2), 2, 5),
+            AfterDeath::Retry { batch: 1, failures: 6 },
+            "down to one name"
+        );
+    }
+
+    #[test]
+    fn discovery_that_keeps_dying_is_given_up() {
+        assert_eq!(after_discovery_death(Step::Values(1), 1, 1), AfterDeath::Retry { batch: 1, failures: 2 });
+        assert_eq!(after_discovery_death(Step::Values(1), 1, 2), AfterDeath::GiveUp);
+        assert_eq!(after_discovery_death(Step::Names, 0, 1), AfterDeath::Retry { batch: 0, failures: 2 });
+        assert_eq!(after_discovery_death(Step::Names, 0, 2), AfterDeath::GiveUp);
+        assert_eq!(after_discovery_death(Step::Values(64), 64, MAX_DISCOVERY_DEATHS - 1), AfterDeath::GiveUp);
     }
 }

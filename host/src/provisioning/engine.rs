@@ -173,6 +173,16 @@ pub struct Provisioning {
     commands: Vec<(String, Command)>,
     commands_queued: bool,
     last_plan: Option<Plan>,
+    /// Parameters the CPE refused in this session's SetParameterValues: left out of later
+    /// rounds, so that one refused value neither blocks the others nor loops.
+    refused: HashSet<String>,
+    /// Whether provisioning ended with every selected preset carried out (refused parameters
+    /// aside, which are faults of their own): the device is then configured.
+    settled: bool,
+    /// A refusal left the device in a state this session cannot tell apart.
+    unsettled: bool,
+    /// The device's learnt GetParameterValues batch (`devices.discovery_batch`, 0: default).
+    discovery_batch: i64,
 }
 
 impl std::fmt::Debug for Provisioning {
@@ -410,6 +420,10 @@ impl Provisioning {
             commands: Vec::new(),
             commands_queued: false,
             last_plan: None,
+            refused: HashSet::new(),
+            settled: false,
+            unsettled: false,
+            discovery_batch: device.discovery_batch,
         }))
     }
 
@@ -427,7 +441,25 @@ impl Provisioning {
                     let message = format!("{} was refused: {}", describe(&in_flight), fault.string);
                     self.fault(app, "provisioning", &fault.code.to_string(), &message, spv_fault_detail(&fault))
                         .await?;
-                    return self.finish(app, false).await;
+                    let InFlight::Set(values) = in_flight else { return self.finish(app, false).await };
+                    // SetParameterValues is all-or-nothing by the standard, not on every CPE: what
+                    // a refusal leaves behind is decided by `after_refused_set`.
+                    match after_refused_set(values, &fault) {
+                        AfterRefusal::Retry { refused, rest } => {
+                            self.refused.extend(refused);
+                            self.queue.push_front(Call::Set(rest));
+                        }
+                        AfterRefusal::Skip { refused } => self.refused.extend(refused),
+                        AfterRefusal::Reread { names } => {
+                            self.unsettled = true;
+                            self.queue.clear();
+                            self.commands_queued = true;
+                            if !names.is_empty() {
+                                self.queue.push_back(Call::GetValues(names));
+                            }
+                        }
+                    }
+                    // On with what is queued, or the next round.
                 }
                 Answer::Unanswered(reason) => {
                     let code = match reason {
@@ -449,10 +481,11 @@ impl Provisioning {
                 return self.finish(app, true).await;
             }
             let outcome = self.round(app).await?;
-            let plan = match outcome {
+            let mut plan = match outcome {
                 None => return self.finish(app, true).await,
                 Some(plan) => plan,
             };
+            plan.set_values.retain(|(name, _, _)| !self.refused.contains(name));
             if plan.is_empty() {
                 self.commands_queued = true;
                 for (preset, command) in std::mem::take(&mut self.commands) {
@@ -470,15 +503,26 @@ impl Provisioning {
                 return self.finish(app, false).await;
             }
             self.rounds += 1;
-            let batch = app.config.cwmp.discovery_batch.max(1);
+            // The batch this device's firmware survives, when discovery had to learn it.
+            let batch = match usize::try_from(self.discovery_batch) {
+                Ok(batch) if batch > 0 => batch,
+                _ => app.config.cwmp.discovery_batch.max(1),
+            };
             self.queue.extend(plan.get_names.iter().cloned().map(Call::Refresh));
             for chunk in plan.get_values.chunks(batch) {
                 self.queue.push_back(Call::GetValues(chunk.to_vec()));
             }
             self.queue.extend(plan.delete_objects.iter().cloned().map(Call::Delete));
             self.queue.extend(plan.add_objects.iter().cloned().map(Call::Add));
-            if !plan.set_values.is_empty() {
-                self.queue.push_back(Call::Set(plan.set_values.clone()));
+            // Connection-request credentials go alone: a CPE that refuses another value of a
+            // shared SetParameterValues may apply some of it and fault all of it, and Roost must
+            // know for sure what wakes the device.
+            let (credentials, others): (Vec<_>, Vec<_>) =
+                plan.set_values.iter().cloned().partition(|(name, _, _)| is_connection_request_credential(name));
+            for values in [credentials, others] {
+                if !values.is_empty() {
+                    self.queue.push_back(Call::Set(values));
+                }
             }
             self.last_plan = Some(plan);
         }
@@ -574,7 +618,7 @@ impl Provisioning {
     fn send(&mut self, call: Call) -> AcsRequest {
         let (in_flight, request) = match call {
             Call::Refresh(prefix) => {
-                let refresh = Refresh::new(prefix);
+                let mut refresh = Refresh::with_batch(prefix, usize::try_from(self.discovery_batch).unwrap_or(0));
                 let request = refresh.first_request();
                 (InFlight::Refresh(refresh), request)
             }
@@ -691,7 +735,10 @@ impl Provisioning {
                     self.commands_queued = true;
                     return Ok(None);
                 }
-                let refresh = Refresh::new(format!("{}{instance_number}.", instance.table));
+                let mut refresh = Refresh::with_batch(
+                    format!("{}{instance_number}.", instance.table),
+                    usize::try_from(self.discovery_batch).unwrap_or(0),
+                );
                 let request = refresh.first_request();
                 self.in_flight = Some(InFlight::AddRefresh { instance, refresh });
                 return Ok(Some(request));
@@ -781,6 +828,10 @@ impl Provisioning {
                     let message = format!("Unexpected {}Response to {command:?}", response.method_name());
                     self.fault(app, "provisioning", "wrong_response", &message, None).await?;
                 }
+                if expected && matches!(command, Command::FactoryReset) {
+                    // What Roost configured is gone, and some agents come back with `1 BOOT` only.
+                    devices::mark_reset(&app.store, self.device_pk).await?;
+                }
                 if matches!(command, Command::Reboot | Command::FactoryReset) {
                     // The device goes away when the session ends: nothing else is worth sending.
                     self.queue.clear();
@@ -808,8 +859,14 @@ impl Provisioning {
         Ok(())
     }
 
+    /// Whether provisioning ended with every selected preset carried out (see `settled`).
+    pub fn settled(&self) -> bool {
+        self.settled
+    }
+
     async fn finish(&mut self, app: &App, converged: bool) -> Result<Option<AcsRequest>> {
         self.queue.clear();
+        self.settled = converged && self.failed.is_empty() && !self.unsettled;
         // Only a session that sent no call that writes the tree keeps its view: commands
         // (reboot, download) leave the stored tree as it was. A kept view that loaded nothing
         // more, with the same runs, is kept already.
@@ -844,6 +901,39 @@ impl Provisioning {
     ) -> Result<()> {
         tracing::info!(device = %self.device_id, channel, code, message, "provisioning fault");
         faults::record(&app.store, self.device_pk, self.org_id, channel, code, message, detail.as_ref()).await
+    }
+}
+
+/// `ManagementServer.ConnectionRequestUsername`/`Password` in either data model.
+fn is_connection_request_credential(path: &str) -> bool {
+    path.strip_prefix("InternetGatewayDevice.").or_else(|| path.strip_prefix("Device.")).is_some_and(|rest| {
+        matches!(rest, "ManagementServer.ConnectionRequestUsername" | "ManagementServer.ConnectionRequestPassword")
+    })
+}
+
+/// What to do after a CPE refused a SetParameterValues.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterRefusal {
+    /// The fault names the parameters it refused: send the others again, alone.
+    Retry { refused: Vec<String>, rest: Vec<(String, String, String)> },
+    /// Every parameter was refused: nothing to send again; later rounds leave them out.
+    Skip { refused: Vec<String> },
+    /// The fault does not say which parameters it refused: read back what the CPE now holds of
+    /// the non-secret ones (some firmware applies part of a SetParameterValues it faults) and
+    /// stop for this session.
+    Reread { names: Vec<String> },
+}
+
+fn after_refused_set(values: Vec<(String, String, String)>, fault: &roost_cwmp::Fault) -> AfterRefusal {
+    let named: HashSet<&str> = fault.set_parameter_values_faults.iter().map(|f| f.parameter_name.as_str()).collect();
+    let (refused, rest): (Vec<_>, Vec<_>) = values.into_iter().partition(|(name, _, _)| named.contains(name.as_str()));
+    let refused: Vec<String> = refused.into_iter().map(|(name, _, _)| name).collect();
+    match (refused.is_empty(), rest.is_empty()) {
+        (false, false) => AfterRefusal::Retry { refused, rest },
+        (false, true) => AfterRefusal::Skip { refused },
+        (true, _) => AfterRefusal::Reread {
+            names: rest.into_iter().map(|(name, _, _)| name).filter(|name| !is_secret_parameter(name)).collect(),
+        },
     }
 }
 
@@ -1143,4 +1233,59 @@ fn summarize(plan: &Plan) -> String {
         parts.push(format!("to set {}", list(sets.iter().map(String::as_str).collect())));
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use roost_cwmp::Fault;
+    use roost_cwmp::fault::SetParameterValuesFault;
+
+    use super::*;
+
+    fn values(names: &[&str]) -> Vec<(String, String, String)> {
+        names.iter().map(|n| ((*n).to_owned(), "1".to_owned(), "xsd:boolean".to_owned())).collect()
+    }
+
+    fn refusing(names: &[&str]) -> Fault {
+        let mut fault = Fault::new(9003, "Invalid arguments");
+        fault.set_parameter_values_faults = names
+            .iter()
+            .map(|n| SetParameterValuesFault {
+                parameter_name: (*n).to_owned(),
+                code: 9008,
+                string: "read-only".into(),
+            })
+            .collect();
+        fault
+    }
+
+    const ENABLE: &str = "InternetGatewayDevice.ManagementServer.PeriodicInformEnable";
+    const INTERVAL: &str = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval";
+    const PASSWORD: &str = "InternetGatewayDevice.ManagementServer.ConnectionRequestPassword";
+
+    #[test]
+    fn a_refusal_naming_some_parameters_retries_the_others() {
+        let outcome = after_refused_set(values(&[ENABLE, INTERVAL]), &refusing(&[ENABLE]));
+        assert_eq!(outcome, AfterRefusal::Retry { refused: vec![ENABLE.into()], rest: values(&[INTERVAL]) });
+    }
+
+    #[test]
+    fn a_refusal_of_everything_skips() {
+        let outcome = after_refused_set(values(&[ENABLE]), &refusing(&[ENABLE]));
+        assert_eq!(outcome, AfterRefusal::Skip { refused: vec![ENABLE.into()] });
+    }
+
+    #[test]
+    fn a_refusal_that_names_nothing_rereads_what_can_be_read() {
+        let outcome = after_refused_set(values(&[ENABLE, PASSWORD]), &Fault::new(9002, "Internal error"));
+        assert_eq!(outcome, AfterRefusal::Reread { names: vec![ENABLE.into()] });
+    }
+
+    #[test]
+    fn connection_request_credentials_are_recognised_in_both_models() {
+        assert!(is_connection_request_credential(PASSWORD));
+        assert!(is_connection_request_credential("Device.ManagementServer.ConnectionRequestUsername"));
+        assert!(!is_connection_request_credential(ENABLE));
+        assert!(!is_connection_request_credential("Device.ManagementServer.Password"));
+    }
 }

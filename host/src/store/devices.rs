@@ -37,6 +37,22 @@ pub struct Device {
     pub connection_request_outcome: String,
     /// Moves with every write to the device's parameter rows: see `provisioning::reads`.
     pub tree_rev: i64,
+    /// When a session's provisioning last settled for the device; `None` while Roost has no
+    /// record of having configured it (new, reset by Roost, or `0 BOOTSTRAP`), whatever events
+    /// the device sends.
+    pub configured_at: Option<i64>,
+    /// The GetParameterValues batch this device's firmware survives during discovery (0: the
+    /// configured default).
+    pub discovery_batch: i64,
+    /// Sessions in a row that died during discovery.
+    pub discovery_failures: i64,
+}
+
+impl Device {
+    /// Whether Roost has configured this device (see [`Device::configured_at`]).
+    pub fn is_configured(&self) -> bool {
+        self.configured_at.is_some()
+    }
 }
 
 /// What one Inform tells the store.
@@ -192,7 +208,10 @@ async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> 
     }
     if bootstrap {
         sql.push_str(
-            ", last_bootstrap_at = ?, discovered_at = NULL, connection_request_username = '', connection_request_password = NULL",
+            // The discovery batch is what the firmware survives, which a bootstrap does not change
+            // (and a retried bootstrap is what a session that died during discovery sends).
+            ", last_bootstrap_at = ?, discovered_at = NULL, configured_at = NULL, \
+             connection_request_username = '', connection_request_password = NULL",
         );
         args.push(record.now.into());
     }
@@ -309,11 +328,57 @@ pub async fn mark_discovered(store: &Store, device_pk: i64, at: i64) -> Result<(
     let _guard = store.write_guard().await;
     store
         .db()
-        .execute_raw(
-            store.statement("UPDATE devices SET discovered_at = ? WHERE id = ?", [at.into(), device_pk.into()]),
-        )
+        .execute_raw(store.statement(
+            "UPDATE devices SET discovered_at = ?, discovery_failures = 0 WHERE id = ?",
+            [at.into(), device_pk.into()],
+        ))
         .await
         .context("marking device discovered")?;
+    Ok(())
+}
+
+/// Records that a session's provisioning settled: the device is configured (see
+/// [`Device::configured_at`]).
+pub async fn mark_configured(store: &Store, device_pk: i64, at: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    store
+        .db()
+        .execute_raw(
+            store.statement("UPDATE devices SET configured_at = ? WHERE id = ?", [at.into(), device_pk.into()]),
+        )
+        .await
+        .context("marking device configured")?;
+    Ok(())
+}
+
+/// Roost reset the device to its factory state: what Roost configured is gone, as after a
+/// `0 BOOTSTRAP` (some agents report only `1 BOOT` after a FactoryReset).
+pub async fn mark_reset(store: &Store, device_pk: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    store
+        .db()
+        .execute_raw(store.statement(
+            "UPDATE devices SET configured_at = NULL, discovered_at = NULL, discovery_failures = 0, \
+             connection_request_username = '', connection_request_password = NULL WHERE id = ?",
+            [device_pk.into()],
+        ))
+        .await
+        .context("marking device reset")?;
+    Ok(())
+}
+
+/// Records how the device's discovery fares: the batch size it survives and the sessions in a
+/// row that died during discovery.
+pub async fn set_discovery_state(store: &Store, device_pk: i64, batch: i64, failures: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    store
+        .db()
+        .execute_raw(store.statement(
+            "UPDATE devices SET discovery_batch = ?, discovery_failures = ? WHERE id = ?",
+            [batch.into(), failures.into(), device_pk.into()],
+        ))
+        .await
+        .context("recording discovery state")?;
     Ok(())
 }
 

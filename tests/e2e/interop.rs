@@ -1,0 +1,384 @@
+//! The CWMP front door against the habits of real firmware (`../shared/INTEROP.md`) and against
+//! clients that are not what they claim: first contact without `0 BOOTSTRAP`, listeners without
+//! authentication, challenges asked for with an empty POST, sockets closed after a 401, agents
+//! that crash on large batches or list leaves only, non-atomic SetParameterValues, and sessions
+//! that must not mix on shared connections or travel with a copied cookie.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use roost::config::{CpeAuthMode, SessionBinding};
+use roost_sim::{CrAuth, FirstContact, Quirks};
+use roost_tests::on_both_backends;
+
+use super::*;
+
+const XML: (&str, &str) = ("Content-Type", "text/xml; charset=utf-8");
+
+/// One manually started device of `kind` with `quirks`, informing with `first_contact`.
+async fn quirky_fleet(
+    h: &Harness,
+    kind: DataModelKind,
+    prefix: &str,
+    first_contact: FirstContact,
+    quirks: Quirks,
+) -> Fleet {
+    let model = Arc::new(DataModel::bundled(kind).unwrap());
+    let mut config = FleetConfig::new(h.cwmp_url(), model);
+    config.start = StartMode::Manual;
+    config.serial_prefix = prefix.into();
+    config.first_contact = first_contact;
+    config.retry = false;
+    config.quirks = quirks;
+    Fleet::start(config).await.unwrap()
+}
+
+/// Posts a task with `?connection_request=true` and returns the answer and how long it took.
+async fn task_waking_the_device(h: &Harness, device_id: &str, body: JsonValue) -> (JsonValue, Duration) {
+    let started = Instant::now();
+    let (status, task) =
+        h.post(&format!("/api/v1/devices/{}/tasks?connection_request=true", encode_id(device_id)), body).await;
+    assert!(status.is_success(), "{status}: {task}");
+    (task, started.elapsed())
+}
+
+fn uptime_task(root: &str) -> JsonValue {
+    json!({"name": "getParameterValues", "parameterNames": [format!("{root}DeviceInfo.UpTime")]})
+}
+
+on_both_backends! {
+    async fn a_periodic_first_contact_is_bootstrapped_and_woken(backend: Backend) {
+        let h = Harness::start(backend).await;
+        // An agent whose first Inform is `2 PERIODIC`, with a Digest-protected listener.
+        let fleet = quirky_fleet(&h, DataModelKind::Tr181, "PER", FirstContact::Periodic, Quirks::default()).await;
+        let cpe = fleet.device(0);
+        let report = cpe.inform_now(&[]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        assert!(!report.has_event("0 BOOTSTRAP"), "the device never says BOOTSTRAP");
+        let device = h.device(&cpe.device_id()).await;
+        assert!(device["configured_at"].is_string(), "configured at its first session: {device}");
+        assert_eq!(device["connection_request"]["credentials_set"], true, "{device}");
+        let root = cpe.root();
+        assert!(
+            cpe.value(&format!("{root}ManagementServer.ConnectionRequestUsername")).is_some_and(|u| u.starts_with("roost-")),
+            "the bootstrap preset ran"
+        );
+        // The next periodic session is an ordinary one: bootstrap does not run again.
+        let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+        assert!(!report.methods().contains(&"SetParameterValues"), "{:?}", report.methods());
+
+        // Woken within a second of the task being posted.
+        let (task, took) = task_waking_the_device(&h, &cpe.device_id(), uptime_task(&root)).await;
+        assert_eq!(task["connection_request"]["outcome"], "accepted", "{task}");
+        assert_eq!(task["status"], "done", "{task}");
+        assert!(took < Duration::from_secs(1), "woken in {took:?}");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_listener_without_authentication_is_woken_without_credentials(backend: Backend) {
+        let h = Harness::start(backend).await;
+        // No preset gives the device credentials: Roost has none for it.
+        let (status, _) = h.request(reqwest::Method::DELETE, "/api/v1/presets/bootstrap", None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let quirks = Quirks { cr_auth: CrAuth::None, ..Quirks::default() };
+        let fleet = quirky_fleet(&h, DataModelKind::Tr098, "NOAUTH", FirstContact::Periodic, quirks).await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        assert_eq!(h.device(&cpe.device_id()).await["connection_request"]["credentials_set"], false);
+        let (task, took) = task_waking_the_device(&h, &cpe.device_id(), uptime_task(&cpe.root())).await;
+        assert_eq!(task["connection_request"]["outcome"], "accepted", "{task}");
+        assert_eq!(task["status"], "done", "{task}");
+        assert!(took < Duration::from_secs(1), "woken in {took:?}");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_cpe_that_closes_after_its_challenge_is_woken(backend: Backend) {
+        let h = Harness::start(backend).await;
+        // 401 on HTTP/1.1 without `Connection: close`, then the socket closes; no commas.
+        let quirks = Quirks { cr_close_after_challenge: true, ..Quirks::default() };
+        let fleet = quirky_fleet(&h, DataModelKind::Tr098, "CLOSE", FirstContact::Bootstrap, quirks).await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        for _ in 0..2 {
+            let (status, outcome) =
+                h.post(&format!("/api/v1/devices/{}/connection-request", encode_id(&cpe.device_id())), json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{outcome}");
+            assert_eq!(outcome["outcome"], "accepted");
+            tokio::time::sleep(Duration::from_millis(1100)).await; // the device throttles at 1/s
+        }
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_cpe_that_asks_for_its_challenge_with_an_empty_post_onboards(backend: Backend) {
+        let h = Harness::start_with(backend, CpeAuthMode::Required).await;
+        let app = h.app().clone();
+        roost::store::credentials::create(&app.store, None, None, "fleet", app.secrets.seal(b"fleet-pass")).await.unwrap();
+        // Without a session, a bare empty POST gets a challenge, not a 204.
+        let mut raw = RawCpe::connect(&h.cwmp_url()).await;
+        let response = raw.post("/", "", &[], false).await;
+        assert_eq!(response.status, 401);
+        assert!(response.header("www-authenticate").unwrap_or_default().starts_with("Digest "));
+
+        let model = Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
+        let mut config = FleetConfig::new(h.cwmp_url(), model);
+        config.start = StartMode::Manual;
+        config.retry = false;
+        config.serial_prefix = "EMPTY".into();
+        config.acs_username = Some("fleet".into());
+        config.acs_password = Some("fleet-pass".into());
+        config.quirks = Quirks { challenge_with_empty_post: true, ..Quirks::default() };
+        let fleet = Fleet::start(config).await.unwrap();
+        let report = fleet.device(0).inform_now(&[]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        assert!(report.methods().contains(&"GetParameterNames"), "{:?}", report.methods());
+        let device = h.device(&fleet.device(0).device_id()).await;
+        assert!(device["discovered_at"].is_string(), "{device}");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn discovery_that_kills_the_agent_shrinks_its_batches_and_never_starves_tasks(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let model = Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
+        let mut config = FleetConfig::new(h.cwmp_url(), model);
+        config.start = StartMode::Manual;
+        config.serial_prefix = "CRASH".into();
+        config.retry = false;
+        config.quirks = Quirks { gpv_crash_at: Some(32), ..Quirks::default() };
+        let fleet = Fleet::start(config).await.unwrap();
+        let cpe = fleet.device(0);
+        let root = cpe.root();
+        // The first session dies on discovery's first batch.
+        let first = cpe.inform_now(&[]).await.unwrap();
+        assert!(!first.is_ok(), "the agent crashed");
+        let id = cpe.device_id();
+        let (_, task) = h.post(&format!("/api/v1/devices/{}/tasks", encode_id(&id)), uptime_task(&root)).await;
+        let task_id = task["id"].as_str().unwrap().to_owned();
+        // Each session that dies halves the batch; the queued task runs in the very next one.
+        let mut sessions = 1;
+        loop {
+            let report = cpe.inform_now(&["1 BOOT"]).await.unwrap();
+            sessions += 1;
+            if sessions == 2 {
+                assert_eq!(report.methods().first(), Some(&"GetParameterValues"), "the task first: {:?}", report.methods());
+                let (_, now) = h.get(&format!("/api/v1/tasks/{task_id}")).await;
+                assert_eq!(now["status"], "done", "{now}");
+            }
+            if report.is_ok() {
+                break;
+            }
+            assert!(sessions < 8, "discovery never completed");
+        }
+        let device = h.device(&id).await;
+        assert!(device["discovered_at"].is_string(), "{device}");
+        assert_eq!(device["discovery"]["batch"], 16, "{device}");
+        assert_eq!(device["discovery"]["failed_sessions"], 0, "{device}");
+        assert_eq!(sessions, 5, "256, 128, 64 and 32 names died; 16 passed");
+        let leaves = h.parameters(&id, &format!("{root}DeviceInfo.")).await;
+        assert!(leaves.iter().any(|p| p["value"].is_string()), "values were read");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_leaves_only_listing_still_gives_object_nodes(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let quirks = Quirks { gpn_leaves_only: true, ..Quirks::default() };
+        let fleet = quirky_fleet(&h, DataModelKind::Tr098, "LEAF", FirstContact::Bootstrap, quirks).await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        let id = cpe.device_id();
+        let wlan = "InternetGatewayDevice.LANDevice.1.WLANConfiguration.";
+        let nodes = h.parameters(&id, wlan).await;
+        let paths: Vec<&str> = nodes.iter().filter_map(|p| p["path"].as_str()).collect();
+        assert!(paths.contains(&wlan), "the table: {paths:?}");
+        assert!(paths.contains(&format!("{wlan}1.").as_str()), "its first instance: {paths:?}");
+        // An instance added by AddObject is there, under its table, with its parameters.
+        let table = "InternetGatewayDevice.WANDevice.1.WANConnectionDevice.";
+        let result = h.run_task(&id, json!({"name": "addObject", "objectName": table})).await;
+        let instance = result["result"]["instanceNumber"].as_u64().expect("an instance number");
+        let added = format!("{table}{instance}.");
+        let nodes = h.parameters(&id, &added).await;
+        let paths: Vec<&str> = nodes.iter().filter_map(|p| p["path"].as_str()).collect();
+        assert!(paths.contains(&added.as_str()), "the new instance: {paths:?}");
+        assert!(paths.iter().any(|p| p.len() > added.len()), "with its parameters: {paths:?}");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_non_atomic_set_keeps_credentials_and_records_what_was_refused(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let quirks = Quirks { spv_refuse: vec![("ManagementServer.PeriodicInformEnable".into(), 9008)], ..Quirks::default() };
+        let fleet = quirky_fleet(&h, DataModelKind::Tr098, "NONATOMIC", FirstContact::Bootstrap, quirks).await;
+        let cpe = fleet.device(0);
+        // The factory state: periodic informs off, so the bootstrap preset wants them on.
+        let root = cpe.root();
+        cpe.set(&format!("{root}ManagementServer.PeriodicInformEnable"), "0").unwrap();
+        let report = cpe.inform_now(&[]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        let id = cpe.device_id();
+        let ms = format!("{root}ManagementServer.");
+        // What the CPE holds is what Roost recorded: the interval and the credentials, not Enable.
+        assert_eq!(cpe.value(&format!("{ms}PeriodicInformInterval")).as_deref(), Some("3600"));
+        assert_eq!(h.stored_value(&id, &format!("{ms}PeriodicInformInterval")).await.as_deref(), Some("3600"));
+        assert_eq!(h.stored_value(&id, &format!("{ms}PeriodicInformEnable")).await, cpe.value(&format!("{ms}PeriodicInformEnable")));
+        let device = h.device(&id).await;
+        assert_eq!(device["connection_request"]["credentials_set"], true, "{device}");
+        assert!(device["configured_at"].is_string(), "{device}");
+        let (_, faults) = h.get(&format!("/api/v1/devices/{}/faults", encode_id(&id))).await;
+        let text = faults.to_string();
+        assert!(text.contains("9003") && text.contains("PeriodicInformEnable"), "{faults}");
+        // Roost can wake it: the credentials it recorded are the ones the CPE holds.
+        let (status, outcome) = h.post(&format!("/api/v1/devices/{}/connection-request", encode_id(&id)), json!({})).await;
+        assert_eq!((status, outcome["outcome"].as_str()), (StatusCode::OK, Some("accepted")), "{outcome}");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn sessions_on_a_shared_connection_never_mix(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let a = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        // Device B: another serial, a TR-181 tree, so each session's first RPC names its root.
+        let b = a.replace("InternetGatewayDevice.", "Device.").replace("<SerialNumber>000000<", "<SerialNumber>000001<");
+        let mut proxy = RawCpe::connect(&h.cwmp_url()).await;
+        let informed = proxy.post("/", &a, &[XML], false).await;
+        assert_eq!(informed.status, 200);
+        let cookie_a = RawCpe::session_cookie(&informed);
+        // B's Inform on the same connection, without a cookie: it must not take A's place.
+        let informed = proxy.post("/", &b, &[XML], false).await;
+        assert_eq!(informed.status, 200);
+        let next_a = proxy.post("/", "", &[("Cookie", &cookie_a)], false).await;
+        assert!(next_a.body.contains("<ParameterPath>InternetGatewayDevice.</ParameterPath>"), "A's own work: {}", next_a.body);
+        // Without a cookie, the connection's newest session: B.
+        let next_b = proxy.post("/", "", &[], false).await;
+        assert!(next_b.body.contains("<ParameterPath>Device.</ParameterPath>"), "B's own work: {}", next_b.body);
+
+        // A's cookie from another host is refused and leaves A's session alone.
+        let mut thief = RawCpe::connect_from(&h.cwmp_url(), Ipv4Addr::new(127, 0, 0, 2)).await;
+        let stolen = thief.post("/", "", &[("Cookie", &cookie_a)], false).await;
+        assert_eq!(stolen.status, 204, "{}", stolen.body);
+        assert!(stolen.body.is_empty());
+        // A cookie that names no live session is refused, not attached to the connection's.
+        let stale = proxy.post("/", "", &[("Cookie", "roost_session=0123456789abcdef")], false).await;
+        assert_eq!(stale.status, 204, "{}", stale.body);
+        // A carries on where it was: its GetParameterNames is still outstanding.
+        let resumed = proxy.post("/", "", &[("Cookie", &cookie_a)], false).await;
+        assert_eq!(resumed.status, 200, "A's session is alive: {}", resumed.body);
+        h.finish().await;
+    }
+
+    async fn a_session_bound_to_its_connection_refuses_the_cookie_elsewhere(backend: Backend) {
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
+            config.cwmp.session_binding = SessionBinding::Connection;
+        })
+        .await;
+        let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let informed = cpe.post("/", &inform, &[XML], false).await;
+        let cookie = RawCpe::session_cookie(&informed);
+        // Same host, another connection: refused under this binding.
+        let mut other = RawCpe::connect(&h.cwmp_url()).await;
+        assert_eq!(other.post("/", "", &[("Cookie", &cookie)], false).await.status, 204);
+        let own = cpe.post("/", "", &[("Cookie", &cookie)], false).await;
+        assert!(own.body.contains("GetParameterNames"), "{}", own.body);
+        h.finish().await;
+    }
+
+    async fn a_cookie_from_another_host_is_refused_under_authentication(backend: Backend) {
+        let h = Harness::start_with(backend, CpeAuthMode::Required).await;
+        let app = h.app().clone();
+        roost::store::credentials::create(&app.store, None, None, "fleet", app.secrets.seal(b"fleet-pass")).await.unwrap();
+        let model = Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
+        let mut config = FleetConfig::new(h.cwmp_url(), model);
+        config.start = StartMode::Manual;
+        config.retry = false;
+        config.serial_prefix = "VICTIM".into();
+        config.acs_username = Some("fleet".into());
+        config.acs_password = Some("fleet-pass".into());
+        let fleet = Fleet::start(config).await.unwrap();
+        assert!(fleet.device(0).inform_now(&[]).await.unwrap().is_ok());
+        // A session opened by hand with valid credentials, then its cookie used from elsewhere.
+        let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let challenge = cpe.post("/", &inform, &[XML], false).await;
+        assert_eq!(challenge.status, 401);
+        let params = challenge.header("www-authenticate").unwrap().to_owned();
+        let nonce = params.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+        let ha1 = roost::cwmp::digest::md5_hex("fleet:roost:fleet-pass");
+        let ha2 = roost::cwmp::digest::md5_hex("POST:/");
+        let response = roost::cwmp::digest::md5_hex(&format!("{ha1}:{nonce}:{ha2}"));
+        let authorization = format!("Digest username=\"fleet\", realm=\"roost\", nonce=\"{nonce}\", uri=\"/\", response=\"{response}\"");
+        let informed = cpe.post("/", &inform, &[XML, ("Authorization", &authorization)], false).await;
+        assert_eq!(informed.status, 200, "{}", informed.body);
+        let cookie = RawCpe::session_cookie(&informed);
+        let mut thief = RawCpe::connect_from(&h.cwmp_url(), Ipv4Addr::new(127, 0, 0, 3)).await;
+        let stolen = thief.post("/", "", &[("Cookie", &cookie)], false).await;
+        assert_eq!(stolen.status, 401, "challenged, not served: {}", stolen.body);
+        let own = cpe.post("/", "", &[("Cookie", &cookie)], false).await;
+        assert!(own.body.contains("GetParameterNames"), "{}", own.body);
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_request_sent_before_a_half_close_is_answered(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let inform = capture_bodies("netcwmp_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let response = cpe.post_and_half_close("/acs", &inform, &[XML]).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert!(response.body.contains("InformResponse"), "{}", response.body);
+        h.device("A00001-OT2800-30000000000000000").await;
+        h.finish().await;
+    }
+
+    async fn task_posts_are_authorized_before_their_bodies_are_examined(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let app = h.app().clone();
+        let platform = roost::store::orgs::by_slug(&app.store, "platform").await.unwrap().unwrap();
+        let hash = roost::api::auth::hash_password("read-only-password").unwrap();
+        roost::store::users::create(&app.store, platform.id, "viewer@example.com", &hash, "read-only").await.unwrap();
+        let viewer = h.login("viewer@example.com", "read-only-password").await.unwrap();
+        let names: Vec<String> = (0..60_000).map(|i| format!("Device.X.{i}")).collect();
+        let body = json!({"name": "getParameterValues", "parameterNames": names});
+        // A read-only caller is refused for the task, whatever its body holds.
+        let response = h
+            .http
+            .post(h.url("/api/v1/devices/NOPE-NOPE-NOPE/tasks"))
+            .bearer_auth(&viewer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        // An operator asking for an unknown device learns that before anything else.
+        let (status, problem) = h.post("/api/v1/devices/NOPE-NOPE-NOPE/tasks", body.clone()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+        // On a real device, the list is refused for its size.
+        let fleet = h.fleet(DataModelKind::Tr098, 1, "CAP").await;
+        assert!(fleet.device(0).inform_now(&[]).await.unwrap().is_ok());
+        let (status, problem) =
+            h.post(&format!("/api/v1/devices/{}/tasks", encode_id(&fleet.device(0).device_id())), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("at most 1024"), "{problem}");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn the_http_listener_answers_every_error_as_problem_json(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let response = h.http.put(h.url("/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: JsonValue = response.json().await.unwrap();
+        assert_eq!(problem["code"], "method_not_allowed");
+        let response = h.http.patch(h.url("/api/v1/devices")).bearer_auth(&h.token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let problem: JsonValue = response.json().await.unwrap();
+        assert_eq!(problem["code"], "method_not_allowed");
+        h.finish().await;
+    }
+}
