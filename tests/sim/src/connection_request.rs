@@ -259,7 +259,14 @@ struct CloseAfterAnswer {
 impl AsyncRead for CloseAfterAnswer {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.eof {
-            return Poll::Ready(Ok(()));
+            // The firmware keeps the socket open after its 401 (so a pooling client sees a live
+            // connection) and closes it, unanswered, when the next request arrives on it.
+            let mut scratch = [0u8; 1024];
+            let mut discard = ReadBuf::new(&mut scratch);
+            return match Pin::new(&mut self.inner).poll_read(cx, &mut discard) {
+                Poll::Ready(_) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            };
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -298,8 +305,6 @@ impl AsyncWrite for CloseAfterAnswer {
         let result = Pin::new(&mut self.inner).poll_flush(cx);
         if matches!(result, Poll::Ready(Ok(()))) && self.answered && !self.eof {
             self.eof = true;
-            // hyper polled the read side before writing; have it look again and see the end.
-            cx.waker().wake_by_ref();
         }
         result
     }

@@ -40,8 +40,9 @@ pub struct Quirks {
     pub cr_auth: CrAuth,
     /// "A challenge, then a closed socket": the connection-request listener answers the
     /// unauthenticated GET with `401` and `WWW-Authenticate` on HTTP/1.1 *without*
-    /// `Connection: close`, then closes the TCP connection, so a client that reuses its pooled
-    /// connection for the authenticated retry fails; the retry succeeds on a new connection.
+    /// `Connection: close`, keeps the socket open, and closes it unanswered when the next
+    /// request arrives on it: a client that reuses its pooled connection for the authenticated
+    /// retry fails; the retry succeeds on a new connection.
     /// The challenge has no commas between its parameters, as that firmware writes it:
     /// `Digest qop="auth" nonce="…" realm="roost-sim"`.
     pub cr_close_after_challenge: bool,

@@ -111,7 +111,13 @@ async fn challenge_then_closed_socket_then_retry_on_a_new_connection() {
     assert!(challenge.starts_with(r#"Digest qop="auth" nonce=""#), "{challenge}");
     assert!(challenge.ends_with(r#"" realm="roost-sim""#), "{challenge}");
     assert!(!challenge.contains(','), "no commas between the parameters: {challenge}");
-    assert!(closes(&mut stream, WAIT).await, "the socket is closed after the 401");
+    // The socket looks alive after the 401, so a pooling client reuses it…
+    assert!(!closes(&mut stream, Duration::from_millis(200)).await, "still open after the 401");
+    // …and the request sent on it is dropped unanswered.
+    tokio::io::AsyncWriteExt::write_all(&mut stream, format!("GET {path} HTTP/1.1\r\nHost: cpe\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(closes(&mut stream, WAIT).await, "closed without an answer");
 
     // The authenticated retry on a new connection is accepted.
     let mut parsed = Challenge::select([challenge.as_str()]).unwrap();
