@@ -54,13 +54,19 @@ pub fn is_unavailable(error: &anyhow::Error) -> bool {
         Some(DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) => true,
         Some(DbErr::Query(runtime) | DbErr::Exec(runtime)) => {
             let sea_orm::RuntimeErr::SqlxError(error) = runtime else { return false };
-            matches!(
-                error.as_ref(),
+            match error.as_ref() {
                 sea_orm::sqlx::Error::Io(_)
-                    | sea_orm::sqlx::Error::PoolTimedOut
-                    | sea_orm::sqlx::Error::PoolClosed
-                    | sea_orm::sqlx::Error::WorkerCrashed
-            )
+                | sea_orm::sqlx::Error::PoolTimedOut
+                | sea_orm::sqlx::Error::PoolClosed
+                | sea_orm::sqlx::Error::WorkerCrashed => true,
+                // PostgreSQL's own word: connection exceptions (08…), an administrator or a crash
+                // ending the connection (57…, e.g. 57P01 when a server shuts down or fails
+                // over), too many connections (53300).
+                sea_orm::sqlx::Error::Database(error) => {
+                    error.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57") || code == "53300")
+                }
+                _ => false,
+            }
         }
         _ => false,
     })

@@ -382,3 +382,31 @@ on_both_backends! {
         h.finish().await;
     }
 }
+
+/// A lost database: the API says so with 503 and `Retry-After`, not 500, and recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_503_while_the_database_is_lost() {
+    let h = Harness::start(Backend::Postgres).await;
+    let (status, _) = h.get("/api/v1/devices").await;
+    assert_eq!(status, StatusCode::OK);
+    // No new connections, and the open ones are gone: the server's pool finds nothing that works.
+    h.postgres_admin("ALTER DATABASE {db} ALLOW_CONNECTIONS false").await;
+    h.postgres_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'").await;
+    let response = h.http.get(h.url("/api/v1/devices")).bearer_auth(&h.token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: JsonValue = response.json().await.unwrap();
+    assert_eq!(problem["code"], "database_unavailable", "{problem}");
+    h.postgres_admin("ALTER DATABASE {db} ALLOW_CONNECTIONS true").await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        if h.get("/api/v1/devices").await.0 == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "the API recovers once the database is back");
+    h.finish().await;
+}

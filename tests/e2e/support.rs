@@ -308,6 +308,15 @@ impl Harness {
     }
 
     /// Stops the server and drops the test database.
+    /// Runs `sql` on the PostgreSQL server as its administrator (to take the test's database
+    /// away and give it back); `{db}` stands for the test's database. SQLite: does nothing.
+    pub async fn postgres_admin(&self, sql: &str) {
+        let Some(db) = &self.database else { return };
+        let admin = Database::connect(&postgres_admin_url()).await.expect("connecting to PostgreSQL");
+        admin.execute_unprepared(&sql.replace("{db}", &db.name)).await.expect("administrative SQL");
+        admin.close().await.expect("closing the admin connection");
+    }
+
     pub async fn finish(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
