@@ -30,6 +30,8 @@ pub struct App {
     pub secrets: Secrets,
     pub tokens: TokenKeys,
     pub nonce_key: NonceKey,
+    /// CPE authentication failures, per address and username.
+    pub auth_failures: crate::cwmp::auth::FailureThrottle,
     pub sessions: Sessions,
     pub plugins: Arc<PluginRuntime>,
     /// Organizations' presets, adapters and plugin settings, and adapter choices.
@@ -78,6 +80,7 @@ impl App {
             secrets,
             tokens,
             nonce_key: NonceKey::random(),
+            auth_failures: Default::default(),
             sessions: Sessions::default(),
             plugins,
             provisioning,

@@ -83,8 +83,21 @@ pub struct CwmpSettings {
     /// A CPE silent this long mid-session is gone (rebooted, agent restarted).
     #[serde(with = "seconds")]
     pub session_timeout: Duration,
-    /// Largest SOAP body accepted from a CPE.
+    /// Largest SOAP body accepted from a CPE. The largest legitimate message is a
+    /// GetParameterValuesResponse or GetParameterNamesResponse of a whole tree: about 1 MiB for
+    /// the largest real device export in `tests/data/cpe/` (6,408 nodes); the default leaves
+    /// four times that (a test holds it to that).
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once across all CPE connections; past it a request
+    /// waits briefly, then is answered 503.
+    pub max_body_memory: usize,
+    /// A request must arrive whole within this time of its first byte.
+    #[serde(with = "seconds")]
+    pub request_deadline: Duration,
+    /// Open CWMP connections at most; past it new ones are answered 503 and closed. `None`: the
+    /// process's file limit (raised at start to its hard limit) less a reserve for the HTTP
+    /// listener, the database and files.
+    pub max_connections: Option<usize>,
     /// Parameters per GetParameterValues during discovery: large enough to be quick, small
     /// enough for the weakest agents' buffers.
     pub discovery_batch: usize,
@@ -114,7 +127,10 @@ impl Default for CwmpSettings {
             auth: CpeAuthMode::Required,
             realm: "roost".into(),
             session_timeout: Duration::from_secs(60),
-            max_body_bytes: 8 * 1024 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_body_memory: 64 * 1024 * 1024,
+            request_deadline: Duration::from_secs(30),
+            max_connections: None,
             discovery_batch: 256,
             allow_basic_without_tls: false,
             session_binding: SessionBinding::Address,

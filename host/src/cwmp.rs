@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
@@ -17,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use rand::RngCore;
+use roost_cwmp::limits::{MessageLimits, clamp_cpe_message};
 use roost_cwmp::session::{Incoming, Reply, Session};
 use roost_cwmp::{AcsResponse, CpeBody, CpeRequest, Envelope, Fault, Inform, decode_cpe_message};
 
@@ -197,25 +199,180 @@ pub async fn wind_up(app: &Arc<App>, drivers: Vec<Driver>) {
     }
 }
 
+/// What the framer's gate decided about a request from its head, before its body was read
+/// (see [`framing`]); handlers find it in the request's extensions.
+#[derive(Debug, Clone)]
+pub enum Gated {
+    /// In a live session, or CPE authentication is off: the handler decides.
+    Admitted,
+    /// Its `Authorization` verified: the session it opens is this credential's.
+    Authenticated(crate::store::credentials::CpeCredential),
+    /// Answer 401 with a challenge.
+    Challenge { stale: bool },
+    /// Too many authentication failures from this address or for this username.
+    Throttled,
+    /// Larger than the body limit.
+    TooLarge,
+    /// No room in the body budget, or the database could not be asked.
+    Busy,
+}
+
+impl framing::Verdict for Gated {
+    fn admits(&self) -> bool {
+        matches!(self, Self::Admitted | Self::Authenticated(_))
+    }
+    fn too_large() -> Self {
+        Self::TooLarge
+    }
+    fn busy() -> Self {
+        Self::Busy
+    }
+}
+
+/// The gate: under `--cpe-auth required`, a request's body is read only if it belongs to a live
+/// session or its credentials verify. Credentials are checked here once (a nonce count is
+/// good once); requests of a live session are admitted without looking at theirs, since many
+/// CPEs repeat the session's `Authorization` on every POST with a body.
+async fn gate(app: &App, peer: SocketAddr, head: framing::RequestHead) -> Gated {
+    if app.config.cwmp.auth == CpeAuthMode::Open {
+        return Gated::Admitted;
+    }
+    let cookie = head.cookie.as_deref().and_then(cookie_value);
+    if let Lookup::Found(..) = app.sessions.find(cookie.as_deref(), peer, app.config.cwmp.session_binding) {
+        return Gated::Admitted;
+    }
+    let Some(authorization) = head.authorization.as_deref() else {
+        return Gated::Challenge { stale: false };
+    };
+    match authenticate(app, peer, authorization).await {
+        Ok(Ok(credential)) => Gated::Authenticated(credential),
+        Ok(Err(refusal)) => refusal,
+        Err(error) => {
+            tracing::error!("database unavailable during CPE authentication: {error:#}");
+            Gated::Busy
+        }
+    }
+}
+
+/// Verifies credentials, throttling failures per address and username; `Ok(Err(_))` is the
+/// refusal to answer with.
+async fn authenticate(
+    app: &App,
+    peer: SocketAddr,
+    authorization: &str,
+) -> anyhow::Result<Result<crate::store::credentials::CpeCredential, Gated>> {
+    let client = peer.ip();
+    let claimed = auth::claimed_username(Some(authorization));
+    // Refused before any work: a guesser costs nothing but this check.
+    if app.auth_failures.is_throttled(client, claimed.as_deref()) {
+        return Ok(Err(Gated::Throttled));
+    }
+    match auth::verify(app, Some(authorization), client, false).await? {
+        auth::Verdict::Accepted(credential) => {
+            app.auth_failures.record_success(client);
+            Ok(Ok(credential))
+        }
+        auth::Verdict::Challenge { stale } => {
+            if !stale {
+                note_failure(app, peer, claimed.as_deref(), "wrong credentials");
+            }
+            Ok(Err(Gated::Challenge { stale }))
+        }
+    }
+}
+
+/// Counts an authentication failure; logs only what `FailureThrottle` says is worth it.
+fn note_failure(app: &App, peer: SocketAddr, username: Option<&str>, reason: &str) {
+    if let Some(what) = app.auth_failures.record_failure(peer.ip(), username) {
+        tracing::warn!(%peer, username = username.unwrap_or(""), reason, "{what}");
+    }
+}
+
+/// File descriptors kept free of CWMP connections: the HTTP listener's connections, the
+/// database pool, plugin and data files.
+const RESERVED_FILES: usize = 1024;
+
+/// Raises the process's open-file limit to its hard limit (where allowed) and returns how many
+/// CWMP connections to allow: the configured number, or what the limit leaves after
+/// [`RESERVED_FILES`].
+pub fn connection_limit(configured: Option<usize>) -> usize {
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(error) => {
+            tracing::warn!("cannot read or raise the open-file limit: {error}");
+            4096
+        }
+    };
+    configured.unwrap_or_else(|| files.saturating_sub(RESERVED_FILES).max(64))
+}
+
+/// Says, at most every few seconds, how many connections were shed since it last said so.
+#[derive(Default)]
+struct ShedLog {
+    shed: std::sync::atomic::AtomicU64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl ShedLog {
+    fn note(&self, limit: usize) {
+        let shed = self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let Ok(mut last) = self.last.lock() else { return };
+        if last.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            self.shed.store(0, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(limit, shed, "CWMP connection limit reached: new connections are answered 503 and closed");
+        }
+    }
+}
+
+/// The answer of a connection over the limit, written without waiting and before closing.
+const OVER_CAPACITY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 /// Serves CWMP on `listener` until `stop` turns true. Each connection's requests pass through
-/// [`framing::repair_requests`] before the HTTP parser, and carry the peer address (the session
-/// key of CPEs without cookies).
+/// [`framing::serve_requests`] (admission, limits, repairs) before the HTTP parser, and carry
+/// the peer address (the session key of CPEs without cookies) and the gate's verdict.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let router = router(app.clone());
-    let max_body = app.config.cwmp.max_body_bytes;
-    let idle = app.config.cwmp.session_timeout;
+    let settings = framing::Settings {
+        max_body: app.config.cwmp.max_body_bytes,
+        idle: app.config.cwmp.session_timeout,
+        request_deadline: app.config.cwmp.request_deadline,
+        budget: Some(framing::Settings::budget_of(app.config.cwmp.max_body_memory)),
+    };
+    let limit = connection_limit(app.config.cwmp.max_connections);
+    let open = Arc::new(tokio::sync::Semaphore::new(limit));
+    let shed = ShedLog::default();
+    tracing::info!(limit, "CWMP connections allowed");
     let mut connections = tokio::task::JoinSet::new();
     let for_connections = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, router.clone(), max_body, idle, for_connections.clone()));
-                }
+                Ok((stream, peer)) => match open.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let gate_app = app.clone();
+                        let gate: framing::Gate<Gated> = Arc::new(move |head| {
+                            let app = gate_app.clone();
+                            Box::pin(async move { gate(&app, peer, head).await })
+                        });
+                        let connection = serve_connection(stream, peer, router.clone(), settings.clone(), gate, for_connections.clone());
+                        connections.spawn(async move {
+                            connection.await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        // Over the limit: a word to the client if its socket takes it now, then
+                        // the descriptor is given back at once.
+                        let _ = stream.try_write(OVER_CAPACITY);
+                        shed.note(limit);
+                    }
+                },
                 Err(error) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     tracing::warn!("CWMP accept failed: {error}");
@@ -234,22 +391,28 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     router: Router,
-    max_body: usize,
-    idle: std::time::Duration,
+    settings: framing::Settings,
+    gate: framing::Gate<Gated>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::AsyncWriteExt;
     let _ = stream.set_nodelay(true);
+    let idle = settings.idle;
     let (from_cpe, mut to_cpe) = stream.into_split();
     let (server_side, framer_side) = tokio::io::duplex(16 * 1024);
     let (mut responses, requests) = tokio::io::split(framer_side);
-    let inbound = tokio::spawn(framing::repair_requests(from_cpe, requests, max_body, idle));
+    let verdicts: framing::Verdicts<Gated> = Arc::default();
+    let inbound = tokio::spawn(framing::serve_requests(from_cpe, requests, settings, gate, verdicts.clone()));
     let outbound = tokio::spawn(async move {
         let _ = tokio::io::copy(&mut responses, &mut to_cpe).await;
         let _ = to_cpe.shutdown().await;
     });
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        // One verdict per framed request, in order; none past a switch to pass-through.
+        if let Some(verdict) = verdicts.lock().ok().and_then(|mut queue| queue.pop_front()) {
+            request.extensions_mut().insert(verdict);
+        }
         let router = router.clone();
         async move { tower_call(router, request).await }
     });
@@ -303,6 +466,7 @@ pub fn router(app: Arc<App>) -> Router {
 async fn without_org(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    gated: Option<Extension<Gated>>,
     method: axum::http::Method,
     headers: HeaderMap,
     body: Bytes,
@@ -310,33 +474,55 @@ async fn without_org(
     if method != axum::http::Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     }
-    handle(app, peer, None, headers, body).await
+    handle(app, peer, gated.map(|Extension(g)| g), None, headers, body).await
 }
 
 async fn with_org(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    gated: Option<Extension<Gated>>,
     Path(org): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(app, peer, Some(org), headers, body).await
+    handle(app, peer, gated.map(|Extension(g)| g), Some(org), headers, body).await
+}
+
+/// The answer to a request the gate refused, if it did.
+fn refusal(app: &App, peer: SocketAddr, gated: &Gated) -> Option<Response> {
+    Some(match gated {
+        Gated::Admitted | Gated::Authenticated(_) => return None,
+        Gated::Challenge { stale } => unauthorized(app, peer.ip(), *stale),
+        Gated::Throttled => throttled(),
+        Gated::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        Gated::Busy => retry_later(),
+    })
 }
 
 async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
+    gated: Option<Gated>,
     org_slug: Option<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(response) = gated.as_ref().and_then(|g| refusal(&app, peer, g)) {
+        return response;
+    }
     let now = Instant::now();
     let cookie_token = session_cookie(&headers);
     let envelope = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         match decode_cpe_message(&body) {
-            Ok(envelope) => Some(envelope),
+            Ok(mut envelope) => {
+                let clamped = clamp_cpe_message(&mut envelope.body, &MessageLimits::default());
+                if !clamped.is_empty() {
+                    tracing::warn!(%peer, ?clamped, "a CPE message exceeded the message limits and was clamped");
+                }
+                Some(envelope)
+            }
             Err(error) => {
                 tracing::warn!(%peer, "malformed SOAP from CPE: {error}");
                 return malformed(&app, cookie_token.as_deref(), peer, &error.to_string());
@@ -349,7 +535,11 @@ async fn handle(
         if app.is_draining() {
             return retry_later();
         }
-        return start_session(app, peer, org_slug, &headers, inform.clone(), envelope, now).await;
+        let credential = match gated {
+            Some(Gated::Authenticated(credential)) => Some(credential),
+            _ => None,
+        };
+        return start_session(app, peer, org_slug, &headers, credential, inform.clone(), envelope, now).await;
     }
     let (token, live) = match app.sessions.find(cookie_token.as_deref(), peer, app.config.cwmp.session_binding) {
         Lookup::Found(token, live) => (token, live),
@@ -360,7 +550,7 @@ async fn handle(
             // Under authentication, nothing but an authenticated session's requests gets past this
             // point: a CPE that opens with an empty POST is asking for its challenge.
             if app.config.cwmp.auth == CpeAuthMode::Required {
-                return unauthorized(&app, false);
+                return unauthorized(&app, peer.ip(), false);
             }
             // No session: a CPE carrying on after a restart of the ACS, or one that never informed.
             let mut orphan = Session::new(now, app.config.cwmp.session_timeout);
@@ -380,11 +570,13 @@ async fn handle(
     to_response(reply, None)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start_session(
     app: Arc<App>,
     peer: SocketAddr,
     org_slug: Option<String>,
     headers: &HeaderMap,
+    credential: Option<crate::store::credentials::CpeCredential>,
     inform: Inform,
     envelope: Option<Envelope<CpeBody>>,
     now: Instant,
@@ -404,23 +596,26 @@ async fn start_session(
     };
     let mut onboarding_org = url_org;
     if app.config.cwmp.auth == CpeAuthMode::Required {
-        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        match auth::verify(&app, authorization, false).await {
-            Ok(auth::Verdict::Accepted(credential)) => {
-                if !auth::permits(&credential, &device_id, url_org) {
-                    tracing::warn!(%peer, device = %device_id, username = %credential.username, "credential not valid for this device or URL");
-                    return unauthorized(&app, false);
+        // Verified by the gate, or here when the gate admitted the Inform for its connection's
+        // live session (a cookie-less CPE starting its next session on the same connection).
+        let credential = match credential {
+            Some(credential) => credential,
+            None => {
+                let Some(authorization) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+                    return unauthorized(&app, peer.ip(), false);
+                };
+                match authenticate(&app, peer, authorization).await {
+                    Ok(Ok(credential)) => credential,
+                    Ok(Err(refused)) => return refusal(&app, peer, &refused).unwrap_or_else(retry_later),
+                    Err(error) => return database_unavailable(&error),
                 }
-                onboarding_org = onboarding_org.or(credential.org_id);
             }
-            Ok(auth::Verdict::Challenge { stale }) => {
-                if authorization.is_some() {
-                    tracing::warn!(%peer, device = %device_id, "CPE authentication failed");
-                }
-                return unauthorized(&app, stale);
-            }
-            Err(error) => return database_unavailable(&error),
+        };
+        if !auth::permits(&credential, &device_id, url_org) {
+            note_failure(&app, peer, Some(&credential.username), "credential not valid for this device or URL");
+            return unauthorized(&app, peer.ip(), false);
         }
+        onboarding_org = onboarding_org.or(credential.org_id);
     }
 
     // The device's previous session, if still open, died (the CPE gave up on it): wind it up
@@ -554,12 +749,14 @@ async fn answer_cpe_request(
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(cookie_value)
+}
+
+/// The session token in a `Cookie` header's value.
+fn cookie_value(header: &str) -> Option<String> {
+    header
         // Some CPEs echo the whole Set-Cookie, attributes included: each `;` part is checked.
-        .flat_map(|v| v.split(';'))
+        .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| name.trim() == COOKIE)
         .map(|(_, value)| value.trim().trim_matches('"').to_owned())
@@ -601,10 +798,21 @@ fn malformed(app: &App, token: Option<&str>, peer: SocketAddr, reason: &str) -> 
     to_response(Reply { status: 400, body }, None)
 }
 
-fn unauthorized(app: &App, stale: bool) -> Response {
+fn unauthorized(app: &App, client: std::net::IpAddr, stale: bool) -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();
-    if let Ok(value) = HeaderValue::from_str(&auth::challenge(app, stale)) {
+    if let Ok(value) = HeaderValue::from_str(&auth::challenge(app, client, stale)) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// A client throttled after repeated authentication failures: 503 and `Retry-After`, which
+/// CWMP clients honour (TR-069 §3.7.1.5 retries), at the cost of nothing else.
+fn throttled() -> Response {
+    let seconds = auth::FAILURE_WINDOW.as_secs().to_string();
+    let mut response = StatusCode::SERVICE_UNAVAILABLE.into_response();
+    if let Ok(value) = HeaderValue::from_str(&seconds) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

@@ -48,7 +48,79 @@ fn uptime_task(root: &str) -> JsonValue {
     json!({"name": "getParameterValues", "parameterNames": [format!("{root}DeviceInfo.UpTime")]})
 }
 
+/// A Digest `Authorization` (RFC 2069 style, for `POST /`) answering the challenge of a 401.
+fn answer_challenge(challenge: &RawResponse, username: &str, password: &str) -> String {
+    let header = challenge.header("www-authenticate").expect("a challenge");
+    let nonce = header.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("a nonce");
+    let ha1 = roost::cwmp::digest::md5_hex(&format!("{username}:roost:{password}"));
+    let ha2 = roost::cwmp::digest::md5_hex("POST:/");
+    let response = roost::cwmp::digest::md5_hex(&format!("{ha1}:{nonce}:{ha2}"));
+    format!("Digest username=\"{username}\", realm=\"roost\", nonce=\"{nonce}\", uri=\"/\", response=\"{response}\"")
+}
+
 on_both_backends! {
+    async fn a_captured_digest_header_opens_no_other_session(backend: Backend) {
+        let h = Harness::start_with(backend, CpeAuthMode::Required).await;
+        let app = h.app().clone();
+        roost::store::credentials::create(&app.store, None, None, "fleet", app.secrets.seal(b"fleet-pass")).await.unwrap();
+        let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let other = inform.replace("<SerialNumber>000000<", "<SerialNumber>000009<");
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let challenge = cpe.post("/", &inform, &[XML], false).await;
+        let authorization = answer_challenge(&challenge, "fleet", "fleet-pass");
+        assert_eq!(cpe.post("/", &inform, &[XML, ("Authorization", &authorization)], false).await.status, 200);
+        cpe.end_session("/").await;
+        // The same header again, for the same device or another, opens nothing: the nonce is
+        // used, and the CPE is told to take a new one.
+        for body in [&inform, &other] {
+            let mut replay = RawCpe::connect(&h.cwmp_url()).await;
+            let refused = replay.post("/", body, &[XML, ("Authorization", &authorization)], false).await;
+            assert_eq!(refused.status, 401, "{}", refused.body);
+            assert!(refused.header("www-authenticate").unwrap().contains("stale=true"));
+        }
+        // From another address, a nonce issued to this one is not ours at all.
+        let mut elsewhere = RawCpe::connect_from(&h.cwmp_url(), Ipv4Addr::new(127, 0, 0, 4)).await;
+        let fresh = RawCpe::connect(&h.cwmp_url()).await.post("/", &other, &[XML], false).await;
+        let stolen = answer_challenge(&fresh, "fleet", "fleet-pass");
+        let refused = elsewhere.post("/", &other, &[XML, ("Authorization", &stolen)], false).await;
+        assert_eq!(refused.status, 401);
+        assert!(!refused.header("www-authenticate").unwrap().contains("stale"));
+        let (_, list) = h.get("/api/v1/devices").await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 1, "only the first session registered a device");
+        h.finish().await;
+    }
+
+    async fn authentication_failures_are_throttled_without_slowing_other_cpes(backend: Backend) {
+        let h = Harness::start_with(backend, CpeAuthMode::Required).await;
+        let app = h.app().clone();
+        roost::store::credentials::create(&app.store, None, None, "fleet", app.secrets.seal(b"fleet-pass")).await.unwrap();
+        let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut guesser = RawCpe::connect_from(&h.cwmp_url(), Ipv4Addr::new(127, 0, 0, 5)).await;
+        let mut statuses = Vec::new();
+        for attempt in 0..15 {
+            let challenge = guesser.post("/", &inform, &[XML], false).await;
+            assert_eq!(challenge.status, 401);
+            let wrong = answer_challenge(&challenge, "fleet", &format!("guess-{attempt}"));
+            let answer = guesser.post("/", &inform, &[XML, ("Authorization", &wrong)], false).await;
+            if answer.status == 503 {
+                assert_eq!(answer.header("retry-after"), Some("60"));
+            }
+            statuses.push(answer.status);
+        }
+        assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+        assert_eq!(&statuses[10..], &[503; 5], "{statuses:?}");
+        // Even the right password waits out the window from that address…
+        let challenge = guesser.post("/", &inform, &[XML], false).await;
+        let right = answer_challenge(&challenge, "fleet", "fleet-pass");
+        assert_eq!(guesser.post("/", &inform, &[XML, ("Authorization", &right)], false).await.status, 503);
+        // …while a CPE elsewhere with the same username is served as usual.
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        let challenge = cpe.post("/", &inform, &[XML], false).await;
+        let right = answer_challenge(&challenge, "fleet", "fleet-pass");
+        assert_eq!(cpe.post("/", &inform, &[XML, ("Authorization", &right)], false).await.status, 200);
+        h.finish().await;
+    }
+
     async fn a_periodic_first_contact_is_bootstrapped_and_woken(backend: Backend) {
         let h = Harness::start(backend).await;
         // An agent whose first Inform is `2 PERIODIC`, with a Digest-protected listener.
@@ -306,12 +378,7 @@ on_both_backends! {
         let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
         let challenge = cpe.post("/", &inform, &[XML], false).await;
         assert_eq!(challenge.status, 401);
-        let params = challenge.header("www-authenticate").unwrap().to_owned();
-        let nonce = params.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
-        let ha1 = roost::cwmp::digest::md5_hex("fleet:roost:fleet-pass");
-        let ha2 = roost::cwmp::digest::md5_hex("POST:/");
-        let response = roost::cwmp::digest::md5_hex(&format!("{ha1}:{nonce}:{ha2}"));
-        let authorization = format!("Digest username=\"fleet\", realm=\"roost\", nonce=\"{nonce}\", uri=\"/\", response=\"{response}\"");
+        let authorization = answer_challenge(&challenge, "fleet", "fleet-pass");
         let informed = cpe.post("/", &inform, &[XML, ("Authorization", &authorization)], false).await;
         assert_eq!(informed.status, 200, "{}", informed.body);
         let cookie = RawCpe::session_cookie(&informed);
@@ -379,6 +446,121 @@ on_both_backends! {
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         let problem: JsonValue = response.json().await.unwrap();
         assert_eq!(problem["code"], "method_not_allowed");
+        h.finish().await;
+    }
+}
+
+/// The body limit is sized from the real device exports: the largest legitimate message is a
+/// whole tree's GetParameterValuesResponse (or GetParameterNamesResponse), and the default
+/// limit holds four of the largest.
+#[test]
+fn the_body_limit_holds_the_largest_real_tree_four_times() {
+    use roost_cwmp::{CpeBody, CpeResponse, CwmpVersion, Header, ParameterInfo, ParameterValue};
+    let limit = roost::config::CwmpSettings::default().max_body_bytes;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cpe");
+    let mut largest = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "csv") {
+            continue;
+        }
+        let model = DataModel::load(&path).unwrap();
+        let values = CpeBody::Response(CpeResponse::GetParameterValues {
+            parameters: model
+                .iter()
+                .filter(|(_, node)| !node.object)
+                .map(|(name, node)| ParameterValue {
+                    name: name.to_owned(),
+                    value: node.value.clone(),
+                    value_type: node.value_type.clone(),
+                })
+                .collect(),
+        });
+        let names = CpeBody::Response(CpeResponse::GetParameterNames {
+            parameters: model
+                .iter()
+                .map(|(name, node)| ParameterInfo { name: name.to_owned(), writable: node.writable })
+                .collect(),
+        });
+        for body in [values, names] {
+            largest = largest.max(roost_cwmp::encode_cpe_message(CwmpVersion::V1_0, &Header::default(), &body).len());
+        }
+    }
+    assert!(largest > 500_000, "the exports are whole trees: {largest} bytes");
+    assert!(4 * largest <= limit, "the largest real tree's message is {largest} bytes; the limit is {limit}");
+}
+
+on_both_backends! {
+    async fn an_unauthenticated_body_is_refused_before_it_is_read(backend: Backend) {
+        let h = Harness::start_with(backend, CpeAuthMode::Required).await;
+        // A 3 MB Inform (under the body limit) announced without credentials: the answer comes
+        // on the head alone.
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        cpe.write(b"POST / HTTP/1.1\r\nHost: acs\r\nContent-Length: 3000000\r\n\r\n").await.unwrap();
+        let response = cpe.response().await;
+        assert_eq!(response.status, 401);
+        assert!(response.header("www-authenticate").unwrap().starts_with("Digest "));
+        assert_eq!(response.header("connection"), Some("close"), "the unread body ends the connection");
+        assert!(cpe.is_closed_within(Duration::from_secs(5)).await);
+        // A small one is read and dropped, and the connection stays for the authenticated retry.
+        let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        assert_eq!(cpe.post("/", &inform, &[XML], false).await.status, 401);
+        assert_eq!(cpe.post("/", &inform, &[XML], false).await.status, 401, "the connection is still usable");
+        h.finish().await;
+    }
+
+    async fn a_body_over_the_limit_is_refused_unread(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        cpe.write(b"POST / HTTP/1.1\r\nHost: acs\r\nContent-Length: 5000000\r\n\r\n").await.unwrap();
+        assert_eq!(cpe.response().await.status, 413);
+        h.finish().await;
+    }
+
+    async fn connections_over_the_limit_are_shed_and_the_api_stays_up(backend: Backend) {
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
+            config.cwmp.max_connections = Some(8);
+        })
+        .await;
+        let mut idle = Vec::new();
+        for _ in 0..8 {
+            let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+            cpe.write(b"POST / HTTP/1.1\r\n").await.unwrap(); // half a head: the connection is held
+            idle.push(cpe);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut over = RawCpe::connect(&h.cwmp_url()).await;
+        let shed = over.response().await;
+        assert_eq!(shed.status, 503);
+        assert_eq!(shed.header("retry-after"), Some("30"));
+        let health = h.http.get(h.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK, "the HTTP listener is not starved");
+        // Room again once connections go.
+        idle.truncate(6);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
+        assert_eq!(cpe.post("/", &inform, &[XML], false).await.status, 200);
+        h.finish().await;
+    }
+
+    async fn a_trickling_client_is_cut_at_the_request_deadline(backend: Backend) {
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
+            config.cwmp.request_deadline = Duration::from_secs(1);
+        })
+        .await;
+        let mut slow = RawCpe::connect(&h.cwmp_url()).await;
+        let mut closed = false;
+        // One byte every 300 ms: never idle for long, never done. The session timeout (idle
+        // time) of test servers is 20 s; the request deadline is 1 s.
+        for byte in b"POST / HTTP/1.1\r\nHost: acs\r\nContent-Length: 10\r\n\r\n0123456789".iter() {
+            if slow.write(&[*byte]).await.is_err() || slow.is_closed_within(Duration::from_millis(300)).await {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "the trickle was cut");
         h.finish().await;
     }
 }

@@ -496,6 +496,31 @@ impl RawCpe {
         self.read_response().await
     }
 
+    /// Writes raw bytes: a request head alone, a body in pieces.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.get_mut().write_all(bytes).await
+    }
+
+    /// Reads one response.
+    pub async fn response(&mut self) -> RawResponse {
+        self.read_response().await
+    }
+
+    /// Whether the server closes the connection within `within` (a read ends, or fails).
+    pub async fn is_closed_within(&mut self, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 512];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+
     /// POSTs `body` declaring a Content-Length of its *characters*, as some firmware does.
     pub async fn post_counting_characters(&mut self, path: &str, body: &str, headers: &[(&str, &str)]) -> RawResponse {
         self.send(path, body, headers, false, body.chars().count()).await

@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod device_id;
 pub mod fault;
+pub mod limits;
 pub mod rpc;
 pub mod session;
 pub mod value;
