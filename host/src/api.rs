@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use serde::Deserialize;
@@ -30,7 +31,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(devices::router())
         .merge(tasks::router())
         .merge(plugins::router())
-        .merge(presets::router());
+        .merge(presets::router())
+        .layer(axum::middleware::from_fn_with_state(app.clone(), take_slot));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)
@@ -42,10 +44,43 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// A place among the API requests served at once (`[api] max_concurrent_requests`), held by the
+/// request until it answers or gives it back (before waiting on a device, which costs nothing).
+#[derive(Clone, Debug)]
+pub struct ApiSlot(Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>);
+
+impl ApiSlot {
+    /// Gives the place back early: what follows waits on something other than this server.
+    pub fn release(&self) {
+        if let Ok(mut permit) = self.0.lock() {
+            permit.take();
+        }
+    }
+}
+
+/// Admits an API request when a place is free; waits for one up to `[api] queue_timeout`, then
+/// answers 503. Bounds what integrations take of the database pool and the CPU from CPE
+/// sessions.
+async fn take_slot(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let waited = tokio::time::timeout(app.config.api.queue_timeout, app.api_slots.clone().acquire_owned()).await;
+    let Ok(Ok(permit)) = waited else {
+        let mut response =
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Too many API requests at once; retry later")
+                .into_response();
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return response;
+    };
+    let slot = ApiSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    slot.release();
+    response
+}
+
 /// 200 once the database answers; 503 otherwise, so load balancers route around a replica that
 /// lost its database.
 async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    match app.store.ping().await {
+    match app.api_store.ping().await {
         Ok(()) => (StatusCode::OK, "ok"),
         Err(error) => {
             tracing::warn!("health check: {error:#}");
@@ -129,6 +164,7 @@ pub fn parse_timestamp(field: &str, value: &str) -> ApiResult<i64> {
 /// Organization slugs by id, for rendering.
 pub async fn org_slugs(app: &App) -> anyhow::Result<HashMap<i64, String>> {
     use sea_orm::ConnectionTrait;
-    let rows = app.store.db().query_all_raw(app.store.statement("SELECT id, slug FROM organizations", [])).await?;
+    let rows =
+        app.api_store.db().query_all_raw(app.api_store.statement("SELECT id, slug FROM organizations", [])).await?;
     rows.iter().map(|r| Ok((r.try_get_by_index::<i64>(0)?, r.try_get_by_index::<String>(1)?))).collect()
 }

@@ -26,7 +26,12 @@ const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 pub struct App {
     pub config: Config,
+    /// The store of CPE sessions and background work.
     pub store: Store,
+    /// The same database through the REST API's own pool (see `Store::with_own_pool`).
+    pub api_store: Store,
+    /// API requests in flight (`[api] max_concurrent_requests`).
+    pub api_slots: Arc<tokio::sync::Semaphore>,
     pub secrets: Secrets,
     pub tokens: TokenKeys,
     pub nonce_key: NonceKey,
@@ -57,6 +62,8 @@ impl App {
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
+        let api_store = store.with_own_pool(&config.database_url, config.api.max_concurrent_requests.max(1)).await?;
+        let api_slots = Arc::new(tokio::sync::Semaphore::new(config.api.max_concurrent_requests.max(1) as usize));
         let secrets = Secrets::load_or_create(&config.data_dir)?;
         let tokens = TokenKeys::load_or_create(&store, &secrets).await?;
         let http = reqwest::Client::builder()
@@ -77,6 +84,8 @@ impl App {
         Ok(Self {
             config,
             store,
+            api_store,
+            api_slots,
             secrets,
             tokens,
             nonce_key: NonceKey::random(),

@@ -144,11 +144,22 @@ pub struct ApiSettings {
     #[serde(with = "seconds")]
     pub access_token_ttl: Duration,
     pub max_body_bytes: usize,
+    /// API requests served at once; more wait (up to `queue_timeout`), then get 503. With the
+    /// API's own database pool of this size, CPE sessions keep their connections and most of
+    /// the CPU however many integrations call at once.
+    pub max_concurrent_requests: u32,
+    #[serde(with = "seconds")]
+    pub queue_timeout: Duration,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self { access_token_ttl: Duration::from_secs(3600), max_body_bytes: 4 * 1024 * 1024 }
+        Self {
+            access_token_ttl: Duration::from_secs(3600),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_concurrent_requests: 4,
+            queue_timeout: Duration::from_secs(10),
+        }
     }
 }
 

@@ -161,55 +161,73 @@ async fn checkpoint_loop(url: String, writer: Arc<Mutex<()>>, alive: std::sync::
     let _ = connection.close().await;
 }
 
+/// A pool of `max_connections` on `url`, set up as every pool of the store is.
+async fn connect_pool(url: &str, max_connections: u32) -> Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    // A ping before every use doubled the round trips of the periodic Inform (measured: 3 per
+    // session on PostgreSQL, 2 of them pings); only connections idle long enough to have been
+    // dropped by the server or a proxy are checked. A broken one fails its query, which the
+    // caller answers as retryable, and is discarded.
+    options
+        .sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
+        .max_connections(max_connections);
+    if url.starts_with("sqlite:") {
+        if let Some(dir) = sqlite_directory(url) {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        }
+        options.min_connections(1).map_sqlx_sqlite_opts(|opts: SqliteConnectOptions| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                // With WAL, NORMAL loses no committed transaction on a crash of the
+                // process, only possibly the last ones on a power loss.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .create_if_missing(true)
+                // Checkpoints run in the background (`checkpoint_loop`), not in a commit.
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("journal_size_limit", "67108864")
+        });
+    } else {
+        options.min_connections(2);
+    }
+    Database::connect(options).await.with_context(|| format!("connecting to the database at {}", redact_url(url)))
+}
+
+/// Counts the statements `db` executes into `counter`.
+fn count_statements(db: &mut DatabaseConnection, counter: &Arc<AtomicU64>) {
+    let counter = counter.clone();
+    db.set_metric_callback(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
 /// Held for the length of a write transaction (a no-op on PostgreSQL).
 pub struct WriteGuard<'a>(#[allow(dead_code)] Option<MutexGuard<'a, ()>>);
 
 impl Store {
     /// Connects (creating the SQLite file and its directory if needed).
     pub async fn connect(url: &str) -> Result<Self> {
-        let mut options = ConnectOptions::new(url.to_owned());
-        // A ping before every use doubled the round trips of the periodic Inform (measured: 3 per
-        // session on PostgreSQL, 2 of them pings); only connections idle long enough to have been
-        // dropped by the server or a proxy are checked. A broken one fails its query, which the
-        // caller answers as retryable, and is discarded.
-        options
-            .sqlx_logging(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .test_before_acquire_if_idle_for(Duration::from_secs(30));
         let is_sqlite = url.starts_with("sqlite:");
-        if is_sqlite {
-            if let Some(dir) = sqlite_directory(url) {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
-            }
-            options.max_connections(8).min_connections(1).map_sqlx_sqlite_opts(|opts: SqliteConnectOptions| {
-                opts.journal_mode(SqliteJournalMode::Wal)
-                    // With WAL, NORMAL loses no committed transaction on a crash of the
-                    // process, only possibly the last ones on a power loss.
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-                    .create_if_missing(true)
-                    // Checkpoints run in the background (`checkpoint_loop`), not in a commit.
-                    .pragma("wal_autocheckpoint", "0")
-                    .pragma("journal_size_limit", "67108864")
-            });
-        } else {
-            options.max_connections(32).min_connections(2);
-        }
-        let mut db = Database::connect(options)
-            .await
-            .with_context(|| format!("connecting to the database at {}", redact_url(url)))?;
+        let mut db = connect_pool(url, if is_sqlite { 8 } else { 32 }).await?;
         let statements = Arc::new(AtomicU64::new(0));
-        let counter = statements.clone();
-        db.set_metric_callback(move |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
+        count_statements(&mut db, &statements);
         let alive = Arc::new(());
         let sqlite_writer = is_sqlite.then(|| Arc::new(Mutex::new(())));
         if let Some(writer) = &sqlite_writer {
             tokio::spawn(checkpoint_loop(url.to_owned(), writer.clone(), Arc::downgrade(&alive)));
         }
         Ok(Self { db, sqlite_writer, statements, _alive: alive })
+    }
+
+    /// The same database through a pool of its own of `max_connections`, sharing this store's
+    /// writer lock and statement count: the REST API's, so that its readers never take the
+    /// connections CPE sessions wait for.
+    pub async fn with_own_pool(&self, url: &str, max_connections: u32) -> Result<Self> {
+        let mut db = connect_pool(url, max_connections).await?;
+        count_statements(&mut db, &self.statements);
+        Ok(Self { db, ..self.clone() })
     }
 
     pub async fn migrate(&self) -> Result<()> {

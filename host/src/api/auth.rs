@@ -135,7 +135,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         let scope = if claims.role == Role::PlatformAdmin {
             Scope::All
         } else {
-            Scope::Orgs(orgs::subtree(&app.store, claims.org).await?)
+            Scope::Orgs(orgs::subtree(&app.api_store, claims.org).await?)
         };
         Ok(Self { user_id, org_id: claims.org, role: claims.role, scope })
     }
@@ -196,7 +196,7 @@ pub fn router() -> Router<Arc<App>> {
 }
 
 async fn login(State(app): State<Arc<App>>, Json(request): Json<LoginRequest>) -> ApiResult<Json<TokenResponse>> {
-    let user = users::by_email(&app.store, request.email.trim()).await?;
+    let user = users::by_email(&app.api_store, request.email.trim()).await?;
     // Hash even for unknown emails so response times do not reveal which emails exist.
     let valid = match &user {
         Some(user) => verify_password(&request.password, &user.password_hash),
@@ -215,7 +215,7 @@ async fn login(State(app): State<Arc<App>>, Json(request): Json<LoginRequest>) -
 async fn refresh(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
     let claims = decode(&app, &request.refresh_token, "refresh")?;
     let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthorized("invalid token"))?;
-    let user = users::by_id(&app.store, user_id)
+    let user = users::by_id(&app.api_store, user_id)
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| ApiError::unauthorized("the user no longer exists or is disabled"))?;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,7 +32,7 @@ pub fn router() -> Router<Arc<App>> {
 
 /// Loads a device the caller may see, or 404 (never 403: other tenants' ids are not confirmed).
 pub async fn visible_device(app: &App, caller: &Caller, id: &str) -> ApiResult<Device> {
-    devices::visible(&app.store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("device"))
+    devices::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("device"))
 }
 
 pub fn device_json(device: &Device, org_slug: Option<&str>, tags: Option<Vec<String>>) -> Value {
@@ -106,7 +107,7 @@ async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQ
             .transpose()?,
         tag: q.tag,
     };
-    let rows = devices::list(&app.store, &caller.scope, &filter, page.id_cursor()?, limit).await?;
+    let rows = devices::list(&app.api_store, &caller.scope, &filter, page.id_cursor()?, limit).await?;
     let slugs = org_slugs(&app).await?;
     let last = rows.last().map(|d| d.id.to_string());
     let items: Vec<Value> =
@@ -116,11 +117,11 @@ async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQ
 
 async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let device = visible_device(&app, &caller, &id).await?;
-    let tags = devices::tags(&app.store, device.id).await?;
+    let tags = devices::tags(&app.api_store, device.id).await?;
     let slugs = org_slugs(&app).await?;
     let mut value = device_json(&device, device.org_id.and_then(|o| slugs.get(&o)).map(String::as_str), Some(tags));
-    let events = devices::recent_events(&app.store, device.id, 20).await?;
-    let parameter_count = parameters::count(&app.store, device.id).await?;
+    let events = devices::recent_events(&app.api_store, device.id, 20).await?;
+    let parameter_count = parameters::count(&app.api_store, device.id).await?;
     let adapter = crate::provisioning::adapters::describe(&app, &device).await?;
     if let Some(object) = value.as_object_mut() {
         object.insert("parameter_count".into(), json!(parameter_count));
@@ -145,7 +146,7 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
     let device = visible_device(&app, &caller, &id).await?;
-    devices::delete(&app.store, device.id).await?;
+    devices::delete(&app.api_store, device.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -166,7 +167,7 @@ async fn parameters_of(
     let page = Page { limit: q.limit, cursor: q.cursor };
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
-    let rows = parameters::list(&app.store, device.id, &q.prefix, page.cursor()?.as_deref(), limit).await?;
+    let rows = parameters::list(&app.api_store, device.id, &q.prefix, page.cursor()?.as_deref(), limit).await?;
     let last = rows.last().map(|p| p.path.clone());
     let items: Vec<Value> = rows
         .iter()
@@ -194,7 +195,7 @@ async fn faults_of(
 ) -> ApiResult<Json<Value>> {
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
-    let rows = faults::list_for_device(&app.store, device.id, page.id_cursor()?, limit).await?;
+    let rows = faults::list_for_device(&app.api_store, device.id, page.id_cursor()?, limit).await?;
     let last = rows.last().map(|f| f.id.to_string());
     let items: Vec<Value> = rows
         .iter()
@@ -233,7 +234,7 @@ async fn add_tag(
     caller.require(Role::Advanced)?;
     check_tag(&tag)?;
     let device = visible_device(&app, &caller, &id).await?;
-    devices::add_tag(&app.store, device.id, &tag).await?;
+    devices::add_tag(&app.api_store, device.id, &tag).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -244,7 +245,7 @@ async fn remove_tag(
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
     let device = visible_device(&app, &caller, &id).await?;
-    if devices::remove_tag(&app.store, device.id, &tag).await? {
+    if devices::remove_tag(&app.api_store, device.id, &tag).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("tag"))
@@ -253,11 +254,13 @@ async fn remove_tag(
 
 async fn wake(
     State(app): State<Arc<App>>,
+    Extension(slot): Extension<crate::api::ApiSlot>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<connection_request::Outcome>)> {
     caller.require(Role::Basic)?;
     let device = visible_device(&app, &caller, &id).await?;
+    slot.release();
     let outcome = connection_request::send(&app, &device).await?;
     let status = match outcome {
         connection_request::Outcome::Accepted => StatusCode::OK,

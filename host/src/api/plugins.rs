@@ -43,7 +43,7 @@ pub fn router() -> Router<Arc<App>> {
 
 async fn show_limits(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<axum::Json<Value>> {
     let org = app.provisioning.org(&app, Some(caller.org_id)).await?;
-    let own = plugins::limits(&app.store, caller.org_id).await?;
+    let own = plugins::limits(&app.api_store, caller.org_id).await?;
     let own: Value = own.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_else(|| json!({}));
     Ok(axum::Json(json!({ "effective": org.limits, "overrides": own })))
 }
@@ -51,7 +51,7 @@ async fn show_limits(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<a
 async fn org_by_slug(app: &App, caller: &Caller, slug: &str) -> ApiResult<i64> {
     caller.require(Role::PlatformAdmin)?;
     let org =
-        crate::store::orgs::by_slug(&app.store, slug).await?.ok_or_else(|| ApiError::not_found("organization"))?;
+        crate::store::orgs::by_slug(&app.api_store, slug).await?.ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(org.id)
 }
 
@@ -68,7 +68,7 @@ async fn put_limits(
         .default_limits()
         .with_override(&text)
         .map_err(|reason| ApiError::bad_request("invalid_limits", reason))?;
-    plugins::set_limits(&app.store, org_id, Some(&text)).await?;
+    plugins::set_limits(&app.api_store, org_id, Some(&text)).await?;
     app.provisioning.invalidate();
     let org = app.provisioning.org(&app, Some(org_id)).await?;
     Ok(axum::Json(json!({ "effective": org.limits, "overrides": overrides })))
@@ -76,7 +76,7 @@ async fn put_limits(
 
 async fn delete_limits(State(app): State<Arc<App>>, caller: Caller, Path(slug): Path<String>) -> ApiResult<StatusCode> {
     let org_id = org_by_slug(&app, &caller, &slug).await?;
-    plugins::set_limits(&app.store, org_id, None).await?;
+    plugins::set_limits(&app.api_store, org_id, None).await?;
     app.provisioning.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -87,7 +87,7 @@ async fn show_config(
     Path(plugin): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     check_name(&plugin)?;
-    let entries: serde_json::Map<String, Value> = plugins::config(&app.store, caller.org_id)
+    let entries: serde_json::Map<String, Value> = plugins::config(&app.api_store, caller.org_id)
         .await?
         .into_iter()
         .filter(|(p, _, _)| *p == plugin)
@@ -120,7 +120,7 @@ async fn put_config(
         ));
     }
     let entries: Vec<(String, String)> = config.clone().into_iter().collect();
-    plugins::set_config(&app.store, caller.org_id, &plugin, &entries).await?;
+    plugins::set_config(&app.api_store, caller.org_id, &plugin, &entries).await?;
     app.provisioning.invalidate();
     Ok(axum::Json(json!(config)))
 }
@@ -210,7 +210,7 @@ async fn upload(
         .map_err(|e| ApiError::from(anyhow::anyhow!("plugin validation task: {e}")))?
         .map_err(|e| ApiError::bad_request("invalid_plugin", e.to_string()))?;
     let stored = plugins::insert(
-        &app.store,
+        &app.api_store,
         &NewPlugin {
             org_id: caller.org_id,
             name: &query.name,
@@ -237,7 +237,7 @@ async fn list(State(app): State<Arc<App>>, caller: Caller, Query(page): Query<Pa
         .map(|c| c.parse::<i64>())
         .transpose()
         .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?;
-    let rows = plugins::list(&app.store, &caller.scope, after, limit).await?;
+    let rows = plugins::list(&app.api_store, &caller.scope, after, limit).await?;
     let last = rows.last().map(|r| r.id.to_string());
     let items: Vec<Value> = rows.iter().map(plugin_json).collect();
     Ok(axum::Json(list_response(items, limit, last)))
@@ -248,7 +248,7 @@ fn parse_id(id: &str) -> ApiResult<i64> {
 }
 
 async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
-    let row = plugins::by_id(&app.store, &caller.scope, parse_id(&id)?)
+    let row = plugins::by_id(&app.api_store, &caller.scope, parse_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("plugin"))?;
     Ok(axum::Json(plugin_json(&row)))
@@ -256,7 +256,7 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
-    if plugins::delete(&app.store, &caller.scope, parse_id(&id)?).await? {
+    if plugins::delete(&app.api_store, &caller.scope, parse_id(&id)?).await? {
         app.provisioning.invalidate();
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -130,13 +130,13 @@ pub fn preset_json(row: &PresetRow) -> Value {
 }
 
 async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<axum::Json<Value>> {
-    let rows = presets::list(&app.store, caller.org_id).await?;
+    let rows = presets::list(&app.api_store, caller.org_id).await?;
     let items: Vec<Value> = rows.iter().map(preset_json).collect();
     Ok(axum::Json(json!({ "items": items, "next_cursor": null })))
 }
 
 async fn show(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
-    let row = presets::get(&app.store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
+    let row = presets::get(&app.api_store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
     Ok(axum::Json(preset_json(&row)))
 }
 
@@ -150,8 +150,8 @@ async fn put(
     check_name(&name)?;
     validate(&definition)?;
     if !BUILT_IN.contains(&definition.provision.as_str()) {
-        let path = plugins::org_path(&app.store, caller.org_id).await?;
-        match plugins::resolve(&app.store, &path, &definition.provision).await? {
+        let path = plugins::org_path(&app.api_store, caller.org_id).await?;
+        match plugins::resolve(&app.api_store, &path, &definition.provision).await? {
             Some(plugin) if plugin.world == "provision" => {}
             Some(plugin) => {
                 return Err(ApiError::bad_request(
@@ -172,16 +172,16 @@ async fn put(
         }
     }
     let text = serde_json::to_string(&definition).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
-    let created = presets::put(&app.store, caller.org_id, &name, definition.weight.into(), &text).await?;
+    let created = presets::put(&app.api_store, caller.org_id, &name, definition.weight.into(), &text).await?;
     app.provisioning.invalidate();
-    let row = presets::get(&app.store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
+    let row = presets::get(&app.api_store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(preset_json(&row))))
 }
 
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
-    if presets::delete(&app.store, caller.org_id, &name).await? {
+    if presets::delete(&app.api_store, caller.org_id, &name).await? {
         app.provisioning.invalidate();
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -84,6 +85,7 @@ struct CreateQuery {
 
 async fn create(
     State(app): State<Arc<App>>,
+    Extension(slot): Extension<crate::api::ApiSlot>,
     caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<CreateQuery>,
@@ -106,7 +108,7 @@ async fn create(
     let mut finished = app.task_events.subscribe();
     let redacted = crate::tasks::redact(&body);
     let task = tasks::insert(
-        &app.store,
+        &app.api_store,
         tasks::NewTask {
             device_pk: device.id,
             org_id: device.org_id,
@@ -120,6 +122,8 @@ async fn create(
     if !query.connection_request {
         return Ok((StatusCode::CREATED, Json(task_json(&task, &device.device_id))));
     }
+    // Waking the device and waiting for it cost this server nothing: the place goes to others.
+    slot.release();
     let outcome = connection_request::send(&app, &device).await?;
     if outcome == connection_request::Outcome::Accepted {
         let wait = app.config.tasks.connection_request_wait;
@@ -129,7 +133,7 @@ async fn create(
                     Ok(id) if id == task.id => break,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Lagging means we may have missed ours: look it up.
-                        if matches!(tasks::by_id(&app.store, task.id).await, Ok(Some(t)) if t.status != tasks::PENDING)
+                        if matches!(tasks::by_id(&app.api_store, task.id).await, Ok(Some(t)) if t.status != tasks::PENDING)
                         {
                             break;
                         }
@@ -140,7 +144,7 @@ async fn create(
         })
         .await;
     }
-    let task = tasks::by_id(&app.store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    let task = tasks::by_id(&app.api_store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
     let status = if task.status == tasks::PENDING { StatusCode::ACCEPTED } else { StatusCode::OK };
     let mut value = task_json(&task, &device.device_id);
     if let Some(object) = value.as_object_mut() {
@@ -157,7 +161,7 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
-    let rows = tasks::list_for_device(&app.store, device.id, page.id_cursor()?, limit).await?;
+    let rows = tasks::list_for_device(&app.api_store, device.id, page.id_cursor()?, limit).await?;
     let last = rows.last().map(|t| t.id.to_string());
     let items: Vec<Value> = rows.iter().map(|t| task_json(t, &device.device_id)).collect();
     Ok(Json(list_response(items, limit, last)))
@@ -165,8 +169,8 @@ async fn list(
 
 async fn visible_task(app: &App, caller: &Caller, id: &str) -> ApiResult<(TaskRow, String)> {
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("task"))?;
-    let task = tasks::visible(&app.store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    let device = devices::by_pk(&app.store, task.device_id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    let task = tasks::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    let device = devices::by_pk(&app.api_store, task.device_id).await?.ok_or_else(|| ApiError::not_found("task"))?;
     Ok((task, device.device_id))
 }
 
@@ -178,16 +182,16 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Advanced)?;
     let (task, _) = visible_task(&app, &caller, &id).await?;
-    tasks::delete(&app.store, task.id).await?;
+    tasks::delete(&app.api_store, task.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn retry(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     caller.require(Role::Advanced)?;
     let (task, device_id) = visible_task(&app, &caller, &id).await?;
-    if !tasks::retry(&app.store, task.id).await? {
+    if !tasks::retry(&app.api_store, task.id).await? {
         return Err(ApiError::conflict("not_faulted", "only a faulted task can be retried"));
     }
-    let task = tasks::by_id(&app.store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    let task = tasks::by_id(&app.api_store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
     Ok(Json(task_json(&task, &device_id)))
 }
