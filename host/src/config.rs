@@ -98,6 +98,8 @@ pub struct CwmpSettings {
     /// process's file limit (raised at start to its hard limit) less a reserve for the HTTP
     /// listener, the database and files.
     pub max_connections: Option<usize>,
+    /// Open CWMP connections per client address at most (CPEs behind one NAT address share it).
+    pub max_connections_per_address: usize,
     /// Parameters per GetParameterValues during discovery: large enough to be quick, small
     /// enough for the weakest agents' buffers.
     pub discovery_batch: usize,
@@ -131,6 +133,7 @@ impl Default for CwmpSettings {
             max_body_memory: 64 * 1024 * 1024,
             request_deadline: Duration::from_secs(30),
             max_connections: None,
+            max_connections_per_address: 256,
             discovery_batch: 256,
             allow_basic_without_tls: false,
             session_binding: SessionBinding::Address,

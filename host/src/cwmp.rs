@@ -289,21 +289,66 @@ fn note_failure(app: &App, peer: SocketAddr, username: Option<&str>, reason: &st
 }
 
 /// File descriptors kept free of CWMP connections: the HTTP listener's connections, the
-/// database pool, plugin and data files.
+/// database pool, plugin and data files; a quarter of the limit, at most this many.
 const RESERVED_FILES: usize = 1024;
 
 /// Raises the process's open-file limit to its hard limit (where allowed) and returns how many
-/// CWMP connections to allow: the configured number, or what the limit leaves after
-/// [`RESERVED_FILES`].
+/// CWMP connections to allow: the configured number, or what the limit leaves after the
+/// reserve ([`connections_for_files`]).
 pub fn connection_limit(configured: Option<usize>) -> usize {
     let files = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
         Err(error) => {
             tracing::warn!("cannot read or raise the open-file limit: {error}");
-            4096
+            1024
         }
     };
-    configured.unwrap_or_else(|| files.saturating_sub(RESERVED_FILES).max(64))
+    configured.unwrap_or_else(|| connections_for_files(files))
+}
+
+/// CWMP connections for an open-file limit of `files`: the rest after a reserve of a quarter,
+/// at most [`RESERVED_FILES`].
+fn connections_for_files(files: usize) -> usize {
+    files.saturating_sub((files / 4).min(RESERVED_FILES))
+}
+
+/// Open CWMP connections per client address: one host cannot take every connection, and CPEs
+/// sharing an address behind NAT still have room.
+#[derive(Debug, Default)]
+struct PerAddress {
+    open: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// Counts a connection from `client` if it has room; the count drops when the returned
+    /// guard does.
+    fn admit(self: &Arc<Self>, client: std::net::IpAddr, limit: usize) -> Option<AddressGuard> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(client).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressGuard { counts: self.clone(), client })
+    }
+}
+
+struct AddressGuard {
+    counts: Arc<PerAddress>,
+    client: std::net::IpAddr,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.counts.open.lock()
+            && let Some(count) = open.get_mut(&self.client)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// Says, at most every few seconds, how many connections were shed since it last said so.
@@ -320,7 +365,11 @@ impl ShedLog {
         if last.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10)) {
             *last = Some(Instant::now());
             self.shed.store(0, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(limit, shed, "CWMP connection limit reached: new connections are answered 503 and closed");
+            tracing::warn!(
+                limit,
+                shed,
+                "CWMP connection limit reached (in all or for one address): new connections are answered 503 and closed"
+            );
         }
     }
 }
@@ -345,16 +394,18 @@ pub async fn serve(
         budget: Some(framing::Settings::budget_of(app.config.cwmp.max_body_memory)),
     };
     let limit = connection_limit(app.config.cwmp.max_connections);
+    let per_address_limit = app.config.cwmp.max_connections_per_address.min(limit);
     let open = Arc::new(tokio::sync::Semaphore::new(limit));
+    let per_address = Arc::new(PerAddress::default());
     let shed = ShedLog::default();
-    tracing::info!(limit, "CWMP connections allowed");
+    tracing::info!(limit, per_address = per_address_limit, "CWMP connections allowed");
     let mut connections = tokio::task::JoinSet::new();
     let for_connections = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match open.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                Ok((stream, peer)) => match (open.clone().try_acquire_owned(), per_address.admit(peer.ip(), per_address_limit)) {
+                    (Ok(permit), Some(counted)) => {
                         let gate_app = app.clone();
                         let gate: framing::Gate<Gated> = Arc::new(move |head| {
                             let app = gate_app.clone();
@@ -363,10 +414,10 @@ pub async fn serve(
                         let connection = serve_connection(stream, peer, router.clone(), settings.clone(), gate, for_connections.clone());
                         connections.spawn(async move {
                             connection.await;
-                            drop(permit);
+                            drop((permit, counted));
                         });
                     }
-                    Err(_) => {
+                    _ => {
                         // Over the limit: a word to the client if its socket takes it now, then
                         // the descriptor is given back at once.
                         let _ = stream.try_write(OVER_CAPACITY);
@@ -828,4 +879,29 @@ fn database_unavailable(error: &anyhow::Error) -> Response {
 
 fn plain(status: StatusCode, message: &'static str) -> Response {
     (status, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_limit_keeps_a_reserve() {
+        assert_eq!(connections_for_files(1024), 768);
+        assert_eq!(connections_for_files(1_048_576), 1_048_576 - 1024);
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_connection() {
+        let counts = Arc::new(PerAddress::default());
+        let one: std::net::IpAddr = [192, 0, 2, 1].into();
+        let other: std::net::IpAddr = [192, 0, 2, 2].into();
+        let first = counts.admit(one, 2);
+        let second = counts.admit(one, 2);
+        assert!(first.is_some() && second.is_some());
+        assert!(counts.admit(one, 2).is_none());
+        assert!(counts.admit(other, 2).is_some(), "other addresses still have room");
+        drop(first);
+        assert!(counts.admit(one, 2).is_some(), "room again when a connection goes");
+    }
 }

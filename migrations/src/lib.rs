@@ -12,6 +12,7 @@ mod m0002_plugins;
 mod m0003_preset_runs;
 mod m0004_tree_rev;
 mod m0005_onboarding_state;
+mod m0006_idempotency_keys;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_preset_runs::Migration),
             Box::new(m0004_tree_rev::Migration),
             Box::new(m0005_onboarding_state::Migration),
+            Box::new(m0006_idempotency_keys::Migration),
         ]
     }
 }

@@ -11,10 +11,13 @@
 //!   Roost issues; `ops-report` sums a time window of that trace per session.
 //! - `plugins` measures the plugin runtime: compile, instantiate, provision runs and rounds.
 //! - `ports` prints free loopback TCP ports for the script to use.
+//! - `hostile` runs the hostile cases of the CWMP front door against a running server beside
+//!   real CPE sessions (`scripts/hostile.sh`).
 //!
 //! The benchmark itself is a command anyone can run (`scripts/bench.sh`), not a timed test; the
 //! results and how to read them are in `docs/BENCHMARKS.md`.
 
+mod hostile;
 mod image;
 mod pgcount;
 mod plugins;
@@ -100,6 +103,32 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         runs: usize,
     },
+    /// The hostile cases of the CWMP front door, beside real CPE sessions (scripts/hostile.sh).
+    Hostile {
+        #[arg(long)]
+        cwmp: SocketAddr,
+        #[arg(long)]
+        http: SocketAddr,
+        /// The server's process id, whose memory and descriptors are read from /proc.
+        #[arg(long)]
+        server_pid: u32,
+        /// A CPE credential the server knows.
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: String,
+        /// A bearer token for the API clients.
+        #[arg(long)]
+        api_token: String,
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        /// CPE sessions offered per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u64,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10)]
+        phase: u64,
+    },
     /// Print free TCP ports on 127.0.0.1, one per line.
     Ports {
         #[arg(long, default_value_t = 1)]
@@ -166,6 +195,20 @@ async fn main() -> Result<()> {
         Command::OpsReport { trace, from, to, sessions } => pgcount::report(&trace, from, to, sessions),
         Command::Plugins { dist, export, runs } => {
             tokio::task::spawn_blocking(move || plugins::run(&dist, &export, runs)).await.context("plugin benchmark")?
+        }
+        Command::Hostile { cwmp, http, server_pid, username, password, api_token, devices, rate, phase } => {
+            hostile::run(hostile::Plan {
+                cwmp,
+                http,
+                server_pid,
+                username,
+                password,
+                api_token,
+                devices,
+                rate,
+                phase: Duration::from_secs(phase),
+            })
+            .await
         }
         Command::Ports { count } => {
             // Held together so the ports differ; released on return for the caller to bind.

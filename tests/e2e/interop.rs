@@ -521,27 +521,83 @@ on_both_backends! {
     async fn connections_over_the_limit_are_shed_and_the_api_stays_up(backend: Backend) {
         let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
             config.cwmp.max_connections = Some(8);
+            config.cwmp.max_connections_per_address = 6;
         })
         .await;
+        let hold = |from: Ipv4Addr| {
+            let url = h.cwmp_url();
+            async move {
+                let mut cpe = RawCpe::connect_from(&url, from).await;
+                cpe.write(b"POST / HTTP/1.1\r\n").await.unwrap(); // half a head: the connection is held
+                cpe
+            }
+        };
+        let shed = |from: Ipv4Addr| {
+            let url = h.cwmp_url();
+            async move {
+                let response = RawCpe::connect_from(&url, from).await.response().await;
+                (response.status, response.header("retry-after").map(str::to_owned))
+            }
+        };
+        let attacker = Ipv4Addr::new(127, 0, 0, 6);
         let mut idle = Vec::new();
-        for _ in 0..8 {
-            let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
-            cpe.write(b"POST / HTTP/1.1\r\n").await.unwrap(); // half a head: the connection is held
-            idle.push(cpe);
+        for _ in 0..6 {
+            idle.push(hold(attacker).await);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut over = RawCpe::connect(&h.cwmp_url()).await;
-        let shed = over.response().await;
-        assert_eq!(shed.status, 503);
-        assert_eq!(shed.header("retry-after"), Some("30"));
+        assert_eq!(shed(attacker).await, (503, Some("30".to_owned())), "one address has at most 6");
+        // Other addresses still get in, up to the limit of all.
+        for _ in 0..2 {
+            idle.push(hold(Ipv4Addr::new(127, 0, 0, 7)).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(shed(Ipv4Addr::LOCALHOST).await.0, 503, "8 in all");
         let health = h.http.get(h.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), StatusCode::OK, "the HTTP listener is not starved");
         // Room again once connections go.
-        idle.truncate(6);
+        idle.truncate(5);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
         let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
         assert_eq!(cpe.post("/", &inform, &[XML], false).await.status, 200);
+        h.finish().await;
+    }
+
+    async fn a_retried_task_post_with_an_idempotency_key_queues_one_task(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let fleet = h.fleet(DataModelKind::Tr098, 1, "IDEM").await;
+        assert!(fleet.device(0).inform_now(&[]).await.unwrap().is_ok());
+        let tasks = h.url(&format!("/api/v1/devices/{}/tasks", encode_id(&fleet.device(0).device_id())));
+        let post = |key: Option<&'static str>, body: JsonValue| {
+            let mut request = h.http.post(&tasks).bearer_auth(&h.token).json(&body);
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
+            }
+            request.send()
+        };
+        let reboot = json!({"name": "reboot"});
+        let first = post(Some("crm-order-42"), reboot.clone()).await.unwrap();
+        assert_eq!(first.status(), StatusCode::CREATED);
+        let first: JsonValue = first.json().await.unwrap();
+        // The client saw an error and retries: the same task, not a second one.
+        let retry = post(Some("crm-order-42"), reboot.clone()).await.unwrap();
+        assert_eq!(retry.status(), StatusCode::OK);
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        let retry: JsonValue = retry.json().await.unwrap();
+        assert_eq!(retry["id"], first["id"]);
+        // The same key with another request is a mistake, said so.
+        let other = post(Some("crm-order-42"), json!({"name": "factoryReset"})).await.unwrap();
+        assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let problem: JsonValue = other.json().await.unwrap();
+        assert_eq!(problem["code"], "idempotency_key_reused");
+        // Without a key, or with another, a new task.
+        assert_eq!(post(None, reboot.clone()).await.unwrap().status(), StatusCode::CREATED);
+        assert_eq!(post(Some("crm-order-43"), reboot.clone()).await.unwrap().status(), StatusCode::CREATED);
+        let bad = post(Some("with spaces"), reboot).await.unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let (_, list) = h.get(&format!("/api/v1/devices/{}/tasks", encode_id(&fleet.device(0).device_id()))).await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
+        fleet.stop().await;
         h.finish().await;
     }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 use axum::Extension;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::extract::{Json, Path, Query};
@@ -89,12 +90,19 @@ async fn create(
     caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<CreateQuery>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
     caller.require(required_role(name))?;
     let device = visible_device(&app, &caller, &id).await?;
     let (name, _spec) = TaskSpec::parse(&body).map_err(|e| ApiError::bad_request("invalid_task", e.0))?;
+    let idempotency = IdempotencyRequest::from_headers(&headers, &caller, &device.device_id, &body)?;
+    if let Some(request) = &idempotency
+        && let Some(earlier) = request.earlier(&app).await?
+    {
+        return Ok(replayed(&earlier, &device.device_id));
+    }
     let expiry = match body.get("expiry") {
         None | Some(Value::Null) => app.config.tasks.default_expiry,
         Some(v) => Duration::from_secs(
@@ -107,20 +115,28 @@ async fn create(
     // Subscribe before queueing so a fast device cannot finish before we listen.
     let mut finished = app.task_events.subscribe();
     let redacted = crate::tasks::redact(&body);
-    let task = tasks::insert(
-        &app.api_store,
-        tasks::NewTask {
-            device_pk: device.id,
-            org_id: device.org_id,
-            name: &name,
-            body: &redacted.as_ref().unwrap_or(&body).to_string(),
-            sealed_body: redacted.is_some().then(|| app.secrets.seal(body.to_string().as_bytes())),
-            expires_at: Some(expires_at),
+    let stored_body = redacted.as_ref().unwrap_or(&body).to_string();
+    let new_task = tasks::NewTask {
+        device_pk: device.id,
+        org_id: device.org_id,
+        name: &name,
+        body: &stored_body,
+        sealed_body: redacted.is_some().then(|| app.secrets.seal(body.to_string().as_bytes())),
+        expires_at: Some(expires_at),
+    };
+    let task = match &idempotency {
+        None => tasks::insert(&app.api_store, new_task).await?,
+        Some(request) => match tasks::insert_idempotent(&app.api_store, new_task, request.key()).await? {
+            Some(task) => task,
+            // A concurrent retry with the same key queued it first.
+            None => match request.earlier(&app).await? {
+                Some(earlier) => return Ok(replayed(&earlier, &device.device_id)),
+                None => return Err(anyhow::anyhow!("an idempotency key vanished while it was used").into()),
+            },
         },
-    )
-    .await?;
+    };
     if !query.connection_request {
-        return Ok((StatusCode::CREATED, Json(task_json(&task, &device.device_id))));
+        return Ok((StatusCode::CREATED, Json(task_json(&task, &device.device_id))).into_response());
     }
     // Waking the device and waiting for it cost this server nothing: the place goes to others.
     slot.release();
@@ -150,7 +166,65 @@ async fn create(
     if let Some(object) = value.as_object_mut() {
         object.insert("connection_request".into(), json!(outcome));
     }
-    Ok((status, Json(value)))
+    Ok((status, Json(value)).into_response())
+}
+
+/// An `Idempotency-Key` on a task POST, with who sent it and what it was sent with.
+struct IdempotencyRequest {
+    principal: String,
+    key: String,
+    request_hash: String,
+}
+
+impl IdempotencyRequest {
+    /// `None` without the header; the key must be 1 to 255 visible ASCII characters.
+    fn from_headers(headers: &HeaderMap, caller: &Caller, device_id: &str, body: &Value) -> ApiResult<Option<Self>> {
+        let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                )
+            })?;
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(device_id.as_bytes());
+        hasher.update([0]);
+        hasher.update(body.to_string().as_bytes());
+        Ok(Some(Self {
+            principal: format!("user:{}", caller.user_id),
+            key: key.to_owned(),
+            request_hash: hex::encode(hasher.finalize()),
+        }))
+    }
+
+    fn key(&self) -> tasks::IdempotencyKey<'_> {
+        tasks::IdempotencyKey { principal: &self.principal, key: &self.key, request_hash: &self.request_hash }
+    }
+
+    /// The task this key queued before, if it did; an error if it came with another request.
+    async fn earlier(&self, app: &App) -> ApiResult<Option<TaskRow>> {
+        match tasks::by_idempotency_key(&app.api_store, self.key()).await? {
+            None => Ok(None),
+            Some(tasks::Remembered::Task(task)) => Ok(Some(*task)),
+            Some(tasks::Remembered::OtherRequest) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with another request",
+            )),
+        }
+    }
+}
+
+/// The answer to a retried POST: the task its first attempt queued, as it is now.
+fn replayed(task: &TaskRow, device_id: &str) -> Response {
+    let mut response = (StatusCode::OK, Json(task_json(task, device_id))).into_response();
+    response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    response
 }
 
 async fn list(

@@ -2,7 +2,7 @@
 //! session.
 
 use anyhow::{Context, Result};
-use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
 use super::orgs::Scope;
 use super::{Store, now_millis};
@@ -55,7 +55,12 @@ pub struct NewTask<'a> {
 
 pub async fn insert(store: &Store, task: NewTask<'_>) -> Result<TaskRow> {
     let _guard = store.write_guard().await;
-    let stmt = store.statement(
+    insert_row(store.db(), task).await
+}
+
+async fn insert_row<C: ConnectionTrait>(db: &C, task: NewTask<'_>) -> Result<TaskRow> {
+    let stmt = super::statement(
+        db.get_database_backend(),
         "INSERT INTO tasks (device_id, org_id, name, body, sealed_body, status, stage, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?, 'pending', 'queued', ?, ?) RETURNING *",
         [
@@ -68,10 +73,81 @@ pub async fn insert(store: &Store, task: NewTask<'_>) -> Result<TaskRow> {
             task.expires_at.into(),
         ],
     );
-    super::first::<TaskRow, _>(store.db(), stmt)
+    super::first::<TaskRow, _>(db, stmt)
         .await
         .context("queueing task")?
         .context("the database returned no row for the new task")
+}
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// An `Idempotency-Key` with who sent it and a digest of the request it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyKey<'a> {
+    pub principal: &'a str,
+    pub key: &'a str,
+    pub request_hash: &'a str,
+}
+
+/// What a key was used for before.
+#[derive(Debug)]
+pub enum Remembered {
+    /// The same request: its task.
+    Task(Box<TaskRow>),
+    /// Another request with the same key.
+    OtherRequest,
+}
+
+/// The task queued earlier with this key (within a day), if any.
+pub async fn by_idempotency_key(store: &Store, key: IdempotencyKey<'_>) -> Result<Option<Remembered>> {
+    let stmt = store.statement(
+        "SELECT request_hash, task_id FROM idempotency_keys WHERE principal = ? AND key = ? AND created_at >= ?",
+        [key.principal.into(), key.key.into(), (now_millis() - IDEMPOTENCY_TTL_MS).into()],
+    );
+    let Some(row) = super::first_row(store.db(), stmt).await.context("looking up an idempotency key")? else {
+        return Ok(None);
+    };
+    let hash: String = row.try_get("", "request_hash").context("request_hash")?;
+    if hash != key.request_hash {
+        return Ok(Some(Remembered::OtherRequest));
+    }
+    let task_id: i64 = row.try_get("", "task_id").context("task_id")?;
+    Ok(by_id(store, task_id).await?.map(|task| Remembered::Task(Box::new(task))))
+}
+
+/// Queues a task and remembers `key` for it, in one transaction: a retry after any failure
+/// either finds the task or queues it, never twice. `Ok(None)` when the key was taken
+/// meanwhile (a concurrent retry): look it up again.
+pub async fn insert_idempotent(store: &Store, task: NewTask<'_>, key: IdempotencyKey<'_>) -> Result<Option<TaskRow>> {
+    let _guard = store.write_guard().await;
+    let now = now_millis();
+    let txn = store.db().begin().await.context("starting the task transaction")?;
+    let backend = txn.get_database_backend();
+    // Expired keys of this caller go when it uses a new one: the table holds a day of keys.
+    txn.execute_raw(super::statement(
+        backend,
+        "DELETE FROM idempotency_keys WHERE principal = ? AND created_at < ?",
+        [key.principal.into(), (now - IDEMPOTENCY_TTL_MS).into()],
+    ))
+    .await
+    .context("dropping expired idempotency keys")?;
+    let row = insert_row(&txn, task).await?;
+    let inserted = txn
+        .execute_raw(super::statement(
+            backend,
+            "INSERT INTO idempotency_keys (principal, key, request_hash, task_id, created_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (principal, key) DO NOTHING",
+            [key.principal.into(), key.key.into(), key.request_hash.into(), row.id.into(), now.into()],
+        ))
+        .await
+        .context("remembering the idempotency key")?;
+    if inserted.rows_affected() == 0 {
+        txn.rollback().await.context("rolling back a duplicate task")?;
+        return Ok(None);
+    }
+    txn.commit().await.context("committing the task")?;
+    Ok(Some(row))
 }
 
 /// The next task for a session to run: the oldest queued one.
