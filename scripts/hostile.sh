@@ -9,6 +9,7 @@
 #   scripts/hostile.sh [--phase 10] [--rate 50] [--devices 20]
 #
 # Attackers connect from other loopback addresses (127.0.0.2 and up) than the CPEs (127.0.0.1).
+# ROOST_BIN runs another `roost` binary as the server (an earlier build, for a before/after).
 # Results are also written to target/bench/<time>-hostile.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ trap 'exit 130' INT TERM
 mapfile -t ports < <(target/release/roost-bench ports --count 2)
 cwmp_port=${ports[0]}
 http_port=${ports[1]}
-roost=(target/release/roost)
+roost=("${ROOST_BIN:-target/release/roost}")
 printf 'fleet-pass' | "${roost[@]}" cpe-credential create --data-dir "$tmp/data" --username fleet --password-stdin >/dev/null
 printf 'bench-password-1234' | "${roost[@]}" user create --data-dir "$tmp/data" --org platform \
   --email bench@example.com --role platform-admin --password-stdin >/dev/null
@@ -70,7 +71,7 @@ token=$(curl -fs "http://127.0.0.1:$http_port/api/v1/auth/login" -H 'content-typ
 mkdir -p target/bench
 out="target/bench/$(date +%Y%m%dT%H%M%S)-hostile.txt"
 {
-  echo "# hostile clients, $(git rev-parse --short HEAD), $(nproc) cores, server file limit 1024"
+  echo "# hostile clients, server ${ROOST_BIN:-$(git rev-parse --short HEAD)}, $(nproc) cores, server file limit 1024"
   (
     ulimit -n 8192
     target/release/roost-bench hostile --cwmp "127.0.0.1:$cwmp_port" --http "127.0.0.1:$http_port" \

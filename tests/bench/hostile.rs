@@ -321,28 +321,33 @@ async fn big_unauthenticated_inform(cwmp: SocketAddr, from: Ipv4Addr) -> String 
 async fn hold_idle_connections(cwmp: SocketAddr, count: usize, stop: &AtomicBool, tally: &Tally) {
     let mut held = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        // Opened a hundred at a time: a server that never answers must not slow the attack.
         while held.len() < count && !stop.load(Ordering::Relaxed) {
-            match connect_from(cwmp, Ipv4Addr::new(127, 0, 0, 2)).await {
-                Ok(mut stream) => {
-                    // Half a head, then silence; a shed connection is answered 503 at once.
-                    let _ = stream.write_all(b"POST / HTTP/1.1\r\n").await;
-                    let mut probe = [0u8; 64];
-                    match tokio::time::timeout(Duration::from_millis(20), stream.read(&mut probe)).await {
-                        Ok(Ok(n)) if n > 0 => tally.add(format!(
-                            "shed {}",
-                            String::from_utf8_lossy(&probe[..n]).split_whitespace().nth(1).unwrap_or("?")
-                        )),
-                        Ok(_) => tally.add("closed"),
-                        Err(_) => {
-                            tally.add("held");
-                            held.push(stream);
-                        }
-                    }
+            let batch = (count - held.len()).min(100);
+            let attempts = (0..batch).map(|_| async move {
+                let Ok(mut stream) = connect_from(cwmp, Ipv4Addr::new(127, 0, 0, 2)).await else {
+                    return (None, "connect failed".to_owned());
+                };
+                // Half a head, then silence; a shed connection is answered 503 at once.
+                let _ = stream.write_all(b"POST / HTTP/1.1\r\n").await;
+                let mut probe = [0u8; 64];
+                match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
+                    Ok(Ok(n)) if n > 0 => (
+                        None,
+                        format!("shed {}", String::from_utf8_lossy(&probe[..n]).split_whitespace().nth(1).unwrap_or("?")),
+                    ),
+                    Ok(_) => (None, "closed".to_owned()),
+                    Err(_) => (Some(stream), "held".to_owned()),
                 }
-                Err(_) => {
-                    tally.add("connect failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+            });
+            let mut failed = false;
+            for (stream, outcome) in futures::future::join_all(attempts).await {
+                failed |= outcome == "connect failed";
+                tally.add(outcome);
+                held.extend(stream);
+            }
+            if failed {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         // Re-open what the server closed (deadline, idle time).
@@ -353,7 +358,8 @@ async fn hold_idle_connections(cwmp: SocketAddr, count: usize, stop: &AtomicBool
 
 async fn wrong_password(cwmp: SocketAddr, username: &str) -> String {
     let Ok(mut stream) = connect_from(cwmp, Ipv4Addr::new(127, 0, 0, 3)).await else { return "connect failed".into() };
-    let inform = "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body/></soap:Envelope>";
+    let inform = guessers_inform();
+    let inform = inform.as_str();
     let request = |authorization: &str| {
         format!("POST / HTTP/1.1\r\nHost: acs\r\n{authorization}Content-Length: {}\r\n\r\n{inform}", inform.len())
     };
@@ -376,4 +382,23 @@ async fn wrong_password(cwmp: SocketAddr, username: &str) -> String {
         return "write failed".into();
     }
     status_of(&mut stream).await
+}
+
+/// A well-formed Inform of a device that does not exist, for the guesser to send.
+fn guessers_inform() -> String {
+    use roost_cwmp::{CpeBody, CpeRequest, CwmpVersion, DeviceIdStruct, EventStruct, Header, Inform};
+    let inform = Inform {
+        device_id: DeviceIdStruct {
+            manufacturer: "Guess".into(),
+            oui: "000000".into(),
+            product_class: "Guess".into(),
+            serial_number: "GUESS0001".into(),
+        },
+        events: vec![EventStruct { code: "0 BOOTSTRAP".into(), command_key: String::new() }],
+        max_envelopes: 1,
+        current_time: "2026-12-03T00:00:00Z".into(),
+        retry_count: 0,
+        parameters: vec![],
+    };
+    roost_cwmp::encode_cpe_message(CwmpVersion::V1_0, &Header::default(), &CpeBody::Request(CpeRequest::Inform(inform)))
 }
