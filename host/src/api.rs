@@ -41,7 +41,25 @@ pub fn router(app: Arc<App>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method")
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(limit_uri))
         .with_state(app)
+}
+
+/// The longest request target the API reads. Longer ones are refused as problem+json here;
+/// hyper refuses targets beyond its own buffer (64 KiB and more) before any handler runs.
+const MAX_URI_BYTES: usize = 8 * 1024;
+
+async fn limit_uri(request: Request, next: Next) -> Response {
+    let length = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("The request target is {length} bytes; at most {MAX_URI_BYTES} are read"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// A place among the API requests served at once (`[api] max_concurrent_requests`), held by the

@@ -100,6 +100,11 @@ pub struct CwmpSettings {
     pub max_connections: Option<usize>,
     /// Open CWMP connections per client address at most (CPEs behind one NAT address share it).
     pub max_connections_per_address: usize,
+    /// Reverse proxies in front of the CWMP listener: from these peers the client's address is
+    /// the last `X-Forwarded-For` entry, sessions are found by cookie only (a proxy's pooled
+    /// connections carry many CPEs) and bound to that address, and the per-address connection
+    /// limit does not apply.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Parameters per GetParameterValues during discovery: large enough to be quick, small
     /// enough for the weakest agents' buffers.
     pub discovery_batch: usize,
@@ -134,6 +139,7 @@ impl Default for CwmpSettings {
             request_deadline: Duration::from_secs(30),
             max_connections: None,
             max_connections_per_address: 256,
+            trusted_proxies: Vec::new(),
             discovery_batch: 256,
             allow_basic_without_tls: false,
             session_binding: SessionBinding::Address,

@@ -13,7 +13,7 @@ use std::time::Instant;
 use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -64,9 +64,35 @@ struct SessionMaps {
 
 struct Entry {
     live: Arc<tokio::sync::Mutex<Live>>,
-    /// The connection that opened the session (and authenticated it, when authentication is on).
-    peer: SocketAddr,
+    /// Where the session was opened from (and authenticated, when authentication is on).
+    origin: Origin,
     device_id: String,
+}
+
+/// Where a request comes from: the TCP peer, and the client behind it. They differ only when
+/// the peer is a trusted proxy (`[cwmp] trusted_proxies`) that says whom it forwards for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub peer: SocketAddr,
+    pub client: std::net::IpAddr,
+    /// Through a trusted proxy: its upstream connections carry many clients' requests.
+    pub proxied: bool,
+}
+
+impl Origin {
+    /// The origin of a request from `peer` with this `X-Forwarded-For` value. Only a trusted
+    /// proxy is believed, and only for the address it appended itself (the last one): what a
+    /// client put before it is the client's word.
+    pub fn of(peer: SocketAddr, forwarded_for: Option<&str>, trusted_proxies: &[std::net::IpAddr]) -> Self {
+        if !trusted_proxies.contains(&peer.ip()) {
+            return Self { peer, client: peer.ip(), proxied: false };
+        }
+        let client = forwarded_for
+            .and_then(|value| value.rsplit(',').next())
+            .and_then(|last| last.trim().parse().ok())
+            .unwrap_or(peer.ip());
+        Self { peer, client, proxied: true }
+    }
 }
 
 /// How a request relates to the live sessions.
@@ -78,11 +104,12 @@ enum Lookup {
     Foreign,
 }
 
-/// Whether a request from `peer` may use a session opened by `opener`.
-fn binding_allows(binding: SessionBinding, opener: SocketAddr, peer: SocketAddr) -> bool {
+/// Whether a request from `now` may use a session opened from `opener`. Behind a trusted
+/// proxy the connection says nothing of the client, so the binding is to its address.
+fn binding_allows(binding: SessionBinding, opener: Origin, now: Origin) -> bool {
     match binding {
-        SessionBinding::Address => opener.ip() == peer.ip(),
-        SessionBinding::Connection => opener == peer,
+        SessionBinding::Connection if !opener.proxied && !now.proxied => opener.peer == now.peer,
+        _ => opener.client == now.client,
     }
 }
 
@@ -104,17 +131,19 @@ impl Sessions {
     /// The session a (non-Inform) request belongs to: by its cookie when it carries one (never
     /// by connection then: a cookie that names no live session finds nothing), else by the
     /// connection it arrived on, for CPEs that never echo cookies.
-    fn find(&self, token: Option<&str>, peer: SocketAddr, binding: SessionBinding) -> Lookup {
+    fn find(&self, token: Option<&str>, origin: Origin, binding: SessionBinding) -> Lookup {
         let Ok(maps) = self.inner.lock() else { return Lookup::None };
         let token = match token {
             Some(token) => token.to_owned(),
-            None => match maps.by_peer.get(&peer) {
+            // A proxy's connection carries many clients: only cookies find sessions through it.
+            None if origin.proxied => return Lookup::None,
+            None => match maps.by_peer.get(&origin.peer) {
                 Some(token) => token.clone(),
                 None => return Lookup::None,
             },
         };
         match maps.by_token.get(&token) {
-            Some(entry) if binding_allows(binding, entry.peer, peer) => Lookup::Found(token, entry.live.clone()),
+            Some(entry) if binding_allows(binding, entry.origin, origin) => Lookup::Found(token, entry.live.clone()),
             Some(_) => Lookup::Foreign,
             None => Lookup::None,
         }
@@ -129,14 +158,21 @@ impl Sessions {
 
     /// Registers a new session; the device's previous session, if one is still open (the CPE
     /// gave up on it and started again), is removed and returned to be wound up.
-    fn insert(&self, token: String, device_id: &str, live: Live) -> Option<Arc<tokio::sync::Mutex<Live>>> {
-        let peer = live.peer;
+    fn insert(
+        &self,
+        token: String,
+        device_id: &str,
+        origin: Origin,
+        live: Live,
+    ) -> Option<Arc<tokio::sync::Mutex<Live>>> {
         let live = Arc::new(tokio::sync::Mutex::new(live));
         let Ok(mut maps) = self.inner.lock() else { return None };
         let previous = maps.by_device.get(device_id).cloned().and_then(|old| maps.remove(&old));
-        maps.by_peer.insert(peer, token.clone());
+        if !origin.proxied {
+            maps.by_peer.insert(origin.peer, token.clone());
+        }
         maps.by_device.insert(device_id.to_owned(), token.clone());
-        maps.by_token.insert(token, Entry { live, peer, device_id: device_id.to_owned() });
+        maps.by_token.insert(token, Entry { live, origin, device_id: device_id.to_owned() });
         previous
     }
 
@@ -179,8 +215,8 @@ impl Sessions {
 impl SessionMaps {
     fn remove(&mut self, token: &str) -> Option<Arc<tokio::sync::Mutex<Live>>> {
         let entry = self.by_token.remove(token)?;
-        if self.by_peer.get(&entry.peer).is_some_and(|t| t == token) {
-            self.by_peer.remove(&entry.peer);
+        if self.by_peer.get(&entry.origin.peer).is_some_and(|t| t == token) {
+            self.by_peer.remove(&entry.origin.peer);
         }
         if self.by_device.get(&entry.device_id).is_some_and(|t| t == token) {
             self.by_device.remove(&entry.device_id);
@@ -237,14 +273,15 @@ async fn gate(app: &App, peer: SocketAddr, head: framing::RequestHead) -> Gated 
     if app.config.cwmp.auth == CpeAuthMode::Open {
         return Gated::Admitted;
     }
+    let origin = Origin::of(peer, head.forwarded_for.as_deref(), &app.config.cwmp.trusted_proxies);
     let cookie = head.cookie.as_deref().and_then(cookie_value);
-    if let Lookup::Found(..) = app.sessions.find(cookie.as_deref(), peer, app.config.cwmp.session_binding) {
+    if let Lookup::Found(..) = app.sessions.find(cookie.as_deref(), origin, app.config.cwmp.session_binding) {
         return Gated::Admitted;
     }
     let Some(authorization) = head.authorization.as_deref() else {
         return Gated::Challenge { stale: false };
     };
-    match authenticate(app, peer, authorization).await {
+    match authenticate(app, origin, authorization).await {
         Ok(Ok(credential)) => Gated::Authenticated(credential),
         Ok(Err(refusal)) => refusal,
         Err(error) => {
@@ -258,10 +295,10 @@ async fn gate(app: &App, peer: SocketAddr, head: framing::RequestHead) -> Gated 
 /// refusal to answer with.
 async fn authenticate(
     app: &App,
-    peer: SocketAddr,
+    origin: Origin,
     authorization: &str,
 ) -> anyhow::Result<Result<crate::store::credentials::CpeCredential, Gated>> {
-    let client = peer.ip();
+    let client = origin.client;
     let claimed = auth::claimed_username(Some(authorization));
     // Refused before any work: a guesser costs nothing but this check.
     if app.auth_failures.is_throttled(client, claimed.as_deref()) {
@@ -274,7 +311,7 @@ async fn authenticate(
         }
         auth::Verdict::Challenge { stale } => {
             if !stale {
-                note_failure(app, peer, claimed.as_deref(), "wrong credentials");
+                note_failure(app, origin, claimed.as_deref(), "wrong credentials");
             }
             Ok(Err(Gated::Challenge { stale }))
         }
@@ -282,9 +319,9 @@ async fn authenticate(
 }
 
 /// Counts an authentication failure; logs only what `FailureThrottle` says is worth it.
-fn note_failure(app: &App, peer: SocketAddr, username: Option<&str>, reason: &str) {
-    if let Some(what) = app.auth_failures.record_failure(peer.ip(), username) {
-        tracing::warn!(%peer, username = username.unwrap_or(""), reason, "{what}");
+fn note_failure(app: &App, origin: Origin, username: Option<&str>, reason: &str) {
+    if let Some(what) = app.auth_failures.record_failure(origin.client, username) {
+        tracing::warn!(client = %origin.client, peer = %origin.peer, username = username.unwrap_or(""), reason, "{what}");
     }
 }
 
@@ -398,20 +435,21 @@ pub async fn serve(
     let open = Arc::new(tokio::sync::Semaphore::new(limit));
     let per_address = Arc::new(PerAddress::default());
     let shed = ShedLog::default();
+    let trusted: Arc<[std::net::IpAddr]> = app.config.cwmp.trusted_proxies.clone().into();
     tracing::info!(limit, per_address = per_address_limit, "CWMP connections allowed");
     let mut connections = tokio::task::JoinSet::new();
     let for_connections = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match (open.clone().try_acquire_owned(), per_address.admit(peer.ip(), per_address_limit)) {
+                Ok((stream, peer)) => match (open.clone().try_acquire_owned(), per_address.admit(peer.ip(), if app.config.cwmp.trusted_proxies.contains(&peer.ip()) { limit } else { per_address_limit })) {
                     (Ok(permit), Some(counted)) => {
                         let gate_app = app.clone();
                         let gate: framing::Gate<Gated> = Arc::new(move |head| {
                             let app = gate_app.clone();
                             Box::pin(async move { gate(&app, peer, head).await })
                         });
-                        let connection = serve_connection(stream, peer, router.clone(), settings.clone(), gate, for_connections.clone());
+                        let connection = serve_connection(stream, peer, router.clone(), settings.clone(), gate, trusted.clone(), for_connections.clone());
                         connections.spawn(async move {
                             connection.await;
                             drop((permit, counted));
@@ -444,6 +482,7 @@ async fn serve_connection(
     router: Router,
     settings: framing::Settings,
     gate: framing::Gate<Gated>,
+    trusted_proxies: Arc<[std::net::IpAddr]>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::AsyncWriteExt;
@@ -459,7 +498,9 @@ async fn serve_connection(
         let _ = to_cpe.shutdown().await;
     });
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
+        let forwarded_for = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let origin = Origin::of(peer, forwarded_for, &trusted_proxies);
+        request.extensions_mut().insert(origin);
         // One verdict per framed request, in order; none past a switch to pass-through.
         if let Some(verdict) = verdicts.lock().ok().and_then(|mut queue| queue.pop_front()) {
             request.extensions_mut().insert(verdict);
@@ -516,7 +557,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 async fn without_org(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(origin): Extension<Origin>,
     gated: Option<Extension<Gated>>,
     method: axum::http::Method,
     headers: HeaderMap,
@@ -525,25 +566,25 @@ async fn without_org(
     if method != axum::http::Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     }
-    handle(app, peer, gated.map(|Extension(g)| g), None, headers, body).await
+    handle(app, origin, gated.map(|Extension(g)| g), None, headers, body).await
 }
 
 async fn with_org(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(origin): Extension<Origin>,
     gated: Option<Extension<Gated>>,
     Path(org): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(app, peer, gated.map(|Extension(g)| g), Some(org), headers, body).await
+    handle(app, origin, gated.map(|Extension(g)| g), Some(org), headers, body).await
 }
 
 /// The answer to a request the gate refused, if it did.
-fn refusal(app: &App, peer: SocketAddr, gated: &Gated) -> Option<Response> {
+fn refusal(app: &App, origin: Origin, gated: &Gated) -> Option<Response> {
     Some(match gated {
         Gated::Admitted | Gated::Authenticated(_) => return None,
-        Gated::Challenge { stale } => unauthorized(app, peer.ip(), *stale),
+        Gated::Challenge { stale } => unauthorized(app, origin.client, *stale),
         Gated::Throttled => throttled(),
         Gated::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
         Gated::Busy => retry_later(),
@@ -552,15 +593,16 @@ fn refusal(app: &App, peer: SocketAddr, gated: &Gated) -> Option<Response> {
 
 async fn handle(
     app: Arc<App>,
-    peer: SocketAddr,
+    origin: Origin,
     gated: Option<Gated>,
     org_slug: Option<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(response) = gated.as_ref().and_then(|g| refusal(&app, peer, g)) {
+    if let Some(response) = gated.as_ref().and_then(|g| refusal(&app, origin, g)) {
         return response;
     }
+    let peer = origin.peer;
     let now = Instant::now();
     let cookie_token = session_cookie(&headers);
     let envelope = if body.iter().all(u8::is_ascii_whitespace) {
@@ -576,7 +618,7 @@ async fn handle(
             }
             Err(error) => {
                 tracing::warn!(%peer, "malformed SOAP from CPE: {error}");
-                return malformed(&app, cookie_token.as_deref(), peer, &error.to_string());
+                return malformed(&app, cookie_token.as_deref(), origin, &error.to_string());
             }
         }
     };
@@ -590,9 +632,9 @@ async fn handle(
             Some(Gated::Authenticated(credential)) => Some(credential),
             _ => None,
         };
-        return start_session(app, peer, org_slug, &headers, credential, inform.clone(), envelope, now).await;
+        return start_session(app, origin, org_slug, &headers, credential, inform.clone(), envelope, now).await;
     }
-    let (token, live) = match app.sessions.find(cookie_token.as_deref(), peer, app.config.cwmp.session_binding) {
+    let (token, live) = match app.sessions.find(cookie_token.as_deref(), origin, app.config.cwmp.session_binding) {
         Lookup::Found(token, live) => (token, live),
         lookup => {
             if matches!(lookup, Lookup::Foreign) {
@@ -601,7 +643,7 @@ async fn handle(
             // Under authentication, nothing but an authenticated session's requests gets past this
             // point: a CPE that opens with an empty POST is asking for its challenge.
             if app.config.cwmp.auth == CpeAuthMode::Required {
-                return unauthorized(&app, peer.ip(), false);
+                return unauthorized(&app, origin.client, false);
             }
             // No session: a CPE carrying on after a restart of the ACS, or one that never informed.
             let mut orphan = Session::new(now, app.config.cwmp.session_timeout);
@@ -624,7 +666,7 @@ async fn handle(
 #[allow(clippy::too_many_arguments)]
 async fn start_session(
     app: Arc<App>,
-    peer: SocketAddr,
+    origin: Origin,
     org_slug: Option<String>,
     headers: &HeaderMap,
     credential: Option<crate::store::credentials::CpeCredential>,
@@ -632,6 +674,7 @@ async fn start_session(
     envelope: Option<Envelope<CpeBody>>,
     now: Instant,
 ) -> Response {
+    let peer = origin.peer;
     let device_id = roost_cwmp::device_id::device_id(
         &inform.device_id.oui,
         &inform.device_id.product_class,
@@ -653,18 +696,18 @@ async fn start_session(
             Some(credential) => credential,
             None => {
                 let Some(authorization) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-                    return unauthorized(&app, peer.ip(), false);
+                    return unauthorized(&app, origin.client, false);
                 };
-                match authenticate(&app, peer, authorization).await {
+                match authenticate(&app, origin, authorization).await {
                     Ok(Ok(credential)) => credential,
-                    Ok(Err(refused)) => return refusal(&app, peer, &refused).unwrap_or_else(retry_later),
+                    Ok(Err(refused)) => return refusal(&app, origin, &refused).unwrap_or_else(retry_later),
                     Err(error) => return database_unavailable(&error),
                 }
             }
         };
         if !auth::permits(&credential, &device_id, url_org) {
-            note_failure(&app, peer, Some(&credential.username), "credential not valid for this device or URL");
-            return unauthorized(&app, peer.ip(), false);
+            note_failure(&app, origin, Some(&credential.username), "credential not valid for this device or URL");
+            return unauthorized(&app, origin.client, false);
         }
         onboarding_org = onboarding_org.or(credential.org_id);
     }
@@ -691,7 +734,7 @@ async fn start_session(
         onboarding_org,
         events: &inform.events,
         parameters: &inform.parameters,
-        remote_address: &peer.ip().to_string(),
+        remote_address: &origin.client.to_string(),
         cwmp_version: cwmp.version().as_str(),
         now: store::now_millis(),
     };
@@ -712,6 +755,7 @@ async fn start_session(
     let previous = app.sessions.insert(
         token.clone(),
         &device_id,
+        origin,
         Live {
             cwmp,
             driver: Some(Driver::new(
@@ -835,9 +879,9 @@ fn to_response(reply: Reply, set_cookie: Option<&str>) -> Response {
     response
 }
 
-fn malformed(app: &App, token: Option<&str>, peer: SocketAddr, reason: &str) -> Response {
+fn malformed(app: &App, token: Option<&str>, origin: Origin, reason: &str) -> Response {
     // The session (if any) is over: the CPE will start again with an Inform.
-    if let Lookup::Found(token, _) = app.sessions.find(token, peer, app.config.cwmp.session_binding) {
+    if let Lookup::Found(token, _) = app.sessions.find(token, origin, app.config.cwmp.session_binding) {
         app.sessions.remove(&token);
     }
     let fault = Fault::new(8003, format!("Invalid arguments: malformed SOAP ({reason})"));
@@ -884,6 +928,44 @@ fn plain(status: StatusCode, message: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PROXY: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+
+    #[test]
+    fn only_a_trusted_proxy_says_who_the_client_is() {
+        let peer = SocketAddr::from(([10, 0, 0, 1], 40000));
+        let proxied = Origin::of(peer, Some("203.0.113.9, 198.51.100.4"), &[PROXY]);
+        assert_eq!(
+            proxied.client,
+            "198.51.100.4".parse::<std::net::IpAddr>().unwrap_or(PROXY),
+            "the entry it appended"
+        );
+        assert!(proxied.proxied);
+        let direct = Origin::of(peer, Some("198.51.100.4"), &[]);
+        assert_eq!((direct.client, direct.proxied), (PROXY, false), "anyone else's header is ignored");
+        assert_eq!(Origin::of(peer, Some("garbage"), &[PROXY]).client, PROXY);
+    }
+
+    #[test]
+    fn behind_a_proxy_a_session_is_bound_to_the_client_address() {
+        let via = |port: u16, client: [u8; 4]| Origin {
+            peer: SocketAddr::from(([10, 0, 0, 1], port)),
+            client: client.into(),
+            proxied: true,
+        };
+        let opener = via(40000, [198, 51, 100, 4]);
+        // Another pooled upstream connection, the same client: allowed even under "connection".
+        assert!(binding_allows(SessionBinding::Connection, opener, via(40001, [198, 51, 100, 4])));
+        assert!(!binding_allows(SessionBinding::Connection, opener, via(40000, [198, 51, 100, 5])));
+        assert!(!binding_allows(SessionBinding::Address, opener, via(40000, [198, 51, 100, 5])));
+        let direct = |port: u16| Origin {
+            peer: SocketAddr::from(([192, 0, 2, 1], port)),
+            client: [192, 0, 2, 1].into(),
+            proxied: false,
+        };
+        assert!(binding_allows(SessionBinding::Address, direct(1), direct(2)));
+        assert!(!binding_allows(SessionBinding::Connection, direct(1), direct(2)));
+    }
 
     #[test]
     fn the_file_limit_keeps_a_reserve() {

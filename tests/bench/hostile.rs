@@ -334,7 +334,10 @@ async fn hold_idle_connections(cwmp: SocketAddr, count: usize, stop: &AtomicBool
                 match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
                     Ok(Ok(n)) if n > 0 => (
                         None,
-                        format!("shed {}", String::from_utf8_lossy(&probe[..n]).split_whitespace().nth(1).unwrap_or("?")),
+                        format!(
+                            "shed {}",
+                            String::from_utf8_lossy(&probe[..n]).split_whitespace().nth(1).unwrap_or("?")
+                        ),
                     ),
                     Ok(_) => (None, "closed".to_owned()),
                     Err(_) => (Some(stream), "held".to_owned()),

@@ -343,6 +343,35 @@ on_both_backends! {
         h.finish().await;
     }
 
+    async fn behind_a_trusted_proxy_sessions_follow_the_forwarded_address(backend: Backend) {
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
+            config.cwmp.trusted_proxies = vec![Ipv4Addr::LOCALHOST.into()];
+        })
+        .await;
+        let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+        let client = ("X-Forwarded-For", "203.0.113.50, 198.51.100.1");
+        let mut proxy = RawCpe::connect(&h.cwmp_url()).await;
+        let informed = proxy.post("/", &inform, &[XML, client], false).await;
+        assert_eq!(informed.status, 200);
+        let cookie = RawCpe::session_cookie(&informed);
+        let device = h.device("202BC1-BM632w-000000").await;
+        assert_eq!(device["remote_address"], "198.51.100.1", "the address the proxy vouches for");
+        // The proxy's connection carries many clients: without a cookie, no session is found on it.
+        assert_eq!(proxy.post("/", "", &[client], false).await.status, 204);
+        // The cookie for another client behind the proxy is refused.
+        let other = ("X-Forwarded-For", "198.51.100.2");
+        assert_eq!(proxy.post("/", "", &[("Cookie", &cookie), other], false).await.status, 204);
+        // The same client through another pooled upstream connection is served.
+        let mut pooled = RawCpe::connect(&h.cwmp_url()).await;
+        let next = pooled.post("/", "", &[("Cookie", &cookie), client], false).await;
+        assert!(next.body.contains("<ParameterPath>InternetGatewayDevice.</ParameterPath>"), "{}", next.body);
+        // A client that is not a trusted proxy cannot claim an address.
+        let mut liar = RawCpe::connect_from(&h.cwmp_url(), Ipv4Addr::new(127, 0, 0, 9)).await;
+        let stolen = liar.post("/", "", &[("Cookie", &cookie), client], false).await;
+        assert_eq!(stolen.status, 204);
+        h.finish().await;
+    }
+
     async fn a_session_bound_to_its_connection_refuses_the_cookie_elsewhere(backend: Backend) {
         let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
             config.cwmp.session_binding = SessionBinding::Connection;
@@ -446,6 +475,12 @@ on_both_backends! {
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         let problem: JsonValue = response.json().await.unwrap();
         assert_eq!(problem["code"], "method_not_allowed");
+        let long = format!("/api/v1/devices?serial_number={}", "x".repeat(10_000));
+        let response = h.http.get(h.url(&long)).bearer_auth(&h.token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::URI_TOO_LONG);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: JsonValue = response.json().await.unwrap();
+        assert_eq!(problem["code"], "uri_too_long");
         h.finish().await;
     }
 }

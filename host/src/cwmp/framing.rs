@@ -74,6 +74,8 @@ impl Settings {
 pub struct RequestHead {
     pub cookie: Option<String>,
     pub authorization: Option<String>,
+    /// `X-Forwarded-For`, believed only from a trusted proxy.
+    pub forwarded_for: Option<String>,
 }
 
 /// The gate's decision, carried to the HTTP side.
@@ -452,6 +454,8 @@ fn parse_head(head: &[u8]) -> Option<(Body, RequestHead)> {
             });
         } else if name.eq_ignore_ascii_case("authorization") {
             fields.authorization = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            fields.forwarded_for = Some(value.to_owned());
         }
     }
     let body = if chunked { Body::Chunked } else { Body::Length(length.unwrap_or(0)) };
