@@ -7,18 +7,38 @@ use serde_json::Value;
 /// A validated task body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskSpec {
-    GetParameterValues { names: Vec<String> },
-    SetParameterValues { values: Vec<(String, String, Option<ValueType>)> },
-    RefreshObject { object: String },
-    AddObject { object: String },
-    DeleteObject { object: String },
+    /// `partial_path`: send object paths (ending in `.`) as they are; otherwise each object is
+    /// read as discovery reads trees, GetParameterNames then its leaves by name (some agents
+    /// crash on a partial-path GetParameterValues, or answer it with the object alone).
+    GetParameterValues {
+        names: Vec<String>,
+        partial_path: bool,
+    },
+    SetParameterValues {
+        values: Vec<(String, String, Option<ValueType>)>,
+    },
+    RefreshObject {
+        object: String,
+    },
+    AddObject {
+        object: String,
+    },
+    DeleteObject {
+        object: String,
+    },
     Reboot,
     FactoryReset,
     Download(DownloadSpec),
     Upload(UploadSpec),
-    ScheduleInform { delay_seconds: u32 },
-    GetParameterAttributes { names: Vec<String> },
-    SetParameterAttributes { attributes: Vec<SetParameterAttribute> },
+    ScheduleInform {
+        delay_seconds: u32,
+    },
+    GetParameterAttributes {
+        names: Vec<String>,
+    },
+    SetParameterAttributes {
+        attributes: Vec<SetParameterAttribute>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -79,7 +99,14 @@ impl TaskSpec {
         let name =
             object.get("name").and_then(Value::as_str).ok_or_else(|| invalid("a task needs a string \"name\""))?;
         let spec = match name {
-            "getParameterValues" => Self::GetParameterValues { names: path_list(body, "parameterNames")? },
+            "getParameterValues" => Self::GetParameterValues {
+                names: path_list(body, "parameterNames")?,
+                partial_path: match body.get("partialPath") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => return Err(invalid("partialPath must be true or false")),
+                },
+            },
             "setParameterValues" => Self::SetParameterValues { values: parameter_values(body)? },
             "refreshObject" => Self::RefreshObject { object: path_field(body, "objectName", true)? },
             "addObject" => Self::AddObject { object: object_path(body)? },

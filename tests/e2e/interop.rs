@@ -636,6 +636,43 @@ on_both_backends! {
         h.finish().await;
     }
 
+    async fn a_partial_path_is_sent_only_when_asked_for(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let fleet = h.fleet(DataModelKind::Tr098, 1, "PARTIAL").await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        let id = cpe.device_id();
+        let interval = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval";
+        let object = "InternetGatewayDevice.DeviceInfo.";
+        let asked_partial = |report: &roost_sim::SessionReport| {
+            report.rpcs.iter().any(|rpc| {
+                matches!(&rpc.request, Some(roost_cwmp::AcsRequest::GetParameterValues { names }) if names.iter().any(|n| n.ends_with('.')))
+            })
+        };
+        // By default an object is read as discovery reads trees: names, then leaves by name.
+        let mark = cpe.session_count();
+        let task = h.run_task(&id, json!({"name": "getParameterValues", "parameterNames": [object, interval]})).await;
+        assert_eq!(task["status"], "done", "{task}");
+        let values = task["result"]["parameterValues"].as_array().unwrap();
+        let names: Vec<&str> = values.iter().filter_map(|v| v[0].as_str()).collect();
+        assert!(names.contains(&"InternetGatewayDevice.DeviceInfo.SerialNumber"), "{names:?}");
+        assert!(names.contains(&interval), "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with(object) || *n == interval), "{names:?}");
+        let session = cpe.wait_for_session(mark, Duration::from_secs(10), |r| !r.rpcs.is_empty()).await.unwrap();
+        assert!(session.methods().contains(&"GetParameterNames"), "{:?}", session.methods());
+        assert!(!asked_partial(&session), "no partial path was sent");
+        // Asked for explicitly, it goes as it is.
+        let mark = cpe.session_count();
+        let task = h
+            .run_task(&id, json!({"name": "getParameterValues", "parameterNames": [object], "partialPath": true}))
+            .await;
+        assert_eq!(task["status"], "done", "{task}");
+        let session = cpe.wait_for_session(mark, Duration::from_secs(10), |r| !r.rpcs.is_empty()).await.unwrap();
+        assert!(asked_partial(&session), "{:?}", session.methods());
+        fleet.stop().await;
+        h.finish().await;
+    }
+
     async fn a_trickling_client_is_cut_at_the_request_deadline(backend: Backend) {
         let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
             config.cwmp.request_deadline = Duration::from_secs(1);

@@ -121,6 +121,27 @@ struct TaskRun {
     /// The subtree refresh a refreshObject runs, or an addObject runs on its new instance
     /// (with the instance number to report).
     follow_up: Option<(Option<u32>, Refresh)>,
+    /// A getParameterValues naming objects, read object by object.
+    expansion: Option<Expansion>,
+}
+
+/// A getParameterValues whose object paths are read as discovery reads trees: each object's
+/// names, then its leaves by name; then the leaves the task named, in one call.
+#[derive(Debug, Default)]
+struct Expansion {
+    objects: std::collections::VecDeque<String>,
+    leaves: Vec<String>,
+    /// The values read so far, for the task's result.
+    values: Vec<ParameterValue>,
+}
+
+impl Expansion {
+    /// `None` when no name is an object, or the caller asked for partial paths as they are.
+    fn of(spec: &TaskSpec) -> Option<Self> {
+        let TaskSpec::GetParameterValues { names, partial_path: false } = spec else { return None };
+        let (objects, leaves): (Vec<String>, Vec<String>) = names.iter().cloned().partition(|n| n.ends_with('.'));
+        (!objects.is_empty()).then(|| Self { objects: objects.into(), leaves, values: Vec::new() })
+    }
 }
 
 /// How a task ended.
@@ -359,7 +380,7 @@ impl Driver {
                 tasks::mark_fault(&app.store, &task, "invalid_task", &error, None).await?;
                 app.task_finished(task.id);
                 return Ok(Some((
-                    Work::Task(Box::new(TaskRun { task, spec: TaskSpec::Reboot, follow_up: None })),
+                    Work::Task(Box::new(TaskRun { task, spec: TaskSpec::Reboot, follow_up: None, expansion: None })),
                     None,
                 )));
             }
@@ -368,7 +389,7 @@ impl Driver {
             let message = format!("Sent {MAX_ATTEMPTS} times without an answer; the session died each time");
             tasks::mark_fault(&app.store, &task, "too_many_attempts", &message, None).await?;
             app.task_finished(task.id);
-            return Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None })), None)));
+            return Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None, expansion: None })), None)));
         }
         let request = self.first_task_request(app, &task, &spec).await?;
         // On success the store takes what was sent, with the type sent: a value given without
@@ -385,7 +406,19 @@ impl Driver {
             (spec, _) => spec,
         };
         tasks::mark_attempt(&app.store, task.id).await?;
-        Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None })), Some(request))))
+        let mut run = TaskRun { task, spec, follow_up: None, expansion: None };
+        let request = match Expansion::of(&run.spec) {
+            Some(mut expansion) => {
+                let Some(object) = expansion.objects.pop_front() else { return Ok(None) };
+                let mut refresh = Refresh::with_batch(object, self.learnt_batch());
+                let request = refresh.first_request();
+                run.follow_up = Some((None, refresh));
+                run.expansion = Some(expansion);
+                request
+            }
+            None => request,
+        };
+        Ok(Some((Work::Task(Box::new(run)), Some(request))))
     }
 
     async fn first_task_request(&self, app: &Arc<App>, task: &TaskRow, spec: &TaskSpec) -> Result<AcsRequest> {
@@ -398,7 +431,7 @@ impl Driver {
             tasks::set_command_key(&app.store, task.id, &command_key).await?;
         }
         Ok(match spec {
-            TaskSpec::GetParameterValues { names } => AcsRequest::GetParameterValues { names: names.clone() },
+            TaskSpec::GetParameterValues { names, .. } => AcsRequest::GetParameterValues { names: names.clone() },
             TaskSpec::SetParameterValues { values } => {
                 let untyped: Vec<&str> =
                     values.iter().filter(|(_, _, t)| t.is_none()).map(|(p, _, _)| p.as_str()).collect();
@@ -515,16 +548,42 @@ impl Driver {
         let now = now_millis();
         if let Some((instance, refresh)) = run.follow_up.as_mut() {
             let instance = *instance;
-            return Ok(match refresh.on_response(app, device_pk, response).await? {
-                Some(request) => Outcome::Continue(request),
-                None => Outcome::Done(match instance {
+            if let Some(request) = refresh.on_response(app, device_pk, response).await? {
+                return Ok(Outcome::Continue(request));
+            }
+            let Some(expansion) = run.expansion.as_mut() else {
+                return Ok(Outcome::Done(match instance {
                     Some(n) => json!({ "instanceNumber": n }),
                     None => json!({}),
-                }),
-            });
+                }));
+            };
+            // One object read: its leaves join the result; then the next object, the named
+            // leaves, or the end.
+            let paths = parameters::leaf_paths(&app.store, device_pk, &refresh.prefix).await?;
+            let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let stored = parameters::values_of(app.store.db(), device_pk, &path_refs).await?;
+            expansion.values.extend(paths.iter().filter_map(|path| {
+                let (value, value_type) = stored.get(path)?;
+                Some(ParameterValue {
+                    name: path.clone(),
+                    value: value.clone().unwrap_or_default(),
+                    value_type: ValueType::parse(value_type),
+                })
+            }));
+            if let Some(object) = expansion.objects.pop_front() {
+                let mut next = Refresh::with_batch(object, self.learnt_batch());
+                let request = next.first_request();
+                run.follow_up = Some((None, next));
+                return Ok(Outcome::Continue(request));
+            }
+            run.follow_up = None;
+            if !expansion.leaves.is_empty() {
+                return Ok(Outcome::Continue(AcsRequest::GetParameterValues { names: expansion.leaves.clone() }));
+            }
+            return Ok(Outcome::Done(json!({ "parameterValues": values_json(&expansion.values) })));
         }
         Ok(match (&run.spec, response) {
-            (TaskSpec::GetParameterValues { names }, CpeResponse::GetParameterValues { parameters: values }) => {
+            (TaskSpec::GetParameterValues { names, .. }, CpeResponse::GetParameterValues { parameters: values }) => {
                 if values.is_empty() {
                     // INTEROP: an empty list for explicit names is a failure without a fault.
                     return Ok(Outcome::Failed {
@@ -535,7 +594,9 @@ impl Driver {
                 }
                 let _guard = app.store.write_guard().await;
                 parameters::upsert_values(app.store.db(), device_pk, &values, now).await?;
-                Outcome::Done(json!({ "parameterValues": values_json(&values) }))
+                let mut all = run.expansion.take().map(|e| e.values).unwrap_or_default();
+                all.extend(values);
+                Outcome::Done(json!({ "parameterValues": values_json(&all) }))
             }
             (TaskSpec::SetParameterValues { .. }, CpeResponse::SetParameterValues { status }) => {
                 if let TaskSpec::SetParameterValues { values } = &run.spec {
