@@ -79,7 +79,7 @@ impl ApiSlot {
 /// Admits an API request when a place is free; waits for one up to `[api] queue_timeout`, then
 /// answers 503. Bounds what integrations take of the database pool and the CPU from CPE
 /// sessions.
-async fn take_slot(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+pub async fn take_slot(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
     let waited = tokio::time::timeout(app.config.api.queue_timeout, app.api_slots.clone().acquire_owned()).await;
     let Ok(Ok(permit)) = waited else {
         let mut response =

@@ -673,6 +673,85 @@ on_both_backends! {
         h.finish().await;
     }
 
+    async fn oversized_informs_and_fault_strings_are_clamped(backend: Backend) {
+        use roost_cwmp::{CpeBody, CpeRequest, CwmpVersion, EventStruct, Fault, Header, Inform, ParameterValue, ValueType};
+        let h = Harness::start(backend).await;
+        let fleet = h.fleet(DataModelKind::Tr098, 1, "CLAMP").await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        let id = cpe.device_id();
+        let (_, task) = h
+            .post(
+                &format!("/api/v1/devices/{}/tasks", encode_id(&id)),
+                json!({"name": "getParameterValues", "parameterNames": ["InternetGatewayDevice.DeviceInfo.UpTime"]}),
+            )
+            .await;
+        // 1,500 parameters, the first with a 100 KB value.
+        let code = "InternetGatewayDevice.DeviceInfo.ProvisioningCode";
+        let mut parameters = vec![ParameterValue { name: code.into(), value: "x".repeat(100_000), value_type: ValueType::default() }];
+        parameters.extend((1..1500).map(|i| ParameterValue {
+            name: format!("InternetGatewayDevice.X_Flood.P{i}"),
+            value: "v".into(),
+            value_type: ValueType::default(),
+        }));
+        let inform = Inform {
+            device_id: cpe.identity().clone(),
+            events: vec![EventStruct { code: "2 PERIODIC".into(), command_key: String::new() }],
+            max_envelopes: 1,
+            current_time: "2026-12-03T00:00:00Z".into(),
+            retry_count: 0,
+            parameters,
+        };
+        let body = roost_cwmp::encode_cpe_message(CwmpVersion::V1_0, &Header::default(), &CpeBody::Request(CpeRequest::Inform(inform)));
+        let mut raw = RawCpe::connect(&h.cwmp_url()).await;
+        assert_eq!(raw.post("/", &body, &[XML], false).await.status, 200);
+        let request = raw.post("/", "", &[], false).await;
+        assert!(request.body.contains("GetParameterValues"), "{}", request.body);
+        // The task is answered with a fault whose FaultString is 100 KB.
+        let fault = roost_cwmp::encode_cpe_message(CwmpVersion::V1_0, &Header::default(), &CpeBody::Fault(Fault::new(9002, "y".repeat(100_000))));
+        let _ = raw.post("/", &fault, &[XML], false).await;
+        raw.end_session("/").await;
+        let stored = h.stored_value(&id, code).await.unwrap();
+        assert_eq!(stored.len(), 32 * 1024, "the value is cut at 32 KiB");
+        let flood = h.parameters(&id, "InternetGatewayDevice.X_Flood.").await;
+        assert_eq!(flood.len(), 1023, "the Inform kept its first 1,024 parameters");
+        let (_, failed) = h.get(&format!("/api/v1/tasks/{}", task["id"].as_str().unwrap())).await;
+        assert_eq!(failed["status"], "fault", "{failed}");
+        assert!(failed["fault"]["message"].as_str().unwrap().len() <= 1024, "the FaultString is cut at 1 KiB");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn api_requests_past_the_limit_wait_then_get_503(backend: Backend) {
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
+            config.api.max_concurrent_requests = 1;
+            config.api.queue_timeout = Duration::from_millis(300);
+        })
+        .await;
+        // A slow request holding the only place: a route of its own behind the same limiter.
+        let slow_route = axum::Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    "done"
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(h.app().clone(), roost::api::take_slot));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, slow_route).await });
+        let slow = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (status, problem) = h.get("/api/v1/devices").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+        assert_eq!(problem["code"], "busy");
+        assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
+        let (status, _) = h.get("/api/v1/devices").await;
+        assert_eq!(status, StatusCode::OK, "the place is free again");
+        h.finish().await;
+    }
+
     async fn a_trickling_client_is_cut_at_the_request_deadline(backend: Backend) {
         let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
             config.cwmp.request_deadline = Duration::from_secs(1);
