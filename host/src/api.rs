@@ -79,7 +79,36 @@ impl ApiSlot {
 /// Admits an API request when a place is free; waits for one up to `[api] queue_timeout`, then
 /// answers 503. Bounds what integrations take of the database pool and the CPU from CPE
 /// sessions.
-pub async fn take_slot(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+pub async fn take_slot(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    // The body first, within the queue time: a client that sends its body slowly (or never)
+    // holds no place while it does.
+    let (parts, body) = request.into_parts();
+    // Components are uploaded whole; every other body is JSON.
+    let limit = if parts.uri.path().ends_with("/plugins") {
+        plugins::MAX_COMPONENT_BYTES
+    } else {
+        app.config.api.max_body_bytes
+    };
+    let bytes = match tokio::time::timeout(app.config.api.queue_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("The request body is larger than {limit} bytes, or was cut short"),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "The request body did not arrive in time",
+            )
+            .into_response();
+        }
+    };
+    let mut request = Request::from_parts(parts, axum::body::Body::from(bytes));
     let waited = tokio::time::timeout(app.config.api.queue_timeout, app.api_slots.clone().acquire_owned()).await;
     let Ok(Ok(permit)) = waited else {
         let mut response =

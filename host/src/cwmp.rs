@@ -300,9 +300,11 @@ async fn authenticate(
 ) -> anyhow::Result<Result<crate::store::credentials::CpeCredential, Gated>> {
     let client = origin.client;
     let claimed = auth::claimed_username(Some(authorization));
-    // Refused before any work: a guesser costs nothing but this check.
-    if app.auth_failures.is_throttled(client, claimed.as_deref()) {
-        return Ok(Err(Gated::Throttled));
+    match app.auth_failures.check(client, claimed.as_deref()) {
+        // Refused before any work: a guesser costs nothing but this check.
+        auth::Throttle::Refuse => return Ok(Err(Gated::Throttled)),
+        auth::Throttle::Delay => tokio::time::sleep(auth::USERNAME_DELAY).await,
+        auth::Throttle::No => {}
     }
     match auth::verify(app, Some(authorization), client, false).await? {
         auth::Verdict::Accepted(credential) => {
@@ -429,6 +431,7 @@ pub async fn serve(
         idle: app.config.cwmp.session_timeout,
         request_deadline: app.config.cwmp.request_deadline,
         budget: Some(framing::Settings::budget_of(app.config.cwmp.max_body_memory)),
+        strict: app.config.cwmp.auth == CpeAuthMode::Required,
     };
     let limit = connection_limit(app.config.cwmp.max_connections);
     let per_address_limit = app.config.cwmp.max_connections_per_address.min(limit);
@@ -442,7 +445,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match (open.clone().try_acquire_owned(), per_address.admit(peer.ip(), if app.config.cwmp.trusted_proxies.contains(&peer.ip()) { limit } else { per_address_limit })) {
+                Ok((stream, peer)) => match (open.clone().try_acquire_owned(), per_address.admit(auth::address_key(peer.ip()), if app.config.cwmp.trusted_proxies.contains(&peer.ip()) { limit } else { per_address_limit })) {
                     (Ok(permit), Some(counted)) => {
                         let gate_app = app.clone();
                         let gate: framing::Gate<Gated> = Arc::new(move |head| {
@@ -494,11 +497,26 @@ async fn serve_connection(
     let verdicts: framing::Verdicts<Gated> = Arc::default();
     let inbound = tokio::spawn(framing::serve_requests(from_cpe, requests, settings, gate, verdicts.clone()));
     let outbound = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut responses, &mut to_cpe).await;
+        // A client that stops reading its answers is gone after the idle time, with its
+        // connection: nothing waits on it forever.
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            use tokio::io::AsyncReadExt;
+            let n = match responses.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            match tokio::time::timeout(idle, to_cpe.write_all(&chunk[..n])).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
         let _ = to_cpe.shutdown().await;
     });
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-        let forwarded_for = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        // The last header line, as the framer reads it: a proxy appends its own.
+        let forwarded_for =
+            request.headers().get_all("x-forwarded-for").iter().next_back().and_then(|v| v.to_str().ok());
         let origin = Origin::of(peer, forwarded_for, &trusted_proxies);
         request.extensions_mut().insert(origin);
         // One verdict per framed request, in order; none past a switch to pass-through.
@@ -601,6 +619,11 @@ async fn handle(
 ) -> Response {
     if let Some(response) = gated.as_ref().and_then(|g| refusal(&app, origin, g)) {
         return response;
+    }
+    // Every request the framer passes on under authentication carries a verdict: one without
+    // is refused rather than trusted.
+    if gated.is_none() && app.config.cwmp.auth == CpeAuthMode::Required {
+        return unauthorized(&app, origin.client, false);
     }
     let peer = origin.peer;
     let now = Instant::now();

@@ -42,7 +42,12 @@ pub struct NonceKey {
     key: [u8; 32],
     /// Nonce → the highest nonce count a verified response used, and when it was first used.
     used: Mutex<HashMap<String, (u32, Instant)>>,
+    /// When expired uses were last dropped.
+    pruned: Mutex<Instant>,
 }
+
+/// How often expired nonce uses are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for NonceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,7 +70,7 @@ impl NonceKey {
     pub fn random() -> Self {
         let mut key = [0u8; 32];
         rand::rng().fill_bytes(&mut key);
-        Self { key, used: Mutex::new(HashMap::new()) }
+        Self { key, used: Mutex::new(HashMap::new()), pruned: Mutex::new(Instant::now()) }
     }
 
     /// `timestamp.salt.tag`: the salt makes every challenge's nonce its own, so that one use
@@ -107,7 +112,11 @@ impl NonceKey {
     fn take(&self, nonce: &str, nc: Option<u32>) -> bool {
         let Ok(mut used) = self.used.lock() else { return false };
         let now = Instant::now();
-        if used.len() > 10_000 {
+        // Expired uses go at most every few seconds, not on every login of a large fleet.
+        if let Ok(mut last) = self.pruned.lock()
+            && now.duration_since(*last) >= PRUNE_EVERY
+        {
+            *last = now;
             used.retain(|_, (_, first)| now.duration_since(*first) <= NONCE_LIFETIME);
         }
         let count = nc.unwrap_or(0);
@@ -148,8 +157,8 @@ impl std::fmt::Debug for FailureThrottle {
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Failures from one address within a window before it is throttled.
 const MAX_FAILURES_PER_ADDRESS: u32 = 10;
-/// Failures for one username, from anywhere, within a window before it is throttled (but for
-/// addresses that authenticated lately).
+/// Failures for one username, from anywhere, within a window before its requests are delayed
+/// (but for addresses that authenticated lately).
 const MAX_FAILURES_PER_USERNAME: u32 = 100;
 /// How long an address that authenticated stays trusted by a throttled username.
 const TRUSTED_FOR: Duration = Duration::from_secs(3600);
@@ -164,25 +173,52 @@ impl Default for FailureThrottle {
     }
 }
 
+/// What the throttle makes of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    No,
+    /// Its address failed too often: refuse it unexamined.
+    Refuse,
+    /// Its username is under attack from elsewhere: examine it, but only after a pause. A
+    /// username is shared by a fleet, so refusing it would lock the fleet out for the attacker.
+    Delay,
+}
+
+/// The pause of a request whose username is under attack.
+pub const USERNAME_DELAY: Duration = Duration::from_secs(1);
+
+/// The key an address is counted under: an IPv6 host is its /64, which one subscriber holds
+/// whole.
+pub fn address_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
+}
+
 impl FailureThrottle {
-    /// Whether a request from `client` for `username` is to be refused unexamined.
-    pub fn is_throttled(&self, client: IpAddr, username: Option<&str>) -> bool {
+    /// What to do with a request from `client` for `username`.
+    pub fn check(&self, client: IpAddr, username: Option<&str>) -> Throttle {
         let over = |counter: Option<std::sync::Arc<AtomicU32>>, limit: u32| {
             counter.is_some_and(|c| c.load(Ordering::Relaxed) >= limit)
         };
-        if over(self.by_address.get(&client), MAX_FAILURES_PER_ADDRESS) {
-            return true;
+        if over(self.by_address.get(&address_key(client)), MAX_FAILURES_PER_ADDRESS) {
+            return Throttle::Refuse;
         }
-        username.is_some_and(|username| {
+        let username_attacked = username.is_some_and(|username| {
             over(self.by_username.get(username), MAX_FAILURES_PER_USERNAME) && !self.trusted.contains_key(&client)
-        })
+        });
+        if username_attacked { Throttle::Delay } else { Throttle::No }
     }
 
     /// Counts a failure; returns what is worth a log line (the first of a window, and the one
     /// that starts throttling), so that an attack does not flood the log.
     pub fn record_failure(&self, client: IpAddr, username: Option<&str>) -> Option<&'static str> {
         let count = |counter: std::sync::Arc<AtomicU32>| counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let by_address = count(self.by_address.get_with(client, Default::default));
+        let by_address = count(self.by_address.get_with(address_key(client), Default::default));
         let by_username = username.map(|u| count(self.by_username.get_with(u.to_owned(), Default::default)));
         if by_address == MAX_FAILURES_PER_ADDRESS {
             Some("address throttled after repeated authentication failures")
@@ -273,7 +309,9 @@ pub async fn verify(app: &App, authorization: Option<&str>, client: IpAddr, tls:
     }
     // The right password over a nonce count already used: a replay, or a CPE that reuses its
     // nonce across sessions; either way it gets a new nonce.
-    let nc = field("nc").map(|nc| u32::from_str_radix(nc, 16).unwrap_or(0));
+    // Without qop the count is not part of the hash: a replay could add any `nc` it likes, so
+    // such a nonce opens one session whatever `nc` says.
+    let nc = qop.map(|(_, nc, _)| u32::from_str_radix(nc, 16).unwrap_or(0));
     if !app.nonce_key.take(nonce, nc) {
         return Ok(Verdict::Challenge { stale: true });
     }
@@ -367,12 +405,12 @@ mod tests {
     fn failures_throttle_the_address_and_then_the_username_but_not_its_trusted_devices() {
         let throttle = FailureThrottle::default();
         for _ in 0..MAX_FAILURES_PER_ADDRESS {
-            assert!(!throttle.is_throttled(HOME, Some("fleet")));
+            assert_eq!(throttle.check(HOME, Some("fleet")), Throttle::No);
             throttle.record_failure(HOME, Some("fleet"));
         }
-        assert!(throttle.is_throttled(HOME, Some("fleet")));
-        assert!(throttle.is_throttled(HOME, None), "any username from that address");
-        assert!(!throttle.is_throttled(ELSEWHERE, Some("fleet")), "other addresses are not slowed");
+        assert_eq!(throttle.check(HOME, Some("fleet")), Throttle::Refuse);
+        assert_eq!(throttle.check(HOME, None), Throttle::Refuse, "any username from that address");
+        assert_eq!(throttle.check(ELSEWHERE, Some("fleet")), Throttle::No, "other addresses are not slowed");
         // Many addresses guessing one username.
         let trusted = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9));
         throttle.record_success(trusted);
@@ -380,9 +418,30 @@ mod tests {
             let attacker = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             throttle.record_failure(attacker, Some("fleet"));
         }
-        assert!(throttle.is_throttled(ELSEWHERE, Some("fleet")));
-        assert!(!throttle.is_throttled(ELSEWHERE, Some("other-fleet")));
-        assert!(!throttle.is_throttled(trusted, Some("fleet")), "a device that authenticated lately");
+        assert_eq!(throttle.check(ELSEWHERE, Some("fleet")), Throttle::Delay, "delayed, never locked out");
+        assert_eq!(throttle.check(ELSEWHERE, Some("other-fleet")), Throttle::No);
+        assert_eq!(throttle.check(trusted, Some("fleet")), Throttle::No, "a device that authenticated lately");
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_counted_as_its_prefix() {
+        let throttle = FailureThrottle::default();
+        for host in 0..MAX_FAILURES_PER_ADDRESS {
+            let address: IpAddr = format!("2001:db8:1:2::{:x}", host + 1).parse().unwrap();
+            throttle.record_failure(address, None);
+        }
+        let same_prefix: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        let other_prefix: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(throttle.check(same_prefix, None), Throttle::Refuse);
+        assert_eq!(throttle.check(other_prefix, None), Throttle::No);
+    }
+
+    #[test]
+    fn a_nonce_without_qop_opens_one_session_whatever_its_count() {
+        let key = NonceKey::random();
+        let nonce = key.issue(HOME);
+        assert!(key.take(&nonce, None));
+        assert!(!key.take(&nonce, None), "the count is not in the hash: it proves nothing");
     }
 
     #[test]

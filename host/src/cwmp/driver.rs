@@ -36,7 +36,7 @@ const MAX_RPCS_PER_SESSION: u32 = 4096;
 
 /// Sessions in a row that may die during discovery before it is given up (a fault is recorded):
 /// enough to halve the default batch down to one name.
-const MAX_DISCOVERY_DEATHS: i64 = 10;
+const MAX_DISCOVERY_DEATHS: i64 = devices::DISCOVERY_GIVEN_UP;
 /// Deaths on a request that cannot be made smaller (GetParameterNames, or one name) after
 /// which discovery is given up.
 const MAX_UNSHRINKABLE_DEATHS: i64 = 3;
@@ -64,13 +64,15 @@ pub(crate) enum AfterDeath {
     GiveUp,
 }
 
-/// `failures`: sessions in a row that died during discovery before this one.
+/// `batch`: the batch in use (learnt, or the configured default); `failures`: sessions in a row
+/// that died during discovery before this one. Only a death on a full batch says the batch is
+/// too large: the last, shorter batch of a tree comes after full ones that passed.
 pub(crate) fn after_discovery_death(step: Step, batch: i64, failures: i64) -> AfterDeath {
     let failures = failures + 1;
     let (batch, shrank) = match step {
         Step::Values(sent) => {
             let sent = i64::try_from(sent).unwrap_or(i64::MAX);
-            if sent > 1 { ((sent / 2).max(1), true) } else { (1, false) }
+            if sent > 1 && sent >= batch { ((sent / 2).max(1), true) } else { (batch, false) }
         }
         Step::Names => (batch, false),
     };
@@ -333,8 +335,16 @@ impl Driver {
     pub async fn abandoned(&self, app: &App) -> Result<()> {
         let Some(Work::Discovery(refresh)) = &self.work else { return Ok(()) };
         let Some(step) = refresh.in_flight() else { return Ok(()) };
+        if app.is_draining() {
+            // Ended by this server's shutdown, not by the CPE.
+            return Ok(());
+        }
         let device = &self.device;
-        match after_discovery_death(step, device.discovery_batch, device.discovery_failures) {
+        let in_use = match device.discovery_batch {
+            0 => i64::try_from(app.config.cwmp.discovery_batch).unwrap_or(i64::MAX),
+            learnt => learnt,
+        };
+        match after_discovery_death(step, in_use, device.discovery_failures) {
             AfterDeath::Retry { batch, failures } => {
                 tracing::warn!(device = %device.device_id, ?step, batch, failures, "the session died during discovery; retrying with smaller batches");
                 devices::set_discovery_state(&app.store, device.id, batch, failures).await
@@ -835,6 +845,8 @@ mod tests {
     #[test]
     fn discovery_that_keeps_dying_is_given_up() {
         assert_eq!(after_discovery_death(Step::Values(1), 1, 1), AfterDeath::Retry { batch: 1, failures: 2 });
+        // The short last batch of a tree dying is not the batch size's fault.
+        assert_eq!(after_discovery_death(Step::Values(3), 256, 0), AfterDeath::Retry { batch: 256, failures: 1 });
         assert_eq!(after_discovery_death(Step::Values(1), 1, 2), AfterDeath::GiveUp);
         assert_eq!(after_discovery_death(Step::Names, 0, 1), AfterDeath::Retry { batch: 0, failures: 2 });
         assert_eq!(after_discovery_death(Step::Names, 0, 2), AfterDeath::GiveUp);

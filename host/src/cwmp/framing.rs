@@ -43,6 +43,9 @@ const IDLE_BUFFER: usize = 8 * 1024;
 /// CPE's next request, with credentials, comes on it); a larger one closes the connection.
 const DISCARD_LIMIT: usize = 64 * 1024;
 
+/// All trailers of a chunked body together, at most.
+const MAX_TRAILERS: usize = 8 * 1024;
+
 /// The budget counts kibibytes.
 const BUDGET_UNIT: usize = 1024;
 
@@ -60,6 +63,9 @@ pub struct Settings {
     pub request_deadline: Duration,
     /// Bytes of bodies held at once, across connections, in [`BUDGET_UNIT`]s; `None`: no bound.
     pub budget: Option<Arc<Semaphore>>,
+    /// Close a connection whose request head cannot be framed, rather than pass it through
+    /// unexamined: on when the gate must see every request (CPE authentication on).
+    pub strict: bool,
 }
 
 impl Settings {
@@ -166,8 +172,14 @@ where
     let mut buffer: Vec<u8> = Vec::with_capacity(IDLE_BUFFER);
     loop {
         from.deadline = None;
+        // Empty lines before a request are ignored (RFC 9112 §2.2).
+        let blank = buffer.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        buffer.drain(..blank);
         if buffer.is_empty() && !from.read_more(&mut buffer).await? {
             return to.flush().await;
+        }
+        if matches!(buffer.first(), Some(b'\r' | b'\n')) {
+            continue;
         }
         // A request's time runs from its first byte.
         from.deadline = Some(Instant::now() + settings.request_deadline);
@@ -180,6 +192,9 @@ where
             }
             scanned = buffer.len().saturating_sub(3);
             if buffer.len() > MAX_HEAD {
+                if settings.strict {
+                    return to.flush().await;
+                }
                 to.write_all(&buffer).await?;
                 return pass_through(from, to).await;
             }
@@ -189,6 +204,12 @@ where
             }
         };
         let Some((body, head)) = parse_head(&buffer[..head_end]) else {
+            // A head this framer cannot read the same way as the HTTP parser would: nothing
+            // after it can be framed. Without authentication it passes on as it is; with it,
+            // the connection ends (the gate must see every request).
+            if settings.strict {
+                return to.flush().await;
+            }
             to.write_all(&buffer).await?;
             return pass_through(from, to).await;
         };
@@ -309,8 +330,13 @@ async fn read_length_body<R: AsyncRead + Unpin>(
     if !budget.reserve(head_end + 4 * length).await {
         return Ok(Read::NoRoom);
     }
-    while utf8_chars(&buffer[head_end..]) < length && buffer.len() - head_end < 4 * length {
-        if !from.read_more(buffer).await? {
+    // Characters are counted as bytes arrive, each byte once.
+    let mut counted = head_end;
+    let mut chars = 0;
+    loop {
+        chars += utf8_chars(&buffer[counted..]);
+        counted = buffer.len();
+        if chars >= length || buffer.len() - head_end >= 4 * length || !from.read_more(buffer).await? {
             break;
         }
     }
@@ -345,35 +371,46 @@ async fn dechunk<R: AsyncRead + Unpin>(
         let Ok(size) = usize::from_str_radix(size_text, 16) else { return Ok(Read::Ended) };
         at = line_end + 2;
         if size == 0 {
-            // Trailers, if any, end with an empty line.
+            // Trailers, if any, end with an empty line; all of them together are small.
+            let trailers_start = at;
             loop {
                 if let Some(end) = find(&buffer[at..], b"\r\n") {
-                    let trailer_empty = end == 0;
                     at += end + 2;
-                    if trailer_empty {
+                    if end == 0 {
                         break;
                     }
-                    continue;
-                }
-                if buffer.len() - at > 8 * 1024 || !from.read_more(buffer).await? {
-                    return Ok(Read::Ended);
+                    if at - trailers_start > MAX_TRAILERS {
+                        return Ok(Read::TooLarge);
+                    }
+                } else {
+                    if buffer.len() - trailers_start > MAX_TRAILERS {
+                        return Ok(Read::TooLarge);
+                    }
+                    if !from.read_more(buffer).await? {
+                        return Ok(Read::Ended);
+                    }
                 }
             }
             break;
         }
-        if body.len() + size > max_body {
+        let Some(total) = body.len().checked_add(size).filter(|total| *total <= max_body) else {
             return Ok(Read::TooLarge);
-        }
-        if !budget.reserve(2 * (body.len() + size) + at).await {
+        };
+        if !budget.reserve(2 * total + at).await {
             return Ok(Read::NoRoom);
         }
-        while buffer.len() < at + size + 2 {
+        let chunk_end = at + size;
+        while buffer.len() < chunk_end + 2 {
             if !from.read_more(buffer).await? {
                 return Ok(Read::Ended);
             }
         }
-        body.extend_from_slice(&buffer[at..at + size]);
-        at += size + 2;
+        if &buffer[chunk_end..chunk_end + 2] != b"\r\n" {
+            // Not chunked encoding after all: nothing more can be framed.
+            return Ok(Read::Ended);
+        }
+        body.extend_from_slice(&buffer[at..chunk_end]);
+        at = chunk_end + 2;
     }
     let head = rewrite_head(&buffer[..head_end], body.len());
     let head_len = head.len();
@@ -433,7 +470,14 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// How the body is delimited, and what the gate needs; `None` for a head that is not text or
 /// has a malformed length.
 fn parse_head(head: &[u8]) -> Option<(Body, RequestHead)> {
-    let text = std::str::from_utf8(head).ok()?;
+    // A line ended by a bare LF is one line to some HTTP parsers and part of another here: the
+    // two would frame the stream differently, so such a head is not framed at all.
+    if head.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+        return None;
+    }
+    // Header values in another encoding (a vendor's Latin-1 User-Agent) are not a reason to
+    // give up: only the fields read here must make sense.
+    let text = String::from_utf8_lossy(head);
     let mut length = None;
     let mut chunked = false;
     let mut fields = RequestHead::default();
@@ -553,7 +597,13 @@ mod tests {
     }
 
     fn settings(max_body: usize) -> Settings {
-        Settings { max_body, idle: Duration::from_secs(5), request_deadline: Duration::from_secs(5), budget: None }
+        Settings {
+            max_body,
+            idle: Duration::from_secs(5),
+            request_deadline: Duration::from_secs(5),
+            budget: None,
+            strict: false,
+        }
     }
 
     async fn frame_with(input: &[u8], settings: Settings) -> (Vec<u8>, Vec<Seen>) {
@@ -704,6 +754,40 @@ mod tests {
         let settings = Settings { idle: Duration::from_millis(50), ..settings(1024) };
         serve_requests(quiet, &mut out, settings, gate(), Arc::default()).await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn heads_that_cannot_be_framed_end_the_connection_when_strict() {
+        // A bare LF: another parser would see a chunked request here.
+        let input = b"POST / HTTP/1.1\nTransfer-Encoding: chunked\nX: a\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec();
+        let (out, seen) = frame_with(&input, Settings { strict: true, ..settings(1 << 20) }).await;
+        assert!(out.is_empty() && seen.is_empty(), "nothing passed on, connection ended");
+        let (out, _) = frame_with(&input, settings(1 << 20)).await;
+        assert_eq!(out, input, "passed through when not strict");
+    }
+
+    #[tokio::test]
+    async fn blank_lines_before_a_request_are_skipped() {
+        let mut input = b"\r\n\r\n".to_vec();
+        input.extend(request("<a/>", 4));
+        let (out, seen) = frame_with(&input, settings(1 << 20)).await;
+        assert_eq!(out, request("<a/>", 4));
+        assert_eq!(seen, vec![Seen::Admitted]);
+    }
+
+    #[tokio::test]
+    async fn hostile_chunk_sizes_are_refused_without_panicking() {
+        let input =
+            b"POST / HTTP/1.1\r\nAuthorization: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\nffffffffffffffff\r\n"
+                .to_vec();
+        let (_, seen) = frame_with(&input, settings(1 << 20)).await;
+        assert_eq!(seen, vec![Seen::TooLarge]);
+        let mut trailers = b"POST / HTTP/1.1\r\nAuthorization: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        for i in 0..2000 {
+            trailers.extend(format!("X-Trailer-{i}: aaaaaaaa\r\n").as_bytes());
+        }
+        let (_, seen) = frame_with(&trailers, settings(1 << 20)).await;
+        assert_eq!(seen, vec![Seen::TooLarge], "trailers are bounded");
     }
 
     #[tokio::test]

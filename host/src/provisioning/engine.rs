@@ -882,7 +882,7 @@ impl Provisioning {
             };
             app.provisioning.reads.keep(self.device_pk, kept);
         }
-        if converged {
+        if converged && !self.unsettled {
             let now = now_millis();
             for preset in std::mem::take(&mut self.ran_scheduled) {
                 preset_store::record_run(&app.store, self.device_pk, preset.org_id, &preset.name, now).await?;

@@ -104,6 +104,9 @@ fn data_model_of(parameters: &[ParameterValue]) -> &'static str {
 /// the digest of the Inform's parameters differs from the stored one are the parameters compared
 /// and the changed ones written; a new device is registered in one transaction.
 ///
+/// The `devices.discovery_failures` at which discovery is given up.
+pub const DISCOVERY_GIVEN_UP: i64 = 10;
+
 /// A `0 BOOTSTRAP` means the CPE forgot what the ACS told it (TR-069 §3.7.1.5): the device is
 /// marked for rediscovery and new connection-request credentials.
 pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<InformOutcome> {
@@ -210,10 +213,13 @@ async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> 
         sql.push_str(
             // The discovery batch is what the firmware survives, which a bootstrap does not change
             // (and a retried bootstrap is what a session that died during discovery sends).
+            // A discovery given up is tried again after a factory reset.
             ", last_bootstrap_at = ?, discovered_at = NULL, configured_at = NULL, \
+             discovery_failures = CASE WHEN discovery_failures >= ? THEN 0 ELSE discovery_failures END, \
              connection_request_username = '', connection_request_password = NULL",
         );
         args.push(record.now.into());
+        args.push(DISCOVERY_GIVEN_UP.into());
     }
     sql.push_str(&format!(" WHERE device_id = ? RETURNING *, {HAS_QUEUED_TASKS}"));
     args.push(record.device_id.into());
