@@ -32,6 +32,10 @@ pub struct App {
     pub api_store: Store,
     /// API requests in flight (`[api] max_concurrent_requests`).
     pub api_slots: Arc<tokio::sync::Semaphore>,
+    /// Failed logins, per address and account.
+    pub login_failures: crate::api::auth::LoginThrottle,
+    /// Password hashes computed at once, on the blocking pool: one per core.
+    pub password_checks: tokio::sync::Semaphore,
     pub secrets: Secrets,
     pub tokens: TokenKeys,
     pub nonce_key: NonceKey,
@@ -86,6 +90,10 @@ impl App {
             store,
             api_store,
             api_slots,
+            login_failures: Default::default(),
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
+            ),
             secrets,
             tokens,
             nonce_key: NonceKey::random(),

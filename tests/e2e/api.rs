@@ -178,3 +178,33 @@ on_both_backends! {
         h.finish().await;
     }
 }
+
+on_both_backends! {
+    async fn failed_logins_are_throttled_per_account_and_address(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let login = |email: &'static str, password: &'static str| {
+            h.http.post(h.url("/api/v1/auth/login")).json(&json!({"email": email, "password": password})).send()
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..12 {
+            statuses.push(login(ADMIN_EMAIL, "wrong guess").await.unwrap().status());
+        }
+        assert_eq!(&statuses[..10], &[StatusCode::UNAUTHORIZED; 10], "{statuses:?}");
+        assert_eq!(&statuses[10..], &[StatusCode::TOO_MANY_REQUESTS; 2], "{statuses:?}");
+        // The right password waits out the window too: a brute force cannot succeed.
+        let refused = login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["retry-after"], "60");
+        let problem: JsonValue = refused.json().await.unwrap();
+        assert_eq!(problem["code"], "too_many_attempts");
+        // Another account is not affected, and tokens issued before keep working.
+        let app = h.app().clone();
+        let platform = roost::store::orgs::by_slug(&app.store, "platform").await.unwrap().unwrap();
+        let hash = roost::api::auth::hash_password("another-password").unwrap();
+        roost::store::users::create(&app.store, platform.id, "ops@example.com", &hash, "read-only").await.unwrap();
+        assert_eq!(login("ops@example.com", "another-password").await.unwrap().status(), StatusCode::OK);
+        let (status, _) = h.get("/api/v1/devices").await;
+        assert_eq!(status, StatusCode::OK);
+        h.finish().await;
+    }
+}

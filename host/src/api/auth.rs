@@ -3,14 +3,15 @@
 //! replica, and the extractor that turns a bearer token into the caller's tenant context.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
-use axum::http::header;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::routing::post;
 
 use super::extract::Json;
@@ -195,21 +196,84 @@ pub fn router() -> Router<Arc<App>> {
     Router::new().route("/auth/login", post(login)).route("/auth/refresh", post(refresh))
 }
 
-async fn login(State(app): State<Arc<App>>, Json(request): Json<LoginRequest>) -> ApiResult<Json<TokenResponse>> {
+async fn login(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Json(request): Json<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let email = request.email.trim().to_ascii_lowercase();
+    // A brute force is refused before any hashing: it neither succeeds nor costs anyone else.
+    if app.login_failures.is_throttled(peer.ip(), &email) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "Too many failed logins for this account or from this address; retry later",
+        ));
+    }
     let user = users::by_email(&app.api_store, request.email.trim()).await?;
     // Hash even for unknown emails so response times do not reveal which emails exist.
-    let valid = match &user {
-        Some(user) => verify_password(&request.password, &user.password_hash),
-        None => {
-            let _ = verify_password(&request.password, DUMMY_HASH);
-            false
-        }
-    };
+    let hash = user.as_ref().map_or(DUMMY_HASH.to_owned(), |user| user.password_hash.clone());
+    let valid = verify_password_off_the_runtime(&app, request.password, hash).await? && user.is_some();
     let user = match user {
         Some(user) if valid && !user.disabled => user,
-        _ => return Err(ApiError::unauthorized("wrong email or password")),
+        _ => {
+            app.login_failures.record_failure(peer.ip(), &email);
+            return Err(ApiError::unauthorized("wrong email or password"));
+        }
     };
     issue(&app, &user)
+}
+
+/// Verifies a password on the blocking pool, a few at a time: argon2 takes tens of milliseconds
+/// of CPU by design, which on an async worker would stall every CPE session sharing it.
+async fn verify_password_off_the_runtime(app: &App, password: String, hash: String) -> Result<bool> {
+    let _permit = app.password_checks.acquire().await.context("the password-check limiter is closed")?;
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.context("a password check panicked")
+}
+
+/// Failed logins per source address and per account, in one-minute windows.
+pub struct LoginThrottle {
+    by_address: moka::sync::Cache<std::net::IpAddr, Arc<AtomicU32>>,
+    by_account: moka::sync::Cache<String, Arc<AtomicU32>>,
+}
+
+impl std::fmt::Debug for LoginThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginThrottle(..)")
+    }
+}
+
+/// Failed logins from one address within a minute before it gets 429.
+const MAX_LOGIN_FAILURES_PER_ADDRESS: u32 = 20;
+/// Failed logins for one account within a minute before it gets 429.
+const MAX_LOGIN_FAILURES_PER_ACCOUNT: u32 = 10;
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        let window = std::time::Duration::from_secs(60);
+        Self {
+            by_address: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(window).build(),
+            by_account: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(window).build(),
+        }
+    }
+}
+
+impl LoginThrottle {
+    pub fn is_throttled(&self, client: std::net::IpAddr, account: &str) -> bool {
+        let client = crate::cwmp::auth::address_key(client);
+        self.by_address.get(&client).is_some_and(|c| c.load(Ordering::Relaxed) >= MAX_LOGIN_FAILURES_PER_ADDRESS)
+            || self.by_account.get(account).is_some_and(|c| c.load(Ordering::Relaxed) >= MAX_LOGIN_FAILURES_PER_ACCOUNT)
+    }
+
+    pub fn record_failure(&self, client: std::net::IpAddr, account: &str) {
+        let client = crate::cwmp::auth::address_key(client);
+        let by_address = self.by_address.get_with(client, Default::default).fetch_add(1, Ordering::Relaxed) + 1;
+        let by_account =
+            self.by_account.get_with(account.to_owned(), Default::default).fetch_add(1, Ordering::Relaxed) + 1;
+        if by_address == MAX_LOGIN_FAILURES_PER_ADDRESS || by_account == MAX_LOGIN_FAILURES_PER_ACCOUNT {
+            tracing::warn!(%client, account, "logins throttled after repeated failures");
+        }
+    }
 }
 
 async fn refresh(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {

@@ -9,6 +9,8 @@ use serde_json::json;
 
 /// What a 503 asks the client to wait: about what a database restart or failover takes.
 const RETRY_AFTER_SECONDS: &str = "5";
+/// What a 429 asks the client to wait: the throttles' window.
+const THROTTLED_SECONDS: &str = "60";
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -93,6 +95,9 @@ impl IntoResponse for ApiError {
             .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(THROTTLED_SECONDS));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
