@@ -80,5 +80,5 @@ out="target/bench/$(date +%Y%m%dT%H%M%S)-hostile.txt"
   )
   echo "server log lines: $(wc -l <"$tmp/server.log")"
   grep -c "connection limit reached" "$tmp/server.log" | sed 's/^/  connection-limit lines: /'
-  grep -c "authentication failed\|throttled" "$tmp/server.log" | sed 's/^/  authentication-failure lines: /'
+  grep -c "authentication failed\|throttled\|delayed" "$tmp/server.log" | sed 's/^/  authentication-failure lines: /'
 } 2>&1 | tee "$out"

@@ -223,7 +223,7 @@ impl FailureThrottle {
         if by_address == MAX_FAILURES_PER_ADDRESS {
             Some("address throttled after repeated authentication failures")
         } else if by_username == Some(MAX_FAILURES_PER_USERNAME) {
-            Some("username throttled after repeated authentication failures")
+            Some("username delayed after repeated authentication failures")
         } else if by_address == 1 {
             Some("CPE authentication failed")
         } else {
