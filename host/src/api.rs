@@ -14,15 +14,20 @@ use serde::Deserialize;
 
 use crate::app::App;
 
+pub mod api_keys;
+pub mod audit;
 pub mod auth;
+pub mod authenticate;
 pub mod devices;
 pub mod error;
 pub mod extract;
+pub mod orgs;
 pub mod plugins;
 pub mod presets;
 pub mod tasks;
+pub mod users;
 
-use error::{ApiError, ApiResult};
+use error::{ApiError, ApiResult, ErrorCode};
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.api.max_body_bytes;
@@ -32,13 +37,24 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(tasks::router())
         .merge(plugins::router())
         .merge(presets::router())
-        .layer(axum::middleware::from_fn_with_state(app.clone(), take_slot));
+        .merge(orgs::router())
+        .merge(users::router())
+        .merge(api_keys::router())
+        .merge(audit::router())
+        // Route layers run after routing, inside out: the caller is known (and a key over its
+        // rate limit refused) before a place is taken, and the audit sees the matched route.
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), take_slot))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), authenticate::authenticate));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::MethodNotAllowed,
+                "This route does not take that method",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(limit_uri))
@@ -54,7 +70,7 @@ async fn limit_uri(request: Request, next: Next) -> Response {
     if length > MAX_URI_BYTES {
         return ApiError::new(
             StatusCode::URI_TOO_LONG,
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             format!("The request target is {length} bytes; at most {MAX_URI_BYTES} are read"),
         )
         .into_response();
@@ -94,7 +110,7 @@ pub async fn take_slot(State(app): State<Arc<App>>, request: Request, next: Next
         Ok(Err(_)) => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("The request body is larger than {limit} bytes, or was cut short"),
             )
             .into_response();
@@ -102,7 +118,7 @@ pub async fn take_slot(State(app): State<Arc<App>>, request: Request, next: Next
         Err(_) => {
             return ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 "The request body did not arrive in time",
             )
             .into_response();
@@ -111,9 +127,12 @@ pub async fn take_slot(State(app): State<Arc<App>>, request: Request, next: Next
     let mut request = Request::from_parts(parts, axum::body::Body::from(bytes));
     let waited = tokio::time::timeout(app.config.api.queue_timeout, app.api_slots.clone().acquire_owned()).await;
     let Ok(Ok(permit)) = waited else {
-        let mut response =
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Too many API requests at once; retry later")
-                .into_response();
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Busy,
+            "Too many API requests at once; retry later",
+        )
+        .into_response();
         response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         return response;
     };
@@ -151,9 +170,10 @@ impl Page {
         match self.limit {
             None => Ok(Self::DEFAULT_LIMIT),
             Some(n) if (1..=Self::MAX_LIMIT).contains(&n) => Ok(n),
-            Some(n) => {
-                Err(ApiError::bad_request("invalid_query", format!("limit must be 1 to {}, got {n}", Self::MAX_LIMIT)))
-            }
+            Some(n) => Err(ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                format!("limit must be 1 to {}, got {n}", Self::MAX_LIMIT),
+            )),
         }
     }
 
@@ -166,7 +186,9 @@ impl Page {
                     .decode(c)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(ErrorCode::InvalidCursor, "cursor is not one this API returned")
+                    })
             })
             .transpose()
     }
@@ -174,7 +196,8 @@ impl Page {
     pub fn id_cursor(&self) -> ApiResult<Option<i64>> {
         self.cursor()?
             .map(|c| {
-                c.parse().map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
+                c.parse()
+                    .map_err(|_| ApiError::bad_request(ErrorCode::InvalidCursor, "cursor is not one this API returned"))
             })
             .transpose()
     }
@@ -184,10 +207,25 @@ pub fn encode_cursor(key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
-/// `{"items": [...], "next_cursor": ...}`; `next_cursor` is present when the page was full.
+/// A page of a list: `{"items": [...], "next_cursor": ...}`. `next_cursor` is set when the page
+/// was full: the client passes it as `cursor` for the next page.
+#[derive(Debug, serde::Serialize)]
+pub struct ListResponse<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListResponse<T> {
+    /// A page of at most `limit` items, the last of which has the key `last_key`.
+    pub fn new(items: Vec<T>, limit: u64, last_key: Option<String>) -> Self {
+        let next_cursor = if items.len() as u64 == limit { last_key.map(|k| encode_cursor(&k)) } else { None };
+        Self { items, next_cursor }
+    }
+}
+
+/// [`ListResponse`] as a JSON value, for the areas that still build theirs by hand.
 pub fn list_response<T: serde::Serialize>(items: Vec<T>, limit: u64, last_key: Option<String>) -> serde_json::Value {
-    let next = if items.len() as u64 == limit { last_key.map(|k| encode_cursor(&k)) } else { None };
-    serde_json::json!({ "items": items, "next_cursor": next })
+    serde_json::to_value(ListResponse::new(items, limit, last_key)).unwrap_or_default()
 }
 
 /// RFC 3339 in UTC with milliseconds, from stored epoch milliseconds.
@@ -203,9 +241,9 @@ pub fn optional_timestamp(millis: Option<i64>) -> Option<String> {
 
 /// Parses an RFC 3339 query value into epoch milliseconds.
 pub fn parse_timestamp(field: &str, value: &str) -> ApiResult<i64> {
-    chrono::DateTime::parse_from_rfc3339(value)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::bad_request("invalid_query", format!("{field} must be an RFC 3339 time, got {value:?}")))
+    chrono::DateTime::parse_from_rfc3339(value).map(|t| t.timestamp_millis()).map_err(|_| {
+        ApiError::bad_request(ErrorCode::InvalidQuery, format!("{field} must be an RFC 3339 time, got {value:?}"))
+    })
 }
 
 /// Organization slugs by id, for rendering.

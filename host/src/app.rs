@@ -11,7 +11,6 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::api;
-use crate::api::auth::TokenKeys;
 use crate::config::{Config, CpeAuthMode};
 use crate::cwmp::{self, Sessions, auth::NonceKey};
 use crate::plugins::PluginRuntime;
@@ -32,12 +31,9 @@ pub struct App {
     pub api_store: Store,
     /// API requests in flight (`[api] max_concurrent_requests`).
     pub api_slots: Arc<tokio::sync::Semaphore>,
-    /// Failed logins, per address and account.
-    pub login_failures: crate::api::auth::LoginThrottle,
-    /// Password hashes computed at once, on the blocking pool: one per core.
-    pub password_checks: tokio::sync::Semaphore,
     pub secrets: Secrets,
-    pub tokens: TokenKeys,
+    /// The API's signing keys, login throttles, and live users and keys.
+    pub auth: api::auth::Authenticator,
     pub nonce_key: NonceKey,
     /// CPE authentication failures, per address and username.
     pub auth_failures: crate::cwmp::auth::FailureThrottle,
@@ -69,7 +65,7 @@ impl App {
         let api_store = store.with_own_pool(&config.database_url, config.api.max_concurrent_requests.max(1)).await?;
         let api_slots = Arc::new(tokio::sync::Semaphore::new(config.api.max_concurrent_requests.max(1) as usize));
         let secrets = Secrets::load_or_create(&config.data_dir)?;
-        let tokens = TokenKeys::load_or_create(&store, &secrets).await?;
+        let auth = api::auth::Authenticator::open(&store, &secrets).await?;
         let http = reqwest::Client::builder()
             .timeout(config.connection_request.timeout)
             .connect_timeout(config.connection_request.timeout)
@@ -90,12 +86,8 @@ impl App {
             store,
             api_store,
             api_slots,
-            login_failures: Default::default(),
-            password_checks: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
-            ),
             secrets,
-            tokens,
+            auth,
             nonce_key: NonceKey::random(),
             auth_failures: Default::default(),
             sessions: Sessions::default(),

@@ -5,9 +5,10 @@ use std::io::Read;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::api::auth::{Role, hash_password};
+use crate::api::auth::{check_password_strength, hash_password};
 use crate::app::Server;
 use crate::config::{Config, DatabaseArgs, ServeArgs};
+use crate::permissions::{Role, may_grant};
 use crate::plugins::{API_VERSION, PluginRuntime, PluginSettings, install};
 use crate::secrets::Secrets;
 use crate::store::{Store, credentials, orgs, users};
@@ -37,6 +38,11 @@ pub enum Command {
     CpeCredential {
         #[command(subcommand)]
         command: CpeCredentialCommand,
+    },
+    /// Manage the API's JWT signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Work with plugins (WebAssembly components).
     Plugin {
@@ -69,6 +75,16 @@ pub enum PluginCommand {
         /// Components, or directories of them.
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key: tokens issued from now on (on every replica) are signed with it;
+    /// tokens signed with older keys stay valid until they expire.
+    Rotate {
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
@@ -178,6 +194,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             store.close().await
         }
+        Command::Keys { command: KeysCommand::Rotate { database } } => {
+            let store = open(&database).await?;
+            let secrets = Secrets::load_or_create(&database.data_dir)?;
+            // Keep retired keys as long as the tokens they signed can live: the longest access
+            // token lifetime anyone would configure, with room to spare.
+            const KEEP_RETIRED_MS: i64 = 24 * 3600 * 1000;
+            let (kid, sealed) = crate::api::auth::new_signing_key(&secrets);
+            crate::store::tokens::add_signing_key(&store, &kid, sealed, KEEP_RETIRED_MS).await?;
+            println!("new signing key {kid}: new tokens use it; tokens signed before stay valid until they expire");
+            store.close().await
+        }
         Command::Serve(args) => {
             let config = Config::resolve(&args)?;
             let server = Server::start(config).await?;
@@ -190,14 +217,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 bail!("{email:?} is not an email address");
             }
             let password = read_password()?;
-            if password.chars().count() < 10 {
-                bail!("the password must have at least 10 characters");
-            }
+            check_password_strength(&password).map_err(anyhow::Error::msg)?;
             let store = open(&database).await?;
             let org = orgs::by_slug(&store, &org).await?.with_context(|| format!("no organization {org:?}"))?;
-            if role == Role::PlatformAdmin && org.slug != orgs::PLATFORM_SLUG {
-                bail!("platform-admin users belong to the {:?} organization", orgs::PLATFORM_SLUG);
-            }
+            // The operator at the command line holds the platform's rights, under the same
+            // rules as the API.
+            may_grant(Role::PlatformAdmin, role, org.slug == orgs::PLATFORM_SLUG)?;
             if users::by_email(&store, email).await?.is_some() {
                 bail!("a user with email {email:?} exists already");
             }

@@ -159,15 +159,18 @@ pub struct ApiSettings {
     pub max_concurrent_requests: u32,
     #[serde(with = "seconds")]
     pub queue_timeout: Duration,
+    /// Requests a minute an API key may make, unless the key sets its own.
+    pub api_key_rate_limit_per_minute: u64,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
         Self {
-            access_token_ttl: Duration::from_secs(3600),
+            access_token_ttl: Duration::from_secs(15 * 60),
             max_body_bytes: 4 * 1024 * 1024,
             max_concurrent_requests: 4,
             queue_timeout: Duration::from_secs(10),
+            api_key_rate_limit_per_minute: 600,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod cwmp;
+pub mod permissions;
 pub mod plugins;
 pub mod provisioning;
 pub mod secrets;

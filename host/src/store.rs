@@ -18,8 +18,11 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, MutexGuard};
 
+pub mod api_keys;
+pub mod audit;
 pub mod credentials;
 pub mod devices;
+pub mod events;
 pub mod faults;
 pub mod orgs;
 pub mod parameters;
@@ -27,6 +30,7 @@ pub mod plugins;
 pub mod presets;
 pub mod settings;
 pub mod tasks;
+pub mod tokens;
 pub mod users;
 
 /// The first row a statement returns, after stepping it to completion.
@@ -290,6 +294,17 @@ pub fn statement(backend: DbBackend, sql: &str, values: impl IntoIterator<Item =
         _ => sql.to_owned(),
     };
     Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Keyset paging by id: appends `AND id > after ORDER BY id LIMIT limit` to a query whose
+/// `WHERE` clause is written.
+pub fn page_by_id(sql: &mut String, args: &mut Vec<Value>, after: Option<i64>, limit: u64) {
+    if let Some(after) = after {
+        sql.push_str(" AND id > ?");
+        args.push(after.into());
+    }
+    sql.push_str(" ORDER BY id LIMIT ?");
+    args.push(Value::from(i64::try_from(limit).unwrap_or(i64::MAX)));
 }
 
 /// `?, ?, …` for `n` values.

@@ -13,6 +13,7 @@ mod m0003_preset_runs;
 mod m0004_tree_rev;
 mod m0005_onboarding_state;
 mod m0006_idempotency_keys;
+mod m0007_tenancy;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_tree_rev::Migration),
             Box::new(m0005_onboarding_state::Migration),
             Box::new(m0006_idempotency_keys::Migration),
+            Box::new(m0007_tenancy::Migration),
         ]
     }
 }

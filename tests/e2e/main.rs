@@ -11,5 +11,6 @@ mod plugins;
 mod provisioning;
 mod restart;
 mod tasks;
+mod tenancy;
 
 pub use roost_tests::*;

@@ -28,6 +28,7 @@ pub enum Backend {
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+pub const USER_PASSWORD: &str = "a tenant user password";
 
 fn postgres_admin_url() -> String {
     std::env::var("ROOST_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
@@ -185,6 +186,19 @@ impl Harness {
         self.data_dir.path().to_path_buf()
     }
 
+    /// Runs a `roost` command against this server's database, as an operator would.
+    pub async fn roost_command(&self, args: &[&str]) -> anyhow::Result<()> {
+        use clap::Parser;
+        let mut argv: Vec<String> = std::iter::once("roost").chain(args.iter().copied()).map(str::to_owned).collect();
+        argv.push("--data-dir".into());
+        argv.push(self.data_dir.path().display().to_string());
+        if let Some(url) = &self.database_url {
+            argv.push("--database-url".into());
+            argv.push(url.clone());
+        }
+        roost::cli::run(roost::cli::Cli::try_parse_from(argv)?).await
+    }
+
     pub fn cwmp_url(&self) -> String {
         format!("http://{}/", self.cwmp_addr)
     }
@@ -206,7 +220,18 @@ impl Harness {
     }
 
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+        self.request_as(&self.token, method, path, body).await
+    }
+
+    /// A request with another bearer token or API key.
+    pub async fn request_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -216,6 +241,35 @@ impl Harness {
         let value =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, value)
+    }
+
+    /// The full answer to a login: access and refresh tokens.
+    pub async fn login_pair(&self, email: &str, password: &str) -> Value {
+        let response = self
+            .http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), StatusCode::OK, "login of {email}");
+        response.json().await.expect("login body")
+    }
+
+    /// Creates a user through the API as the platform administrator and signs it in.
+    pub async fn user(&self, org: &str, email: &str, role: &str) -> String {
+        let (status, body) = self
+            .post("/api/v1/users", json!({"email": email, "password": USER_PASSWORD, "role": role, "org": org}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "creating {email}: {body}");
+        self.login(email, USER_PASSWORD).await.expect("new user's login")
+    }
+
+    /// Creates an organization through the API as the platform administrator.
+    pub async fn org(&self, slug: &str, parent: Option<&str>) {
+        let (status, body) =
+            self.post("/api/v1/orgs", json!({"name": slug.to_uppercase(), "slug": slug, "parent": parent})).await;
+        assert_eq!(status, StatusCode::CREATED, "creating {slug}: {body}");
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -1,72 +1,49 @@
-//! Authentication: `POST /auth/login` and `/auth/refresh`, JWTs signed with a key kept in the
-//! database (sealed with the master key) so tokens survive restarts and are valid on every
-//! replica, and the extractor that turns a bearer token into the caller's tenant context.
+//! Authentication: `POST /auth/login`, `/auth/refresh` and `/auth/logout`; short-lived JWT
+//! access tokens signed with rotating keys kept in the database (sealed with the master key, so
+//! tokens are valid on every replica and survive restarts); opaque refresh tokens that rotate on
+//! every use; login throttling.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-
-use super::extract::Json;
+use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::Json;
 use crate::app::App;
+use crate::permissions::Role;
 use crate::secrets::Secrets;
-use crate::store::orgs::{self, Scope};
-use crate::store::{Store, settings, users};
+use crate::store::tokens::{self, Redemption};
+use crate::store::{Store, users};
 
-const SIGNING_KEY_SETTING: &str = "jwt_signing_key";
-const REFRESH_TTL_SECONDS: i64 = 30 * 24 * 3600;
+const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Unknown `kid`s reload the keys from the database (another replica may have rotated) at most
+/// this often, so tokens with made-up key ids cost no query each.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Role tiers, lowest first: each includes the rights of those below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    ReadOnly,
-    Basic,
-    Advanced,
-    OrgAdmin,
-    PlatformAdmin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "read-only" => Some(Self::ReadOnly),
-            "basic" => Some(Self::Basic),
-            "advanced" => Some(Self::Advanced),
-            "org-admin" => Some(Self::OrgAdmin),
-            "platform-admin" => Some(Self::PlatformAdmin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ReadOnly => "read-only",
-            Self::Basic => "basic",
-            Self::Advanced => "advanced",
-            Self::OrgAdmin => "org-admin",
-            Self::PlatformAdmin => "platform-admin",
-        }
-    }
-
-    pub const NAMES: &'static str = "read-only, basic, advanced, org-admin, platform-admin";
-}
-
+/// The JWT signing keys: the newest signs, all verify.
 pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    keys: std::sync::RwLock<Keys>,
+    last_reload: std::sync::Mutex<Instant>,
+}
+
+struct Keys {
+    signing: (String, EncodingKey),
+    verifying: HashMap<String, DecodingKey>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -75,88 +52,100 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
+/// A new random signing key: its id and its sealed bytes.
+pub fn new_signing_key(secrets: &Secrets) -> (String, Vec<u8>) {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let mut kid = [0u8; 8];
+    rand::rng().fill_bytes(&mut kid);
+    (hex::encode(kid), secrets.seal(&key))
+}
+
 impl TokenKeys {
-    /// Loads the signing key, creating it on the very first start.
+    /// Loads the signing keys, creating the first on the very first start.
     pub async fn load_or_create(store: &Store, secrets: &Secrets) -> Result<Self> {
-        let mut fresh = [0u8; 32];
-        rand::rng().fill_bytes(&mut fresh);
-        let sealed = settings::get_or_insert(store, SIGNING_KEY_SETTING, secrets.seal(&fresh)).await?;
-        let key = secrets.open(&sealed).context(
-            "the JWT signing key does not open with this master key (was ROOST_MASTER_KEY or data/master.key changed?)",
-        )?;
-        Ok(Self { encoding: EncodingKey::from_secret(&key), decoding: DecodingKey::from_secret(&key) })
+        let (kid, sealed) = new_signing_key(secrets);
+        tokens::add_first_signing_key(store, &kid, sealed).await?;
+        let keys = Self::load(store, secrets).await?;
+        Ok(Self { keys: std::sync::RwLock::new(keys), last_reload: std::sync::Mutex::new(Instant::now()) })
     }
-}
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    org: i64,
-    role: Role,
-    /// `access` or `refresh`.
-    typ: String,
-    iat: i64,
-    exp: i64,
-}
-
-/// Who is calling: from the verified token only, never from request data.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub user_id: i64,
-    pub org_id: i64,
-    pub role: Role,
-    pub scope: Scope,
-}
-
-impl Caller {
-    pub fn require(&self, role: Role) -> ApiResult<()> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("this needs the {} role or higher", role.as_str())))
+    async fn load(store: &Store, secrets: &Secrets) -> Result<Keys> {
+        let rows = tokens::signing_keys(store).await?;
+        let mut verifying = HashMap::new();
+        let mut signing = None;
+        for row in rows {
+            let key = secrets.open(&row.sealed_key).context(
+                "a JWT signing key does not open with this master key (was ROOST_MASTER_KEY or data/master.key changed?)",
+            )?;
+            if signing.is_none() {
+                signing = Some((row.kid.clone(), EncodingKey::from_secret(&key)));
+            }
+            verifying.insert(row.kid, DecodingKey::from_secret(&key));
         }
+        let signing = signing.context("no JWT signing key is stored")?;
+        Ok(Keys { signing, verifying })
+    }
+
+    /// Reads the keys again: `roost keys rotate` may have added one.
+    pub async fn reload(&self, store: &Store, secrets: &Secrets) -> Result<()> {
+        let keys = Self::load(store, secrets).await?;
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = keys;
+        }
+        if let Ok(mut last) = self.last_reload.lock() {
+            *last = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String> {
+        let keys = self.keys.read().map_err(|_| anyhow::anyhow!("the signing keys' lock is poisoned"))?;
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(keys.signing.0.clone());
+        jsonwebtoken::encode(&header, claims, &keys.signing.1).context("signing token")
+    }
+
+    fn verifying(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().ok()?.verifying.get(kid).cloned()
+    }
+
+    fn may_reload(&self) -> bool {
+        self.last_reload.lock().is_ok_and(|last| last.elapsed() >= KEY_RELOAD_INTERVAL)
     }
 }
 
-impl FromRequestParts<Arc<App>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be a Bearer token"))?;
-        let claims = decode(app, token.trim(), "access")?;
-        let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthorized("invalid token"))?;
-        let scope = if claims.role == Role::PlatformAdmin {
-            Scope::All
-        } else {
-            Scope::Orgs(orgs::subtree(&app.api_store, claims.org).await?)
-        };
-        Ok(Self { user_id, org_id: claims.org, role: claims.role, scope })
-    }
+/// What an access token says. The user's role and organization are read live on every request
+/// (see `authenticate`); these are for the client's information.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub org: i64,
+    pub role: Role,
+    pub iat: i64,
+    pub exp: i64,
+    /// Issued at, in milliseconds: compared with `users.credentials_changed_at`.
+    pub iat_ms: i64,
 }
 
-fn decode(app: &App, token: &str, typ: &str) -> ApiResult<Claims> {
+/// Verifies an access token's signature and expiry.
+pub async fn verify_access_token(app: &App, token: &str) -> ApiResult<Claims> {
+    let invalid = |detail: String| ApiError::unauthorized(detail);
+    let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(format!("invalid token: {e}")))?;
+    let kid = header.kid.ok_or_else(|| invalid("the token names no signing key; sign in again".into()))?;
+    let key = match app.auth.tokens.verifying(&kid) {
+        Some(key) => key,
+        None if app.auth.tokens.may_reload() => {
+            app.auth.tokens.reload(&app.api_store, &app.secrets).await?;
+            app.auth.tokens.verifying(&kid).ok_or_else(|| invalid("the token's signing key is unknown".into()))?
+        }
+        None => return Err(invalid("the token's signing key is unknown".into())),
+    };
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
-    let data = jsonwebtoken::decode::<Claims>(token, &app.tokens.decoding, &validation)
-        .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
-    if data.claims.typ != typ {
-        return Err(ApiError::unauthorized(format!("a {} token cannot be used here", data.claims.typ)));
-    }
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| invalid(format!("invalid token: {e}")))?;
     Ok(data.claims)
-}
-
-fn encode(app: &App, user: &users::User, role: Role, typ: &str, ttl: i64) -> Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims { sub: user.id.to_string(), org: user.org_id, role, typ: typ.into(), iat: now, exp: now + ttl };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &app.tokens.encoding).context("signing token")
 }
 
 pub fn hash_password(password: &str) -> Result<String> {
@@ -173,6 +162,50 @@ fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
+/// Hashes a password on the blocking pool, a few at a time (see `verify_password_off_the_runtime`).
+pub async fn hash_password_off_the_runtime(app: &App, password: String) -> Result<String> {
+    let _permit = app.auth.password_checks.acquire().await.context("the password-check limiter is closed")?;
+    tokio::task::spawn_blocking(move || hash_password(&password)).await.context("a password hash panicked")?
+}
+
+/// The shortest password accepted, for people and for the command line alike.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+
+pub fn check_password_strength(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(format!("a password has at least {MIN_PASSWORD_CHARS} characters"));
+    }
+    if password.len() > 1024 {
+        return Err("a password has at most 1024 bytes".into());
+    }
+    Ok(())
+}
+
+/// The authentication state of the API: keys, throttles and the caches that make a token or key
+/// check cost at most one query every few seconds.
+#[derive(Debug)]
+pub struct Authenticator {
+    pub tokens: TokenKeys,
+    /// Failed logins, per address and account.
+    pub login_failures: LoginThrottle,
+    /// Password hashes computed at once, on the blocking pool: one per core.
+    pub password_checks: tokio::sync::Semaphore,
+    pub principals: super::authenticate::Principals,
+}
+
+impl Authenticator {
+    pub async fn open(store: &Store, secrets: &Secrets) -> Result<Self> {
+        Ok(Self {
+            tokens: TokenKeys::load_or_create(store, secrets).await?,
+            login_failures: LoginThrottle::default(),
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
+            ),
+            principals: super::authenticate::Principals::default(),
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct LoginRequest {
     email: String,
@@ -184,29 +217,34 @@ struct RefreshRequest {
     refresh_token: String,
 }
 
+/// A new pair of tokens.
 #[derive(Debug, Serialize)]
-struct TokenResponse {
+pub struct TokenResponse {
     access_token: String,
     refresh_token: String,
     token_type: &'static str,
+    /// Seconds the access token is valid.
     expires_in: u64,
 }
 
 pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/auth/login", post(login)).route("/auth/refresh", post(refresh))
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
 }
 
 async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Json(request): Json<LoginRequest>,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Response> {
     let email = request.email.trim().to_ascii_lowercase();
     // A brute force is refused before any hashing: it neither succeeds nor costs anyone else.
-    if app.login_failures.is_throttled(peer.ip(), &email) {
+    if app.auth.login_failures.is_throttled(peer.ip(), &email) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
+            ErrorCode::TooManyAttempts,
             "Too many failed logins for this account or from this address; retry later",
         ));
     }
@@ -217,17 +255,19 @@ async fn login(
     let user = match user {
         Some(user) if valid && !user.disabled => user,
         _ => {
-            app.login_failures.record_failure(peer.ip(), &email);
+            app.auth.login_failures.record_failure(peer.ip(), &email);
             return Err(ApiError::unauthorized("wrong email or password"));
         }
     };
-    issue(&app, &user)
+    let family = random_token("");
+    let pair = issue(&app, &user, &family, None).await?;
+    Ok(super::audit::as_actor(Json(pair).into_response(), &user))
 }
 
 /// Verifies a password on the blocking pool, a few at a time: argon2 takes tens of milliseconds
 /// of CPU by design, which on an async worker would stall every CPE session sharing it.
-async fn verify_password_off_the_runtime(app: &App, password: String, hash: String) -> Result<bool> {
-    let _permit = app.password_checks.acquire().await.context("the password-check limiter is closed")?;
+pub async fn verify_password_off_the_runtime(app: &App, password: String, hash: String) -> Result<bool> {
+    let _permit = app.auth.password_checks.acquire().await.context("the password-check limiter is closed")?;
     tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.context("a password check panicked")
 }
 
@@ -276,26 +316,94 @@ impl LoginThrottle {
     }
 }
 
-async fn refresh(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
-    let claims = decode(&app, &request.refresh_token, "refresh")?;
-    let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthorized("invalid token"))?;
+/// Trades a refresh token for a new pair. The token is used up; presenting it again (it leaked,
+/// or a client kept a stale copy) revokes the whole login, so a thief's copy dies with the
+/// owner's next refresh and the owner's with the thief's.
+async fn refresh(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>) -> ApiResult<Response> {
+    let next = random_token(REFRESH_PREFIX);
+    let ttl = REFRESH_TTL.as_millis() as i64;
+    let redeemed =
+        tokens::redeem_refresh(&app.api_store, &token_hash(&request.refresh_token), &token_hash(&next), ttl).await?;
+    let user_id = match redeemed {
+        Redemption::Redeemed { user_id } => user_id,
+        Redemption::Reused { user_id } => {
+            tracing::warn!(user_id, "a refresh token was presented twice: the login is revoked");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::RefreshTokenReused,
+                "this refresh token was used before; the login it belongs to is revoked: sign in again",
+            ));
+        }
+        Redemption::Invalid => return Err(ApiError::unauthorized("the refresh token is unknown, expired or revoked")),
+    };
     let user = users::by_id(&app.api_store, user_id)
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| ApiError::unauthorized("the user no longer exists or is disabled"))?;
-    issue(&app, &user)
+    let pair = issue(&app, &user, "", Some(next)).await?;
+    Ok(super::audit::as_actor(Json(pair).into_response(), &user))
 }
 
-fn issue(app: &App, user: &users::User) -> ApiResult<Json<TokenResponse>> {
+/// Ends the login a refresh token belongs to. Answers 204 whether or not the token was live:
+/// logging out twice is not an error.
+async fn logout(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>) -> ApiResult<StatusCode> {
+    tokens::revoke_family_of(&app.api_store, &token_hash(&request.refresh_token)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+const REFRESH_PREFIX: &str = "rrt_";
+
+/// A random, URL-safe token of 256 bits, after `prefix`.
+pub fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// How refresh tokens and API keys are stored: SHA-256, hex. They are 256 random bits, so a
+/// slow hash would add nothing but cost.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// A new access token, and a refresh token: `next` (already stored by the refresh that made
+/// it), or a new one stored in `family`.
+async fn issue(app: &App, user: &users::User, family: &str, next: Option<String>) -> ApiResult<TokenResponse> {
     let role =
         Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("user {} has unknown role {}", user.id, user.role))?;
+    // New tokens use the newest key, wherever it was rotated.
+    app.auth.tokens.reload(&app.api_store, &app.secrets).await?;
     let ttl = app.config.api.access_token_ttl.as_secs();
-    Ok(Json(TokenResponse {
-        access_token: encode(app, user, role, "access", ttl as i64)?,
-        refresh_token: encode(app, user, role, "refresh", REFRESH_TTL_SECONDS)?,
+    let now = chrono::Utc::now();
+    let claims = Claims {
+        sub: user.id.to_string(),
+        org: user.org_id,
+        role,
+        iat: now.timestamp(),
+        exp: now.timestamp() + ttl as i64,
+        iat_ms: now.timestamp_millis(),
+    };
+    let refresh_token = match next {
+        Some(token) => token,
+        None => {
+            let token = random_token(REFRESH_PREFIX);
+            tokens::insert_refresh(
+                &app.api_store,
+                &token_hash(&token),
+                family,
+                user.id,
+                REFRESH_TTL.as_millis() as i64,
+            )
+            .await?;
+            token
+        }
+    };
+    Ok(TokenResponse {
+        access_token: app.auth.tokens.sign(&claims)?,
+        refresh_token,
         token_type: "Bearer",
         expires_in: ttl,
-    }))
+    })
 }
 
 /// An argon2id hash of a random password, verified against when the email is unknown.

@@ -12,11 +12,12 @@ use super::extract::{Json, Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{Caller, Role};
-use super::error::{ApiError, ApiResult};
+use super::authenticate::Caller;
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::{Page, list_response, optional_timestamp, org_slugs, parse_timestamp, timestamp};
 use crate::app::App;
 use crate::cwmp::connection_request;
+use crate::permissions::Permission;
 use crate::store::devices::{self, Device, DeviceFilter};
 use crate::store::{faults, parameters};
 
@@ -144,7 +145,7 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 }
 
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ConfigureDevices)?;
     let device = visible_device(&app, &caller, &id).await?;
     devices::delete(&app.api_store, device.id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -222,7 +223,7 @@ fn check_tag(tag: &str) -> ApiResult<()> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::bad_request("invalid_tag", "a tag is 1-128 letters, digits and - _ . : /"))
+        Err(ApiError::bad_request(ErrorCode::InvalidTag, "a tag is 1-128 letters, digits and - _ . : /"))
     }
 }
 
@@ -231,7 +232,7 @@ async fn add_tag(
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ConfigureDevices)?;
     check_tag(&tag)?;
     let device = visible_device(&app, &caller, &id).await?;
     devices::add_tag(&app.api_store, device.id, &tag).await?;
@@ -243,7 +244,7 @@ async fn remove_tag(
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ConfigureDevices)?;
     let device = visible_device(&app, &caller, &id).await?;
     if devices::remove_tag(&app.api_store, device.id, &tag).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -258,7 +259,7 @@ async fn wake(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<connection_request::Outcome>)> {
-    caller.require(Role::Basic)?;
+    caller.require(Permission::OperateDevices)?;
     let device = visible_device(&app, &caller, &id).await?;
     slot.release();
     let outcome = connection_request::send(&app, &device).await?;

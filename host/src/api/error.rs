@@ -8,42 +8,109 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// What a 503 asks the client to wait: about what a database restart or failover takes.
-const RETRY_AFTER_SECONDS: &str = "5";
+const RETRY_AFTER_SECONDS: u64 = 5;
 /// What a 429 asks the client to wait: the throttles' window.
-const THROTTLED_SECONDS: &str = "60";
+const THROTTLED_SECONDS: u64 = 60;
+
+/// The stable, machine-readable `code` of every API error. Integrators branch on these: a code
+/// is never renamed or reused for another meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // Requests the API cannot read.
+    InvalidBody,
+    InvalidQuery,
+    InvalidPath,
+    InvalidCursor,
+    BodyTooLarge,
+    BodyTimeout,
+    UriTooLong,
+    UnsupportedMediaType,
+    MethodNotAllowed,
+    // Who is calling.
+    Unauthorized,
+    Forbidden,
+    TooManyAttempts,
+    RefreshTokenReused,
+    RateLimited,
+    // What was asked for.
+    NotFound,
+    InvalidTask,
+    InvalidTag,
+    InvalidPreset,
+    InvalidPlugin,
+    InvalidName,
+    InvalidVersion,
+    InvalidConfig,
+    InvalidLimits,
+    InvalidOrganization,
+    InvalidUser,
+    InvalidRole,
+    InvalidApiKey,
+    InvalidIdempotencyKey,
+    UnknownProvision,
+    // Conflicts with what exists.
+    PluginExists,
+    SlugTaken,
+    EmailTaken,
+    OrganizationNotEmpty,
+    NotFaulted,
+    IdempotencyKeyReused,
+    // The server.
+    Busy,
+    DatabaseUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The name on the wire.
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => name,
+            _ => "internal".into(),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub detail: String,
+    /// Seconds for `Retry-After` on a 429 or 503, when not the defaults.
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into() }
+    pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into(), retry_after: None }
     }
 
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("{what} not found"))
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, detail)
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, detail)
     }
 
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
@@ -53,37 +120,41 @@ impl From<anyhow::Error> for ApiError {
             tracing::warn!("database unavailable: {error:#}");
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 "The database cannot be reached; retry later",
             );
         }
         tracing::error!("internal error: {error:#}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "An internal error occurred; it has been logged")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "An internal error occurred; it has been logged",
+        )
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        Self::new(rejection.status(), "invalid_body", rejection.body_text())
+        Self::new(rejection.status(), ErrorCode::InvalidBody, rejection.body_text())
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self::bad_request("invalid_query", rejection.body_text())
+        Self::bad_request(ErrorCode::InvalidQuery, rejection.body_text())
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        Self::bad_request("invalid_path", rejection.body_text())
+        Self::bad_request(ErrorCode::InvalidPath, rejection.body_text())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({
-            "type": format!("https://roost.dev/problems/{}", self.code),
+            "type": format!("https://roost.dev/problems/{}", self.code.name()),
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "code": self.code,
@@ -93,11 +164,14 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECONDS));
-        }
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(THROTTLED_SECONDS));
+        let retry_after = match (self.retry_after, self.status) {
+            (Some(seconds), _) => Some(seconds),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(RETRY_AFTER_SECONDS),
+            (None, StatusCode::TOO_MANY_REQUESTS) => Some(THROTTLED_SECONDS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));

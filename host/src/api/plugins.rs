@@ -21,11 +21,12 @@ use axum::routing::{delete, get};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{Caller, Role};
-use super::error::{ApiError, ApiResult};
+use super::authenticate::Caller;
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path, Query};
 use super::{Page, list_response, timestamp};
 use crate::app::App;
+use crate::permissions::Permission;
 use crate::plugins::API_VERSION;
 use crate::store::plugins::{self, InsertError, NewPlugin, PluginRow};
 
@@ -49,7 +50,7 @@ async fn show_limits(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<a
 }
 
 async fn org_by_slug(app: &App, caller: &Caller, slug: &str) -> ApiResult<i64> {
-    caller.require(Role::PlatformAdmin)?;
+    caller.require(Permission::ManagePluginLimits)?;
     let org =
         crate::store::orgs::by_slug(&app.api_store, slug).await?.ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(org.id)
@@ -67,7 +68,7 @@ async fn put_limits(
     app.plugins
         .default_limits()
         .with_override(&text)
-        .map_err(|reason| ApiError::bad_request("invalid_limits", reason))?;
+        .map_err(|reason| ApiError::bad_request(ErrorCode::InvalidLimits, reason))?;
     plugins::set_limits(&app.api_store, org_id, Some(&text)).await?;
     app.provisioning.invalidate();
     let org = app.provisioning.org(&app, Some(org_id)).await?;
@@ -106,16 +107,16 @@ async fn put_config(
     Path(plugin): Path<String>,
     Json(config): Json<std::collections::BTreeMap<String, String>>,
 ) -> ApiResult<axum::Json<Value>> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ManageProvisioning)?;
     check_name(&plugin)?;
     if config.len() > MAX_CONFIG_KEYS {
-        return Err(ApiError::bad_request("invalid_config", format!("at most {MAX_CONFIG_KEYS} keys")));
+        return Err(ApiError::bad_request(ErrorCode::InvalidConfig, format!("at most {MAX_CONFIG_KEYS} keys")));
     }
     if let Some((key, _)) =
         config.iter().find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > MAX_CONFIG_VALUE_BYTES)
     {
         return Err(ApiError::bad_request(
-            "invalid_config",
+            ErrorCode::InvalidConfig,
             format!("{key:?}: keys have 1 to 64 bytes, values at most {MAX_CONFIG_VALUE_BYTES}"),
         ));
     }
@@ -155,7 +156,7 @@ pub fn check_name(name: &str) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::bad_request(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name must be 1 to 64 lowercase letters, digits and hyphens, starting with a letter",
         ))
     }
@@ -177,7 +178,7 @@ fn check_version(version: &str) -> ApiResult<()> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::bad_request("invalid_version", "version must be a semantic version such as 1.0.0"))
+        Err(ApiError::bad_request(ErrorCode::InvalidVersion, "version must be a semantic version such as 1.0.0"))
     }
 }
 
@@ -188,7 +189,7 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ManageProvisioning)?;
     check_name(&query.name)?;
     check_version(&query.version)?;
     if let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
@@ -196,19 +197,19 @@ async fn upload(
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the component as application/wasm",
         ));
     }
     if body.is_empty() {
-        return Err(ApiError::bad_request("invalid_plugin", "the body is empty: send the component"));
+        return Err(ApiError::bad_request(ErrorCode::InvalidPlugin, "the body is empty: send the component"));
     }
     let runtime = app.plugins.clone();
     let bytes = body.clone();
     let validated = tokio::task::spawn_blocking(move || runtime.validate(&bytes))
         .await
         .map_err(|e| ApiError::from(anyhow::anyhow!("plugin validation task: {e}")))?
-        .map_err(|e| ApiError::bad_request("invalid_plugin", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPlugin, e.to_string()))?;
     let stored = plugins::insert(
         &app.api_store,
         &NewPlugin {
@@ -223,7 +224,7 @@ async fn upload(
     )
     .await
     .map_err(|e| match e {
-        InsertError::Exists(..) => ApiError::conflict("plugin_exists", e.to_string()),
+        InsertError::Exists(..) => ApiError::conflict(ErrorCode::PluginExists, e.to_string()),
         InsertError::Other(e) => ApiError::from(e),
     })?;
     app.provisioning.invalidate();
@@ -236,7 +237,7 @@ async fn list(State(app): State<Arc<App>>, caller: Caller, Query(page): Query<Pa
         .cursor()?
         .map(|c| c.parse::<i64>())
         .transpose()
-        .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?;
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidCursor, "cursor is not one this API returned"))?;
     let rows = plugins::list(&app.api_store, &caller.scope, after, limit).await?;
     let last = rows.last().map(|r| r.id.to_string());
     let items: Vec<Value> = rows.iter().map(plugin_json).collect();
@@ -255,7 +256,7 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 }
 
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ManageProvisioning)?;
     if plugins::delete(&app.api_store, &caller.scope, parse_id(&id)?).await? {
         app.provisioning.invalidate();
         Ok(StatusCode::NO_CONTENT)

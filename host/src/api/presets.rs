@@ -15,12 +15,13 @@ use axum::routing::get;
 use roost_plugin_sdk::pattern::Pattern;
 use serde_json::{Value, json};
 
-use super::auth::{Caller, Role};
-use super::error::{ApiError, ApiResult};
+use super::authenticate::Caller;
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path};
 use super::plugins::check_name;
 use super::timestamp;
 use crate::app::App;
+use crate::permissions::Permission;
 use crate::provisioning::presets::{BUILT_IN, ConditionOp, PresetDefinition};
 use crate::store::plugins;
 use crate::store::presets::{self, PresetRow};
@@ -30,7 +31,7 @@ pub fn router() -> Router<Arc<App>> {
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_preset", detail)
+    ApiError::bad_request(ErrorCode::InvalidPreset, detail)
 }
 
 fn arg<'a>(d: &'a PresetDefinition, name: &str) -> ApiResult<&'a str> {
@@ -146,7 +147,7 @@ async fn put(
     Path(name): Path<String>,
     Json(definition): Json<PresetDefinition>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ManageProvisioning)?;
     check_name(&name)?;
     validate(&definition)?;
     if !BUILT_IN.contains(&definition.provision.as_str()) {
@@ -155,13 +156,13 @@ async fn put(
             Some(plugin) if plugin.world == "provision" => {}
             Some(plugin) => {
                 return Err(ApiError::bad_request(
-                    "unknown_provision",
+                    ErrorCode::UnknownProvision,
                     format!("{} is an {} plugin, not a provision", plugin.name, plugin.world),
                 ));
             }
             None => {
                 return Err(ApiError::bad_request(
-                    "unknown_provision",
+                    ErrorCode::UnknownProvision,
                     format!(
                         "no provision named {:?}: upload it (POST /api/v1/plugins) or use a built-in one ({})",
                         definition.provision,
@@ -180,7 +181,7 @@ async fn put(
 }
 
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ManageProvisioning)?;
     if presets::delete(&app.api_store, caller.org_id, &name).await? {
         app.provisioning.invalidate();
         Ok(StatusCode::NO_CONTENT)

@@ -14,12 +14,13 @@ use super::extract::{Json, Path, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{Caller, Role};
+use super::authenticate::Caller;
 use super::devices::visible_device;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::{Page, list_response, optional_timestamp, timestamp};
 use crate::app::App;
 use crate::cwmp::connection_request;
+use crate::permissions::Permission;
 use crate::store::tasks::{self, TaskRow};
 use crate::store::{devices, now_millis};
 use crate::tasks::TaskSpec;
@@ -63,18 +64,18 @@ pub fn task_json(task: &TaskRow, device_id: &str) -> Value {
     value
 }
 
-/// The role a task needs: reads and reboots are `basic`, anything that writes is `advanced`.
-/// The role a task needs, by its name alone: authorization comes before the body is examined,
-/// so that a caller without the right pays for nothing but this.
-fn required_role(name: &str) -> Role {
+/// The permission a task needs, by its name alone: reads and reboots operate a device, anything
+/// that writes configures it. Authorization comes before the body is examined, so that a caller
+/// without the right pays for nothing but this.
+fn required_permission(name: &str) -> Permission {
     match name {
         "getParameterValues"
         | "refreshObject"
         | "getParameterAttributes"
         | "reboot"
         | "factoryReset"
-        | "scheduleInform" => Role::Basic,
-        _ => Role::Advanced,
+        | "scheduleInform" => Permission::OperateDevices,
+        _ => Permission::ConfigureDevices,
     }
 }
 
@@ -94,9 +95,9 @@ async fn create(
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
     let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-    caller.require(required_role(name))?;
+    caller.require(required_permission(name))?;
     let device = visible_device(&app, &caller, &id).await?;
-    let (name, _spec) = TaskSpec::parse(&body).map_err(|e| ApiError::bad_request("invalid_task", e.0))?;
+    let (name, _spec) = TaskSpec::parse(&body).map_err(|e| ApiError::bad_request(ErrorCode::InvalidTask, e.0))?;
     let idempotency = IdempotencyRequest::from_headers(&headers, &caller, &device.device_id, &body)?;
     if let Some(request) = &idempotency
         && let Some(earlier) = request.earlier(&app).await?
@@ -105,11 +106,9 @@ async fn create(
     }
     let expiry = match body.get("expiry") {
         None | Some(Value::Null) => app.config.tasks.default_expiry,
-        Some(v) => Duration::from_secs(
-            v.as_u64()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| ApiError::bad_request("invalid_task", "expiry must be a positive number of seconds"))?,
-        ),
+        Some(v) => Duration::from_secs(v.as_u64().filter(|s| *s > 0).ok_or_else(|| {
+            ApiError::bad_request(ErrorCode::InvalidTask, "expiry must be a positive number of seconds")
+        })?),
     };
     let expires_at = now_millis().saturating_add(i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX));
     // Subscribe before queueing so a fast device cannot finish before we listen.
@@ -186,7 +185,7 @@ impl IdempotencyRequest {
             .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_idempotency_key",
+                    ErrorCode::InvalidIdempotencyKey,
                     "Idempotency-Key must be 1 to 255 visible ASCII characters",
                 )
             })?;
@@ -195,11 +194,7 @@ impl IdempotencyRequest {
         hasher.update(device_id.as_bytes());
         hasher.update([0]);
         hasher.update(body.to_string().as_bytes());
-        Ok(Some(Self {
-            principal: format!("user:{}", caller.user_id),
-            key: key.to_owned(),
-            request_hash: hex::encode(hasher.finalize()),
-        }))
+        Ok(Some(Self { principal: caller.actor(), key: key.to_owned(), request_hash: hex::encode(hasher.finalize()) }))
     }
 
     fn key(&self) -> tasks::IdempotencyKey<'_> {
@@ -213,7 +208,7 @@ impl IdempotencyRequest {
             Some(tasks::Remembered::Task(task)) => Ok(Some(*task)),
             Some(tasks::Remembered::OtherRequest) => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "This Idempotency-Key was used with another request",
             )),
         }
@@ -254,17 +249,17 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 }
 
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ConfigureDevices)?;
     let (task, _) = visible_task(&app, &caller, &id).await?;
     tasks::delete(&app.api_store, task.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn retry(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    caller.require(Role::Advanced)?;
+    caller.require(Permission::ConfigureDevices)?;
     let (task, device_id) = visible_task(&app, &caller, &id).await?;
     if !tasks::retry(&app.api_store, task.id).await? {
-        return Err(ApiError::conflict("not_faulted", "only a faulted task can be retried"));
+        return Err(ApiError::conflict(ErrorCode::NotFaulted, "only a faulted task can be retried"));
     }
     let task = tasks::by_id(&app.api_store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
     Ok(Json(task_json(&task, &device_id)))

@@ -95,3 +95,90 @@ pub async fn subtree(store: &Store, root: i64) -> Result<Vec<i64>> {
     let rows = store.db().query_all_raw(stmt).await.context("loading organization subtree")?;
     rows.iter().map(|row| row.try_get_by_index::<i64>(0).context("organization id")).collect()
 }
+
+/// Organizations of a scope, by id, after `after`.
+pub async fn list(store: &Store, scope: &Scope, after: Option<i64>, limit: u64) -> Result<Vec<Organization>> {
+    let (condition, mut args) = scope.condition("id");
+    let mut sql = format!("SELECT * FROM organizations WHERE {condition}");
+    super::page_by_id(&mut sql, &mut args, after, limit);
+    Organization::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing organizations")
+}
+
+pub async fn rename(store: &Store, id: i64, name: &str) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let stmt = store.statement("UPDATE organizations SET name = ? WHERE id = ?", [name.into(), id.into()]);
+    store.db().execute_raw(stmt).await.context("renaming organization")?;
+    Ok(())
+}
+
+/// What keeps an organization from being deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Remaining {
+    pub devices: i64,
+    pub users: i64,
+    pub children: i64,
+}
+
+impl Remaining {
+    pub fn is_empty(&self) -> bool {
+        self.devices == 0 && self.users == 0 && self.children == 0
+    }
+}
+
+/// The organization's own configuration, deleted with it: nothing outside it refers to these.
+const OWNED_CONFIGURATION: &[&str] =
+    &["api_keys", "presets", "plugin_config", "plugin_limits", "plugins", "cpe_credentials", "preset_runs"];
+
+/// Deletes an organization with its own configuration (keys, presets, plugins, CPE
+/// credentials) if no device, user or child organization remains; else says what remains.
+/// Checked and deleted in one transaction, so nothing joins it in between.
+pub async fn delete(store: &Store, id: i64) -> Result<Result<(), Remaining>> {
+    use sea_orm::TransactionTrait;
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting the organization deletion")?;
+    let backend = txn.get_database_backend();
+    let count = async |sql: &str| -> Result<i64> {
+        let row = super::first_row(&txn, super::statement(backend, sql, [id.into()]))
+            .await
+            .context("counting what remains in an organization")?;
+        row.map(|r| r.try_get_by_index::<i64>(0)).transpose().context("count").map(|n| n.unwrap_or(0))
+    };
+    let remaining = Remaining {
+        devices: count("SELECT COUNT(*) FROM devices WHERE org_id = ?").await?,
+        users: count("SELECT COUNT(*) FROM users WHERE org_id = ?").await?,
+        children: count("SELECT COUNT(*) FROM organizations WHERE parent_id = ?").await?,
+    };
+    if !remaining.is_empty() {
+        return Ok(Err(remaining));
+    }
+    for table in OWNED_CONFIGURATION {
+        txn.execute_raw(super::statement(backend, &format!("DELETE FROM {table} WHERE org_id = ?"), [id.into()]))
+            .await
+            .with_context(|| format!("deleting the organization's {table}"))?;
+    }
+    // Rows that outlive their devices (tasks and faults cascade from devices; these do not).
+    for table in ["tasks", "faults", "device_events"] {
+        txn.execute_raw(super::statement(backend, &format!("DELETE FROM {table} WHERE org_id = ?"), [id.into()]))
+            .await
+            .with_context(|| format!("deleting the organization's {table}"))?;
+    }
+    txn.execute_raw(super::statement(backend, "DELETE FROM organizations WHERE id = ?", [id.into()]))
+        .await
+        .context("deleting organization")?;
+    txn.commit().await.context("committing the organization deletion")?;
+    Ok(Ok(()))
+}
+
+/// An organization and every one above it.
+pub async fn ancestors(store: &Store, org: i64) -> Result<Vec<i64>> {
+    let stmt = store.statement(
+        "WITH RECURSIVE up(id, parent_id) AS (
+             SELECT id, parent_id FROM organizations WHERE id = ?
+             UNION ALL
+             SELECT o.id, o.parent_id FROM organizations o JOIN up u ON o.id = u.parent_id
+         ) SELECT id FROM up",
+        [org.into()],
+    );
+    let rows = store.db().query_all_raw(stmt).await.context("loading organization ancestors")?;
+    rows.iter().map(|row| row.try_get_by_index::<i64>(0).context("organization id")).collect()
+}

@@ -1,0 +1,228 @@
+//! Organizations: `GET/POST /orgs`, `GET/PATCH/DELETE /orgs/{slug}`. A caller sees its own
+//! organization and those below it, and manages (creates, renames, deletes) only those strictly
+//! below: nobody can delete or rename the organization that grants its own rights.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Extension, Router};
+use serde::{Deserialize, Serialize};
+
+use super::audit::AuditOrg;
+use super::authenticate::Caller;
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{Json, Path, Query};
+use super::{ListResponse, Page, timestamp};
+use crate::app::App;
+use crate::permissions::{Permission, Role};
+use crate::store::orgs::{self, Organization};
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new().route("/orgs", get(list).post(create)).route("/orgs/{slug}", get(show).patch(update).delete(remove))
+}
+
+/// An organization as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct OrganizationView {
+    pub slug: String,
+    pub name: String,
+    /// The parent's slug; null for the platform.
+    pub parent: Option<String>,
+    pub created_at: String,
+}
+
+fn view(org: &Organization, slugs: &HashMap<i64, String>) -> OrganizationView {
+    OrganizationView {
+        slug: org.slug.clone(),
+        name: org.name.clone(),
+        parent: org.parent_id.and_then(|id| slugs.get(&id).cloned()),
+        created_at: timestamp(org.created_at),
+    }
+}
+
+/// An organization the caller may see, by slug; any other is "not found", whether it exists or
+/// not, so that tenants cannot learn each other's slugs.
+pub async fn visible(app: &App, caller: &Caller, slug: &str) -> ApiResult<Organization> {
+    orgs::by_slug(&app.api_store, slug)
+        .await?
+        .filter(|org| caller.covers(org.id))
+        .ok_or_else(|| ApiError::not_found(&format!("organization {slug:?}")))
+}
+
+/// The organization named in a request body (`org`), or the caller's own when none is.
+pub async fn named_or_own(app: &App, caller: &Caller, slug: Option<&str>) -> ApiResult<Organization> {
+    match slug {
+        Some(slug) => orgs::by_slug(&app.api_store, slug).await?.filter(|org| caller.covers(org.id)).ok_or_else(|| {
+            ApiError::bad_request(ErrorCode::InvalidOrganization, format!("no organization {slug:?} at or below yours"))
+        }),
+        None => orgs::by_id(&app.api_store, caller.org_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the caller's organization {} is gone", caller.org_id).into()),
+    }
+}
+
+/// Whether the caller may manage `org`: strictly below its own organization (the platform's
+/// administrators manage every organization but the platform itself).
+fn manageable(caller: &Caller, org: &Organization) -> ApiResult<()> {
+    caller.require(Permission::ManageOrganizations)?;
+    let below = if caller.role == Role::PlatformAdmin { org.parent_id.is_some() } else { org.id != caller.org_id };
+    if below {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("an organization is managed from above it: this one is yours or the platform's"))
+    }
+}
+
+async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<ListResponse<OrganizationView>>> {
+    caller.require(Permission::ReadFleet)?;
+    let limit = page.limit()?;
+    let rows = orgs::list(&app.api_store, &caller.scope, page.id_cursor()?, limit).await?;
+    let slugs = super::org_slugs(&app).await?;
+    let last = rows.last().map(|r| r.id.to_string());
+    Ok(Json(ListResponse::new(rows.iter().map(|o| view(o, &slugs)).collect(), limit, last)))
+}
+
+async fn show(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<OrganizationView>> {
+    caller.require(Permission::ReadFleet)?;
+    let org = visible(&app, &caller, &slug).await?;
+    Ok(Json(view(&org, &super::org_slugs(&app).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrganization {
+    name: String,
+    slug: String,
+    /// The parent's slug; the caller's own organization when absent.
+    parent: Option<String>,
+}
+
+const MAX_NAME_CHARS: usize = 200;
+
+fn check_name(name: &str) -> ApiResult<()> {
+    let length = name.trim().chars().count();
+    if length == 0 || length > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidOrganization,
+            format!("an organization name is 1 to {MAX_NAME_CHARS} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Json(request): Json<CreateOrganization>,
+) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<OrganizationView>)> {
+    caller.require(Permission::ManageOrganizations)?;
+    check_name(&request.name)?;
+    orgs::validate_slug(&request.slug)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidOrganization, e.to_string()))?;
+    let parent = named_or_own(&app, &caller, request.parent.as_deref()).await?;
+    if orgs::by_slug(&app.api_store, &request.slug).await?.is_some() {
+        return Err(ApiError::conflict(ErrorCode::SlugTaken, format!("the slug {:?} is taken", request.slug)));
+    }
+    let org = match orgs::create(&app.api_store, request.name.trim(), &request.slug, Some(parent.id)).await {
+        Ok(org) => org,
+        // Two requests for one slug at once: the database's uniqueness decides.
+        Err(_) if orgs::by_slug(&app.api_store, &request.slug).await?.is_some() => {
+            return Err(ApiError::conflict(ErrorCode::SlugTaken, format!("the slug {:?} is taken", request.slug)));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    // Subtrees just grew: scopes cached here must include the new organization now.
+    app.auth.principals.forget();
+    Ok((StatusCode::CREATED, Extension(AuditOrg(Some(parent.id))), Json(view(&org, &super::org_slugs(&app).await?))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateOrganization {
+    name: Option<String>,
+}
+
+async fn update(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Json(request): Json<UpdateOrganization>,
+) -> ApiResult<(Extension<AuditOrg>, Json<OrganizationView>)> {
+    let org = visible(&app, &caller, &slug).await?;
+    manageable(&caller, &org)?;
+    if let Some(name) = &request.name {
+        check_name(name)?;
+        orgs::rename(&app.api_store, org.id, name.trim()).await?;
+    }
+    let org = orgs::by_id(&app.api_store, org.id).await?.ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok((Extension(AuditOrg(org.parent_id)), Json(view(&org, &super::org_slugs(&app).await?))))
+}
+
+async fn remove(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> ApiResult<(StatusCode, Extension<AuditOrg>)> {
+    let org = visible(&app, &caller, &slug).await?;
+    manageable(&caller, &org)?;
+    match orgs::delete(&app.api_store, org.id).await? {
+        Ok(()) => {
+            app.auth.principals.forget();
+            // Recorded with the parent: the organization itself is gone.
+            Ok((StatusCode::NO_CONTENT, Extension(AuditOrg(org.parent_id))))
+        }
+        Err(remaining) => Err(ApiError::conflict(
+            ErrorCode::OrganizationNotEmpty,
+            format!("organization {slug:?} still has {}", describe(&remaining)),
+        )),
+    }
+}
+
+/// "3 devices, 1 user and 2 child organizations".
+fn describe(remaining: &orgs::Remaining) -> String {
+    let mut parts = Vec::new();
+    for (count, one, many) in [
+        (remaining.devices, "device", "devices"),
+        (remaining.users, "user", "users"),
+        (remaining.children, "child organization", "child organizations"),
+    ] {
+        if count > 0 {
+            parts.push(format!("{count} {}", if count == 1 { one } else { many }));
+        }
+    }
+    match parts.len() {
+        0 => "nothing".into(),
+        1 => parts.remove(0),
+        _ => {
+            let last = parts.pop().unwrap_or_default();
+            format!("{} and {last}", parts.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_remains_reads_as_a_sentence() {
+        let remaining = orgs::Remaining { devices: 3, users: 1, children: 2 };
+        assert_eq!(describe(&remaining), "3 devices, 1 user and 2 child organizations");
+        assert_eq!(
+            describe(&orgs::Remaining { devices: 0, users: 2, children: 1 }),
+            "2 users and 1 child organization"
+        );
+        assert_eq!(describe(&orgs::Remaining { devices: 1, users: 0, children: 0 }), "1 device");
+    }
+}

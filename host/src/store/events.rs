@@ -1,0 +1,72 @@
+//! The events outbox: changes integrators care about, written in the transaction of the change
+//! (so an event exists exactly when its change does) and delivered later by webhooks and NATS.
+
+use anyhow::{Context, Result};
+use sea_orm::{ConnectionTrait, FromQueryResult};
+
+use super::orgs::Scope;
+use super::{Store, now_millis};
+
+/// The event types Roost records. Dotted names, stable: integrators subscribe to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// A device joined an organization on its own: at first contact through the organization's
+    /// onboarding URL or Host, or because its serial was pre-registered.
+    DeviceRegistered,
+    /// A pending device was claimed into an organization.
+    DeviceClaimed,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeviceRegistered => "device.registered",
+            Self::DeviceClaimed => "device.claimed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct Event {
+    pub id: i64,
+    pub r#type: String,
+    pub org_id: Option<i64>,
+    pub subject: String,
+    pub payload: String,
+    pub created_at: i64,
+}
+
+/// Writes an event on `db`, which is the transaction of the change it reports.
+pub async fn record<C: ConnectionTrait>(
+    db: &C,
+    kind: EventType,
+    org_id: Option<i64>,
+    subject: &str,
+    payload: &serde_json::Value,
+) -> Result<()> {
+    let stmt = super::statement(
+        db.get_database_backend(),
+        "INSERT INTO events (type, org_id, subject, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        [kind.as_str().into(), org_id.into(), subject.into(), payload.to_string().into(), now_millis().into()],
+    );
+    db.execute_raw(stmt).await.with_context(|| format!("recording event {}", kind.as_str()))?;
+    Ok(())
+}
+
+/// Events of the scope, oldest first, after `after`.
+pub async fn list(
+    store: &Store,
+    scope: &Scope,
+    kind: Option<&str>,
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Vec<Event>> {
+    let (condition, mut args) = scope.condition("org_id");
+    let mut sql = format!("SELECT * FROM events WHERE {condition}");
+    if let Some(kind) = kind {
+        sql.push_str(" AND type = ?");
+        args.push(kind.into());
+    }
+    super::page_by_id(&mut sql, &mut args, after, limit);
+    Event::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing events")
+}
