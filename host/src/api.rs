@@ -21,6 +21,7 @@ pub mod authenticate;
 pub mod devices;
 pub mod error;
 pub mod extract;
+pub mod onboarding;
 pub mod orgs;
 pub mod plugins;
 pub mod presets;
@@ -41,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(users::router())
         .merge(api_keys::router())
         .merge(audit::router())
+        .merge(onboarding::router())
         // Route layers run after routing, inside out: the caller is known (and a key over its
         // rate limit refused) before a place is taken, and the audit sees the matched route.
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), take_slot))

@@ -38,6 +38,8 @@ pub struct App {
     /// CPE authentication failures, per address and username.
     pub auth_failures: crate::cwmp::auth::FailureThrottle,
     pub sessions: Sessions,
+    /// Organizations by onboarding URL slug and by own CWMP host (`cwmp::routed_org`).
+    pub org_routes: moka::future::Cache<String, Option<i64>>,
     pub plugins: Arc<PluginRuntime>,
     /// Organizations' presets, adapters and plugin settings, and adapter choices.
     pub provisioning: crate::provisioning::Cache,
@@ -60,8 +62,8 @@ impl App {
     pub async fn open(config: Config, plugins: Option<Arc<PluginRuntime>>) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        Store::migrate(&config.database_url).await?;
         let store = Store::connect(&config.database_url).await?;
-        store.migrate().await?;
         let api_store = store.with_own_pool(&config.database_url, config.api.max_concurrent_requests.max(1)).await?;
         let api_slots = Arc::new(tokio::sync::Semaphore::new(config.api.max_concurrent_requests.max(1) as usize));
         let secrets = Secrets::load_or_create(&config.data_dir)?;
@@ -91,6 +93,7 @@ impl App {
             nonce_key: NonceKey::random(),
             auth_failures: Default::default(),
             sessions: Sessions::default(),
+            org_routes: moka::future::Cache::builder().max_capacity(100_000).time_to_live(cwmp::ORG_ROUTE_TTL).build(),
             plugins,
             provisioning,
             task_events,

@@ -133,6 +133,9 @@ pub enum CpeCredentialCommand {
         /// Only this device (its `OUI-ProductClass-Serial` id) may use it.
         #[arg(long)]
         device: Option<String>,
+        /// Only devices of this product class (model) may use it.
+        #[arg(long)]
+        product_class: Option<String>,
         #[arg(long, required = true)]
         password_stdin: bool,
     },
@@ -250,7 +253,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("created organization {} ({})", org.slug, org.name);
             store.close().await
         }
-        Command::CpeCredential { command: CpeCredentialCommand::Create { database, username, org, device, .. } } => {
+        Command::CpeCredential {
+            command: CpeCredentialCommand::Create { database, username, org, device, product_class, .. },
+        } => {
             let password = read_password()?;
             if username.is_empty() || username.contains(':') {
                 bail!("a CPE username must be non-empty and contain no ':'");
@@ -266,8 +271,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             if credentials::by_username(&store, &username).await?.is_some() {
                 bail!("a CPE credential named {username:?} exists already");
             }
-            credentials::create(&store, org_id, device.as_deref(), &username, secrets.seal(password.as_bytes()))
-                .await?;
+            let scope = credentials::CredentialScope {
+                org_id,
+                device_id: device.as_deref(),
+                product_class: product_class.as_deref(),
+            };
+            credentials::create(&store, scope, &username, secrets.seal(password.as_bytes())).await?;
             println!("created CPE credential {username}");
             store.close().await
         }
@@ -277,8 +286,8 @@ pub async fn run(cli: Cli) -> Result<()> {
 async fn open(database: &DatabaseArgs) -> Result<Store> {
     std::fs::create_dir_all(&database.data_dir)
         .with_context(|| format!("creating data directory {}", database.data_dir.display()))?;
+    Store::migrate(&database.database_url()).await?;
     let store = Store::connect(&database.database_url()).await?;
-    store.migrate().await?;
     Ok(store)
 }
 

@@ -686,6 +686,55 @@ async fn handle(
     to_response(reply, None)
 }
 
+/// How a session relates to the device's own CWMP credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnCredential {
+    /// Opened with a shared onboarding credential: the device gets its own in this session.
+    Issue,
+    /// Opened with the device's own.
+    Presented,
+}
+
+/// How long an organization found by onboarding URL or Host is remembered (and an unknown one
+/// forgotten): Informs at an organization's URL cost no query for it.
+pub const ORG_ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The organization an Inform's URL (`/cwmp/{slug}`) or, failing that, its `Host` (an
+/// organization's own `cwmp_host`) names. `None` for a slug means no such organization.
+async fn routed_org(app: &App, slug: Option<&str>, headers: &HeaderMap) -> anyhow::Result<Option<devices::Onboarding>> {
+    use devices::{Onboarding, OnboardingVia};
+    if let Some(slug) = slug {
+        let key = format!("slug:{slug}");
+        let found = app
+            .org_routes
+            .try_get_with(key, async { anyhow::Ok(orgs::by_slug(&app.store, slug).await?.map(|o| o.id)) })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        return Ok(found.map(|org_id| Onboarding { org_id, via: OnboardingVia::Url }));
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(host_name) else { return Ok(None) };
+    if host.parse::<std::net::IpAddr>().is_ok() || !host.contains('.') {
+        return Ok(None);
+    }
+    let key = format!("host:{host}");
+    let found = app
+        .org_routes
+        .try_get_with(key, async { anyhow::Ok(orgs::by_cwmp_host(&app.store, &host).await?.map(|o| o.id)) })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    Ok(found.map(|org_id| Onboarding { org_id, via: OnboardingVia::Host }))
+}
+
+/// A `Host` header's name: without its port, lowercase, without a trailing dot.
+fn host_name(host: &str) -> String {
+    let name = if host.starts_with('[') {
+        host.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name).to_owned()
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn start_session(
     app: Arc<App>,
@@ -703,15 +752,15 @@ async fn start_session(
         &inform.device_id.product_class,
         &inform.device_id.serial_number,
     );
-    let url_org = match &org_slug {
-        Some(slug) => match orgs::by_slug(&app.store, slug).await {
-            Ok(Some(org)) => Some(org.id),
-            Ok(None) => return plain(StatusCode::NOT_FOUND, "no such organization onboarding URL"),
-            Err(error) => return database_unavailable(&error),
-        },
-        None => None,
+    let routed = match routed_org(&app, org_slug.as_deref(), headers).await {
+        Ok(Some(routed)) => Some(routed),
+        Ok(None) if org_slug.is_some() => return plain(StatusCode::NOT_FOUND, "no such organization onboarding URL"),
+        Ok(None) => None,
+        Err(error) => return database_unavailable(&error),
     };
-    let mut onboarding_org = url_org;
+    let url_org = routed.map(|r| r.org_id);
+    let mut onboarding = routed;
+    let mut own_credential = None;
     if app.config.cwmp.auth == CpeAuthMode::Required {
         // Verified by the gate, or here when the gate admitted the Inform for its connection's
         // live session (a cookie-less CPE starting its next session on the same connection).
@@ -728,11 +777,35 @@ async fn start_session(
                 }
             }
         };
-        if !auth::permits(&credential, &device_id, url_org) {
+        if !auth::permits(&credential, &device_id, &inform.device_id.product_class, url_org) {
             note_failure(&app, origin, Some(&credential.username), "credential not valid for this device or URL");
             return unauthorized(&app, origin.client, false);
         }
-        onboarding_org = onboarding_org.or(credential.org_id);
+        if credential.device_id.is_none() {
+            // An onboarding credential (an organization's or a model's, shared by many
+            // devices): once a device took its own, a leaked shared one cannot open its
+            // sessions. A device still on a shared one gets its own in this session.
+            match devices::has_own_credential(&app.store, &device_id).await {
+                Ok(true) => {
+                    note_failure(
+                        &app,
+                        origin,
+                        Some(&credential.username),
+                        "an onboarded device must use its own credential",
+                    );
+                    return unauthorized(&app, origin.client, false);
+                }
+                Ok(false) => own_credential = Some(OwnCredential::Issue),
+                Err(error) => return database_unavailable(&error),
+            }
+        } else {
+            own_credential = Some(OwnCredential::Presented);
+        }
+        if onboarding.is_none()
+            && let Some(org_id) = credential.org_id
+        {
+            onboarding = Some(devices::Onboarding { org_id, via: devices::OnboardingVia::Credential });
+        }
     }
 
     // The device's previous session, if still open, died (the CPE gave up on it): wind it up
@@ -754,7 +827,7 @@ async fn start_session(
     let record = devices::InformRecord {
         device_id: &device_id,
         identity: &inform.device_id,
-        onboarding_org,
+        onboarding,
         events: &inform.events,
         parameters: &inform.parameters,
         remote_address: &origin.client.to_string(),
@@ -773,6 +846,12 @@ async fn start_session(
     if outcome.created {
         tracing::info!(device = %device_id, %peer, "new device registered");
     }
+    if own_credential == Some(OwnCredential::Presented) && outcome.device.own_credential_at.is_none() {
+        // The first session on the credential Roost made for it: the device took it.
+        if let Err(error) = devices::mark_own_credential(&app.store, outcome.device.id, store::now_millis()).await {
+            tracing::warn!(device = %device_id, "recording the device's own credential: {error:#}");
+        }
+    }
     let reply = cwmp.accept_inform(turn);
     let token = new_token();
     let previous = app.sessions.insert(
@@ -781,11 +860,14 @@ async fn start_session(
         origin,
         Live {
             cwmp,
-            driver: Some(Driver::new(
-                outcome.device,
-                outcome.has_queued_tasks,
-                inform.events.iter().map(|e| e.code.clone()).collect(),
-            )),
+            driver: Some(
+                Driver::new(
+                    outcome.device,
+                    outcome.has_queued_tasks,
+                    inform.events.iter().map(|e| e.code.clone()).collect(),
+                )
+                .issuing_own_credential(own_credential == Some(OwnCredential::Issue)),
+            ),
             peer,
         },
     );

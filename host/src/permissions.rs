@@ -59,12 +59,17 @@ pub enum Permission {
     ManageOrganizations,
     /// Users and API keys of one's subtree, up to one's own role.
     ManageUsers,
+    /// Onboarding credentials CPEs present (per organization and device model).
+    ManageOnboarding,
     /// The audit log of one's subtree.
     ReadAudit,
     /// Devices no organization has claimed yet.
     ReadPendingDevices,
     /// Sandbox limits of any organization's plugins.
     ManagePluginLimits,
+    /// An organization's own CWMP host name (devices informing at it join the organization):
+    /// the platform's, since a host name claimed by one tenant would capture another's devices.
+    ManageCwmpHosts,
 }
 
 impl Permission {
@@ -103,9 +108,11 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
         Role::OrgAdmin,
         "Create, change, disable and delete users and API keys, up to one's own role",
     ),
+    (Permission::ManageOnboarding, Role::OrgAdmin, "Create and delete the CWMP onboarding credentials CPEs present"),
     (Permission::ReadAudit, Role::OrgAdmin, "Read the audit log"),
     (Permission::ReadPendingDevices, Role::PlatformAdmin, "List devices that no organization has claimed"),
     (Permission::ManagePluginLimits, Role::PlatformAdmin, "Set any organization's plugin sandbox limits"),
+    (Permission::ManageCwmpHosts, Role::PlatformAdmin, "Set an organization's own CWMP host name"),
 ];
 
 /// Why a grant of `role` in an organization is refused, if it is.
@@ -183,9 +190,11 @@ mod tests {
             Permission::ClaimDevices,
             Permission::ManageOrganizations,
             Permission::ManageUsers,
+            Permission::ManageOnboarding,
             Permission::ReadAudit,
             Permission::ReadPendingDevices,
             Permission::ManagePluginLimits,
+            Permission::ManageCwmpHosts,
         ];
         for permission in all {
             assert_eq!(MATRIX.iter().filter(|(p, _, _)| *p == permission).count(), 1, "{permission:?}");

@@ -27,6 +27,7 @@ pub mod faults;
 pub mod orgs;
 pub mod parameters;
 pub mod plugins;
+pub mod preregistrations;
 pub mod presets;
 pub mod settings;
 pub mod tasks;
@@ -234,8 +235,14 @@ impl Store {
         Ok(Self { db, ..self.clone() })
     }
 
-    pub async fn migrate(&self) -> Result<()> {
-        roost_migrations::Migrator::up(&self.db, None).await.context("running database migrations")
+    /// Runs the migrations on a connection of their own, closed before any store opens: an
+    /// SQLite connection that ran an `ALTER TABLE … ADD COLUMN` keeps the table's old column
+    /// count for later `RETURNING *` statements and panics in sqlx reading their rows (seen with
+    /// `roost org create` on a database that `m0008` had just altered).
+    pub async fn migrate(url: &str) -> Result<()> {
+        let db = connect_pool(url, 1).await?;
+        roost_migrations::Migrator::up(&db, None).await.context("running database migrations")?;
+        db.close().await.context("closing the migration connection")
     }
 
     /// Statements executed so far on this store.

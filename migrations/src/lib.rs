@@ -14,6 +14,7 @@ mod m0004_tree_rev;
 mod m0005_onboarding_state;
 mod m0006_idempotency_keys;
 mod m0007_tenancy;
+mod m0008_onboarding;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_onboarding_state::Migration),
             Box::new(m0006_idempotency_keys::Migration),
             Box::new(m0007_tenancy::Migration),
+            Box::new(m0008_onboarding::Migration),
         ]
     }
 }

@@ -57,8 +57,8 @@ pub async fn seed(plan: &SeedPlan, image: &FleetImage) -> Result<()> {
     let started = Instant::now();
 
     // Roost's own migrations make the schema, exactly as `roost serve` would.
+    Store::migrate(&plan.database_url).await?;
     let store = Store::connect(&plan.database_url).await?;
-    store.migrate().await?;
     let existing = count(store.db(), "SELECT COUNT(*) FROM devices").await?;
     if existing > 0 {
         bail!("the database already has {existing} devices: seed a fresh one");

@@ -160,7 +160,7 @@ on_both_backends! {
         assert_eq!(status, StatusCode::OK);
         let visible: Vec<&str> = list["items"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
         assert_eq!(visible, vec![theirs.device(0).device_id().as_str()]);
-        assert_eq!(list["items"][0]["organization"], "isp-a");
+        assert_eq!(list["items"][0]["org"], "isp-a");
         let (status, _) = as_isp(format!("/api/v1/devices/{}", encode_id(&others.device(0).device_id()))).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's (or an unclaimed) device does not exist for them");
         let (status, _) = as_isp(format!("/api/v1/devices/{}/parameters", encode_id(&others.device(0).device_id()))).await;

@@ -121,7 +121,7 @@ on_both_backends! {
         let h = Harness::start_with(backend, CpeAuthMode::Required).await;
         let app = h.app().clone();
         let org = roost::store::orgs::create(&app.store, "ISP A", "isp-a", None).await.unwrap();
-        roost::store::credentials::create(&app.store, Some(org.id), None, "isp-a-fleet", app.secrets.seal(b"s3cret-pass"))
+        roost::store::credentials::create(&app.store, roost::store::credentials::CredentialScope { org_id: Some(org.id), ..Default::default() }, "isp-a-fleet", app.secrets.seal(b"s3cret-pass"))
             .await
             .unwrap();
 
@@ -149,7 +149,7 @@ on_both_backends! {
         assert!(report.is_ok(), "{:?}", report.error);
         assert!(report.http_statuses.contains(&401), "challenged first: {:?}", report.http_statuses);
         let device = h.device(&good.device(0).device_id()).await;
-        assert_eq!(device["organization"], "isp-a");
+        assert_eq!(device["org"], "isp-a");
 
         // A wrong password is refused and registers nothing.
         config.serial_prefix = "EVIL".into();
@@ -235,7 +235,7 @@ on_both_backends! {
         let credential = |h: &Harness| {
             let app = h.app().clone();
             async move {
-                roost::store::credentials::create(&app.store, None, None, "lab", app.secrets.seal(b"lab-password")).await.unwrap();
+                roost::store::credentials::create(&app.store, Default::default(), "lab", app.secrets.seal(b"lab-password")).await.unwrap();
             }
         };
 

@@ -57,7 +57,7 @@ on_both_backends! {
         assert_eq!(status, StatusCode::CREATED, "{health}");
         assert_eq!(health["world"], "provision");
         assert_eq!(health["api_version"], "0.1.0");
-        assert_eq!(health["organization"], "platform");
+        assert_eq!(health["org"], "platform");
         assert_eq!(health["hash"].as_str().unwrap().len(), 64);
         let (status, adapter) = upload(&h, &admin, "name=tr098&version=1.0.0", component("adapter-tr098")).await;
         assert_eq!(status, StatusCode::CREATED, "{adapter}");
@@ -96,7 +96,7 @@ on_both_backends! {
         }
         let (status, own) = upload(&h, &tokens[0], "name=wifi&version=2.1.0-beta.1", component("provision-wifi")).await;
         assert_eq!(status, StatusCode::CREATED, "{own}");
-        assert_eq!(own["organization"], "isp-a");
+        assert_eq!(own["org"], "isp-a");
         assert_eq!(list(&h, &tokens[0]).await, ["health@1.0.0", "tr098@1.0.0", "wifi@2.1.0-beta.1"]);
         assert_eq!(list(&h, &tokens[1]).await, ["health@1.0.0", "tr098@1.0.0"]);
         let own_path = format!("/api/v1/plugins/{}", own["id"].as_str().unwrap());

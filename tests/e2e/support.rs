@@ -514,6 +514,12 @@ impl RawCpe {
         Self { stream: tokio::io::BufReader::new(stream), host }
     }
 
+    /// Sends `host` as the `Host` header from now on: a CPE that reached the ACS by another name.
+    pub fn presenting_host(mut self, host: &str) -> Self {
+        self.host = host.to_owned();
+        self
+    }
+
     /// Connects from another loopback address (`127.0.0.2`, …): another host, as the server
     /// sees it.
     pub async fn connect_from(cwmp_url: &str, local: std::net::Ipv4Addr) -> Self {

@@ -48,7 +48,7 @@ pub fn device_json(device: &Device, org_slug: Option<&str>, tags: Option<Vec<Str
         "hardware_version": device.hardware_version,
         "data_model": device.data_model,
         "cwmp_version": device.cwmp_version,
-        "organization": org_slug,
+        "org": org_slug,
         "remote_address": device.remote_address,
         "parameter_key": device.parameter_key,
         "last_events": events,
@@ -107,6 +107,7 @@ async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQ
             .map(|v| parse_timestamp("last_inform_before", v))
             .transpose()?,
         tag: q.tag,
+        pending: false,
     };
     let rows = devices::list(&app.api_store, &caller.scope, &filter, page.id_cursor()?, limit).await?;
     let slugs = org_slugs(&app).await?;

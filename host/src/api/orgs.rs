@@ -31,6 +31,9 @@ pub struct OrganizationView {
     pub name: String,
     /// The parent's slug; null for the platform.
     pub parent: Option<String>,
+    /// The tenant's own host name for the ACS: CPEs informing at it join the organization, as
+    /// at `/cwmp/{slug}`.
+    pub cwmp_host: Option<String>,
     pub created_at: String,
 }
 
@@ -39,6 +42,7 @@ fn view(org: &Organization, slugs: &HashMap<i64, String>) -> OrganizationView {
         slug: org.slug.clone(),
         name: org.name.clone(),
         parent: org.parent_id.and_then(|id| slugs.get(&id).cloned()),
+        cwmp_host: org.cwmp_host.clone(),
         created_at: timestamp(org.created_at),
     }
 }
@@ -106,6 +110,7 @@ struct CreateOrganization {
     slug: String,
     /// The parent's slug; the caller's own organization when absent.
     parent: Option<String>,
+    cwmp_host: Option<String>,
 }
 
 const MAX_NAME_CHARS: usize = 200;
@@ -131,6 +136,9 @@ async fn create(
     orgs::validate_slug(&request.slug)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidOrganization, e.to_string()))?;
     let parent = named_or_own(&app, &caller, request.parent.as_deref()).await?;
+    if let Some(host) = &request.cwmp_host {
+        check_host(&app, &caller, host).await?;
+    }
     if orgs::by_slug(&app.api_store, &request.slug).await?.is_some() {
         return Err(ApiError::conflict(ErrorCode::SlugTaken, format!("the slug {:?} is taken", request.slug)));
     }
@@ -142,8 +150,14 @@ async fn create(
         }
         Err(error) => return Err(error.into()),
     };
-    // Subtrees just grew: scopes cached here must include the new organization now.
+    if let Some(host) = &request.cwmp_host {
+        orgs::set_cwmp_host(&app.api_store, org.id, Some(host)).await?;
+    }
+    let org = orgs::by_id(&app.api_store, org.id).await?.unwrap_or(org);
+    // Subtrees just grew: scopes cached here must include the new organization now; so must
+    // the onboarding routes.
     app.auth.principals.forget();
+    app.org_routes.invalidate_all();
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(parent.id))), Json(view(&org, &super::org_slugs(&app).await?))))
 }
 
@@ -151,6 +165,24 @@ async fn create(
 #[serde(deny_unknown_fields)]
 struct UpdateOrganization {
     name: Option<String>,
+    /// A host name, or null to remove it.
+    #[serde(default, deserialize_with = "present")]
+    cwmp_host: Option<Option<String>>,
+}
+
+/// A field that may be absent (`None`), null (`Some(None)`) or a value.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+/// A host name the caller may give an organization: well-formed and no other's.
+async fn check_host(app: &App, caller: &Caller, host: &str) -> ApiResult<()> {
+    caller.require(Permission::ManageCwmpHosts)?;
+    orgs::validate_host(host).map_err(|e| ApiError::bad_request(ErrorCode::InvalidOrganization, e.to_string()))?;
+    if orgs::by_cwmp_host(&app.api_store, host).await?.is_some() {
+        return Err(ApiError::conflict(ErrorCode::HostTaken, format!("the CWMP host {host:?} is taken")));
+    }
+    Ok(())
 }
 
 async fn update(
@@ -163,7 +195,19 @@ async fn update(
     manageable(&caller, &org)?;
     if let Some(name) = &request.name {
         check_name(name)?;
+    }
+    if let Some(host) = &request.cwmp_host {
+        match host {
+            Some(host) if org.cwmp_host.as_deref() != Some(host) => check_host(&app, &caller, host).await?,
+            _ => caller.require(Permission::ManageCwmpHosts)?,
+        }
+    }
+    if let Some(name) = &request.name {
         orgs::rename(&app.api_store, org.id, name.trim()).await?;
+    }
+    if let Some(host) = &request.cwmp_host {
+        orgs::set_cwmp_host(&app.api_store, org.id, host.as_deref()).await?;
+        app.org_routes.invalidate_all();
     }
     let org = orgs::by_id(&app.api_store, org.id).await?.ok_or_else(|| ApiError::not_found("organization"))?;
     Ok((Extension(AuditOrg(org.parent_id)), Json(view(&org, &super::org_slugs(&app).await?))))
@@ -179,6 +223,7 @@ async fn remove(
     match orgs::delete(&app.api_store, org.id).await? {
         Ok(()) => {
             app.auth.principals.forget();
+            app.org_routes.invalidate_all();
             // Recorded with the parent: the organization itself is gone.
             Ok((StatusCode::NO_CONTENT, Extension(AuditOrg(org.parent_id))))
         }

@@ -135,7 +135,7 @@ pub fn plugin_json(plugin: &PluginRow) -> Value {
         "api_version": plugin.api_version,
         "hash": plugin.hash,
         "size": plugin.size,
-        "organization": plugin.org_slug,
+        "org": plugin.org_slug,
         "created_at": timestamp(plugin.created_at),
     })
 }

@@ -336,11 +336,15 @@ pub fn challenge(app: &App, client: IpAddr, stale: bool) -> String {
     )
 }
 
-/// Whether `credential` may be used by the device `device_id` onboarding into `org` (the org
-/// its URL names, if any): a device-scoped credential fits only its device, an
-/// organization-scoped one only that organization's URL.
-pub fn permits(credential: &CpeCredential, device_id: &str, url_org: Option<i64>) -> bool {
+/// Whether `credential` may be used by the device `device_id` of `product_class` onboarding
+/// into `org` (the org its URL or Host names, if any): a device-scoped credential fits only its
+/// device, a model's only devices of that product class, an organization-scoped one only that
+/// organization's URL.
+pub fn permits(credential: &CpeCredential, device_id: &str, product_class: &str, url_org: Option<i64>) -> bool {
     if credential.device_id.as_deref().is_some_and(|d| d != device_id) {
+        return false;
+    }
+    if credential.product_class.as_deref().is_some_and(|p| p != product_class) {
         return false;
     }
     match (credential.org_id, url_org) {
@@ -449,5 +453,30 @@ mod tests {
         let throttle = FailureThrottle::default();
         let logged: Vec<_> = (0..50).filter_map(|_| throttle.record_failure(HOME, Some("fleet"))).collect();
         assert_eq!(logged.len(), 2, "{logged:?}");
+    }
+
+    #[test]
+    fn credentials_fit_their_device_model_and_organization_only() {
+        let credential = |org_id: Option<i64>, device_id: Option<&str>, product_class: Option<&str>| CpeCredential {
+            id: 1,
+            org_id,
+            device_id: device_id.map(str::to_owned),
+            username: "u".into(),
+            password: Vec::new(),
+            created_at: 0,
+            product_class: product_class.map(str::to_owned),
+        };
+        let platform = credential(None, None, None);
+        assert!(permits(&platform, "A-HG8245H-1", "HG8245H", None));
+        assert!(permits(&platform, "A-HG8245H-1", "HG8245H", Some(7)));
+        let org = credential(Some(7), None, None);
+        assert!(permits(&org, "A-HG8245H-1", "HG8245H", Some(7)));
+        assert!(!permits(&org, "A-HG8245H-1", "HG8245H", Some(8)), "another organization's URL");
+        let model = credential(Some(7), None, Some("HG8245H"));
+        assert!(permits(&model, "A-HG8245H-1", "HG8245H", Some(7)));
+        assert!(!permits(&model, "A-F660-1", "F660", Some(7)), "another model");
+        let own = credential(None, Some("A-HG8245H-1"), None);
+        assert!(permits(&own, "A-HG8245H-1", "HG8245H", Some(8)));
+        assert!(!permits(&own, "A-HG8245H-2", "HG8245H", None), "another device");
     }
 }

@@ -106,11 +106,16 @@ pub struct Driver {
     started_at: i64,
     discovery_attempted: bool,
     provisioning_attempted: bool,
+    /// The session was opened with a shared onboarding credential: the device is given its own
+    /// first thing (see `own_credential_request`).
+    issue_own_credential: bool,
     rpcs: u32,
 }
 
 #[derive(Debug)]
 enum Work {
+    /// Writing the device's own CWMP credential to `ManagementServer.Username/Password`.
+    OwnCredential,
     Discovery(Refresh),
     Task(Box<TaskRun>),
     Provisioning(Box<Provisioning>),
@@ -169,8 +174,15 @@ impl Driver {
             started_at: now_millis(),
             discovery_attempted: false,
             provisioning_attempted: false,
+            issue_own_credential: false,
             rpcs: 0,
         }
+    }
+
+    /// Gives the device its own CWMP credential in this session.
+    pub fn issuing_own_credential(mut self, issue: bool) -> Self {
+        self.issue_own_credential = issue;
+        self
     }
 
     pub fn device(&self) -> &Device {
@@ -219,6 +231,21 @@ impl Driver {
 
     async fn continue_work(&mut self, app: &Arc<App>, work: Work, answer: Answer) -> Result<Option<AcsRequest>> {
         match work {
+            Work::OwnCredential => {
+                match answer {
+                    // It authenticates with the new credential from its next session on, which
+                    // marks it as taken (`devices.own_credential_at`).
+                    Answer::Response(CpeResponse::SetParameterValues { .. }) => {
+                        tracing::info!(device = %self.device.device_id, "the device took its own CWMP credential");
+                    }
+                    Answer::Fault(fault) => {
+                        let message = format!("the device refused its own CWMP credential: {}", fault.string);
+                        self.record_fault(app, "credentials", &fault.code.to_string(), &message).await?;
+                    }
+                    _ => {}
+                }
+                Ok(None)
+            }
             Work::Provisioning(mut provisioning) => match provisioning.next(app, answer).await? {
                 Some(request) => {
                     self.work = Some(Work::Provisioning(provisioning));
@@ -269,6 +296,13 @@ impl Driver {
             "tr181" => Some("Device."),
             _ => None,
         };
+        if self.issue_own_credential
+            && let Some(root) = root
+        {
+            self.issue_own_credential = false;
+            let request = own_credential_request(app, &self.device, root).await?;
+            return Ok(Some((Work::OwnCredential, Some(request))));
+        }
         let discovery_due = root.is_some()
             && !self.discovery_attempted
             && self.device.discovered_at.is_none()
@@ -743,6 +777,35 @@ pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &Trans
     }
     app.task_finished(task.id);
     Ok(())
+}
+
+/// The SetParameterValues that gives a device its own CWMP credential. The credential is stored
+/// before it is sent, so a device that took it but whose answer was lost can still authenticate;
+/// a device asked again (its earlier answer never came) is sent the same one.
+async fn own_credential_request(app: &App, device: &Device, root: &str) -> Result<AcsRequest> {
+    use crate::store::credentials;
+    let (username, password) = match credentials::own_of(&app.store, &device.device_id).await? {
+        Some(existing) => {
+            let password = app.secrets.open(&existing.password)?;
+            (existing.username, String::from_utf8(password).unwrap_or_default())
+        }
+        None => {
+            let username = format!("cpe-{}", crate::api::auth::random_token("").get(..20).unwrap_or_default());
+            let password = crate::api::auth::random_token("").get(..24).unwrap_or_default().to_owned();
+            let scope = credentials::CredentialScope { device_id: Some(&device.device_id), ..Default::default() };
+            credentials::create(&app.store, scope, &username, app.secrets.seal(password.as_bytes())).await?;
+            (username, password)
+        }
+    };
+    let value = |name: &str, value: String| ParameterValue {
+        name: format!("{root}ManagementServer.{name}"),
+        value,
+        value_type: ValueType::String,
+    };
+    Ok(AcsRequest::SetParameterValues {
+        values: vec![value("Username", username), value("Password", password)],
+        parameter_key: String::new(),
+    })
 }
 
 /// Keeps the connection-request credentials just written to the device (by a task or a

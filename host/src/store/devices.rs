@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use roost_cwmp::{DeviceIdStruct, EventStruct, ParameterValue};
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
+use super::events::EventType;
 use super::orgs::Scope;
 use super::{Store, parameters, statement};
 
@@ -46,6 +47,9 @@ pub struct Device {
     pub discovery_batch: i64,
     /// Sessions in a row that died during discovery.
     pub discovery_failures: i64,
+    /// When the device first authenticated with the CWMP credential Roost made for it; from
+    /// then on no onboarding credential opens its sessions.
+    pub own_credential_at: Option<i64>,
 }
 
 impl Device {
@@ -60,13 +64,34 @@ impl Device {
 pub struct InformRecord<'a> {
     pub device_id: &'a str,
     pub identity: &'a DeviceIdStruct,
-    /// Where a device seen for the first time belongs (its onboarding URL or credential).
-    pub onboarding_org: Option<i64>,
+    /// Where a device seen for the first time belongs, when its session says (its onboarding
+    /// URL or Host, or its credential); else a pre-registration of its serial decides.
+    pub onboarding: Option<Onboarding>,
     pub events: &'a [EventStruct],
     pub parameters: &'a [ParameterValue],
     pub remote_address: &'a str,
     pub cwmp_version: &'a str,
     pub now: i64,
+}
+
+/// The organization a new device joins, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Onboarding {
+    pub org_id: i64,
+    pub via: OnboardingVia,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnboardingVia {
+    /// `/cwmp/{org-slug}`.
+    Url,
+    /// The organization's own host name (`organizations.cwmp_host`).
+    Host,
+    /// An onboarding credential of the organization.
+    Credential,
+    /// A serial the organization pre-registered.
+    Preregistration,
 }
 
 #[derive(Debug)]
@@ -233,18 +258,25 @@ async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> 
     .transpose()
 }
 
-/// Registers a device seen for the first time, with its Inform, in one transaction.
+/// Registers a device seen for the first time, with its Inform, in one transaction: its
+/// organization (and the `device.registered` event) or none (a pending device).
 async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Result<InformOutcome> {
     let txn = store.db().begin().await.context("starting the registration transaction")?;
     let backend = txn.get_database_backend();
     let id = &record.identity;
+    let onboarding = match record.onboarding {
+        Some(onboarding) => Some(onboarding),
+        None => super::preregistrations::only_org_expecting(&txn, &id.serial_number)
+            .await?
+            .map(|org_id| Onboarding { org_id, via: OnboardingVia::Preregistration }),
+    };
     txn.execute_raw(statement(
         backend,
         "INSERT INTO devices (device_id, org_id, oui, product_class, serial_number, manufacturer, registered_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
             record.device_id.into(),
-            record.onboarding_org.into(),
+            onboarding.map(|o| o.org_id).into(),
             id.oui.as_str().into(),
             id.product_class.as_str().into(),
             id.serial_number.as_str().into(),
@@ -263,6 +295,16 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
     device.inform_digest = digest.to_owned();
     if !only_periodic(record.events) {
         insert_events(&txn, device.id, device.org_id, record).await?;
+    }
+    if let Some(onboarding) = onboarding {
+        let payload = serde_json::json!({
+            "device_id": record.device_id,
+            "serial_number": id.serial_number,
+            "product_class": id.product_class,
+            "via": onboarding.via,
+        });
+        super::events::record(&txn, EventType::DeviceRegistered, Some(onboarding.org_id), record.device_id, &payload)
+            .await?;
     }
     txn.commit().await.context("committing the registration")?;
     Ok(InformOutcome { device, created: true, changed_parameters: record.parameters.len(), has_queued_tasks })
@@ -305,6 +347,24 @@ pub async fn by_device_id(store: &Store, device_id: &str) -> Result<Option<Devic
 /// A device the caller's scope may see.
 pub async fn visible(store: &Store, scope: &Scope, device_id: &str) -> Result<Option<Device>> {
     Ok(by_device_id(store, device_id).await?.filter(|d| scope.contains(d.org_id)))
+}
+
+/// Whether a device has taken its own CWMP credential (false for devices not registered yet).
+pub async fn has_own_credential(store: &Store, device_id: &str) -> Result<bool> {
+    let stmt = store
+        .statement("SELECT 1 FROM devices WHERE device_id = ? AND own_credential_at IS NOT NULL", [device_id.into()]);
+    Ok(super::first_row(store.db(), stmt).await.context("checking the device's credential")?.is_some())
+}
+
+/// Records that a device authenticated with its own credential.
+pub async fn mark_own_credential(store: &Store, device_pk: i64, now: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let stmt = store.statement(
+        "UPDATE devices SET own_credential_at = ? WHERE id = ? AND own_credential_at IS NULL",
+        [now.into(), device_pk.into()],
+    );
+    store.db().execute_raw(stmt).await.context("recording the device's own credential")?;
+    Ok(())
 }
 
 pub async fn by_pk(store: &Store, pk: i64) -> Result<Option<Device>> {
@@ -421,6 +481,8 @@ pub struct DeviceFilter {
     pub last_inform_after: Option<i64>,
     pub last_inform_before: Option<i64>,
     pub tag: Option<String>,
+    /// Only devices no organization has (pending devices).
+    pub pending: bool,
 }
 
 /// A page of devices in id order after `after_pk`.
@@ -433,6 +495,9 @@ pub async fn list(
 ) -> Result<Vec<Device>> {
     let (scope_sql, mut args) = scope.condition("org_id");
     let mut sql = format!("SELECT * FROM devices WHERE {scope_sql}");
+    if filter.pending {
+        sql.push_str(" AND org_id IS NULL");
+    }
     let mut add = |clause: &str, value: Value| {
         sql.push_str(" AND ");
         sql.push_str(clause);
@@ -517,4 +582,59 @@ pub async fn recent_events(store: &Store, device_pk: i64, limit: u64) -> Result<
         [device_pk.into(), (limit as i64).into()],
     );
     DeviceEvent::find_by_statement(stmt).all(store.db()).await.context("loading events")
+}
+
+/// The most serials one claim takes.
+pub const MAX_CLAIM: usize = 10_000;
+
+/// A device that joined an organization by a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub device_id: String,
+    pub serial_number: String,
+}
+
+/// Moves the pending devices with these serials into `org_id`, with what hangs off them, and
+/// records a `device.claimed` event for each, in one transaction. Serials of no pending device
+/// are left out of the answer.
+pub async fn claim(store: &Store, serials: &[String], org_id: i64, actor: &str) -> Result<Vec<Claimed>> {
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting the claim")?;
+    let backend = txn.get_database_backend();
+    let mut claimed = Vec::new();
+    for chunk in serials.chunks(500) {
+        let values: Vec<Value> = chunk.iter().map(|s| s.as_str().into()).collect();
+        let rows = txn
+            .query_all_raw(statement(
+                backend,
+                &format!(
+                    "SELECT id, device_id, serial_number FROM devices WHERE org_id IS NULL AND serial_number IN ({})",
+                    super::placeholders(chunk.len())
+                ),
+                values,
+            ))
+            .await
+            .context("finding pending devices")?;
+        for row in rows {
+            let pk: i64 = row.try_get_by_index(0).context("device pk")?;
+            let device_id: String = row.try_get_by_index(1).context("device id")?;
+            let serial_number: String = row.try_get_by_index(2).context("serial")?;
+            // The device first, then what hangs off it and was recorded while it was pending.
+            for table in ["devices", "tasks", "faults", "device_events"] {
+                let column = if table == "devices" { "id" } else { "device_id" };
+                txn.execute_raw(statement(
+                    backend,
+                    &format!("UPDATE {table} SET org_id = ? WHERE {column} = ?"),
+                    [org_id.into(), pk.into()],
+                ))
+                .await
+                .with_context(|| format!("moving the device's {table}"))?;
+            }
+            let payload = serde_json::json!({"device_id": device_id, "serial_number": serial_number, "by": actor});
+            super::events::record(&txn, EventType::DeviceClaimed, Some(org_id), &device_id, &payload).await?;
+            claimed.push(Claimed { device_id, serial_number });
+        }
+    }
+    txn.commit().await.context("committing the claim")?;
+    Ok(claimed)
 }

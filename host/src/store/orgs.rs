@@ -12,6 +12,8 @@ pub struct Organization {
     pub name: String,
     pub parent_id: Option<i64>,
     pub created_at: i64,
+    /// The tenant's own host name for the ACS; CPEs informing at it join the organization.
+    pub cwmp_host: Option<String>,
 }
 
 /// The organizations a caller may see: every one (platform administrators) or a subtree.
@@ -181,4 +183,36 @@ pub async fn ancestors(store: &Store, org: i64) -> Result<Vec<i64>> {
     );
     let rows = store.db().query_all_raw(stmt).await.context("loading organization ancestors")?;
     rows.iter().map(|row| row.try_get_by_index::<i64>(0).context("organization id")).collect()
+}
+
+pub async fn by_cwmp_host(store: &Store, host: &str) -> Result<Option<Organization>> {
+    let stmt = store.statement("SELECT * FROM organizations WHERE cwmp_host = ?", [host.into()]);
+    super::first::<Organization, _>(store.db(), stmt).await.context("loading organization by host")
+}
+
+/// Sets or clears an organization's own CWMP host name (lowercase, without port).
+pub async fn set_cwmp_host(store: &Store, id: i64, host: Option<&str>) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let stmt = store.statement("UPDATE organizations SET cwmp_host = ? WHERE id = ?", [host.into(), id.into()]);
+    store.db().execute_raw(stmt).await.context("setting the organization's CWMP host")?;
+    Ok(())
+}
+
+/// A host name as an organization's `cwmp_host`: lowercase letters, digits, hyphens and dots,
+/// at least two labels.
+pub fn validate_host(host: &str) -> Result<()> {
+    let labels: Vec<&str> = host.split('.').collect();
+    let valid = host.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid {
+        bail!("a CWMP host is a lowercase DNS name such as acs.isp.example: {host:?}");
+    }
+    Ok(())
 }
