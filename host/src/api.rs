@@ -21,6 +21,7 @@ pub mod authenticate;
 pub mod devices;
 pub mod error;
 pub mod extract;
+pub mod nbi;
 pub mod onboarding;
 pub mod orgs;
 pub mod plugins;
@@ -47,9 +48,13 @@ pub fn router(app: Arc<App>) -> Router {
         // rate limit refused) before a place is taken, and the audit sees the matched route.
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), take_slot))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), authenticate::authenticate));
+    let nbi = nbi::router()
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), take_slot))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), authenticate::authenticate));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)
+        .nest("/nbi", nbi)
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -158,7 +163,7 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 /// `limit` and `cursor` of every list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct Page {
     pub limit: Option<u64>,
     pub cursor: Option<String>,

@@ -161,6 +161,9 @@ pub struct ApiSettings {
     pub queue_timeout: Duration,
     /// Requests a minute an API key may make, unless the key sets its own.
     pub api_key_rate_limit_per_minute: u64,
+    /// A device is online when it informed within this time (device lists' `online`).
+    #[serde(with = "seconds")]
+    pub online_window: Duration,
 }
 
 impl Default for ApiSettings {
@@ -171,6 +174,7 @@ impl Default for ApiSettings {
             max_concurrent_requests: 4,
             queue_timeout: Duration::from_secs(10),
             api_key_rate_limit_per_minute: 600,
+            online_window: Duration::from_secs(20 * 60),
         }
     }
 }

@@ -122,6 +122,47 @@ on_both_backends! {
         seen.sort();
         assert_eq!(seen, expected);
 
+        // By stored parameter values, equal or by prefix; online; sorted; projected.
+        let root_version = "Device.DeviceInfo.SoftwareVersion";
+        let (status, page) = h.get(&format!("/api/v1/devices?param.{root_version}={}", encode_id(&version))).await;
+        assert_eq!((status, ids(&page).len()), (StatusCode::OK, 2), "{page}");
+        let prefix: String = version.chars().take(2).collect();
+        let (_, page) = h.get(&format!("/api/v1/devices?param_prefix.{root_version}={}", encode_id(&prefix))).await;
+        assert_eq!(ids(&page).len(), 2);
+        let (_, page) = h.get(&format!("/api/v1/devices?param.{root_version}=no-such-version")).await;
+        assert_eq!(ids(&page).len(), 0);
+        let (_, page) = h.get("/api/v1/devices?online=true").await;
+        assert_eq!(ids(&page).len(), 5);
+        let (_, page) = h.get("/api/v1/devices?online=false").await;
+        assert_eq!(ids(&page).len(), 0);
+        let (_, page) = h.get("/api/v1/devices?sort=-serial_number&fields=id,serial_number,tags,online").await;
+        let serials: Vec<&str> = page["items"].as_array().unwrap().iter().map(|d| d["serial_number"].as_str().unwrap()).collect();
+        let mut descending = serials.clone();
+        descending.sort();
+        descending.reverse();
+        assert_eq!(serials, descending);
+        let first = page["items"][0].as_object().unwrap();
+        let mut keys: Vec<&str> = first.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["id", "online", "serial_number", "tags"]);
+        // Sorted pages follow the cursor too.
+        let mut sorted_seen = Vec::new();
+        let mut path = "/api/v1/devices?limit=2&sort=-last_inform_at".to_owned();
+        loop {
+            let (_, page) = h.get(&path).await;
+            sorted_seen.extend(ids(&page));
+            match page["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/api/v1/devices?limit=2&sort=-last_inform_at&cursor={cursor}"),
+                None => break,
+            }
+        }
+        sorted_seen.sort();
+        assert_eq!(sorted_seen, expected);
+        for bad in ["sort=colour", "fields=password", "frobnicate=1", "online=maybe", "param.=x"] {
+            let (status, problem) = h.get(&format!("/api/v1/devices?{bad}")).await;
+            assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")), "{bad}");
+        }
+
         let (status, _) = h.request(reqwest::Method::DELETE, &format!("/api/v1/devices/{}", encode_id(&tagged)), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let (status, _) = h.get(&format!("/api/v1/devices/{}", encode_id(&tagged))).await;

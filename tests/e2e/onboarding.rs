@@ -78,6 +78,10 @@ on_both_backends! {
         assert_eq!(list["items"].as_array().unwrap().len(), 2);
         let (_, pending) = h.get("/api/v1/pending-devices").await;
         assert_eq!(pending["items"].as_array().unwrap().len(), 1);
+        let (_, of_a) = h.get("/api/v1/devices?org=isp-a&fields=org").await;
+        assert_eq!(of_a["items"], json!([{"org": "isp-a"}, {"org": "isp-a"}]), "the platform filters by organization");
+        let (status, _) = h.request_as(&advanced, Method::GET, "/api/v1/devices?org=isp-b", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "not another tenant's");
         // Claiming it again finds nothing: it is nobody's pending device any more.
         let claim = json!({"serials": [serial(1)]});
         let (_, again) = h.request_as(&advanced, Method::POST, "/api/v1/pending-devices/claim", Some(claim)).await;

@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 
 use super::authenticate::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::{Page, list_response, optional_timestamp, org_slugs, parse_timestamp, timestamp};
+use super::{ListResponse, Page, list_response, optional_timestamp, org_slugs, parse_timestamp, timestamp};
 use crate::app::App;
 use crate::cwmp::connection_request;
 use crate::permissions::Permission;
-use crate::store::devices::{self, Device, DeviceFilter};
-use crate::store::{faults, parameters};
+use crate::store::devices::{self, After, Device, DeviceFilter, ParameterMatch, Sort, SortKey};
+use crate::store::{faults, now_millis, orgs, parameters};
 
 pub fn router() -> Router<Arc<App>> {
     Router::new()
@@ -75,46 +75,169 @@ pub fn device_json(device: &Device, org_slug: Option<&str>, tags: Option<Vec<Str
     value
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /devices`, read from its pairs: besides the named filters, any number of
+/// `tag=…` (all must match), `param.<path>=<value>` (the stored value equals) and
+/// `param_prefix.<path>=<prefix>` (the stored value starts with).
+#[derive(Debug, Default)]
 struct ListQuery {
-    serial_number: Option<String>,
-    oui: Option<String>,
-    product_class: Option<String>,
-    software_version: Option<String>,
-    last_inform_after: Option<String>,
-    last_inform_before: Option<String>,
-    tag: Option<String>,
-    limit: Option<u64>,
-    cursor: Option<String>,
+    filter: DeviceFilter,
+    org: Option<String>,
+    online: Option<bool>,
+    sort: Sort,
+    fields: Option<Vec<String>>,
+    page: Page,
 }
 
-async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
-    let page = Page { limit: q.limit, cursor: q.cursor.clone() };
-    let limit = page.limit()?;
-    let filter = DeviceFilter {
-        serial_number: q.serial_number,
-        oui: q.oui,
-        product_class: q.product_class,
-        software_version: q.software_version,
-        last_inform_after: q
-            .last_inform_after
-            .as_deref()
-            .map(|v| parse_timestamp("last_inform_after", v))
-            .transpose()?,
-        last_inform_before: q
-            .last_inform_before
-            .as_deref()
-            .map(|v| parse_timestamp("last_inform_before", v))
-            .transpose()?,
-        tag: q.tag,
-        pending: false,
-    };
-    let rows = devices::list(&app.api_store, &caller.scope, &filter, page.id_cursor()?, limit).await?;
+/// The fields a device in a list has, for `fields=`.
+const LIST_FIELDS: &[&str] = &[
+    "id",
+    "oui",
+    "product_class",
+    "serial_number",
+    "manufacturer",
+    "software_version",
+    "hardware_version",
+    "data_model",
+    "cwmp_version",
+    "org",
+    "tags",
+    "online",
+    "remote_address",
+    "parameter_key",
+    "last_events",
+    "registered_at",
+    "last_inform_at",
+    "last_boot_at",
+    "last_bootstrap_at",
+    "discovered_at",
+    "configured_at",
+    "discovery",
+    "connection_request",
+];
+
+/// The most parameter conditions one list takes.
+const MAX_PARAMETER_FILTERS: usize = 16;
+
+impl ListQuery {
+    fn parse(pairs: Vec<(String, String)>) -> ApiResult<Self> {
+        let bad = |detail: String| ApiError::bad_request(ErrorCode::InvalidQuery, detail);
+        let time = |field: &str, value: &str| parse_timestamp(field, value);
+        let mut query = Self::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "serial_number" => query.filter.serial_number = Some(value),
+                "oui" => query.filter.oui = Some(value),
+                "product_class" | "model" => query.filter.product_class = Some(value),
+                "software_version" => query.filter.software_version = Some(value),
+                "last_inform_after" => query.filter.last_inform_after = Some(time(&key, &value)?),
+                "last_inform_before" => query.filter.last_inform_before = Some(time(&key, &value)?),
+                "tag" => {
+                    check_tag(&value)?;
+                    query.filter.tags.push(value);
+                }
+                "org" => query.org = Some(value),
+                "online" => {
+                    query.online =
+                        Some(value.parse().map_err(|_| bad(format!("online is true or false, got {value:?}")))?)
+                }
+                "sort" => {
+                    let (name, descending) = value.strip_prefix('-').map_or((value.as_str(), false), |n| (n, true));
+                    let key = SortKey::parse(name).ok_or_else(|| {
+                        bad(format!(
+                            "sort is id, serial_number, last_inform_at or registered_at, optionally after '-', got {value:?}"
+                        ))
+                    })?;
+                    query.sort = Sort { key, descending };
+                }
+                "fields" => {
+                    let fields: Vec<String> =
+                        value.split(',').map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect();
+                    if let Some(unknown) = fields.iter().find(|f| !LIST_FIELDS.contains(&f.as_str())) {
+                        return Err(bad(format!("unknown field {unknown:?}; fields are {}", LIST_FIELDS.join(", "))));
+                    }
+                    query.fields = Some(fields);
+                }
+                "limit" => {
+                    query.page.limit =
+                        Some(value.parse().map_err(|_| bad(format!("limit is a number, got {value:?}")))?)
+                }
+                "cursor" => query.page.cursor = Some(value),
+                _ => {
+                    let (path, matching) = if let Some(path) = key.strip_prefix("param.") {
+                        (path, ParameterMatch::Equals(value))
+                    } else if let Some(path) = key.strip_prefix("param_prefix.") {
+                        (path, ParameterMatch::Prefix(value))
+                    } else {
+                        return Err(bad(format!("unknown query parameter {key:?}")));
+                    };
+                    if path.is_empty() || path.ends_with('.') {
+                        return Err(bad(format!("{key:?} does not name a parameter")));
+                    }
+                    query.filter.parameters.push((path.to_owned(), matching));
+                    if query.filter.parameters.len() > MAX_PARAMETER_FILTERS {
+                        return Err(bad(format!("at most {MAX_PARAMETER_FILTERS} parameter conditions")));
+                    }
+                }
+            }
+        }
+        Ok(query)
+    }
+}
+
+async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> ApiResult<Json<ListResponse<Value>>> {
+    let mut q = ListQuery::parse(pairs)?;
+    let limit = q.page.limit()?;
+    if let Some(slug) = &q.org {
+        let org = super::orgs::visible(&app, &caller, slug).await?;
+        q.filter.orgs = Some(orgs::subtree(&app.api_store, org.id).await?);
+    }
+    if let Some(online) = q.online {
+        let since = now_millis() - i64::try_from(app.config.api.online_window.as_millis()).unwrap_or(i64::MAX);
+        if online {
+            q.filter.last_inform_after = Some(q.filter.last_inform_after.map_or(since, |t| t.max(since)));
+        } else {
+            q.filter.last_inform_before = Some(q.filter.last_inform_before.map_or(since, |t| t.min(since)));
+        }
+    }
+    let after = q
+        .page
+        .cursor()?
+        .map(|c| {
+            serde_json::from_str::<After>(&c)
+                .map_err(|_| ApiError::bad_request(ErrorCode::InvalidCursor, "cursor is not one this API returned"))
+        })
+        .transpose()?;
+    let rows = devices::list(&app.api_store, &caller.scope, &q.filter, q.sort, after.as_ref(), limit).await?;
     let slugs = org_slugs(&app).await?;
-    let last = rows.last().map(|d| d.id.to_string());
-    let items: Vec<Value> =
-        rows.iter().map(|d| device_json(d, d.org_id.and_then(|o| slugs.get(&o)).map(String::as_str), None)).collect();
-    Ok(Json(list_response(items, limit, last)))
+    let wants = |field: &str| q.fields.as_ref().is_none_or(|fields| fields.iter().any(|f| f == field));
+    let mut tags = if wants("tags") {
+        devices::tags_of(&app.api_store, &rows.iter().map(|d| d.id).collect::<Vec<_>>()).await?
+    } else {
+        Default::default()
+    };
+    let online_since = now_millis() - i64::try_from(app.config.api.online_window.as_millis()).unwrap_or(i64::MAX);
+    let last = rows
+        .last()
+        .map(|d| serde_json::to_string(&After { value: q.sort.key.value_of(d), id: d.id }).unwrap_or_default());
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|d| {
+            let org = d.org_id.and_then(|o| slugs.get(&o)).map(String::as_str);
+            let mut value = device_json(d, org, Some(tags.remove(&d.id).unwrap_or_default()));
+            if let Some(object) = value.as_object_mut() {
+                object.insert("online".into(), json!(d.last_inform_at.is_some_and(|t| t >= online_since)));
+                if let Some(fields) = &q.fields {
+                    object.retain(|key, _| fields.iter().any(|f| f == key));
+                }
+            }
+            value
+        })
+        .collect();
+    Ok(Json(ListResponse::new(items, limit, last)))
 }
 
 async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -228,7 +351,7 @@ fn check_tag(tag: &str) -> ApiResult<()> {
     }
 }
 
-async fn add_tag(
+pub(super) async fn add_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
@@ -240,7 +363,7 @@ async fn add_tag(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn remove_tag(
+pub(super) async fn remove_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,

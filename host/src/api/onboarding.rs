@@ -119,7 +119,9 @@ async fn pending(
         pending: true,
         ..DeviceFilter::default()
     };
-    let rows = devices::list(&app.api_store, &Scope::All, &filter, query.page.id_cursor()?, limit).await?;
+    let after = query.page.id_cursor()?.map(|id| devices::After { value: devices::SortValue::Number(id), id });
+    let rows =
+        devices::list(&app.api_store, &Scope::All, &filter, devices::Sort::default(), after.as_ref(), limit).await?;
     let last = rows.last().map(|d| d.id.to_string());
     Ok(Json(ListResponse::new(rows.iter().map(|d| device_json(d, None, None)).collect(), limit, last)))
 }

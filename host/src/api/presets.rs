@@ -130,18 +130,22 @@ pub fn preset_json(row: &PresetRow) -> Value {
     value
 }
 
-async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+pub(super) async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<axum::Json<Value>> {
     let rows = presets::list(&app.api_store, caller.org_id).await?;
     let items: Vec<Value> = rows.iter().map(preset_json).collect();
     Ok(axum::Json(json!({ "items": items, "next_cursor": null })))
 }
 
-async fn show(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
+pub(super) async fn show(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
     let row = presets::get(&app.api_store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
     Ok(axum::Json(preset_json(&row)))
 }
 
-async fn put(
+pub(super) async fn put(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(name): Path<String>,
@@ -180,7 +184,11 @@ async fn put(
     Ok((status, axum::Json(preset_json(&row))))
 }
 
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub(super) async fn remove(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require(Permission::ManageProvisioning)?;
     if presets::delete(&app.api_store, caller.org_id, &name).await? {
         app.provisioning.invalidate();

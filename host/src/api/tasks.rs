@@ -94,15 +94,63 @@ async fn create(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
+    let wait = query.connection_request.then_some(app.config.tasks.connection_request_wait);
+    let submitted = submit(&app, &slot, &caller, &id, &body, wait, Some(&headers)).await?;
+    let device_id = &submitted.device_id;
+    Ok(match submitted.outcome {
+        Submitted::Replayed(task) => replayed(&task, device_id),
+        Submitted::Queued(task) => (StatusCode::CREATED, Json(task_json(&task, device_id))).into_response(),
+        Submitted::Woken { task, connection_request } => {
+            let status = if task.status == tasks::PENDING { StatusCode::ACCEPTED } else { StatusCode::OK };
+            let mut value = task_json(&task, device_id);
+            if let Some(object) = value.as_object_mut() {
+                object.insert("connection_request".into(), json!(connection_request));
+            }
+            (status, Json(value)).into_response()
+        }
+    })
+}
+
+/// What submitting a task came to.
+pub enum Submitted {
+    /// Queued for the device's next session.
+    Queued(TaskRow),
+    /// Queued, the device woken, and waited for: the task as it is now (pending if the device
+    /// did not run it in time).
+    Woken { task: TaskRow, connection_request: connection_request::Outcome },
+    /// An `Idempotency-Key` seen before: the task its first request queued, as it is now.
+    Replayed(TaskRow),
+}
+
+pub struct Submission {
+    pub device_id: String,
+    pub outcome: Submitted,
+}
+
+/// Queues a task (a GenieACS NBI body) for a device the caller sees, and when `wait` is given,
+/// wakes the device and waits that long for the task to finish. Shared by `/api/v1` and the NBI.
+pub async fn submit(
+    app: &Arc<App>,
+    slot: &crate::api::ApiSlot,
+    caller: &Caller,
+    id: &str,
+    body: &Value,
+    wait: Option<Duration>,
+    headers: Option<&HeaderMap>,
+) -> ApiResult<Submission> {
     let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
     caller.require(required_permission(name))?;
-    let device = visible_device(&app, &caller, &id).await?;
-    let (name, _spec) = TaskSpec::parse(&body).map_err(|e| ApiError::bad_request(ErrorCode::InvalidTask, e.0))?;
-    let idempotency = IdempotencyRequest::from_headers(&headers, &caller, &device.device_id, &body)?;
+    let device = visible_device(app, caller, id).await?;
+    let (name, _spec) = TaskSpec::parse(body).map_err(|e| ApiError::bad_request(ErrorCode::InvalidTask, e.0))?;
+    let submission = |outcome| Submission { device_id: device.device_id.clone(), outcome };
+    let idempotency = match headers {
+        Some(headers) => IdempotencyRequest::from_headers(headers, caller, &device.device_id, body)?,
+        None => None,
+    };
     if let Some(request) = &idempotency
-        && let Some(earlier) = request.earlier(&app).await?
+        && let Some(earlier) = request.earlier(app).await?
     {
-        return Ok(replayed(&earlier, &device.device_id));
+        return Ok(submission(Submitted::Replayed(earlier)));
     }
     let expiry = match body.get("expiry") {
         None | Some(Value::Null) => app.config.tasks.default_expiry,
@@ -113,8 +161,8 @@ async fn create(
     let expires_at = now_millis().saturating_add(i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX));
     // Subscribe before queueing so a fast device cannot finish before we listen.
     let mut finished = app.task_events.subscribe();
-    let redacted = crate::tasks::redact(&body);
-    let stored_body = redacted.as_ref().unwrap_or(&body).to_string();
+    let redacted = crate::tasks::redact(body);
+    let stored_body = redacted.as_ref().unwrap_or(body).to_string();
     let new_task = tasks::NewTask {
         device_pk: device.id,
         org_id: device.org_id,
@@ -128,20 +176,17 @@ async fn create(
         Some(request) => match tasks::insert_idempotent(&app.api_store, new_task, request.key()).await? {
             Some(task) => task,
             // A concurrent retry with the same key queued it first.
-            None => match request.earlier(&app).await? {
-                Some(earlier) => return Ok(replayed(&earlier, &device.device_id)),
+            None => match request.earlier(app).await? {
+                Some(earlier) => return Ok(submission(Submitted::Replayed(earlier))),
                 None => return Err(anyhow::anyhow!("an idempotency key vanished while it was used").into()),
             },
         },
     };
-    if !query.connection_request {
-        return Ok((StatusCode::CREATED, Json(task_json(&task, &device.device_id))).into_response());
-    }
+    let Some(wait) = wait else { return Ok(submission(Submitted::Queued(task))) };
     // Waking the device and waiting for it cost this server nothing: the place goes to others.
     slot.release();
-    let outcome = connection_request::send(&app, &device).await?;
+    let outcome = connection_request::send(app, &device).await?;
     if outcome == connection_request::Outcome::Accepted {
-        let wait = app.config.tasks.connection_request_wait;
         let _ = tokio::time::timeout(wait, async {
             loop {
                 match finished.recv().await {
@@ -160,12 +205,7 @@ async fn create(
         .await;
     }
     let task = tasks::by_id(&app.api_store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    let status = if task.status == tasks::PENDING { StatusCode::ACCEPTED } else { StatusCode::OK };
-    let mut value = task_json(&task, &device.device_id);
-    if let Some(object) = value.as_object_mut() {
-        object.insert("connection_request".into(), json!(outcome));
-    }
-    Ok((status, Json(value)).into_response())
+    Ok(submission(Submitted::Woken { task, connection_request: outcome }))
 }
 
 /// An `Idempotency-Key` on a task POST, with who sent it and what it was sent with.

@@ -480,17 +480,96 @@ pub struct DeviceFilter {
     pub software_version: Option<String>,
     pub last_inform_after: Option<i64>,
     pub last_inform_before: Option<i64>,
-    pub tag: Option<String>,
+    /// Devices carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Stored parameter values, by path.
+    pub parameters: Vec<(String, ParameterMatch)>,
+    /// Only devices of these organizations (a subtree within the caller's scope).
+    pub orgs: Option<Vec<i64>>,
     /// Only devices no organization has (pending devices).
     pub pending: bool,
 }
 
-/// A page of devices in id order after `after_pk`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParameterMatch {
+    Equals(String),
+    Prefix(String),
+}
+
+/// What a device list is ordered by; ties (and `Id`) by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Id,
+    SerialNumber,
+    LastInform,
+    Registered,
+}
+
+impl SortKey {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "id" => Self::Id,
+            "serial_number" => Self::SerialNumber,
+            "last_inform_at" => Self::LastInform,
+            "registered_at" => Self::Registered,
+            _ => return None,
+        })
+    }
+
+    /// The expression ordered by: never NULL, so keyset pages are exact.
+    fn expression(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::SerialNumber => "serial_number",
+            Self::LastInform => "COALESCE(last_inform_at, 0)",
+            Self::Registered => "registered_at",
+        }
+    }
+
+    /// The value of a device's sort key, for the next page's cursor.
+    pub fn value_of(self, device: &Device) -> SortValue {
+        match self {
+            Self::Id => SortValue::Number(device.id),
+            Self::SerialNumber => SortValue::Text(device.serial_number.clone()),
+            Self::LastInform => SortValue::Number(device.last_inform_at.unwrap_or(0)),
+            Self::Registered => SortValue::Number(device.registered_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SortValue {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub key: SortKey,
+    pub descending: bool,
+}
+
+impl Default for Sort {
+    fn default() -> Self {
+        Self { key: SortKey::Id, descending: false }
+    }
+}
+
+/// Where a page starts: after the device with this sort value and id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct After {
+    pub value: SortValue,
+    pub id: i64,
+}
+
+/// A page of devices in `sort` order after `after`.
 pub async fn list(
     store: &Store,
     scope: &Scope,
     filter: &DeviceFilter,
-    after_pk: Option<i64>,
+    sort: Sort,
+    after: Option<&After>,
     limit: u64,
 ) -> Result<Vec<Device>> {
     let (scope_sql, mut args) = scope.condition("org_id");
@@ -498,38 +577,98 @@ pub async fn list(
     if filter.pending {
         sql.push_str(" AND org_id IS NULL");
     }
-    let mut add = |clause: &str, value: Value| {
+    if let Some(orgs) = &filter.orgs {
+        if orgs.is_empty() {
+            sql.push_str(" AND 1 = 0");
+        } else {
+            sql.push_str(&format!(" AND org_id IN ({})", super::placeholders(orgs.len())));
+            args.extend(orgs.iter().map(|id| Value::from(*id)));
+        }
+    }
+    let mut add = |clause: &str, values: Vec<Value>| {
         sql.push_str(" AND ");
         sql.push_str(clause);
-        args.push(value);
+        args.extend(values);
     };
     if let Some(v) = &filter.serial_number {
-        add("serial_number = ?", v.as_str().into());
+        add("serial_number = ?", vec![v.as_str().into()]);
     }
     if let Some(v) = &filter.oui {
-        add("oui = ?", v.as_str().into());
+        add("oui = ?", vec![v.as_str().into()]);
     }
     if let Some(v) = &filter.product_class {
-        add("product_class = ?", v.as_str().into());
+        add("product_class = ?", vec![v.as_str().into()]);
     }
     if let Some(v) = &filter.software_version {
-        add("software_version = ?", v.as_str().into());
+        add("software_version = ?", vec![v.as_str().into()]);
     }
     if let Some(v) = filter.last_inform_after {
-        add("last_inform_at >= ?", v.into());
+        add("last_inform_at >= ?", vec![v.into()]);
     }
     if let Some(v) = filter.last_inform_before {
-        add("last_inform_at < ?", v.into());
+        add("last_inform_at < ?", vec![v.into()]);
     }
-    if let Some(v) = &filter.tag {
-        add("id IN (SELECT device_id FROM device_tags WHERE tag = ?)", v.as_str().into());
+    for tag in &filter.tags {
+        add("id IN (SELECT device_id FROM device_tags WHERE tag = ?)", vec![tag.as_str().into()]);
     }
-    if let Some(v) = after_pk {
-        add("id > ?", v.into());
+    for (path, matching) in &filter.parameters {
+        match matching {
+            ParameterMatch::Equals(value) => add(
+                "EXISTS (SELECT 1 FROM parameters p WHERE p.device_id = devices.id AND p.path = ? AND p.value = ?)",
+                vec![path.as_str().into(), value.as_str().into()],
+            ),
+            ParameterMatch::Prefix(prefix) => add(
+                "EXISTS (SELECT 1 FROM parameters p WHERE p.device_id = devices.id AND p.path = ? \
+                 AND substr(p.value, 1, CAST(? AS INTEGER)) = ?)",
+                vec![path.as_str().into(), (prefix.chars().count() as i64).into(), prefix.as_str().into()],
+            ),
+        }
     }
-    sql.push_str(" ORDER BY id LIMIT ?");
+    let key = sort.key.expression();
+    let (after_op, direction) = if sort.descending { ("<", "DESC") } else { (">", "ASC") };
+    if let Some(after) = after {
+        let value: Value = match &after.value {
+            SortValue::Number(n) => (*n).into(),
+            SortValue::Text(t) => t.as_str().into(),
+        };
+        if sort.key == SortKey::Id {
+            add(&format!("id {after_op} ?"), vec![after.id.into()]);
+        } else {
+            add(
+                &format!("({key} {after_op} ? OR ({key} = ? AND id {after_op} ?))"),
+                vec![value.clone(), value, after.id.into()],
+            );
+        }
+    }
+    if sort.key == SortKey::Id {
+        sql.push_str(&format!(" ORDER BY id {direction} LIMIT ?"));
+    } else {
+        sql.push_str(&format!(" ORDER BY {key} {direction}, id {direction} LIMIT ?"));
+    }
     args.push((limit as i64).into());
     Device::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing devices")
+}
+
+/// The tags of several devices, by device.
+pub async fn tags_of(store: &Store, device_pks: &[i64]) -> Result<std::collections::HashMap<i64, Vec<String>>> {
+    let mut tags: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+    if device_pks.is_empty() {
+        return Ok(tags);
+    }
+    let sql = format!(
+        "SELECT device_id, tag FROM device_tags WHERE device_id IN ({}) ORDER BY device_id, tag",
+        super::placeholders(device_pks.len())
+    );
+    let rows = store
+        .db()
+        .query_all_raw(store.statement(&sql, device_pks.iter().map(|id| Value::from(*id))))
+        .await
+        .context("loading tags")?;
+    for row in rows {
+        let device: i64 = row.try_get_by_index(0).context("tag's device")?;
+        tags.entry(device).or_default().push(row.try_get_by_index(1).context("tag")?);
+    }
+    Ok(tags)
 }
 
 pub async fn tags(store: &Store, device_pk: i64) -> Result<Vec<String>> {
@@ -637,4 +776,45 @@ pub async fn claim(store: &Store, serials: &[String], org_id: i64, actor: &str) 
     }
     txn.commit().await.context("committing the claim")?;
     Ok(claimed)
+}
+
+/// A query over `devices d` (the NBI's): a condition with its values, SQL expressions whose
+/// values come back with each device, an order (a vetted column list) and a page.
+#[derive(Debug, Clone)]
+pub struct DeviceQuery {
+    pub condition: String,
+    pub args: Vec<Value>,
+    pub extra: Vec<(String, Vec<Value>)>,
+    pub order: String,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// Devices of the scope matching a [`DeviceQuery`], with the values of its extra expressions.
+pub async fn find(store: &Store, scope: &Scope, query: &DeviceQuery) -> Result<Vec<(Device, Vec<Option<String>>)>> {
+    let (scope_sql, scope_args) = scope.condition("d.org_id");
+    let mut columns = String::from("d.*");
+    let mut args: Vec<Value> = Vec::new();
+    for (i, (expression, values)) in query.extra.iter().enumerate() {
+        columns.push_str(&format!(", ({expression}) AS extra_{i}"));
+        args.extend(values.iter().cloned());
+    }
+    args.extend(scope_args);
+    args.extend(query.args.iter().cloned());
+    args.push(Value::from(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+    args.push(Value::from(i64::try_from(query.offset).unwrap_or(i64::MAX)));
+    let sql = format!(
+        "SELECT {columns} FROM devices d WHERE {scope_sql} AND {} ORDER BY {} LIMIT ? OFFSET ?",
+        query.condition, query.order
+    );
+    let rows = store.db().query_all_raw(store.statement(&sql, args)).await.context("querying devices")?;
+    rows.iter()
+        .map(|row| {
+            let device = Device::from_query_result(row, "").context("reading device")?;
+            let values = (0..query.extra.len())
+                .map(|i| row.try_get::<Option<String>>("", &format!("extra_{i}")).context("reading a queried value"))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((device, values))
+        })
+        .collect()
 }

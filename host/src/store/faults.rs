@@ -1,7 +1,7 @@
 //! Faults recorded against devices.
 
 use anyhow::{Context, Result};
-use sea_orm::{FromQueryResult, Value};
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
 use super::Store;
 
@@ -60,4 +60,46 @@ pub async fn record(
         .await
         .context("recording fault")?;
     Ok(())
+}
+
+/// Faults of the scope (through their device's organization), oldest first, optionally of one
+/// device.
+pub async fn list_scoped(
+    store: &Store,
+    scope: &super::orgs::Scope,
+    device_pk: Option<i64>,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<(FaultRow, String)>> {
+    let (condition, mut args) = scope.condition("d.org_id");
+    let mut sql = format!(
+        "SELECT f.*, d.device_id AS device_name FROM faults f JOIN devices d ON d.id = f.device_id WHERE {condition}"
+    );
+    if let Some(pk) = device_pk {
+        sql.push_str(" AND f.device_id = ?");
+        args.push(pk.into());
+    }
+    sql.push_str(" ORDER BY f.id LIMIT ? OFFSET ?");
+    args.push(Value::from(i64::try_from(limit).unwrap_or(i64::MAX)));
+    args.push(Value::from(i64::try_from(offset).unwrap_or(i64::MAX)));
+    let rows = store.db().query_all_raw(store.statement(&sql, args)).await.context("listing faults")?;
+    rows.iter()
+        .map(|row| {
+            let fault = FaultRow::from_query_result(row, "").context("reading fault")?;
+            let device: String = row.try_get("", "device_name").context("reading fault's device")?;
+            Ok((fault, device))
+        })
+        .collect()
+}
+
+/// Deletes a fault of the scope; whether there was one.
+pub async fn delete_scoped(store: &Store, scope: &super::orgs::Scope, id: i64) -> Result<bool> {
+    let _guard = store.write_guard().await;
+    let (condition, mut args) = scope.condition("d.org_id");
+    args.insert(0, id.into());
+    let stmt = store.statement(
+        &format!("DELETE FROM faults WHERE id = ? AND device_id IN (SELECT d.id FROM devices d WHERE {condition})"),
+        args,
+    );
+    Ok(store.db().execute_raw(stmt).await.context("deleting fault")?.rows_affected() > 0)
 }

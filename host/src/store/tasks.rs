@@ -320,3 +320,38 @@ async fn exec(store: &Store, sql: &str, args: Vec<Value>) -> Result<()> {
     store.db().execute_raw(store.statement(sql, args)).await.with_context(|| format!("running {sql}"))?;
     Ok(())
 }
+
+/// Tasks of the scope (through their device's organization), oldest first, optionally of one
+/// device and of one name.
+pub async fn list_scoped(
+    store: &Store,
+    scope: &Scope,
+    device_pk: Option<i64>,
+    name: Option<&str>,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<(TaskRow, String)>> {
+    let (condition, mut args) = scope.condition("d.org_id");
+    let mut sql = format!(
+        "SELECT t.*, d.device_id AS device_name FROM tasks t JOIN devices d ON d.id = t.device_id WHERE {condition}"
+    );
+    if let Some(pk) = device_pk {
+        sql.push_str(" AND t.device_id = ?");
+        args.push(pk.into());
+    }
+    if let Some(name) = name {
+        sql.push_str(" AND t.name = ?");
+        args.push(name.into());
+    }
+    sql.push_str(" ORDER BY t.id LIMIT ? OFFSET ?");
+    args.push(Value::from(i64::try_from(limit).unwrap_or(i64::MAX)));
+    args.push(Value::from(i64::try_from(offset).unwrap_or(i64::MAX)));
+    let rows = store.db().query_all_raw(store.statement(&sql, args)).await.context("listing tasks")?;
+    rows.iter()
+        .map(|row| {
+            let task = TaskRow::from_query_result(row, "").context("reading task")?;
+            let device: String = row.try_get("", "device_name").context("reading task's device")?;
+            Ok((task, device))
+        })
+        .collect()
+}

@@ -1,0 +1,476 @@
+//! A GenieACS-compatible northbound interface under `/nbi/`, so that an integration written for
+//! GenieACS's NBI works by changing its base URL and adding an API key. Scoped and tiered like
+//! `/api/v1` (the same middleware authenticates it); `docs/NBI.md` lists what is supported.
+
+pub mod query;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::authenticate::Caller;
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{Json, Path, Query};
+use super::tasks::{Submitted, submit};
+use super::{devices as device_routes, presets, timestamp};
+use crate::app::App;
+use crate::permissions::Permission;
+use crate::store::devices::{self, Device};
+use crate::store::{faults, parameters, tasks};
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/devices", get(find_devices))
+        .route("/devices/", get(find_devices))
+        .route("/devices/{id}/tasks", post(create_task))
+        .route("/devices/{id}/tags/{tag}", post(device_routes::add_tag).delete(device_routes::remove_tag))
+        .route("/tasks", get(find_tasks))
+        .route("/tasks/", get(find_tasks))
+        .route("/tasks/{id}", delete(delete_task))
+        .route("/faults", get(find_faults))
+        .route("/faults/", get(find_faults))
+        .route("/faults/{id}", delete(delete_fault))
+        .route("/presets", get(presets::list))
+        .route("/presets/", get(presets::list))
+        .route("/presets/{name}", get(presets::show).put(presets::put).delete(presets::remove))
+}
+
+fn invalid_query(detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request(ErrorCode::InvalidQuery, detail)
+}
+
+#[derive(Debug, Deserialize)]
+struct FindQuery {
+    /// MongoDB-style JSON.
+    query: Option<String>,
+    /// Comma-separated paths.
+    projection: Option<String>,
+    /// JSON such as `{"_lastInform": -1}`.
+    sort: Option<String>,
+    skip: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// Without `limit`, a page of this many: GenieACS answers every match, which for a fleet's
+/// whole trees is more than any client wants at once.
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 1000;
+/// Candidates a `$regex` query may examine before it is refused as too broad.
+const MAX_REGEX_SCAN: u64 = 100_000;
+const REGEX_BATCH: u64 = 500;
+
+impl FindQuery {
+    fn parsed(&self) -> ApiResult<Option<Value>> {
+        self.query
+            .as_deref()
+            .filter(|q| !q.trim().is_empty())
+            .map(|q| serde_json::from_str(q).map_err(|e| invalid_query(format!("query is not JSON: {e}"))))
+            .transpose()
+    }
+
+    fn limit(&self) -> ApiResult<u64> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(invalid_query(format!("limit is 1 to {MAX_LIMIT}, got {n}"))),
+        }
+    }
+}
+
+/// `ORDER BY` for a GenieACS `sort`: columns only, ties broken by id.
+fn order_by(sort: Option<&str>) -> ApiResult<String> {
+    let Some(sort) = sort.filter(|s| !s.trim().is_empty()) else { return Ok("d.id".into()) };
+    let Value::Object(fields) =
+        serde_json::from_str(sort).map_err(|e| invalid_query(format!("sort is not JSON: {e}")))?
+    else {
+        return Err(invalid_query("sort is a JSON object such as {\"_lastInform\": -1}"));
+    };
+    let mut parts = Vec::new();
+    for (name, direction) in &fields {
+        let field = query::Field::parse(name).map_err(invalid_query)?;
+        let column = field.column().ok_or_else(|| invalid_query(format!("cannot sort by {name}")))?;
+        let direction = match direction.as_i64() {
+            Some(1) => "ASC",
+            Some(-1) => "DESC",
+            _ => return Err(invalid_query("a sort direction is 1 or -1")),
+        };
+        parts.push(format!("d.{column} {direction}"));
+    }
+    parts.push("d.id".into());
+    Ok(parts.join(", "))
+}
+
+async fn find_devices(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(params): Query<FindQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
+    caller.require(Permission::ReadFleet)?;
+    let filter = match params.parsed()? {
+        Some(query) => Some(query::parse(&query).map_err(invalid_query)?),
+        None => None,
+    };
+    let (condition, args) = match &filter {
+        Some(filter) => query::to_sql(filter, app.api_store.backend()).map_err(invalid_query)?,
+        None => ("1 = 1".into(), Vec::new()),
+    };
+    let regexes = filter.as_ref().map(query::regexes).unwrap_or_default();
+    let extra: Vec<(String, Vec<sea_orm::Value>)> = regexes
+        .iter()
+        .map(|(field, _)| match field {
+            query::Field::Parameter(path) => (
+                "SELECT p.value FROM parameters p WHERE p.device_id = d.id AND p.path = ?".to_owned(),
+                vec![path.as_str().into()],
+            ),
+            other => (format!("d.{}", other.column().unwrap_or("device_id")), Vec::new()),
+        })
+        .collect();
+    let limit = params.limit()?;
+    let skip = params.skip.unwrap_or(0);
+    let mut query = devices::DeviceQuery {
+        condition,
+        args,
+        extra: Vec::new(),
+        order: order_by(params.sort.as_deref())?,
+        offset: skip,
+        limit,
+    };
+    let found = if regexes.is_empty() {
+        devices::find(&app.api_store, &caller.scope, &query).await?
+    } else {
+        // The database selects a superset; the expressions pick from it, batch by batch.
+        query.extra = extra;
+        query.limit = REGEX_BATCH;
+        query.offset = 0;
+        let mut matched = Vec::new();
+        while (matched.len() as u64) < skip + limit {
+            if query.offset >= MAX_REGEX_SCAN {
+                return Err(invalid_query(format!(
+                    "this $regex query examines more than {MAX_REGEX_SCAN} devices; narrow it with other conditions"
+                )));
+            }
+            let batch = devices::find(&app.api_store, &caller.scope, &query).await?;
+            let exhausted = (batch.len() as u64) < REGEX_BATCH;
+            query.offset += REGEX_BATCH;
+            matched.extend(batch.into_iter().filter(|(_, values)| {
+                regexes
+                    .iter()
+                    .zip(values)
+                    .all(|((_, regex), value)| value.as_deref().is_some_and(|v| regex.is_match(v)))
+            }));
+            if exhausted {
+                break;
+            }
+        }
+        matched.into_iter().skip(usize::try_from(skip).unwrap_or(usize::MAX)).take(limit as usize).collect()
+    };
+    let projection = Projection::parse(params.projection.as_deref());
+    let mut documents = Vec::with_capacity(found.len());
+    for (device, _) in &found {
+        documents.push(document(&app, device, &projection).await?);
+    }
+    Ok(Json(documents))
+}
+
+/// Which parts of a device document a request wants (GenieACS's `projection`).
+#[derive(Debug, Default)]
+struct Projection {
+    /// `None`: everything.
+    paths: Option<Vec<String>>,
+}
+
+impl Projection {
+    fn parse(projection: Option<&str>) -> Self {
+        let paths = projection
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| p.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+        Self { paths }
+    }
+
+    fn wants(&self, field: &str) -> bool {
+        self.paths.as_ref().is_none_or(|paths| paths.iter().any(|p| p == field || p.starts_with(&format!("{field}."))))
+    }
+
+    /// The parameter prefixes to load: `""` for the whole tree.
+    fn parameter_prefixes(&self) -> Vec<String> {
+        match &self.paths {
+            None => vec![String::new()],
+            Some(paths) => {
+                paths.iter().filter(|p| !p.starts_with('_')).map(|p| p.trim_end_matches("._value").to_owned()).collect()
+            }
+        }
+    }
+}
+
+/// The most parameter rows one device document holds.
+const MAX_DOCUMENT_PARAMETERS: u64 = 100_000;
+
+/// A device as GenieACS's NBI shows it: `_id`, `_deviceId`, times, `_tags`, and the parameter
+/// tree with `_value`, `_type`, `_timestamp` and `_writable` on leaves and `_object` on objects.
+async fn document(app: &App, device: &Device, projection: &Projection) -> ApiResult<Value> {
+    let mut root = Map::new();
+    root.insert("_id".into(), json!(device.device_id));
+    if projection.wants("_deviceId") {
+        root.insert(
+            "_deviceId".into(),
+            json!({
+                "_Manufacturer": device.manufacturer,
+                "_OUI": device.oui,
+                "_ProductClass": device.product_class,
+                "_SerialNumber": device.serial_number,
+            }),
+        );
+    }
+    for (field, millis) in [
+        ("_registered", Some(device.registered_at)),
+        ("_lastInform", device.last_inform_at),
+        ("_lastBoot", device.last_boot_at),
+        ("_lastBootstrap", device.last_bootstrap_at),
+    ] {
+        if let Some(millis) = millis
+            && projection.wants(field)
+        {
+            root.insert(field.into(), json!(timestamp(millis)));
+        }
+    }
+    if projection.wants("_tags") {
+        let tags = devices::tags(&app.api_store, device.id).await?;
+        if !tags.is_empty() {
+            root.insert("_tags".into(), json!(tags));
+        }
+    }
+    let mut rows = BTreeMap::new();
+    for prefix in projection.parameter_prefixes() {
+        // A leaf named exactly, or a subtree.
+        let subtree = if prefix.is_empty() || prefix.ends_with('.') { prefix.clone() } else { format!("{prefix}.") };
+        for row in parameters::list(&app.api_store, device.id, &subtree, None, MAX_DOCUMENT_PARAMETERS).await? {
+            rows.insert(row.path.clone(), row);
+        }
+        if !prefix.is_empty() && !prefix.ends_with('.') {
+            for row in parameters::list(&app.api_store, device.id, &prefix, None, 1).await? {
+                if row.path == prefix || row.path == subtree {
+                    rows.insert(row.path.clone(), row);
+                }
+            }
+        }
+    }
+    for row in rows.values() {
+        let parts: Vec<&str> = row.path.trim_end_matches('.').split('.').collect();
+        let timestamp = timestamp(row.refreshed_at);
+        let mut node = json!({"_writable": row.writable, "_timestamp": timestamp});
+        if let Value::Object(attributes) = &mut node {
+            if row.is_object {
+                attributes.insert("_object".into(), json!(true));
+            } else if let Some(value) = &row.value {
+                attributes.insert("_value".into(), typed(value, &row.value_type));
+                attributes.insert("_type".into(), json!(row.value_type));
+            }
+        }
+        place(&mut root, &parts, node);
+    }
+    Ok(Value::Object(root))
+}
+
+/// Puts a node's attributes at its path, making the objects above it as needed.
+fn place(node: &mut Map<String, Value>, parts: &[&str], attributes: Value) {
+    match parts {
+        [] => {}
+        [last] => {
+            let entry = node.entry((*last).to_owned()).or_insert_with(|| json!({}));
+            if let (Value::Object(existing), Value::Object(attributes)) = (entry, attributes) {
+                existing.extend(attributes);
+            }
+        }
+        [first, rest @ ..] => {
+            let entry = node.entry((*first).to_owned()).or_insert_with(|| json!({"_object": true}));
+            if let Value::Object(child) = entry {
+                place(child, rest, attributes);
+            }
+        }
+    }
+}
+
+/// A stored value as GenieACS shows it: numbers and booleans as JSON ones.
+fn typed(value: &str, value_type: &str) -> Value {
+    match value_type {
+        "xsd:boolean" => match value.trim() {
+            "1" | "true" => json!(true),
+            "0" | "false" => json!(false),
+            _ => json!(value),
+        },
+        "xsd:int" | "xsd:unsignedInt" | "xsd:long" | "xsd:unsignedLong" => {
+            value.trim().parse::<i64>().map_or_else(|_| json!(value), |n| json!(n))
+        }
+        _ => json!(value),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TaskQuery {
+    /// Present (any value, or none): wake the device.
+    connection_request: Option<String>,
+    /// Milliseconds to wait for the device to run the task, with `connection_request`.
+    timeout: Option<u64>,
+}
+
+/// The longest `timeout` honoured.
+const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A task as GenieACS's NBI shows it: the request with `_id`, `device` and `timestamp`.
+fn task_document(task: &tasks::TaskRow, device_id: &str) -> Value {
+    let mut object = match serde_json::from_str(&task.body) {
+        Ok(Value::Object(object)) => object,
+        _ => Map::new(),
+    };
+    object.insert("_id".into(), json!(task.id.to_string()));
+    object.insert("device".into(), json!(device_id));
+    object.insert("timestamp".into(), json!(timestamp(task.created_at)));
+    object.insert("status".into(), json!(task.status));
+    if let Some(code) = &task.fault_code {
+        object.insert("fault".into(), json!({"code": code, "message": task.fault_message}));
+    }
+    Value::Object(object)
+}
+
+/// `POST /devices/{id}/tasks[?connection_request][&timeout=ms]`: 200 and the task when it ran
+/// within the timeout, 202 when it is queued.
+async fn create_task(
+    State(app): State<Arc<App>>,
+    Extension(slot): Extension<super::ApiSlot>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<TaskQuery>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    let wait = query.connection_request.is_some().then(|| {
+        query.timeout.map_or(app.config.tasks.connection_request_wait, Duration::from_millis).min(MAX_TASK_TIMEOUT)
+    });
+    let submitted = submit(&app, &slot, &caller, &id, &body, wait, None).await?;
+    let (task, done) = match submitted.outcome {
+        Submitted::Queued(task) | Submitted::Replayed(task) => (task, false),
+        Submitted::Woken { task, .. } => {
+            let done = task.status == tasks::DONE;
+            (task, done)
+        }
+    };
+    let status = if done { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(task_document(&task, &submitted.device_id))).into_response())
+}
+
+/// The device a GenieACS `query` of tasks or faults names (`{"device": "<id>"}`), if any.
+async fn device_of_query(app: &App, caller: &Caller, query: Option<Value>) -> ApiResult<(Option<i64>, Option<String>)> {
+    let Some(query) = query else { return Ok((None, None)) };
+    let Value::Object(fields) = query else { return Err(invalid_query("a query is a JSON object")) };
+    let mut device = None;
+    let mut name = None;
+    for (key, value) in fields {
+        let Value::String(value) = value else {
+            return Err(invalid_query(format!("{key}: only equality with a string is supported here")));
+        };
+        match key.as_str() {
+            "device" => {
+                // An unknown or another tenant's device has no tasks or faults here.
+                device = Some(devices::visible(&app.api_store, &caller.scope, &value).await?.map_or(-1, |d| d.id));
+            }
+            "name" => name = Some(value),
+            other => return Err(invalid_query(format!("querying by {other:?} is not supported here (device, name)"))),
+        }
+    }
+    Ok((device, name))
+}
+
+async fn find_tasks(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(params): Query<FindQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
+    caller.require(Permission::ReadFleet)?;
+    let (device, name) = device_of_query(&app, &caller, params.parsed()?).await?;
+    let limit = params.limit()?;
+    let rows =
+        tasks::list_scoped(&app.api_store, &caller.scope, device, name.as_deref(), params.skip.unwrap_or(0), limit)
+            .await?;
+    Ok(Json(rows.iter().map(|(task, device)| task_document(task, device)).collect()))
+}
+
+async fn delete_task(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require(Permission::ConfigureDevices)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::not_found("task"))?;
+    let task = tasks::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    tasks::delete(&app.api_store, task.id).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn find_faults(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(params): Query<FindQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
+    caller.require(Permission::ReadFleet)?;
+    let (device, name) = device_of_query(&app, &caller, params.parsed()?).await?;
+    if name.is_some() {
+        return Err(invalid_query("faults are queried by device only"));
+    }
+    let limit = params.limit()?;
+    let rows = faults::list_scoped(&app.api_store, &caller.scope, device, params.skip.unwrap_or(0), limit).await?;
+    Ok(Json(
+        rows.iter()
+            .map(|(fault, device)| {
+                json!({
+                    "_id": fault.id.to_string(),
+                    "device": device,
+                    "channel": fault.channel,
+                    "code": fault.code,
+                    "message": fault.message,
+                    "detail": fault.detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+                    "timestamp": timestamp(fault.created_at),
+                })
+            })
+            .collect(),
+    ))
+}
+
+async fn delete_fault(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require(Permission::ConfigureDevices)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::not_found("fault"))?;
+    if !faults::delete_scoped(&app.api_store, &caller.scope, id).await? {
+        return Err(ApiError::not_found("fault"));
+    }
+    Ok(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projections_name_fields_and_subtrees() {
+        let projection = Projection::parse(Some("_deviceId._SerialNumber, InternetGatewayDevice.DeviceInfo._value"));
+        assert!(projection.wants("_deviceId"));
+        assert!(!projection.wants("_tags"));
+        assert_eq!(projection.parameter_prefixes(), ["InternetGatewayDevice.DeviceInfo"]);
+        assert_eq!(Projection::parse(None).parameter_prefixes(), [""]);
+    }
+
+    #[test]
+    fn sorts_are_columns_only() {
+        assert_eq!(order_by(Some(r#"{"_lastInform": -1}"#)).unwrap_or_default(), "d.last_inform_at DESC, d.id");
+        assert!(order_by(Some(r#"{"Device.X": 1}"#)).is_err());
+        assert!(order_by(Some(r#"{"_id": 2}"#)).is_err());
+    }
+
+    #[test]
+    fn values_are_typed_as_genieacs_shows_them() {
+        assert_eq!(typed("1", "xsd:boolean"), json!(true));
+        assert_eq!(typed("42", "xsd:unsignedInt"), json!(42));
+        assert_eq!(typed("abc", "xsd:string"), json!("abc"));
+    }
+}
