@@ -26,10 +26,13 @@
 # (where the temporary SQLite database goes, default $TMPDIR or /tmp), ROOST_BENCH_NOTE (a line
 # added to the result header), ROOST_BENCH_PERF (a file: the server is profiled with
 # `perf record --call-graph dwarf` during the ceiling run, the profile written there).
+# ROOST_BENCH_BIN_DIR: take roost, roost-sim and roost-bench from this directory instead of
+# building them (for before/after rows: binaries of two revisions, one run after the other).
 # Results are also written to target/bench/<time>-<database>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bin=${ROOST_BENCH_BIN_DIR:-target/release}
 backends=all
 devices=100000
 full_trees=10000
@@ -126,7 +129,7 @@ sampler() {
 # Creates the presets named in --presets through the API, as an operator would.
 add_presets() { # add_presets <database url> <http port>
   [ -n "$presets" ] || return 0
-  printf 'bench-password-1234' | target/release/roost user create --data-dir "$tmp/data" --database-url "$1" \
+  printf 'bench-password-1234' | $bin/roost user create --data-dir "$tmp/data" --database-url "$1" \
     --org platform --email bench@roost.invalid --role platform-admin --password-stdin >/dev/null
   local token preset body
   token=$(curl -fsS "http://127.0.0.1:$2/api/v1/auth/login" -H 'content-type: application/json' \
@@ -158,7 +161,7 @@ start_server() { # start_server <database url> <cwmp port> <http port>
   # the hard limit where raising it is not permitted.
   (
     ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-    ROOST_LOG=warn exec target/release/roost serve --cpe-auth open --data-dir "$tmp/data" --database-url "$1" \
+    ROOST_LOG=warn exec $bin/roost serve --cpe-auth open --data-dir "$tmp/data" --database-url "$1" \
       --cwmp-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3"
   ) >>"$tmp/server.log" 2>&1 &
   server_pid=$!
@@ -202,7 +205,7 @@ run_sim() {
   time_wait=$(settle)
   busy_before=$(quiet)
   : >"$tmp/$label.samples"
-  target/release/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
+  $bin/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
     --first periodic --cr-listen "127.0.0.1:$cr_port" --duration "$duration" "$@" \
     >"$tmp/$label.sim.log" 2>"$tmp/$label.sim.err" &
   sim_pid=$!
@@ -256,7 +259,7 @@ mib() { awk -v k="${1:-0}" 'BEGIN {printf "%.0f MiB", k / 1024}'; }
 # proxy) or at the SQLite C API (gdb breakpoint hit counts in the running server).
 ops_sessions=20
 ops_sim() { # ops_sim <label>: $ops_sessions sessions, one at a time, of already-seeded devices.
-  target/release/roost-sim --acs "http://127.0.0.1:$1/" --model "$model" --serial-prefix "$prefix" \
+  $bin/roost-sim --acs "http://127.0.0.1:$1/" --model "$model" --serial-prefix "$prefix" \
     --first periodic --cr-listen "127.0.0.1:$cr_port" --devices "$ops_sessions" --concurrency 1 \
     --start immediate --interval 3600 --duration 3 >"$tmp/ops-$2.log" 2>&1
   field "$tmp/ops-$2.log" sessions
@@ -271,7 +274,7 @@ ops_postgres() {
   upstream=${rest%%/*}
   case "$upstream" in *:*) ;; *) upstream="$upstream:5432" ;; esac
   url_via_proxy="postgres://${userinfo}127.0.0.1:$proxy_port/$pg_db?sslmode=disable"
-  target/release/roost-bench pg-count --listen "127.0.0.1:$proxy_port" --upstream "$upstream" \
+  $bin/roost-bench pg-count --listen "127.0.0.1:$proxy_port" --upstream "$upstream" \
     --trace "$tmp/pg-trace.tsv" >"$tmp/proxy.log" 2>&1 &
   proxy_pid=$!
   sleep 0.5
@@ -282,7 +285,7 @@ ops_postgres() {
   t0=$(now_ms)
   sessions=$(ops_sim "$ops_cwmp_port" measured)
   t1=$(now_ms)
-  target/release/roost-bench ops-report --trace "$tmp/pg-trace.tsv" --from "$t0" --to "$t1" --sessions "$sessions"
+  $bin/roost-bench ops-report --trace "$tmp/pg-trace.tsv" --from "$t0" --to "$t1" --sessions "$sessions"
   stop "$server_pid"; server_pid=""
   stop "$proxy_pid"; proxy_pid=""
 }
@@ -292,7 +295,7 @@ ops_sqlite() {
   # sqlx_sqlite::connection::execute::iter, and BEGIN/COMMIT through sqlite3_exec; prepares go
   # through sqlite3_prepare_v3. Hit counts of breakpoints there, in the running server.
   local iter
-  iter=$(nm target/release/roost 2>/dev/null | awk '/sqlx_sqlite10connection7execute4iter/ && !seen {print $3; seen = 1}')
+  iter=$(nm $bin/roost 2>/dev/null | awk '/sqlx_sqlite10connection7execute4iter/ && !seen {print $3; seen = 1}')
   if ! command -v gdb >/dev/null 2>&1 || [ -z "$iter" ]; then
     echo "roost-bench ops: gdb or the sqlx symbols are missing; SQLite store operations not counted"
     return 0
@@ -326,7 +329,7 @@ run_backend() {
   tmp=$(mktemp -d "$work_root/roost-bench.XXXXXX")
   mkdir -p "$tmp/data"
   local ports
-  ports=$(target/release/roost-bench ports --count 6 | tr '\n' ' ')
+  ports=$($bin/roost-bench ports --count 6 | tr '\n' ' ')
   read -r cwmp_port http_port cr_port proxy_port ops_cwmp_port ops_http_port <<<"$ports"
 
   local url
@@ -365,7 +368,7 @@ run_backend() {
   seed_busy=$(quiet)
   [ "$seed_busy" -lt 10 ] || echo "WARNING: the machine is $seed_busy% busy with other work; seeding time disturbed"
   seed_start=$(now_ms)
-  target/release/roost-bench seed --database-url "$url" --devices "$devices" --full-trees "$full_trees" \
+  $bin/roost-bench seed --database-url "$url" --devices "$devices" --full-trees "$full_trees" \
     --model "$model" --serial-prefix "$prefix" --cr-advertise "127.0.0.1:$cr_port" \
     --acs-url "http://127.0.0.1:$cwmp_port/" --interval "$interval" | tee "$tmp/seed.log" | sed 's/^/  /'
   seed_s=$(awk -v a="$seed_start" -v b="$(now_ms)" 'BEGIN {printf "%.0f", (b - a) / 1000}')
@@ -386,7 +389,7 @@ run_backend() {
 
   # A warm server: connection pools filled, statements prepared, pages cached, as in production.
   echo "warm-up: $warmup s of back-to-back sessions (not measured)"
-  target/release/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
+  $bin/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
     --first periodic --cr-listen "127.0.0.1:$cr_port" --devices "$devices" --interval 1 --jitter 0 \
     --start immediate --concurrency "$ceiling_concurrency" --duration "$warmup" >"$tmp/warmup.log" 2>&1 &
   sim_pid=$!
@@ -409,7 +412,7 @@ run_backend() {
   local wal_mib="-"
   [ -f "$tmp/data/roost.db-wal" ] && wal_mib=$(stat -c %s "$tmp/data/roost.db-wal" | awk '{printf "%.0f MiB", $1 / 1048576}')
 
-  target/release/roost-bench check --database-url "$url" --model "$model" --serial-prefix "$prefix" \
+  $bin/roost-bench check --database-url "$url" --model "$model" --serial-prefix "$prefix" \
     --cr-advertise "127.0.0.1:$cr_port" --acs-url "http://127.0.0.1:$cwmp_port/" --since "$since" >"$tmp/check.log"
 
   # Not in $(…): the functions start processes the trap must know about.
@@ -472,7 +475,9 @@ run_backend() {
 built_from="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- host migrations tests/sim 2>/dev/null || echo ' (server or simulator with local changes)')"
 # roost serve installs the shipped plugins from plugins/dist at start.
 scripts/build-plugins.sh
-cargo build --release --locked -p roost -p roost-sim -p roost-tests --bins
+if [ -z "${ROOST_BENCH_BIN_DIR:-}" ]; then
+  cargo build --release --locked -p roost -p roost-sim -p roost-tests --bins
+fi
 
 for backend in $backends; do
   run_backend "$backend"

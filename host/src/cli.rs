@@ -286,8 +286,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 async fn open(database: &DatabaseArgs) -> Result<Store> {
     std::fs::create_dir_all(&database.data_dir)
         .with_context(|| format!("creating data directory {}", database.data_dir.display()))?;
-    Store::migrate(&database.database_url()).await?;
-    let store = Store::connect(&database.database_url()).await?;
+    let store = Store::open_migrated(&database.database_url()).await?;
     Ok(store)
 }
 

@@ -15,6 +15,7 @@ mod m0005_onboarding_state;
 mod m0006_idempotency_keys;
 mod m0007_tenancy;
 mod m0008_onboarding;
+mod m0009_device_list_order;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_idempotency_keys::Migration),
             Box::new(m0007_tenancy::Migration),
             Box::new(m0008_onboarding::Migration),
+            Box::new(m0009_device_list_order::Migration),
         ]
     }
 }

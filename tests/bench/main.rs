@@ -17,6 +17,7 @@
 //! The benchmark itself is a command anyone can run (`scripts/bench.sh`), not a timed test; the
 //! results and how to read them are in `docs/BENCHMARKS.md`.
 
+mod api_list;
 mod hostile;
 mod image;
 mod pgcount;
@@ -56,6 +57,23 @@ enum Command {
         /// How many of them (the first ones) get the full parameter tree of the model.
         #[arg(long, default_value_t = 0)]
         full_trees: u64,
+        /// Organizations to spread the devices over (0: none; devices are pending).
+        #[arg(long, default_value_t = 0)]
+        orgs: u64,
+    },
+    /// Time `GET /api/v1/devices` with the filters integrations use (scripts/bench-api.sh).
+    ApiList {
+        #[arg(long)]
+        http: SocketAddr,
+        /// Bearer tokens or API keys, each as `label=token`.
+        #[arg(long, required = true)]
+        caller: Vec<String>,
+        /// A stored software version to filter by.
+        #[arg(long)]
+        software_version: String,
+        /// Requests per query and caller.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
     },
     /// Report what a run did to the seeded devices since a time.
     Check {
@@ -186,8 +204,11 @@ impl FleetArgs {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Seed { fleet, database_url, devices, full_trees } => {
-            let plan = seed::SeedPlan { database_url, devices, full_trees };
+        Command::ApiList { http, caller, software_version, requests } => {
+            api_list::run(http, &caller, &software_version, requests).await
+        }
+        Command::Seed { fleet, database_url, devices, full_trees, orgs } => {
+            let plan = seed::SeedPlan { database_url, devices, full_trees, orgs };
             seed::seed(&plan, &fleet.image()?).await
         }
         Command::Check { fleet, database_url, since } => seed::check(&database_url, &fleet.image()?, since).await,

@@ -49,6 +49,9 @@ pub struct SeedPlan {
     pub database_url: String,
     pub devices: u64,
     pub full_trees: u64,
+    /// Organizations `bench-org-000` … under the platform; device n belongs to org n mod this
+    /// (0: devices belong to none).
+    pub orgs: u64,
 }
 
 pub async fn seed(plan: &SeedPlan, image: &FleetImage) -> Result<()> {
@@ -57,11 +60,16 @@ pub async fn seed(plan: &SeedPlan, image: &FleetImage) -> Result<()> {
     let started = Instant::now();
 
     // Roost's own migrations make the schema, exactly as `roost serve` would.
-    Store::migrate(&plan.database_url).await?;
-    let store = Store::connect(&plan.database_url).await?;
+    let store = Store::open_migrated(&plan.database_url).await?;
     let existing = count(store.db(), "SELECT COUNT(*) FROM devices").await?;
     if existing > 0 {
         bail!("the database already has {existing} devices: seed a fresh one");
+    }
+    let platform = roost::store::orgs::by_slug(&store, "platform").await?.context("no platform organization")?;
+    let mut org_ids = Vec::new();
+    for n in 0..plan.orgs {
+        let slug = format!("bench-org-{n:03}");
+        org_ids.push(roost::store::orgs::create(&store, &slug.to_uppercase(), &slug, Some(platform.id)).await?.id);
     }
     store.close().await?;
 
@@ -98,7 +106,7 @@ pub async fn seed(plan: &SeedPlan, image: &FleetImage) -> Result<()> {
     );
 
     let phase = Instant::now();
-    bulk.insert_devices(image, plan.devices, now).await?;
+    bulk.insert_devices(image, plan.devices, &org_ids, now).await?;
     println!("  devices: {} rows in {:.1} s", plan.devices, phase.elapsed().as_secs_f64());
 
     let phase = Instant::now();
@@ -264,12 +272,12 @@ impl Bulk<'_> {
         Ok(())
     }
 
-    async fn insert_devices(&self, image: &FleetImage, devices: u64, now: i64) -> Result<()> {
+    async fn insert_devices(&self, image: &FleetImage, devices: u64, orgs: &[i64], now: i64) -> Result<()> {
         let head = "INSERT INTO devices (id, device_id, org_id, oui, product_class, serial_number, manufacturer, \
                     software_version, hardware_version, data_model, cwmp_version, remote_address, parameter_key, \
                     connection_request_url, connection_request_username, connection_request_password, last_events, \
                     inform_digest, registered_at, last_inform_at, last_boot_at, discovered_at, configured_at) VALUES ";
-        let row = "(?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let day = 24 * 3600 * 1000;
         let txn = self.begin().await?;
         let mut number = 0;
@@ -284,9 +292,12 @@ impl Bulk<'_> {
                     inform.iter().find(|p| p.name.ends_with(suffix)).map(|p| p.value.clone()).unwrap_or_default()
                 };
                 let id = i64::try_from(n + 1).context("device number out of range")?;
+                let org: Option<i64> =
+                    if orgs.is_empty() { None } else { orgs.get((n % orgs.len() as u64) as usize).copied() };
                 rows.push(vec![
                     id.into(),
                     image.device_id(n).into(),
+                    org.into(),
                     identity.oui.into(),
                     identity.product_class.into(),
                     identity.serial_number.into(),

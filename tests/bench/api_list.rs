@@ -1,0 +1,74 @@
+//! `roost-bench api-list`: the latency of `GET /api/v1/devices` with the filters integrations
+//! use, per caller (a tenant's key, the platform's token), over a seeded fleet.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+
+/// The queries timed: what a CRM or NOC screen asks of a fleet.
+const QUERIES: &[(&str, &str)] = &[
+    ("first page", "limit=100"),
+    ("by serial", "serial_number={serial}"),
+    ("by software version", "software_version={version}&limit=100"),
+    ("by parameter value", "param.InternetGatewayDevice.DeviceInfo.SoftwareVersion={version}&limit=100"),
+    ("by parameter prefix", "param_prefix.InternetGatewayDevice.DeviceInfo.SoftwareVersion={prefix}&limit=100"),
+    ("online, newest first", "online=true&sort=-last_inform_at&limit=100"),
+    ("page 5 of 100", "limit=100&cursor={cursor}"),
+];
+
+pub async fn run(http: SocketAddr, callers: &[String], software_version: &str, requests: usize) -> Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    println!("| Caller | Query | Items | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    for caller in callers {
+        let (label, token) = caller.split_once('=').context("--caller is label=token")?;
+        let get = async |query: &str| -> Result<serde_json::Value> {
+            let response =
+                client.get(format!("http://{http}/api/v1/devices?{query}")).bearer_auth(token).send().await?;
+            ensure!(response.status().is_success(), "{query}: {}", response.status());
+            Ok(response.json().await?)
+        };
+        // A serial and a cursor five pages in, of this caller's own devices.
+        let first = get("limit=1").await?;
+        let serial = first["items"][0]["serial_number"].as_str().context("the caller sees no device")?.to_owned();
+        let mut cursor = String::new();
+        for _ in 0..4 {
+            let query = if cursor.is_empty() { "limit=100".to_owned() } else { format!("limit=100&cursor={cursor}") };
+            let page = get(&query).await?;
+            cursor = page["next_cursor"].as_str().unwrap_or_default().to_owned();
+        }
+        let prefix: String = software_version.chars().take(3).collect();
+        for (name, template) in QUERIES {
+            let query = template
+                .replace("{serial}", &serial)
+                .replace("{version}", &urlencode(software_version))
+                .replace("{prefix}", &urlencode(&prefix))
+                .replace("{cursor}", &cursor);
+            let mut times = Vec::with_capacity(requests);
+            let mut items = 0;
+            for _ in 0..requests {
+                let started = Instant::now();
+                let page = get(&query).await?;
+                times.push(started.elapsed());
+                items = page["items"].as_array().map_or(0, Vec::len);
+            }
+            times.sort();
+            let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1000.0;
+            println!("| {label} | {name} | {items} | {:.1} | {:.1} | {:.1} |", at(0.5), at(0.99), at(1.0));
+        }
+    }
+    Ok(())
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
