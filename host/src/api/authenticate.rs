@@ -120,12 +120,12 @@ struct LiveKey {
     scope: Scope,
 }
 
-/// The caches behind authentication, and API keys' rate windows.
+/// The caches behind authentication, and API keys' request buckets.
 pub struct Principals {
     users: moka::future::Cache<i64, Option<Arc<LiveUser>>>,
     keys: moka::future::Cache<String, Arc<LiveKey>>,
     /// Each key's request bucket: (when it was last counted in ms, requests left).
-    windows: moka::sync::Cache<i64, Arc<std::sync::Mutex<(i64, f64)>>>,
+    buckets: moka::sync::Cache<i64, Arc<std::sync::Mutex<(i64, f64)>>>,
     /// Keys whose `last_used_at` was written within the minute.
     touched: moka::sync::Cache<i64, ()>,
 }
@@ -141,7 +141,7 @@ impl Default for Principals {
         Self {
             users: moka::future::Cache::builder().max_capacity(100_000).time_to_live(LIVE_FOR).build(),
             keys: moka::future::Cache::builder().max_capacity(100_000).time_to_live(LIVE_FOR).build(),
-            windows: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(120)).build(),
+            buckets: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(120)).build(),
             touched: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
         }
     }
@@ -186,7 +186,7 @@ impl Principals {
     fn count(&self, key_id: i64, limit: u64, now_ms: i64) -> RateState {
         let capacity = limit as f64;
         let per_ms = capacity / 60_000.0;
-        let bucket = self.windows.get_with(key_id, || Arc::new(std::sync::Mutex::new((now_ms, capacity))));
+        let bucket = self.buckets.get_with(key_id, || Arc::new(std::sync::Mutex::new((now_ms, capacity))));
         let (tokens, allowed) = match bucket.lock() {
             Ok(mut bucket) => {
                 let elapsed = (now_ms - bucket.0).max(0) as f64;

@@ -171,20 +171,6 @@ pub async fn delete(store: &Store, id: i64) -> Result<Result<(), Remaining>> {
     Ok(Ok(()))
 }
 
-/// An organization and every one above it.
-pub async fn ancestors(store: &Store, org: i64) -> Result<Vec<i64>> {
-    let stmt = store.statement(
-        "WITH RECURSIVE up(id, parent_id) AS (
-             SELECT id, parent_id FROM organizations WHERE id = ?
-             UNION ALL
-             SELECT o.id, o.parent_id FROM organizations o JOIN up u ON o.id = u.parent_id
-         ) SELECT id FROM up",
-        [org.into()],
-    );
-    let rows = store.db().query_all_raw(stmt).await.context("loading organization ancestors")?;
-    rows.iter().map(|row| row.try_get_by_index::<i64>(0).context("organization id")).collect()
-}
-
 pub async fn by_cwmp_host(store: &Store, host: &str) -> Result<Option<Organization>> {
     let stmt = store.statement("SELECT * FROM organizations WHERE cwmp_host = ?", [host.into()]);
     super::first::<Organization, _>(store.db(), stmt).await.context("loading organization by host")
