@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need (PostgreSQL running, Debian's
-# WebAssembly-capable Rust for the plugins when rustup lacks the wasm32 target), builds the
+# WebAssembly-capable Rust for the plugins when rustup lacks the wasm32 target, schemathesis), builds the
 # plugins, then runs every test: the plugins' own, and the workspace's against SQLite and
 # PostgreSQL.
 #
@@ -23,6 +23,14 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   echo "PostgreSQL is not reachable on 127.0.0.1:5432; the PostgreSQL half of the suite needs it." >&2
   echo "On Debian: apt-get install -y postgresql && pg_ctlcluster <version> main start" >&2
   exit 1
+fi
+
+# schemathesis (PyPI, pinned) fuzzes the live API against its OpenAPI document in the end-to-end
+# suite; it lives in a virtual environment under target/, apart from the machine's Python.
+SCHEMATHESIS_VERSION=4.32.5
+if ! target/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  python3 -m venv target/schemathesis
+  target/schemathesis/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # The plugins (shipped ones and the hostile ones of the sandbox tests) are WebAssembly

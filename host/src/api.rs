@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::App;
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod extract;
 pub mod nbi;
 pub mod onboarding;
+pub mod openapi;
 pub mod orgs;
 pub mod plugins;
 pub mod presets;
@@ -33,28 +35,16 @@ use error::{ApiError, ApiResult, ErrorCode};
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.api.max_body_bytes;
-    let v1 = Router::new()
-        .merge(auth::router())
-        .merge(devices::router())
-        .merge(tasks::router())
-        .merge(plugins::router())
-        .merge(presets::router())
-        .merge(orgs::router())
-        .merge(users::router())
-        .merge(api_keys::router())
-        .merge(audit::router())
-        .merge(onboarding::router())
-        // Route layers run after routing, inside out: the caller is known (and a key over its
-        // rate limit refused) before a place is taken, and the audit sees the matched route.
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), take_slot))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), authenticate::authenticate));
-    let nbi = nbi::router()
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), take_slot))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), authenticate::authenticate));
-    Router::new()
+    let (routes, document) = documented_routes(&app).split_for_parts();
+    let document: Arc<str> = serde_json::to_string(&openapi::finish(document)).unwrap_or_default().into();
+    let serve_document = move || {
+        let document = document.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }
+    };
+    routes
         .route("/healthz", get(healthz))
-        .nest("/api/v1", v1)
-        .nest("/nbi", nbi)
+        .route("/api/v1/openapi.json", get(serve_document))
+        .route("/api/docs", get(|| async { axum::response::Html(openapi::DOCS_PAGE) }))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -66,6 +56,43 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(limit_uri))
         .with_state(app)
+}
+
+/// `/api/v1` and `/nbi`, each operation in the router and in the OpenAPI document at once,
+/// behind authentication and the API's admission limit.
+pub fn documented_routes(app: &Arc<App>) -> OpenApiRouter<Arc<App>> {
+    // Route layers run after routing, inside out: the caller is known (and a key over its rate
+    // limit refused) before a place is taken, and the audit sees the matched route.
+    let guarded = |routes: OpenApiRouter<Arc<App>>| {
+        routes
+            .route_layer(axum::middleware::from_fn_with_state(app.clone(), take_slot))
+            .route_layer(axum::middleware::from_fn_with_state(app.clone(), authenticate::authenticate))
+    };
+    OpenApiRouter::with_openapi(openapi::base())
+        .nest("/api/v1", guarded(v1_routes()))
+        .nest("/nbi", guarded(nbi::router()))
+}
+
+fn v1_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(devices::router())
+        .merge(tasks::router())
+        .merge(plugins::router())
+        .merge(presets::router())
+        .merge(orgs::router())
+        .merge(users::router())
+        .merge(api_keys::router())
+        .merge(audit::router())
+        .merge(onboarding::router())
+}
+
+/// The OpenAPI document the server serves, without a server (`roost openapi`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let routes = OpenApiRouter::<Arc<App>>::with_openapi(openapi::base())
+        .nest("/api/v1", v1_routes())
+        .nest("/nbi", nbi::router());
+    openapi::finish(routes.into_openapi())
 }
 
 /// The longest request target the API reads. Longer ones are refused as problem+json here;
@@ -163,9 +190,13 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 /// `limit` and `cursor` of every list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// At most this many items (1 to 1000; 100 when absent).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -216,9 +247,10 @@ pub fn encode_cursor(key: &str) -> String {
 
 /// A page of a list: `{"items": [...], "next_cursor": ...}`. `next_cursor` is set when the page
 /// was full: the client passes it as `cursor` for the next page.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T> {
     pub items: Vec<T>,
+    /// Set when the page was full: pass it as `cursor` for the next page.
     pub next_cursor: Option<String>,
 }
 
@@ -228,11 +260,6 @@ impl<T> ListResponse<T> {
         let next_cursor = if items.len() as u64 == limit { last_key.map(|k| encode_cursor(&k)) } else { None };
         Self { items, next_cursor }
     }
-}
-
-/// [`ListResponse`] as a JSON value, for the areas that still build theirs by hand.
-pub fn list_response<T: serde::Serialize>(items: Vec<T>, limit: u64, last_key: Option<String>) -> serde_json::Value {
-    serde_json::to_value(ListResponse::new(items, limit, last_key)).unwrap_or_default()
 }
 
 /// RFC 3339 in UTC with milliseconds, from stored epoch milliseconds.

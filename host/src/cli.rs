@@ -49,6 +49,9 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Print the OpenAPI 3.1 document of the REST API and the NBI (as served at
+    /// `/api/v1/openapi.json`), for generating clients.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +199,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
             store.close().await
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&crate::api::openapi_document())?);
+            Ok(())
         }
         Command::Keys { command: KeysCommand::Rotate { database } } => {
             let store = open(&database).await?;

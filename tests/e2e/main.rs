@@ -9,6 +9,7 @@ mod cwmp_edges;
 mod interop;
 mod nbi;
 mod onboarding;
+mod openapi;
 mod plugins;
 mod provisioning;
 mod restart;

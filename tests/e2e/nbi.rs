@@ -95,7 +95,7 @@ on_both_backends! {
         // Tags, then a query by tag.
         let tag_path = format!("/nbi/devices/{}/tags/vip", encode_id(&first));
         let tagged = h.http.post(h.url(&tag_path)).header("X-API-Key", &key).send().await.unwrap();
-        assert!(tagged.status().is_success(), "{}", tagged.status());
+        assert_eq!(tagged.status(), StatusCode::OK, "as GenieACS answers");
         let (_, vip) = nbi_get(&h, &key, "/nbi/devices/", &[("query", r#"{"_tags": "vip"}"#), ("projection", "_id,_tags")]).await;
         assert_eq!(ids(&vip), vec![first.clone()]);
         assert_eq!(vip[0]["_tags"], json!(["vip"]));
@@ -123,11 +123,11 @@ on_both_backends! {
         // Presets, in Roost's shape.
         let preset = json!({"provision": "reboot", "weight": 0, "events": ["0 BOOTSTRAP"], "tags": ["never"]});
         let put = h.http.put(h.url("/nbi/presets/nbi-test")).header("X-API-Key", &key).json(&preset).send().await.unwrap();
-        assert_eq!(put.status(), StatusCode::CREATED);
+        assert_eq!(put.status(), StatusCode::OK, "as GenieACS answers");
         let (status, shown) = nbi_get(&h, &key, "/nbi/presets/nbi-test", &[]).await;
         assert_eq!((status, shown["provision"].as_str()), (StatusCode::OK, Some("reboot")));
         let removed = h.http.delete(h.url("/nbi/presets/nbi-test")).header("X-API-Key", &key).send().await.unwrap();
-        assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+        assert_eq!(removed.status(), StatusCode::OK, "as GenieACS answers");
 
         // Malformed queries are 400s that say what is wrong.
         for (query, says) in [

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::audit::AuditOrg;
 use super::authenticate::{API_KEY_PREFIX, Caller};
@@ -21,12 +23,12 @@ use crate::permissions::{Permission, Role, may_grant};
 use crate::store::api_keys::{self, ApiKey, NewApiKey};
 use crate::store::{now_millis, orgs};
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/api-keys", get(list).post(create)).route("/api-keys/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(revoke))
 }
 
 /// An API key as lists show it: never the key itself.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyView {
     pub id: i64,
     pub name: String,
@@ -45,7 +47,7 @@ pub struct ApiKeyView {
 }
 
 /// A key just created: the only time its text is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedApiKey {
     #[serde(flatten)]
     pub view: ApiKeyView,
@@ -71,6 +73,9 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::bad_request(ErrorCode::InvalidApiKey, detail)
 }
 
+/// The keys of the caller's subtree (never the keys themselves).
+#[utoipa::path(get, path = "/api-keys", tag = "api-keys", params(Page),
+    responses((status = 200, description = "A page of API keys", body = ListResponse<ApiKeyView>)))]
 async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -85,7 +90,7 @@ async fn list(
     Ok(Json(ListResponse::new(items, limit, last)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateApiKey {
     name: String,
@@ -100,6 +105,10 @@ struct CreateApiKey {
 const MAX_RATE_LIMIT: i64 = 1_000_000;
 const PREFIX_CHARS: usize = 12;
 
+/// A new key for an integration, with a role no higher than the caller's own. The answer is
+/// the only time the key is shown.
+#[utoipa::path(post, path = "/api-keys", tag = "api-keys", request_body = CreateApiKey,
+    responses((status = 201, description = "Created", body = CreatedApiKey)))]
 async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -142,6 +151,9 @@ async fn create(
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(org.id))), Json(CreatedApiKey { view, key })))
 }
 
+#[utoipa::path(delete, path = "/api-keys/{id}", tag = "api-keys",
+    params(("id" = i64, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked: the key stops working at once")))]
 async fn revoke(
     State(app): State<Arc<App>>,
     caller: Caller,

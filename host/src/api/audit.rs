@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::authenticate::Caller;
 use super::error::ApiResult;
@@ -96,12 +97,12 @@ pub async fn record(
     }
 }
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/audit", get(list))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 /// One audit entry.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView {
     pub id: i64,
     /// The organization's slug; null once it was deleted.
@@ -121,9 +122,11 @@ pub struct AuditView {
     pub time: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     #[serde(flatten)]
+    #[param(ignore)] // documented by `Page` itself
     page: Page,
     actor: Option<String>,
     /// A prefix of the action, e.g. `POST` or `DELETE /api/v1/devices`.
@@ -136,6 +139,9 @@ struct AuditQuery {
     failed: bool,
 }
 
+/// Mutations in the caller's subtree, newest first.
+#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditQuery, Page),
+    responses((status = 200, description = "A page of audit entries", body = ListResponse<AuditView>)))]
 async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,

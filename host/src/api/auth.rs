@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::Json;
@@ -206,34 +206,36 @@ impl Authenticator {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct LoginRequest {
     email: String,
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct RefreshRequest {
     refresh_token: String,
 }
 
 /// A new pair of tokens.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     access_token: String,
     refresh_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String)]
     token_type: &'static str,
     /// Seconds the access token is valid.
     expires_in: u64,
 }
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new()
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh)).routes(routes!(logout))
 }
 
+/// Signs in with email and password: a 15-minute access token and a refresh token.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, description = "Signed in", body = TokenResponse)))]
 async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -319,6 +321,8 @@ impl LoginThrottle {
 /// Trades a refresh token for a new pair. The token is used up; presenting it again (it leaked,
 /// or a client kept a stale copy) revokes the whole login, so a thief's copy dies with the
 /// owner's next refresh and the owner's with the thief's.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, description = "A new pair; the presented refresh token is used up", body = TokenResponse)))]
 async fn refresh(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>) -> ApiResult<Response> {
     let next = random_token(REFRESH_PREFIX);
     let ttl = REFRESH_TTL.as_millis() as i64;
@@ -346,6 +350,8 @@ async fn refresh(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest
 
 /// Ends the login a refresh token belongs to. Answers 204 whether or not the token was live:
 /// logging out twice is not an error.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204, description = "The login is ended")))]
 async fn logout(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>) -> ApiResult<StatusCode> {
     tokens::revoke_family_of(&app.api_store, &token_hash(&request.refresh_token)).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -3,32 +3,34 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
 
 use super::extract::{Json, Path, Query};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::authenticate::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::{ListResponse, Page, list_response, optional_timestamp, org_slugs, parse_timestamp, timestamp};
+use super::{ListResponse, Page, optional_timestamp, org_slugs, parse_timestamp, timestamp};
 use crate::app::App;
 use crate::cwmp::connection_request;
 use crate::permissions::Permission;
+use crate::provisioning::adapters;
 use crate::store::devices::{self, After, Device, DeviceFilter, ParameterMatch, Sort, SortKey};
 use crate::store::{faults, now_millis, orgs, parameters};
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new()
-        .route("/devices", get(list))
-        .route("/devices/{id}", get(show).delete(remove))
-        .route("/devices/{id}/parameters", get(parameters_of))
-        .route("/devices/{id}/faults", get(faults_of))
-        .route("/devices/{id}/tags/{tag}", put(add_tag).delete(remove_tag))
-        .route("/devices/{id}/connection-request", post(wake))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, remove))
+        .routes(routes!(parameters_of))
+        .routes(routes!(faults_of))
+        .routes(routes!(add_tag, remove_tag))
+        .routes(routes!(wake))
 }
 
 /// Loads a device the caller may see, or 404 (never 403: other tenants' ids are not confirmed).
@@ -36,43 +38,144 @@ pub async fn visible_device(app: &App, caller: &Caller, id: &str) -> ApiResult<D
     devices::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("device"))
 }
 
-pub fn device_json(device: &Device, org_slug: Option<&str>, tags: Option<Vec<String>>) -> Value {
-    let events: Vec<&str> = device.last_events.split(',').filter(|e| !e.is_empty()).collect();
-    let mut value = json!({
-        "id": device.device_id,
-        "oui": device.oui,
-        "product_class": device.product_class,
-        "serial_number": device.serial_number,
-        "manufacturer": device.manufacturer,
-        "software_version": device.software_version,
-        "hardware_version": device.hardware_version,
-        "data_model": device.data_model,
-        "cwmp_version": device.cwmp_version,
-        "org": org_slug,
-        "remote_address": device.remote_address,
-        "parameter_key": device.parameter_key,
-        "last_events": events,
-        "registered_at": timestamp(device.registered_at),
-        "last_inform_at": optional_timestamp(device.last_inform_at),
-        "last_boot_at": optional_timestamp(device.last_boot_at),
-        "last_bootstrap_at": optional_timestamp(device.last_bootstrap_at),
-        "discovered_at": optional_timestamp(device.discovered_at),
-        "configured_at": optional_timestamp(device.configured_at),
-        "discovery": {
-            "batch": device.discovery_batch,
-            "failed_sessions": device.discovery_failures,
-        },
-        "connection_request": {
-            "url": device.connection_request_url,
-            "credentials_set": !device.connection_request_username.is_empty(),
-            "last_attempt_at": optional_timestamp(device.connection_request_at),
-            "last_outcome": device.connection_request_outcome,
-        },
-    });
-    if let (Some(tags), Some(object)) = (tags, value.as_object_mut()) {
-        object.insert("tags".into(), json!(tags));
+/// A device as lists and `GET /devices/{id}` show it. Times are RFC 3339, UTC.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceView {
+    /// The CWMP device id, `OUI-ProductClass-SerialNumber` (URL-encode it in paths).
+    pub id: String,
+    pub oui: String,
+    pub product_class: String,
+    pub serial_number: String,
+    pub manufacturer: String,
+    pub software_version: String,
+    pub hardware_version: String,
+    /// `InternetGatewayDevice` (TR-098) or `Device` (TR-181).
+    pub data_model: String,
+    pub cwmp_version: String,
+    /// The organization's slug; null while the device is pending.
+    pub org: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Informed within `[api] online_window` (lists only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+    pub remote_address: String,
+    pub parameter_key: String,
+    /// The event codes of the last Inform.
+    pub last_events: Vec<String>,
+    pub registered_at: String,
+    pub last_inform_at: Option<String>,
+    pub last_boot_at: Option<String>,
+    pub last_bootstrap_at: Option<String>,
+    pub discovered_at: Option<String>,
+    pub configured_at: Option<String>,
+    pub discovery: DiscoveryView,
+    pub connection_request: ConnectionRequestView,
+}
+
+/// How the device's parameter tree is read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiscoveryView {
+    /// The GetParameterValues batch the firmware survives (0: the configured default).
+    pub batch: i64,
+    /// Sessions in a row that died during discovery.
+    pub failed_sessions: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionRequestView {
+    pub url: String,
+    /// Whether Roost holds connection-request credentials for the device (never shown).
+    pub credentials_set: bool,
+    pub last_attempt_at: Option<String>,
+    pub last_outcome: String,
+}
+
+impl DeviceView {
+    pub fn new(device: &Device, org_slug: Option<&str>, tags: Option<Vec<String>>) -> Self {
+        Self {
+            id: device.device_id.clone(),
+            oui: device.oui.clone(),
+            product_class: device.product_class.clone(),
+            serial_number: device.serial_number.clone(),
+            manufacturer: device.manufacturer.clone(),
+            software_version: device.software_version.clone(),
+            hardware_version: device.hardware_version.clone(),
+            data_model: device.data_model.clone(),
+            cwmp_version: device.cwmp_version.clone(),
+            org: org_slug.map(str::to_owned),
+            tags,
+            online: None,
+            remote_address: device.remote_address.clone(),
+            parameter_key: device.parameter_key.clone(),
+            last_events: device.last_events.split(',').filter(|e| !e.is_empty()).map(str::to_owned).collect(),
+            registered_at: timestamp(device.registered_at),
+            last_inform_at: optional_timestamp(device.last_inform_at),
+            last_boot_at: optional_timestamp(device.last_boot_at),
+            last_bootstrap_at: optional_timestamp(device.last_bootstrap_at),
+            discovered_at: optional_timestamp(device.discovered_at),
+            configured_at: optional_timestamp(device.configured_at),
+            discovery: DiscoveryView { batch: device.discovery_batch, failed_sessions: device.discovery_failures },
+            connection_request: ConnectionRequestView {
+                url: device.connection_request_url.clone(),
+                credentials_set: !device.connection_request_username.is_empty(),
+                last_attempt_at: optional_timestamp(device.connection_request_at),
+                last_outcome: device.connection_request_outcome.clone(),
+            },
+        }
     }
-    value
+}
+
+/// A device in `GET /devices`: a [`DeviceView`] whose fields are those `fields=` asked for (all
+/// when absent), so its schema requires none.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct DeviceListItem(serde_json::Map<String, Value>);
+
+impl utoipa::PartialSchema for DeviceListItem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut schema = <DeviceView as utoipa::PartialSchema>::schema();
+        if let utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(object)) = &mut schema {
+            object.required.clear();
+        }
+        schema
+    }
+}
+
+impl ToSchema for DeviceListItem {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        <DeviceView as ToSchema>::schemas(schemas);
+    }
+}
+
+/// `GET /devices/{id}`: the device, what is known about it, and its last events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: DeviceView,
+    /// Parameters stored for the device.
+    pub parameter_count: i64,
+    /// The vendor adapter that claimed the device; null when none did.
+    pub adapter: Option<AdapterView>,
+    /// The latest Informs' events, newest first.
+    pub recent_events: Vec<InformEventsView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdapterView {
+    pub plugin: String,
+    pub version: String,
+    /// `platform` or `organization`: who installed the adapter.
+    pub owner: String,
+    pub family: String,
+    pub score: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InformEventsView {
+    pub codes: Vec<String>,
+    pub command_keys: Vec<String>,
+    pub received_at: String,
 }
 
 /// The query of `GET /devices`, read from its pairs: besides the named filters, any number of
@@ -184,11 +287,30 @@ impl ListQuery {
     }
 }
 
+/// The fleet the caller may see, filtered, sorted and paged. Besides the named parameters, any
+/// number of `param.<path>=<value>` (the stored value equals) and `param_prefix.<path>=<prefix>`
+/// (it starts with), and `tag` more than once (all must match).
+#[utoipa::path(get, path = "/devices", tag = "devices",
+    params(
+        ("serial_number" = Option<String>, Query, description = "Equals"),
+        ("oui" = Option<String>, Query, description = "Equals"),
+        ("product_class" = Option<String>, Query, description = "Equals (also as `model`)"),
+        ("software_version" = Option<String>, Query, description = "Equals"),
+        ("last_inform_after" = Option<String>, Query, format = DateTime, description = "RFC 3339"),
+        ("last_inform_before" = Option<String>, Query, format = DateTime, description = "RFC 3339"),
+        ("tag" = Option<String>, Query, description = "Has this tag; repeat for several"),
+        ("org" = Option<String>, Query, description = "In this organization's subtree (slug)"),
+        ("online" = Option<bool>, Query, description = "Informed within the online window, or not"),
+        ("sort" = Option<String>, Query, description = "`id`, `serial_number`, `last_inform_at` or `registered_at`, after `-` for descending"),
+        ("fields" = Option<String>, Query, description = "Comma-separated fields of each device to return"),
+        Page,
+    ),
+    responses((status = 200, description = "A page of devices", body = ListResponse<DeviceListItem>)))]
 async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> ApiResult<Json<ListResponse<Value>>> {
+) -> ApiResult<Json<ListResponse<DeviceListItem>>> {
     let mut q = ListQuery::parse(pairs)?;
     let limit = q.page.limit()?;
     if let Some(slug) = &q.org {
@@ -223,51 +345,61 @@ async fn list(
     let last = rows
         .last()
         .map(|d| serde_json::to_string(&After { value: q.sort.key.value_of(d), id: d.id }).unwrap_or_default());
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|d| {
-            let org = d.org_id.and_then(|o| slugs.get(&o)).map(String::as_str);
-            let mut value = device_json(d, org, Some(tags.remove(&d.id).unwrap_or_default()));
-            if let Some(object) = value.as_object_mut() {
-                object.insert("online".into(), json!(d.last_inform_at.is_some_and(|t| t >= online_since)));
-                if let Some(fields) = &q.fields {
-                    object.retain(|key, _| fields.iter().any(|f| f == key));
-                }
-            }
-            value
-        })
-        .collect();
+    let mut items = Vec::with_capacity(rows.len());
+    for d in &rows {
+        let org = d.org_id.and_then(|o| slugs.get(&o)).map(String::as_str);
+        let mut view = DeviceView::new(d, org, Some(tags.remove(&d.id).unwrap_or_default()));
+        view.online = Some(d.last_inform_at.is_some_and(|t| t >= online_since));
+        let Value::Object(mut object) = serde_json::to_value(view).map_err(anyhow::Error::from)? else {
+            return Err(anyhow::anyhow!("a device view is not an object").into());
+        };
+        if let Some(fields) = &q.fields {
+            object.retain(|key, _| fields.iter().any(|f| f == key));
+        }
+        items.push(DeviceListItem(object));
+    }
     Ok(Json(ListResponse::new(items, limit, last)))
 }
 
-async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/devices/{id}", tag = "devices", params(DeviceId),
+    responses((status = 200, description = "The device", body = DeviceDetail)))]
+async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<DeviceDetail>> {
     let device = visible_device(&app, &caller, &id).await?;
     let tags = devices::tags(&app.api_store, device.id).await?;
     let slugs = org_slugs(&app).await?;
-    let mut value = device_json(&device, device.org_id.and_then(|o| slugs.get(&o)).map(String::as_str), Some(tags));
+    let view = DeviceView::new(&device, device.org_id.and_then(|o| slugs.get(&o)).map(String::as_str), Some(tags));
     let events = devices::recent_events(&app.api_store, device.id, 20).await?;
     let parameter_count = parameters::count(&app.api_store, device.id).await?;
-    let adapter = crate::provisioning::adapters::describe(&app, &device).await?;
-    if let Some(object) = value.as_object_mut() {
-        object.insert("parameter_count".into(), json!(parameter_count));
-        object.insert("adapter".into(), adapter);
-        object.insert(
-            "recent_events".into(),
-            json!(
-                events
-                    .iter()
-                    .map(|e| json!({
-                        "codes": e.codes.split(',').collect::<Vec<_>>(),
-                        "command_keys": e.command_keys.split(',').collect::<Vec<_>>(),
-                        "received_at": timestamp(e.received_at),
-                    }))
-                    .collect::<Vec<_>>()
-            ),
-        );
-    }
-    Ok(Json(value))
+    let org = app.provisioning.org(&app, device.org_id).await?;
+    let adapter = adapters::for_device(&app, &device, &org, None).await?.map(|chosen| AdapterView {
+        owner: if chosen.plugin.org_slug == orgs::PLATFORM_SLUG { "platform" } else { "organization" }.into(),
+        plugin: chosen.plugin.name,
+        version: chosen.plugin.version,
+        family: chosen.family,
+        score: chosen.score,
+    });
+    let recent_events = events
+        .iter()
+        .map(|e| InformEventsView {
+            codes: e.codes.split(',').map(str::to_owned).collect(),
+            command_keys: e.command_keys.split(',').map(str::to_owned).collect(),
+            received_at: timestamp(e.received_at),
+        })
+        .collect();
+    Ok(Json(DeviceDetail { device: view, parameter_count, adapter, recent_events }))
 }
 
+/// A device's id in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<String>`
+pub struct DeviceId {
+    /// The CWMP device id, URL-encoded.
+    id: String,
+}
+
+#[utoipa::path(delete, path = "/devices/{id}", tag = "devices", params(DeviceId),
+    responses((status = 204, description = "The device and all it holds are deleted")))]
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Permission::ConfigureDevices)?;
     let device = visible_device(&app, &caller, &id).await?;
@@ -275,69 +407,109 @@ async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<Stri
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ParameterQuery {
+    /// Only paths that start with this.
     #[serde(default)]
     prefix: String,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
     cursor: Option<String>,
 }
 
+/// A stored parameter or object of a device's tree.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParameterView {
+    pub path: String,
+    /// Whether the path is an object (ends with `.`).
+    pub object: bool,
+    pub writable: bool,
+    /// Empty for secrets, whatever the device reported.
+    pub value: Option<String>,
+    /// The xsd type; null for objects.
+    #[serde(rename = "type")]
+    pub value_type: Option<String>,
+    pub refreshed_at: String,
+    pub secret: bool,
+    /// For a secret: whether Roost holds (sealed) the value it set.
+    pub remembered: bool,
+}
+
+/// A fault: a CWMP fault, or a provisioning or task failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FaultView {
+    pub id: String,
+    pub device_id: String,
+    pub task_id: Option<String>,
+    /// Where it arose: `cwmp`, `task`, `provision`, …
+    pub channel: String,
+    pub code: String,
+    pub message: String,
+    /// What else is known, as recorded.
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+    pub created_at: String,
+}
+
+impl FaultView {
+    pub fn new(fault: &faults::FaultRow, device_id: &str) -> Self {
+        Self {
+            id: fault.id.to_string(),
+            device_id: device_id.to_owned(),
+            task_id: fault.task_id.map(|t| t.to_string()),
+            channel: fault.channel.clone(),
+            code: fault.code.clone(),
+            message: fault.message.clone(),
+            detail: fault.detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+            created_at: timestamp(fault.created_at),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/devices/{id}/parameters", tag = "devices", params(DeviceId, ParameterQuery),
+    responses((status = 200, description = "A page of the device's parameters, by path", body = ListResponse<ParameterView>)))]
 async fn parameters_of(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<ParameterQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ListResponse<ParameterView>>> {
     let page = Page { limit: q.limit, cursor: q.cursor };
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
     let rows = parameters::list(&app.api_store, device.id, &q.prefix, page.cursor()?.as_deref(), limit).await?;
     let last = rows.last().map(|p| p.path.clone());
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|p| {
-            json!({
-                "path": p.path,
-                "object": p.is_object,
-                "writable": p.writable,
-                "value": p.value,
-                "type": if p.is_object { None } else { Some(&p.value_type) },
-                "refreshed_at": timestamp(p.refreshed_at),
-                "secret": roost_cwmp::is_secret_parameter(&p.path) && !p.is_object,
-                "remembered": p.remembered,
-            })
+    let items = rows
+        .into_iter()
+        .map(|p| ParameterView {
+            secret: roost_cwmp::is_secret_parameter(&p.path) && !p.is_object,
+            object: p.is_object,
+            writable: p.writable,
+            value: p.value,
+            value_type: (!p.is_object).then_some(p.value_type),
+            refreshed_at: timestamp(p.refreshed_at),
+            remembered: p.remembered,
+            path: p.path,
         })
         .collect();
-    Ok(Json(list_response(items, limit, last)))
+    Ok(Json(ListResponse::new(items, limit, last)))
 }
 
+#[utoipa::path(get, path = "/devices/{id}/faults", tag = "devices", params(DeviceId, Page),
+    responses((status = 200, description = "A page of the device's faults, oldest first", body = ListResponse<FaultView>)))]
 async fn faults_of(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
     Query(page): Query<Page>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ListResponse<FaultView>>> {
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
     let rows = faults::list_for_device(&app.api_store, device.id, page.id_cursor()?, limit).await?;
     let last = rows.last().map(|f| f.id.to_string());
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|f| {
-            json!({
-                "id": f.id.to_string(),
-                "device_id": device.device_id,
-                "task_id": f.task_id.map(|t| t.to_string()),
-                "channel": f.channel,
-                "code": f.code,
-                "message": f.message,
-                "detail": f.detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
-                "created_at": timestamp(f.created_at),
-            })
-        })
-        .collect();
-    Ok(Json(list_response(items, limit, last)))
+    let items = rows.iter().map(|f| FaultView::new(f, &device.device_id)).collect();
+    Ok(Json(ListResponse::new(items, limit, last)))
 }
 
 fn check_tag(tag: &str) -> ApiResult<()> {
@@ -351,32 +523,61 @@ fn check_tag(tag: &str) -> ApiResult<()> {
     }
 }
 
-pub(super) async fn add_tag(
+/// A device's id and one of its tags in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<(String, String)>`
+pub struct DeviceTag {
+    /// The CWMP device id, URL-encoded.
+    id: String,
+    /// 1-128 letters, digits and `- _ . : /`.
+    tag: String,
+}
+
+#[utoipa::path(put, path = "/devices/{id}/tags/{tag}", tag = "devices", params(DeviceTag),
+    responses((status = 204, description = "The device has the tag")))]
+async fn add_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Permission::ConfigureDevices)?;
-    check_tag(&tag)?;
-    let device = visible_device(&app, &caller, &id).await?;
-    devices::add_tag(&app.api_store, device.id, &tag).await?;
+    tag_device(&app, &caller, &id, &tag).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) async fn remove_tag(
+/// Tags a device the caller may configure (also the NBI's).
+pub(super) async fn tag_device(app: &App, caller: &Caller, id: &str, tag: &str) -> ApiResult<()> {
+    caller.require(Permission::ConfigureDevices)?;
+    check_tag(tag)?;
+    let device = visible_device(app, caller, id).await?;
+    devices::add_tag(&app.api_store, device.id, tag).await?;
+    Ok(())
+}
+
+#[utoipa::path(delete, path = "/devices/{id}/tags/{tag}", tag = "devices", params(DeviceTag),
+    responses((status = 204, description = "The tag is removed")))]
+async fn remove_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Permission::ConfigureDevices)?;
-    let device = visible_device(&app, &caller, &id).await?;
-    if devices::remove_tag(&app.api_store, device.id, &tag).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("tag"))
-    }
+    untag_device(&app, &caller, &id, &tag).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
+/// Removes a device's tag (also the NBI's); a tag the device does not have is "not found".
+pub(super) async fn untag_device(app: &App, caller: &Caller, id: &str, tag: &str) -> ApiResult<()> {
+    caller.require(Permission::ConfigureDevices)?;
+    let device = visible_device(app, caller, id).await?;
+    if devices::remove_tag(&app.api_store, device.id, tag).await? { Ok(()) } else { Err(ApiError::not_found("tag")) }
+}
+
+/// Asks the device to open a session now (a connection request).
+#[utoipa::path(post, path = "/devices/{id}/connection-request", tag = "devices", params(DeviceId),
+    responses(
+        (status = 200, description = "The device accepted", body = connection_request::Outcome),
+        (status = 502, description = "The device did not accept; the outcome says why", body = connection_request::Outcome),
+    ))]
 async fn wake(
     State(app): State<Arc<App>>,
     Extension(slot): Extension<crate::api::ApiSlot>,

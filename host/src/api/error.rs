@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// What a 503 asks the client to wait: about what a database restart or failover takes.
 const RETRY_AFTER_SECONDS: u64 = 5;
@@ -14,7 +13,7 @@ const THROTTLED_SECONDS: u64 = 60;
 
 /// The stable, machine-readable `code` of every API error. Integrators branch on these: a code
 /// is never renamed or reused for another meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     // Requests the API cannot read.
@@ -74,6 +73,20 @@ impl ErrorCode {
             _ => "internal".into(),
         }
     }
+}
+
+/// An error as the client sees it: an RFC 9457 problem document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem; its last segment is `code`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    pub code: ErrorCode,
+    /// What went wrong, for a person to read.
+    pub detail: String,
 }
 
 #[derive(Debug)]
@@ -157,13 +170,13 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "type": format!("https://roost.dev/problems/{}", self.code.name()),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "code": self.code,
-            "detail": self.detail,
-        });
+        let body = Problem {
+            kind: format!("https://roost.dev/problems/{}", self.code.name()),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            code: self.code,
+            detail: self.detail,
+        };
         let mut response = (self.status, Json(body)).into_response();
         response
             .headers_mut()

@@ -8,13 +8,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Extension, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::authenticate::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
@@ -23,39 +25,89 @@ use super::tasks::{Submitted, submit};
 use super::{devices as device_routes, presets, timestamp};
 use crate::app::App;
 use crate::permissions::Permission;
+use crate::provisioning::presets::PresetDefinition;
 use crate::store::devices::{self, Device};
 use crate::store::{faults, parameters, tasks};
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new()
-        .route("/devices", get(find_devices))
-        .route("/devices/", get(find_devices))
-        .route("/devices/{id}/tasks", post(create_task))
-        .route("/devices/{id}/tags/{tag}", post(device_routes::add_tag).delete(device_routes::remove_tag))
-        .route("/tasks", get(find_tasks))
-        .route("/tasks/", get(find_tasks))
-        .route("/tasks/{id}", delete(delete_task))
-        .route("/faults", get(find_faults))
-        .route("/faults/", get(find_faults))
-        .route("/faults/{id}", delete(delete_fault))
-        .route("/presets", get(presets::list))
-        .route("/presets/", get(presets::list))
-        .route("/presets/{name}", get(presets::show).put(presets::put).delete(presets::remove))
+/// GenieACS clients write collections with and without the trailing slash (`/devices/?query=`);
+/// both are served, and documented, as the same operation.
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(find_devices))
+        .routes(routes!(find_devices_slash))
+        .routes(routes!(create_task))
+        .routes(routes!(add_tag, remove_tag))
+        .routes(routes!(find_tasks))
+        .routes(routes!(find_tasks_slash))
+        .routes(routes!(delete_task))
+        .routes(routes!(find_faults))
+        .routes(routes!(find_faults_slash))
+        .routes(routes!(delete_fault))
+        .routes(routes!(list_presets))
+        .routes(routes!(list_presets_slash))
+        .routes(routes!(show_preset, put_preset, remove_preset))
+}
+
+/// A device as GenieACS's NBI shows it: `_id`, `_deviceId`, `_registered`, `_lastInform`,
+/// `_tags`, and the parameter tree as nested objects whose leaves hold `_value`, `_type`,
+/// `_writable` and `_timestamp`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct NbiDevice(Map<String, Value>);
+
+/// A task as GenieACS's NBI shows it: its request's members beside these.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NbiTask {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub device: String,
+    pub timestamp: String,
+    /// `pending`, `done` or `fault`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<NbiTaskFault>,
+    /// `name` and the task's own members.
+    #[serde(flatten)]
+    pub request: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NbiTaskFault {
+    pub code: String,
+    pub message: Option<String>,
+}
+
+/// A fault as GenieACS's NBI shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NbiFault {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub device: String,
+    pub channel: String,
+    pub code: String,
+    pub message: String,
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+    pub timestamp: String,
 }
 
 fn invalid_query(detail: impl Into<String>) -> ApiError {
     ApiError::bad_request(ErrorCode::InvalidQuery, detail)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FindQuery {
-    /// MongoDB-style JSON.
+    /// MongoDB-style JSON, e.g. `{"_deviceId._SerialNumber": "ABC123"}`.
     query: Option<String>,
     /// Comma-separated paths.
     projection: Option<String>,
     /// JSON such as `{"_lastInform": -1}`.
     sort: Option<String>,
     skip: Option<u64>,
+    /// 1 to 1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -108,11 +160,14 @@ fn order_by(sort: Option<&str>) -> ApiResult<String> {
     Ok(parts.join(", "))
 }
 
+/// Devices matching a MongoDB-style query (see docs/NBI.md for the operators and fields).
+#[utoipa::path(get, path = "/devices", tag = "nbi", params(FindQuery),
+    responses((status = 200, description = "Matching devices", body = Vec<NbiDevice>)))]
 async fn find_devices(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(params): Query<FindQuery>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<NbiDevice>>> {
     caller.require(Permission::ReadFleet)?;
     let filter = match params.parsed()? {
         Some(query) => Some(query::parse(&query).map_err(invalid_query)?),
@@ -215,7 +270,7 @@ const MAX_DOCUMENT_PARAMETERS: u64 = 100_000;
 
 /// A device as GenieACS's NBI shows it: `_id`, `_deviceId`, times, `_tags`, and the parameter
 /// tree with `_value`, `_type`, `_timestamp` and `_writable` on leaves and `_object` on objects.
-async fn document(app: &App, device: &Device, projection: &Projection) -> ApiResult<Value> {
+async fn document(app: &App, device: &Device, projection: &Projection) -> ApiResult<NbiDevice> {
     let mut root = Map::new();
     root.insert("_id".into(), json!(device.device_id));
     if projection.wants("_deviceId") {
@@ -276,7 +331,7 @@ async fn document(app: &App, device: &Device, projection: &Projection) -> ApiRes
         }
         place(&mut root, &parts, node);
     }
-    Ok(Value::Object(root))
+    Ok(NbiDevice(root))
 }
 
 /// Puts a node's attributes at its path, making the objects above it as needed.
@@ -313,7 +368,8 @@ fn typed(value: &str, value_type: &str) -> Value {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TaskQuery {
     /// Present (any value, or none): wake the device.
     connection_request: Option<String>,
@@ -324,24 +380,32 @@ struct TaskQuery {
 /// The longest `timeout` honoured.
 const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A task as GenieACS's NBI shows it: the request with `_id`, `device` and `timestamp`.
-fn task_document(task: &tasks::TaskRow, device_id: &str) -> Value {
-    let mut object = match serde_json::from_str(&task.body) {
+fn task_document(task: &tasks::TaskRow, device_id: &str) -> NbiTask {
+    let request = match serde_json::from_str(&task.body) {
         Ok(Value::Object(object)) => object,
         _ => Map::new(),
     };
-    object.insert("_id".into(), json!(task.id.to_string()));
-    object.insert("device".into(), json!(device_id));
-    object.insert("timestamp".into(), json!(timestamp(task.created_at)));
-    object.insert("status".into(), json!(task.status));
-    if let Some(code) = &task.fault_code {
-        object.insert("fault".into(), json!({"code": code, "message": task.fault_message}));
+    NbiTask {
+        id: task.id.to_string(),
+        device: device_id.to_owned(),
+        timestamp: timestamp(task.created_at),
+        status: task.status.clone(),
+        fault: task
+            .fault_code
+            .as_ref()
+            .map(|code| NbiTaskFault { code: code.clone(), message: task.fault_message.clone() }),
+        request,
     }
-    Value::Object(object)
 }
 
 /// `POST /devices/{id}/tasks[?connection_request][&timeout=ms]`: 200 and the task when it ran
 /// within the timeout, 202 when it is queued.
+#[utoipa::path(post, path = "/devices/{id}/tasks", tag = "nbi", params(super::devices::DeviceId, TaskQuery),
+    request_body = super::tasks::TaskRequest,
+    responses(
+        (status = 200, description = "The device ran the task within the timeout", body = NbiTask),
+        (status = 202, description = "Queued", body = NbiTask),
+    ))]
 async fn create_task(
     State(app): State<Arc<App>>,
     Extension(slot): Extension<super::ApiSlot>,
@@ -387,11 +451,14 @@ async fn device_of_query(app: &App, caller: &Caller, query: Option<Value>) -> Ap
     Ok((device, name))
 }
 
+/// Tasks, optionally of one device (`{"device": "<id>"}`) or name (`{"name": "reboot"}`).
+#[utoipa::path(get, path = "/tasks", tag = "nbi", params(FindQuery),
+    responses((status = 200, description = "Tasks", body = Vec<NbiTask>)))]
 async fn find_tasks(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(params): Query<FindQuery>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<NbiTask>>> {
     caller.require(Permission::ReadFleet)?;
     let (device, name) = device_of_query(&app, &caller, params.parsed()?).await?;
     let limit = params.limit()?;
@@ -401,6 +468,8 @@ async fn find_tasks(
     Ok(Json(rows.iter().map(|(task, device)| task_document(task, device)).collect()))
 }
 
+#[utoipa::path(delete, path = "/tasks/{id}", tag = "nbi", params(("id" = String, Path, description = "The task's id")),
+    responses((status = 200, description = "Deleted")))]
 async fn delete_task(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Permission::ConfigureDevices)?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("task"))?;
@@ -409,11 +478,14 @@ async fn delete_task(State(app): State<Arc<App>>, caller: Caller, Path(id): Path
     Ok(StatusCode::OK)
 }
 
+/// Faults, optionally of one device (`{"device": "<id>"}`).
+#[utoipa::path(get, path = "/faults", tag = "nbi", params(FindQuery),
+    responses((status = 200, description = "Faults", body = Vec<NbiFault>)))]
 async fn find_faults(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(params): Query<FindQuery>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<NbiFault>>> {
     caller.require(Permission::ReadFleet)?;
     let (device, name) = device_of_query(&app, &caller, params.parsed()?).await?;
     if name.is_some() {
@@ -423,27 +495,121 @@ async fn find_faults(
     let rows = faults::list_scoped(&app.api_store, &caller.scope, device, params.skip.unwrap_or(0), limit).await?;
     Ok(Json(
         rows.iter()
-            .map(|(fault, device)| {
-                json!({
-                    "_id": fault.id.to_string(),
-                    "device": device,
-                    "channel": fault.channel,
-                    "code": fault.code,
-                    "message": fault.message,
-                    "detail": fault.detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
-                    "timestamp": timestamp(fault.created_at),
-                })
+            .map(|(fault, device)| NbiFault {
+                id: fault.id.to_string(),
+                device: device.clone(),
+                channel: fault.channel.clone(),
+                code: fault.code.clone(),
+                message: fault.message.clone(),
+                detail: fault.detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+                timestamp: timestamp(fault.created_at),
             })
             .collect(),
     ))
 }
 
+#[utoipa::path(delete, path = "/faults/{id}", tag = "nbi", params(("id" = String, Path, description = "The fault's id")),
+    responses((status = 200, description = "Deleted")))]
 async fn delete_fault(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Permission::ConfigureDevices)?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("fault"))?;
     if !faults::delete_scoped(&app.api_store, &caller.scope, id).await? {
         return Err(ApiError::not_found("fault"));
     }
+    Ok(StatusCode::OK)
+}
+
+#[utoipa::path(get, path = "/devices/", tag = "nbi", params(FindQuery),
+    responses((status = 200, description = "Matching devices", body = Vec<NbiDevice>)))]
+async fn find_devices_slash(
+    state: State<Arc<App>>,
+    caller: Caller,
+    params: Query<FindQuery>,
+) -> ApiResult<Json<Vec<NbiDevice>>> {
+    find_devices(state, caller, params).await
+}
+
+#[utoipa::path(get, path = "/tasks/", tag = "nbi", params(FindQuery),
+    responses((status = 200, description = "Tasks", body = Vec<NbiTask>)))]
+async fn find_tasks_slash(
+    state: State<Arc<App>>,
+    caller: Caller,
+    params: Query<FindQuery>,
+) -> ApiResult<Json<Vec<NbiTask>>> {
+    find_tasks(state, caller, params).await
+}
+
+#[utoipa::path(get, path = "/faults/", tag = "nbi", params(FindQuery),
+    responses((status = 200, description = "Faults", body = Vec<NbiFault>)))]
+async fn find_faults_slash(
+    state: State<Arc<App>>,
+    caller: Caller,
+    params: Query<FindQuery>,
+) -> ApiResult<Json<Vec<NbiFault>>> {
+    find_faults(state, caller, params).await
+}
+
+#[utoipa::path(post, path = "/devices/{id}/tags/{tag}", tag = "nbi", params(super::devices::DeviceTag),
+    responses((status = 200, description = "The device has the tag")))]
+async fn add_tag(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    device_routes::tag_device(&app, &caller, &id, &tag).await?;
+    Ok(StatusCode::OK)
+}
+
+#[utoipa::path(delete, path = "/devices/{id}/tags/{tag}", tag = "nbi", params(super::devices::DeviceTag),
+    responses((status = 200, description = "The tag is removed")))]
+async fn remove_tag(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    device_routes::untag_device(&app, &caller, &id, &tag).await?;
+    Ok(StatusCode::OK)
+}
+
+/// The presets of the key's organization, in Roost's shape (see docs/NBI.md).
+#[utoipa::path(get, path = "/presets", tag = "nbi",
+    responses((status = 200, description = "The organization's presets", body = presets::PresetList)))]
+async fn list_presets(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<presets::PresetList>> {
+    Ok(Json(presets::list_presets(&app, &caller).await?))
+}
+
+#[utoipa::path(get, path = "/presets/", tag = "nbi",
+    responses((status = 200, description = "The organization's presets", body = presets::PresetList)))]
+async fn list_presets_slash(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<presets::PresetList>> {
+    Ok(Json(presets::list_presets(&app, &caller).await?))
+}
+
+#[utoipa::path(get, path = "/presets/{name}", tag = "nbi", params(presets::PresetName),
+    responses((status = 200, description = "The preset", body = presets::PresetView)))]
+async fn show_preset(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<presets::PresetView>> {
+    Ok(Json(presets::show_preset(&app, &caller, &name).await?))
+}
+
+#[utoipa::path(put, path = "/presets/{name}", tag = "nbi", params(presets::PresetName),
+    request_body = PresetDefinition,
+    responses((status = 200, description = "Created or replaced", body = presets::PresetView)))]
+async fn put_preset(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(definition): Json<PresetDefinition>,
+) -> ApiResult<Json<presets::PresetView>> {
+    Ok(Json(presets::put_preset(&app, &caller, &name, definition).await?.1))
+}
+
+#[utoipa::path(delete, path = "/presets/{name}", tag = "nbi", params(presets::PresetName),
+    responses((status = 200, description = "Deleted")))]
+async fn remove_preset(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    presets::remove_preset(&app, &caller, &name).await?;
     Ok(StatusCode::OK)
 }
 

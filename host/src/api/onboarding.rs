@@ -5,16 +5,18 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{delete, get, post};
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::audit::AuditOrg;
 use super::authenticate::Caller;
-use super::devices::device_json;
+use super::devices::DeviceView;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path, Query};
 use super::{ListResponse, Page, org_slugs, timestamp};
@@ -25,14 +27,14 @@ use crate::store::devices::{self, DeviceFilter, MAX_CLAIM};
 use crate::store::orgs::Scope;
 use crate::store::preregistrations;
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new()
-        .route("/pending-devices", get(pending))
-        .route("/pending-devices/claim", post(claim))
-        .route("/preregistrations", get(list_preregistrations).post(preregister))
-        .route("/preregistrations/{serial}", delete(remove_preregistration))
-        .route("/cpe-credentials", get(list_credentials).post(create_credential))
-        .route("/cpe-credentials/{id}", delete(remove_credential))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(pending))
+        .routes(routes!(claim))
+        .routes(routes!(list_preregistrations, preregister))
+        .routes(routes!(remove_preregistration))
+        .routes(routes!(list_credentials, create_credential))
+        .routes(routes!(remove_credential))
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
@@ -48,15 +50,19 @@ fn check_serial(serial: &str) -> ApiResult<()> {
 }
 
 /// Serials (and an organization) from a JSON or CSV body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SerialsRequest {
+    /// 1 to 10,000 serial numbers.
     serials: Vec<String>,
+    /// The organization's slug; the caller's own when absent.
     org: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct OrgQuery {
+    /// The organization's slug, for a CSV body (a JSON body says it in `org`).
     org: Option<String>,
 }
 
@@ -98,19 +104,24 @@ fn serials_from(headers: &HeaderMap, body: &Bytes, query_org: Option<String>) ->
     Ok(request)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PendingQuery {
     #[serde(flatten)]
+    #[param(ignore)] // documented by `Page` itself
     page: Page,
     serial_number: Option<String>,
     product_class: Option<String>,
 }
 
+/// Devices that informed with no organization to join, waiting to be claimed.
+#[utoipa::path(get, path = "/pending-devices", tag = "onboarding", params(PendingQuery, Page),
+    responses((status = 200, description = "A page of pending devices", body = ListResponse<DeviceView>)))]
 async fn pending(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(query): Query<PendingQuery>,
-) -> ApiResult<Json<ListResponse<serde_json::Value>>> {
+) -> ApiResult<Json<ListResponse<DeviceView>>> {
     caller.require(Permission::ReadPendingDevices)?;
     let limit = query.page.limit()?;
     let filter = DeviceFilter {
@@ -123,11 +134,11 @@ async fn pending(
     let rows =
         devices::list(&app.api_store, &Scope::All, &filter, devices::Sort::default(), after.as_ref(), limit).await?;
     let last = rows.last().map(|d| d.id.to_string());
-    Ok(Json(ListResponse::new(rows.iter().map(|d| device_json(d, None, None)).collect(), limit, last)))
+    Ok(Json(ListResponse::new(rows.iter().map(|d| DeviceView::new(d, None, None)).collect(), limit, last)))
 }
 
 /// What a claim did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClaimResult {
     /// The organization's slug.
     pub org: String,
@@ -136,12 +147,17 @@ pub struct ClaimResult {
     pub not_found: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClaimedDevice {
     pub id: String,
     pub serial_number: String,
 }
 
+/// Moves pending devices, by serial, into an organization at or below the caller's.
+#[utoipa::path(post, path = "/pending-devices/claim", tag = "onboarding", params(OrgQuery),
+    request_body(content((SerialsRequest = "application/json"), (String = "text/csv")),
+        description = "JSON, or CSV with one serial per line (its first column; a `serial` header is skipped)"),
+    responses((status = 200, description = "What was claimed and what was not found", body = ClaimResult)))]
 async fn claim(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -161,7 +177,7 @@ async fn claim(
 }
 
 /// A serial an organization expects.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PreregistrationView {
     pub serial_number: String,
     pub org: String,
@@ -169,6 +185,8 @@ pub struct PreregistrationView {
     pub created_at: String,
 }
 
+#[utoipa::path(get, path = "/preregistrations", tag = "onboarding", params(Page),
+    responses((status = 200, description = "A page of expected serials", body = ListResponse<PreregistrationView>)))]
 async fn list_preregistrations(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -199,13 +217,18 @@ async fn list_preregistrations(
     Ok(Json(ListResponse::new(items, limit, last)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PreregistrationResult {
     pub org: String,
     /// Serials the organization did not expect before.
     pub added: u64,
 }
 
+/// Serials an organization expects: each device joins it at its first Inform.
+#[utoipa::path(post, path = "/preregistrations", tag = "onboarding", params(OrgQuery),
+    request_body(content((SerialsRequest = "application/json"), (String = "text/csv")),
+        description = "JSON, or CSV with one serial per line (its first column; a `serial` header is skipped)"),
+    responses((status = 201, description = "Recorded", body = PreregistrationResult)))]
 async fn preregister(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -220,6 +243,9 @@ async fn preregister(
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(org.id))), Json(PreregistrationResult { org: org.slug, added })))
 }
 
+#[utoipa::path(delete, path = "/preregistrations/{serial}", tag = "onboarding",
+    params(("serial" = String, Path, description = "The serial number")),
+    responses((status = 204, description = "No longer expected")))]
 async fn remove_preregistration(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -233,7 +259,7 @@ async fn remove_preregistration(
 }
 
 /// An onboarding credential (never its password).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CpeCredentialView {
     pub id: i64,
     pub username: String,
@@ -254,6 +280,8 @@ fn credential_view(credential: &CpeCredential, slugs: &std::collections::HashMap
     }
 }
 
+#[utoipa::path(get, path = "/cpe-credentials", tag = "onboarding", params(Page),
+    responses((status = 200, description = "A page of onboarding credentials", body = ListResponse<CpeCredentialView>)))]
 async fn list_credentials(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -267,7 +295,7 @@ async fn list_credentials(
     Ok(Json(ListResponse::new(rows.iter().map(|c| credential_view(c, &slugs)).collect(), limit, last)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateCredential {
     username: String,
@@ -277,6 +305,10 @@ struct CreateCredential {
     product_class: Option<String>,
 }
 
+/// A username and password CPEs onboard with at the organization's URL; the password is
+/// stored sealed and never shown again.
+#[utoipa::path(post, path = "/cpe-credentials", tag = "onboarding", request_body = CreateCredential,
+    responses((status = 201, description = "Created", body = CpeCredentialView)))]
 async fn create_credential(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -313,6 +345,9 @@ async fn create_credential(
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(org.id))), Json(view)))
 }
 
+#[utoipa::path(delete, path = "/cpe-credentials/{id}", tag = "onboarding",
+    params(("id" = i64, Path, description = "The credential's id")),
+    responses((status = 204, description = "Deleted")))]
 async fn remove_credential(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     caller.require(Permission::ManageOnboarding)?;
     // The platform's own credentials (no organization) are in the platform's scope only.

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::audit::AuditOrg;
 use super::authenticate::Caller;
@@ -20,12 +22,20 @@ use crate::app::App;
 use crate::permissions::{Permission, Role};
 use crate::store::orgs::{self, Organization};
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/orgs", get(list).post(create)).route("/orgs/{slug}", get(show).patch(update).delete(remove))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(show, update, remove))
+}
+
+/// An organization's slug in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<String>`
+struct Slug {
+    slug: String,
 }
 
 /// An organization as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationView {
     pub slug: String,
     pub name: String,
@@ -80,6 +90,9 @@ fn manageable(caller: &Caller, org: &Organization) -> ApiResult<()> {
     }
 }
 
+/// The caller's organization and those below it.
+#[utoipa::path(get, path = "/orgs", tag = "organizations", params(Page),
+    responses((status = 200, description = "A page of organizations", body = ListResponse<OrganizationView>)))]
 async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -93,6 +106,8 @@ async fn list(
     Ok(Json(ListResponse::new(rows.iter().map(|o| view(o, &slugs)).collect(), limit, last)))
 }
 
+#[utoipa::path(get, path = "/orgs/{slug}", tag = "organizations", params(Slug),
+    responses((status = 200, description = "The organization", body = OrganizationView)))]
 async fn show(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -103,7 +118,7 @@ async fn show(
     Ok(Json(view(&org, &super::org_slugs(&app).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateOrganization {
     name: String,
@@ -126,6 +141,9 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A new organization below the caller's (or below `parent`, in the caller's subtree).
+#[utoipa::path(post, path = "/orgs", tag = "organizations", request_body = CreateOrganization,
+    responses((status = 201, description = "Created", body = OrganizationView)))]
 async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -161,7 +179,7 @@ async fn create(
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(parent.id))), Json(view(&org, &super::org_slugs(&app).await?))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateOrganization {
     name: Option<String>,
@@ -185,6 +203,9 @@ async fn check_host(app: &App, caller: &Caller, host: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Renames an organization below the caller's, or sets or removes its CWMP host.
+#[utoipa::path(patch, path = "/orgs/{slug}", tag = "organizations", params(Slug), request_body = UpdateOrganization,
+    responses((status = 200, description = "The organization as it is now", body = OrganizationView)))]
 async fn update(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -213,6 +234,10 @@ async fn update(
     Ok((Extension(AuditOrg(org.parent_id)), Json(view(&org, &super::org_slugs(&app).await?))))
 }
 
+/// Deletes an empty organization below the caller's, with its own configuration; one that
+/// still has devices, users or children is refused (409 `organization_not_empty`).
+#[utoipa::path(delete, path = "/orgs/{slug}", tag = "organizations", params(Slug),
+    responses((status = 204, description = "Deleted")))]
 async fn remove(
     State(app): State<Arc<App>>,
     caller: Caller,

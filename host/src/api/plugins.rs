@@ -13,40 +13,118 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{delete, get};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::authenticate::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path, Query};
-use super::{Page, list_response, timestamp};
+use super::{ListResponse, Page, timestamp};
 use crate::app::App;
 use crate::permissions::Permission;
 use crate::plugins::API_VERSION;
+use crate::plugins::limits::PluginLimits;
 use crate::store::plugins::{self, InsertError, NewPlugin, PluginRow};
 
 /// Largest component accepted: shipped adapters are ~16–200 KB; a JavaScript plugin ~2 MB.
 pub const MAX_COMPONENT_BYTES: usize = 16 * 1024 * 1024;
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new()
-        .route("/plugins", get(list).post(upload).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)))
-        .route("/plugins/{id}", delete(remove).get(show))
-        .route("/plugin-limits", get(show_limits))
-        .route("/orgs/{slug}/plugin-limits", axum::routing::put(put_limits).delete(delete_limits))
-        .route("/plugin-config/{plugin}", get(show_config).put(put_config))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    // Components are uploaded whole, so their route reads bodies up to their own limit.
+    let uploads = OpenApiRouter::new().routes(routes!(list, upload)).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES));
+    OpenApiRouter::new()
+        .merge(uploads)
+        .routes(routes!(show, remove))
+        .routes(routes!(show_limits))
+        .routes(routes!(put_limits, delete_limits))
+        .routes(routes!(show_config, put_config))
 }
 
-async fn show_limits(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+/// A plugin as the API shows it (not its component).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    /// `adapter` or `provision`.
+    pub world: String,
+    /// The WIT package version it was built against.
+    pub api_version: String,
+    /// SHA-256 of the component, hex.
+    pub hash: String,
+    /// Bytes.
+    pub size: i64,
+    /// The slug of the organization that uploaded it.
+    pub org: String,
+    pub created_at: String,
+}
+
+impl PluginView {
+    fn new(plugin: &PluginRow) -> Self {
+        Self {
+            id: plugin.id.to_string(),
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            world: plugin.world.clone(),
+            api_version: plugin.api_version.clone(),
+            hash: plugin.hash.clone(),
+            size: plugin.size,
+            org: plugin.org_slug.clone(),
+            created_at: timestamp(plugin.created_at),
+        }
+    }
+}
+
+/// The sandbox limits an organization's plugins run under.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitsView {
+    /// What applies: the defaults with the overrides of the organization and those above it.
+    pub effective: PluginLimits,
+    /// The organization's own overrides: only the fields that differ.
+    #[schema(value_type = Object)]
+    pub overrides: Value,
+}
+
+/// A WebAssembly component, as bytes.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documents the body; the handler reads it as bytes
+pub struct WasmComponent(Vec<u8>);
+
+/// A plugin's name in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<String>`
+struct PluginName {
+    /// Lowercase letters, digits and hyphens.
+    plugin: String,
+}
+
+/// An organization's slug in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<String>`
+struct OrgSlug {
+    slug: String,
+}
+
+/// The limits the caller's organization's plugins run under.
+#[utoipa::path(get, path = "/plugin-limits", tag = "plugins",
+    responses((status = 200, description = "Effective limits and the organization's own overrides", body = LimitsView)))]
+async fn show_limits(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<LimitsView>> {
     let org = app.provisioning.org(&app, Some(caller.org_id)).await?;
     let own = plugins::limits(&app.api_store, caller.org_id).await?;
-    let own: Value = own.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_else(|| json!({}));
-    Ok(axum::Json(json!({ "effective": org.limits, "overrides": own })))
+    let overrides: Value =
+        own.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_else(|| Value::Object(Default::default()));
+    Ok(Json(LimitsView { effective: org.limits, overrides }))
 }
 
 async fn org_by_slug(app: &App, caller: &Caller, slug: &str) -> ApiResult<i64> {
@@ -56,12 +134,17 @@ async fn org_by_slug(app: &App, caller: &Caller, slug: &str) -> ApiResult<i64> {
     Ok(org.id)
 }
 
+/// Sets an organization's overrides (the fields that differ from the defaults), which its
+/// subtree inherits. Platform administrators only.
+#[utoipa::path(put, path = "/orgs/{slug}/plugin-limits", tag = "plugins", params(OrgSlug),
+    request_body(content = PluginLimits, description = "Any of the fields"),
+    responses((status = 200, description = "The organization's limits now", body = LimitsView)))]
 async fn put_limits(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(slug): Path<String>,
     Json(overrides): Json<Value>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Json<LimitsView>> {
     let org_id = org_by_slug(&app, &caller, &slug).await?;
     let text = overrides.to_string();
     // Checked against the defaults; the effective limits are checked again when loaded.
@@ -72,9 +155,12 @@ async fn put_limits(
     plugins::set_limits(&app.api_store, org_id, Some(&text)).await?;
     app.provisioning.invalidate();
     let org = app.provisioning.org(&app, Some(org_id)).await?;
-    Ok(axum::Json(json!({ "effective": org.limits, "overrides": overrides })))
+    Ok(Json(LimitsView { effective: org.limits, overrides }))
 }
 
+/// Clears an organization's overrides: it runs under what it inherits.
+#[utoipa::path(delete, path = "/orgs/{slug}/plugin-limits", tag = "plugins", params(OrgSlug),
+    responses((status = 204, description = "Cleared")))]
 async fn delete_limits(State(app): State<Arc<App>>, caller: Caller, Path(slug): Path<String>) -> ApiResult<StatusCode> {
     let org_id = org_by_slug(&app, &caller, &slug).await?;
     plugins::set_limits(&app.api_store, org_id, None).await?;
@@ -82,31 +168,38 @@ async fn delete_limits(State(app): State<Arc<App>>, caller: Caller, Path(slug): 
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The settings the caller's organization gives a plugin.
+#[utoipa::path(get, path = "/plugin-config/{plugin}", tag = "plugins", params(PluginName),
+    responses((status = 200, description = "Keys and values", body = BTreeMap<String, String>)))]
 async fn show_config(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(plugin): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Json<BTreeMap<String, String>>> {
     check_name(&plugin)?;
-    let entries: serde_json::Map<String, Value> = plugins::config(&app.api_store, caller.org_id)
+    let entries = plugins::config(&app.api_store, caller.org_id)
         .await?
         .into_iter()
         .filter(|(p, _, _)| *p == plugin)
-        .map(|(_, k, v)| (k, Value::String(v)))
+        .map(|(_, k, v)| (k, v))
         .collect();
-    Ok(axum::Json(Value::Object(entries)))
+    Ok(Json(entries))
 }
 
 /// Most keys one organization may give one plugin, and their sizes.
 const MAX_CONFIG_KEYS: usize = 64;
 const MAX_CONFIG_VALUE_BYTES: usize = 4096;
 
+/// Replaces the settings the caller's organization gives a plugin (the `config` of the WIT).
+#[utoipa::path(put, path = "/plugin-config/{plugin}", tag = "plugins", params(PluginName),
+    request_body = BTreeMap<String, String>,
+    responses((status = 200, description = "The settings now", body = BTreeMap<String, String>)))]
 async fn put_config(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(plugin): Path<String>,
-    Json(config): Json<std::collections::BTreeMap<String, String>>,
-) -> ApiResult<axum::Json<Value>> {
+    Json(config): Json<BTreeMap<String, String>>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
     caller.require(Permission::ManageProvisioning)?;
     check_name(&plugin)?;
     if config.len() > MAX_CONFIG_KEYS {
@@ -123,27 +216,16 @@ async fn put_config(
     let entries: Vec<(String, String)> = config.clone().into_iter().collect();
     plugins::set_config(&app.api_store, caller.org_id, &plugin, &entries).await?;
     app.provisioning.invalidate();
-    Ok(axum::Json(json!(config)))
+    Ok(Json(config))
 }
 
-pub fn plugin_json(plugin: &PluginRow) -> Value {
-    json!({
-        "id": plugin.id.to_string(),
-        "name": plugin.name,
-        "version": plugin.version,
-        "world": plugin.world,
-        "api_version": plugin.api_version,
-        "hash": plugin.hash,
-        "size": plugin.size,
-        "org": plugin.org_slug,
-        "created_at": timestamp(plugin.created_at),
-    })
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UploadQuery {
+    /// What presets call it: lowercase letters, digits and hyphens.
     name: String,
+    /// A semantic version, e.g. `1.0.0`.
     version: String,
 }
 
@@ -182,13 +264,18 @@ fn check_version(version: &str) -> ApiResult<()> {
     }
 }
 
+/// Uploads a component. It is compiled and checked before it is stored: one that is not a
+/// component, implements neither world, or imports beyond `roost:plugin` is refused.
+#[utoipa::path(post, path = "/plugins", tag = "plugins", params(UploadQuery),
+    request_body(content((WasmComponent = "application/wasm"), (WasmComponent = "application/octet-stream"))),
+    responses((status = 201, description = "Stored", body = PluginView)))]
 async fn upload(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<PluginView>)> {
     caller.require(Permission::ManageProvisioning)?;
     check_name(&query.name)?;
     check_version(&query.version)?;
@@ -228,10 +315,17 @@ async fn upload(
         InsertError::Other(e) => ApiError::from(e),
     })?;
     app.provisioning.invalidate();
-    Ok((StatusCode::CREATED, axum::Json(plugin_json(&stored))))
+    Ok((StatusCode::CREATED, Json(PluginView::new(&stored))))
 }
 
-async fn list(State(app): State<Arc<App>>, caller: Caller, Query(page): Query<Page>) -> ApiResult<axum::Json<Value>> {
+/// The plugins the caller's organization sees: its own and those of the organizations above.
+#[utoipa::path(get, path = "/plugins", tag = "plugins", params(Page),
+    responses((status = 200, description = "A page of plugins", body = ListResponse<PluginView>)))]
+async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<ListResponse<PluginView>>> {
     let limit = page.limit()?;
     let after = page
         .cursor()?
@@ -240,21 +334,33 @@ async fn list(State(app): State<Arc<App>>, caller: Caller, Query(page): Query<Pa
         .map_err(|_| ApiError::bad_request(ErrorCode::InvalidCursor, "cursor is not one this API returned"))?;
     let rows = plugins::list(&app.api_store, &caller.scope, after, limit).await?;
     let last = rows.last().map(|r| r.id.to_string());
-    let items: Vec<Value> = rows.iter().map(plugin_json).collect();
-    Ok(axum::Json(list_response(items, limit, last)))
+    Ok(Json(ListResponse::new(rows.iter().map(PluginView::new).collect(), limit, last)))
 }
 
 fn parse_id(id: &str) -> ApiResult<i64> {
     id.parse().map_err(|_| ApiError::not_found("plugin"))
 }
 
-async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+/// A plugin's id in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<String>`
+struct PluginId {
+    id: String,
+}
+
+#[utoipa::path(get, path = "/plugins/{id}", tag = "plugins", params(PluginId),
+    responses((status = 200, description = "The plugin", body = PluginView)))]
+async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<PluginView>> {
     let row = plugins::by_id(&app.api_store, &caller.scope, parse_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("plugin"))?;
-    Ok(axum::Json(plugin_json(&row)))
+    Ok(Json(PluginView::new(&row)))
 }
 
+/// Deletes a plugin of the caller's subtree.
+#[utoipa::path(delete, path = "/plugins/{id}", tag = "plugins", params(PluginId),
+    responses((status = 204, description = "Deleted")))]
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Permission::ManageProvisioning)?;
     if plugins::delete(&app.api_store, &caller.scope, parse_id(&id)?).await? {

@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use roost_plugin_sdk::pattern::Pattern;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::authenticate::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
@@ -26,8 +27,60 @@ use crate::provisioning::presets::{BUILT_IN, ConditionOp, PresetDefinition};
 use crate::store::plugins;
 use crate::store::presets::{self, PresetRow};
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/presets", get(list)).route("/presets/{name}", get(show).put(put).delete(remove))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(show, put, remove))
+}
+
+/// A preset's name in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<String>`
+pub struct PresetName {
+    /// Letters, digits, `-` and `_`.
+    name: String,
+}
+
+/// A preset of the caller's organization: its definition's fields beside these.
+#[derive(Debug, Serialize)]
+pub struct PresetView {
+    pub name: String,
+    #[serde(flatten)]
+    pub definition: PresetDefinition,
+    pub updated_at: String,
+}
+
+// The definition refuses unknown fields as a request body, so its schema forbids additional
+// properties; a preset's view is that schema with `name` and `updated_at` added.
+impl utoipa::PartialSchema for PresetView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
+        use utoipa::openapi::{RefOr, schema::ObjectBuilder};
+        let mut schema = <PresetDefinition as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            let object: &mut Object = object;
+            object.additional_properties = None::<Box<AdditionalProperties<Schema>>>;
+            object.description = Some("A preset of the caller's organization.".into());
+            for name in ["name", "updated_at"] {
+                object.properties.insert(name.into(), ObjectBuilder::new().schema_type(Type::String).into());
+                object.required.push(name.into());
+            }
+        }
+        schema
+    }
+}
+
+impl ToSchema for PresetView {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        <PresetDefinition as ToSchema>::schemas(schemas);
+    }
+}
+
+/// Every preset of the organization, in one page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresetList {
+    pub items: Vec<PresetView>,
+    /// Always null: presets come in one page.
+    pub next_cursor: Option<String>,
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
@@ -121,38 +174,31 @@ pub fn validate(d: &PresetDefinition) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn preset_json(row: &PresetRow) -> Value {
-    let mut value = serde_json::from_str::<Value>(&row.definition).unwrap_or(Value::Null);
-    if let Some(object) = value.as_object_mut() {
-        object.insert("name".into(), json!(row.name));
-        object.insert("updated_at".into(), json!(timestamp(row.updated_at)));
-    }
-    value
+fn view(row: &PresetRow) -> ApiResult<PresetView> {
+    let definition = serde_json::from_str::<PresetDefinition>(&row.definition)
+        .map_err(|e| anyhow::anyhow!("preset {} is stored unreadable: {e}", row.name))?;
+    Ok(PresetView { name: row.name.clone(), definition, updated_at: timestamp(row.updated_at) })
 }
 
-pub(super) async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<axum::Json<Value>> {
+pub(super) async fn list_presets(app: &App, caller: &Caller) -> ApiResult<PresetList> {
     let rows = presets::list(&app.api_store, caller.org_id).await?;
-    let items: Vec<Value> = rows.iter().map(preset_json).collect();
-    Ok(axum::Json(json!({ "items": items, "next_cursor": null })))
+    Ok(PresetList { items: rows.iter().map(view).collect::<ApiResult<_>>()?, next_cursor: None })
 }
 
-pub(super) async fn show(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    Path(name): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
-    let row = presets::get(&app.api_store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
-    Ok(axum::Json(preset_json(&row)))
+pub(super) async fn show_preset(app: &App, caller: &Caller, name: &str) -> ApiResult<PresetView> {
+    let row = presets::get(&app.api_store, caller.org_id, name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
+    view(&row)
 }
 
-pub(super) async fn put(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Json(definition): Json<PresetDefinition>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+/// Creates or replaces a preset; `true` when it is new.
+pub(super) async fn put_preset(
+    app: &App,
+    caller: &Caller,
+    name: &str,
+    definition: PresetDefinition,
+) -> ApiResult<(bool, PresetView)> {
     caller.require(Permission::ManageProvisioning)?;
-    check_name(&name)?;
+    check_name(name)?;
     validate(&definition)?;
     if !BUILT_IN.contains(&definition.provision.as_str()) {
         let path = plugins::org_path(&app.api_store, caller.org_id).await?;
@@ -177,23 +223,53 @@ pub(super) async fn put(
         }
     }
     let text = serde_json::to_string(&definition).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
-    let created = presets::put(&app.api_store, caller.org_id, &name, definition.weight.into(), &text).await?;
+    let created = presets::put(&app.api_store, caller.org_id, name, definition.weight.into(), &text).await?;
     app.provisioning.invalidate();
-    let row = presets::get(&app.api_store, caller.org_id, &name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, axum::Json(preset_json(&row))))
+    Ok((created, show_preset(app, caller, name).await?))
 }
 
-pub(super) async fn remove(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
+pub(super) async fn remove_preset(app: &App, caller: &Caller, name: &str) -> ApiResult<()> {
     caller.require(Permission::ManageProvisioning)?;
-    if presets::delete(&app.api_store, caller.org_id, &name).await? {
+    if presets::delete(&app.api_store, caller.org_id, name).await? {
         app.provisioning.invalidate();
-        Ok(StatusCode::NO_CONTENT)
+        Ok(())
     } else {
         Err(ApiError::not_found("preset"))
     }
+}
+
+#[utoipa::path(get, path = "/presets", tag = "presets",
+    responses((status = 200, description = "The organization's presets", body = PresetList)))]
+async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<PresetList>> {
+    Ok(Json(list_presets(&app, &caller).await?))
+}
+
+#[utoipa::path(get, path = "/presets/{name}", tag = "presets", params(PresetName),
+    responses((status = 200, description = "The preset", body = PresetView)))]
+async fn show(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<PresetView>> {
+    Ok(Json(show_preset(&app, &caller, &name).await?))
+}
+
+/// Creates or replaces a preset. Its provision must be built in or a provision plugin the
+/// organization sees.
+#[utoipa::path(put, path = "/presets/{name}", tag = "presets", params(PresetName), request_body = PresetDefinition,
+    responses(
+        (status = 201, description = "Created", body = PresetView),
+        (status = 200, description = "Replaced", body = PresetView),
+    ))]
+async fn put(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(definition): Json<PresetDefinition>,
+) -> ApiResult<(StatusCode, Json<PresetView>)> {
+    let (created, view) = put_preset(&app, &caller, &name, definition).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view)))
+}
+
+#[utoipa::path(delete, path = "/presets/{name}", tag = "presets", params(PresetName),
+    responses((status = 204, description = "Deleted")))]
+async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    remove_preset(&app, &caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -4,20 +4,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 
 use super::extract::{Json, Path, Query};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::authenticate::Caller;
 use super::devices::visible_device;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::{Page, list_response, optional_timestamp, timestamp};
+use super::{ListResponse, Page, optional_timestamp, timestamp};
 use crate::app::App;
 use crate::cwmp::connection_request;
 use crate::permissions::Permission;
@@ -25,43 +26,86 @@ use crate::store::tasks::{self, TaskRow};
 use crate::store::{devices, now_millis};
 use crate::tasks::TaskSpec;
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new()
-        .route("/devices/{id}/tasks", get(list).post(create))
-        .route("/tasks/{id}", get(show).delete(remove))
-        .route("/tasks/{id}/retry", post(retry))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(show, remove)).routes(routes!(retry))
 }
 
-pub fn task_json(task: &TaskRow, device_id: &str) -> Value {
-    let mut value = json!({
-        "id": task.id.to_string(),
-        "device_id": device_id,
-        "name": task.name,
-        "status": task.status,
-        "request": serde_json::from_str::<Value>(&task.body).unwrap_or(Value::Null),
-        "created_at": timestamp(task.created_at),
-        "done_at": optional_timestamp(task.done_at),
-        "expires_at": optional_timestamp(task.expires_at),
-        "attempts": task.attempts,
-    });
-    let Some(object) = value.as_object_mut() else { return value };
-    if task.status == tasks::FAULT {
-        object.insert(
-            "fault".into(),
-            json!({
-                "code": task.fault_code,
-                "message": task.fault_message,
-                "detail": task.fault_detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+/// A task as the API shows it. Times are RFC 3339, UTC.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskView {
+    pub id: String,
+    pub device_id: String,
+    /// The GenieACS task name: `getParameterValues`, `setParameterValues`, `reboot`, …
+    pub name: String,
+    /// `pending`, `done` or `fault`.
+    pub status: String,
+    /// The body the task was queued with (secrets blanked).
+    #[schema(value_type = Object)]
+    pub request: Value,
+    pub created_at: String,
+    pub done_at: Option<String>,
+    pub expires_at: Option<String>,
+    /// Sessions that tried it.
+    pub attempts: i64,
+    /// Why it failed, when its status is `fault`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<TaskFaultView>,
+    /// What it returned, for tasks that return something (a diagnostic, an upload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// `transferring` while a download or upload the device accepted is under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// When the task was submitted with `?connection_request`: how the wake-up went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_request: Option<connection_request::Outcome>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskFaultView {
+    pub code: Option<String>,
+    pub message: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+}
+
+impl TaskView {
+    pub fn new(task: &TaskRow, device_id: &str) -> Self {
+        Self {
+            id: task.id.to_string(),
+            device_id: device_id.to_owned(),
+            name: task.name.clone(),
+            status: task.status.clone(),
+            request: serde_json::from_str::<Value>(&task.body).unwrap_or(Value::Null),
+            created_at: timestamp(task.created_at),
+            done_at: optional_timestamp(task.done_at),
+            expires_at: optional_timestamp(task.expires_at),
+            attempts: task.attempts,
+            fault: (task.status == tasks::FAULT).then(|| TaskFaultView {
+                code: task.fault_code.clone(),
+                message: task.fault_message.clone(),
+                detail: task.fault_detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
             }),
-        );
+            result: task.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
+            stage: (task.status == tasks::PENDING && task.stage == tasks::stage::TRANSFERRING)
+                .then(|| "transferring".to_owned()),
+            connection_request: None,
+        }
     }
-    if let Some(result) = task.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()) {
-        object.insert("result".into(), result);
-    }
-    if task.status == tasks::PENDING && task.stage == tasks::stage::TRANSFERRING {
-        object.insert("stage".into(), json!("transferring"));
-    }
-    value
+}
+
+/// A task to queue: a GenieACS NBI task body. `name` says which; the other members are the
+/// task's own (`parameterNames`, `parameterValues`, `objectName`, `fileType`, `url`, …).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents the body; handlers read it as JSON and `TaskSpec::parse` it
+pub struct TaskRequest {
+    /// `getParameterValues`, `setParameterValues`, `refreshObject`, `addObject`, `deleteObject`,
+    /// `reboot`, `factoryReset`, `download`, `upload`, `scheduleInform`,
+    /// `getParameterAttributes`, `setParameterAttributes` or a diagnostic.
+    name: String,
+    #[serde(flatten)]
+    members: std::collections::HashMap<String, Value>,
 }
 
 /// The permission a task needs, by its name alone: reads and reboots operate a device, anything
@@ -79,12 +123,25 @@ fn required_permission(name: &str) -> Permission {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CreateQuery {
+    /// Wake the device now and wait (up to `[tasks] connection_request_wait`) for the task.
     #[serde(default)]
     connection_request: bool,
 }
 
+/// Queues a task for the device. With an `Idempotency-Key` header, a retried request answers
+/// the task the first one queued (`Idempotent-Replayed: true`) instead of queueing another.
+#[utoipa::path(post, path = "/devices/{id}/tasks", tag = "tasks",
+    params(super::devices::DeviceId, CreateQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")),
+    request_body = TaskRequest,
+    responses(
+        (status = 201, description = "Queued for the device's next session", body = TaskView),
+        (status = 200, description = "Done within the wait (or an idempotent replay)", body = TaskView),
+        (status = 202, description = "The device was woken but has not finished the task yet", body = TaskView),
+    ))]
 async fn create(
     State(app): State<Arc<App>>,
     Extension(slot): Extension<crate::api::ApiSlot>,
@@ -99,14 +156,11 @@ async fn create(
     let device_id = &submitted.device_id;
     Ok(match submitted.outcome {
         Submitted::Replayed(task) => replayed(&task, device_id),
-        Submitted::Queued(task) => (StatusCode::CREATED, Json(task_json(&task, device_id))).into_response(),
+        Submitted::Queued(task) => (StatusCode::CREATED, Json(TaskView::new(&task, device_id))).into_response(),
         Submitted::Woken { task, connection_request } => {
             let status = if task.status == tasks::PENDING { StatusCode::ACCEPTED } else { StatusCode::OK };
-            let mut value = task_json(&task, device_id);
-            if let Some(object) = value.as_object_mut() {
-                object.insert("connection_request".into(), json!(connection_request));
-            }
-            (status, Json(value)).into_response()
+            let view = TaskView { connection_request: Some(connection_request), ..TaskView::new(&task, device_id) };
+            (status, Json(view)).into_response()
         }
     })
 }
@@ -257,23 +311,25 @@ impl IdempotencyRequest {
 
 /// The answer to a retried POST: the task its first attempt queued, as it is now.
 fn replayed(task: &TaskRow, device_id: &str) -> Response {
-    let mut response = (StatusCode::OK, Json(task_json(task, device_id))).into_response();
+    let mut response = (StatusCode::OK, Json(TaskView::new(task, device_id))).into_response();
     response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     response
 }
 
+#[utoipa::path(get, path = "/devices/{id}/tasks", tag = "tasks", params(super::devices::DeviceId, Page),
+    responses((status = 200, description = "A page of the device's tasks, oldest first", body = ListResponse<TaskView>)))]
 async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
     Query(page): Query<Page>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ListResponse<TaskView>>> {
     let limit = page.limit()?;
     let device = visible_device(&app, &caller, &id).await?;
     let rows = tasks::list_for_device(&app.api_store, device.id, page.id_cursor()?, limit).await?;
     let last = rows.last().map(|t| t.id.to_string());
-    let items: Vec<Value> = rows.iter().map(|t| task_json(t, &device.device_id)).collect();
-    Ok(Json(list_response(items, limit, last)))
+    let items = rows.iter().map(|t| TaskView::new(t, &device.device_id)).collect();
+    Ok(Json(ListResponse::new(items, limit, last)))
 }
 
 async fn visible_task(app: &App, caller: &Caller, id: &str) -> ApiResult<(TaskRow, String)> {
@@ -283,11 +339,23 @@ async fn visible_task(app: &App, caller: &Caller, id: &str) -> ApiResult<(TaskRo
     Ok((task, device.device_id))
 }
 
-async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let (task, device_id) = visible_task(&app, &caller, &id).await?;
-    Ok(Json(task_json(&task, &device_id)))
+/// A task's id in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<String>`
+struct TaskId {
+    id: String,
 }
 
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", params(TaskId),
+    responses((status = 200, description = "The task", body = TaskView)))]
+async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
+    let (task, device_id) = visible_task(&app, &caller, &id).await?;
+    Ok(Json(TaskView::new(&task, &device_id)))
+}
+
+#[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", params(TaskId),
+    responses((status = 204, description = "The task is dropped")))]
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Permission::ConfigureDevices)?;
     let (task, _) = visible_task(&app, &caller, &id).await?;
@@ -295,12 +363,15 @@ async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<Stri
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn retry(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Queues a faulted task again.
+#[utoipa::path(post, path = "/tasks/{id}/retry", tag = "tasks", params(TaskId),
+    responses((status = 200, description = "The task, pending again", body = TaskView)))]
+async fn retry(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
     caller.require(Permission::ConfigureDevices)?;
     let (task, device_id) = visible_task(&app, &caller, &id).await?;
     if !tasks::retry(&app.api_store, task.id).await? {
         return Err(ApiError::conflict(ErrorCode::NotFaulted, "only a faulted task can be retried"));
     }
     let task = tasks::by_id(&app.api_store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(Json(task_json(&task, &device_id)))
+    Ok(Json(TaskView::new(&task, &device_id)))
 }

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::audit::AuditOrg;
 use super::authenticate::{Caller, Principal};
@@ -21,12 +23,20 @@ use crate::permissions::{Permission, Role, may_grant};
 use crate::store::orgs;
 use crate::store::users::{self, User, UserChange};
 
-pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/users", get(list).post(create)).route("/users/{id}", get(show).patch(update).delete(remove))
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(show, update, remove))
+}
+
+/// A user's id in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documents the path; handlers read it with `Path<i64>`
+struct UserId {
+    id: i64,
 }
 
 /// A user as the API shows it (never its password hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub email: String,
@@ -86,14 +96,19 @@ async fn manageable(app: &App, caller: &Caller, id: i64) -> ApiResult<User> {
     Ok(user)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UserListQuery {
     #[serde(flatten)]
+    #[param(ignore)] // documented by `Page` itself
     page: Page,
     /// Only this organization's users (a slug).
     org: Option<String>,
 }
 
+/// The users of the caller's subtree (user managers only).
+#[utoipa::path(get, path = "/users", tag = "users", params(UserListQuery, Page),
+    responses((status = 200, description = "A page of users", body = ListResponse<UserView>)))]
 async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -112,12 +127,15 @@ async fn list(
     Ok(Json(ListResponse::new(items, limit, last)))
 }
 
+/// A user of the caller's subtree, or the caller itself.
+#[utoipa::path(get, path = "/users/{id}", tag = "users", params(UserId),
+    responses((status = 200, description = "The user", body = UserView)))]
 async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<UserView>> {
     let user = visible(&app, &caller, id).await?;
     Ok(Json(view(&user, &super::org_slugs(&app).await?)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
     email: String,
@@ -127,6 +145,9 @@ struct CreateUser {
     org: Option<String>,
 }
 
+/// A new user, with a role no higher than the caller's own.
+#[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, description = "Created", body = UserView)))]
 async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -153,7 +174,7 @@ async fn create(
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(org.id))), Json(view(&user, &super::org_slugs(&app).await?)?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateUser {
     role: Option<Role>,
@@ -163,6 +184,10 @@ struct UpdateUser {
     current_password: Option<String>,
 }
 
+/// Changes a user's role, disables or enables it, or sets its password (the caller's own needs
+/// `current_password`). A password change or disabling revokes the user's logins.
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", params(UserId), request_body = UpdateUser,
+    responses((status = 200, description = "The user as it is now", body = UserView)))]
 async fn update(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -199,6 +224,8 @@ async fn update(
     Ok((Extension(AuditOrg(Some(user.org_id))), Json(view(&user, &super::org_slugs(&app).await?)?)))
 }
 
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", params(UserId),
+    responses((status = 204, description = "Deleted; its logins are revoked")))]
 async fn remove(
     State(app): State<Arc<App>>,
     caller: Caller,

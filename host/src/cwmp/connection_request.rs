@@ -15,7 +15,7 @@ use crate::store::devices::{self, Device};
 use crate::store::now_millis;
 
 /// What happened, as recorded on the device and returned to the API caller.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The CPE accepted; it will open a session.

@@ -12,8 +12,8 @@ use crate::app::App;
 use crate::plugins::bindings::types::DeviceFacts;
 use crate::plugins::{DeviceView, Loaded};
 use crate::store::devices::Device;
+use crate::store::parameters;
 use crate::store::plugins::{self, PluginRow};
-use crate::store::{orgs, parameters};
 
 /// The adapter chosen for a device.
 #[derive(Debug, Clone)]
@@ -157,19 +157,4 @@ fn identify_all(app: &App, handle: &tokio::runtime::Handle, org: &OrgProvisionin
         }
     }
     best
-}
-
-/// The adapter as `GET /devices/{id}` shows it.
-pub async fn describe(app: &Arc<App>, device: &Device) -> Result<serde_json::Value> {
-    let org = app.provisioning.org(app, device.org_id).await?;
-    Ok(match for_device(app, device, &org, None).await? {
-        Some(chosen) => serde_json::json!({
-            "plugin": chosen.plugin.name,
-            "version": chosen.plugin.version,
-            "owner": if chosen.plugin.org_slug == orgs::PLATFORM_SLUG { "platform" } else { "organization" },
-            "family": chosen.family,
-            "score": chosen.score,
-        }),
-        None => serde_json::Value::Null,
-    })
 }

@@ -19,7 +19,7 @@ use crate::store::Store;
 use crate::store::plugins::{self, PluginRow};
 
 /// A preset as clients write it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresetDefinition {
     /// Lower runs first; on conflicting declarations the later (heavier) preset wins.
@@ -51,7 +51,7 @@ fn enabled_by_default() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// A parameter pattern; the condition holds when any matching leaf satisfies it.
@@ -61,7 +61,7 @@ pub struct Condition {
     pub value: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConditionOp {
     Eq,
@@ -71,7 +71,7 @@ pub enum ConditionOp {
     Absent,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub interval_seconds: u64,
