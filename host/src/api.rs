@@ -195,9 +195,29 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 pub struct Page {
     /// At most this many items (1 to 1000; 100 when absent).
     #[param(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "number_in_query")]
     pub limit: Option<u64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+/// A number from a query string. Needed where `Page` is flattened into another query: serde
+/// then hands the value over as text, which a plain `u64` refuses (`?limit=10` answered 400).
+fn number_in_query<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Text>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Text::Number(n)) => Ok(Some(n)),
+        Some(Text::Text(text)) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("limit must be a number, got {text:?}"))),
+    }
 }
 
 impl Page {
@@ -286,4 +306,32 @@ pub async fn org_slugs(app: &App) -> anyhow::Result<HashMap<i64, String>> {
     let rows =
         app.api_store.db().query_all_raw(app.api_store.statement("SELECT id, slug FROM organizations", [])).await?;
     rows.iter().map(|r| Ok((r.try_get_by_index::<i64>(0)?, r.try_get_by_index::<String>(1)?))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Flattened {
+        #[serde(flatten)]
+        page: Page,
+        #[allow(dead_code)]
+        org: Option<String>,
+    }
+
+    #[test]
+    fn a_page_reads_its_limit_alone_and_flattened_into_another_query() {
+        let uri: axum::http::Uri = "/x?limit=10&cursor=abc&org=isp".parse().unwrap();
+        let axum::extract::Query(page) = axum::extract::Query::<Page>::try_from_uri(&uri).unwrap();
+        assert_eq!((page.limit, page.cursor.as_deref()), (Some(10), Some("abc")));
+        let axum::extract::Query(query) = axum::extract::Query::<Flattened>::try_from_uri(&uri).unwrap();
+        assert_eq!(query.page.limit, Some(10));
+        let bad: axum::http::Uri = "/x?limit=ten".parse().unwrap();
+        assert!(axum::extract::Query::<Flattened>::try_from_uri(&bad).is_err());
+        let none: axum::http::Uri = "/x?org=isp".parse().unwrap();
+        assert_eq!(axum::extract::Query::<Flattened>::try_from_uri(&none).unwrap().page.limit, None);
+    }
 }

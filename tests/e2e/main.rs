@@ -7,6 +7,7 @@ mod api;
 mod bootstrap;
 mod cwmp_edges;
 mod interop;
+mod isolation;
 mod nbi;
 mod onboarding;
 mod openapi;
