@@ -101,7 +101,11 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
         Role::Advanced,
         "Create, change and delete presets, plugins and plugin configuration",
     ),
-    (Permission::ClaimDevices, Role::Advanced, "Claim pending devices by serial; pre-register serials"),
+    (
+        Permission::ClaimDevices,
+        Role::Advanced,
+        "Claim pending devices by serial; pre-register serials; move devices within the subtree",
+    ),
     (Permission::ManageOrganizations, Role::OrgAdmin, "Create, rename and delete organizations below one's own"),
     (
         Permission::ManageUsers,

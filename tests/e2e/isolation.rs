@@ -317,6 +317,11 @@ enum Param {
     PluginName(&'static str),
     Preset,
     FreshPreset,
+    /// The target's fixture preset, named with `?org=` the target.
+    PresetOf,
+    /// A preset made for this call in the target, named with `?org=` the target (written by a
+    /// PUT, removed by a DELETE).
+    FreshPresetOf,
     /// The target organization's slug.
     Slug,
     /// An empty organization made below the target for this call.
@@ -355,6 +360,8 @@ enum Param {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Body {
     None,
+    /// `{"org": <the target's slug>}`.
+    SameOrg,
     Reboot,
     SetParameter,
     Preset,
@@ -504,6 +511,18 @@ fn table() -> Vec<Row> {
             |w, c| need(w, P::ConfigureDevices).or(seen(w, c)).unwrap_or(204),
             C::None,
         ),
+        // Moving a device to where it is: the matrix and the lookup, without changing the fixture
+        // (tenants' devices only: the platform's is unclaimed, and this would claim it).
+        row(
+            patch.clone(),
+            "/api/v1/devices/{id}",
+            "",
+            Tenants,
+            Pa::Device,
+            B::SameOrg,
+            |w, c| need(w, P::ClaimDevices).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
         row(
             get.clone(),
             "/api/v1/devices/{id}/parameters",
@@ -626,7 +645,7 @@ fn table() -> Vec<Row> {
             |w, c| need(w, P::ConfigureDevices).or(seen(w, c)).unwrap_or(409),
             C::None,
         ),
-        // Plugins: the platform's are everyone's; a tenant's are its subtree's.
+        // Plugins: a tenant sees its subtree's and those above it (the platform's are everyone's).
         row(get.clone(), "/api/v1/plugins", "", Once, Pa::None, B::None, |_, _| 200, C::Plugins),
         row(
             post.clone(),
@@ -657,7 +676,8 @@ fn table() -> Vec<Row> {
             Owners,
             Pa::Plugin,
             B::None,
-            |w, c| if c.target == Platform { 200 } else { seen(w, c).unwrap_or(200) },
+            // One's own subtree's, and those of the organizations above (which one runs).
+            |w, c| if c.target.covers(w.org) { 200 } else { seen(w, c).unwrap_or(200) },
             C::None,
         ),
         row(
@@ -711,8 +731,8 @@ fn table() -> Vec<Row> {
             |w, _| need(w, P::ManageProvisioning).unwrap_or(200),
             C::None,
         ),
-        // Presets belong to the caller's own organization only: a name of another's is not
-        // found, and writing it makes the caller's own.
+        // Without `?org=`, presets are the caller's own organization's: a name of another's is
+        // not found, and writing it makes the caller's own.
         row(get.clone(), "/api/v1/presets", "", Once, Pa::None, B::None, |_, _| 200, C::Presets),
         row(
             get.clone(),
@@ -742,6 +762,49 @@ fn table() -> Vec<Row> {
             Pa::FreshPreset,
             B::None,
             |w, c| need(w, P::ManageProvisioning).or(own(w, c)).unwrap_or(204),
+            C::None,
+        ),
+        // With `?org=`, the presets of an organization of the caller's subtree: another's is
+        // not found, whatever the caller's role (the lookup comes after the permission check
+        // for writes).
+        row(
+            get.clone(),
+            "/api/v1/presets",
+            "?org=",
+            Owners,
+            Pa::OrgQuery,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            get.clone(),
+            "/api/v1/presets/{name}",
+            "?org=",
+            Owners,
+            Pa::PresetOf,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            put.clone(),
+            "/api/v1/presets/{name}",
+            "?org=",
+            Owners,
+            Pa::FreshPresetOf,
+            B::Preset,
+            |w, c| need(w, P::ManageProvisioning).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/presets/{name}",
+            "?org=",
+            Owners,
+            Pa::FreshPresetOf,
+            B::None,
+            |w, c| need(w, P::ManageProvisioning).or(seen(w, c)).unwrap_or(204),
             C::None,
         ),
         // A provision resolves along the caller's organization and its ancestors (and the
@@ -1661,6 +1724,23 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
             params.push(name.clone());
             fresh = Some(Fresh::Preset(target, name));
         }
+        Param::PresetOf => {
+            params.push(target.preset());
+            query.push(("org".into(), target.slug().into()));
+        }
+        Param::FreshPresetOf => {
+            let name = format!("fresh-{token}-{n}");
+            let definition = r#"{"provision":"reboot","events":["0 BOOTSTRAP"],"tags":["never"]}"#;
+            roost::store::presets::put(store, world.id(target), &name, 0, definition).await.unwrap();
+            params.push(name.clone());
+            query.push(("org".into(), target.slug().into()));
+            // Its own preset per call: callers of several organizations run at once.
+            fresh = Some(if row.body == Body::Preset {
+                Fresh::PresetWrite { target, by: target, name, mark: format!("written-{n}") }
+            } else {
+                Fresh::Preset(target, name)
+            });
+        }
         Param::Slug => params.push(target.slug().to_owned()),
         Param::FreshOrgBelow => {
             let slug = format!("below-{token}-{n}");
@@ -1782,6 +1862,7 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
             json!({"email": format!("probe-{n}@probe.example"), "password": USER_PASSWORD, "role": "read-only", "org": slug}),
         ),
         Body::Enable => Some(json!({"disabled": false})),
+        Body::SameOrg => Some(json!({"org": slug})),
         Body::RoleBasic => Some(json!({"role": "basic"})),
         Body::NewKey => Some(json!({"name": format!("probe-key-{n}"), "role": "read-only", "org": slug})),
         Body::Claim => {
@@ -1992,12 +2073,20 @@ fn check(world: &World, who: &Who, row: &Row, case: &Case, body: &JsonValue) -> 
             must_list(&mut wrong, &strs(&all, "username"), expected, "CPE credential");
         }
         Check::Plugins => {
+            let above = |org: &JsonValue| org.as_str().and_then(Org::by_slug).is_some_and(|o| o.covers(who.org));
             for item in &all {
-                if item["org"] != "platform" && !covered_slug(who, &item["org"]) {
+                if !above(&item["org"]) && !covered_slug(who, &item["org"]) {
                     wrong.push(format!("lists plugin {} of {}", item["name"], item["org"]));
                 }
             }
             let mut expected: Vec<String> = covered.iter().map(|o| o.plugin()).collect();
+            let mut ancestor = who.org.parent();
+            while let Some(org) = ancestor {
+                if org != Platform {
+                    expected.push(org.plugin());
+                }
+                ancestor = org.parent();
+            }
             expected.push(Platform.plugin());
             must_list(&mut wrong, &strs(&all, "name"), expected, "plugin");
         }
@@ -2125,7 +2214,7 @@ async fn effect(h: &Harness, world: &World, fresh: &Fresh, done: bool) -> Vec<St
         }
         Fresh::Plugin(id) => expect(
             &mut wrong,
-            store::plugins::by_id(s, &Scope::All, *id).await.unwrap().is_none(),
+            store::plugins::by_id(s, &Scope::All, &[], *id).await.unwrap().is_none(),
             format!("deleting plugin {id}"),
         ),
         Fresh::Preset(owner, name) => expect(
@@ -2184,7 +2273,7 @@ async fn effect(h: &Harness, world: &World, fresh: &Fresh, done: bool) -> Vec<St
         }
         Fresh::Upload { by, name, owner_plugin } => {
             let owner =
-                store::plugins::by_id(s, &Scope::All, *owner_plugin).await.unwrap().expect("the owner's plugin");
+                store::plugins::by_id(s, &Scope::All, &[], *owner_plugin).await.unwrap().expect("the owner's plugin");
             let mine = store::plugins::by_name_version(s, world.id(*by), name, "1.0.0").await.unwrap();
             if owner.org_id == world.id(*by) {
                 if mine.map(|p| p.id) != Some(*owner_plugin) {
@@ -2311,7 +2400,16 @@ async fn run_row(h: &Harness, world: &World, row: &Row, callers: &[&Who]) -> (Ve
                     text.chars().take(300).collect::<String>()
                 ));
             }
-            let found = leaks(&text, &prepared.echoes, Some(who.org));
+            let mut allowed = prepared.echoes.clone();
+            if row.path.starts_with("/api/v1/plugins") {
+                // The plugins of the organizations above the caller are its to see: it runs them.
+                let mut above = who.org.parent();
+                while let Some(org) = above {
+                    allowed.extend([org.plugin(), format!("\"org\":\"{}\"", org.slug())]);
+                    above = org.parent();
+                }
+            }
+            let found = leaks(&text, &allowed, Some(who.org));
             if !found.is_empty() {
                 failures.push(format!(
                     "{call}: answer carries {}: {}",

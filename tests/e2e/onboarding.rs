@@ -96,6 +96,71 @@ on_both_backends! {
         h.finish().await;
     }
 
+    async fn a_parent_moves_devices_between_its_regions_and_each_move_is_an_event(backend: Backend) {
+        let h = Harness::start(backend).await;
+        h.org("isp", None).await;
+        h.org("isp-a", Some("isp")).await;
+        h.org("isp-b", Some("isp")).await;
+        let parent_admin = h.user("isp", "admin@isp.example", "org-admin").await;
+        let a_admin = h.user("isp-a", "admin@isp-a.example", "org-admin").await;
+        let a_basic = h.user("isp-a", "desk@isp-a.example", "basic").await;
+        let fleet = h.fleet(DataModelKind::Tr098, 1, "MOVE").await;
+        fleet.device(0).inform_now(&[]).await.unwrap();
+        let id = fleet.device(0).device_id();
+        let path = format!("/api/v1/devices/{}", encode_id(&id));
+        let to = |slug: &str| Some(json!({"org": slug}));
+
+        // A pending device moved by the platform is claimed.
+        let (status, device) = h.request(Method::PATCH, &path, to("isp-a")).await;
+        assert_eq!((status, device["org"].as_str()), (StatusCode::OK, Some("isp-a")), "{device}");
+        let (status, task) = h.request_as(&a_admin, Method::POST, &format!("{path}/tasks"), Some(json!({"name": "reboot"}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+
+        // Within one's subtree only, and only with the right to claim.
+        let (status, problem) = h.request_as(&a_admin, Method::PATCH, &path, to("isp-b")).await;
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_organization")));
+        let (status, _) = h.request_as(&a_basic, Method::PATCH, &path, to("isp-a")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, problem) = h.request_as(&a_admin, Method::PATCH, &path, Some(json!({"org": "isp-a", "name": "x"}))).await;
+        assert!(status.is_client_error() && problem["code"] == "invalid_body", "{status} {problem}");
+
+        // What the parent does to a region's device is in the region's audit log.
+        let (status, _) = h.request_as(&parent_admin, Method::PUT, &format!("{path}/tags/watched"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, audit) = h.request_as(&a_admin, Method::GET, "/api/v1/audit?action=PUT", None).await;
+        let entry = &audit["items"][0];
+        assert_eq!((entry["actor_name"].as_str(), entry["org"].as_str()), (Some("admin@isp.example"), Some("isp-a")), "{audit}");
+
+        // The parent moves it to the other region, with its task.
+        let (status, device) = h.request_as(&parent_admin, Method::PATCH, &path, to("isp-b")).await;
+        assert_eq!((status, device["org"].as_str()), (StatusCode::OK, Some("isp-b")), "{device}");
+        let (status, _) = h.request_as(&a_admin, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "gone from the region it left");
+        let task_path = format!("/api/v1/tasks/{}", task["id"].as_str().unwrap());
+        let (status, _) = h.request_as(&a_admin, Method::GET, &task_path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "its tasks went with it");
+        let (_, in_b) = h.request_as(&parent_admin, Method::GET, "/api/v1/devices?org=isp-b&fields=id", None).await;
+        assert_eq!(in_b["items"], json!([{"id": id}]));
+        // Moving it where it is changes nothing and records nothing.
+        let (status, _) = h.request_as(&parent_admin, Method::PATCH, &path, to("isp-b")).await;
+        assert_eq!(status, StatusCode::OK);
+
+        // The outbox: claimed into isp-a, then moved to isp-b (under isp-b, naming both).
+        let outbox = roost::store::events::list(&h.app().store, &Scope::All, None, None, 1000).await.unwrap();
+        let kinds: Vec<(&str, Option<i64>)> = outbox.iter().map(|e| (e.r#type.as_str(), e.org_id)).collect();
+        let (isp_a, isp_b) = (org_id(&h, "isp-a").await, org_id(&h, "isp-b").await);
+        assert_eq!(kinds, [("device.claimed", Some(isp_a)), ("device.moved", Some(isp_b))]);
+        let moved: JsonValue = serde_json::from_str(&outbox[1].payload).unwrap();
+        assert_eq!((moved["from"].as_str(), moved["to"].as_str()), (Some("isp-a"), Some("isp-b")));
+        assert_eq!(moved["device_id"], id);
+
+        // The region it left sees who took it, in its own audit log.
+        let (_, audit) = h.request_as(&a_admin, Method::GET, "/api/v1/audit?action=PATCH", None).await;
+        let actors: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|e| e["actor_name"].as_str().unwrap()).collect();
+        assert!(actors.contains(&"admin@isp.example"), "{audit}");
+        h.finish().await;
+    }
+
     async fn a_tenants_own_host_name_routes_its_devices_and_onboarded_ones_stay(backend: Backend) {
         let h = Harness::start(backend).await;
         h.org("isp-a", None).await;

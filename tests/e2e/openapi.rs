@@ -120,8 +120,10 @@ on_both_backends! {
                 "--checks",
                 "not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance",
             ])
-            .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "15", "--workers", "2"])
-            .args(["--request-timeout", "10", "--seed", "20261203"])
+            // One worker: hypothesis on CPython 3.11 parses sources with `ast` from several
+            // threads and now and then fails inside ("AST constructor recursion depth mismatch").
+            .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "15", "--workers", "1"])
+            .args(["--request-timeout", "60", "--seed", "20261203"])
             // Signing in with generated passwords only trips the login throttle; revoking keys
             // by generated ids would revoke this run's own key. Both are tested by hand.
             .args(["--exclude-path", "/api/v1/auth/login", "--exclude-path-regex", "^/api/v1/api-keys/"])

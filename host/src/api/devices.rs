@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audit::AuditOrg;
 use super::authenticate::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::{ListResponse, Page, optional_timestamp, org_slugs, parse_timestamp, timestamp};
@@ -26,7 +27,7 @@ use crate::store::{faults, now_millis, orgs, parameters};
 pub fn router() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
         .routes(routes!(list))
-        .routes(routes!(show, remove))
+        .routes(routes!(show, remove, change))
         .routes(routes!(parameters_of))
         .routes(routes!(faults_of))
         .routes(routes!(add_tag, remove_tag))
@@ -400,11 +401,65 @@ pub struct DeviceId {
 
 #[utoipa::path(delete, path = "/devices/{id}", tag = "devices", params(DeviceId),
     responses((status = 204, description = "The device and all it holds are deleted")))]
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(Extension<AuditOrg>, StatusCode)> {
     caller.require(Permission::ConfigureDevices)?;
     let device = visible_device(&app, &caller, &id).await?;
     devices::delete(&app.api_store, device.id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((audited_under(&device), StatusCode::NO_CONTENT))
+}
+
+/// A change to a device is logged under the device's organization, whoever made it (a platform
+/// administrator, a parent's admin): its tenant sees it in its own audit log.
+pub(super) fn audited_under(device: &Device) -> Extension<AuditOrg> {
+    Extension(AuditOrg(device.org_id))
+}
+
+/// `PATCH /devices/{id}`: what may change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DeviceChange {
+    /// Move the device (with its tasks, faults and events) to this organization, at or below
+    /// the caller's. A pending device moved is claimed.
+    org: String,
+}
+
+/// Moves a device to another organization of the caller's subtree; records `device.moved`.
+#[utoipa::path(patch, path = "/devices/{id}", tag = "devices", params(DeviceId), request_body = DeviceChange,
+    responses((status = 200, description = "The device, where it is now", body = DeviceView)))]
+async fn change(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(request): Json<DeviceChange>,
+) -> ApiResult<(Extension<AuditOrg>, Json<DeviceView>)> {
+    caller.require(Permission::ClaimDevices)?;
+    let device = visible_device(&app, &caller, &id).await?;
+    let to = super::orgs::named_or_own(&app, &caller, Some(&request.org)).await?;
+    let slugs = org_slugs(&app).await?;
+    let from_slug = device.org_id.and_then(|id| slugs.get(&id)).map(String::as_str);
+    if device.org_id != Some(to.id) {
+        let moved = devices::move_to(
+            &app.api_store,
+            &device,
+            devices::Move { to_org_id: to.id, to_slug: &to.slug, from_slug, actor: &caller.actor() },
+        )
+        .await?;
+        if !moved {
+            return Err(ApiError::conflict(
+                ErrorCode::DeviceMoved,
+                "the device moved while this request was on its way; read it again",
+            ));
+        }
+    }
+    let moved = devices::by_pk(&app.api_store, device.id).await?.ok_or_else(|| ApiError::not_found("device"))?;
+    let tags = devices::tags(&app.api_store, device.id).await?;
+    // Logged where the device was: the tenant it left sees who took it (the one it joined gets
+    // the event).
+    Ok((audited_under(&device), Json(DeviceView::new(&moved, Some(&to.slug), Some(tags)))))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -540,18 +595,18 @@ async fn add_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    tag_device(&app, &caller, &id, &tag).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> ApiResult<(Extension<AuditOrg>, StatusCode)> {
+    let device = tag_device(&app, &caller, &id, &tag).await?;
+    Ok((audited_under(&device), StatusCode::NO_CONTENT))
 }
 
-/// Tags a device the caller may configure (also the NBI's).
-pub(super) async fn tag_device(app: &App, caller: &Caller, id: &str, tag: &str) -> ApiResult<()> {
+/// Tags a device the caller may configure (also the NBI's); the device.
+pub(super) async fn tag_device(app: &App, caller: &Caller, id: &str, tag: &str) -> ApiResult<Device> {
     caller.require(Permission::ConfigureDevices)?;
     check_tag(tag)?;
     let device = visible_device(app, caller, id).await?;
     devices::add_tag(&app.api_store, device.id, tag).await?;
-    Ok(())
+    Ok(device)
 }
 
 #[utoipa::path(delete, path = "/devices/{id}/tags/{tag}", tag = "devices", params(DeviceTag),
@@ -560,16 +615,20 @@ async fn remove_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    untag_device(&app, &caller, &id, &tag).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> ApiResult<(Extension<AuditOrg>, StatusCode)> {
+    let device = untag_device(&app, &caller, &id, &tag).await?;
+    Ok((audited_under(&device), StatusCode::NO_CONTENT))
 }
 
 /// Removes a device's tag (also the NBI's); a tag the device does not have is "not found".
-pub(super) async fn untag_device(app: &App, caller: &Caller, id: &str, tag: &str) -> ApiResult<()> {
+pub(super) async fn untag_device(app: &App, caller: &Caller, id: &str, tag: &str) -> ApiResult<Device> {
     caller.require(Permission::ConfigureDevices)?;
     let device = visible_device(app, caller, id).await?;
-    if devices::remove_tag(&app.api_store, device.id, tag).await? { Ok(()) } else { Err(ApiError::not_found("tag")) }
+    if devices::remove_tag(&app.api_store, device.id, tag).await? {
+        Ok(device)
+    } else {
+        Err(ApiError::not_found("tag"))
+    }
 }
 
 /// Asks the device to open a session now (a connection request).
@@ -583,7 +642,7 @@ async fn wake(
     Extension(slot): Extension<crate::api::ApiSlot>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<connection_request::Outcome>)> {
+) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<connection_request::Outcome>)> {
     caller.require(Permission::OperateDevices)?;
     let device = visible_device(&app, &caller, &id).await?;
     slot.release();
@@ -592,5 +651,5 @@ async fn wake(
         connection_request::Outcome::Accepted => StatusCode::OK,
         _ => StatusCode::BAD_GATEWAY,
     };
-    Ok((status, Json(outcome)))
+    Ok((status, audited_under(&device), Json(outcome)))
 }

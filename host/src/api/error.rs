@@ -59,6 +59,7 @@ pub enum ErrorCode {
     OrganizationNotEmpty,
     NotFaulted,
     IdempotencyKeyReused,
+    DeviceMoved,
     // The server.
     Busy,
     DatabaseUnavailable,

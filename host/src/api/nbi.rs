@@ -426,7 +426,8 @@ async fn create_task(
         }
     };
     let status = if done { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, Json(task_document(&task, &submitted.device_id))).into_response())
+    let org = Extension(super::audit::AuditOrg(task.org_id));
+    Ok((status, org, Json(task_document(&task, &submitted.device_id))).into_response())
 }
 
 /// The device a GenieACS `query` of tasks or faults names (`{"device": "<id>"}`), if any.
@@ -470,12 +471,16 @@ async fn find_tasks(
 
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "nbi", params(("id" = String, Path, description = "The task's id")),
     responses((status = 200, description = "Deleted")))]
-async fn delete_task(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_task(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(Extension<super::audit::AuditOrg>, StatusCode)> {
     caller.require(Permission::ConfigureDevices)?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("task"))?;
     let task = tasks::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("task"))?;
     tasks::delete(&app.api_store, task.id).await?;
-    Ok(StatusCode::OK)
+    Ok((Extension(super::audit::AuditOrg(task.org_id)), StatusCode::OK))
 }
 
 /// Faults, optionally of one device (`{"device": "<id>"}`).
@@ -555,9 +560,9 @@ async fn add_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    device_routes::tag_device(&app, &caller, &id, &tag).await?;
-    Ok(StatusCode::OK)
+) -> ApiResult<(Extension<super::audit::AuditOrg>, StatusCode)> {
+    let device = device_routes::tag_device(&app, &caller, &id, &tag).await?;
+    Ok((device_routes::audited_under(&device), StatusCode::OK))
 }
 
 #[utoipa::path(delete, path = "/devices/{id}/tags/{tag}", tag = "nbi", params(super::devices::DeviceTag),
@@ -566,22 +571,22 @@ async fn remove_tag(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, tag)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    device_routes::untag_device(&app, &caller, &id, &tag).await?;
-    Ok(StatusCode::OK)
+) -> ApiResult<(Extension<super::audit::AuditOrg>, StatusCode)> {
+    let device = device_routes::untag_device(&app, &caller, &id, &tag).await?;
+    Ok((device_routes::audited_under(&device), StatusCode::OK))
 }
 
 /// The presets of the key's organization, in Roost's shape (see docs/NBI.md).
 #[utoipa::path(get, path = "/presets", tag = "nbi",
     responses((status = 200, description = "The organization's presets", body = presets::PresetList)))]
 async fn list_presets(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<presets::PresetList>> {
-    Ok(Json(presets::list_presets(&app, &caller).await?))
+    Ok(Json(presets::list_presets(&app, caller.org_id).await?))
 }
 
 #[utoipa::path(get, path = "/presets/", tag = "nbi",
     responses((status = 200, description = "The organization's presets", body = presets::PresetList)))]
 async fn list_presets_slash(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<presets::PresetList>> {
-    Ok(Json(presets::list_presets(&app, &caller).await?))
+    Ok(Json(presets::list_presets(&app, caller.org_id).await?))
 }
 
 #[utoipa::path(get, path = "/presets/{name}", tag = "nbi", params(presets::PresetName),
@@ -591,7 +596,7 @@ async fn show_preset(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<presets::PresetView>> {
-    Ok(Json(presets::show_preset(&app, &caller, &name).await?))
+    Ok(Json(presets::show_preset(&app, caller.org_id, &name).await?))
 }
 
 #[utoipa::path(put, path = "/presets/{name}", tag = "nbi", params(presets::PresetName),
@@ -603,13 +608,15 @@ async fn put_preset(
     Path(name): Path<String>,
     Json(definition): Json<PresetDefinition>,
 ) -> ApiResult<Json<presets::PresetView>> {
-    Ok(Json(presets::put_preset(&app, &caller, &name, definition).await?.1))
+    caller.require(Permission::ManageProvisioning)?;
+    Ok(Json(presets::put_preset(&app, caller.org_id, &name, definition).await?.1))
 }
 
 #[utoipa::path(delete, path = "/presets/{name}", tag = "nbi", params(presets::PresetName),
     responses((status = 200, description = "Deleted")))]
 async fn remove_preset(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    presets::remove_preset(&app, &caller, &name).await?;
+    caller.require(Permission::ManageProvisioning)?;
+    presets::remove_preset(&app, caller.org_id, &name).await?;
     Ok(StatusCode::OK)
 }
 

@@ -318,7 +318,8 @@ async fn upload(
     Ok((StatusCode::CREATED, Json(PluginView::new(&stored))))
 }
 
-/// The plugins the caller's organization sees: its own and those of the organizations above.
+/// The plugins the caller sees: its subtree's, and those of the organizations above it (which
+/// its devices run and its presets may name).
 #[utoipa::path(get, path = "/plugins", tag = "plugins", params(Page),
     responses((status = 200, description = "A page of plugins", body = ListResponse<PluginView>)))]
 async fn list(
@@ -332,7 +333,8 @@ async fn list(
         .map(|c| c.parse::<i64>())
         .transpose()
         .map_err(|_| ApiError::bad_request(ErrorCode::InvalidCursor, "cursor is not one this API returned"))?;
-    let rows = plugins::list(&app.api_store, &caller.scope, after, limit).await?;
+    let ancestors = plugins::org_path(&app.api_store, caller.org_id).await?;
+    let rows = plugins::list(&app.api_store, &caller.scope, &ancestors, after, limit).await?;
     let last = rows.last().map(|r| r.id.to_string());
     Ok(Json(ListResponse::new(rows.iter().map(PluginView::new).collect(), limit, last)))
 }
@@ -352,7 +354,8 @@ struct PluginId {
 #[utoipa::path(get, path = "/plugins/{id}", tag = "plugins", params(PluginId),
     responses((status = 200, description = "The plugin", body = PluginView)))]
 async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<PluginView>> {
-    let row = plugins::by_id(&app.api_store, &caller.scope, parse_id(&id)?)
+    let ancestors = plugins::org_path(&app.api_store, caller.org_id).await?;
+    let row = plugins::by_id(&app.api_store, &caller.scope, &ancestors, parse_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("plugin"))?;
     Ok(Json(PluginView::new(&row)))

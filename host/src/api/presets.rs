@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use roost_plugin_sdk::pattern::Pattern;
@@ -16,9 +17,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audit::AuditOrg;
 use super::authenticate::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query};
 use super::plugins::check_name;
 use super::timestamp;
 use crate::app::App;
@@ -180,28 +182,46 @@ fn view(row: &PresetRow) -> ApiResult<PresetView> {
     Ok(PresetView { name: row.name.clone(), definition, updated_at: timestamp(row.updated_at) })
 }
 
-pub(super) async fn list_presets(app: &App, caller: &Caller) -> ApiResult<PresetList> {
-    let rows = presets::list(&app.api_store, caller.org_id).await?;
+/// Whose presets a request is about: `?org=`, an organization at or below the caller's.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PresetOwner {
+    /// The organization's slug; the caller's own when absent.
+    org: Option<String>,
+}
+
+impl PresetOwner {
+    /// The organization's id; another tenant's is "not found".
+    async fn resolve(&self, app: &App, caller: &Caller) -> ApiResult<i64> {
+        match &self.org {
+            None => Ok(caller.org_id),
+            Some(slug) => Ok(super::orgs::visible(app, caller, slug).await?.id),
+        }
+    }
+}
+
+pub(super) async fn list_presets(app: &App, org_id: i64) -> ApiResult<PresetList> {
+    let rows = presets::list(&app.api_store, org_id).await?;
     Ok(PresetList { items: rows.iter().map(view).collect::<ApiResult<_>>()?, next_cursor: None })
 }
 
-pub(super) async fn show_preset(app: &App, caller: &Caller, name: &str) -> ApiResult<PresetView> {
-    let row = presets::get(&app.api_store, caller.org_id, name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
+pub(super) async fn show_preset(app: &App, org_id: i64, name: &str) -> ApiResult<PresetView> {
+    let row = presets::get(&app.api_store, org_id, name).await?.ok_or_else(|| ApiError::not_found("preset"))?;
     view(&row)
 }
 
-/// Creates or replaces a preset; `true` when it is new.
+/// Creates or replaces a preset of `org_id` (the caller may manage its presets); `true` when it
+/// is new. Its provision must be one the organization's devices can run.
 pub(super) async fn put_preset(
     app: &App,
-    caller: &Caller,
+    org_id: i64,
     name: &str,
     definition: PresetDefinition,
 ) -> ApiResult<(bool, PresetView)> {
-    caller.require(Permission::ManageProvisioning)?;
     check_name(name)?;
     validate(&definition)?;
     if !BUILT_IN.contains(&definition.provision.as_str()) {
-        let path = plugins::org_path(&app.api_store, caller.org_id).await?;
+        let path = plugins::org_path(&app.api_store, org_id).await?;
         match plugins::resolve(&app.api_store, &path, &definition.provision).await? {
             Some(plugin) if plugin.world == "provision" => {}
             Some(plugin) => {
@@ -223,14 +243,13 @@ pub(super) async fn put_preset(
         }
     }
     let text = serde_json::to_string(&definition).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
-    let created = presets::put(&app.api_store, caller.org_id, name, definition.weight.into(), &text).await?;
+    let created = presets::put(&app.api_store, org_id, name, definition.weight.into(), &text).await?;
     app.provisioning.invalidate();
-    Ok((created, show_preset(app, caller, name).await?))
+    Ok((created, show_preset(app, org_id, name).await?))
 }
 
-pub(super) async fn remove_preset(app: &App, caller: &Caller, name: &str) -> ApiResult<()> {
-    caller.require(Permission::ManageProvisioning)?;
-    if presets::delete(&app.api_store, caller.org_id, name).await? {
+pub(super) async fn remove_preset(app: &App, org_id: i64, name: &str) -> ApiResult<()> {
+    if presets::delete(&app.api_store, org_id, name).await? {
         app.provisioning.invalidate();
         Ok(())
     } else {
@@ -238,21 +257,34 @@ pub(super) async fn remove_preset(app: &App, caller: &Caller, name: &str) -> Api
     }
 }
 
-#[utoipa::path(get, path = "/presets", tag = "presets",
+/// The presets of the caller's organization, or of one below it (`?org=`).
+#[utoipa::path(get, path = "/presets", tag = "presets", params(PresetOwner),
     responses((status = 200, description = "The organization's presets", body = PresetList)))]
-async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<PresetList>> {
-    Ok(Json(list_presets(&app, &caller).await?))
+async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(owner): Query<PresetOwner>,
+) -> ApiResult<Json<PresetList>> {
+    let org_id = owner.resolve(&app, &caller).await?;
+    Ok(Json(list_presets(&app, org_id).await?))
 }
 
-#[utoipa::path(get, path = "/presets/{name}", tag = "presets", params(PresetName),
+#[utoipa::path(get, path = "/presets/{name}", tag = "presets", params(PresetName, PresetOwner),
     responses((status = 200, description = "The preset", body = PresetView)))]
-async fn show(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<PresetView>> {
-    Ok(Json(show_preset(&app, &caller, &name).await?))
+async fn show(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(owner): Query<PresetOwner>,
+) -> ApiResult<Json<PresetView>> {
+    let org_id = owner.resolve(&app, &caller).await?;
+    Ok(Json(show_preset(&app, org_id, &name).await?))
 }
 
-/// Creates or replaces a preset. Its provision must be built in or a provision plugin the
-/// organization sees.
-#[utoipa::path(put, path = "/presets/{name}", tag = "presets", params(PresetName), request_body = PresetDefinition,
+/// Creates or replaces a preset of the caller's organization, or of one below it (`?org=`). Its
+/// provision must be built in or a provision plugin that organization's devices run.
+#[utoipa::path(put, path = "/presets/{name}", tag = "presets", params(PresetName, PresetOwner),
+    request_body = PresetDefinition,
     responses(
         (status = 201, description = "Created", body = PresetView),
         (status = 200, description = "Replaced", body = PresetView),
@@ -261,15 +293,26 @@ async fn put(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(name): Path<String>,
+    Query(owner): Query<PresetOwner>,
     Json(definition): Json<PresetDefinition>,
-) -> ApiResult<(StatusCode, Json<PresetView>)> {
-    let (created, view) = put_preset(&app, &caller, &name, definition).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view)))
+) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<PresetView>)> {
+    caller.require(Permission::ManageProvisioning)?;
+    let org_id = owner.resolve(&app, &caller).await?;
+    let (created, view) = put_preset(&app, org_id, &name, definition).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Extension(AuditOrg(Some(org_id))), Json(view)))
 }
 
-#[utoipa::path(delete, path = "/presets/{name}", tag = "presets", params(PresetName),
+#[utoipa::path(delete, path = "/presets/{name}", tag = "presets", params(PresetName, PresetOwner),
     responses((status = 204, description = "Deleted")))]
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    remove_preset(&app, &caller, &name).await?;
-    Ok(StatusCode::NO_CONTENT)
+async fn remove(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(owner): Query<PresetOwner>,
+) -> ApiResult<(Extension<AuditOrg>, StatusCode)> {
+    caller.require(Permission::ManageProvisioning)?;
+    let org_id = owner.resolve(&app, &caller).await?;
+    remove_preset(&app, org_id, &name).await?;
+    Ok((Extension(AuditOrg(Some(org_id))), StatusCode::NO_CONTENT))
 }

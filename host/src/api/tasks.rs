@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audit::AuditOrg;
 use super::authenticate::Caller;
 use super::devices::visible_device;
 use super::error::{ApiError, ApiResult, ErrorCode};
@@ -154,15 +155,20 @@ async fn create(
     let wait = query.connection_request.then_some(app.config.tasks.connection_request_wait);
     let submitted = submit(&app, &slot, &caller, &id, &body, wait, Some(&headers)).await?;
     let device_id = &submitted.device_id;
-    Ok(match submitted.outcome {
-        Submitted::Replayed(task) => replayed(&task, device_id),
-        Submitted::Queued(task) => (StatusCode::CREATED, Json(TaskView::new(&task, device_id))).into_response(),
+    let (org, mut response) = match submitted.outcome {
+        Submitted::Replayed(task) => (task.org_id, replayed(&task, device_id)),
+        Submitted::Queued(task) => {
+            (task.org_id, (StatusCode::CREATED, Json(TaskView::new(&task, device_id))).into_response())
+        }
         Submitted::Woken { task, connection_request } => {
             let status = if task.status == tasks::PENDING { StatusCode::ACCEPTED } else { StatusCode::OK };
             let view = TaskView { connection_request: Some(connection_request), ..TaskView::new(&task, device_id) };
-            (status, Json(view)).into_response()
+            (task.org_id, (status, Json(view)).into_response())
         }
-    })
+    };
+    // Logged under the device's organization, whoever queued it.
+    response.extensions_mut().insert(AuditOrg(org));
+    Ok(response)
 }
 
 /// What submitting a task came to.
@@ -356,22 +362,30 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", params(TaskId),
     responses((status = 204, description = "The task is dropped")))]
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(Extension<AuditOrg>, StatusCode)> {
     caller.require(Permission::ConfigureDevices)?;
     let (task, _) = visible_task(&app, &caller, &id).await?;
     tasks::delete(&app.api_store, task.id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((Extension(AuditOrg(task.org_id)), StatusCode::NO_CONTENT))
 }
 
 /// Queues a faulted task again.
 #[utoipa::path(post, path = "/tasks/{id}/retry", tag = "tasks", params(TaskId),
     responses((status = 200, description = "The task, pending again", body = TaskView)))]
-async fn retry(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
+async fn retry(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(Extension<AuditOrg>, Json<TaskView>)> {
     caller.require(Permission::ConfigureDevices)?;
     let (task, device_id) = visible_task(&app, &caller, &id).await?;
     if !tasks::retry(&app.api_store, task.id).await? {
         return Err(ApiError::conflict(ErrorCode::NotFaulted, "only a faulted task can be retried"));
     }
     let task = tasks::by_id(&app.api_store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(Json(TaskView::new(&task, &device_id)))
+    Ok((Extension(AuditOrg(task.org_id)), Json(TaskView::new(&task, &device_id))))
 }

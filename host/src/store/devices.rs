@@ -759,17 +759,7 @@ pub async fn claim(store: &Store, serials: &[String], org_id: i64, actor: &str) 
             let pk: i64 = row.try_get_by_index(0).context("device pk")?;
             let device_id: String = row.try_get_by_index(1).context("device id")?;
             let serial_number: String = row.try_get_by_index(2).context("serial")?;
-            // The device first, then what hangs off it and was recorded while it was pending.
-            for table in ["devices", "tasks", "faults", "device_events"] {
-                let column = if table == "devices" { "id" } else { "device_id" };
-                txn.execute_raw(statement(
-                    backend,
-                    &format!("UPDATE {table} SET org_id = ? WHERE {column} = ?"),
-                    [org_id.into(), pk.into()],
-                ))
-                .await
-                .with_context(|| format!("moving the device's {table}"))?;
-            }
+            reassign(&txn, pk, org_id).await?;
             let payload = serde_json::json!({"device_id": device_id, "serial_number": serial_number, "by": actor});
             super::events::record(&txn, EventType::DeviceClaimed, Some(org_id), &device_id, &payload).await?;
             claimed.push(Claimed { device_id, serial_number });
@@ -777,6 +767,66 @@ pub async fn claim(store: &Store, serials: &[String], org_id: i64, actor: &str) 
     }
     txn.commit().await.context("committing the claim")?;
     Ok(claimed)
+}
+
+/// Gives a device, and what hangs off it (tasks, faults, events), to an organization.
+async fn reassign<C: ConnectionTrait>(txn: &C, device_pk: i64, org_id: i64) -> Result<()> {
+    let backend = txn.get_database_backend();
+    for table in ["devices", "tasks", "faults", "device_events"] {
+        let column = if table == "devices" { "id" } else { "device_id" };
+        txn.execute_raw(statement(
+            backend,
+            &format!("UPDATE {table} SET org_id = ? WHERE {column} = ?"),
+            [org_id.into(), device_pk.into()],
+        ))
+        .await
+        .with_context(|| format!("moving the device's {table}"))?;
+    }
+    Ok(())
+}
+
+/// Where a device goes in a move, and from where, as events name them.
+#[derive(Debug, Clone, Copy)]
+pub struct Move<'a> {
+    pub to_org_id: i64,
+    pub to_slug: &'a str,
+    /// The slug of the organization it leaves; `None`: it was pending (the move is a claim).
+    pub from_slug: Option<&'a str>,
+    pub actor: &'a str,
+}
+
+/// Moves a device to another organization, with its tasks, faults and events, and records
+/// `device.moved` (or `device.claimed` for a pending device) in the same transaction. `false`
+/// when the device is gone or was in another organization than `from_slug` says by then.
+pub async fn move_to(store: &Store, device: &Device, to: Move<'_>) -> Result<bool> {
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting the move")?;
+    let backend = txn.get_database_backend();
+    // Still where the caller saw it: a concurrent move or claim wins, this one reports it.
+    let current = match device.org_id {
+        Some(org) => {
+            statement(backend, "SELECT id FROM devices WHERE id = ? AND org_id = ?", [device.id.into(), org.into()])
+        }
+        None => statement(backend, "SELECT id FROM devices WHERE id = ? AND org_id IS NULL", [device.id.into()]),
+    };
+    if super::first_row(&txn, current).await.context("checking the device")?.is_none() {
+        return Ok(false);
+    }
+    reassign(&txn, device.id, to.to_org_id).await?;
+    let (kind, payload) = match to.from_slug {
+        Some(from) => (
+            EventType::DeviceMoved,
+            serde_json::json!({"device_id": device.device_id, "serial_number": device.serial_number,
+                "from": from, "to": to.to_slug, "by": to.actor}),
+        ),
+        None => (
+            EventType::DeviceClaimed,
+            serde_json::json!({"device_id": device.device_id, "serial_number": device.serial_number, "by": to.actor}),
+        ),
+    };
+    super::events::record(&txn, kind, Some(to.to_org_id), &device.device_id, &payload).await?;
+    txn.commit().await.context("committing the move")?;
+    Ok(true)
 }
 
 /// A query over `devices d` (the NBI's): a condition with its values, SQL expressions whose

@@ -15,6 +15,8 @@ pub enum EventType {
     DeviceRegistered,
     /// A pending device was claimed into an organization.
     DeviceClaimed,
+    /// A device was moved from one organization to another (recorded under the one it joined).
+    DeviceMoved,
 }
 
 impl EventType {
@@ -22,6 +24,7 @@ impl EventType {
         match self {
             Self::DeviceRegistered => "device.registered",
             Self::DeviceClaimed => "device.claimed",
+            Self::DeviceMoved => "device.moved",
         }
     }
 }

@@ -71,12 +71,20 @@ pub async fn insert(store: &Store, plugin: &NewPlugin<'_>) -> Result<PluginRow, 
     };
     let id: i64 = row.try_get_by_index(0).context("plugin id")?;
     drop(_guard);
-    by_id(store, &Scope::All, id).await?.context("plugin vanished right after it was stored").map_err(Into::into)
+    by_id(store, &Scope::All, &[], id).await?.context("plugin vanished right after it was stored").map_err(Into::into)
 }
 
 /// Plugins visible in `scope` (and the platform's), newest version first within a name.
-pub async fn list(store: &Store, scope: &Scope, after_id: Option<i64>, limit: u64) -> Result<Vec<PluginRow>> {
-    let (condition, mut values) = visible(scope);
+/// Plugins a caller sees: those of its subtree (`scope`), and those its organization can use,
+/// installed by the organizations above it (`ancestors`, from [`org_path`]).
+pub async fn list(
+    store: &Store,
+    scope: &Scope,
+    ancestors: &[i64],
+    after_id: Option<i64>,
+    limit: u64,
+) -> Result<Vec<PluginRow>> {
+    let (condition, mut values) = visible(scope, ancestors);
     values.push(after_id.unwrap_or(0).into());
     values.push((limit as i64).into());
     let sql = format!(
@@ -87,8 +95,8 @@ pub async fn list(store: &Store, scope: &Scope, after_id: Option<i64>, limit: u6
     PluginRow::find_by_statement(stmt).all(store.db()).await.context("listing plugins")
 }
 
-pub async fn by_id(store: &Store, scope: &Scope, id: i64) -> Result<Option<PluginRow>> {
-    let (condition, mut values) = visible(scope);
+pub async fn by_id(store: &Store, scope: &Scope, ancestors: &[i64], id: i64) -> Result<Option<PluginRow>> {
+    let (condition, mut values) = visible(scope, ancestors);
     values.push(id.into());
     let sql = format!(
         "SELECT {COLUMNS} FROM plugins p JOIN organizations o ON o.id = p.org_id WHERE {condition} AND p.id = ?"
@@ -145,11 +153,15 @@ pub async fn delete(store: &Store, scope: &Scope, id: i64) -> Result<bool> {
     Ok(result.rows_affected() > 0)
 }
 
-/// The condition for plugins a scope may see: its own and the platform's.
-fn visible(scope: &Scope) -> (String, Vec<Value>) {
+/// The condition for plugins a caller may see: its subtree's, and those of the organizations
+/// above it, whose plugins it runs and whose names its presets use.
+fn visible(scope: &Scope, ancestors: &[i64]) -> (String, Vec<Value>) {
     let (own, mut values) = scope.condition("p.org_id");
-    values.push(PLATFORM_SLUG.into());
-    (format!("({own} OR o.slug = ?)"), values)
+    if ancestors.is_empty() {
+        return (own, values);
+    }
+    values.extend(ancestors.iter().map(|id| Value::from(*id)));
+    (format!("({own} OR p.org_id IN ({}))", super::placeholders(ancestors.len())), values)
 }
 
 /// Adapters visible along `org_path` (nearest first): for each name, the latest upload of the
