@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need (PostgreSQL running, Debian's
-# WebAssembly-capable Rust for the plugins when rustup lacks the wasm32 target, schemathesis), builds the
-# plugins, then runs every test: the plugins' own, and the workspace's against SQLite and
-# PostgreSQL.
+# WebAssembly-capable Rust for the plugins when rustup lacks the wasm32 target, schemathesis),
+# checks formatting and lints (workspace and plugins), builds the plugins, then runs every test:
+# the plugins' own, and the workspace's against SQLite and PostgreSQL.
 #
 # PostgreSQL: ROOST_TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test. Each test
 # creates its own database there and drops it afterwards.
@@ -36,6 +36,13 @@ fi
 # The plugins (shipped ones and the hostile ones of the sandbox tests) are WebAssembly
 # components built from source; the host's tests load them from plugins/target/.
 scripts/build-plugins.sh --install
+
+# Lints first: a warning or an unformatted file fails the run before the long suites start.
+cargo fmt --all -- --check
+cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+CARGO_TARGET_DIR=target/plugins-native cargo clippy --manifest-path plugins/Cargo.toml --all-targets --locked \
+  --target "$(rustc -vV | sed -n 's/^host: //p')" -- -D warnings
 
 cargo build --workspace --all-targets --locked
 # The plugins' own unit tests run natively, against the SDK's in-memory device.

@@ -310,7 +310,6 @@ pub async fn org_slugs(app: &App) -> anyhow::Result<HashMap<i64, String>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

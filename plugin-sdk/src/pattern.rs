@@ -234,7 +234,6 @@ pub fn is_instance_number(segment: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -167,7 +167,6 @@ pub use roost::store::devices::inform_digest;
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use roost_sim::{Fleet, FleetConfig, StartMode};
 

@@ -364,7 +364,6 @@ fn describe(body: &CpeBody) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::codec::{decode_acs_message, encode_cpe_message};

@@ -348,7 +348,6 @@ fn is_mutation(method: &Method) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

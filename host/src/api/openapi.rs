@@ -122,7 +122,6 @@ pub const DOCS_PAGE: &str = include_str!("docs.html");
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
 

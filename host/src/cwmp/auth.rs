@@ -355,7 +355,6 @@ pub fn permits(credential: &CpeCredential, device_id: &str, product_class: &str,
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -564,7 +564,6 @@ fn byte_len_of_chars(bytes: &[u8], chars: usize) -> usize {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -92,7 +92,6 @@ impl PluginLimits {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -228,7 +228,6 @@ fn instance_number(path: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use roost_plugin_sdk::Value;
     use roost_plugin_sdk::tree::Node;

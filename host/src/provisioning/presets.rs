@@ -216,7 +216,6 @@ impl OrgProvisioning {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use roost_plugin_sdk::tree::Node;
 

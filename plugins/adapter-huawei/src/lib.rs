@@ -177,8 +177,6 @@ impl Adapter for Huawei {
 export_adapter!(Huawei);
 
 #[cfg(test)]
-// A failing unwrap is a failing test, with the error in its message.
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use roost_plugin_sdk::pattern::Pattern;

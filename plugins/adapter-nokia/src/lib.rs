@@ -158,7 +158,6 @@ impl Adapter for Nokia {
 export_adapter!(Nokia);
 
 #[cfg(test)]
-#[allow(clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use roost_plugin_sdk::pattern::Pattern;

@@ -305,7 +305,6 @@ impl Adapter for TpLink {
 export_adapter!(TpLink);
 
 #[cfg(test)]
-#[allow(clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use roost_plugin_sdk::pattern::Pattern;

@@ -18,7 +18,6 @@ export_adapter!(Tr181);
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use roost_plugin_sdk::testing::TestDevice;
 

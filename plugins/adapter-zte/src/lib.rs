@@ -122,8 +122,6 @@ impl Adapter for Zte {
 export_adapter!(Zte);
 
 #[cfg(test)]
-// A failing unwrap is a failing test, with the error in its message.
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use roost_plugin_sdk::pattern::Pattern;

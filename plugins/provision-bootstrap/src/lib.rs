@@ -64,7 +64,6 @@ export_provision!(Bootstrap);
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use roost_plugin_sdk::testing::TestDevice;
 

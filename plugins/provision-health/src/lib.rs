@@ -21,7 +21,6 @@ export_provision!(Health);
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use roost_plugin_sdk::pattern::Pattern;
     use roost_plugin_sdk::testing::{Run, TestDevice};

@@ -27,7 +27,6 @@ export_provision!(Pppoe);
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use roost_plugin_sdk::testing::TestDevice;
 

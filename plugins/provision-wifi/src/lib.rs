@@ -49,7 +49,6 @@ export_provision!(Wifi);
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use roost_plugin_sdk::testing::TestDevice;
 

@@ -58,7 +58,6 @@ export_adapter!(Acme);
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use roost_plugin_sdk::testing::TestDevice;
 

@@ -30,7 +30,6 @@ export_provision!(GuestWifi);
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use roost_plugin_sdk::pattern::Pattern;
     use roost_plugin_sdk::testing::TestDevice;

@@ -414,7 +414,6 @@ fn value_condition(comparison: Comparison, value: &Scalar, backend: DbBackend, a
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use serde_json::json;
 

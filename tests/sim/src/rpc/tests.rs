@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::{Arc, OnceLock};
 
 use roost_cwmp::fault::cpe_codes;
