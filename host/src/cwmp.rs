@@ -22,15 +22,15 @@ use roost_cwmp::limits::{MessageLimits, clamp_cpe_message};
 use roost_cwmp::session::{Incoming, Reply, Session};
 use roost_cwmp::{AcsResponse, CpeBody, CpeRequest, Envelope, Fault, Inform, decode_cpe_message};
 
+use roost_http::framing;
+
 use crate::app::App;
 use crate::config::{CpeAuthMode, SessionBinding};
 use crate::store::{self, devices, orgs};
 
 pub mod auth;
 pub mod connection_request;
-pub mod digest;
 pub mod driver;
-pub mod framing;
 pub(crate) mod refresh;
 
 use driver::{Answer, Driver};

@@ -52,9 +52,9 @@ fn uptime_task(root: &str) -> JsonValue {
 fn answer_challenge(challenge: &RawResponse, username: &str, password: &str) -> String {
     let header = challenge.header("www-authenticate").expect("a challenge");
     let nonce = header.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("a nonce");
-    let ha1 = roost::cwmp::digest::md5_hex(&format!("{username}:roost:{password}"));
-    let ha2 = roost::cwmp::digest::md5_hex("POST:/");
-    let response = roost::cwmp::digest::md5_hex(&format!("{ha1}:{nonce}:{ha2}"));
+    let ha1 = roost_http::digest::md5_hex(&format!("{username}:roost:{password}"));
+    let ha2 = roost_http::digest::md5_hex("POST:/");
+    let response = roost_http::digest::md5_hex(&format!("{ha1}:{nonce}:{ha2}"));
     format!("Digest username=\"{username}\", realm=\"roost\", nonce=\"{nonce}\", uri=\"/\", response=\"{response}\"")
 }
 

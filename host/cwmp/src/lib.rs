@@ -13,6 +13,8 @@
 pub mod codec;
 pub mod device_id;
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod rpc;
 pub mod session;

@@ -28,9 +28,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use super::digest;
 use crate::app::App;
 use crate::store::credentials::{self, CpeCredential};
+use roost_http::digest;
 
 /// How long a nonce is good once used.
 const NONCE_LIFETIME: Duration = Duration::from_secs(300);

@@ -9,10 +9,10 @@ use rand::RngCore;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
-use super::digest;
 use crate::app::App;
 use crate::store::devices::{self, Device};
 use crate::store::now_millis;
+use roost_http::digest;
 
 /// What happened, as recorded on the device and returned to the API caller.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]

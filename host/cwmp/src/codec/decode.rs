@@ -166,7 +166,9 @@ fn cpe_body(doc: &mut Document, m: Id) -> Result<CpeBody, DecodeError> {
         _ if method.ends_with("response") => {
             return Err(DecodeError::UnknownMethod { method: doc.name(m).to_owned() });
         }
-        _ => CpeBody::Request(CpeRequest::Unsupported { method: doc.name(m).to_owned() }),
+        // quick-xml takes any run of bytes for a name; what the ACS may echo back (the fault
+        // for an unsupported method names it) must be one.
+        _ => CpeBody::Request(CpeRequest::Unsupported { method: super::encode::element_name(doc.name(m)) }),
     })
 }
 

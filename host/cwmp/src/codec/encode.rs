@@ -505,8 +505,9 @@ pub(super) fn escape_into(out: &mut String, text: &str) {
     out.push_str(rest);
 }
 
-/// A method name usable as an element name: the simulator may be asked to send anything.
-fn element_name(method: &str) -> String {
+/// A method name usable as an element name: the simulator may be asked to send anything, and
+/// the decoder keeps an unsupported method's name only as far as it can be written back.
+pub(super) fn element_name(method: &str) -> String {
     let mut name: String = method
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
