@@ -302,10 +302,7 @@ pub fn parse_timestamp(field: &str, value: &str) -> ApiResult<i64> {
 
 /// Organization slugs by id, for rendering.
 pub async fn org_slugs(app: &App) -> anyhow::Result<HashMap<i64, String>> {
-    use sea_orm::ConnectionTrait;
-    let rows =
-        app.api_store.db().query_all_raw(app.api_store.statement("SELECT id, slug FROM organizations", [])).await?;
-    rows.iter().map(|r| Ok((r.try_get_by_index::<i64>(0)?, r.try_get_by_index::<String>(1)?))).collect()
+    crate::store::orgs::slugs(&app.api_store).await
 }
 
 #[cfg(test)]

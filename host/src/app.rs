@@ -42,7 +42,7 @@ pub struct App {
     pub org_routes: moka::future::Cache<String, Option<i64>>,
     pub plugins: Arc<PluginRuntime>,
     /// Organizations' presets, adapters and plugin settings, and adapter choices.
-    pub provisioning: crate::provisioning::Cache,
+    pub provisioning: Arc<crate::provisioning::Provisioner>,
     /// Ids of tasks that just finished (done or fault): lets an API call wait for its task.
     pub task_events: broadcast::Sender<i64>,
     /// For connection requests.
@@ -81,7 +81,13 @@ impl App {
             Some(shared) => shared,
             None => Arc::new(PluginRuntime::new(config.plugins.clone())?),
         };
-        let provisioning = crate::provisioning::Cache::new(&config.plugins);
+        let provisioning = Arc::new(crate::provisioning::Provisioner::new(
+            store.clone(),
+            secrets.clone(),
+            plugins.clone(),
+            config.cwmp.discovery_batch,
+            &config.plugins,
+        ));
         Ok(Self {
             config,
             store,
@@ -204,7 +210,8 @@ impl Server {
                 Err(error) => tracing::error!("background task failed: {error}"),
             }
         }
-        self.app.store.db().clone().close().await.context("closing the database")?;
+        // The pool is shared by every clone of the store: closing one closes it.
+        self.app.store.clone().close().await?;
         Ok(())
     }
 

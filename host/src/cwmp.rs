@@ -5,9 +5,8 @@
 //! keep a stale one). Sessions silent past the timeout are dropped; the task that was in flight
 //! stays queued and runs in the next session.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Extension;
@@ -18,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use rand::RngCore;
+use roost_cwmp::fault::acs_codes;
 use roost_cwmp::limits::{MessageLimits, clamp_cpe_message};
 use roost_cwmp::session::{Incoming, Reply, Session};
 use roost_cwmp::{AcsResponse, CpeBody, CpeRequest, Envelope, Fault, Inform, decode_cpe_message};
@@ -25,205 +25,27 @@ use roost_cwmp::{AcsResponse, CpeBody, CpeRequest, Envelope, Fault, Inform, deco
 use roost_http::framing;
 
 use crate::app::App;
-use crate::config::{CpeAuthMode, SessionBinding};
+use crate::config::CpeAuthMode;
 use crate::store::{self, devices, orgs};
 
 pub mod auth;
 pub mod connection_request;
 pub mod driver;
-pub(crate) mod refresh;
+mod listener;
+mod sessions;
 
-use driver::{Answer, Driver};
+pub use listener::{connection_limit, serve};
+use sessions::{Live, Lookup};
+pub use sessions::{Origin, Sessions};
+
+use crate::answers::Answer;
+use driver::Driver;
 
 const COOKIE: &str = "roost_session";
 
 /// The methods this ACS answers (GetRPCMethods from a CPE).
 const ACS_METHODS: &[&str] =
     &["Inform", "GetRPCMethods", "TransferComplete", "AutonomousTransferComplete", "RequestDownload"];
-
-/// One live session.
-struct Live {
-    cwmp: Session,
-    driver: Option<Driver>,
-    peer: SocketAddr,
-}
-
-/// Live sessions by cookie token; by connection for CPEs without cookies; by device, so that a
-/// device's new Inform ends its own previous session and nobody else's.
-#[derive(Default)]
-pub struct Sessions {
-    inner: Mutex<SessionMaps>,
-}
-
-#[derive(Default)]
-struct SessionMaps {
-    by_token: HashMap<String, Entry>,
-    by_peer: HashMap<SocketAddr, String>,
-    by_device: HashMap<String, String>,
-}
-
-struct Entry {
-    live: Arc<tokio::sync::Mutex<Live>>,
-    /// Where the session was opened from (and authenticated, when authentication is on).
-    origin: Origin,
-    device_id: String,
-}
-
-/// Where a request comes from: the TCP peer, and the client behind it. They differ only when
-/// the peer is a trusted proxy (`[cwmp] trusted_proxies`) that says whom it forwards for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    pub peer: SocketAddr,
-    pub client: std::net::IpAddr,
-    /// Through a trusted proxy: its upstream connections carry many clients' requests.
-    pub proxied: bool,
-}
-
-impl Origin {
-    /// The origin of a request from `peer` with this `X-Forwarded-For` value. Only a trusted
-    /// proxy is believed, and only for the address it appended itself (the last one): what a
-    /// client put before it is the client's word.
-    pub fn of(peer: SocketAddr, forwarded_for: Option<&str>, trusted_proxies: &[std::net::IpAddr]) -> Self {
-        if !trusted_proxies.contains(&peer.ip()) {
-            return Self { peer, client: peer.ip(), proxied: false };
-        }
-        let client = forwarded_for
-            .and_then(|value| value.rsplit(',').next())
-            .and_then(|last| last.trim().parse().ok())
-            .unwrap_or(peer.ip());
-        Self { peer, client, proxied: true }
-    }
-}
-
-/// How a request relates to the live sessions.
-enum Lookup {
-    Found(String, Arc<tokio::sync::Mutex<Live>>),
-    /// No session: none was opened, or its cookie names one that is gone.
-    None,
-    /// The cookie names a live session opened from elsewhere: a stolen or mixed-up cookie.
-    Foreign,
-}
-
-/// Whether a request from `now` may use a session opened from `opener`. Behind a trusted
-/// proxy the connection says nothing of the client, so the binding is to its address.
-fn binding_allows(binding: SessionBinding, opener: Origin, now: Origin) -> bool {
-    match binding {
-        SessionBinding::Connection if !opener.proxied && !now.proxied => opener.peer == now.peer,
-        _ => opener.client == now.client,
-    }
-}
-
-impl std::fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sessions({})", self.len())
-    }
-}
-
-impl Sessions {
-    pub fn len(&self) -> usize {
-        self.inner.lock().map(|m| m.by_token.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The session a (non-Inform) request belongs to: by its cookie when it carries one (never
-    /// by connection then: a cookie that names no live session finds nothing), else by the
-    /// connection it arrived on, for CPEs that never echo cookies.
-    fn find(&self, token: Option<&str>, origin: Origin, binding: SessionBinding) -> Lookup {
-        let Ok(maps) = self.inner.lock() else { return Lookup::None };
-        let token = match token {
-            Some(token) => token.to_owned(),
-            // A proxy's connection carries many clients: only cookies find sessions through it.
-            None if origin.proxied => return Lookup::None,
-            None => match maps.by_peer.get(&origin.peer) {
-                Some(token) => token.clone(),
-                None => return Lookup::None,
-            },
-        };
-        match maps.by_token.get(&token) {
-            Some(entry) if binding_allows(binding, entry.origin, origin) => Lookup::Found(token, entry.live.clone()),
-            Some(_) => Lookup::Foreign,
-            None => Lookup::None,
-        }
-    }
-
-    /// Removes the device's open session, if any, to be wound up.
-    fn take_device(&self, device_id: &str) -> Option<Arc<tokio::sync::Mutex<Live>>> {
-        let mut maps = self.inner.lock().ok()?;
-        let token = maps.by_device.get(device_id)?.clone();
-        maps.remove(&token)
-    }
-
-    /// Registers a new session; the device's previous session, if one is still open (the CPE
-    /// gave up on it and started again), is removed and returned to be wound up.
-    fn insert(
-        &self,
-        token: String,
-        device_id: &str,
-        origin: Origin,
-        live: Live,
-    ) -> Option<Arc<tokio::sync::Mutex<Live>>> {
-        let live = Arc::new(tokio::sync::Mutex::new(live));
-        let Ok(mut maps) = self.inner.lock() else { return None };
-        let previous = maps.by_device.get(device_id).cloned().and_then(|old| maps.remove(&old));
-        if !origin.proxied {
-            maps.by_peer.insert(origin.peer, token.clone());
-        }
-        maps.by_device.insert(device_id.to_owned(), token.clone());
-        maps.by_token.insert(token, Entry { live, origin, device_id: device_id.to_owned() });
-        previous
-    }
-
-    fn remove(&self, token: &str) {
-        if let Ok(mut maps) = self.inner.lock() {
-            maps.remove(token);
-        }
-    }
-
-    /// Drops sessions silent past their timeout, or past `idle_cap` when given (while draining
-    /// for shutdown, a CPE silent for seconds is gone, not slow); returns their drivers, whose
-    /// work in flight died with the session.
-    pub async fn sweep(&self, now: Instant, idle_cap: Option<std::time::Duration>) -> Vec<Driver> {
-        let candidates: Vec<(String, Arc<tokio::sync::Mutex<Live>>)> = match self.inner.lock() {
-            Ok(maps) => maps.by_token.iter().map(|(t, e)| (t.clone(), e.live.clone())).collect(),
-            Err(_) => return Vec::new(),
-        };
-        let mut dropped = Vec::new();
-        for (token, live) in candidates {
-            // A session busy right now is not idle.
-            let Ok(mut live) = live.try_lock() else { continue };
-            let idle_too_long =
-                idle_cap.is_some_and(|cap| now.saturating_duration_since(live.cwmp.last_activity()) > cap);
-            if live.cwmp.is_expired(now) || live.cwmp.is_ended() || idle_too_long {
-                let ended = live.cwmp.is_ended();
-                if let Some(driver) = live.driver.take() {
-                    if !ended {
-                        tracing::info!(device = %driver.device().device_id, task = ?driver.current_task(), "session timed out");
-                    }
-                    dropped.push(driver);
-                }
-                drop(live);
-                self.remove(&token);
-            }
-        }
-        dropped
-    }
-}
-
-impl SessionMaps {
-    fn remove(&mut self, token: &str) -> Option<Arc<tokio::sync::Mutex<Live>>> {
-        let entry = self.by_token.remove(token)?;
-        if self.by_peer.get(&entry.origin.peer).is_some_and(|t| t == token) {
-            self.by_peer.remove(&entry.origin.peer);
-        }
-        if self.by_device.get(&entry.device_id).is_some_and(|t| t == token) {
-            self.by_device.remove(&entry.device_id);
-        }
-        Some(entry.live)
-    }
-}
 
 /// Winds up sessions that died with work in flight (timed out, or replaced by the device's new
 /// Inform): what was in flight may be what kills the CPE, and the driver remembers that.
@@ -325,241 +147,6 @@ fn note_failure(app: &App, origin: Origin, username: Option<&str>, reason: &str)
     if let Some(what) = app.auth_failures.record_failure(origin.client, username) {
         tracing::warn!(client = %origin.client, peer = %origin.peer, username = username.unwrap_or(""), reason, "{what}");
     }
-}
-
-/// File descriptors kept free of CWMP connections: the HTTP listener's connections, the
-/// database pool, plugin and data files; a quarter of the limit, at most this many.
-const RESERVED_FILES: usize = 1024;
-
-/// Raises the process's open-file limit to its hard limit (where allowed) and returns how many
-/// CWMP connections to allow: the configured number, or what the limit leaves after the
-/// reserve ([`connections_for_files`]).
-pub fn connection_limit(configured: Option<usize>) -> usize {
-    let files = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
-        Err(error) => {
-            tracing::warn!("cannot read or raise the open-file limit: {error}");
-            1024
-        }
-    };
-    configured.unwrap_or_else(|| connections_for_files(files))
-}
-
-/// CWMP connections for an open-file limit of `files`: the rest after a reserve of a quarter,
-/// at most [`RESERVED_FILES`].
-fn connections_for_files(files: usize) -> usize {
-    files.saturating_sub((files / 4).min(RESERVED_FILES))
-}
-
-/// Open CWMP connections per client address: one host cannot take every connection, and CPEs
-/// sharing an address behind NAT still have room.
-#[derive(Debug, Default)]
-struct PerAddress {
-    open: Mutex<HashMap<std::net::IpAddr, usize>>,
-}
-
-impl PerAddress {
-    /// Counts a connection from `client` if it has room; the count drops when the returned
-    /// guard does.
-    fn admit(self: &Arc<Self>, client: std::net::IpAddr, limit: usize) -> Option<AddressGuard> {
-        let mut open = self.open.lock().ok()?;
-        let count = open.entry(client).or_insert(0);
-        if *count >= limit {
-            return None;
-        }
-        *count += 1;
-        Some(AddressGuard { counts: self.clone(), client })
-    }
-}
-
-struct AddressGuard {
-    counts: Arc<PerAddress>,
-    client: std::net::IpAddr,
-}
-
-impl Drop for AddressGuard {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.counts.open.lock()
-            && let Some(count) = open.get_mut(&self.client)
-        {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.client);
-            }
-        }
-    }
-}
-
-/// Says, at most every few seconds, how many connections were shed since it last said so.
-#[derive(Default)]
-struct ShedLog {
-    shed: std::sync::atomic::AtomicU64,
-    last: Mutex<Option<Instant>>,
-}
-
-impl ShedLog {
-    fn note(&self, limit: usize) {
-        let shed = self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let Ok(mut last) = self.last.lock() else { return };
-        if last.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10)) {
-            *last = Some(Instant::now());
-            self.shed.store(0, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                limit,
-                shed,
-                "CWMP connection limit reached (in all or for one address): new connections are answered 503 and closed"
-            );
-        }
-    }
-}
-
-/// The answer of a connection over the limit, written without waiting and before closing.
-const OVER_CAPACITY: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-
-/// Serves CWMP on `listener` until `stop` turns true. Each connection's requests pass through
-/// [`framing::serve_requests`] (admission, limits, repairs) before the HTTP parser, and carry
-/// the peer address (the session key of CPEs without cookies) and the gate's verdict.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Arc<App>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let router = router(app.clone());
-    let settings = framing::Settings {
-        max_body: app.config.cwmp.max_body_bytes,
-        idle: app.config.cwmp.session_timeout,
-        request_deadline: app.config.cwmp.request_deadline,
-        budget: Some(framing::Settings::budget_of(app.config.cwmp.max_body_memory)),
-        strict: app.config.cwmp.auth == CpeAuthMode::Required,
-    };
-    let limit = connection_limit(app.config.cwmp.max_connections);
-    let per_address_limit = app.config.cwmp.max_connections_per_address.min(limit);
-    let open = Arc::new(tokio::sync::Semaphore::new(limit));
-    let per_address = Arc::new(PerAddress::default());
-    let shed = ShedLog::default();
-    let trusted: Arc<[std::net::IpAddr]> = app.config.cwmp.trusted_proxies.clone().into();
-    tracing::info!(limit, per_address = per_address_limit, "CWMP connections allowed");
-    let mut connections = tokio::task::JoinSet::new();
-    let for_connections = stop.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match (open.clone().try_acquire_owned(), per_address.admit(auth::address_key(peer.ip()), if app.config.cwmp.trusted_proxies.contains(&peer.ip()) { limit } else { per_address_limit })) {
-                    (Ok(permit), Some(counted)) => {
-                        let gate_app = app.clone();
-                        let gate: framing::Gate<Gated> = Arc::new(move |head| {
-                            let app = gate_app.clone();
-                            Box::pin(async move { gate(&app, peer, head).await })
-                        });
-                        let connection = serve_connection(stream, peer, router.clone(), settings.clone(), gate, trusted.clone(), for_connections.clone());
-                        connections.spawn(async move {
-                            connection.await;
-                            drop((permit, counted));
-                        });
-                    }
-                    _ => {
-                        // Over the limit: a word to the client if its socket takes it now, then
-                        // the descriptor is given back at once.
-                        let _ = stream.try_write(OVER_CAPACITY);
-                        shed.note(limit);
-                    }
-                },
-                Err(error) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!("CWMP accept failed: {error}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    while connections.join_next().await.is_some() {}
-    Ok(())
-}
-
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    router: Router,
-    settings: framing::Settings,
-    gate: framing::Gate<Gated>,
-    trusted_proxies: Arc<[std::net::IpAddr]>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::AsyncWriteExt;
-    let _ = stream.set_nodelay(true);
-    let idle = settings.idle;
-    let (from_cpe, mut to_cpe) = stream.into_split();
-    let (server_side, framer_side) = tokio::io::duplex(16 * 1024);
-    let (mut responses, requests) = tokio::io::split(framer_side);
-    let verdicts: framing::Verdicts<Gated> = Arc::default();
-    let inbound = tokio::spawn(framing::serve_requests(from_cpe, requests, settings, gate, verdicts.clone()));
-    let outbound = tokio::spawn(async move {
-        // A client that stops reading its answers is gone after the idle time, with its
-        // connection: nothing waits on it forever.
-        let mut chunk = vec![0u8; 16 * 1024];
-        loop {
-            use tokio::io::AsyncReadExt;
-            let n = match responses.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            match tokio::time::timeout(idle, to_cpe.write_all(&chunk[..n])).await {
-                Ok(Ok(())) => {}
-                _ => break,
-            }
-        }
-        let _ = to_cpe.shutdown().await;
-    });
-    let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-        // The last header line, as the framer reads it: a proxy appends its own.
-        let forwarded_for =
-            request.headers().get_all("x-forwarded-for").iter().next_back().and_then(|v| v.to_str().ok());
-        let origin = Origin::of(peer, forwarded_for, &trusted_proxies);
-        request.extensions_mut().insert(origin);
-        // One verdict per framed request, in order; none past a switch to pass-through.
-        if let Some(verdict) = verdicts.lock().ok().and_then(|mut queue| queue.pop_front()) {
-            request.extensions_mut().insert(verdict);
-        }
-        let router = router.clone();
-        async move { tower_call(router, request).await }
-    });
-    let mut connection = Box::pin(
-        hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            // A CPE may shut its write side down once its request is sent (shutdown(SHUT_WR)):
-            // the request is complete and gets its answer before the connection closes.
-            .half_close(true)
-            .serve_connection(hyper_util::rt::TokioIo::new(server_side), service),
-    );
-    let stopping = tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%peer, "CWMP connection ended: {error}");
-            }
-            false
-        }
-        _ = stop.changed() => true,
-    };
-    if stopping {
-        connection.as_mut().graceful_shutdown();
-        let _ = tokio::time::timeout(idle, connection.as_mut()).await;
-    }
-    // Dropping the HTTP connection drops its end of the pipe, which ends the response pump
-    // (hyper does not always shut its write side down when the client goes away).
-    drop(connection);
-    inbound.abort();
-    let _ = outbound.await;
-}
-
-async fn tower_call(
-    router: Router,
-    request: axum::http::Request<hyper::body::Incoming>,
-) -> Result<Response, std::convert::Infallible> {
-    use hyper_util::service::TowerToHyperService;
-    hyper::service::Service::call(&TowerToHyperService::new(router), request).await
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -839,7 +426,10 @@ async fn start_session(
         Err(error) => {
             // Nothing is lost: the CPE keeps its events until an InformResponse acknowledges them.
             tracing::error!(device = %device_id, "storing Inform failed: {error:#}");
-            let reply = cwmp.reject_inform(turn, Fault::new(8005, "Retry request: the ACS could not store the Inform"));
+            let reply = cwmp.reject_inform(
+                turn,
+                Fault::new(acs_codes::RETRY_REQUEST, "Retry request: the ACS could not store the Inform"),
+            );
             return to_response(reply, None);
         }
     };
@@ -898,7 +488,7 @@ async fn continue_session(app: &Arc<App>, live: &mut Live, envelope: Option<Enve
                 Ok(Err(fault)) => live.cwmp.answer_fault(turn, fault),
                 Err(error) => {
                     tracing::error!(device = %driver.device().device_id, "handling {} failed: {error:#}", request.method_name());
-                    live.cwmp.answer_fault(turn, Fault::new(8005, "Retry request"))
+                    live.cwmp.answer_fault(turn, Fault::new(acs_codes::RETRY_REQUEST, "Retry request"))
                 }
             };
         }
@@ -944,7 +534,9 @@ async fn answer_cpe_request(
             tracing::info!(device = %driver.device().device_id, file_type = %request.file_type, "CPE requested a download");
             Ok(AcsResponse::RequestDownload)
         }
-        other => Err(Fault::new(8000, format!("Method not supported: {}", other.method_name()))),
+        other => {
+            Err(Fault::new(acs_codes::METHOD_NOT_SUPPORTED, format!("Method not supported: {}", other.method_name())))
+        }
     })
 }
 
@@ -989,7 +581,7 @@ fn malformed(app: &App, token: Option<&str>, origin: Origin, reason: &str) -> Re
     if let Lookup::Found(token, _) = app.sessions.find(token, origin, app.config.cwmp.session_binding) {
         app.sessions.remove(&token);
     }
-    let fault = Fault::new(8003, format!("Invalid arguments: malformed SOAP ({reason})"));
+    let fault = Fault::new(acs_codes::INVALID_ARGUMENTS, format!("Invalid arguments: malformed SOAP ({reason})"));
     let body = roost_cwmp::encode_acs_message(
         roost_cwmp::CwmpVersion::default(),
         &roost_cwmp::Header::default(),
@@ -1028,67 +620,4 @@ fn database_unavailable(error: &anyhow::Error) -> Response {
 
 fn plain(status: StatusCode, message: &'static str) -> Response {
     (status, message).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PROXY: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
-
-    #[test]
-    fn only_a_trusted_proxy_says_who_the_client_is() {
-        let peer = SocketAddr::from(([10, 0, 0, 1], 40000));
-        let proxied = Origin::of(peer, Some("203.0.113.9, 198.51.100.4"), &[PROXY]);
-        assert_eq!(
-            proxied.client,
-            "198.51.100.4".parse::<std::net::IpAddr>().unwrap_or(PROXY),
-            "the entry it appended"
-        );
-        assert!(proxied.proxied);
-        let direct = Origin::of(peer, Some("198.51.100.4"), &[]);
-        assert_eq!((direct.client, direct.proxied), (PROXY, false), "anyone else's header is ignored");
-        assert_eq!(Origin::of(peer, Some("garbage"), &[PROXY]).client, PROXY);
-    }
-
-    #[test]
-    fn behind_a_proxy_a_session_is_bound_to_the_client_address() {
-        let via = |port: u16, client: [u8; 4]| Origin {
-            peer: SocketAddr::from(([10, 0, 0, 1], port)),
-            client: client.into(),
-            proxied: true,
-        };
-        let opener = via(40000, [198, 51, 100, 4]);
-        // Another pooled upstream connection, the same client: allowed even under "connection".
-        assert!(binding_allows(SessionBinding::Connection, opener, via(40001, [198, 51, 100, 4])));
-        assert!(!binding_allows(SessionBinding::Connection, opener, via(40000, [198, 51, 100, 5])));
-        assert!(!binding_allows(SessionBinding::Address, opener, via(40000, [198, 51, 100, 5])));
-        let direct = |port: u16| Origin {
-            peer: SocketAddr::from(([192, 0, 2, 1], port)),
-            client: [192, 0, 2, 1].into(),
-            proxied: false,
-        };
-        assert!(binding_allows(SessionBinding::Address, direct(1), direct(2)));
-        assert!(!binding_allows(SessionBinding::Connection, direct(1), direct(2)));
-    }
-
-    #[test]
-    fn the_file_limit_keeps_a_reserve() {
-        assert_eq!(connections_for_files(1024), 768);
-        assert_eq!(connections_for_files(1_048_576), 1_048_576 - 1024);
-    }
-
-    #[test]
-    fn one_address_cannot_take_every_connection() {
-        let counts = Arc::new(PerAddress::default());
-        let one: std::net::IpAddr = [192, 0, 2, 1].into();
-        let other: std::net::IpAddr = [192, 0, 2, 2].into();
-        let first = counts.admit(one, 2);
-        let second = counts.admit(one, 2);
-        assert!(first.is_some() && second.is_some());
-        assert!(counts.admit(one, 2).is_none());
-        assert!(counts.admit(other, 2).is_some(), "other addresses still have room");
-        drop(first);
-        assert!(counts.admit(one, 2).is_some(), "room again when a connection goes");
-    }
 }

@@ -4,6 +4,7 @@
 //! sans-IO `roost-cwmp` crate, [`api`] serves people and integrations on port 8080, and both
 //! share one [`app::App`] over the [`store`].
 
+pub mod answers;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::app::App;
-use crate::plugins::PluginSettings;
+use crate::plugins::{PluginRuntime, PluginSettings};
+use crate::secrets::Secrets;
+use crate::store::Store;
 use presets::OrgProvisioning;
 
 /// How long an organization's presets, adapters, limits and plugin configuration are reused
@@ -28,8 +29,15 @@ const ORG_TTL: Duration = Duration::from_secs(10);
 /// Adapter choices depend on uploads (which drop them) and device facts (part of the key).
 const ADAPTER_TTL: Duration = Duration::from_secs(300);
 
-/// What sessions reuse of provisioning between devices.
-pub struct Cache {
+/// What provisioning needs of the application (the store, the keys, the plugin runtime), and
+/// what sessions reuse of it between devices. Provisioning sees nothing else of the `App`.
+pub struct Provisioner {
+    pub store: Store,
+    pub secrets: Secrets,
+    pub plugins: Arc<PluginRuntime>,
+    /// Names per GetParameterValues when a device has not had to learn a smaller batch
+    /// (`[cwmp] discovery_batch`).
+    pub discovery_batch: usize,
     orgs: moka::future::Cache<i64, Arc<OrgProvisioning>>,
     adapters: moka::sync::Cache<String, adapters::Choice>,
     /// What provisions read of each device, for its next session.
@@ -51,15 +59,25 @@ pub struct Counters {
     pub inline_rounds: AtomicU64,
 }
 
-impl std::fmt::Debug for Cache {
+impl std::fmt::Debug for Provisioner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("provisioning::Cache").finish_non_exhaustive()
+        f.debug_struct("Provisioner").finish_non_exhaustive()
     }
 }
 
-impl Cache {
-    pub fn new(settings: &PluginSettings) -> Self {
-        Cache {
+impl Provisioner {
+    pub fn new(
+        store: Store,
+        secrets: Secrets,
+        plugins: Arc<PluginRuntime>,
+        discovery_batch: usize,
+        settings: &PluginSettings,
+    ) -> Self {
+        Provisioner {
+            store,
+            secrets,
+            plugins,
+            discovery_batch: discovery_batch.max(1),
             orgs: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ORG_TTL).build(),
             adapters: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ADAPTER_TTL).build(),
             reads: reads::Reads::new(settings.device_reads_mib.saturating_mul(1024 * 1024)),
@@ -71,11 +89,11 @@ impl Cache {
     }
 
     /// What applies to devices of `org_id` (`None`: not yet claimed).
-    pub async fn org(&self, app: &App, org_id: Option<i64>) -> Result<Arc<OrgProvisioning>> {
+    pub async fn org(&self, org_id: Option<i64>) -> Result<Arc<OrgProvisioning>> {
         let key = org_id.unwrap_or(0);
         self.orgs
             .try_get_with(key, async {
-                OrgProvisioning::load(&app.store, org_id, app.plugins.default_limits()).await.map(Arc::new)
+                OrgProvisioning::load(&self.store, org_id, self.plugins.default_limits()).await.map(Arc::new)
             })
             .await
             .map_err(|e| anyhow::anyhow!("{e:#}"))

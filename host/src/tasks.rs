@@ -4,6 +4,16 @@
 use roost_cwmp::{SetParameterAttribute, ValueType};
 use serde_json::Value;
 
+/// One value a setParameterValues task writes. The type is the caller's, when it gave one;
+/// without, the stored type is sent (see `cwmp::driver`), never a default that would retype
+/// the parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterWrite {
+    pub path: String,
+    pub value: String,
+    pub value_type: Option<ValueType>,
+}
+
 /// A validated task body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskSpec {
@@ -15,7 +25,7 @@ pub enum TaskSpec {
         partial_path: bool,
     },
     SetParameterValues {
-        values: Vec<(String, String, Option<ValueType>)>,
+        values: Vec<ParameterWrite>,
     },
     RefreshObject {
         object: String,
@@ -215,7 +225,7 @@ fn path_list(body: &Value, field: &str) -> Result<Vec<String>, InvalidTask> {
     Ok(out)
 }
 
-fn parameter_values(body: &Value) -> Result<Vec<(String, String, Option<ValueType>)>, InvalidTask> {
+fn parameter_values(body: &Value) -> Result<Vec<ParameterWrite>, InvalidTask> {
     let items = body
         .get("parameterValues")
         .and_then(Value::as_array)
@@ -225,7 +235,7 @@ fn parameter_values(body: &Value) -> Result<Vec<(String, String, Option<ValueTyp
     }
     check_count(items.len(), "parameterValues")?;
     let mut seen = std::collections::HashSet::with_capacity(items.len());
-    let mut out: Vec<(String, String, Option<ValueType>)> = Vec::with_capacity(items.len());
+    let mut out: Vec<ParameterWrite> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let triple = item
             .as_array()
@@ -262,7 +272,7 @@ fn parameter_values(body: &Value) -> Result<Vec<(String, String, Option<ValueTyp
         if !seen.insert(path) {
             return Err(invalid(format!("parameterValues: {path:?} appears twice")));
         }
-        out.push((path.to_owned(), value, value_type));
+        out.push(ParameterWrite { path: path.to_owned(), value, value_type });
     }
     Ok(out)
 }
@@ -400,9 +410,9 @@ mod tests {
             ),
             Ok(TaskSpec::SetParameterValues {
                 values: vec![
-                    ("A.B".into(), "x".into(), None),
-                    ("A.C".into(), "5".into(), Some(ValueType::UnsignedInt)),
-                    ("A.D".into(), "true".into(), None),
+                    ParameterWrite { path: "A.B".into(), value: "x".into(), value_type: None },
+                    ParameterWrite { path: "A.C".into(), value: "5".into(), value_type: Some(ValueType::UnsignedInt) },
+                    ParameterWrite { path: "A.D".into(), value: "true".into(), value_type: None },
                 ]
             })
         );

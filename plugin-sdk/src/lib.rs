@@ -44,6 +44,10 @@ pub mod tree;
 use std::cell::RefCell;
 use std::time::Duration;
 
+/// Rounds of a session's provisioning after which the host gives up with a fault
+/// (`provisioning.not_converging`); [`testing::TestDevice::converge`] gives up after as many.
+pub const MAX_ROUNDS: usize = 16;
+
 pub use bindings::adapter::Identification;
 pub use bindings::provision::roost::plugin::declare::InstanceCount;
 pub use bindings::provision::roost::plugin::intent_types::{

@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Rounds after which [`TestDevice::converge`] gives up, as the host does.
-pub const MAX_ROUNDS: usize = 16;
+pub use crate::MAX_ROUNDS;
 
 /// Declarations one run may make before `declare` fails with `limit`, as the host's default.
 pub const MAX_DECLARATIONS: usize = 10_000;

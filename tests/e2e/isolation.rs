@@ -2206,7 +2206,7 @@ async fn effect(h: &Harness, world: &World, fresh: &Fresh, done: bool) -> Vec<St
         }
         Fresh::FaultedTask(id) => {
             let task = store::tasks::by_id(s, *id).await.unwrap().unwrap();
-            expect(&mut wrong, task.status == "pending", format!("retrying task {id}"));
+            expect(&mut wrong, task.status == roost::store::tasks::TaskStatus::Pending, format!("retrying task {id}"));
         }
         Fresh::Fault(pk, id) => {
             let faults = store::faults::list_for_device(s, *pk, None, 100_000).await.unwrap();

@@ -11,6 +11,7 @@
 //! - [`device_id`]: the GenieACS-compatible device identifier.
 
 pub mod codec;
+pub mod data_model;
 pub mod device_id;
 pub mod fault;
 #[doc(hidden)]
@@ -22,6 +23,7 @@ pub mod value;
 pub mod version;
 
 pub use codec::{DecodeError, decode_acs_message, decode_cpe_message, encode_acs_message, encode_cpe_message};
+pub use data_model::DataModel;
 pub use fault::Fault;
 pub use rpc::*;
 pub use value::{ValueType, is_secret_parameter};

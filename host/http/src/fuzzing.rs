@@ -10,8 +10,9 @@ use crate::framing::{Gate, RequestHead, Settings, Verdict, Verdicts, serve_reque
 /// The body limit of a fuzzed connection: small, so that inputs reach the too-large paths.
 const MAX_BODY: usize = 4096;
 
+/// The verdicts of a gate that admits what carries credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seen {
+pub(crate) enum Seen {
     Admitted,
     Refused,
     TooLarge,
@@ -30,6 +31,14 @@ impl Verdict for Seen {
     }
 }
 
+/// Admits requests that carry an Authorization header, as the CWMP gate does for credentials
+/// that verify.
+pub(crate) fn gate() -> Gate<Seen> {
+    Arc::new(|head: RequestHead| {
+        Box::pin(async move { if head.authorization.is_some() { Seen::Admitted } else { Seen::Refused } })
+    })
+}
+
 /// Frames `bytes` as one connection's input, as the CWMP listener would: the gate admits a
 /// request that carries `Authorization`, as it does credentials that verify. The first byte
 /// picks strict or lenient framing. Nothing may panic, and what reaches the HTTP parser is
@@ -46,14 +55,11 @@ pub fn frame(bytes: &[u8]) {
         budget: Some(Settings::budget_of(1 << 20)),
         strict,
     };
-    let gate: Gate<Seen> = Arc::new(|head: RequestHead| {
-        Box::pin(async move { if head.authorization.is_some() { Seen::Admitted } else { Seen::Refused } })
-    });
     let verdicts: Verdicts<Seen> = Arc::default();
     let mut out = Vec::new();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build();
     let Ok(runtime) = runtime else { return };
-    let _ = runtime.block_on(serve_requests(bytes, &mut out, settings, gate, verdicts.clone()));
+    let _ = runtime.block_on(serve_requests(bytes, &mut out, settings, gate(), verdicts.clone()));
     // Each request the framer passed on can grow by a rewritten head; there are at most as
     // many requests as blank lines in the input.
     let heads = bytes.windows(2).filter(|w| w == b"\n\n" || w == b"\r\n").count() + 1;

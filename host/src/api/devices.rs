@@ -371,8 +371,8 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
     let view = DeviceView::new(&device, device.org_id.and_then(|o| slugs.get(&o)).map(String::as_str), Some(tags));
     let events = devices::recent_events(&app.api_store, device.id, 20).await?;
     let parameter_count = parameters::count(&app.api_store, device.id).await?;
-    let org = app.provisioning.org(&app, device.org_id).await?;
-    let adapter = adapters::for_device(&app, &device, &org, None).await?.map(|chosen| AdapterView {
+    let org = app.provisioning.org(device.org_id).await?;
+    let adapter = adapters::for_device(&app.provisioning, &device, &org, None).await?.map(|chosen| AdapterView {
         owner: if chosen.plugin.org_slug == orgs::PLATFORM_SLUG { "platform" } else { "organization" }.into(),
         plugin: chosen.plugin.name,
         version: chosen.plugin.version,

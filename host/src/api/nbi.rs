@@ -27,6 +27,7 @@ use crate::app::App;
 use crate::permissions::Permission;
 use crate::provisioning::presets::PresetDefinition;
 use crate::store::devices::{self, Device};
+use crate::store::tasks::TaskStatus;
 use crate::store::{faults, parameters, tasks};
 
 /// GenieACS clients write collections with and without the trailing slash (`/devices/?query=`);
@@ -389,7 +390,7 @@ fn task_document(task: &tasks::TaskRow, device_id: &str) -> NbiTask {
         id: task.id.to_string(),
         device: device_id.to_owned(),
         timestamp: timestamp(task.created_at),
-        status: task.status.clone(),
+        status: task.status.as_str().to_owned(),
         fault: task
             .fault_code
             .as_ref()
@@ -421,7 +422,7 @@ async fn create_task(
     let (task, done) = match submitted.outcome {
         Submitted::Queued(task) | Submitted::Replayed(task) => (task, false),
         Submitted::Woken { task, .. } => {
-            let done = task.status == tasks::DONE;
+            let done = task.status == TaskStatus::Done;
             (task, done)
         }
     };

@@ -120,7 +120,7 @@ struct OrgSlug {
 #[utoipa::path(get, path = "/plugin-limits", tag = "plugins",
     responses((status = 200, description = "Effective limits and the organization's own overrides", body = LimitsView)))]
 async fn show_limits(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<LimitsView>> {
-    let org = app.provisioning.org(&app, Some(caller.org_id)).await?;
+    let org = app.provisioning.org(Some(caller.org_id)).await?;
     let own = plugins::limits(&app.api_store, caller.org_id).await?;
     let overrides: Value =
         own.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_else(|| Value::Object(Default::default()));
@@ -154,7 +154,7 @@ async fn put_limits(
         .map_err(|reason| ApiError::bad_request(ErrorCode::InvalidLimits, reason))?;
     plugins::set_limits(&app.api_store, org_id, Some(&text)).await?;
     app.provisioning.invalidate();
-    let org = app.provisioning.org(&app, Some(org_id)).await?;
+    let org = app.provisioning.org(Some(org_id)).await?;
     Ok(Json(LimitsView { effective: org.limits, overrides }))
 }
 

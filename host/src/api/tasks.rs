@@ -23,7 +23,7 @@ use super::{ListResponse, Page, optional_timestamp, timestamp};
 use crate::app::App;
 use crate::cwmp::connection_request;
 use crate::permissions::Permission;
-use crate::store::tasks::{self, TaskRow};
+use crate::store::tasks::{self, TaskRow, TaskStage, TaskStatus};
 use crate::store::{devices, now_millis};
 use crate::tasks::TaskSpec;
 
@@ -77,19 +77,19 @@ impl TaskView {
             id: task.id.to_string(),
             device_id: device_id.to_owned(),
             name: task.name.clone(),
-            status: task.status.clone(),
+            status: task.status.as_str().to_owned(),
             request: serde_json::from_str::<Value>(&task.body).unwrap_or(Value::Null),
             created_at: timestamp(task.created_at),
             done_at: optional_timestamp(task.done_at),
             expires_at: optional_timestamp(task.expires_at),
             attempts: task.attempts,
-            fault: (task.status == tasks::FAULT).then(|| TaskFaultView {
+            fault: (task.status == TaskStatus::Fault).then(|| TaskFaultView {
                 code: task.fault_code.clone(),
                 message: task.fault_message.clone(),
                 detail: task.fault_detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
             }),
             result: task.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
-            stage: (task.status == tasks::PENDING && task.stage == tasks::stage::TRANSFERRING)
+            stage: (task.status == TaskStatus::Pending && task.stage == TaskStage::Transferring)
                 .then(|| "transferring".to_owned()),
             connection_request: None,
         }
@@ -161,7 +161,7 @@ async fn create(
             (task.org_id, (StatusCode::CREATED, Json(TaskView::new(&task, device_id))).into_response())
         }
         Submitted::Woken { task, connection_request } => {
-            let status = if task.status == tasks::PENDING { StatusCode::ACCEPTED } else { StatusCode::OK };
+            let status = if task.status == TaskStatus::Pending { StatusCode::ACCEPTED } else { StatusCode::OK };
             let view = TaskView { connection_request: Some(connection_request), ..TaskView::new(&task, device_id) };
             (task.org_id, (status, Json(view)).into_response())
         }
@@ -253,7 +253,7 @@ pub async fn submit(
                     Ok(id) if id == task.id => break,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Lagging means we may have missed ours: look it up.
-                        if matches!(tasks::by_id(&app.api_store, task.id).await, Ok(Some(t)) if t.status != tasks::PENDING)
+                        if matches!(tasks::by_id(&app.api_store, task.id).await, Ok(Some(t)) if t.status != TaskStatus::Pending)
                         {
                             break;
                         }

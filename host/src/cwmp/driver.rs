@@ -14,17 +14,19 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use roost_cwmp::session::Unanswered;
-use roost_cwmp::{AcsRequest, CpeResponse, Download, Fault, ParameterValue, TransferComplete, Upload, ValueType};
-use serde_json::{Value, json};
+use roost_cwmp::{AcsRequest, CpeResponse, DataModel, ParameterValue, ValueType};
 
-use super::refresh::{Refresh, Step};
+use crate::answers::refresh::{Refresh, Step};
+use crate::answers::{self, Answer, describe_unanswered};
 use crate::app::App;
 use crate::provisioning::engine::Provisioning;
 use crate::store::devices::Device;
-use crate::store::tasks::TaskRow;
-use crate::store::{devices, faults, now_millis, parameters, tasks};
-use crate::tasks::TaskSpec;
+use crate::store::{devices, faults, now_millis};
+
+mod task;
+
+use task::TaskRun;
+pub use task::transfer_complete;
 
 /// A task that has been sent this many times without an answer (each time the session died) is
 /// failed instead of being sent again: it is probably what kills the session.
@@ -83,16 +85,6 @@ pub(crate) fn after_discovery_death(step: Step, batch: i64, failures: i64) -> Af
     }
 }
 
-/// What the CPE's last message meant for the work in progress.
-#[derive(Debug)]
-pub enum Answer {
-    /// An empty POST with nothing outstanding, or a stray message: just continue.
-    Nothing,
-    Response(CpeResponse),
-    Fault(Fault),
-    Unanswered(Unanswered),
-}
-
 /// The ACS's state for one session with one device, beyond the protocol state machine.
 #[derive(Debug)]
 pub struct Driver {
@@ -119,49 +111,6 @@ enum Work {
     Discovery(Refresh),
     Task(Box<TaskRun>),
     Provisioning(Box<Provisioning>),
-}
-
-#[derive(Debug)]
-struct TaskRun {
-    task: TaskRow,
-    spec: TaskSpec,
-    /// The subtree refresh a refreshObject runs, or an addObject runs on its new instance
-    /// (with the instance number to report).
-    follow_up: Option<(Option<u32>, Refresh)>,
-    /// A getParameterValues naming objects, read object by object.
-    expansion: Option<Expansion>,
-}
-
-/// A getParameterValues whose object paths are read as discovery reads trees: each object's
-/// names, then its leaves by name; then the leaves the task named, in one call.
-#[derive(Debug, Default)]
-struct Expansion {
-    objects: std::collections::VecDeque<String>,
-    leaves: Vec<String>,
-    /// The values read so far, for the task's result.
-    values: Vec<ParameterValue>,
-}
-
-impl Expansion {
-    /// `None` when no name is an object, or the caller asked for partial paths as they are.
-    fn of(spec: &TaskSpec) -> Option<Self> {
-        let TaskSpec::GetParameterValues { names, partial_path: false } = spec else { return None };
-        let (objects, leaves): (Vec<String>, Vec<String>) = names.iter().cloned().partition(|n| n.ends_with('.'));
-        (!objects.is_empty()).then(|| Self { objects: objects.into(), leaves, values: Vec::new() })
-    }
-}
-
-/// How a task ended.
-enum Outcome {
-    Continue(AcsRequest),
-    Done(Value),
-    /// Download/Upload accepted with Status 1: TransferComplete will close the task later.
-    Transferring,
-    Failed {
-        code: String,
-        message: String,
-        detail: Option<Value>,
-    },
 }
 
 impl Driver {
@@ -246,7 +195,7 @@ impl Driver {
                 }
                 Ok(None)
             }
-            Work::Provisioning(mut provisioning) => match provisioning.next(app, answer).await? {
+            Work::Provisioning(mut provisioning) => match provisioning.next(&app.provisioning, answer).await? {
                 Some(request) => {
                     self.work = Some(Work::Provisioning(provisioning));
                     Ok(Some(request))
@@ -257,7 +206,7 @@ impl Driver {
                 }
             },
             Work::Discovery(mut refresh) => match answer {
-                Answer::Response(response) => match refresh.on_response(app, self.device.id, response).await? {
+                Answer::Response(response) => match self.refreshed(app, &mut refresh, response).await? {
                     Some(request) => {
                         self.work = Some(Work::Discovery(refresh));
                         Ok(Some(request))
@@ -291,19 +240,15 @@ impl Driver {
     }
 
     async fn pick_work(&mut self, app: &Arc<App>) -> Result<Option<(Work, Option<AcsRequest>)>> {
-        let root = match self.device.data_model.as_str() {
-            "tr098" => Some("InternetGatewayDevice."),
-            "tr181" => Some("Device."),
-            _ => None,
-        };
+        let model = self.device.model();
         if self.issue_own_credential
-            && let Some(root) = root
+            && let Some(model) = model
         {
             self.issue_own_credential = false;
-            let request = own_credential_request(app, &self.device, root).await?;
+            let request = own_credential_request(app, &self.device, model).await?;
             return Ok(Some((Work::OwnCredential, Some(request))));
         }
-        let discovery_due = root.is_some()
+        let discovery_due = model.is_some()
             && !self.discovery_attempted
             && self.device.discovered_at.is_none()
             && self.device.discovery_failures < MAX_DISCOVERY_DEATHS;
@@ -311,7 +256,7 @@ impl Driver {
         // wait behind a discovery that may kill this one too.
         let tasks_first = self.device.discovery_failures > 0;
         if discovery_due && !tasks_first {
-            return Ok(Some(self.start_discovery(root)));
+            return Ok(Some(self.start_discovery(model)));
         }
         if self.may_have_tasks
             && let Some(picked) = self.next_task(app).await?
@@ -319,7 +264,7 @@ impl Driver {
             return Ok(Some(picked));
         }
         if discovery_due {
-            return Ok(Some(self.start_discovery(root)));
+            return Ok(Some(self.start_discovery(model)));
         }
         if !self.provisioning_attempted {
             self.provisioning_attempted = true;
@@ -328,9 +273,9 @@ impl Driver {
             let tree_rev = (self.rpcs == 0).then_some(self.device.tree_rev);
             let events = selection_events(&self.events, self.device.is_configured());
             if let Some(mut provisioning) =
-                Provisioning::start(app, &self.device, &events, self.started_at, tree_rev).await?
+                Provisioning::start(&app.provisioning, &self.device, &events, self.started_at, tree_rev).await?
             {
-                let request = provisioning.next(app, Answer::Nothing).await?;
+                let request = provisioning.next(&app.provisioning, Answer::Nothing).await?;
                 if request.is_none() {
                     self.provisioning_ended(app, &provisioning).await?;
                 }
@@ -345,11 +290,20 @@ impl Driver {
         usize::try_from(self.device.discovery_batch).unwrap_or(0)
     }
 
-    fn start_discovery(&mut self, root: Option<&str>) -> (Work, Option<AcsRequest>) {
+    fn start_discovery(&mut self, model: Option<DataModel>) -> (Work, Option<AcsRequest>) {
         self.discovery_attempted = true;
-        let mut refresh = Refresh::with_batch(root.unwrap_or_default().to_owned(), self.learnt_batch());
+        let root = model.map_or("", DataModel::root);
+        let mut refresh = Refresh::new(root.to_owned(), self.learnt_batch(), now_millis());
         let request = refresh.first_request();
         (Work::Discovery(refresh), Some(request))
+    }
+
+    /// Feeds an answer to a refresh and writes what it changed; the refresh's next request, if
+    /// any.
+    async fn refreshed(&self, app: &App, refresh: &mut Refresh, response: CpeResponse) -> Result<Option<AcsRequest>> {
+        let (writes, next) = refresh.on_response(response, app.config.cwmp.discovery_batch, now_millis());
+        answers::apply(&app.store, &app.secrets, self.device.id, writes).await?;
+        Ok(next)
     }
 
     /// A device whose provisioning settled is configured: `0 BOOTSTRAP` presets stop applying
@@ -398,391 +352,16 @@ impl Driver {
         }
     }
 
-    async fn next_task(&mut self, app: &Arc<App>) -> Result<Option<(Work, Option<AcsRequest>)>> {
-        let now = now_millis();
-        for task in tasks::expire(&app.store, self.device.id, now).await? {
-            app.task_finished(task.id);
-        }
-        let Some(task) = tasks::next_queued(&app.store, self.device.id).await? else {
-            self.may_have_tasks = false;
-            return Ok(None);
-        };
-        let body = match &task.sealed_body {
-            Some(sealed) => app.secrets.open_string(sealed).unwrap_or_else(|error| {
-                tracing::error!(task = task.id, "cannot open the sealed task body: {error:#}");
-                String::new()
-            }),
-            None => task.body.clone(),
-        };
-        let spec = match serde_json::from_str::<Value>(&body)
-            .map_err(|e| e.to_string())
-            .and_then(|body| TaskSpec::parse(&body).map(|(_, spec)| spec).map_err(|e| e.0))
-        {
-            Ok(spec) => spec,
-            Err(error) => {
-                // Only possible for rows written by hand or by an older version: fail, don't loop.
-                tasks::mark_fault(&app.store, &task, "invalid_task", &error, None).await?;
-                app.task_finished(task.id);
-                return Ok(Some((
-                    Work::Task(Box::new(TaskRun { task, spec: TaskSpec::Reboot, follow_up: None, expansion: None })),
-                    None,
-                )));
-            }
-        };
-        if task.attempts >= MAX_ATTEMPTS {
-            let message = format!("Sent {MAX_ATTEMPTS} times without an answer; the session died each time");
-            tasks::mark_fault(&app.store, &task, "too_many_attempts", &message, None).await?;
-            app.task_finished(task.id);
-            return Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None, expansion: None })), None)));
-        }
-        let request = self.first_task_request(app, &task, &spec).await?;
-        // On success the store takes what was sent, with the type sent: a value given without
-        // one was sent with the stored type, which must not become the default xsd:string.
-        let spec = match (spec, &request) {
-            (TaskSpec::SetParameterValues { .. }, AcsRequest::SetParameterValues { values, .. }) => {
-                TaskSpec::SetParameterValues {
-                    values: values
-                        .iter()
-                        .map(|p| (p.name.clone(), p.value.clone(), Some(p.value_type.clone())))
-                        .collect(),
-                }
-            }
-            (spec, _) => spec,
-        };
-        tasks::mark_attempt(&app.store, task.id).await?;
-        let mut run = TaskRun { task, spec, follow_up: None, expansion: None };
-        let request = match Expansion::of(&run.spec) {
-            Some(mut expansion) => {
-                let Some(object) = expansion.objects.pop_front() else { return Ok(None) };
-                let mut refresh = Refresh::with_batch(object, self.learnt_batch());
-                let request = refresh.first_request();
-                run.follow_up = Some((None, refresh));
-                run.expansion = Some(expansion);
-                request
-            }
-            None => request,
-        };
-        Ok(Some((Work::Task(Box::new(run)), Some(request))))
-    }
-
-    async fn first_task_request(&self, app: &Arc<App>, task: &TaskRow, spec: &TaskSpec) -> Result<AcsRequest> {
-        let command_key = format!("roost-{}", task.id);
-        let needs_key = matches!(
-            spec,
-            TaskSpec::Reboot | TaskSpec::Download(_) | TaskSpec::Upload(_) | TaskSpec::ScheduleInform { .. }
-        );
-        if needs_key && task.command_key != command_key {
-            tasks::set_command_key(&app.store, task.id, &command_key).await?;
-        }
-        Ok(match spec {
-            TaskSpec::GetParameterValues { names, .. } => AcsRequest::GetParameterValues { names: names.clone() },
-            TaskSpec::SetParameterValues { values } => {
-                let untyped: Vec<&str> =
-                    values.iter().filter(|(_, _, t)| t.is_none()).map(|(p, _, _)| p.as_str()).collect();
-                let stored = if untyped.is_empty() {
-                    Default::default()
-                } else {
-                    parameters::values_of(app.store.db(), self.device.id, &untyped).await?
-                };
-                let values = values
-                    .iter()
-                    .map(|(path, value, value_type)| ParameterValue {
-                        name: path.clone(),
-                        value: value.clone(),
-                        // Always send xsi:type: the stored one when the caller gave none.
-                        value_type: value_type.clone().unwrap_or_else(|| {
-                            stored
-                                .get(path)
-                                .map(|(_, t)| ValueType::parse(t))
-                                .filter(|t| !t.as_str().is_empty())
-                                .unwrap_or_default()
-                        }),
-                    })
-                    .collect();
-                AcsRequest::SetParameterValues { values, parameter_key: command_key }
-            }
-            TaskSpec::RefreshObject { object } => {
-                AcsRequest::GetParameterNames { parameter_path: object.clone(), next_level: false }
-            }
-            TaskSpec::AddObject { object } => {
-                AcsRequest::AddObject { object_name: object.clone(), parameter_key: command_key }
-            }
-            TaskSpec::DeleteObject { object } => {
-                AcsRequest::DeleteObject { object_name: object.clone(), parameter_key: command_key }
-            }
-            TaskSpec::Reboot => AcsRequest::Reboot { command_key },
-            TaskSpec::FactoryReset => AcsRequest::FactoryReset,
-            TaskSpec::Download(d) => AcsRequest::Download(Download {
-                command_key,
-                file_type: d.file_type.clone(),
-                url: d.url.clone(),
-                username: d.username.clone(),
-                password: d.password.clone(),
-                file_size: d.file_size,
-                target_file_name: d.target_file_name.clone(),
-                delay_seconds: d.delay_seconds,
-                success_url: String::new(),
-                failure_url: String::new(),
-            }),
-            TaskSpec::Upload(u) => AcsRequest::Upload(Upload {
-                command_key,
-                file_type: u.file_type.clone(),
-                url: u.url.clone(),
-                username: u.username.clone(),
-                password: u.password.clone(),
-                delay_seconds: u.delay_seconds,
-            }),
-            TaskSpec::ScheduleInform { delay_seconds } => {
-                AcsRequest::ScheduleInform { delay_seconds: *delay_seconds, command_key }
-            }
-            TaskSpec::GetParameterAttributes { names } => AcsRequest::GetParameterAttributes { names: names.clone() },
-            TaskSpec::SetParameterAttributes { attributes } => {
-                AcsRequest::SetParameterAttributes { attributes: attributes.clone() }
-            }
-        })
-    }
-
-    async fn continue_task(
-        &mut self,
-        app: &Arc<App>,
-        mut run: Box<TaskRun>,
-        answer: Answer,
-    ) -> Result<Option<AcsRequest>> {
-        let outcome = match answer {
-            Answer::Nothing => return Ok(None),
-            Answer::Fault(fault) => Outcome::Failed {
-                code: fault.code.to_string(),
-                message: fault.string.clone(),
-                detail: spv_fault_detail(&fault),
-            },
-            Answer::Unanswered(reason) => Outcome::Failed {
-                code: match reason {
-                    Unanswered::EmptyPost => "no_response".into(),
-                    Unanswered::WrongResponse { .. } => "wrong_response".into(),
-                },
-                message: describe_unanswered(&reason),
-                detail: None,
-            },
-            Answer::Response(response) => self.task_response(app, &mut run, response).await?,
-        };
-        match outcome {
-            Outcome::Continue(request) => {
-                self.work = Some(Work::Task(run));
-                Ok(Some(request))
-            }
-            Outcome::Done(result) => {
-                tasks::mark_done(&app.store, run.task.id, Some(&result)).await?;
-                app.task_finished(run.task.id);
-                Ok(None)
-            }
-            Outcome::Transferring => {
-                tasks::mark_transferring(&app.store, run.task.id, &format!("roost-{}", run.task.id)).await?;
-                Ok(None)
-            }
-            Outcome::Failed { code, message, detail } => {
-                tasks::mark_fault(&app.store, &run.task, &code, &message, detail.as_ref()).await?;
-                app.task_finished(run.task.id);
-                Ok(None)
-            }
-        }
-    }
-
-    async fn task_response(&mut self, app: &Arc<App>, run: &mut TaskRun, response: CpeResponse) -> Result<Outcome> {
-        let device_pk = self.device.id;
-        let now = now_millis();
-        if let Some((instance, refresh)) = run.follow_up.as_mut() {
-            let instance = *instance;
-            if let Some(request) = refresh.on_response(app, device_pk, response).await? {
-                return Ok(Outcome::Continue(request));
-            }
-            let Some(expansion) = run.expansion.as_mut() else {
-                return Ok(Outcome::Done(match instance {
-                    Some(n) => json!({ "instanceNumber": n }),
-                    None => json!({}),
-                }));
-            };
-            // One object read: its leaves join the result; then the next object, the named
-            // leaves, or the end.
-            let paths = parameters::leaf_paths(&app.store, device_pk, &refresh.prefix).await?;
-            let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-            let stored = parameters::values_of(app.store.db(), device_pk, &path_refs).await?;
-            expansion.values.extend(paths.iter().filter_map(|path| {
-                let (value, value_type) = stored.get(path)?;
-                Some(ParameterValue {
-                    name: path.clone(),
-                    value: value.clone().unwrap_or_default(),
-                    value_type: ValueType::parse(value_type),
-                })
-            }));
-            if let Some(object) = expansion.objects.pop_front() {
-                let mut next = Refresh::with_batch(object, self.learnt_batch());
-                let request = next.first_request();
-                run.follow_up = Some((None, next));
-                return Ok(Outcome::Continue(request));
-            }
-            run.follow_up = None;
-            if !expansion.leaves.is_empty() {
-                return Ok(Outcome::Continue(AcsRequest::GetParameterValues { names: expansion.leaves.clone() }));
-            }
-            return Ok(Outcome::Done(json!({ "parameterValues": values_json(&expansion.values) })));
-        }
-        Ok(match (&run.spec, response) {
-            (TaskSpec::GetParameterValues { names, .. }, CpeResponse::GetParameterValues { parameters: values }) => {
-                if values.is_empty() {
-                    // INTEROP: an empty list for explicit names is a failure without a fault.
-                    return Ok(Outcome::Failed {
-                        code: "empty_response".into(),
-                        message: format!("The CPE returned no values for {}", names.join(", ")),
-                        detail: None,
-                    });
-                }
-                let _guard = app.store.write_guard().await;
-                parameters::upsert_values(app.store.db(), device_pk, &values, now).await?;
-                let mut all = run.expansion.take().map(|e| e.values).unwrap_or_default();
-                all.extend(values);
-                Outcome::Done(json!({ "parameterValues": values_json(&all) }))
-            }
-            (TaskSpec::SetParameterValues { .. }, CpeResponse::SetParameterValues { status }) => {
-                if let TaskSpec::SetParameterValues { values } = &run.spec {
-                    let written: Vec<ParameterValue> = values
-                        .iter()
-                        .map(|(path, value, value_type)| ParameterValue {
-                            name: path.clone(),
-                            value: value.clone(),
-                            value_type: value_type.clone().unwrap_or_default(),
-                        })
-                        .collect();
-                    let _guard = app.store.write_guard().await;
-                    parameters::upsert_values(app.store.db(), device_pk, &written, now).await?;
-                    for secret in written.iter().filter(|p| roost_cwmp::is_secret_parameter(&p.name)) {
-                        let sealed = app.secrets.seal(secret.value.as_bytes());
-                        parameters::remember_secret(app.store.db(), device_pk, &secret.name, sealed).await?;
-                    }
-                    drop(_guard);
-                    let root = match crate::provisioning::adapters::root(&self.device) {
-                        "" => String::new(),
-                        root => format!("{root}."),
-                    };
-                    note_connection_request_credentials(app, device_pk, &root, &written).await?;
-                }
-                Outcome::Done(json!({ "status": status }))
-            }
-            (TaskSpec::RefreshObject { object }, response @ CpeResponse::GetParameterNames { .. }) => {
-                let mut refresh = Refresh::with_batch(object.clone(), self.learnt_batch());
-                refresh.started_at = run.task.created_at.min(now);
-                let next = refresh.on_response(app, device_pk, response).await?;
-                match next {
-                    Some(request) => {
-                        run.follow_up = Some((None, refresh));
-                        Outcome::Continue(request)
-                    }
-                    None => Outcome::Done(json!({})),
-                }
-            }
-            (TaskSpec::AddObject { object }, CpeResponse::AddObject { instance_number, status }) => {
-                if status > 1 || instance_number == 0 {
-                    return Ok(Outcome::Failed {
-                        code: "invalid_response".into(),
-                        message: format!(
-                            "AddObject answered InstanceNumber {instance_number} with Status {status}: no object was created"
-                        ),
-                        detail: None,
-                    });
-                }
-                let mut refresh = Refresh::with_batch(format!("{object}{instance_number}."), self.learnt_batch());
-                let request = refresh.first_request();
-                run.follow_up = Some((Some(instance_number), refresh));
-                Outcome::Continue(request)
-            }
-            (TaskSpec::DeleteObject { object }, CpeResponse::DeleteObject { status }) => {
-                if status > 1 {
-                    return Ok(Outcome::Failed {
-                        code: "invalid_response".into(),
-                        message: format!("DeleteObject answered Status {status}"),
-                        detail: None,
-                    });
-                }
-                let _guard = app.store.write_guard().await;
-                parameters::delete_subtree(app.store.db(), device_pk, object).await?;
-                Outcome::Done(json!({ "status": status }))
-            }
-            (TaskSpec::Reboot, CpeResponse::Reboot)
-            | (TaskSpec::ScheduleInform { .. }, CpeResponse::ScheduleInform)
-            | (TaskSpec::SetParameterAttributes { .. }, CpeResponse::SetParameterAttributes) => {
-                Outcome::Done(json!({}))
-            }
-            (TaskSpec::FactoryReset, CpeResponse::FactoryReset) => {
-                // What Roost configured is gone, and some agents come back with `1 BOOT` only.
-                devices::mark_reset(&app.store, device_pk).await?;
-                Outcome::Done(json!({}))
-            }
-            (TaskSpec::Download(_), CpeResponse::Download { status, start_time, complete_time })
-            | (TaskSpec::Upload(_), CpeResponse::Upload { status, start_time, complete_time }) => match status {
-                0 => Outcome::Done(json!({ "startTime": start_time, "completeTime": complete_time })),
-                _ => Outcome::Transferring,
-            },
-            (
-                TaskSpec::GetParameterAttributes { .. },
-                CpeResponse::GetParameterAttributes { parameters: attributes },
-            ) => {
-                let attributes: Vec<Value> = attributes
-                    .iter()
-                    .map(|a| json!({ "name": a.name, "notification": a.notification, "accessList": a.access_list }))
-                    .collect();
-                Outcome::Done(json!({ "parameterAttributes": attributes }))
-            }
-            (_, other) => Outcome::Failed {
-                code: "wrong_response".into(),
-                message: format!("Unexpected {}Response for task {}", other.method_name(), run.task.name),
-                detail: None,
-            },
-        })
-    }
-
     async fn record_fault(&self, app: &App, channel: &str, code: &str, message: &str) -> Result<()> {
         tracing::info!(device = %self.device.device_id, channel, code, message, "device fault");
         faults::record(&app.store, self.device.id, self.device.org_id, channel, code, message, None).await
     }
 }
 
-/// Closes the transfer task a TransferComplete reports on. Idempotent: the CPE re-sends until it
-/// gets the response, and a task already closed stays as it is.
-pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &TransferComplete) -> Result<()> {
-    let Some(task) = tasks::by_command_key(&app.store, device.id, &complete.command_key).await? else {
-        if let Some(preset) = complete.command_key.strip_prefix("roost-preset-")
-            && complete.fault.code != 0
-        {
-            let message = format!("The download preset {preset} failed: {}", complete.fault.string);
-            let code = complete.fault.code.to_string();
-            faults::record(&app.store, device.id, device.org_id, &format!("preset:{preset}"), &code, &message, None)
-                .await?;
-            return Ok(());
-        }
-        tracing::info!(device = %device.device_id, command_key = %complete.command_key, "TransferComplete for no known task");
-        return Ok(());
-    };
-    if task.status != tasks::PENDING {
-        return Ok(());
-    }
-    if complete.fault.code == 0 {
-        let result = json!({ "startTime": complete.start_time, "completeTime": complete.complete_time });
-        tasks::mark_done(&app.store, task.id, Some(&result)).await?;
-    } else {
-        let message = if complete.fault.string.is_empty() {
-            format!("Transfer failed with fault {}", complete.fault.code)
-        } else {
-            complete.fault.string.clone()
-        };
-        tasks::mark_fault(&app.store, &task, &complete.fault.code.to_string(), &message, None).await?;
-    }
-    app.task_finished(task.id);
-    Ok(())
-}
-
 /// The SetParameterValues that gives a device its own CWMP credential. The credential is stored
 /// before it is sent, so a device that took it but whose answer was lost can still authenticate;
 /// a device asked again (its earlier answer never came) is sent the same one.
-async fn own_credential_request(app: &App, device: &Device, root: &str) -> Result<AcsRequest> {
+async fn own_credential_request(app: &App, device: &Device, model: DataModel) -> Result<AcsRequest> {
     use crate::store::credentials;
     let (username, password) = match credentials::own_of(&app.store, &device.device_id).await? {
         Some(existing) => {
@@ -798,7 +377,7 @@ async fn own_credential_request(app: &App, device: &Device, root: &str) -> Resul
         }
     };
     let value = |name: &str, value: String| ParameterValue {
-        name: format!("{root}ManagementServer.{name}"),
+        name: format!("{}ManagementServer.{name}", model.root()),
         value,
         value_type: ValueType::String,
     };
@@ -806,66 +385,6 @@ async fn own_credential_request(app: &App, device: &Device, root: &str) -> Resul
         values: vec![value("Username", username), value("Password", password)],
         parameter_key: String::new(),
     })
-}
-
-/// Keeps the connection-request credentials just written to the device (by a task or a
-/// provision), so that Roost can wake it: `root` is `InternetGatewayDevice.` or `Device.`.
-pub(crate) async fn note_connection_request_credentials(
-    app: &App,
-    device_pk: i64,
-    root: &str,
-    written: &[ParameterValue],
-) -> Result<()> {
-    if root.is_empty() {
-        return Ok(());
-    }
-    let find = |name: &str| {
-        let path = format!("{root}ManagementServer.{name}");
-        written.iter().find(|p| p.name == path).map(|p| p.value.clone())
-    };
-    let (username, password) = (find("ConnectionRequestUsername"), find("ConnectionRequestPassword"));
-    if username.is_none() && password.is_none() {
-        return Ok(());
-    }
-    let Some(device) = devices::by_pk(&app.store, device_pk).await? else { return Ok(()) };
-    let username = match username {
-        Some(username) => username,
-        None => {
-            let path = format!("{root}ManagementServer.ConnectionRequestUsername");
-            let stored = parameters::values_of(app.store.db(), device_pk, &[path.as_str()]).await?;
-            stored.get(&path).and_then(|(v, _)| v.clone()).unwrap_or(device.connection_request_username)
-        }
-    };
-    let sealed = match password {
-        Some(password) => app.secrets.seal(password.as_bytes()),
-        None => device.connection_request_password.unwrap_or_else(|| app.secrets.seal(b"")),
-    };
-    devices::set_connection_request_credentials(&app.store, device_pk, &username, sealed).await
-}
-
-fn values_json(values: &[ParameterValue]) -> Vec<Value> {
-    values.iter().map(|p| json!([p.name, p.value, p.value_type.as_str()])).collect()
-}
-
-pub(crate) fn spv_fault_detail(fault: &Fault) -> Option<Value> {
-    if fault.set_parameter_values_faults.is_empty() {
-        return None;
-    }
-    let entries: Vec<Value> = fault
-        .set_parameter_values_faults
-        .iter()
-        .map(|f| json!({ "parameterName": f.parameter_name, "code": f.code, "message": f.string }))
-        .collect();
-    Some(json!({ "setParameterValuesFaults": entries }))
-}
-
-pub(crate) fn describe_unanswered(reason: &Unanswered) -> String {
-    match reason {
-        Unanswered::EmptyPost => {
-            "The CPE sent an empty POST instead of answering (it could not run the request)".into()
-        }
-        Unanswered::WrongResponse { got } => format!("The CPE answered with {got}Response"),
-    }
 }
 
 #[cfg(test)]

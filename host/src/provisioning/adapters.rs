@@ -6,14 +6,15 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use roost_cwmp::DataModel;
 
+use super::Provisioner;
 use super::presets::OrgProvisioning;
-use crate::app::App;
 use crate::plugins::bindings::types::DeviceFacts;
 use crate::plugins::{DeviceView, Loaded};
 use crate::store::devices::Device;
-use crate::store::parameters;
 use crate::store::plugins::{self, PluginRow};
+use crate::store::{Store, parameters};
 
 /// The adapter chosen for a device.
 #[derive(Debug, Clone)]
@@ -28,20 +29,11 @@ pub struct Chosen {
 /// the device.
 pub type Choice = Option<(i64, u32, String)>;
 
-/// The data-model root of a device, without the dot (`""` when its Inform named neither).
-pub fn root(device: &Device) -> &'static str {
-    match device.data_model.as_str() {
-        "tr098" => "InternetGatewayDevice",
-        "tr181" => "Device",
-        _ => "",
-    }
-}
-
 /// What adapters are told about a device, from its row; the model name is read from the tree
 /// (it is not in the Inform's DeviceId).
-pub async fn facts(app: &App, device: &Device) -> Result<DeviceFacts> {
-    let model_path = format!("{}.DeviceInfo.ModelName", root(device));
-    let stored = parameters::values_of(app.store.db(), device.id, &[model_path.as_str()]).await?;
+pub async fn facts(store: &Store, device: &Device) -> Result<DeviceFacts> {
+    let model_path = format!("{}DeviceInfo.ModelName", device.model().map_or("", DataModel::root));
+    let stored = parameters::stored_values(store, device.id, &[model_path.as_str()]).await?;
     let model_name = stored.get(&model_path).and_then(|(v, _)| v.clone()).filter(|v| !v.is_empty());
     Ok(facts_with_model(device, model_name))
 }
@@ -57,7 +49,7 @@ pub fn facts_with_model(device: &Device, model_name: Option<String>) -> DeviceFa
         model_name,
         software_version: non_empty(&device.software_version),
         hardware_version: non_empty(&device.hardware_version),
-        root: root(device).to_owned(),
+        root: device.model().map_or("", DataModel::root_name).to_owned(),
     }
 }
 
@@ -76,16 +68,16 @@ fn cache_key(org_id: Option<i64>, device: &Device) -> String {
 }
 
 /// Compiles (or takes from the runtime's cache) a stored plugin. Blocking on a miss.
-pub fn load_blocking(app: &App, handle: &tokio::runtime::Handle, plugin: &PluginRow) -> Result<Arc<Loaded>> {
-    app.plugins
-        .load(&plugin.hash, || handle.block_on(plugins::component(&app.store, plugin.id)))
+pub fn load_blocking(p: &Provisioner, handle: &tokio::runtime::Handle, plugin: &PluginRow) -> Result<Arc<Loaded>> {
+    p.plugins
+        .load(&plugin.hash, || handle.block_on(plugins::component(&p.store, plugin.id)))
         .with_context(|| format!("loading plugin {} {}", plugin.name, plugin.version))
 }
 
 /// The adapter for `device`, choosing (and caching the choice) when needed. `view` is the view
 /// adapters identify against; one is made from the device's row when `None`.
 pub async fn for_device(
-    app: &Arc<App>,
+    p: &Arc<Provisioner>,
     device: &Device,
     org: &Arc<OrgProvisioning>,
     view: Option<Arc<DeviceView>>,
@@ -94,38 +86,38 @@ pub async fn for_device(
         return Ok(None);
     }
     let key = cache_key(device.org_id, device);
-    let choice = match app.provisioning.adapter_choice(&key) {
+    let choice = match p.adapter_choice(&key) {
         Some(choice) => choice,
         None => {
             let view = match view {
                 Some(view) => view,
                 None => Arc::new(DeviceView::new(
-                    facts(app, device).await?,
+                    facts(&p.store, device).await?,
                     device.device_id.clone(),
                     Vec::new(),
                     Vec::new(),
                     Default::default(),
                 )),
             };
-            let app2 = app.clone();
+            let p2 = p.clone();
             let org2 = org.clone();
             let handle = tokio::runtime::Handle::current();
-            let choice = tokio::task::spawn_blocking(move || identify_all(&app2, &handle, &org2, view))
+            let choice = tokio::task::spawn_blocking(move || identify_all(&p2, &handle, &org2, view))
                 .await
                 .context("choosing an adapter")?;
-            app.provisioning.remember_adapter_choice(key, choice.clone());
+            p.remember_adapter_choice(key, choice.clone());
             choice
         }
     };
     let Some((plugin_id, score, family)) = choice else { return Ok(None) };
     let Some(plugin) = org.adapters.iter().find(|p| p.id == plugin_id).cloned() else { return Ok(None) };
-    let loaded = match app.plugins.cached(&plugin.hash) {
+    let loaded = match p.plugins.cached(&plugin.hash) {
         Some(loaded) => loaded,
         None => {
-            let app2 = app.clone();
+            let p2 = p.clone();
             let plugin2 = plugin.clone();
             let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || load_blocking(&app2, &handle, &plugin2))
+            tokio::task::spawn_blocking(move || load_blocking(&p2, &handle, &plugin2))
                 .await
                 .context("loading the adapter")??
         }
@@ -134,17 +126,22 @@ pub async fn for_device(
 }
 
 /// Asks every adapter; a failing one is logged and skipped (it cannot handle the device).
-fn identify_all(app: &App, handle: &tokio::runtime::Handle, org: &OrgProvisioning, view: Arc<DeviceView>) -> Choice {
+fn identify_all(
+    p: &Provisioner,
+    handle: &tokio::runtime::Handle,
+    org: &OrgProvisioning,
+    view: Arc<DeviceView>,
+) -> Choice {
     let mut best: Choice = None;
     for plugin in &org.adapters {
-        let loaded = match load_blocking(app, handle, plugin) {
+        let loaded = match load_blocking(p, handle, plugin) {
             Ok(loaded) => loaded,
             Err(error) => {
                 tracing::error!(plugin = %plugin.name, "{error:#}");
                 continue;
             }
         };
-        match app.plugins.identify(&loaded, view.clone(), org.limits) {
+        match p.plugins.identify(&loaded, view.clone(), org.limits) {
             Ok(Some(found)) => {
                 if best.as_ref().is_none_or(|(_, score, _)| found.score > *score) {
                     best = Some((plugin.id, found.score, found.family));

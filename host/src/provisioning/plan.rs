@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use roost_cwmp::{ParameterValue, ValueType};
 use roost_plugin_sdk::pattern::{Pattern, Segment};
 use roost_plugin_sdk::tree::ParameterTree;
 
@@ -53,7 +54,7 @@ pub struct Plan {
     /// Instances to delete, ending in `.`.
     pub delete_objects: Vec<String>,
     /// Leaves to write: path, CWMP text, xsd type.
-    pub set_values: Vec<(String, String, String)>,
+    pub set_values: Vec<ParameterValue>,
 }
 
 impl Plan {
@@ -217,7 +218,7 @@ pub fn plan(
     plan.set_values = sets
         .into_iter()
         .filter(|(path, _)| !deleted.iter().any(|d| path.starts_with(d.as_str())))
-        .map(|(path, (text, value_type))| (path, text, value_type))
+        .map(|(name, (value, value_type))| ParameterValue { name, value, value_type: ValueType::parse(&value_type) })
         .collect();
     Ok(plan)
 }
@@ -233,6 +234,10 @@ mod tests {
     use roost_plugin_sdk::tree::Node;
 
     use super::*;
+
+    fn set(name: &str, value: &str, value_type: ValueType) -> ParameterValue {
+        ParameterValue { name: name.into(), value: value.into(), value_type }
+    }
 
     const HOUR: Duration = Duration::from_secs(3600);
     const CLOCK: Clock = Clock { now_ms: 10_000_000, session_start_ms: 9_999_000 };
@@ -291,7 +296,7 @@ mod tests {
         ];
         let p = plan(&t, &d, CLOCK, &NoSecrets).unwrap();
         // SSID 1 is enabled already ("1"); SSID 2 gets "1", not "true"; the interval is unchanged.
-        assert_eq!(p.set_values, [("Device.WiFi.SSID.2.Enable".to_owned(), "1".to_owned(), "xsd:boolean".to_owned())]);
+        assert_eq!(p.set_values, [set("Device.WiFi.SSID.2.Enable", "1", ValueType::Boolean)]);
     }
 
     #[test]
@@ -303,10 +308,7 @@ mod tests {
             Declared { value: Some(Value::Text("home".into())), ..declared("Device.WiFi.SSID.1.SSID") },
         ];
         let p = plan(&t, &d, CLOCK, &NoSecrets).unwrap();
-        assert_eq!(
-            p.set_values,
-            [("Device.WiFi.SSID.2.SSID".to_owned(), "second".to_owned(), "xsd:string".to_owned())]
-        );
+        assert_eq!(p.set_values, [set("Device.WiFi.SSID.2.SSID", "second", ValueType::String)]);
     }
 
     #[test]
@@ -349,7 +351,7 @@ mod tests {
         ];
         let p = plan(&listed, &d, CLOCK, &NoSecrets).unwrap();
         assert_eq!(p.delete_objects, ["Device.WiFi.SSID.2."]);
-        assert_eq!(p.set_values, [("Device.WiFi.SSID.1.SSID".to_owned(), "x".to_owned(), "xsd:string".to_owned())]);
+        assert_eq!(p.set_values, [set("Device.WiFi.SSID.1.SSID", "x", ValueType::String)]);
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Devices: identity, the columns the Inform keeps current, and the Inform itself.
 
 use anyhow::{Context, Result};
-use roost_cwmp::{DeviceIdStruct, EventStruct, ParameterValue};
+use roost_cwmp::{DataModel, DeviceIdStruct, EventStruct, ParameterValue};
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
 use super::events::EventType;
 use super::orgs::Scope;
 use super::{Store, parameters, statement};
+
+mod listing;
+
+pub use listing::{After, DeviceFilter, DeviceQuery, ParameterMatch, Sort, SortKey, SortValue, find, list};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Device {
@@ -56,6 +60,11 @@ impl Device {
     /// Whether Roost has configured this device (see [`Device::configured_at`]).
     pub fn is_configured(&self) -> bool {
         self.configured_at.is_some()
+    }
+
+    /// The data model its Inform showed; `None` when it named neither root.
+    pub fn model(&self) -> Option<DataModel> {
+        DataModel::from_name(&self.data_model)
     }
 }
 
@@ -114,12 +123,9 @@ fn inform_value<'a>(parameters: &'a [ParameterValue], suffix: &str) -> Option<&'
     parameters.iter().find(|p| p.name.ends_with(suffix)).map(|p| p.value.as_str())
 }
 
+/// The stored name of the data model an Inform's parameters show (`""` for neither).
 fn data_model_of(parameters: &[ParameterValue]) -> &'static str {
-    match parameters.first().map(|p| p.name.as_str()) {
-        Some(name) if name.starts_with("InternetGatewayDevice.") => "tr098",
-        Some(name) if name.starts_with("Device.") => "tr181",
-        _ => "",
-    }
+    parameters.first().and_then(|p| DataModel::of_path(&p.name)).map_or("", DataModel::name)
 }
 
 /// Records an Inform.
@@ -471,185 +477,6 @@ pub async fn delete(store: &Store, device_pk: i64) -> Result<()> {
     Ok(())
 }
 
-/// Filters of `GET /api/v1/devices`.
-#[derive(Debug, Default, Clone)]
-pub struct DeviceFilter {
-    pub serial_number: Option<String>,
-    pub oui: Option<String>,
-    pub product_class: Option<String>,
-    pub software_version: Option<String>,
-    pub last_inform_after: Option<i64>,
-    pub last_inform_before: Option<i64>,
-    /// Devices carrying every one of these tags.
-    pub tags: Vec<String>,
-    /// Stored parameter values, by path.
-    pub parameters: Vec<(String, ParameterMatch)>,
-    /// Only devices of these organizations (a subtree within the caller's scope).
-    pub orgs: Option<Vec<i64>>,
-    /// Only devices no organization has (pending devices).
-    pub pending: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParameterMatch {
-    Equals(String),
-    Prefix(String),
-}
-
-/// What a device list is ordered by; ties (and `Id`) by id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortKey {
-    Id,
-    SerialNumber,
-    LastInform,
-    Registered,
-}
-
-impl SortKey {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "id" => Self::Id,
-            "serial_number" => Self::SerialNumber,
-            "last_inform_at" => Self::LastInform,
-            "registered_at" => Self::Registered,
-            _ => return None,
-        })
-    }
-
-    /// The column ordered by, with an index in that order (`m0009`). `last_inform_at` is never
-    /// NULL in practice: a device row is made by its first Inform.
-    fn expression(self) -> &'static str {
-        match self {
-            Self::Id => "id",
-            Self::SerialNumber => "serial_number",
-            Self::LastInform => "last_inform_at",
-            Self::Registered => "registered_at",
-        }
-    }
-
-    /// The value of a device's sort key, for the next page's cursor.
-    pub fn value_of(self, device: &Device) -> SortValue {
-        match self {
-            Self::Id => SortValue::Number(device.id),
-            Self::SerialNumber => SortValue::Text(device.serial_number.clone()),
-            Self::LastInform => SortValue::Number(device.last_inform_at.unwrap_or(0)),
-            Self::Registered => SortValue::Number(device.registered_at),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-pub enum SortValue {
-    Number(i64),
-    Text(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sort {
-    pub key: SortKey,
-    pub descending: bool,
-}
-
-impl Default for Sort {
-    fn default() -> Self {
-        Self { key: SortKey::Id, descending: false }
-    }
-}
-
-/// Where a page starts: after the device with this sort value and id.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct After {
-    pub value: SortValue,
-    pub id: i64,
-}
-
-/// A page of devices in `sort` order after `after`.
-pub async fn list(
-    store: &Store,
-    scope: &Scope,
-    filter: &DeviceFilter,
-    sort: Sort,
-    after: Option<&After>,
-    limit: u64,
-) -> Result<Vec<Device>> {
-    let (scope_sql, mut args) = scope.condition("org_id");
-    let mut sql = format!("SELECT * FROM devices WHERE {scope_sql}");
-    if filter.pending {
-        sql.push_str(" AND org_id IS NULL");
-    }
-    if let Some(orgs) = &filter.orgs {
-        if orgs.is_empty() {
-            sql.push_str(" AND 1 = 0");
-        } else {
-            sql.push_str(&format!(" AND org_id IN ({})", super::placeholders(orgs.len())));
-            args.extend(orgs.iter().map(|id| Value::from(*id)));
-        }
-    }
-    let mut add = |clause: &str, values: Vec<Value>| {
-        sql.push_str(" AND ");
-        sql.push_str(clause);
-        args.extend(values);
-    };
-    if let Some(v) = &filter.serial_number {
-        add("serial_number = ?", vec![v.as_str().into()]);
-    }
-    if let Some(v) = &filter.oui {
-        add("oui = ?", vec![v.as_str().into()]);
-    }
-    if let Some(v) = &filter.product_class {
-        add("product_class = ?", vec![v.as_str().into()]);
-    }
-    if let Some(v) = &filter.software_version {
-        add("software_version = ?", vec![v.as_str().into()]);
-    }
-    if let Some(v) = filter.last_inform_after {
-        add("last_inform_at >= ?", vec![v.into()]);
-    }
-    if let Some(v) = filter.last_inform_before {
-        add("last_inform_at < ?", vec![v.into()]);
-    }
-    for tag in &filter.tags {
-        add("id IN (SELECT device_id FROM device_tags WHERE tag = ?)", vec![tag.as_str().into()]);
-    }
-    for (path, matching) in &filter.parameters {
-        match matching {
-            ParameterMatch::Equals(value) => add(
-                "EXISTS (SELECT 1 FROM parameters p WHERE p.device_id = devices.id AND p.path = ? AND p.value = ?)",
-                vec![path.as_str().into(), value.as_str().into()],
-            ),
-            ParameterMatch::Prefix(prefix) => add(
-                "EXISTS (SELECT 1 FROM parameters p WHERE p.device_id = devices.id AND p.path = ? \
-                 AND substr(p.value, 1, CAST(? AS INTEGER)) = ?)",
-                vec![path.as_str().into(), (prefix.chars().count() as i64).into(), prefix.as_str().into()],
-            ),
-        }
-    }
-    let key = sort.key.expression();
-    let (after_op, direction) = if sort.descending { ("<", "DESC") } else { (">", "ASC") };
-    if let Some(after) = after {
-        let value: Value = match &after.value {
-            SortValue::Number(n) => (*n).into(),
-            SortValue::Text(t) => t.as_str().into(),
-        };
-        if sort.key == SortKey::Id {
-            add(&format!("id {after_op} ?"), vec![after.id.into()]);
-        } else {
-            add(
-                &format!("({key} {after_op} ? OR ({key} = ? AND id {after_op} ?))"),
-                vec![value.clone(), value, after.id.into()],
-            );
-        }
-    }
-    if sort.key == SortKey::Id {
-        sql.push_str(&format!(" ORDER BY id {direction} LIMIT ?"));
-    } else {
-        sql.push_str(&format!(" ORDER BY {key} {direction}, id {direction} LIMIT ?"));
-    }
-    args.push((limit as i64).into());
-    Device::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing devices")
-}
-
 /// The tags of several devices, by device.
 pub async fn tags_of(store: &Store, device_pks: &[i64]) -> Result<std::collections::HashMap<i64, Vec<String>>> {
     let mut tags: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
@@ -827,45 +654,4 @@ pub async fn move_to(store: &Store, device: &Device, to: Move<'_>) -> Result<boo
     super::events::record(&txn, kind, Some(to.to_org_id), &device.device_id, &payload).await?;
     txn.commit().await.context("committing the move")?;
     Ok(true)
-}
-
-/// A query over `devices d` (the NBI's): a condition with its values, SQL expressions whose
-/// values come back with each device, an order (a vetted column list) and a page.
-#[derive(Debug, Clone)]
-pub struct DeviceQuery {
-    pub condition: String,
-    pub args: Vec<Value>,
-    pub extra: Vec<(String, Vec<Value>)>,
-    pub order: String,
-    pub offset: u64,
-    pub limit: u64,
-}
-
-/// Devices of the scope matching a [`DeviceQuery`], with the values of its extra expressions.
-pub async fn find(store: &Store, scope: &Scope, query: &DeviceQuery) -> Result<Vec<(Device, Vec<Option<String>>)>> {
-    let (scope_sql, scope_args) = scope.condition("d.org_id");
-    let mut columns = String::from("d.*");
-    let mut args: Vec<Value> = Vec::new();
-    for (i, (expression, values)) in query.extra.iter().enumerate() {
-        columns.push_str(&format!(", ({expression}) AS extra_{i}"));
-        args.extend(values.iter().cloned());
-    }
-    args.extend(scope_args);
-    args.extend(query.args.iter().cloned());
-    args.push(Value::from(i64::try_from(query.limit).unwrap_or(i64::MAX)));
-    args.push(Value::from(i64::try_from(query.offset).unwrap_or(i64::MAX)));
-    let sql = format!(
-        "SELECT {columns} FROM devices d WHERE {scope_sql} AND {} ORDER BY {} LIMIT ? OFFSET ?",
-        query.condition, query.order
-    );
-    let rows = store.db().query_all_raw(store.statement(&sql, args)).await.context("querying devices")?;
-    rows.iter()
-        .map(|row| {
-            let device = Device::from_query_result(row, "").context("reading device")?;
-            let values = (0..query.extra.len())
-                .map(|i| row.try_get::<Option<String>>("", &format!("extra_{i}")).context("reading a queried value"))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((device, values))
-        })
-        .collect()
 }

@@ -66,6 +66,16 @@ pub async fn by_slug(store: &Store, slug: &str) -> Result<Option<Organization>> 
     super::first::<Organization, _>(store.db(), stmt).await.context("loading organization")
 }
 
+/// Every organization's slug, by id.
+pub async fn slugs(store: &Store) -> Result<std::collections::HashMap<i64, String>> {
+    let rows = store
+        .db()
+        .query_all_raw(store.statement("SELECT id, slug FROM organizations", []))
+        .await
+        .context("listing organization slugs")?;
+    rows.iter().map(|r| Ok((r.try_get_by_index::<i64>(0)?, r.try_get_by_index::<String>(1)?))).collect()
+}
+
 pub async fn by_id(store: &Store, id: i64) -> Result<Option<Organization>> {
     let stmt = store.statement("SELECT * FROM organizations WHERE id = ?", [id.into()]);
     super::first::<Organization, _>(store.db(), stmt).await.context("loading organization")

@@ -76,7 +76,7 @@ pub async fn upsert_values<C: ConnectionTrait>(
 /// Stores what GetParameterNames reported: which nodes exist, which are objects, which are
 /// writable. Values are left as they are; the refresh time moves so that a subtree refresh can
 /// tell the nodes it saw from those that are gone.
-pub async fn upsert_names<C: ConnectionTrait>(
+pub(super) async fn upsert_names<C: ConnectionTrait>(
     conn: &C,
     device_pk: i64,
     names: &[ParameterInfo],
@@ -116,8 +116,64 @@ pub async fn upsert_names<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Stores values read from the device (a GetParameterValues answer), as [`upsert_values`].
+pub async fn store_read(store: &Store, device_pk: i64, values: &[ParameterValue], at: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    upsert_values(store.db(), device_pk, values, at).await.map(drop)
+}
+
+/// Stores a GetParameterNames listing, as [`upsert_names`].
+pub async fn store_listing(store: &Store, device_pk: i64, names: &[ParameterInfo], at: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    upsert_names(store.db(), device_pk, names, at).await
+}
+
+/// Stores the values a device accepted in a SetParameterValues, with the secrets among them
+/// kept sealed (`sealed`: path and sealed value; the row itself holds `""`).
+pub async fn store_set(
+    store: &Store,
+    device_pk: i64,
+    values: &[ParameterValue],
+    sealed: Vec<(String, Vec<u8>)>,
+    at: i64,
+) -> Result<()> {
+    let _guard = store.write_guard().await;
+    upsert_values(store.db(), device_pk, values, at).await?;
+    for (path, sealed) in sealed {
+        remember_secret(store.db(), device_pk, &path, sealed).await?;
+    }
+    Ok(())
+}
+
+/// Drops what a completed refresh of `prefix`, begun at `since`, did not find, as
+/// [`delete_stale`].
+pub async fn drop_stale(store: &Store, device_pk: i64, prefix: &str, since: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    delete_stale(store.db(), device_pk, prefix, since).await.map(drop)
+}
+
+/// Drops an object the device deleted, with everything below it.
+pub async fn drop_subtree(store: &Store, device_pk: i64, object: &str) -> Result<()> {
+    let _guard = store.write_guard().await;
+    delete_subtree(store.db(), device_pk, object).await.map(drop)
+}
+
+/// The stored value and type of each of `paths` that exists, as [`values_of`].
+pub async fn stored_values(
+    store: &Store,
+    device_pk: i64,
+    paths: &[&str],
+) -> Result<HashMap<String, (Option<String>, String)>> {
+    values_of(store.db(), device_pk, paths).await
+}
+
 /// Keeps, sealed, the secret value Roost set on a device: the device will read it back empty.
-pub async fn remember_secret<C: ConnectionTrait>(conn: &C, device_pk: i64, path: &str, sealed: Vec<u8>) -> Result<()> {
+pub(super) async fn remember_secret<C: ConnectionTrait>(
+    conn: &C,
+    device_pk: i64,
+    path: &str,
+    sealed: Vec<u8>,
+) -> Result<()> {
     conn.execute_raw(statement(
         conn.get_database_backend(),
         "UPDATE parameters SET sealed_value = ? WHERE device_id = ? AND path = ?",
@@ -200,7 +256,7 @@ fn prefix_condition(prefix: &str) -> (String, Vec<Value>) {
 }
 
 /// Removes a node and everything below it (DeleteObject, or a refresh that no longer finds it).
-pub async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str) -> Result<u64> {
+pub(super) async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str) -> Result<u64> {
     mark_tree_changed(conn, device_pk).await?;
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
@@ -215,7 +271,12 @@ pub async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix
 
 /// Removes nodes under `prefix` that were not refreshed since `since`: what a full refresh of
 /// that subtree did not find any more.
-pub async fn delete_stale<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str, since: i64) -> Result<u64> {
+pub(super) async fn delete_stale<C: ConnectionTrait>(
+    conn: &C,
+    device_pk: i64,
+    prefix: &str,
+    since: i64,
+) -> Result<u64> {
     mark_tree_changed(conn, device_pk).await?;
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
@@ -263,7 +324,7 @@ pub async fn list_like(store: &Store, device_pk: i64, prefix: &str, like: &str, 
 }
 
 /// The stored value and type of each of `paths` that exists.
-pub async fn values_of<C: ConnectionTrait>(
+pub(super) async fn values_of<C: ConnectionTrait>(
     conn: &C,
     device_pk: i64,
     paths: &[&str],

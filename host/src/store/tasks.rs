@@ -7,17 +7,61 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 use super::orgs::Scope;
 use super::{Store, now_millis};
 
-pub const PENDING: &str = "pending";
-pub const DONE: &str = "done";
-pub const FAULT: &str = "fault";
-
-/// Where a pending task is in its life.
-pub mod stage {
-    /// Waiting for a session.
-    pub const QUEUED: &str = "queued";
-    /// Download/Upload accepted by the CPE; TransferComplete with `command_key` closes it.
-    pub const TRANSFERRING: &str = "transferring";
+/// Whether a task is still to run or finished, and how: `tasks.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Waiting for a session, or in one.
+    Pending,
+    Done,
+    Fault,
 }
+
+/// Where a pending task is in its life: `tasks.stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStage {
+    /// Waiting for a session.
+    Queued,
+    /// Download/Upload accepted by the CPE; TransferComplete with `command_key` closes it.
+    Transferring,
+}
+
+/// A column of fixed names stored as text, as the store's SQL writes them.
+macro_rules! stored_names {
+    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $type {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl sea_orm::TryGetable for $type {
+            fn try_get_by<I: sea_orm::ColIdx>(
+                row: &sea_orm::QueryResult,
+                index: I,
+            ) -> Result<Self, sea_orm::TryGetError> {
+                let name = String::try_get_by(row, index)?;
+                Self::parse(&name).ok_or_else(|| {
+                    sea_orm::TryGetError::DbErr(sea_orm::DbErr::Type(format!(
+                        "{name:?} is not a {}",
+                        stringify!($type)
+                    )))
+                })
+            }
+        }
+    };
+}
+
+stored_names!(TaskStatus { Pending => "pending", Done => "done", Fault => "fault" });
+stored_names!(TaskStage { Queued => "queued", Transferring => "transferring" });
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct TaskRow {
@@ -29,8 +73,8 @@ pub struct TaskRow {
     pub body: String,
     /// The original request, sealed, when it carried secrets.
     pub sealed_body: Option<Vec<u8>>,
-    pub status: String,
-    pub stage: String,
+    pub status: TaskStatus,
+    pub stage: TaskStage,
     pub command_key: String,
     pub fault_code: Option<String>,
     pub fault_message: Option<String>,
@@ -354,4 +398,23 @@ pub async fn list_scoped(
             Ok((task, device))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_stages_are_stored_by_name() {
+        for status in [TaskStatus::Pending, TaskStatus::Done, TaskStatus::Fault] {
+            assert_eq!(TaskStatus::parse(status.as_str()), Some(status));
+        }
+        for stage in [TaskStage::Queued, TaskStage::Transferring] {
+            assert_eq!(TaskStage::parse(stage.as_str()), Some(stage));
+        }
+        // The names the SQL here writes.
+        assert_eq!((TaskStatus::Pending.as_str(), TaskStage::Queued.as_str()), ("pending", "queued"));
+        assert_eq!(TaskStatus::parse("running"), None);
+        assert_eq!(TaskStage::parse("Queued"), None, "names are exact");
+    }
 }

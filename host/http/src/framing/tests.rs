@@ -2,33 +2,7 @@
 
 use super::*;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    Admitted,
-    Refused,
-    TooLarge,
-    Busy,
-}
-
-impl Verdict for Seen {
-    fn admits(&self) -> bool {
-        *self == Seen::Admitted
-    }
-    fn too_large() -> Self {
-        Seen::TooLarge
-    }
-    fn busy() -> Self {
-        Seen::Busy
-    }
-}
-
-/// Admits requests that carry an Authorization header, as the CWMP gate does for
-/// credentials that verify.
-fn gate() -> Gate<Seen> {
-    Arc::new(|head: RequestHead| {
-        Box::pin(async move { if head.authorization.is_some() { Seen::Admitted } else { Seen::Refused } })
-    })
-}
+use crate::fuzzing::{Seen, gate};
 
 fn settings(max_body: usize) -> Settings {
     Settings {

@@ -1,0 +1,335 @@
+//! One provisioning round: which presets apply, their provisions run (natively, in the
+//! sandbox, or replayed), and the plan of what to send.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use roost_plugin_sdk::Value as SdkValue;
+use roost_plugin_sdk::pattern::Pattern;
+use serde_json::json;
+use tokio::runtime::Handle;
+
+use super::calls::Command;
+use super::tree::{KnownSecrets, SessionSecrets};
+use crate::plugins::bindings::provision::roost::plugin::log::Level;
+use crate::plugins::{Declared, DeviceView, Loaded, PluginFault};
+use crate::provisioning::Provisioner;
+use crate::provisioning::adapters;
+use crate::provisioning::plan::{self, Clock, Plan, PlanError};
+use crate::provisioning::presets::{ActivePreset, OrgProvisioning};
+use crate::provisioning::reads::{DeviceReads, RunMemo};
+
+/// A fault to record.
+#[derive(Debug)]
+pub(super) struct FaultNote {
+    pub(super) channel: String,
+    pub(super) code: String,
+    pub(super) message: String,
+    pub(super) detail: Option<serde_json::Value>,
+}
+
+/// What a round produced.
+#[derive(Debug, Default)]
+pub(super) struct RoundOutcome {
+    pub(super) plan: Option<Result<Plan, PlanError>>,
+    pub(super) faults: Vec<FaultNote>,
+    pub(super) failed: Vec<String>,
+    pub(super) ran: Vec<Arc<ActivePreset>>,
+    pub(super) tags_added: Vec<String>,
+    pub(super) tags_removed: Vec<String>,
+    pub(super) commands: Vec<(String, Command)>,
+    /// The outputs of its plugin runs that the next session may replay, when it memoizes.
+    pub(super) memos: Vec<(String, Arc<RunMemo>)>,
+    /// Plugin runs in the sandbox, and outputs replayed instead.
+    pub(super) sandboxed: u64,
+    pub(super) replayed: u64,
+    /// What the plugins logged (or logged when their output was made), by plugin name.
+    pub(super) logs: Vec<(String, Level, String)>,
+}
+
+/// The adapter of the session's device.
+#[derive(Debug)]
+pub(super) struct SessionAdapter {
+    pub(super) name: String,
+    pub(super) hash: String,
+    pub(super) loaded: Arc<Loaded>,
+}
+
+/// What one round needs, owned, for the blocking pool.
+pub(super) struct Round {
+    pub(super) org: Arc<OrgProvisioning>,
+    pub(super) presets: Vec<Arc<ActivePreset>>,
+    pub(super) events: Vec<String>,
+    pub(super) view: Arc<DeviceView>,
+    pub(super) adapter: Option<Arc<SessionAdapter>>,
+    pub(super) clock: Clock,
+    /// Whether this round's plugin outputs may be replayed and kept: the first round, over a
+    /// view of the tree at the Inform's revision.
+    pub(super) memoize: bool,
+    /// What the previous session at this revision kept.
+    pub(super) kept: Option<Arc<DeviceReads>>,
+}
+
+/// How a round runs its plugin presets.
+pub(super) enum Runner<'a> {
+    /// On the blocking pool: plugins run in the sandbox (or are replayed), the view loads from
+    /// the store.
+    Blocking { p: &'a Arc<Provisioner>, handle: &'a Handle },
+    /// On an async worker: replays only; a plugin that would have to run sets `missed`.
+    Replay { missed: &'a Cell<bool> },
+}
+
+impl Round {
+    /// The round from replays and the view alone, or `None` if it needs more: a plugin run, a
+    /// load from the store, a secret to read.
+    pub(super) fn run_inline(&self, secrets: &SessionSecrets) -> Option<RoundOutcome> {
+        let missed = Cell::new(false);
+        let secrets = KnownSecrets { secrets, unknown: Cell::new(false) };
+        let outcome = self.view.without_loading(|| self.run(&Runner::Replay { missed: &missed }, &secrets))?;
+        (!missed.get() && !secrets.unknown.get()).then_some(outcome)
+    }
+
+    pub(super) fn run_blocking(
+        &self,
+        p: &Arc<Provisioner>,
+        handle: &Handle,
+        secrets: &dyn plan::Secrets,
+    ) -> RoundOutcome {
+        self.run(&Runner::Blocking { p, handle }, secrets)
+    }
+
+    /// Which presets apply now, their runs, and the plan.
+    fn run(&self, runner: &Runner<'_>, secrets: &dyn plan::Secrets) -> RoundOutcome {
+        let view = &self.view;
+        let mut outcome = RoundOutcome::default();
+        let mut declarations: Vec<Declared> = Vec::new();
+        let tags = if self.presets.iter().any(|p| !p.definition.tags.is_empty()) { view.tags() } else { Vec::new() };
+        for preset in &self.presets {
+            if !preset.selects(&self.events, &tags) {
+                continue;
+            }
+            let holds = preset.precondition_patterns().all(|p| view.read_pattern(&p, |_| ()).is_ok())
+                && view.read_loaded(|tree| preset.precondition_holds(tree));
+            if !holds {
+                continue;
+            }
+            outcome.ran.push(preset.clone());
+            let channel = format!("preset:{}", preset.name);
+            let definition = &preset.definition;
+            let result = match definition.provision.as_str() {
+                "refresh" | "value" | "tag" | "reboot" | "reset" | "download" => {
+                    built_in(preset, &mut declarations, &mut outcome).map_err(|message| FaultNote {
+                        channel: channel.clone(),
+                        code: "preset.invalid".into(),
+                        message,
+                        detail: None,
+                    })
+                }
+                _ => {
+                    let result = self.run_plugin(runner, preset, &mut declarations, &mut outcome);
+                    if let Runner::Replay { missed } = runner
+                        && missed.get()
+                    {
+                        return outcome;
+                    }
+                    result
+                }
+            };
+            if let Err(note) = result {
+                outcome.failed.push(preset.name.clone());
+                outcome.faults.push(note);
+            }
+        }
+        for d in &declarations {
+            // The plan reads every declared pattern's whole subtree: whether a table was ever
+            // listed is told by what lies below its literal prefix.
+            if let Err(error) = view.read(&d.pattern.literal_prefix(), |_| ()) {
+                outcome.faults.push(FaultNote {
+                    channel: "provisioning".into(),
+                    code: "provisioning.store".into(),
+                    message: error.message,
+                    detail: None,
+                });
+                return outcome;
+            }
+        }
+        outcome.plan = Some(view.read_loaded(|tree| plan::plan(tree, &declarations, self.clock, secrets)));
+        outcome
+    }
+
+    /// Runs (or replays) a provision plugin once; its declarations join the round's, its tag
+    /// changes the outcome.
+    fn run_plugin(
+        &self,
+        runner: &Runner<'_>,
+        preset: &ActivePreset,
+        declarations: &mut Vec<Declared>,
+        outcome: &mut RoundOutcome,
+    ) -> Result<(), FaultNote> {
+        let channel = format!("preset:{}", preset.name);
+        let Some(plugin) = &preset.plugin else {
+            return Err(FaultNote {
+                channel,
+                code: "preset.unknown_provision".into(),
+                message: format!("No provision named {:?} is installed any more", preset.definition.provision),
+                detail: None,
+            });
+        };
+        let config = self.org.config.get(&plugin.name).cloned().unwrap_or_default();
+        let key = self.memoize.then(|| {
+            // Everything the run saw besides the tree, which the revision stands for.
+            format!(
+                "{:?}",
+                (
+                    &plugin.hash,
+                    self.adapter.as_ref().map(|a| &a.hash),
+                    &preset.definition.args,
+                    &config,
+                    self.org.limits,
+                    &self.events,
+                    &self.view.facts,
+                )
+            )
+        });
+        let replay = key.as_ref().and_then(|key| {
+            let kept = self.kept.as_ref()?;
+            kept.runs.iter().find(|(k, _)| k == key).map(|(_, memo)| memo.clone())
+        });
+        let (memo, replayable) = match (replay, runner) {
+            (Some(memo), _) => {
+                outcome.replayed += 1;
+                (memo, true)
+            }
+            (None, Runner::Replay { missed }) => {
+                missed.set(true);
+                return Ok(());
+            }
+            (None, Runner::Blocking { p, handle }) => {
+                outcome.sandboxed += 1;
+                self.run_sandboxed(p, handle, plugin, config, preset, &channel, outcome)?
+            }
+        };
+        outcome.logs.extend(memo.logs.iter().map(|(level, message)| (plugin.name.clone(), *level, message.clone())));
+        declarations.extend(memo.declarations.iter().cloned());
+        outcome.tags_added.extend(memo.tags_added.iter().cloned());
+        outcome.tags_removed.extend(memo.tags_removed.iter().cloned());
+        if let Some(key) = key.filter(|_| replayable) {
+            outcome.memos.push((key, memo));
+        }
+        Ok(())
+    }
+
+    /// Runs the plugin in the sandbox: its output, and whether a later session may replay it.
+    #[allow(clippy::too_many_arguments)]
+    fn run_sandboxed(
+        &self,
+        p: &Arc<Provisioner>,
+        handle: &Handle,
+        plugin: &crate::store::plugins::PluginRow,
+        config: Vec<(String, String)>,
+        preset: &ActivePreset,
+        channel: &str,
+        outcome: &mut RoundOutcome,
+    ) -> Result<(Arc<RunMemo>, bool), FaultNote> {
+        let loaded = adapters::load_blocking(p, handle, plugin).map_err(|error| FaultNote {
+            channel: channel.to_owned(),
+            code: "plugin.instantiate".into(),
+            message: format!("{error:#}"),
+            detail: None,
+        })?;
+        let args: Vec<(String, String)> = preset.definition.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let (result, output) = p.plugins.run_provision(
+            &loaded,
+            self.view.clone(),
+            self.adapter.as_ref().map(|a| a.loaded.clone()),
+            self.org.limits,
+            config,
+            &args,
+        );
+        for fault in &output.adapter_faults {
+            let name = self.adapter.as_ref().map_or("adapter", |a| a.name.as_str());
+            outcome.faults.push(FaultNote {
+                channel: format!("adapter:{name}"),
+                code: fault.code().into(),
+                message: format!("{name}, called by {}: {fault}", plugin.name),
+                detail: None,
+            });
+        }
+        if let Err(fault) = result {
+            outcome.logs.extend(output.logs.into_iter().map(|(level, message)| (plugin.name.clone(), level, message)));
+            return Err(plugin_fault(channel.to_owned(), plugin.name.as_str(), &plugin.version, &fault));
+        }
+        let replayable = !output.impure && output.adapter_faults.is_empty();
+        let memo = RunMemo {
+            declarations: output.declarations,
+            tags_added: output.tags_added,
+            tags_removed: output.tags_removed,
+            logs: output.logs,
+        };
+        Ok((Arc::new(memo), replayable))
+    }
+}
+
+/// Whether two sets of runs are the same outputs under the same keys.
+pub(super) fn same_runs(a: &[(String, Arc<RunMemo>)], b: &[(String, Arc<RunMemo>)]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((ka, ma), (kb, mb))| ka == kb && Arc::ptr_eq(ma, mb))
+}
+
+pub(super) fn plugin_fault(channel: String, name: &str, version: &str, fault: &PluginFault) -> FaultNote {
+    FaultNote {
+        channel,
+        code: fault.code().into(),
+        message: format!("{name} {version}: {fault}"),
+        detail: Some(json!({ "plugin": name, "version": version })),
+    }
+}
+
+/// The built-in provisions, on the same footing as plugins: they declare, tag, or ask for a
+/// command. Their arguments were checked when the preset was written.
+pub(super) fn built_in(
+    preset: &ActivePreset,
+    declarations: &mut Vec<Declared>,
+    outcome: &mut RoundOutcome,
+) -> Result<(), String> {
+    let d = &preset.definition;
+    let arg = |name: &str| d.args.get(name).map(String::as_str);
+    let pattern = || Pattern::parse(arg("path").unwrap_or_default()).map_err(|e| format!("{}: {e}", d.provision));
+    match d.provision.as_str() {
+        "refresh" => {
+            let seconds: u64 = arg("max-age").and_then(|a| a.parse().ok()).unwrap_or(0);
+            declarations.push(Declared {
+                pattern: pattern()?,
+                value: None,
+                max_age: Some(Duration::from_secs(seconds)),
+                instances: None,
+            });
+        }
+        "value" => {
+            let pattern = pattern()?;
+            // The value's leaves must be known to be written: fetch them when never seen.
+            declarations.push(Declared {
+                pattern,
+                value: Some(SdkValue::Text(arg("value").unwrap_or_default().to_owned())),
+                max_age: Some(Duration::MAX),
+                instances: None,
+            });
+        }
+        "tag" => {
+            outcome.tags_added.extend(arg("add").map(str::to_owned));
+            outcome.tags_removed.extend(arg("remove").map(str::to_owned));
+        }
+        "reboot" => outcome.commands.push((preset.name.clone(), Command::Reboot)),
+        "reset" => outcome.commands.push((preset.name.clone(), Command::FactoryReset)),
+        "download" => outcome.commands.push((
+            preset.name.clone(),
+            Command::Download {
+                url: arg("url").unwrap_or_default().to_owned(),
+                file_type: arg("file-type").unwrap_or("1 Firmware Upgrade Image").to_owned(),
+            },
+        )),
+        other => return Err(format!("{other} is not a built-in provision")),
+    }
+    Ok(())
+}
