@@ -28,10 +28,6 @@ mod task;
 use task::TaskRun;
 pub use task::transfer_complete;
 
-/// A task that has been sent this many times without an answer (each time the session died) is
-/// failed instead of being sent again: it is probably what kills the session.
-const MAX_ATTEMPTS: i64 = 3;
-
 /// Upper bound on RPCs in one session, so that a CPE that keeps changing under us cannot hold
 /// a session forever.
 const MAX_RPCS_PER_SESSION: u32 = 4096;

@@ -3,18 +3,21 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use roost_cwmp::{AcsRequest, CpeResponse, Download, ParameterValue, TransferComplete, Upload, ValueType};
+use roost_cwmp::{AcsRequest, CpeResponse, ParameterValue, TransferComplete, ValueType};
 use serde_json::{Value, json};
 
 use crate::answers::refresh::Refresh;
-use crate::answers::{self, Answer, StoreWrite, describe_unanswered, spv_fault_detail, unanswered_code};
+use crate::answers::{self, Answer};
 use crate::app::App;
 use crate::store::devices::Device;
 use crate::store::tasks::{TaskRow, TaskStatus};
 use crate::store::{faults, now_millis, parameters, tasks};
-use crate::tasks::{ParameterWrite, TaskSpec};
+use crate::tasks::TaskSpec;
 
-use super::{Driver, MAX_ATTEMPTS, Work};
+mod answered;
+
+use super::{Driver, Work};
+use answered::{Decided, Failure, values_json};
 
 #[derive(Debug)]
 pub(super) struct TaskRun {
@@ -52,11 +55,7 @@ enum Outcome {
     Done(Value),
     /// Download/Upload accepted with Status 1: TransferComplete will close the task later.
     Transferring,
-    Failed {
-        code: String,
-        message: String,
-        detail: Option<Value>,
-    },
+    Failed(Failure),
 }
 
 impl Driver {
@@ -76,45 +75,30 @@ impl Driver {
             }),
             None => task.body.clone(),
         };
-        let spec = match serde_json::from_str::<Value>(&body)
+        let parsed = serde_json::from_str::<Value>(&body)
             .map_err(|e| e.to_string())
-            .and_then(|body| TaskSpec::parse(&body).map(|(_, spec)| spec).map_err(|e| e.0))
-        {
+            .and_then(|body| TaskSpec::parse(&body).map(|(_, spec)| spec).map_err(|e| e.0));
+        let spec = match answered::opening(parsed, task.attempts) {
             Ok(spec) => spec,
-            Err(error) => {
-                // Only possible for rows written by hand or by an older version: fail, don't loop.
-                tasks::mark_fault(&app.store, &task, "invalid_task", &error, None).await?;
-                app.task_finished(task.id);
-                return Ok(Some((
-                    Work::Task(Box::new(TaskRun { task, spec: TaskSpec::Reboot, follow_up: None, expansion: None })),
-                    None,
-                )));
+            Err(failure) => {
+                self.task_failed(app, &task, failure).await?;
+                // Finished while starting: no request, and the driver picks the next work.
+                let run = TaskRun { task, spec: TaskSpec::Reboot, follow_up: None, expansion: None };
+                return Ok(Some((Work::Task(Box::new(run)), None)));
             }
         };
-        if task.attempts >= MAX_ATTEMPTS {
-            let message = format!("Sent {MAX_ATTEMPTS} times without an answer; the session died each time");
-            tasks::mark_fault(&app.store, &task, "too_many_attempts", &message, None).await?;
-            app.task_finished(task.id);
-            return Ok(Some((Work::Task(Box::new(TaskRun { task, spec, follow_up: None, expansion: None })), None)));
+        let command_key = format!("roost-{}", task.id);
+        if answered::needs_command_key(&spec) && task.command_key != command_key {
+            tasks::set_command_key(&app.store, task.id, &command_key).await?;
         }
-        let request = self.first_task_request(app, &task, &spec).await?;
-        // On success the store takes what was sent, with the type sent: a value given without
-        // one was sent with the stored type, which must not become the default xsd:string.
-        let spec = match (spec, &request) {
-            (TaskSpec::SetParameterValues { .. }, AcsRequest::SetParameterValues { values, .. }) => {
-                TaskSpec::SetParameterValues {
-                    values: values
-                        .iter()
-                        .map(|p| ParameterWrite {
-                            path: p.name.clone(),
-                            value: p.value.clone(),
-                            value_type: Some(p.value_type.clone()),
-                        })
-                        .collect(),
-                }
-            }
-            (spec, _) => spec,
+        let untyped = answered::untyped(&spec);
+        let stored = if untyped.is_empty() {
+            Default::default()
+        } else {
+            parameters::stored_values(&app.store, self.device.id, &untyped).await?
         };
+        let request = answered::task_request(&spec, command_key, &stored);
+        let spec = answered::as_sent(spec, &request);
         tasks::mark_attempt(&app.store, task.id).await?;
         let mut run = TaskRun { task, spec, follow_up: None, expansion: None };
         let request = match Expansion::of(&run.spec) {
@@ -131,103 +115,18 @@ impl Driver {
         Ok(Some((Work::Task(Box::new(run)), Some(request))))
     }
 
-    async fn first_task_request(&self, app: &Arc<App>, task: &TaskRow, spec: &TaskSpec) -> Result<AcsRequest> {
-        let command_key = format!("roost-{}", task.id);
-        let needs_key = matches!(
-            spec,
-            TaskSpec::Reboot | TaskSpec::Download(_) | TaskSpec::Upload(_) | TaskSpec::ScheduleInform { .. }
-        );
-        if needs_key && task.command_key != command_key {
-            tasks::set_command_key(&app.store, task.id, &command_key).await?;
-        }
-        Ok(match spec {
-            TaskSpec::GetParameterValues { names, .. } => AcsRequest::GetParameterValues { names: names.clone() },
-            TaskSpec::SetParameterValues { values } => {
-                let untyped: Vec<&str> =
-                    values.iter().filter(|w| w.value_type.is_none()).map(|w| w.path.as_str()).collect();
-                let stored = if untyped.is_empty() {
-                    Default::default()
-                } else {
-                    parameters::stored_values(&app.store, self.device.id, &untyped).await?
-                };
-                let values = values
-                    .iter()
-                    .map(|write| ParameterValue {
-                        name: write.path.clone(),
-                        value: write.value.clone(),
-                        // Always send xsi:type: the stored one when the caller gave none.
-                        value_type: write.value_type.clone().unwrap_or_else(|| {
-                            stored
-                                .get(&write.path)
-                                .map(|(_, t)| ValueType::parse(t))
-                                .filter(|t| !t.as_str().is_empty())
-                                .unwrap_or_default()
-                        }),
-                    })
-                    .collect();
-                AcsRequest::SetParameterValues { values, parameter_key: command_key }
-            }
-            TaskSpec::RefreshObject { object } => {
-                AcsRequest::GetParameterNames { parameter_path: object.clone(), next_level: false }
-            }
-            TaskSpec::AddObject { object } => {
-                AcsRequest::AddObject { object_name: object.clone(), parameter_key: command_key }
-            }
-            TaskSpec::DeleteObject { object } => {
-                AcsRequest::DeleteObject { object_name: object.clone(), parameter_key: command_key }
-            }
-            TaskSpec::Reboot => AcsRequest::Reboot { command_key },
-            TaskSpec::FactoryReset => AcsRequest::FactoryReset,
-            TaskSpec::Download(d) => AcsRequest::Download(Download {
-                command_key,
-                file_type: d.file_type.clone(),
-                url: d.url.clone(),
-                username: d.username.clone(),
-                password: d.password.clone(),
-                file_size: d.file_size,
-                target_file_name: d.target_file_name.clone(),
-                delay_seconds: d.delay_seconds,
-                success_url: String::new(),
-                failure_url: String::new(),
-            }),
-            TaskSpec::Upload(u) => AcsRequest::Upload(Upload {
-                command_key,
-                file_type: u.file_type.clone(),
-                url: u.url.clone(),
-                username: u.username.clone(),
-                password: u.password.clone(),
-                delay_seconds: u.delay_seconds,
-            }),
-            TaskSpec::ScheduleInform { delay_seconds } => {
-                AcsRequest::ScheduleInform { delay_seconds: *delay_seconds, command_key }
-            }
-            TaskSpec::GetParameterAttributes { names } => AcsRequest::GetParameterAttributes { names: names.clone() },
-            TaskSpec::SetParameterAttributes { attributes } => {
-                AcsRequest::SetParameterAttributes { attributes: attributes.clone() }
-            }
-        })
-    }
-
     pub(super) async fn continue_task(
         &mut self,
         app: &Arc<App>,
         mut run: Box<TaskRun>,
         answer: Answer,
     ) -> Result<Option<AcsRequest>> {
-        let outcome = match answer {
-            Answer::Nothing => return Ok(None),
-            Answer::Fault(fault) => Outcome::Failed {
-                code: fault.code.to_string(),
-                message: fault.string.clone(),
-                detail: spv_fault_detail(&fault),
-            },
-            Answer::Unanswered(reason) => Outcome::Failed {
-                code: unanswered_code(&reason).into(),
-                message: describe_unanswered(&reason),
-                detail: None,
-            },
-            Answer::Response(response) => self.task_response(app, &mut run, response).await?,
-        };
+        if let Some(failure) = answered::failure(&answer) {
+            self.task_failed(app, &run.task, failure).await?;
+            return Ok(None);
+        }
+        let Answer::Response(response) = answer else { return Ok(None) };
+        let outcome = self.task_response(app, &mut run, response).await?;
         match outcome {
             Outcome::Continue(request) => {
                 self.work = Some(Work::Task(run));
@@ -242,9 +141,8 @@ impl Driver {
                 tasks::mark_transferring(&app.store, run.task.id, &format!("roost-{}", run.task.id)).await?;
                 Ok(None)
             }
-            Outcome::Failed { code, message, detail } => {
-                tasks::mark_fault(&app.store, &run.task, &code, &message, detail.as_ref()).await?;
-                app.task_finished(run.task.id);
+            Outcome::Failed(failure) => {
+                self.task_failed(app, &run.task, failure).await?;
                 Ok(None)
             }
         }
@@ -289,41 +187,17 @@ impl Driver {
             }
             return Ok(Outcome::Done(json!({ "parameterValues": values_json(&expansion.values) })));
         }
-        Ok(match (&run.spec, response) {
-            (TaskSpec::GetParameterValues { names, .. }, CpeResponse::GetParameterValues { parameters: values }) => {
-                if values.is_empty() {
-                    // INTEROP: an empty list for explicit names is a failure without a fault.
-                    return Ok(Outcome::Failed {
-                        code: "empty_response".into(),
-                        message: format!("The CPE returned no values for {}", names.join(", ")),
-                        detail: None,
-                    });
-                }
-                let write = StoreWrite::Read { values: values.clone(), at: now };
-                answers::apply(&app.store, &app.secrets, device_pk, vec![write]).await?;
-                let mut all = run.expansion.take().map(|e| e.values).unwrap_or_default();
-                all.extend(values);
-                Outcome::Done(json!({ "parameterValues": values_json(&all) }))
+        let earlier = run.expansion.take().map(|e| e.values).unwrap_or_default();
+        Ok(match answered::decide(&run.spec, &run.task.name, response, self.device.model(), earlier, now) {
+            Decided::Done { result, writes } => {
+                answers::apply(&app.store, &app.secrets, device_pk, writes).await?;
+                Outcome::Done(result)
             }
-            (TaskSpec::SetParameterValues { .. }, CpeResponse::SetParameterValues { status }) => {
-                if let TaskSpec::SetParameterValues { values } = &run.spec {
-                    let written: Vec<ParameterValue> = values
-                        .iter()
-                        .map(|write| ParameterValue {
-                            name: write.path.clone(),
-                            value: write.value.clone(),
-                            value_type: write.value_type.clone().unwrap_or_default(),
-                        })
-                        .collect();
-                    let write = StoreWrite::Accepted { values: written, model: self.device.model(), at: now };
-                    answers::apply(&app.store, &app.secrets, device_pk, vec![write]).await?;
-                }
-                Outcome::Done(json!({ "status": status }))
-            }
-            (TaskSpec::RefreshObject { object }, response @ CpeResponse::GetParameterNames { .. }) => {
-                let mut refresh = Refresh::new(object.clone(), self.learnt_batch(), run.task.created_at.min(now));
-                let next = self.refreshed(app, &mut refresh, response).await?;
-                match next {
+            Decided::Transferring => Outcome::Transferring,
+            Decided::Failed(failure) => Outcome::Failed(failure),
+            Decided::Refresh { object, listing } => {
+                let mut refresh = Refresh::new(object, self.learnt_batch(), run.task.created_at.min(now));
+                match self.refreshed(app, &mut refresh, listing).await? {
                     Some(request) => {
                         run.follow_up = Some((None, refresh));
                         Outcome::Continue(request)
@@ -331,64 +205,20 @@ impl Driver {
                     None => Outcome::Done(json!({})),
                 }
             }
-            (TaskSpec::AddObject { object }, CpeResponse::AddObject { instance_number, status }) => {
-                let instance_number = match answers::added_instance(instance_number, status) {
-                    Ok(number) => number,
-                    Err(why) => {
-                        return Ok(Outcome::Failed {
-                            code: "invalid_response".into(),
-                            message: format!("AddObject {why}"),
-                            detail: None,
-                        });
-                    }
-                };
-                let mut refresh = Refresh::new(format!("{object}{instance_number}."), self.learnt_batch(), now);
+            Decided::ReadInstance { prefix, instance } => {
+                let mut refresh = Refresh::new(prefix, self.learnt_batch(), now);
                 let request = refresh.first_request();
-                run.follow_up = Some((Some(instance_number), refresh));
+                run.follow_up = Some((Some(instance), refresh));
                 Outcome::Continue(request)
             }
-            (TaskSpec::DeleteObject { object }, CpeResponse::DeleteObject { status }) => {
-                if status > 1 {
-                    return Ok(Outcome::Failed {
-                        code: "invalid_response".into(),
-                        message: format!("DeleteObject answered Status {status}"),
-                        detail: None,
-                    });
-                }
-                let write = StoreWrite::Deleted { object: object.clone() };
-                answers::apply(&app.store, &app.secrets, device_pk, vec![write]).await?;
-                Outcome::Done(json!({ "status": status }))
-            }
-            (TaskSpec::Reboot, CpeResponse::Reboot)
-            | (TaskSpec::ScheduleInform { .. }, CpeResponse::ScheduleInform)
-            | (TaskSpec::SetParameterAttributes { .. }, CpeResponse::SetParameterAttributes) => {
-                Outcome::Done(json!({}))
-            }
-            (TaskSpec::FactoryReset, CpeResponse::FactoryReset) => {
-                answers::apply(&app.store, &app.secrets, device_pk, vec![StoreWrite::Reset]).await?;
-                Outcome::Done(json!({}))
-            }
-            (TaskSpec::Download(_), CpeResponse::Download { status, start_time, complete_time })
-            | (TaskSpec::Upload(_), CpeResponse::Upload { status, start_time, complete_time }) => match status {
-                0 => Outcome::Done(json!({ "startTime": start_time, "completeTime": complete_time })),
-                _ => Outcome::Transferring,
-            },
-            (
-                TaskSpec::GetParameterAttributes { .. },
-                CpeResponse::GetParameterAttributes { parameters: attributes },
-            ) => {
-                let attributes: Vec<Value> = attributes
-                    .iter()
-                    .map(|a| json!({ "name": a.name, "notification": a.notification, "accessList": a.access_list }))
-                    .collect();
-                Outcome::Done(json!({ "parameterAttributes": attributes }))
-            }
-            (_, other) => Outcome::Failed {
-                code: "wrong_response".into(),
-                message: format!("Unexpected {}Response for task {}", other.method_name(), run.task.name),
-                detail: None,
-            },
         })
+    }
+
+    /// Records why a task failed, and wakes whoever waits on it.
+    async fn task_failed(&self, app: &App, task: &TaskRow, failure: Failure) -> Result<()> {
+        tasks::mark_fault(&app.store, task, &failure.code, &failure.message, failure.detail.as_ref()).await?;
+        app.task_finished(task.id);
+        Ok(())
     }
 }
 
@@ -424,8 +254,4 @@ pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &Trans
     }
     app.task_finished(task.id);
     Ok(())
-}
-
-fn values_json(values: &[ParameterValue]) -> Vec<Value> {
-    values.iter().map(|p| json!([p.name, p.value, p.value_type.as_str()])).collect()
 }
