@@ -39,13 +39,11 @@ use super::plan::{Clock, Plan};
 use super::presets::{ActivePreset, OrgProvisioning};
 use super::reads::{DeviceReads, RunMemo};
 use crate::answers::refresh::Refresh;
-use crate::answers::{
-    self, Answer, StoreWrite, describe_unanswered, is_connection_request_credential, spv_fault_detail, unanswered_code,
-};
+use crate::answers::{self, Answer, StoreWrite, describe_unanswered, spv_fault_detail, unanswered_code};
 use crate::plugins::DeviceView;
 use crate::store::devices::{self, Device};
 use crate::store::{faults, now_millis, presets as preset_store};
-use calls::{AfterRefusal, Call, Command, InFlight, after_refused_set, describe, summarize};
+use calls::{AfterPlan, AfterRefusal, Call, Command, InFlight, after_plan, after_refused_set, describe};
 use round::{Round, SessionAdapter, same_runs};
 use tree::{SessionSecrets, StoreLoader, load_subtree};
 
@@ -271,47 +269,35 @@ impl Provisioning {
                 return self.finish(p, true).await;
             }
             let outcome = self.round(p).await?;
-            let mut plan = match outcome {
+            let plan = match outcome {
                 None => return self.finish(p, true).await,
                 Some(plan) => plan,
             };
-            plan.set_values.retain(|value| !self.refused.contains(&value.name));
-            if plan.is_empty() {
-                self.commands_queued = true;
-                for (preset, command) in std::mem::take(&mut self.commands) {
-                    self.queue.push_back(Call::Command { preset, command });
-                }
-                continue;
-            }
-            if self.rounds >= MAX_ROUNDS {
-                let message = format!(
-                    "Provisioning did not settle after {MAX_ROUNDS} rounds; the last round still wanted {}. \
-                     Presets may declare conflicting values, or the device may not keep what is set.",
-                    summarize(&plan)
-                );
-                self.fault(p, "provisioning", "provisioning.not_converging", &message, None).await?;
-                return self.finish(p, false).await;
-            }
-            self.rounds += 1;
             // The batch this device's firmware survives, when discovery had to learn it.
             let batch = match usize::try_from(self.discovery_batch) {
                 Ok(batch) if batch > 0 => batch,
                 _ => p.discovery_batch,
             };
-            self.queue.extend(plan.get_names.iter().cloned().map(Call::Refresh));
-            for chunk in plan.get_values.chunks(batch) {
-                self.queue.push_back(Call::GetValues(chunk.to_vec()));
-            }
-            self.queue.extend(plan.delete_objects.iter().cloned().map(Call::Delete));
-            self.queue.extend(plan.add_objects.iter().cloned().map(Call::Add));
-            // Connection-request credentials go alone: a CPE that refuses another value of a
-            // shared SetParameterValues may apply some of it and fault all of it, and Roost must
-            // know for sure what wakes the device.
-            let (credentials, others): (Vec<_>, Vec<_>) =
-                plan.set_values.iter().cloned().partition(|value| is_connection_request_credential(&value.name));
-            for values in [credentials, others] {
-                if !values.is_empty() {
-                    self.queue.push_back(Call::Set(values));
+            let (after, plan) = after_plan(plan, &self.refused, self.rounds, batch);
+            match after {
+                AfterPlan::Settled => {
+                    self.commands_queued = true;
+                    for (preset, command) in std::mem::take(&mut self.commands) {
+                        self.queue.push_back(Call::Command { preset, command });
+                    }
+                    continue;
+                }
+                AfterPlan::NotConverging { wanted } => {
+                    let message = format!(
+                        "Provisioning did not settle after {MAX_ROUNDS} rounds; the last round still wanted {wanted}. \
+                         Presets may declare conflicting values, or the device may not keep what is set."
+                    );
+                    self.fault(p, "provisioning", "provisioning.not_converging", &message, None).await?;
+                    return self.finish(p, false).await;
+                }
+                AfterPlan::Send(calls) => {
+                    self.rounds += 1;
+                    self.queue.extend(calls);
                 }
             }
             self.last_plan = Some(plan);

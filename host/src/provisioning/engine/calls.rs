@@ -4,6 +4,8 @@ use std::collections::HashSet;
 
 use roost_cwmp::{ParameterValue, is_secret_parameter};
 
+use super::MAX_ROUNDS;
+use crate::answers::is_connection_request_credential;
 use crate::answers::refresh::Refresh;
 use crate::provisioning::plan::{NewInstance, Plan};
 
@@ -17,7 +19,7 @@ pub(super) enum Command {
 }
 
 /// One call of a round.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(super) enum Call {
     Refresh(String),
     GetValues(Vec<String>),
@@ -41,6 +43,42 @@ pub(super) enum InFlight {
     Delete(String),
     Set(Vec<ParameterValue>),
     Command(Command),
+}
+
+/// What follows a round's plan.
+#[derive(Debug, PartialEq)]
+pub(super) enum AfterPlan {
+    /// The provisions want nothing more: the built-in presets' commands go out, then
+    /// provisioning ends.
+    Settled,
+    /// They still want changes after [`MAX_ROUNDS`] rounds: they disagree with each other or
+    /// with the device. `wanted` sums up what the last round still wanted.
+    NotConverging { wanted: String },
+    /// The round's calls, in the order they go out.
+    Send(Vec<Call>),
+}
+
+/// What follows `plan`, after `rounds` rounds were sent: values the CPE refused this session
+/// are left out (they would be refused again), reads go in batches of `batch` names (what the
+/// device's firmware survives), and connection-request credentials go in a SetParameterValues
+/// of their own — a CPE that refuses another value of a shared one may apply some of it and
+/// fault all of it, and Roost must know for sure what wakes the device.
+pub(super) fn after_plan(mut plan: Plan, refused: &HashSet<String>, rounds: usize, batch: usize) -> (AfterPlan, Plan) {
+    plan.set_values.retain(|value| !refused.contains(&value.name));
+    if plan.is_empty() {
+        return (AfterPlan::Settled, plan);
+    }
+    if rounds >= MAX_ROUNDS {
+        return (AfterPlan::NotConverging { wanted: summarize(&plan) }, plan);
+    }
+    let mut calls: Vec<Call> = plan.get_names.iter().cloned().map(Call::Refresh).collect();
+    calls.extend(plan.get_values.chunks(batch.max(1)).map(|chunk| Call::GetValues(chunk.to_vec())));
+    calls.extend(plan.delete_objects.iter().cloned().map(Call::Delete));
+    calls.extend(plan.add_objects.iter().cloned().map(Call::Add));
+    let (credentials, others): (Vec<_>, Vec<_>) =
+        plan.set_values.iter().cloned().partition(|value| is_connection_request_credential(&value.name));
+    calls.extend([credentials, others].into_iter().filter(|values| !values.is_empty()).map(Call::Set));
+    (AfterPlan::Send(calls), plan)
 }
 
 /// What to do after a CPE refused a SetParameterValues.
@@ -171,5 +209,48 @@ mod tests {
         let outcome =
             after_refused_set(values(&[ENABLE, PASSWORD]), &Fault::new(cpe_codes::INTERNAL_ERROR, "Internal error"));
         assert_eq!(outcome, AfterRefusal::Reread { names: vec![ENABLE.into()] });
+    }
+
+    fn writing(names: &[&str]) -> Plan {
+        Plan { set_values: values(names), ..Plan::default() }
+    }
+
+    #[test]
+    fn a_plan_with_nothing_left_settles_once_refusals_are_left_out() {
+        let refused = HashSet::from([ENABLE.to_owned()]);
+        assert!(matches!(after_plan(writing(&[ENABLE]), &refused, 3, 256).0, AfterPlan::Settled));
+        assert!(matches!(after_plan(Plan::default(), &HashSet::new(), 0, 256).0, AfterPlan::Settled));
+    }
+
+    #[test]
+    fn a_plan_still_wanting_changes_after_the_last_round_does_not_converge() {
+        let (after, _) = after_plan(writing(&[INTERVAL]), &HashSet::new(), MAX_ROUNDS, 256);
+        assert_eq!(after, AfterPlan::NotConverging { wanted: format!("to set {INTERVAL} = \"1\"") });
+        let (after, _) = after_plan(writing(&[INTERVAL]), &HashSet::new(), MAX_ROUNDS - 1, 256);
+        assert!(matches!(after, AfterPlan::Send(_)), "the last round still goes out");
+    }
+
+    #[test]
+    fn a_rounds_calls_go_listings_reads_deletes_adds_then_sets_with_credentials_alone() {
+        let plan = Plan {
+            get_names: vec!["Device.WiFi.SSID.".into()],
+            get_values: vec!["Device.A".into(), "Device.B".into(), "Device.C".into()],
+            add_objects: vec![NewInstance { table: "Device.NAT.PortMapping.".into(), alias: vec![] }],
+            delete_objects: vec!["Device.NAT.PortMapping.9.".into()],
+            set_values: values(&[ENABLE, PASSWORD, INTERVAL]),
+        };
+        let (after, _) = after_plan(plan, &HashSet::new(), 0, 2);
+        assert_eq!(
+            after,
+            AfterPlan::Send(vec![
+                Call::Refresh("Device.WiFi.SSID.".into()),
+                Call::GetValues(vec!["Device.A".into(), "Device.B".into()]),
+                Call::GetValues(vec!["Device.C".into()]),
+                Call::Delete("Device.NAT.PortMapping.9.".into()),
+                Call::Add(NewInstance { table: "Device.NAT.PortMapping.".into(), alias: vec![] }),
+                Call::Set(values(&[PASSWORD])),
+                Call::Set(values(&[ENABLE, INTERVAL])),
+            ])
+        );
     }
 }
