@@ -26,6 +26,7 @@ use super::{devices as device_routes, presets, timestamp};
 use crate::app::App;
 use crate::permissions::Permission;
 use crate::provisioning::presets::PresetDefinition;
+use crate::store::devices::filter::{self, Field};
 use crate::store::devices::{self, Device};
 use crate::store::tasks::TaskStatus;
 use crate::store::{faults, parameters, tasks};
@@ -138,9 +139,9 @@ impl FindQuery {
     }
 }
 
-/// `ORDER BY` for a GenieACS `sort`: columns only, ties broken by id.
-fn order_by(sort: Option<&str>) -> ApiResult<String> {
-    let Some(sort) = sort.filter(|s| !s.trim().is_empty()) else { return Ok("d.id".into()) };
+/// The fields of a GenieACS `sort`, each descending when `true`: columns only.
+fn sort_fields(sort: Option<&str>) -> ApiResult<Vec<(Field, bool)>> {
+    let Some(sort) = sort.filter(|s| !s.trim().is_empty()) else { return Ok(Vec::new()) };
     let Value::Object(fields) =
         serde_json::from_str(sort).map_err(|e| invalid_query(format!("sort is not JSON: {e}")))?
     else {
@@ -148,17 +149,18 @@ fn order_by(sort: Option<&str>) -> ApiResult<String> {
     };
     let mut parts = Vec::new();
     for (name, direction) in &fields {
-        let field = query::Field::parse(name).map_err(invalid_query)?;
-        let column = field.column().ok_or_else(|| invalid_query(format!("cannot sort by {name}")))?;
-        let direction = match direction.as_i64() {
-            Some(1) => "ASC",
-            Some(-1) => "DESC",
+        let field = Field::parse(name).map_err(invalid_query)?;
+        if field.column().is_none() {
+            return Err(invalid_query(format!("cannot sort by {name}")));
+        }
+        let descending = match direction.as_i64() {
+            Some(1) => false,
+            Some(-1) => true,
             _ => return Err(invalid_query("a sort direction is 1 or -1")),
         };
-        parts.push(format!("d.{column} {direction}"));
+        parts.push((field, descending));
     }
-    parts.push("d.id".into());
-    Ok(parts.join(", "))
+    Ok(parts)
 }
 
 /// Devices matching a MongoDB-style query (see docs/NBI.md for the operators and fields).
@@ -174,36 +176,18 @@ async fn find_devices(
         Some(query) => Some(query::parse(&query).map_err(invalid_query)?),
         None => None,
     };
-    let (condition, args) = match &filter {
-        Some(filter) => query::to_sql(filter, app.api_store.backend()).map_err(invalid_query)?,
-        None => ("1 = 1".into(), Vec::new()),
-    };
-    let regexes = filter.as_ref().map(query::regexes).unwrap_or_default();
-    let extra: Vec<(String, Vec<sea_orm::Value>)> = regexes
-        .iter()
-        .map(|(field, _)| match field {
-            query::Field::Parameter(path) => (
-                "SELECT p.value FROM parameters p WHERE p.device_id = d.id AND p.path = ?".to_owned(),
-                vec![path.as_str().into()],
-            ),
-            other => (format!("d.{}", other.column().unwrap_or("device_id")), Vec::new()),
-        })
-        .collect();
+    let regexes = filter.as_ref().map(filter::regexes).unwrap_or_default();
     let limit = params.limit()?;
     let skip = params.skip.unwrap_or(0);
-    let mut query = devices::DeviceQuery {
-        condition,
-        args,
-        extra: Vec::new(),
-        order: order_by(params.sort.as_deref())?,
-        offset: skip,
-        limit,
-    };
+    let sort = sort_fields(params.sort.as_deref())?;
+    let mut query = devices::DeviceQuery::new(filter.as_ref(), &sort, app.api_store.backend(), skip, limit)
+        .map_err(invalid_query)?;
     let found = if regexes.is_empty() {
         devices::find(&app.api_store, &caller.scope, &query).await?
     } else {
         // The database selects a superset; the expressions pick from it, batch by batch.
-        query.extra = extra;
+        let fields: Vec<Field> = regexes.iter().map(|(field, _)| field.clone()).collect();
+        query = query.with_values_of(&fields);
         query.limit = REGEX_BATCH;
         query.offset = 0;
         let mut matched = Vec::new();
@@ -636,9 +620,12 @@ mod tests {
 
     #[test]
     fn sorts_are_columns_only() {
-        assert_eq!(order_by(Some(r#"{"_lastInform": -1}"#)).unwrap_or_default(), "d.last_inform_at DESC, d.id");
-        assert!(order_by(Some(r#"{"Device.X": 1}"#)).is_err());
-        assert!(order_by(Some(r#"{"_id": 2}"#)).is_err());
+        let sort = sort_fields(Some(r#"{"_lastInform": -1}"#)).unwrap_or_default();
+        assert_eq!(sort, [(Field::Time("last_inform_at"), true)]);
+        assert_eq!(sort_fields(Some(r#"{"_id": 1}"#)).unwrap_or_default(), [(Field::Id, false)]);
+        assert!(sort_fields(Some(r#"{"Device.X": 1}"#)).is_err());
+        assert!(sort_fields(Some(r#"{"_id": 2}"#)).is_err());
+        assert_eq!(sort_fields(None).unwrap_or_default(), []);
     }
 
     #[test]

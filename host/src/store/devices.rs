@@ -8,6 +8,7 @@ use super::events::EventType;
 use super::orgs::Scope;
 use super::{Store, parameters, statement};
 
+pub mod filter;
 mod listing;
 
 pub use listing::{After, DeviceFilter, DeviceQuery, ParameterMatch, Sort, SortKey, SortValue, find, list};

@@ -1,9 +1,10 @@
 //! Finding devices: the filtered, sorted, paged list of the REST API and the NBI's queries.
 
 use anyhow::{Context, Result};
-use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Value};
 
 use super::Device;
+use super::filter::{self, Field, Filter};
 use crate::store::Store;
 use crate::store::orgs::Scope;
 
@@ -186,16 +187,56 @@ pub async fn list(
     Device::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing devices")
 }
 
-/// A query over `devices d` (the NBI's): a condition with its values, SQL expressions whose
-/// values come back with each device, an order (a vetted column list) and a page.
+/// A query over devices (the NBI's): a filter, an order, the stored values of some fields to
+/// bring back with each device (those whose `$regex` the caller checks) and a page. Built by
+/// [`DeviceQuery::new`], which writes its SQL.
 #[derive(Debug, Clone)]
 pub struct DeviceQuery {
-    pub condition: String,
-    pub args: Vec<Value>,
-    pub extra: Vec<(String, Vec<Value>)>,
-    pub order: String,
+    condition: String,
+    args: Vec<Value>,
+    extra: Vec<(String, Vec<Value>)>,
+    order: String,
     pub offset: u64,
     pub limit: u64,
+}
+
+impl DeviceQuery {
+    /// `sort`: the fields to order by, each descending when `true`, ties broken by the row id.
+    /// An error says what of the filter or the sort cannot be queried.
+    pub fn new(
+        filter: Option<&Filter>,
+        sort: &[(Field, bool)],
+        backend: DbBackend,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Self, String> {
+        let (condition, args) = match filter {
+            Some(filter) => filter::to_sql(filter, backend)?,
+            None => ("1 = 1".into(), Vec::new()),
+        };
+        let mut order = Vec::with_capacity(sort.len() + 1);
+        for (field, descending) in sort {
+            let column = field.column().ok_or("devices are sorted by their own columns, not by tags or parameters")?;
+            order.push(format!("d.{column} {}", if *descending { "DESC" } else { "ASC" }));
+        }
+        order.push("d.id".into());
+        Ok(Self { condition, args, extra: Vec::new(), order: order.join(", "), offset, limit })
+    }
+
+    /// Brings back the stored value of each of `fields` with each device, in that order.
+    pub fn with_values_of(mut self, fields: &[Field]) -> Self {
+        self.extra = fields
+            .iter()
+            .map(|field| match field {
+                Field::Parameter(path) => (
+                    "SELECT p.value FROM parameters p WHERE p.device_id = d.id AND p.path = ?".to_owned(),
+                    vec![path.as_str().into()],
+                ),
+                other => (format!("d.{}", other.column().unwrap_or("device_id")), Vec::new()),
+            })
+            .collect();
+        self
+    }
 }
 
 /// Devices of the scope matching a [`DeviceQuery`], with the values of its extra expressions.
@@ -225,4 +266,26 @@ pub async fn find(store: &Store, scope: &Scope, query: &DeviceQuery) -> Result<V
             Ok((device, values))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_query_orders_by_columns_then_id_and_brings_back_what_regexes_check() {
+        let sort = [(Field::Time("last_inform_at"), true), (Field::Id, false)];
+        let query = DeviceQuery::new(None, &sort, DbBackend::Sqlite, 20, 10).unwrap();
+        assert_eq!(
+            (query.condition.as_str(), query.order.as_str()),
+            ("1 = 1", "d.last_inform_at DESC, d.device_id ASC, d.id")
+        );
+        assert!(DeviceQuery::new(None, &[(Field::Tags, false)], DbBackend::Sqlite, 0, 10).is_err());
+        let query = query.with_values_of(&[Field::Parameter("Device.X".into()), Field::Id]);
+        let expressions: Vec<&str> = query.extra.iter().map(|(sql, _)| sql.as_str()).collect();
+        assert_eq!(
+            expressions,
+            ["SELECT p.value FROM parameters p WHERE p.device_id = d.id AND p.path = ?", "d.device_id"]
+        );
+    }
 }
