@@ -139,14 +139,41 @@ impl FindQuery {
     }
 }
 
-/// The fields of a GenieACS `sort`, each descending when `true`: columns only.
+/// A JSON object's members in the order written: `serde_json::Map` sorts its keys, and the
+/// order of a sort's keys is its meaning.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// The fields of a GenieACS `sort`, in the order written, each descending when `true`:
+/// columns only.
 fn sort_fields(sort: Option<&str>) -> ApiResult<Vec<(Field, bool)>> {
     let Some(sort) = sort.filter(|s| !s.trim().is_empty()) else { return Ok(Vec::new()) };
-    let Value::Object(fields) =
-        serde_json::from_str(sort).map_err(|e| invalid_query(format!("sort is not JSON: {e}")))?
+    let Value::Object(_) = serde_json::from_str(sort).map_err(|e| invalid_query(format!("sort is not JSON: {e}")))?
     else {
         return Err(invalid_query("sort is a JSON object such as {\"_lastInform\": -1}"));
     };
+    let Members(fields) = serde_json::from_str(sort).map_err(|e| invalid_query(format!("sort: {e}")))?;
     let mut parts = Vec::new();
     for (name, direction) in &fields {
         let field = Field::parse(name).map_err(invalid_query)?;
@@ -620,9 +647,9 @@ mod tests {
 
     #[test]
     fn sorts_are_columns_only() {
-        let sort = sort_fields(Some(r#"{"_lastInform": -1}"#)).unwrap_or_default();
-        assert_eq!(sort, [(Field::Time("last_inform_at"), true)]);
-        assert_eq!(sort_fields(Some(r#"{"_id": 1}"#)).unwrap_or_default(), [(Field::Id, false)]);
+        // In the order written, which is not the keys' alphabetical order.
+        let sort = sort_fields(Some(r#"{"_lastInform": -1, "_id": 1}"#)).unwrap_or_default();
+        assert_eq!(sort, [(Field::Time("last_inform_at"), true), (Field::Id, false)]);
         assert!(sort_fields(Some(r#"{"Device.X": 1}"#)).is_err());
         assert!(sort_fields(Some(r#"{"_id": 2}"#)).is_err());
         assert_eq!(sort_fields(None).unwrap_or_default(), []);
