@@ -77,7 +77,7 @@ impl Provisioner {
             store,
             secrets,
             plugins,
-            discovery_batch: discovery_batch.max(1),
+            discovery_batch,
             orgs: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ORG_TTL).build(),
             adapters: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ADAPTER_TTL).build(),
             reads: reads::Reads::new(settings.device_reads_mib.saturating_mul(1024 * 1024)),

@@ -169,11 +169,10 @@ impl<'de> Deserialize<'de> for Members {
 /// columns only.
 fn sort_fields(sort: Option<&str>) -> ApiResult<Vec<(Field, bool)>> {
     let Some(sort) = sort.filter(|s| !s.trim().is_empty()) else { return Ok(Vec::new()) };
-    let Value::Object(_) = serde_json::from_str(sort).map_err(|e| invalid_query(format!("sort is not JSON: {e}")))?
-    else {
-        return Err(invalid_query("sort is a JSON object such as {\"_lastInform\": -1}"));
-    };
-    let Members(fields) = serde_json::from_str(sort).map_err(|e| invalid_query(format!("sort: {e}")))?;
+    let Members(fields) = serde_json::from_str(sort).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => invalid_query("sort is a JSON object such as {\"_lastInform\": -1}"),
+        _ => invalid_query(format!("sort is not JSON: {e}")),
+    })?;
     let mut parts = Vec::new();
     for (name, direction) in &fields {
         let field = Field::parse(name).map_err(invalid_query)?;
@@ -653,6 +652,8 @@ mod tests {
         assert!(sort_fields(Some(r#"{"Device.X": 1}"#)).is_err());
         assert!(sort_fields(Some(r#"{"_id": 2}"#)).is_err());
         assert_eq!(sort_fields(None).unwrap_or_default(), []);
+        assert!(sort_fields(Some(r#"{"_id": 1"#)).is_err(), "not JSON");
+        assert!(sort_fields(Some("[1]")).is_err(), "not an object");
     }
 
     #[test]

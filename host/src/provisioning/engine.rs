@@ -84,7 +84,6 @@ pub struct Provisioning {
     in_flight: Option<InFlight>,
     commands: Vec<(String, Command)>,
     commands_queued: bool,
-    last_plan: Option<Plan>,
     /// Parameters the CPE refused in this session's SetParameterValues: left out of later
     /// rounds, so that one refused value neither blocks the others nor loops.
     refused: HashSet<String>,
@@ -211,7 +210,6 @@ impl Provisioning {
             in_flight: None,
             commands: Vec::new(),
             commands_queued: false,
-            last_plan: None,
             refused: HashSet::new(),
             settled: false,
             unsettled: false,
@@ -274,12 +272,11 @@ impl Provisioning {
                 Some(plan) => plan,
             };
             // The batch this device's firmware survives, when discovery had to learn it.
-            let batch = match usize::try_from(self.discovery_batch) {
-                Ok(batch) if batch > 0 => batch,
-                _ => p.discovery_batch,
+            let batch = match self.learnt_batch() {
+                0 => p.discovery_batch,
+                learnt => learnt,
             };
-            let (after, plan) = after_plan(plan, &self.refused, self.rounds, batch);
-            match after {
+            match after_plan(plan, &self.refused, self.rounds, batch) {
                 AfterPlan::Settled => {
                     self.commands_queued = true;
                     for (preset, command) in std::mem::take(&mut self.commands) {
@@ -300,7 +297,6 @@ impl Provisioning {
                     self.queue.extend(calls);
                 }
             }
-            self.last_plan = Some(plan);
         }
     }
 

@@ -63,13 +63,13 @@ pub(super) enum AfterPlan {
 /// device's firmware survives), and connection-request credentials go in a SetParameterValues
 /// of their own — a CPE that refuses another value of a shared one may apply some of it and
 /// fault all of it, and Roost must know for sure what wakes the device.
-pub(super) fn after_plan(mut plan: Plan, refused: &HashSet<String>, rounds: usize, batch: usize) -> (AfterPlan, Plan) {
+pub(super) fn after_plan(mut plan: Plan, refused: &HashSet<String>, rounds: usize, batch: usize) -> AfterPlan {
     plan.set_values.retain(|value| !refused.contains(&value.name));
     if plan.is_empty() {
-        return (AfterPlan::Settled, plan);
+        return AfterPlan::Settled;
     }
     if rounds >= MAX_ROUNDS {
-        return (AfterPlan::NotConverging { wanted: summarize(&plan) }, plan);
+        return AfterPlan::NotConverging { wanted: summarize(&plan) };
     }
     let mut calls: Vec<Call> = plan.get_names.iter().cloned().map(Call::Refresh).collect();
     calls.extend(plan.get_values.chunks(batch.max(1)).map(|chunk| Call::GetValues(chunk.to_vec())));
@@ -78,7 +78,7 @@ pub(super) fn after_plan(mut plan: Plan, refused: &HashSet<String>, rounds: usiz
     let (credentials, others): (Vec<_>, Vec<_>) =
         plan.set_values.iter().cloned().partition(|value| is_connection_request_credential(&value.name));
     calls.extend([credentials, others].into_iter().filter(|values| !values.is_empty()).map(Call::Set));
-    (AfterPlan::Send(calls), plan)
+    AfterPlan::Send(calls)
 }
 
 /// What to do after a CPE refused a SetParameterValues.
@@ -218,15 +218,15 @@ mod tests {
     #[test]
     fn a_plan_with_nothing_left_settles_once_refusals_are_left_out() {
         let refused = HashSet::from([ENABLE.to_owned()]);
-        assert!(matches!(after_plan(writing(&[ENABLE]), &refused, 3, 256).0, AfterPlan::Settled));
-        assert!(matches!(after_plan(Plan::default(), &HashSet::new(), 0, 256).0, AfterPlan::Settled));
+        assert!(matches!(after_plan(writing(&[ENABLE]), &refused, 3, 256), AfterPlan::Settled));
+        assert!(matches!(after_plan(Plan::default(), &HashSet::new(), 0, 256), AfterPlan::Settled));
     }
 
     #[test]
     fn a_plan_still_wanting_changes_after_the_last_round_does_not_converge() {
-        let (after, _) = after_plan(writing(&[INTERVAL]), &HashSet::new(), MAX_ROUNDS, 256);
+        let after = after_plan(writing(&[INTERVAL]), &HashSet::new(), MAX_ROUNDS, 256);
         assert_eq!(after, AfterPlan::NotConverging { wanted: format!("to set {INTERVAL} = \"1\"") });
-        let (after, _) = after_plan(writing(&[INTERVAL]), &HashSet::new(), MAX_ROUNDS - 1, 256);
+        let after = after_plan(writing(&[INTERVAL]), &HashSet::new(), MAX_ROUNDS - 1, 256);
         assert!(matches!(after, AfterPlan::Send(_)), "the last round still goes out");
     }
 
@@ -239,7 +239,7 @@ mod tests {
             delete_objects: vec!["Device.NAT.PortMapping.9.".into()],
             set_values: values(&[ENABLE, PASSWORD, INTERVAL]),
         };
-        let (after, _) = after_plan(plan, &HashSet::new(), 0, 2);
+        let after = after_plan(plan, &HashSet::new(), 0, 2);
         assert_eq!(
             after,
             AfterPlan::Send(vec![
