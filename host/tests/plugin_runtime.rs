@@ -11,7 +11,7 @@ use roost::plugins::bindings::types::DeviceFacts;
 use roost::plugins::{
     DeviceView, InvalidPlugin, Loaded, PluginFault, PluginLimits, PluginRuntime, PluginSettings, World,
 };
-use roost_plugin_sdk::tree::{Node, ParameterTree};
+use roost_params::tree::{Node, ParameterTree};
 
 fn component(crate_name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -240,7 +240,7 @@ fn a_view_without_loading_answers_only_from_what_it_holds() {
     assert_eq!(view.tree_loads(), 0);
 
     assert_eq!(view.read("Device.DeviceInfo.", uptime).unwrap().as_deref(), Some("42"), "loads again after");
-    let pattern = roost_plugin_sdk::pattern::Pattern::parse("Device.DeviceInfo.UpTime").unwrap();
+    let pattern = roost_params::pattern::Pattern::parse("Device.DeviceInfo.UpTime").unwrap();
     let held = view.without_loading(|| view.read_pattern(&pattern, uptime).unwrap());
     assert_eq!(held.flatten().as_deref(), Some("42"), "covered by the loaded prefix");
 }

@@ -15,6 +15,10 @@ pub mod provision {
         default_bindings_module: "roost_plugin_sdk::__private::bindings::provision",
         runtime_path: "roost_plugin_sdk::__private::wit_bindgen::rt",
         additional_derives: [PartialEq],
+        with: {
+            // One definition of a value for the host, the SDK and its test device.
+            "roost:plugin/types@0.1.0/value": roost_params::Value,
+        },
     });
 }
 

@@ -35,18 +35,18 @@ extern crate self as roost_plugin_sdk;
 
 #[doc(hidden)]
 pub mod bindings;
-pub mod pattern;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
-pub mod tree;
+
+pub use roost_params::{pattern, tree};
 
 use std::cell::RefCell;
 use std::time::Duration;
 
 /// Rounds of a session's provisioning after which the host gives up with a fault
 /// (`provisioning.not_converging`); [`testing::TestDevice::converge`] gives up after as many.
-pub const MAX_ROUNDS: usize = 16;
+pub use roost_params::session::MAX_ROUNDS;
 
 pub use bindings::adapter::Identification;
 pub use bindings::provision::roost::plugin::declare::InstanceCount;
@@ -56,7 +56,8 @@ pub use bindings::provision::roost::plugin::intent_types::{
     WifiSettings, WifiTarget,
 };
 pub use bindings::provision::roost::plugin::log::Level;
-pub use bindings::provision::roost::plugin::types::{DeviceFacts, Error, ErrorKind, Parameter, Value};
+pub use bindings::provision::roost::plugin::types::{DeviceFacts, Error, ErrorKind, Parameter};
+pub use roost_params::Value;
 
 /// The result type of every fallible SDK call and plugin entry point.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -98,117 +99,9 @@ impl From<pattern::PatternError> for Error {
     }
 }
 
-impl Value {
-    /// The value as CWMP text (`true` for booleans, decimal for numbers).
-    pub fn to_text(&self) -> String {
-        match self {
-            Value::Text(s) | Value::DateTime(s) | Value::Base64(s) | Value::HexBinary(s) => s.clone(),
-            Value::Signed(n) => n.to_string(),
-            Value::Unsigned(n) => n.to_string(),
-            Value::Boolean(b) => b.to_string(),
-        }
-    }
-
-    /// The text of a text-like value.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Text(s) | Value::DateTime(s) | Value::Base64(s) | Value::HexBinary(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The value as a boolean: booleans, and `1`/`0`/`true`/`false` text, as firmware sends them.
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            Value::Boolean(b) => Some(*b),
-            Value::Text(s) => tree::parse_bool(s),
-            Value::Signed(n) => Some(*n != 0),
-            Value::Unsigned(n) => Some(*n != 0),
-            _ => None,
-        }
-    }
-
-    /// The value as an unsigned number, parsing text where a device stores numbers as strings.
-    pub fn as_u64(&self) -> Option<u64> {
-        match self {
-            Value::Unsigned(n) => Some(*n),
-            Value::Signed(n) => u64::try_from(*n).ok(),
-            Value::Text(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    /// The value as a signed number, parsing text where a device stores numbers as strings.
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            Value::Signed(n) => Some(*n),
-            Value::Unsigned(n) => i64::try_from(*n).ok(),
-            Value::Text(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    /// The value as a decimal number (`-18.5` dBm, or a vendor's `"-185"` in tenths: divide yourself).
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Value::Signed(n) => Some(*n as f64),
-            Value::Unsigned(n) => Some(*n as f64),
-            Value::Text(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    /// The typed value of CWMP `text` with xsd type `value_type` (prefix and case ignored);
-    /// unknown types and unparsable numbers stay text.
-    pub fn from_cwmp(text: &str, value_type: &str) -> Value {
-        let kind = value_type.rsplit(':').next().unwrap_or("").to_ascii_lowercase();
-        match kind.as_str() {
-            "boolean" => tree::parse_bool(text).map_or_else(|| Value::Text(text.to_owned()), Value::Boolean),
-            "int" | "long" => text.trim().parse().map_or_else(|_| Value::Text(text.to_owned()), Value::Signed),
-            "unsignedint" | "unsignedlong" => {
-                text.trim().parse().map_or_else(|_| Value::Text(text.to_owned()), Value::Unsigned)
-            }
-            "datetime" => Value::DateTime(text.to_owned()),
-            "base64" | "base64binary" => Value::Base64(text.to_owned()),
-            "hexbinary" => Value::HexBinary(text.to_owned()),
-            _ => Value::Text(text.to_owned()),
-        }
-    }
-}
-
-impl From<&str> for Value {
-    fn from(s: &str) -> Self {
-        Value::Text(s.to_owned())
-    }
-}
-impl From<String> for Value {
-    fn from(s: String) -> Self {
-        Value::Text(s)
-    }
-}
-impl From<bool> for Value {
-    fn from(b: bool) -> Self {
-        Value::Boolean(b)
-    }
-}
-impl From<u32> for Value {
-    fn from(n: u32) -> Self {
-        Value::Unsigned(n.into())
-    }
-}
-impl From<u64> for Value {
-    fn from(n: u64) -> Self {
-        Value::Unsigned(n)
-    }
-}
-impl From<i32> for Value {
-    fn from(n: i32) -> Self {
-        Value::Signed(n.into())
-    }
-}
-impl From<i64> for Value {
-    fn from(n: i64) -> Self {
-        Value::Signed(n)
+impl From<roost_params::InvalidTag> for Error {
+    fn from(e: roost_params::InvalidTag) -> Self {
+        Error::invalid_argument(e.to_string())
     }
 }
 
@@ -669,66 +562,4 @@ pub mod __private {
     pub fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)
     }
-}
-
-/// The CWMP text and xsd type to send for `value` to a parameter the device reported with
-/// `value_type` and current text `current` (an empty type: the value's own). Booleans follow the
-/// device's own spelling (`1`/`0` or `true`/`false`), so an unchanged value compares equal.
-pub fn coerce(value: &Value, value_type: &str, current: Option<&str>) -> std::result::Result<(String, String), String> {
-    let kind = value_type.rsplit(':').next().unwrap_or("").to_ascii_lowercase();
-    let own_type = || match value {
-        Value::Text(_) => "xsd:string",
-        Value::Signed(_) => "xsd:int",
-        Value::Unsigned(_) => "xsd:unsignedInt",
-        Value::Boolean(_) => "xsd:boolean",
-        Value::DateTime(_) => "xsd:dateTime",
-        Value::Base64(_) => "xsd:base64",
-        Value::HexBinary(_) => "xsd:hexBinary",
-    };
-    let text = match kind.as_str() {
-        "" => return Ok((value.to_text(), own_type().to_owned())),
-        "boolean" => {
-            let b = value.as_bool().ok_or_else(|| format!("{} is not a boolean", value.to_text()))?;
-            let numeric = current.is_some_and(|c| matches!(c.trim(), "0" | "1"));
-            match (b, numeric) {
-                (true, true) => "1".to_owned(),
-                (false, true) => "0".to_owned(),
-                (b, false) => b.to_string(),
-            }
-        }
-        "int" | "long" => {
-            let n = value.as_i64().ok_or_else(|| format!("{} is not an integer", value.to_text()))?;
-            if kind == "int" && i32::try_from(n).is_err() {
-                return Err(format!("{n} does not fit an xsd:int"));
-            }
-            n.to_string()
-        }
-        "unsignedint" | "unsignedlong" => {
-            let n = value.as_u64().ok_or_else(|| format!("{} is not an unsigned integer", value.to_text()))?;
-            if kind == "unsignedint" && u32::try_from(n).is_err() {
-                return Err(format!("{n} does not fit an xsd:unsignedInt"));
-            }
-            n.to_string()
-        }
-        _ => value.to_text(),
-    };
-    Ok((text, value_type.to_owned()))
-}
-
-/// Whether `tag` is a valid device tag: 1 to 64 bytes of letters, digits, `-`, `_`, `.`, `:`.
-pub fn check_tag(tag: &str) -> Result<()> {
-    let valid = !tag.is_empty()
-        && tag.len() <= 64
-        && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if valid { Ok(()) } else { Err(Error::invalid_argument(format!("{tag:?} is not a valid tag"))) }
-}
-
-/// The generator behind `random` (splitmix64): advances `state` and returns the next number.
-#[doc(hidden)]
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

@@ -238,7 +238,7 @@ impl TestDevice {
                         continue;
                     }
                     let Some(node) = self.tree.get_mut(&path) else { continue };
-                    let (text, value_type) = crate::coerce(value, &node.value_type, node.value.as_deref())
+                    let (text, value_type) = roost_params::coerce(value, &node.value_type, node.value.as_deref())
                         .map_err(|m| Error::invalid_argument(format!("{path}: {m}")))?;
                     if node.value.as_deref() != Some(text.as_str()) {
                         changes.push(format!("set {path} = {text}"));
@@ -406,7 +406,7 @@ impl Host for Session {
         tags
     }
     fn add_tag(&self, tag: &str) -> Result<()> {
-        crate::check_tag(tag)?;
+        roost_params::check_tag(tag)?;
         let mut d = self.device.borrow_mut();
         if !d.tags.iter().any(|t| t == tag) {
             d.tags.push(tag.to_owned());
@@ -414,7 +414,7 @@ impl Host for Session {
         Ok(())
     }
     fn remove_tag(&self, tag: &str) -> Result<()> {
-        crate::check_tag(tag)?;
+        roost_params::check_tag(tag)?;
         self.device.borrow_mut().tags.retain(|t| t != tag);
         Ok(())
     }
@@ -425,7 +425,7 @@ impl Host for Session {
         self.device.borrow().now_ms
     }
     fn next_u64(&self) -> u64 {
-        crate::splitmix64(&mut self.rng.borrow_mut())
+        roost_params::session::splitmix64(&mut self.rng.borrow_mut())
     }
     fn config_get(&self, key: &str) -> Option<String> {
         self.device.borrow().config.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())

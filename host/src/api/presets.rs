@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use roost_plugin_sdk::pattern::Pattern;
+use roost_params::pattern::Pattern;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -114,7 +114,7 @@ pub fn validate(d: &PresetDefinition) -> ApiResult<()> {
         }
     }
     for tag in &d.tags {
-        roost_plugin_sdk::check_tag(tag.strip_prefix('-').unwrap_or(tag)).map_err(|e| invalid(e.message))?;
+        roost_params::check_tag(tag.strip_prefix('-').unwrap_or(tag)).map_err(|e| invalid(e.to_string()))?;
     }
     for condition in &d.precondition {
         check_pattern(&condition.path)?;
@@ -160,7 +160,7 @@ pub fn validate(d: &PresetDefinition) -> ApiResult<()> {
                 return Err(invalid("tag needs `add` or `remove`"));
             }
             for tag in d.args.values() {
-                roost_plugin_sdk::check_tag(tag).map_err(|e| invalid(e.message))?;
+                roost_params::check_tag(tag).map_err(|e| invalid(e.to_string()))?;
             }
         }
         "reboot" | "reset" => only_args(d, &[])?,

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use roost_plugin_sdk::pattern::Pattern;
-use roost_plugin_sdk::tree::{Node, ParameterTree};
+use roost_params::pattern::Pattern;
+use roost_params::tree::{Node, ParameterTree};
 use wasmtime::ResourceLimiter;
 
 use super::bindings::provision::roost::plugin::{
@@ -207,7 +207,7 @@ impl DeviceView {
     /// count must not load every host table of the LAN side).
     pub fn read_pattern<R>(&self, pattern: &Pattern, f: impl FnOnce(&ParameterTree) -> R) -> Result<R, Error> {
         let prefix = pattern.literal_prefix();
-        let has_alias = pattern.segments().iter().any(|s| matches!(s, roost_plugin_sdk::pattern::Segment::Alias(_)));
+        let has_alias = pattern.segments().iter().any(|s| matches!(s, roost_params::pattern::Segment::Alias(_)));
         if pattern.is_literal() || has_alias || self.covered(&prefix) {
             return self.read(&prefix, f);
         }
@@ -324,7 +324,7 @@ impl DeviceView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Declared {
     pub pattern: Pattern,
-    pub value: Option<roost_plugin_sdk::Value>,
+    pub value: Option<roost_params::Value>,
     pub max_age: Option<Duration>,
     pub instances: Option<(u32, u32)>,
 }
@@ -475,9 +475,9 @@ fn parse(pattern: &str) -> Result<Pattern, Error> {
     Pattern::parse(pattern).map_err(|e| error(ErrorKind::InvalidPath, e.to_string()))
 }
 
-/// The typed WIT value of stored text.
-pub fn wit_value(value: roost_plugin_sdk::Value) -> Value {
-    use roost_plugin_sdk::Value as V;
+/// The WIT value the plugin sees of a shared [`roost_params::Value`].
+pub fn wit_value(value: roost_params::Value) -> Value {
+    use roost_params::Value as V;
     match value {
         V::Text(s) => Value::Text(s),
         V::Signed(n) => Value::Signed(n),
@@ -489,8 +489,9 @@ pub fn wit_value(value: roost_plugin_sdk::Value) -> Value {
     }
 }
 
-fn sdk_value(value: Value) -> roost_plugin_sdk::Value {
-    use roost_plugin_sdk::Value as V;
+/// The shared [`roost_params::Value`] of a value a plugin declared.
+fn params_value(value: Value) -> roost_params::Value {
+    use roost_params::Value as V;
     match value {
         Value::Text(s) => V::Text(s),
         Value::Signed(n) => V::Signed(n),
@@ -505,7 +506,7 @@ fn sdk_value(value: Value) -> roost_plugin_sdk::Value {
 fn parameter(path: &str, node: &Node) -> Parameter {
     Parameter {
         path: path.to_owned(),
-        value: node.value.as_deref().map(|v| wit_value(roost_plugin_sdk::Value::from_cwmp(v, &node.value_type))),
+        value: node.value.as_deref().map(|v| wit_value(roost_params::Value::from_cwmp(v, &node.value_type))),
         writable: node.writable,
         updated_ms: node.updated_ms,
     }
@@ -600,7 +601,7 @@ impl declare::Host for RunState {
         out.declaration_bytes += bytes;
         out.declarations.push(Declared {
             pattern,
-            value: declaration.value.map(sdk_value),
+            value: declaration.value.map(params_value),
             max_age: declaration.max_age_ms.map(Duration::from_millis),
             instances: declaration.instances.map(|c| (c.min, c.max)),
         });
@@ -625,7 +626,7 @@ impl tags::Host for RunState {
     }
 
     fn add(&mut self, tag: String) -> Result<(), Error> {
-        roost_plugin_sdk::check_tag(&tag).map_err(|e| error(ErrorKind::InvalidArgument, e.message))?;
+        roost_params::check_tag(&tag).map_err(|e| error(ErrorKind::InvalidArgument, e.to_string()))?;
         self.output.tags_removed.retain(|t| *t != tag);
         if !self.output.tags_added.contains(&tag) {
             if self.output.tags_added.len() >= 64 {
@@ -637,7 +638,7 @@ impl tags::Host for RunState {
     }
 
     fn remove(&mut self, tag: String) -> Result<(), Error> {
-        roost_plugin_sdk::check_tag(&tag).map_err(|e| error(ErrorKind::InvalidArgument, e.message))?;
+        roost_params::check_tag(&tag).map_err(|e| error(ErrorKind::InvalidArgument, e.to_string()))?;
         // Whether the tag is there to remove is read from the device's tags.
         self.output.impure = true;
         self.output.tags_added.retain(|t| *t != tag);
@@ -670,7 +671,7 @@ impl clock::Host for RunState {
 impl random::Host for RunState {
     fn next_u64(&mut self) -> u64 {
         self.output.impure = true;
-        roost_plugin_sdk::splitmix64(&mut self.rng)
+        roost_params::session::splitmix64(&mut self.rng)
     }
 }
 

@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use roost_cwmp::{AcsRequest, CpeResponse, DataModel, Download, ParameterValue, ValueType, is_secret_parameter};
-use roost_plugin_sdk::Value as SdkValue;
-use roost_plugin_sdk::tree::Node;
+use roost_params::Value;
+use roost_params::tree::Node;
 use tokio::runtime::Handle;
 
 use super::Provisioner;
@@ -47,8 +47,9 @@ use calls::{AfterPlan, AfterRefusal, Call, Command, InFlight, after_plan, after_
 use round::{Round, SessionAdapter, same_runs};
 use tree::{SessionSecrets, StoreLoader, load_subtree};
 
-/// Rounds after which provisioning gives up, as the SDK promises plugin authors.
-pub const MAX_ROUNDS: usize = roost_plugin_sdk::MAX_ROUNDS;
+/// Rounds after which provisioning gives up, as the SDK promises plugin authors (its test device
+/// gives up after as many).
+pub const MAX_ROUNDS: usize = roost_params::session::MAX_ROUNDS;
 
 /// The ParameterKey of provisioning's writes: the device reports it in later Informs.
 const PARAMETER_KEY: &str = "roost-provision";
@@ -520,8 +521,8 @@ impl Provisioning {
                                 .filter_map(|(key, value)| {
                                     let path = format!("{}{key}", refresh.prefix);
                                     let node = tree.get(&path)?;
-                                    roost_plugin_sdk::coerce(
-                                        &SdkValue::Text(value.clone()),
+                                    roost_params::coerce(
+                                        &Value::Text(value.clone()),
                                         &node.value_type,
                                         node.value.as_deref(),
                                     )

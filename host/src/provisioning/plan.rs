@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use roost_cwmp::{ParameterValue, ValueType};
-use roost_plugin_sdk::pattern::{Pattern, Segment};
-use roost_plugin_sdk::tree::ParameterTree;
+use roost_params::pattern::{Pattern, Segment};
+use roost_params::tree::ParameterTree;
 
 use crate::plugins::Declared;
 
@@ -202,7 +202,7 @@ pub fn plan(
             }
             for leaf in leaves {
                 let Some(node) = tree.get(&leaf) else { continue };
-                let (text, value_type) = roost_plugin_sdk::coerce(value, &node.value_type, node.value.as_deref())
+                let (text, value_type) = roost_params::coerce(value, &node.value_type, node.value.as_deref())
                     .map_err(|reason| PlanError { path: leaf.clone(), reason })?;
                 let secret = roost_cwmp::is_secret_parameter(&leaf);
                 let holds =
@@ -230,8 +230,8 @@ fn instance_number(path: &str) -> u64 {
 #[cfg(test)]
 mod tests {
 
-    use roost_plugin_sdk::Value;
-    use roost_plugin_sdk::tree::Node;
+    use roost_params::Value;
+    use roost_params::tree::Node;
 
     use super::*;
 

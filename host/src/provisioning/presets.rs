@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use anyhow::Result;
-use roost_plugin_sdk::pattern::Pattern;
-use roost_plugin_sdk::tree::{ParameterTree, parse_bool};
+use roost_params::pattern::Pattern;
+use roost_params::tree::{ParameterTree, parse_bool};
 use serde::{Deserialize, Serialize};
 
 use crate::plugins::PluginLimits;
@@ -217,7 +217,7 @@ impl OrgProvisioning {
 #[cfg(test)]
 mod tests {
 
-    use roost_plugin_sdk::tree::Node;
+    use roost_params::tree::Node;
 
     use super::*;
 

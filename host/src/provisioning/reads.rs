@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use roost_plugin_sdk::Value;
+use roost_params::Value;
 
 use crate::plugins::bindings::provision::roost::plugin::log::Level;
 use crate::plugins::{Declared, ViewSnapshot};
@@ -123,7 +123,7 @@ fn value_bytes(value: &Value) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use roost_plugin_sdk::tree::Node;
+    use roost_params::tree::Node;
 
     use super::*;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use roost_plugin_sdk::Value as SdkValue;
-use roost_plugin_sdk::pattern::Pattern;
+use roost_params::Value;
+use roost_params::pattern::Pattern;
 use serde_json::json;
 use tokio::runtime::Handle;
 
@@ -311,7 +311,7 @@ pub(super) fn built_in(
             // The value's leaves must be known to be written: fetch them when never seen.
             declarations.push(Declared {
                 pattern,
-                value: Some(SdkValue::Text(arg("value").unwrap_or_default().to_owned())),
+                value: Some(Value::Text(arg("value").unwrap_or_default().to_owned())),
                 max_age: Some(Duration::MAX),
                 instances: None,
             });

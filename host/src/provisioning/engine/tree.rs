@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use roost_plugin_sdk::pattern::{Pattern, Segment};
-use roost_plugin_sdk::tree::Node;
+use roost_params::pattern::{Pattern, Segment};
+use roost_params::tree::Node;
 use tokio::runtime::Handle;
 
 use crate::plugins::TreeLoader;
