@@ -18,6 +18,7 @@ use roost_cwmp::session::Unanswered;
 use roost_cwmp::{CpeResponse, DataModel, Fault, ParameterInfo, ParameterValue, is_secret_parameter};
 use serde_json::{Value, json};
 
+use crate::fault_code::FaultCode;
 use crate::secrets::Secrets;
 use crate::store::{Store, devices, parameters};
 
@@ -140,10 +141,10 @@ pub fn added_instance(instance_number: u32, status: u32) -> Result<u32, String> 
 }
 
 /// The device fault code of a request the CPE did not answer.
-pub fn unanswered_code(reason: &Unanswered) -> &'static str {
+pub fn unanswered_code(reason: &Unanswered) -> FaultCode {
     match reason {
-        Unanswered::EmptyPost => "no_response",
-        Unanswered::WrongResponse { .. } => "wrong_response",
+        Unanswered::EmptyPost => FaultCode::NoResponse,
+        Unanswered::WrongResponse { .. } => FaultCode::WrongResponse,
     }
 }
 
@@ -223,8 +224,8 @@ mod tests {
 
     #[test]
     fn unanswered_requests_have_their_codes() {
-        assert_eq!(unanswered_code(&Unanswered::EmptyPost), "no_response");
-        assert_eq!(unanswered_code(&Unanswered::WrongResponse { got: "Reboot" }), "wrong_response");
+        assert_eq!(unanswered_code(&Unanswered::EmptyPost), FaultCode::NoResponse);
+        assert_eq!(unanswered_code(&Unanswered::WrongResponse { got: "Reboot" }), FaultCode::WrongResponse);
         assert_eq!(
             describe_unanswered(&Unanswered::WrongResponse { got: "Reboot" }),
             "The CPE answered with RebootResponse"

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::fault_code::FaultCode;
+
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -150,14 +152,14 @@ pub enum PluginFault {
 
 impl PluginFault {
     /// The fault code stored with the device's fault.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> FaultCode {
         match self {
-            PluginFault::Returned { kind, .. } if kind == "limit" => "plugin.limit",
-            PluginFault::Returned { .. } => "plugin.error",
-            PluginFault::Timeout(_) => "plugin.timeout",
-            PluginFault::Memory(_) => "plugin.memory",
-            PluginFault::Trap(_) => "plugin.trap",
-            PluginFault::Instantiate(_) => "plugin.instantiate",
+            PluginFault::Returned { kind, .. } if kind == "limit" => FaultCode::PluginLimit,
+            PluginFault::Returned { .. } => FaultCode::PluginError,
+            PluginFault::Timeout(_) => FaultCode::PluginTimeout,
+            PluginFault::Memory(_) => FaultCode::PluginMemory,
+            PluginFault::Trap(_) => FaultCode::PluginTrap,
+            PluginFault::Instantiate(_) => FaultCode::PluginInstantiate,
         }
     }
 }

@@ -12,6 +12,15 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::{Context, Result, anyhow, bail};
 use rand::RngCore;
 
+/// A random, URL-safe token of 256 bits, after `prefix`: refresh tokens, API keys, CPE
+/// credentials Roost makes up.
+pub fn random_token(prefix: &str) -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 const NONCE_LEN: usize = 12;
 
 #[derive(Clone)]

@@ -112,7 +112,7 @@ fn every_attack_becomes_the_right_fault() {
         let args = vec![("mode".to_owned(), mode.to_owned())];
         let (result, _) = runtime.run_provision(&hostile, view(), None, limits, Vec::new(), &args);
         let fault = result.expect_err(mode);
-        assert_eq!(fault.code(), code, "{mode}: {fault}");
+        assert_eq!(fault.code().to_string(), code, "{mode}: {fault}");
         // Stopped near its deadline at the latest, not after seconds of damage.
         assert!(started.elapsed() < limits.deadline() + Duration::from_secs(1), "{mode} took {:?}", started.elapsed());
     }
@@ -142,7 +142,7 @@ fn a_spinning_plugin_does_not_hold_up_other_runs() {
         runtime.run_provision(&hostile, view(), None, patient, Vec::new(), &behave).0.unwrap();
         completed += 1;
     }
-    assert_eq!(spinning.join().unwrap().unwrap_err().code(), "plugin.timeout");
+    assert_eq!(spinning.join().unwrap().unwrap_err().code().to_string(), "plugin.timeout");
     assert!(completed > 10, "only {completed} runs completed beside the spinning one");
 }
 
@@ -153,7 +153,7 @@ fn a_lower_memory_limit_is_enforced_per_call() {
     let tight = PluginLimits { memory_bytes: 2 * 1024 * 1024, ..PluginLimits::default() };
     let args = vec![("mode".to_owned(), "huge-value".to_owned()), ("bytes".to_owned(), "3000000".to_owned())];
     let (result, _) = runtime.run_provision(&hostile, view(), None, tight, Vec::new(), &args);
-    assert_eq!(result.unwrap_err().code(), "plugin.memory");
+    assert_eq!(result.unwrap_err().code().to_string(), "plugin.memory");
     // The same call with the default limit gets as far as the declaration-size limit.
     let (result, _) = runtime.run_provision(&hostile, view(), None, PluginLimits::default(), Vec::new(), &args);
     result.unwrap();

@@ -16,6 +16,7 @@ mod m0006_idempotency_keys;
 mod m0007_tenancy;
 mod m0008_onboarding;
 mod m0009_device_list_order;
+mod m0010_fault_codes;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_tenancy::Migration),
             Box::new(m0008_onboarding::Migration),
             Box::new(m0009_device_list_order::Migration),
+            Box::new(m0010_fault_codes::Migration),
         ]
     }
 }

@@ -113,7 +113,7 @@ on_both_backends! {
             .iter()
             .map(|f| (f["channel"].as_str().unwrap(), f["code"].as_str().unwrap()))
             .collect();
-        assert_eq!(channels, vec![("discovery", "no_response"), ("provisioning", "no_response")]);
+        assert_eq!(channels, vec![("discovery", "cwmp.no_response"), ("provisioning", "cwmp.no_response")]);
         h.finish().await;
     }
 
@@ -205,7 +205,7 @@ on_both_backends! {
         assert_eq!(raw.post("/", "", &[], false).await.status, 204);
         let (_, failed) = h.get(&format!("/api/v1/tasks/{}", task["id"].as_str().unwrap())).await;
         assert_eq!(failed["status"], "fault");
-        assert_eq!(failed["fault"]["code"], "too_many_attempts");
+        assert_eq!(failed["fault"]["code"], "task.too_many_attempts");
         fleet.stop().await;
         h.finish().await;
     }

@@ -1407,7 +1407,7 @@ async fn store_task(h: &Harness, world: &World, owner: Org, faulted: bool) -> (i
     if !faulted {
         return (task.id, None);
     }
-    tasks::mark_fault(store, &task, "9002", "Internal error", None).await.unwrap();
+    tasks::mark_fault(store, &task, roost::fault_code::FaultCode::Cwmp(9002), "Internal error", None).await.unwrap();
     let fault = faults::list_for_device(store, device_pk, None, 1000)
         .await
         .unwrap()

@@ -53,7 +53,7 @@ on_both_backends! {
         assert!(report.methods().is_empty(), "{:?}", report.methods());
         let (_, task) = h.get(&format!("/api/v1/tasks/{}", task["id"].as_str().unwrap())).await;
         assert_eq!(task["status"], "fault");
-        assert_eq!(task["fault"]["code"], "expired");
+        assert_eq!(task["fault"]["code"], "task.expired");
         fleet.stop().await;
         h.finish().await;
     }

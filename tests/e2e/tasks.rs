@@ -52,7 +52,7 @@ on_both_backends! {
             ]}))
             .await;
         assert_eq!(task["status"], "fault", "{task}");
-        assert_eq!(task["fault"]["code"], "9003");
+        assert_eq!(task["fault"]["code"], "cwmp.9003");
         let details = task["fault"]["detail"]["setParameterValuesFaults"].as_array().unwrap();
         let codes: Vec<(String, u64)> = details
             .iter()
@@ -63,7 +63,7 @@ on_both_backends! {
         assert_eq!(cpe.value(INTERVAL).as_deref(), Some("600"), "nothing applied");
         let (_, faults) = h.get(&format!("/api/v1/devices/{}/faults", encode_id(&id))).await;
         let fault = faults["items"].as_array().unwrap().iter().find(|f| f["task_id"] == task["id"]).cloned();
-        assert_eq!(fault.map(|f| f["code"].clone()), Some(json!("9003")), "{faults}");
+        assert_eq!(fault.map(|f| f["code"].clone()), Some(json!("cwmp.9003")), "{faults}");
 
         // A faulted task can be retried (and faults again: the device has not changed), or deleted.
         let task_id = task["id"].as_str().unwrap().to_owned();
@@ -101,7 +101,7 @@ on_both_backends! {
         // deleteObject of something that does not exist: the device's 9005.
         let task = h.run_task(&id, json!({"name": "deleteObject", "objectName": format!("{WAN}99.")})).await;
         assert_eq!(task["status"], "fault", "{task}");
-        assert_eq!(task["fault"]["code"], "9005");
+        assert_eq!(task["fault"]["code"], "cwmp.9005");
 
         // refreshObject: a value changed on the device behind the ACS's back is read again.
         cpe.set(SOFTWARE, "V9.9.9").unwrap();
@@ -112,7 +112,7 @@ on_both_backends! {
         // getParameterValues of an unknown name: 9005 from the device.
         let task = h.run_task(&id, json!({"name": "getParameterValues", "parameterNames": ["InternetGatewayDevice.Nope"]})).await;
         assert_eq!(task["status"], "fault", "{task}");
-        assert_eq!(task["fault"]["code"], "9005");
+        assert_eq!(task["fault"]["code"], "cwmp.9005");
 
         // Attributes.
         let task = h
@@ -222,7 +222,7 @@ on_both_backends! {
             .await;
         let failed = h.wait_task(task["id"].as_str().unwrap()).await;
         assert_eq!(failed["status"], "fault", "{failed}");
-        assert_eq!(failed["fault"]["code"], "9010");
+        assert_eq!(failed["fault"]["code"], "cwmp.9010");
 
         let task = h
             .run_task(&id, json!({"name": "upload", "fileType": "1 Vendor Configuration File", "url": files.url("/uploads/config.xml")}))

@@ -131,7 +131,7 @@ async fn create(
     {
         return Err(invalid(format!("rate_limit_per_minute is 1 to {MAX_RATE_LIMIT}, got {limit}")));
     }
-    let key = super::auth::random_token(API_KEY_PREFIX);
+    let key = crate::secrets::random_token(API_KEY_PREFIX);
     let prefix: String = key.chars().take(PREFIX_CHARS).collect();
     let row = api_keys::create(
         &app.api_store,

@@ -14,7 +14,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -27,6 +26,7 @@ use super::extract::Json;
 use crate::app::App;
 use crate::permissions::Role;
 use crate::secrets::Secrets;
+use crate::secrets::random_token;
 use crate::store::tokens::{self, Redemption};
 use crate::store::{Store, users};
 
@@ -358,13 +358,6 @@ async fn logout(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>
 }
 
 const REFRESH_PREFIX: &str = "rrt_";
-
-/// A random, URL-safe token of 256 bits, after `prefix`.
-pub fn random_token(prefix: &str) -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
 
 /// How refresh tokens and API keys are stored: SHA-256, hex. They are 256 random bits, so a
 /// slow hash would add nothing but cost.

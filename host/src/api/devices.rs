@@ -497,8 +497,11 @@ pub struct FaultView {
     pub id: String,
     pub device_id: String,
     pub task_id: Option<String>,
-    /// Where it arose: `cwmp`, `task`, `provision`, …
+    /// Where it arose: `task`, `provisioning`, `discovery`, `credentials`, `preset:<name>`,
+    /// `adapter:<name>`.
     pub channel: String,
+    /// `area.reason`: `cwmp.9003` (the CPE's CWMP fault), `cwmp.no_response`,
+    /// `task.expired`, `provisioning.not_converging`, `plugin.timeout`, … (`roost::fault_code`).
     pub code: String,
     pub message: String,
     /// What else is known, as recorded.

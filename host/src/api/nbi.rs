@@ -76,6 +76,8 @@ pub struct NbiTask {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NbiTaskFault {
+    /// `area.reason`: `cwmp.9003` (the CPE's CWMP fault), `cwmp.no_response`,
+    /// `task.expired`, `provisioning.not_converging`, `plugin.timeout`, … (`roost::fault_code`).
     pub code: String,
     pub message: Option<String>,
 }
@@ -87,6 +89,8 @@ pub struct NbiFault {
     pub id: String,
     pub device: String,
     pub channel: String,
+    /// `area.reason`: `cwmp.9003` (the CPE's CWMP fault), `cwmp.no_response`,
+    /// `task.expired`, `provisioning.not_converging`, `plugin.timeout`, … (`roost::fault_code`).
     pub code: String,
     pub message: String,
     #[schema(value_type = Option<Object>)]

@@ -65,6 +65,8 @@ pub struct TaskView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskFaultView {
+    /// `area.reason`: `cwmp.9003` (the CPE's CWMP fault), `cwmp.no_response`,
+    /// `task.expired`, `provisioning.not_converging`, `plugin.timeout`, … (`roost::fault_code`).
     pub code: Option<String>,
     pub message: Option<String>,
     #[schema(value_type = Option<Object>)]

@@ -29,6 +29,8 @@ use rand::RngCore;
 use sha2::Sha256;
 
 use crate::app::App;
+use crate::secrets::Secrets;
+use crate::store::Store;
 use crate::store::credentials::{self, CpeCredential};
 use roost_http::digest;
 
@@ -274,7 +276,7 @@ pub async fn verify(app: &App, authorization: Option<&str>, client: IpAddr, tls:
         let Some((username, password)) = decoded.split_once(':') else {
             return Ok(Verdict::Challenge { stale: false });
         };
-        return Ok(match lookup(app, username).await? {
+        return Ok(match lookup(&app.store, &app.secrets, username).await? {
             Some((credential, stored)) if digest::constant_time_eq(&stored, password) => Verdict::Accepted(credential),
             _ => Verdict::Challenge { stale: false },
         });
@@ -290,7 +292,7 @@ pub async fn verify(app: &App, authorization: Option<&str>, client: IpAddr, tls:
     if state == NonceState::Foreign {
         return Ok(Verdict::Challenge { stale: false });
     }
-    let Some((credential, password)) = lookup(app, username).await? else {
+    let Some((credential, password)) = lookup(&app.store, &app.secrets, username).await? else {
         return Ok(Verdict::Challenge { stale: false });
     };
     let realm = field("realm").unwrap_or(&app.config.cwmp.realm);
@@ -318,11 +320,11 @@ pub async fn verify(app: &App, authorization: Option<&str>, client: IpAddr, tls:
     Ok(Verdict::Accepted(credential))
 }
 
-async fn lookup(app: &App, username: &str) -> anyhow::Result<Option<(CpeCredential, String)>> {
-    let Some(credential) = credentials::by_username(&app.store, username).await? else {
+async fn lookup(store: &Store, secrets: &Secrets, username: &str) -> anyhow::Result<Option<(CpeCredential, String)>> {
+    let Some(credential) = credentials::by_username(store, username).await? else {
         return Ok(None);
     };
-    let password = app.secrets.open_string(&credential.password)?;
+    let password = secrets.open_string(&credential.password)?;
     Ok(Some((credential, password)))
 }
 

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
 use crate::app::App;
+use crate::secrets::Secrets;
 use crate::store::devices::{self, Device};
 use crate::store::now_millis;
 use roost_http::digest;
@@ -72,7 +73,7 @@ async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
     if status != StatusCode::UNAUTHORIZED {
         return classify(status);
     }
-    let Some(password) = password(app, device) else {
+    let Some(password) = password(&app.secrets, device) else {
         return Outcome::NoCredentials;
     };
     let username = device.connection_request_username.as_str();
@@ -104,9 +105,9 @@ async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
 }
 
 /// The connection-request password Roost gave the device, if any.
-fn password(app: &App, device: &Device) -> Option<String> {
+fn password(secrets: &Secrets, device: &Device) -> Option<String> {
     let sealed = device.connection_request_password.as_ref()?;
-    match app.secrets.open_string(sealed) {
+    match secrets.open_string(sealed) {
         Ok(password) => Some(password),
         Err(error) => {
             tracing::error!(device = %device.device_id, "cannot open the connection-request password: {error:#}");

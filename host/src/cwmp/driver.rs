@@ -17,11 +17,13 @@ use anyhow::Result;
 use roost_cwmp::{AcsRequest, CpeResponse, DataModel, ParameterValue, ValueType};
 
 use crate::answers::refresh::{Refresh, Step};
-use crate::answers::{self, Answer, describe_unanswered};
+use crate::answers::{self, Answer, describe_unanswered, unanswered_code};
 use crate::app::App;
+use crate::fault_code::FaultCode;
 use crate::provisioning::engine::Provisioning;
+use crate::secrets::Secrets;
 use crate::store::devices::Device;
-use crate::store::{devices, faults, now_millis};
+use crate::store::{Store, devices, faults, now_millis};
 
 mod task;
 
@@ -185,7 +187,7 @@ impl Driver {
                     }
                     Answer::Fault(fault) => {
                         let message = format!("the device refused its own CWMP credential: {}", fault.string);
-                        self.record_fault(app, "credentials", &fault.code.to_string(), &message).await?;
+                        self.record_fault(&app.store, "credentials", FaultCode::Cwmp(fault.code), &message).await?;
                     }
                     _ => {}
                 }
@@ -197,7 +199,7 @@ impl Driver {
                     Ok(Some(request))
                 }
                 None => {
-                    self.provisioning_ended(app, &provisioning).await?;
+                    self.provisioning_ended(&app.store, &provisioning).await?;
                     Ok(None)
                 }
             },
@@ -216,7 +218,7 @@ impl Driver {
                 },
                 Answer::Fault(fault) => {
                     // A batch the agent refuses should not cost the rest of the tree.
-                    self.record_fault(app, "discovery", &fault.code.to_string(), &fault.string).await?;
+                    self.record_fault(&app.store, "discovery", FaultCode::Cwmp(fault.code), &fault.string).await?;
                     match refresh.next_batch(app.config.cwmp.discovery_batch) {
                         Some(request) if refresh.names_done => {
                             self.work = Some(Work::Discovery(refresh));
@@ -226,7 +228,8 @@ impl Driver {
                     }
                 }
                 Answer::Unanswered(reason) => {
-                    self.record_fault(app, "discovery", "no_response", &describe_unanswered(&reason)).await?;
+                    self.record_fault(&app.store, "discovery", unanswered_code(&reason), &describe_unanswered(&reason))
+                        .await?;
                     Ok(None)
                 }
                 Answer::Nothing => Ok(None),
@@ -241,7 +244,7 @@ impl Driver {
             && let Some(model) = model
         {
             self.issue_own_credential = false;
-            let request = own_credential_request(app, &self.device, model).await?;
+            let request = own_credential_request(&app.store, &app.secrets, &self.device, model).await?;
             return Ok(Some((Work::OwnCredential, Some(request))));
         }
         let discovery_due = model.is_some()
@@ -273,7 +276,7 @@ impl Driver {
             {
                 let request = provisioning.next(&app.provisioning, Answer::Nothing).await?;
                 if request.is_none() {
-                    self.provisioning_ended(app, &provisioning).await?;
+                    self.provisioning_ended(&app.store, &provisioning).await?;
                 }
                 return Ok(Some((Work::Provisioning(Box::new(provisioning)), request)));
             }
@@ -304,10 +307,10 @@ impl Driver {
 
     /// A device whose provisioning settled is configured: `0 BOOTSTRAP` presets stop applying
     /// to its sessions until it bootstraps again or Roost resets it.
-    async fn provisioning_ended(&mut self, app: &App, provisioning: &Provisioning) -> Result<()> {
+    async fn provisioning_ended(&mut self, store: &Store, provisioning: &Provisioning) -> Result<()> {
         if provisioning.settled() && !self.device.is_configured() {
             let now = now_millis();
-            devices::mark_configured(&app.store, self.device.id, now).await?;
+            devices::mark_configured(store, self.device.id, now).await?;
             self.device.configured_at = Some(now);
         }
         Ok(())
@@ -342,33 +345,38 @@ impl Driver {
                         Step::Values(n) => format!("a GetParameterValues of {n} names"),
                     }
                 );
-                self.record_fault(app, "discovery", "discovery.abandoned", &message).await?;
+                self.record_fault(&app.store, "discovery", FaultCode::DiscoveryAbandoned, &message).await?;
                 devices::set_discovery_state(&app.store, device.id, device.discovery_batch, MAX_DISCOVERY_DEATHS).await
             }
         }
     }
 
-    async fn record_fault(&self, app: &App, channel: &str, code: &str, message: &str) -> Result<()> {
-        tracing::info!(device = %self.device.device_id, channel, code, message, "device fault");
-        faults::record(&app.store, self.device.id, self.device.org_id, channel, code, message, None).await
+    async fn record_fault(&self, store: &Store, channel: &str, code: FaultCode, message: &str) -> Result<()> {
+        tracing::info!(device = %self.device.device_id, channel, %code, message, "device fault");
+        faults::record(store, self.device.id, self.device.org_id, channel, code, message, None).await
     }
 }
 
 /// The SetParameterValues that gives a device its own CWMP credential. The credential is stored
 /// before it is sent, so a device that took it but whose answer was lost can still authenticate;
 /// a device asked again (its earlier answer never came) is sent the same one.
-async fn own_credential_request(app: &App, device: &Device, model: DataModel) -> Result<AcsRequest> {
+async fn own_credential_request(
+    store: &Store,
+    secrets: &Secrets,
+    device: &Device,
+    model: DataModel,
+) -> Result<AcsRequest> {
     use crate::store::credentials;
-    let (username, password) = match credentials::own_of(&app.store, &device.device_id).await? {
+    let (username, password) = match credentials::own_of(store, &device.device_id).await? {
         Some(existing) => {
-            let password = app.secrets.open(&existing.password)?;
+            let password = secrets.open(&existing.password)?;
             (existing.username, String::from_utf8(password).unwrap_or_default())
         }
         None => {
-            let username = format!("cpe-{}", crate::api::auth::random_token("").get(..20).unwrap_or_default());
-            let password = crate::api::auth::random_token("").get(..24).unwrap_or_default().to_owned();
+            let username = format!("cpe-{}", crate::secrets::random_token("").get(..20).unwrap_or_default());
+            let password = crate::secrets::random_token("").get(..24).unwrap_or_default().to_owned();
             let scope = credentials::CredentialScope { device_id: Some(&device.device_id), ..Default::default() };
-            credentials::create(&app.store, scope, &username, app.secrets.seal(password.as_bytes())).await?;
+            credentials::create(store, scope, &username, secrets.seal(password.as_bytes())).await?;
             (username, password)
         }
     };

@@ -149,7 +149,7 @@ fn identify_all(
             }
             Ok(None) => {}
             Err(fault) => {
-                tracing::warn!(plugin = %plugin.name, device = %view.id, code = fault.code(), "identify failed: {fault}");
+                tracing::warn!(plugin = %plugin.name, device = %view.id, code = %fault.code(), "identify failed: {fault}");
             }
         }
     }

@@ -40,6 +40,7 @@ use super::presets::{ActivePreset, OrgProvisioning};
 use super::reads::{DeviceReads, RunMemo};
 use crate::answers::refresh::Refresh;
 use crate::answers::{self, Answer, StoreWrite, describe_unanswered, spv_fault_detail, unanswered_code};
+use crate::fault_code::FaultCode;
 use crate::plugins::DeviceView;
 use crate::store::devices::{self, Device};
 use crate::store::{faults, now_millis, presets as preset_store};
@@ -230,7 +231,8 @@ impl Provisioning {
                 }
                 Answer::Fault(fault) => {
                     let message = format!("{} was refused: {}", describe(&in_flight), fault.string);
-                    self.fault(p, "provisioning", &fault.code.to_string(), &message, spv_fault_detail(&fault)).await?;
+                    self.fault(p, "provisioning", FaultCode::Cwmp(fault.code), &message, spv_fault_detail(&fault))
+                        .await?;
                     let InFlight::Set(values) = in_flight else { return self.finish(p, false).await };
                     // SetParameterValues is all-or-nothing by the standard, not on every CPE: what
                     // a refusal leaves behind is decided by `after_refused_set`.
@@ -290,7 +292,7 @@ impl Provisioning {
                         "Provisioning did not settle after {MAX_ROUNDS} rounds; the last round still wanted {wanted}. \
                          Presets may declare conflicting values, or the device may not keep what is set."
                     );
-                    self.fault(p, "provisioning", "provisioning.not_converging", &message, None).await?;
+                    self.fault(p, "provisioning", FaultCode::NotConverging, &message, None).await?;
                     return self.finish(p, false).await;
                 }
                 AfterPlan::Send(calls) => {
@@ -346,7 +348,7 @@ impl Provisioning {
         }
 
         for note in &outcome.faults {
-            self.fault(p, &note.channel, &note.code, &note.message, note.detail.clone()).await?;
+            self.fault(p, &note.channel, note.code, &note.message, note.detail.clone()).await?;
         }
         self.failed.extend(outcome.failed);
         for preset in outcome.ran {
@@ -382,7 +384,7 @@ impl Provisioning {
             Some(Ok(plan)) => Ok(Some(plan)),
             Some(Err(error)) => {
                 let message = format!("A declaration cannot be carried out: {error}");
-                self.fault(p, "provisioning", "provisioning.invalid_declaration", &message, None).await?;
+                self.fault(p, "provisioning", FaultCode::InvalidDeclaration, &message, None).await?;
                 Ok(None)
             }
         }
@@ -456,7 +458,7 @@ impl Provisioning {
             (InFlight::GetValues(names), CpeResponse::GetParameterValues { parameters: values }) => {
                 if values.is_empty() {
                     let message = format!("GetParameterValues of {} returned no values", names.join(", "));
-                    self.fault(p, "provisioning", "empty_response", &message, None).await?;
+                    self.fault(p, "provisioning", FaultCode::EmptyResponse, &message, None).await?;
                     self.queue.clear();
                     self.commands_queued = true;
                     return Ok(None);
@@ -491,7 +493,7 @@ impl Provisioning {
                     Ok(number) => number,
                     Err(why) => {
                         let message = format!("AddObject {} {why}", instance.table);
-                        self.fault(p, "provisioning", "invalid_response", &message, None).await?;
+                        self.fault(p, "provisioning", FaultCode::InvalidResponse, &message, None).await?;
                         self.queue.clear();
                         self.commands_queued = true;
                         return Ok(None);
@@ -574,7 +576,7 @@ impl Provisioning {
                 );
                 if !expected {
                     let message = format!("Unexpected {}Response to {command:?}", response.method_name());
-                    self.fault(p, "provisioning", "wrong_response", &message, None).await?;
+                    self.fault(p, "provisioning", FaultCode::WrongResponse, &message, None).await?;
                 }
                 if expected && matches!(command, Command::FactoryReset) {
                     answers::apply(&p.store, &p.secrets, self.device_pk, vec![StoreWrite::Reset]).await?;
@@ -586,7 +588,7 @@ impl Provisioning {
             }
             (in_flight, other) => {
                 let message = format!("Unexpected {}Response to {}", other.method_name(), describe(&in_flight));
-                self.fault(p, "provisioning", "wrong_response", &message, None).await?;
+                self.fault(p, "provisioning", FaultCode::WrongResponse, &message, None).await?;
                 self.queue.clear();
                 self.commands_queued = true;
             }
@@ -661,11 +663,11 @@ impl Provisioning {
         &self,
         p: &Provisioner,
         channel: &str,
-        code: &str,
+        code: FaultCode,
         message: &str,
         detail: Option<serde_json::Value>,
     ) -> Result<()> {
-        tracing::info!(device = %self.device_id, channel, code, message, "provisioning fault");
+        tracing::info!(device = %self.device_id, channel, %code, message, "provisioning fault");
         faults::record(&p.store, self.device_pk, self.org_id, channel, code, message, detail.as_ref()).await
     }
 }

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
 use super::Store;
+use crate::fault_code::FaultCode;
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct FaultRow {
@@ -36,7 +37,7 @@ pub async fn record(
     device_pk: i64,
     org_id: Option<i64>,
     channel: &str,
-    code: &str,
+    code: FaultCode,
     message: &str,
     detail: Option<&serde_json::Value>,
 ) -> Result<()> {
@@ -51,7 +52,7 @@ pub async fn record(
                 device_pk.into(),
                 org_id.into(),
                 channel.into(),
-                code.into(),
+                code.to_string().into(),
                 message.into(),
                 detail.map(|d| d.to_string()).into(),
                 super::now_millis().into(),

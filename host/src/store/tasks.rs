@@ -6,6 +6,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
 use super::orgs::Scope;
 use super::{Store, now_millis};
+use crate::fault_code::FaultCode;
 
 /// Whether a task is still to run or finished, and how: `tasks.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,12 +277,13 @@ pub async fn mark_done(store: &Store, id: i64, result: Option<&serde_json::Value
 pub async fn mark_fault(
     store: &Store,
     task: &TaskRow,
-    code: &str,
+    code: FaultCode,
     message: &str,
     detail: Option<&serde_json::Value>,
 ) -> Result<()> {
     use sea_orm::TransactionTrait;
     let detail = detail.map(|d| d.to_string());
+    let code = code.to_string();
     let now = now_millis();
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting transaction")?;
@@ -290,7 +292,7 @@ pub async fn mark_fault(
         backend,
         "UPDATE tasks SET status = 'fault', stage = 'queued', fault_code = ?, fault_message = ?, fault_detail = ?, done_at = ?
          WHERE id = ? AND status = 'pending'",
-        [code.into(), message.into(), detail.clone().into(), now.into(), task.id.into()],
+        [code.as_str().into(), message.into(), detail.clone().into(), now.into(), task.id.into()],
     ))
     .await
     .context("faulting task")?;
@@ -354,7 +356,7 @@ pub async fn expire(store: &Store, device_pk: i64, now: i64) -> Result<Vec<TaskR
     );
     let expired = TaskRow::find_by_statement(stmt).all(store.db()).await.context("finding expired tasks")?;
     for task in &expired {
-        mark_fault(store, task, "expired", "The task expired before the device ran it", None).await?;
+        mark_fault(store, task, FaultCode::TaskExpired, "The task expired before the device ran it", None).await?;
     }
     Ok(expired)
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::answers::refresh::Refresh;
 use crate::answers::{self, Answer};
 use crate::app::App;
+use crate::fault_code::FaultCode;
 use crate::store::devices::Device;
 use crate::store::tasks::{TaskRow, TaskStatus};
 use crate::store::{faults, now_millis, parameters, tasks};
@@ -216,7 +217,7 @@ impl Driver {
 
     /// Records why a task failed, and wakes whoever waits on it.
     async fn task_failed(&self, app: &App, task: &TaskRow, failure: Failure) -> Result<()> {
-        tasks::mark_fault(&app.store, task, &failure.code, &failure.message, failure.detail.as_ref()).await?;
+        tasks::mark_fault(&app.store, task, failure.code, &failure.message, failure.detail.as_ref()).await?;
         app.task_finished(task.id);
         Ok(())
     }
@@ -230,9 +231,16 @@ pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &Trans
             && complete.fault.code != 0
         {
             let message = format!("The download preset {preset} failed: {}", complete.fault.string);
-            let code = complete.fault.code.to_string();
-            faults::record(&app.store, device.id, device.org_id, &format!("preset:{preset}"), &code, &message, None)
-                .await?;
+            faults::record(
+                &app.store,
+                device.id,
+                device.org_id,
+                &format!("preset:{preset}"),
+                FaultCode::Cwmp(complete.fault.code),
+                &message,
+                None,
+            )
+            .await?;
             return Ok(());
         }
         tracing::info!(device = %device.device_id, command_key = %complete.command_key, "TransferComplete for no known task");
@@ -250,7 +258,7 @@ pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &Trans
         } else {
             complete.fault.string.clone()
         };
-        tasks::mark_fault(&app.store, &task, &complete.fault.code.to_string(), &message, None).await?;
+        tasks::mark_fault(&app.store, &task, FaultCode::Cwmp(complete.fault.code), &message, None).await?;
     }
     app.task_finished(task.id);
     Ok(())

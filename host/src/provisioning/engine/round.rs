@@ -13,6 +13,7 @@ use tokio::runtime::Handle;
 
 use super::calls::Command;
 use super::tree::{KnownSecrets, SessionSecrets};
+use crate::fault_code::FaultCode;
 use crate::plugins::bindings::provision::roost::plugin::log::Level;
 use crate::plugins::{Declared, DeviceView, Loaded, PluginFault};
 use crate::provisioning::Provisioner;
@@ -25,7 +26,7 @@ use crate::provisioning::reads::{DeviceReads, RunMemo};
 #[derive(Debug)]
 pub(super) struct FaultNote {
     pub(super) channel: String,
-    pub(super) code: String,
+    pub(super) code: FaultCode,
     pub(super) message: String,
     pub(super) detail: Option<serde_json::Value>,
 }
@@ -122,7 +123,7 @@ impl Round {
                 "refresh" | "value" | "tag" | "reboot" | "reset" | "download" => {
                     built_in(preset, &mut declarations, &mut outcome).map_err(|message| FaultNote {
                         channel: channel.clone(),
-                        code: "preset.invalid".into(),
+                        code: FaultCode::InvalidPreset,
                         message,
                         detail: None,
                     })
@@ -148,7 +149,7 @@ impl Round {
             if let Err(error) = view.read(&d.pattern.literal_prefix(), |_| ()) {
                 outcome.faults.push(FaultNote {
                     channel: "provisioning".into(),
-                    code: "provisioning.store".into(),
+                    code: FaultCode::ProvisioningStore,
                     message: error.message,
                     detail: None,
                 });
@@ -172,7 +173,7 @@ impl Round {
         let Some(plugin) = &preset.plugin else {
             return Err(FaultNote {
                 channel,
-                code: "preset.unknown_provision".into(),
+                code: FaultCode::UnknownProvision,
                 message: format!("No provision named {:?} is installed any more", preset.definition.provision),
                 detail: None,
             });
@@ -235,7 +236,7 @@ impl Round {
     ) -> Result<(Arc<RunMemo>, bool), FaultNote> {
         let loaded = adapters::load_blocking(p, handle, plugin).map_err(|error| FaultNote {
             channel: channel.to_owned(),
-            code: "plugin.instantiate".into(),
+            code: FaultCode::PluginInstantiate,
             message: format!("{error:#}"),
             detail: None,
         })?;
@@ -252,7 +253,7 @@ impl Round {
             let name = self.adapter.as_ref().map_or("adapter", |a| a.name.as_str());
             outcome.faults.push(FaultNote {
                 channel: format!("adapter:{name}"),
-                code: fault.code().into(),
+                code: fault.code(),
                 message: format!("{name}, called by {}: {fault}", plugin.name),
                 detail: None,
             });
@@ -280,7 +281,7 @@ pub(super) fn same_runs(a: &[(String, Arc<RunMemo>)], b: &[(String, Arc<RunMemo>
 pub(super) fn plugin_fault(channel: String, name: &str, version: &str, fault: &PluginFault) -> FaultNote {
     FaultNote {
         channel,
-        code: fault.code().into(),
+        code: fault.code(),
         message: format!("{name} {version}: {fault}"),
         detail: Some(json!({ "plugin": name, "version": version })),
     }

@@ -9,6 +9,7 @@ use roost_cwmp::{AcsRequest, CpeResponse, DataModel, Download, ParameterValue, U
 use serde_json::{Value, json};
 
 use crate::answers::{self, Answer, StoreWrite, describe_unanswered, spv_fault_detail, unanswered_code};
+use crate::fault_code::FaultCode;
 use crate::tasks::{ParameterWrite, TaskSpec};
 
 /// A task that has been sent this many times without an answer (each time the session died) is
@@ -18,14 +19,14 @@ pub(super) const MAX_ATTEMPTS: i64 = 3;
 /// Why a task failed, as its row keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Failure {
-    pub(super) code: String,
+    pub(super) code: FaultCode,
     pub(super) message: String,
     pub(super) detail: Option<Value>,
 }
 
 impl Failure {
-    fn new(code: &str, message: String) -> Self {
-        Self { code: code.to_owned(), message, detail: None }
+    fn new(code: FaultCode, message: String) -> Self {
+        Self { code, message, detail: None }
     }
 }
 
@@ -56,10 +57,10 @@ pub(super) enum Decided {
 /// cannot be), and how often it was sent before without an answer.
 pub(super) fn opening(spec: Result<TaskSpec, String>, attempts: i64) -> Result<TaskSpec, Failure> {
     // Only possible for rows written by hand or by an older version: fail, don't loop.
-    let spec = spec.map_err(|error| Failure::new("invalid_task", error))?;
+    let spec = spec.map_err(|error| Failure::new(FaultCode::InvalidTask, error))?;
     if attempts >= MAX_ATTEMPTS {
         let message = format!("Sent {MAX_ATTEMPTS} times without an answer; the session died each time");
-        return Err(Failure::new("too_many_attempts", message));
+        return Err(Failure::new(FaultCode::TooManyAttempts, message));
     }
     Ok(spec)
 }
@@ -174,7 +175,7 @@ pub(super) fn as_sent(spec: TaskSpec, request: &AcsRequest) -> TaskSpec {
 pub(super) fn failure(answer: &Answer) -> Option<Failure> {
     match answer {
         Answer::Fault(fault) => Some(Failure {
-            code: fault.code.to_string(),
+            code: FaultCode::Cwmp(fault.code),
             message: fault.string.clone(),
             detail: spv_fault_detail(fault),
         }),
@@ -199,7 +200,7 @@ pub(super) fn decide(
             if values.is_empty() {
                 // INTEROP: an empty list for explicit names is a failure without a fault.
                 let message = format!("The CPE returned no values for {}", names.join(", "));
-                return Decided::Failed(Failure::new("empty_response", message));
+                return Decided::Failed(Failure::new(FaultCode::EmptyResponse, message));
             }
             let mut all = earlier;
             all.extend(values.iter().cloned());
@@ -228,13 +229,13 @@ pub(super) fn decide(
         (TaskSpec::AddObject { object }, CpeResponse::AddObject { instance_number, status }) => {
             match answers::added_instance(instance_number, status) {
                 Ok(instance) => Decided::ReadInstance { prefix: format!("{object}{instance}."), instance },
-                Err(why) => Decided::Failed(Failure::new("invalid_response", format!("AddObject {why}"))),
+                Err(why) => Decided::Failed(Failure::new(FaultCode::InvalidResponse, format!("AddObject {why}"))),
             }
         }
         (TaskSpec::DeleteObject { object }, CpeResponse::DeleteObject { status }) => {
             if status > 1 {
                 let message = format!("DeleteObject answered Status {status}");
-                return Decided::Failed(Failure::new("invalid_response", message));
+                return Decided::Failed(Failure::new(FaultCode::InvalidResponse, message));
             }
             Decided::Done {
                 result: json!({ "status": status }),
@@ -260,7 +261,7 @@ pub(super) fn decide(
             done(json!({ "parameterAttributes": attributes }))
         }
         (_, other) => Decided::Failed(Failure::new(
-            "wrong_response",
+            FaultCode::WrongResponse,
             format!("Unexpected {}Response for task {task_name}", other.method_name()),
         )),
     }
@@ -297,9 +298,9 @@ mod tests {
     fn a_task_that_keeps_killing_the_session_is_failed_not_sent() {
         assert_eq!(opening(Ok(TaskSpec::Reboot), MAX_ATTEMPTS - 1), Ok(TaskSpec::Reboot));
         let failed = opening(Ok(TaskSpec::Reboot), MAX_ATTEMPTS).err().map(|f| f.code);
-        assert_eq!(failed.as_deref(), Some("too_many_attempts"));
+        assert_eq!(failed, Some(FaultCode::TooManyAttempts));
         let unreadable = opening(Err("expected value at line 1".into()), 0);
-        assert_eq!(unreadable, Err(Failure::new("invalid_task", "expected value at line 1".into())));
+        assert_eq!(unreadable, Err(Failure::new(FaultCode::InvalidTask, "expected value at line 1".into())));
     }
 
     #[test]
@@ -364,7 +365,10 @@ mod tests {
             vec![],
             42,
         );
-        assert!(matches!(empty, Decided::Failed(Failure { ref code, .. }) if code == "empty_response"), "{empty:?}");
+        assert!(
+            matches!(empty, Decided::Failed(Failure { ref code, .. }) if *code == FaultCode::EmptyResponse),
+            "{empty:?}"
+        );
     }
 
     #[test]
@@ -398,7 +402,10 @@ mod tests {
             decide(&add, "addObject", CpeResponse::AddObject { instance_number: 3, status: 0 }, None, vec![], 0);
         assert_eq!(created, Decided::ReadInstance { prefix: "Device.WiFi.SSID.3.".into(), instance: 3 });
         let none = decide(&add, "addObject", CpeResponse::AddObject { instance_number: 0, status: 0 }, None, vec![], 0);
-        assert!(matches!(none, Decided::Failed(Failure { ref code, .. }) if code == "invalid_response"), "{none:?}");
+        assert!(
+            matches!(none, Decided::Failed(Failure { ref code, .. }) if *code == FaultCode::InvalidResponse),
+            "{none:?}"
+        );
 
         let delete = TaskSpec::DeleteObject { object: "Device.WiFi.SSID.3.".into() };
         let deleted = decide(&delete, "deleteObject", CpeResponse::DeleteObject { status: 0 }, None, vec![], 0);
@@ -410,7 +417,10 @@ mod tests {
             }
         );
         let refused = decide(&delete, "deleteObject", CpeResponse::DeleteObject { status: 2 }, None, vec![], 0);
-        assert_eq!(refused, Decided::Failed(Failure::new("invalid_response", "DeleteObject answered Status 2".into())));
+        assert_eq!(
+            refused,
+            Decided::Failed(Failure::new(FaultCode::InvalidResponse, "DeleteObject answered Status 2".into()))
+        );
     }
 
     #[test]
@@ -432,7 +442,10 @@ mod tests {
         let decided = decide(&TaskSpec::Reboot, "reboot", CpeResponse::FactoryReset, None, vec![], 0);
         assert_eq!(
             decided,
-            Decided::Failed(Failure::new("wrong_response", "Unexpected FactoryResetResponse for task reboot".into()))
+            Decided::Failed(Failure::new(
+                FaultCode::WrongResponse,
+                "Unexpected FactoryResetResponse for task reboot".into()
+            ))
         );
     }
 
@@ -445,9 +458,9 @@ mod tests {
             string: "too long".into(),
         }];
         let failed = failure(&Answer::Fault(fault)).map(|f| (f.code, f.message, f.detail.is_some()));
-        assert_eq!(failed, Some(("9003".into(), "Invalid arguments".into(), true)));
+        assert_eq!(failed, Some((FaultCode::Cwmp(9003), "Invalid arguments".into(), true)));
         let silent = failure(&Answer::Unanswered(Unanswered::EmptyPost)).map(|f| f.code);
-        assert_eq!(silent.as_deref(), Some("no_response"));
+        assert_eq!(silent, Some(FaultCode::NoResponse));
         assert_eq!(failure(&Answer::Nothing), None);
     }
 }

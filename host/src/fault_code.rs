@@ -1,0 +1,151 @@
+//! The codes of the faults Roost records against a device (`GET /api/v1/devices/{id}/faults`)
+//! and a task (`fault.code`): one scheme, `area.reason` in lowercase.
+//!
+//! A CWMP fault the CPE answered with is `cwmp.<number>` (`cwmp.9002`), as GenieACS writes it, so
+//! NBI clients that match on `cwmp.` keep working; a request the CPE answered wrongly or not at
+//! all is `cwmp.<reason>`. Codes are stored and served as text: migration `m0010_fault_codes`
+//! renamed the codes of earlier versions (`9002`, `no_response`, `invalid_task`, …).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Declares [`FaultCode`] with its named variants and their names in one list, so that a
+/// variant cannot be added without its name, nor a name be missing when codes are read back.
+macro_rules! fault_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)+) => {
+        /// Why a device's request, task, provision or plugin failed.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum FaultCode {
+            /// The CPE answered with this CWMP fault (`9000`–`9899`; `cwmp.9003`).
+            Cwmp(u32),
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl FaultCode {
+            /// The codes with a fixed name.
+            pub const NAMED: &[FaultCode] = &[$(FaultCode::$variant),+];
+
+            /// The fixed name of a code; `None` for [`FaultCode::Cwmp`].
+            fn name(self) -> Option<&'static str> {
+                match self {
+                    FaultCode::Cwmp(_) => None,
+                    $(FaultCode::$variant => Some($name),)+
+                }
+            }
+        }
+    };
+}
+
+fault_codes! {
+    /// The CPE sent an empty POST instead of answering the request.
+    NoResponse => "cwmp.no_response",
+    /// The CPE answered the request with the response to another one.
+    WrongResponse => "cwmp.wrong_response",
+    /// GetParameterValues answered with no values.
+    EmptyResponse => "cwmp.empty_response",
+    /// An answer that is a failure without being a fault (AddObject Status 2, no instance).
+    InvalidResponse => "cwmp.invalid_response",
+    /// A queued task the queue cannot read (written by hand or by an older version).
+    InvalidTask => "task.invalid",
+    /// A task sent three times without an answer: it probably kills the session.
+    TooManyAttempts => "task.too_many_attempts",
+    /// A task whose expiry passed before the device ran it.
+    TaskExpired => "task.expired",
+    /// Discovery of the device's tree gave up after sessions kept dying during it.
+    DiscoveryAbandoned => "discovery.abandoned",
+    /// Provisioning still had work after the maximum rounds.
+    NotConverging => "provisioning.not_converging",
+    /// A declaration that cannot become CWMP calls (a value of the wrong type).
+    InvalidDeclaration => "provisioning.invalid_declaration",
+    /// Provisioning could not read or write the store.
+    ProvisioningStore => "provisioning.store",
+    /// A preset that cannot run as stored.
+    InvalidPreset => "preset.invalid",
+    /// A preset naming a provision that is not installed.
+    UnknownProvision => "preset.unknown_provision",
+    /// A plugin returned an error.
+    PluginError => "plugin.error",
+    /// A plugin reported that a limit stopped it.
+    PluginLimit => "plugin.limit",
+    /// A plugin ran past its deadline.
+    PluginTimeout => "plugin.timeout",
+    /// A plugin asked for more memory than its limit.
+    PluginMemory => "plugin.memory",
+    /// A plugin trapped.
+    PluginTrap => "plugin.trap",
+    /// A plugin could not be started.
+    PluginInstantiate => "plugin.instantiate",
+}
+
+const CWMP_PREFIX: &str = "cwmp.";
+
+impl fmt::Display for FaultCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self, self.name()) {
+            (FaultCode::Cwmp(number), _) => write!(f, "{CWMP_PREFIX}{number}"),
+            (_, name) => f.write_str(name.unwrap_or_default()),
+        }
+    }
+}
+
+/// Text that is no fault code of this version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a fault code")]
+pub struct UnknownFaultCode(pub String);
+
+impl FromStr for FaultCode {
+    type Err = UnknownFaultCode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(number) = text.strip_prefix(CWMP_PREFIX).and_then(|n| n.parse().ok()) {
+            return Ok(FaultCode::Cwmp(number));
+        }
+        let named = FaultCode::NAMED.iter().find(|code| code.name() == Some(text));
+        named.copied().ok_or_else(|| UnknownFaultCode(text.into()))
+    }
+}
+
+impl serde::Serialize for FaultCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_area_dot_reason_and_reads_back() {
+        let mut codes = FaultCode::NAMED.to_vec();
+        codes.extend([FaultCode::Cwmp(9002), FaultCode::Cwmp(8005)]);
+        for code in codes {
+            let text = code.to_string();
+            let (area, reason) = text.split_once('.').unwrap_or_default();
+            assert!(["cwmp", "task", "discovery", "provisioning", "preset", "plugin"].contains(&area), "{text}");
+            assert!(
+                !reason.is_empty() && reason.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            );
+            assert_eq!(text.parse(), Ok(code), "{text}");
+        }
+    }
+
+    #[test]
+    fn no_two_codes_share_a_name() {
+        let names: std::collections::HashSet<String> = FaultCode::NAMED.iter().map(ToString::to_string).collect();
+        assert_eq!(names.len(), FaultCode::NAMED.len());
+    }
+
+    #[test]
+    fn a_cpe_fault_is_written_as_genieacs_writes_it() {
+        assert_eq!(FaultCode::Cwmp(9003).to_string(), "cwmp.9003");
+        assert_eq!(serde_json::to_value(FaultCode::NoResponse).ok(), Some(serde_json::json!("cwmp.no_response")));
+    }
+
+    #[test]
+    fn the_codes_of_earlier_versions_are_not_codes() {
+        for old in ["9002", "no_response", "invalid_task", "cwmp.", "cwmp.x", ""] {
+            assert_eq!(old.parse::<FaultCode>(), Err(UnknownFaultCode(old.into())));
+        }
+    }
+}
