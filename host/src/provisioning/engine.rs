@@ -19,6 +19,7 @@
 //! session and its declarations of that run are dropped; a CPE fault ends provisioning for the
 //! session, since the next round would plan the same call again.
 
+mod answered;
 mod calls;
 mod round;
 mod tree;
@@ -28,8 +29,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use roost_cwmp::{AcsRequest, CpeResponse, DataModel, Download, ParameterValue, ValueType, is_secret_parameter};
-use roost_params::Value;
+use roost_cwmp::{AcsRequest, CpeResponse, DataModel, Download, is_secret_parameter};
 use roost_params::tree::Node;
 use tokio::runtime::Handle;
 
@@ -39,11 +39,12 @@ use super::plan::{Clock, Plan};
 use super::presets::{ActivePreset, OrgProvisioning};
 use super::reads::{DeviceReads, RunMemo};
 use crate::answers::refresh::Refresh;
-use crate::answers::{self, Answer, StoreWrite, describe_unanswered, spv_fault_detail, unanswered_code};
+use crate::answers::{self, Answer, describe_unanswered, spv_fault_detail, unanswered_code};
 use crate::fault_code::FaultCode;
 use crate::plugins::DeviceView;
 use crate::store::devices::{self, Device};
 use crate::store::{faults, now_millis, presets as preset_store};
+use answered::{Then, ViewChange, alias_values, answered};
 use calls::{AfterPlan, AfterRefusal, Call, Command, InFlight, after_plan, after_refused_set, describe};
 use round::{Round, SessionAdapter, same_runs};
 use tree::{SessionSecrets, StoreLoader, load_subtree};
@@ -438,7 +439,8 @@ impl Provisioning {
         request
     }
 
-    /// Stores an answer; `Some` when the call needs another request.
+    /// Performs what an answer decided ([`answered`]); `Some` when the call needs another
+    /// request. Listings are fed to their refresh here.
     async fn on_response(
         &mut self,
         p: &Arc<Provisioner>,
@@ -447,65 +449,16 @@ impl Provisioning {
     ) -> Result<Option<AcsRequest>> {
         let now = now_millis();
         let now_ms = u64::try_from(now).unwrap_or(0);
-        match (in_flight, response) {
-            (InFlight::Refresh(mut refresh), response) => {
+        let decided = match in_flight {
+            InFlight::Refresh(mut refresh) => {
                 if let Some(request) = self.refreshed(p, &mut refresh, response, now).await? {
                     self.in_flight = Some(InFlight::Refresh(refresh));
                     return Ok(Some(request));
                 }
                 self.reload(p, &refresh.prefix, now_ms).await?;
+                return Ok(None);
             }
-            (InFlight::GetValues(names), CpeResponse::GetParameterValues { parameters: values }) => {
-                if values.is_empty() {
-                    let message = format!("GetParameterValues of {} returned no values", names.join(", "));
-                    self.fault(p, "provisioning", FaultCode::EmptyResponse, &message, None).await?;
-                    self.queue.clear();
-                    self.commands_queued = true;
-                    return Ok(None);
-                }
-                let write = StoreWrite::Read { values: values.clone(), at: now };
-                answers::apply(&p.store, &p.secrets, self.device_pk, vec![write]).await?;
-                self.view.update(|tree| {
-                    for value in &values {
-                        let text = if is_secret_parameter(&value.name) { String::new() } else { value.value.clone() };
-                        let node = tree.get_mut(&value.name);
-                        match node {
-                            Some(node) => {
-                                node.value = Some(text);
-                                node.value_type = value.value_type.as_str().to_owned();
-                                node.updated_ms = now_ms;
-                            }
-                            None => tree.insert(
-                                value.name.clone(),
-                                Node {
-                                    value: Some(text),
-                                    value_type: value.value_type.as_str().to_owned(),
-                                    writable: false,
-                                    updated_ms: now_ms,
-                                },
-                            ),
-                        }
-                    }
-                });
-            }
-            (InFlight::Add(instance), CpeResponse::AddObject { instance_number, status }) => {
-                let instance_number = match answers::added_instance(instance_number, status) {
-                    Ok(number) => number,
-                    Err(why) => {
-                        let message = format!("AddObject {} {why}", instance.table);
-                        self.fault(p, "provisioning", FaultCode::InvalidResponse, &message, None).await?;
-                        self.queue.clear();
-                        self.commands_queued = true;
-                        return Ok(None);
-                    }
-                };
-                let mut refresh =
-                    Refresh::new(format!("{}{instance_number}.", instance.table), self.learnt_batch(), now);
-                let request = refresh.first_request();
-                self.in_flight = Some(InFlight::AddRefresh { instance, refresh });
-                return Ok(Some(request));
-            }
-            (InFlight::AddRefresh { instance, mut refresh }, response) => {
+            InFlight::AddRefresh { instance, mut refresh } => {
                 if let Some(request) = self.refreshed(p, &mut refresh, response, now).await? {
                     self.in_flight = Some(InFlight::AddRefresh { instance, refresh });
                     return Ok(Some(request));
@@ -513,87 +466,49 @@ impl Provisioning {
                 self.reload(p, &refresh.prefix, now_ms).await?;
                 // The table's listing is no longer complete for this session's count; the new
                 // instance is, and its alias values make it match the pattern that asked for it.
-                if !instance.alias.is_empty() {
-                    let values: Vec<ParameterValue> = self
-                        .view
-                        .read(&refresh.prefix, |tree| {
-                            instance
-                                .alias
-                                .iter()
-                                .filter_map(|(key, value)| {
-                                    let path = format!("{}{key}", refresh.prefix);
-                                    let node = tree.get(&path)?;
-                                    roost_params::coerce(
-                                        &Value::Text(value.clone()),
-                                        &node.value_type,
-                                        node.value.as_deref(),
-                                    )
-                                    .ok()
-                                    .map(|(value, value_type)| ParameterValue {
-                                        name: path,
-                                        value,
-                                        value_type: ValueType::parse(&value_type),
-                                    })
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if !values.is_empty() {
-                        self.queue.push_front(Call::Set(values));
-                    }
+                let values = self
+                    .view
+                    .read(&refresh.prefix, |tree| alias_values(&instance, &refresh.prefix, tree))
+                    .unwrap_or_default();
+                if !values.is_empty() {
+                    self.queue.push_front(Call::Set(values));
                 }
+                return Ok(None);
             }
-            (InFlight::Delete(object), CpeResponse::DeleteObject { .. }) => {
-                let write = StoreWrite::Deleted { object: object.clone() };
-                answers::apply(&p.store, &p.secrets, self.device_pk, vec![write]).await?;
-                self.view.update(|tree| tree.remove(&object));
-            }
-            (InFlight::Set(values), CpeResponse::SetParameterValues { .. }) => {
-                for secret in values.iter().filter(|p| is_secret_parameter(&p.name)) {
-                    self.secrets.set(&secret.name, &secret.value);
-                }
-                let write = StoreWrite::Accepted { values: values.clone(), model: self.model, at: now };
-                answers::apply(&p.store, &p.secrets, self.device_pk, vec![write]).await?;
-                self.view.update(|tree| {
-                    for written in &values {
-                        let text =
-                            if is_secret_parameter(&written.name) { String::new() } else { written.value.clone() };
-                        let writable = tree.get(&written.name).is_none_or(|n| n.writable);
-                        let value_type = written.value_type.as_str().to_owned();
-                        tree.insert(
-                            written.name.clone(),
-                            Node { value: Some(text), value_type, writable, updated_ms: now_ms },
-                        );
-                    }
-                });
-            }
-            (InFlight::Command(command), response) => {
-                let expected = matches!(
-                    (&command, &response),
-                    (Command::Reboot, CpeResponse::Reboot)
-                        | (Command::FactoryReset, CpeResponse::FactoryReset)
-                        | (Command::Download { .. }, CpeResponse::Download { .. })
-                );
-                if !expected {
-                    let message = format!("Unexpected {}Response to {command:?}", response.method_name());
-                    self.fault(p, "provisioning", FaultCode::WrongResponse, &message, None).await?;
-                }
-                if expected && matches!(command, Command::FactoryReset) {
-                    answers::apply(&p.store, &p.secrets, self.device_pk, vec![StoreWrite::Reset]).await?;
-                }
-                if matches!(command, Command::Reboot | Command::FactoryReset) {
-                    // The device goes away when the session ends: nothing else is worth sending.
-                    self.queue.clear();
-                }
-            }
-            (in_flight, other) => {
-                let message = format!("Unexpected {}Response to {}", other.method_name(), describe(&in_flight));
-                self.fault(p, "provisioning", FaultCode::WrongResponse, &message, None).await?;
-                self.queue.clear();
-                self.commands_queued = true;
+            in_flight => answered(in_flight, response, self.model, now),
+        };
+        if let Some((code, message)) = &decided.fault {
+            self.fault(p, "provisioning", *code, message, None).await?;
+        }
+        if let Some(ViewChange::Written(values)) = &decided.view {
+            for secret in values.iter().filter(|p| is_secret_parameter(&p.name)) {
+                self.secrets.set(&secret.name, &secret.value);
             }
         }
-        Ok(None)
+        if !decided.writes.is_empty() {
+            answers::apply(&p.store, &p.secrets, self.device_pk, decided.writes).await?;
+        }
+        if let Some(change) = decided.view {
+            self.view.update(|tree| change.apply(tree, now_ms));
+        }
+        match decided.then {
+            Then::GoOn => Ok(None),
+            Then::ReadInstance { instance, prefix } => {
+                let mut refresh = Refresh::new(prefix, self.learnt_batch(), now);
+                let request = refresh.first_request();
+                self.in_flight = Some(InFlight::AddRefresh { instance, refresh });
+                Ok(Some(request))
+            }
+            Then::DropCalls => {
+                self.queue.clear();
+                Ok(None)
+            }
+            Then::GiveUp => {
+                self.queue.clear();
+                self.commands_queued = true;
+                Ok(None)
+            }
+        }
     }
 
     /// Feeds an answer to a refresh and writes what it changed; the refresh's next request, if
