@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::fault_code::FaultCode;
 use crate::secrets::Secrets;
+use crate::store::DevicePk;
 use crate::store::{Store, devices, parameters};
 
 /// What the CPE's last message meant for the work in progress.
@@ -54,7 +55,7 @@ pub enum StoreWrite {
 }
 
 /// Writes what an answer changed: the one executor of [`StoreWrite`]s.
-pub async fn apply(store: &Store, secrets: &Secrets, device_pk: i64, writes: Vec<StoreWrite>) -> Result<()> {
+pub async fn apply(store: &Store, secrets: &Secrets, device_pk: DevicePk, writes: Vec<StoreWrite>) -> Result<()> {
     for write in writes {
         match write {
             StoreWrite::Listed { names, at } => parameters::store_listing(store, device_pk, &names, at).await?,
@@ -111,7 +112,7 @@ pub fn is_connection_request_credential(path: &str) -> bool {
 async fn keep_connection_request_credentials(
     store: &Store,
     secrets: &Secrets,
-    device_pk: i64,
+    device_pk: DevicePk,
     written: WrittenCredentials,
 ) -> Result<()> {
     let Some(device) = devices::by_pk(store, device_pk).await? else { return Ok(()) };

@@ -331,6 +331,29 @@ pub fn placeholders(n: usize) -> String {
     out
 }
 
+/// A device's key in the store (`devices.id`, what rows of other tables point at), never to be
+/// confused with its GenieACS-style id (`devices.device_id`, the `String` the API and CPEs use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevicePk(pub i64);
+
+impl std::fmt::Display for DevicePk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<DevicePk> for sea_orm::Value {
+    fn from(pk: DevicePk) -> Self {
+        pk.0.into()
+    }
+}
+
+impl sea_orm::TryGetable for DevicePk {
+    fn try_get_by<I: sea_orm::ColIdx>(row: &sea_orm::QueryResult, index: I) -> Result<Self, sea_orm::TryGetError> {
+        i64::try_get_by(row, index).map(DevicePk)
+    }
+}
+
 /// Milliseconds since the Unix epoch: how every time is stored.
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -1269,7 +1269,7 @@ async fn documented_operations(h: &Harness) -> BTreeSet<(String, String)> {
 /// What the proof set up, by owner.
 struct World {
     org_id: HashMap<Org, i64>,
-    device_pk: HashMap<Org, i64>,
+    device_pk: HashMap<Org, roost::store::DevicePk>,
     task: HashMap<Org, String>,
     fault: HashMap<Org, String>,
     plugin: HashMap<Org, String>,
@@ -1359,7 +1359,13 @@ async fn session(
 
 /// A device registered straight in the store, as an Inform at `org`'s URL would (`None`: an
 /// unclaimed one).
-async fn store_device(h: &Harness, world: &World, owner: Org, org_id: Option<i64>, serial: &str) -> (String, i64) {
+async fn store_device(
+    h: &Harness,
+    world: &World,
+    owner: Org,
+    org_id: Option<i64>,
+    serial: &str,
+) -> (String, roost::store::DevicePk) {
     use roost::store::devices::{InformRecord, Onboarding, OnboardingVia, record_inform};
     let identity = roost_cwmp::DeviceIdStruct {
         manufacturer: owner.maker(),
@@ -1605,11 +1611,11 @@ struct Prepared {
 #[derive(Debug)]
 enum Fresh {
     Device(String),
-    AddedTag(i64, String),
-    RemovedTag(i64, String),
+    AddedTag(roost::store::DevicePk, String),
+    RemovedTag(roost::store::DevicePk, String),
     Task(i64),
     FaultedTask(i64),
-    Fault(i64, i64),
+    Fault(roost::store::DevicePk, i64),
     Plugin(i64),
     Preset(Org, String),
     /// A preset name of `target`'s written by a caller of `by`.

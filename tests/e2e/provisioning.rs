@@ -323,7 +323,7 @@ on_both_backends! {
 
 /// The device's row as the store has it (primary key and tree revision).
 /// Stores an unsigned value in the device's tree as another replica's session would.
-async fn store_as_another_writer(h: &Harness, device_pk: i64, path: &str, value: &str) {
+async fn store_as_another_writer(h: &Harness, device_pk: roost::store::DevicePk, path: &str, value: &str) {
     let reported = roost_cwmp::ParameterValue {
         name: path.to_owned(),
         value: value.to_owned(),

@@ -345,7 +345,7 @@ async fn list(
     let online_since = now_millis() - i64::try_from(app.config.api.online_window.as_millis()).unwrap_or(i64::MAX);
     let last = rows
         .last()
-        .map(|d| serde_json::to_string(&After { value: q.sort.key.value_of(d), id: d.id }).unwrap_or_default());
+        .map(|d| serde_json::to_string(&After { value: q.sort.key.value_of(d), id: d.id.0 }).unwrap_or_default());
     let mut items = Vec::with_capacity(rows.len());
     for d in &rows {
         let org = d.org_id.and_then(|o| slugs.get(&o)).map(String::as_str);

@@ -26,6 +26,7 @@ use super::{devices as device_routes, presets, timestamp};
 use crate::app::App;
 use crate::permissions::Permission;
 use crate::provisioning::presets::PresetDefinition;
+use crate::store::DevicePk;
 use crate::store::devices::filter::{self, Field};
 use crate::store::devices::{self, Device};
 use crate::store::tasks::TaskStatus;
@@ -446,7 +447,11 @@ async fn create_task(
 }
 
 /// The device a GenieACS `query` of tasks or faults names (`{"device": "<id>"}`), if any.
-async fn device_of_query(app: &App, caller: &Caller, query: Option<Value>) -> ApiResult<(Option<i64>, Option<String>)> {
+async fn device_of_query(
+    app: &App,
+    caller: &Caller,
+    query: Option<Value>,
+) -> ApiResult<(Option<DevicePk>, Option<String>)> {
     let Some(query) = query else { return Ok((None, None)) };
     let Value::Object(fields) = query else { return Err(invalid_query("a query is a JSON object")) };
     let mut device = None;
@@ -458,7 +463,8 @@ async fn device_of_query(app: &App, caller: &Caller, query: Option<Value>) -> Ap
         match key.as_str() {
             "device" => {
                 // An unknown or another tenant's device has no tasks or faults here.
-                device = Some(devices::visible(&app.api_store, &caller.scope, &value).await?.map_or(-1, |d| d.id));
+                device =
+                    Some(devices::visible(&app.api_store, &caller.scope, &value).await?.map_or(DevicePk(-1), |d| d.id));
             }
             "name" => name = Some(value),
             other => return Err(invalid_query(format!("querying by {other:?} is not supported here (device, name)"))),

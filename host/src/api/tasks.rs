@@ -343,7 +343,7 @@ async fn list(
 async fn visible_task(app: &App, caller: &Caller, id: &str) -> ApiResult<(TaskRow, String)> {
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("task"))?;
     let task = tasks::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    let device = devices::by_pk(&app.api_store, task.device_id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    let device = devices::by_pk(&app.api_store, task.device_pk).await?.ok_or_else(|| ApiError::not_found("task"))?;
     Ok((task, device.device_id))
 }
 

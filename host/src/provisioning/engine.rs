@@ -42,6 +42,7 @@ use crate::answers::refresh::Refresh;
 use crate::answers::{self, Answer, describe_unanswered, spv_fault_detail, unanswered_code};
 use crate::fault_code::FaultCode;
 use crate::plugins::DeviceView;
+use crate::store::DevicePk;
 use crate::store::devices::{self, Device};
 use crate::store::{faults, now_millis, presets as preset_store};
 use answered::{Then, ViewChange, alias_values, answered};
@@ -58,7 +59,7 @@ const PARAMETER_KEY: &str = "roost-provision";
 
 /// One session's provisioning.
 pub struct Provisioning {
-    device_pk: i64,
+    device_pk: DevicePk,
     org_id: Option<i64>,
     device_id: String,
     /// The device's data model, which names its connection-request credentials.

@@ -24,6 +24,7 @@ use roost_params::Value;
 
 use crate::plugins::bindings::provision::roost::plugin::log::Level;
 use crate::plugins::{Declared, ViewSnapshot};
+use crate::store::DevicePk;
 
 /// One device's entry.
 #[derive(Debug)]
@@ -73,7 +74,7 @@ impl RunMemo {
 
 /// Entries by device, weighed by the bytes they hold.
 pub struct Reads {
-    entries: moka::sync::Cache<i64, Arc<DeviceReads>>,
+    entries: moka::sync::Cache<DevicePk, Arc<DeviceReads>>,
     max_entry_bytes: usize,
 }
 
@@ -97,11 +98,11 @@ impl Reads {
     }
 
     /// The device's entry if it still describes the tree at revision `rev`.
-    pub fn get(&self, device_pk: i64, rev: i64) -> Option<Arc<DeviceReads>> {
+    pub fn get(&self, device_pk: DevicePk, rev: i64) -> Option<Arc<DeviceReads>> {
         self.entries.get(&device_pk).filter(|entry| entry.rev == rev)
     }
 
-    pub fn keep(&self, device_pk: i64, mut entry: DeviceReads) {
+    pub fn keep(&self, device_pk: DevicePk, mut entry: DeviceReads) {
         if entry.weight() > self.max_entry_bytes {
             // The view saves the session's queries, a replay only a plugin run: the view stays.
             entry.runs.clear();
@@ -142,21 +143,21 @@ mod tests {
     #[test]
     fn an_entry_serves_only_the_revision_it_was_loaded_at() {
         let reads = Reads::new(1 << 20);
-        reads.keep(7, entry(3, 2));
-        assert!(reads.get(7, 3).is_some());
-        assert!(reads.get(7, 4).is_none(), "the tree was written since");
-        assert!(reads.get(8, 3).is_none());
+        reads.keep(DevicePk(7), entry(3, 2));
+        assert!(reads.get(DevicePk(7), 3).is_some());
+        assert!(reads.get(DevicePk(7), 4).is_none(), "the tree was written since");
+        assert!(reads.get(DevicePk(8), 3).is_none());
     }
 
     #[test]
     fn an_oversized_view_is_not_kept_and_drops_the_older_entry() {
         let reads = Reads::new(64 * 1024);
-        reads.keep(7, entry(1, 2));
-        assert!(reads.get(7, 1).is_some());
+        reads.keep(DevicePk(7), entry(1, 2));
+        assert!(reads.get(DevicePk(7), 1).is_some());
         // 1/64 of 64 KiB is 1 KiB: a hundred hosts are far more.
-        reads.keep(7, entry(2, 100));
-        assert!(reads.get(7, 2).is_none());
-        assert!(reads.get(7, 1).is_none());
+        reads.keep(DevicePk(7), entry(2, 100));
+        assert!(reads.get(DevicePk(7), 2).is_none());
+        assert!(reads.get(DevicePk(7), 1).is_none());
     }
 
     #[test]
@@ -166,8 +167,8 @@ mod tests {
         let logs = vec![(Level::Info, "x".repeat(2048))];
         let memo = RunMemo { declarations: Vec::new(), tags_added: Vec::new(), tags_removed: Vec::new(), logs };
         kept.runs.push(("health".into(), Arc::new(memo)));
-        reads.keep(7, kept);
-        let kept = reads.get(7, 1);
+        reads.keep(DevicePk(7), kept);
+        let kept = reads.get(DevicePk(7), 1);
         assert!(kept.as_ref().is_some_and(|kept| kept.runs.is_empty()), "the view is kept, without the runs");
         let Some(kept) = kept else { return };
         assert_eq!(kept.view.tree.len(), 2);

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use roost_cwmp::{DataModel, DeviceIdStruct, EventStruct, ParameterValue};
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
+use super::DevicePk;
 use super::events::EventType;
 use super::orgs::Scope;
 use super::{Store, parameters, statement};
@@ -15,7 +16,7 @@ pub use listing::{After, DeviceFilter, DeviceQuery, ParameterMatch, Sort, SortKe
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Device {
-    pub id: i64,
+    pub id: DevicePk,
     pub device_id: String,
     pub org_id: Option<i64>,
     pub oui: String,
@@ -317,7 +318,7 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
     Ok(InformOutcome { device, created: true, changed_parameters: record.parameters.len(), has_queued_tasks })
 }
 
-async fn set_digest<C: ConnectionTrait>(db: &C, device_pk: i64, digest: &str) -> Result<()> {
+async fn set_digest<C: ConnectionTrait>(db: &C, device_pk: DevicePk, digest: &str) -> Result<()> {
     db.execute_raw(statement(
         db.get_database_backend(),
         "UPDATE devices SET inform_digest = ? WHERE id = ?",
@@ -330,7 +331,7 @@ async fn set_digest<C: ConnectionTrait>(db: &C, device_pk: i64, digest: &str) ->
 
 async fn insert_events<C: ConnectionTrait>(
     db: &C,
-    device_pk: i64,
+    device_pk: DevicePk,
     org_id: Option<i64>,
     record: &InformRecord<'_>,
 ) -> Result<()> {
@@ -364,7 +365,7 @@ pub async fn has_own_credential(store: &Store, device_id: &str) -> Result<bool> 
 }
 
 /// Records that a device authenticated with its own credential.
-pub async fn mark_own_credential(store: &Store, device_pk: i64, now: i64) -> Result<()> {
+pub async fn mark_own_credential(store: &Store, device_pk: DevicePk, now: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     let stmt = store.statement(
         "UPDATE devices SET own_credential_at = ? WHERE id = ? AND own_credential_at IS NULL",
@@ -374,14 +375,14 @@ pub async fn mark_own_credential(store: &Store, device_pk: i64, now: i64) -> Res
     Ok(())
 }
 
-pub async fn by_pk(store: &Store, pk: i64) -> Result<Option<Device>> {
+pub async fn by_pk(store: &Store, pk: DevicePk) -> Result<Option<Device>> {
     let stmt = store.statement("SELECT * FROM devices WHERE id = ?", [pk.into()]);
     super::first::<Device, _>(store.db(), stmt).await.context("loading device")
 }
 
 pub async fn set_connection_request_credentials(
     store: &Store,
-    device_pk: i64,
+    device_pk: DevicePk,
     username: &str,
     sealed_password: Vec<u8>,
 ) -> Result<()> {
@@ -397,7 +398,7 @@ pub async fn set_connection_request_credentials(
     Ok(())
 }
 
-pub async fn mark_discovered(store: &Store, device_pk: i64, at: i64) -> Result<()> {
+pub async fn mark_discovered(store: &Store, device_pk: DevicePk, at: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     store
         .db()
@@ -412,7 +413,7 @@ pub async fn mark_discovered(store: &Store, device_pk: i64, at: i64) -> Result<(
 
 /// Records that a session's provisioning settled: the device is configured (see
 /// [`Device::configured_at`]).
-pub async fn mark_configured(store: &Store, device_pk: i64, at: i64) -> Result<()> {
+pub async fn mark_configured(store: &Store, device_pk: DevicePk, at: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     store
         .db()
@@ -426,7 +427,7 @@ pub async fn mark_configured(store: &Store, device_pk: i64, at: i64) -> Result<(
 
 /// Roost reset the device to its factory state: what Roost configured is gone, as after a
 /// `0 BOOTSTRAP` (some agents report only `1 BOOT` after a FactoryReset).
-pub async fn mark_reset(store: &Store, device_pk: i64) -> Result<()> {
+pub async fn mark_reset(store: &Store, device_pk: DevicePk) -> Result<()> {
     let _guard = store.write_guard().await;
     store
         .db()
@@ -442,7 +443,7 @@ pub async fn mark_reset(store: &Store, device_pk: i64) -> Result<()> {
 
 /// Records how the device's discovery fares: the batch size it survives and the sessions in a
 /// row that died during discovery.
-pub async fn set_discovery_state(store: &Store, device_pk: i64, batch: i64, failures: i64) -> Result<()> {
+pub async fn set_discovery_state(store: &Store, device_pk: DevicePk, batch: i64, failures: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     store
         .db()
@@ -455,7 +456,7 @@ pub async fn set_discovery_state(store: &Store, device_pk: i64, batch: i64, fail
     Ok(())
 }
 
-pub async fn record_connection_request(store: &Store, device_pk: i64, at: i64, outcome: &str) -> Result<()> {
+pub async fn record_connection_request(store: &Store, device_pk: DevicePk, at: i64, outcome: &str) -> Result<()> {
     let _guard = store.write_guard().await;
     store
         .db()
@@ -468,7 +469,7 @@ pub async fn record_connection_request(store: &Store, device_pk: i64, at: i64, o
     Ok(())
 }
 
-pub async fn delete(store: &Store, device_pk: i64) -> Result<()> {
+pub async fn delete(store: &Store, device_pk: DevicePk) -> Result<()> {
     let _guard = store.write_guard().await;
     store
         .db()
@@ -479,8 +480,11 @@ pub async fn delete(store: &Store, device_pk: i64) -> Result<()> {
 }
 
 /// The tags of several devices, by device.
-pub async fn tags_of(store: &Store, device_pks: &[i64]) -> Result<std::collections::HashMap<i64, Vec<String>>> {
-    let mut tags: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+pub async fn tags_of(
+    store: &Store,
+    device_pks: &[DevicePk],
+) -> Result<std::collections::HashMap<DevicePk, Vec<String>>> {
+    let mut tags: std::collections::HashMap<DevicePk, Vec<String>> = std::collections::HashMap::new();
     if device_pks.is_empty() {
         return Ok(tags);
     }
@@ -494,13 +498,13 @@ pub async fn tags_of(store: &Store, device_pks: &[i64]) -> Result<std::collectio
         .await
         .context("loading tags")?;
     for row in rows {
-        let device: i64 = row.try_get_by_index(0).context("tag's device")?;
+        let device: DevicePk = row.try_get_by_index(0).context("tag's device")?;
         tags.entry(device).or_default().push(row.try_get_by_index(1).context("tag")?);
     }
     Ok(tags)
 }
 
-pub async fn tags(store: &Store, device_pk: i64) -> Result<Vec<String>> {
+pub async fn tags(store: &Store, device_pk: DevicePk) -> Result<Vec<String>> {
     let rows = store
         .db()
         .query_all_raw(
@@ -511,7 +515,7 @@ pub async fn tags(store: &Store, device_pk: i64) -> Result<Vec<String>> {
     rows.iter().map(|row| row.try_get_by_index::<String>(0).context("tag")).collect()
 }
 
-pub async fn add_tag(store: &Store, device_pk: i64, tag: &str) -> Result<()> {
+pub async fn add_tag(store: &Store, device_pk: DevicePk, tag: &str) -> Result<()> {
     let _guard = store.write_guard().await;
     store
         .db()
@@ -524,7 +528,7 @@ pub async fn add_tag(store: &Store, device_pk: i64, tag: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn remove_tag(store: &Store, device_pk: i64, tag: &str) -> Result<bool> {
+pub async fn remove_tag(store: &Store, device_pk: DevicePk, tag: &str) -> Result<bool> {
     let _guard = store.write_guard().await;
     let result = store
         .db()
@@ -544,7 +548,7 @@ pub struct DeviceEvent {
     pub received_at: i64,
 }
 
-pub async fn recent_events(store: &Store, device_pk: i64, limit: u64) -> Result<Vec<DeviceEvent>> {
+pub async fn recent_events(store: &Store, device_pk: DevicePk, limit: u64) -> Result<Vec<DeviceEvent>> {
     let stmt = store.statement(
         "SELECT id, codes, command_keys, received_at FROM device_events WHERE device_id = ? ORDER BY id DESC LIMIT ?",
         [device_pk.into(), (limit as i64).into()],
@@ -584,7 +588,7 @@ pub async fn claim(store: &Store, serials: &[String], org_id: i64, actor: &str) 
             .await
             .context("finding pending devices")?;
         for row in rows {
-            let pk: i64 = row.try_get_by_index(0).context("device pk")?;
+            let pk: DevicePk = row.try_get_by_index(0).context("device pk")?;
             let device_id: String = row.try_get_by_index(1).context("device id")?;
             let serial_number: String = row.try_get_by_index(2).context("serial")?;
             reassign(&txn, pk, org_id).await?;
@@ -598,7 +602,7 @@ pub async fn claim(store: &Store, serials: &[String], org_id: i64, actor: &str) 
 }
 
 /// Gives a device, and what hangs off it (tasks, faults, events), to an organization.
-async fn reassign<C: ConnectionTrait>(txn: &C, device_pk: i64, org_id: i64) -> Result<()> {
+async fn reassign<C: ConnectionTrait>(txn: &C, device_pk: DevicePk, org_id: i64) -> Result<()> {
     let backend = txn.get_database_backend();
     for table in ["devices", "tasks", "faults", "device_events"] {
         let column = if table == "devices" { "id" } else { "device_id" };

@@ -3,13 +3,15 @@
 use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
+use super::DevicePk;
 use super::Store;
 use crate::fault_code::FaultCode;
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct FaultRow {
     pub id: i64,
-    pub device_id: i64,
+    #[sea_orm(from_alias = "device_id")]
+    pub device_pk: DevicePk,
     pub org_id: Option<i64>,
     pub task_id: Option<i64>,
     pub channel: String,
@@ -19,7 +21,12 @@ pub struct FaultRow {
     pub created_at: i64,
 }
 
-pub async fn list_for_device(store: &Store, device_pk: i64, after: Option<i64>, limit: u64) -> Result<Vec<FaultRow>> {
+pub async fn list_for_device(
+    store: &Store,
+    device_pk: DevicePk,
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Vec<FaultRow>> {
     let mut args: Vec<Value> = vec![device_pk.into()];
     let mut sql = String::from("SELECT * FROM faults WHERE device_id = ?");
     if let Some(after) = after {
@@ -34,7 +41,7 @@ pub async fn list_for_device(store: &Store, device_pk: i64, after: Option<i64>, 
 /// Records a fault that belongs to no task (e.g. a bootstrap step the CPE refused).
 pub async fn record(
     store: &Store,
-    device_pk: i64,
+    device_pk: DevicePk,
     org_id: Option<i64>,
     channel: &str,
     code: FaultCode,
@@ -68,7 +75,7 @@ pub async fn record(
 pub async fn list_scoped(
     store: &Store,
     scope: &super::orgs::Scope,
-    device_pk: Option<i64>,
+    device_pk: Option<DevicePk>,
     offset: u64,
     limit: u64,
 ) -> Result<Vec<(FaultRow, String)>> {

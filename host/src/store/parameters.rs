@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use roost_cwmp::{ParameterInfo, ParameterValue, is_secret_parameter};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
+use super::DevicePk;
 use super::{Store, placeholders, statement};
 
 /// Rows per multi-row INSERT: 7 values each stays far below SQLite's and PostgreSQL's
@@ -34,7 +35,7 @@ const COLUMNS: &str =
 /// revision after the write, `None` when there was nothing to write.
 pub async fn upsert_values<C: ConnectionTrait>(
     conn: &C,
-    device_pk: i64,
+    device_pk: DevicePk,
     values: &[ParameterValue],
     now: i64,
 ) -> Result<Option<i64>> {
@@ -78,7 +79,7 @@ pub async fn upsert_values<C: ConnectionTrait>(
 /// tell the nodes it saw from those that are gone.
 pub(super) async fn upsert_names<C: ConnectionTrait>(
     conn: &C,
-    device_pk: i64,
+    device_pk: DevicePk,
     names: &[ParameterInfo],
     now: i64,
 ) -> Result<()> {
@@ -117,13 +118,13 @@ pub(super) async fn upsert_names<C: ConnectionTrait>(
 }
 
 /// Stores values read from the device (a GetParameterValues answer), as [`upsert_values`].
-pub async fn store_read(store: &Store, device_pk: i64, values: &[ParameterValue], at: i64) -> Result<()> {
+pub async fn store_read(store: &Store, device_pk: DevicePk, values: &[ParameterValue], at: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     upsert_values(store.db(), device_pk, values, at).await.map(drop)
 }
 
 /// Stores a GetParameterNames listing, as [`upsert_names`].
-pub async fn store_listing(store: &Store, device_pk: i64, names: &[ParameterInfo], at: i64) -> Result<()> {
+pub async fn store_listing(store: &Store, device_pk: DevicePk, names: &[ParameterInfo], at: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     upsert_names(store.db(), device_pk, names, at).await
 }
@@ -132,7 +133,7 @@ pub async fn store_listing(store: &Store, device_pk: i64, names: &[ParameterInfo
 /// kept sealed (`sealed`: path and sealed value; the row itself holds `""`).
 pub async fn store_set(
     store: &Store,
-    device_pk: i64,
+    device_pk: DevicePk,
     values: &[ParameterValue],
     sealed: Vec<(String, Vec<u8>)>,
     at: i64,
@@ -147,13 +148,13 @@ pub async fn store_set(
 
 /// Drops what a completed refresh of `prefix`, begun at `since`, did not find, as
 /// [`delete_stale`].
-pub async fn drop_stale(store: &Store, device_pk: i64, prefix: &str, since: i64) -> Result<()> {
+pub async fn drop_stale(store: &Store, device_pk: DevicePk, prefix: &str, since: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     delete_stale(store.db(), device_pk, prefix, since).await.map(drop)
 }
 
 /// Drops an object the device deleted, with everything below it.
-pub async fn drop_subtree(store: &Store, device_pk: i64, object: &str) -> Result<()> {
+pub async fn drop_subtree(store: &Store, device_pk: DevicePk, object: &str) -> Result<()> {
     let _guard = store.write_guard().await;
     delete_subtree(store.db(), device_pk, object).await.map(drop)
 }
@@ -161,7 +162,7 @@ pub async fn drop_subtree(store: &Store, device_pk: i64, object: &str) -> Result
 /// The stored value and type of each of `paths` that exists, as [`values_of`].
 pub async fn stored_values(
     store: &Store,
-    device_pk: i64,
+    device_pk: DevicePk,
     paths: &[&str],
 ) -> Result<HashMap<String, (Option<String>, String)>> {
     values_of(store.db(), device_pk, paths).await
@@ -170,7 +171,7 @@ pub async fn stored_values(
 /// Keeps, sealed, the secret value Roost set on a device: the device will read it back empty.
 pub(super) async fn remember_secret<C: ConnectionTrait>(
     conn: &C,
-    device_pk: i64,
+    device_pk: DevicePk,
     path: &str,
     sealed: Vec<u8>,
 ) -> Result<()> {
@@ -185,7 +186,7 @@ pub(super) async fn remember_secret<C: ConnectionTrait>(
 }
 
 /// The secret value Roost set, still sealed.
-pub async fn remembered_secret(store: &Store, device_pk: i64, path: &str) -> Result<Option<Vec<u8>>> {
+pub async fn remembered_secret(store: &Store, device_pk: DevicePk, path: &str) -> Result<Option<Vec<u8>>> {
     let row = super::first_row(
         store.db(),
         store.statement(
@@ -202,7 +203,7 @@ pub async fn remembered_secret(store: &Store, device_pk: i64, path: &str) -> Res
 /// a replica kept of the tree is stale, `provisioning::reads`), and the stored Inform digest is
 /// unreliable, so the next Inform compares its parameters one by one. The Inform itself stores
 /// its digest again after its writes. [`tree_written`] moves the revision again after them.
-async fn mark_tree_changed<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Result<()> {
+async fn mark_tree_changed<C: ConnectionTrait>(conn: &C, device_pk: DevicePk) -> Result<()> {
     conn.execute_raw(statement(
         conn.get_database_backend(),
         "UPDATE devices SET inform_digest = '', tree_rev = tree_rev + 1 WHERE id = ?",
@@ -219,7 +220,7 @@ async fn mark_tree_changed<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Resu
 /// not find that revision still current when the write is done. (A write that fails half-way
 /// leaves the mark's revision current: a view loaded while it was under way may miss rows it
 /// wrote before failing, until the device's next write.)
-async fn tree_written<C: ConnectionTrait>(conn: &C, device_pk: i64) -> Result<i64> {
+async fn tree_written<C: ConnectionTrait>(conn: &C, device_pk: DevicePk) -> Result<i64> {
     let row = super::first_row(
         conn,
         statement(
@@ -256,7 +257,7 @@ fn prefix_condition(prefix: &str) -> (String, Vec<Value>) {
 }
 
 /// Removes a node and everything below it (DeleteObject, or a refresh that no longer finds it).
-pub(super) async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64, prefix: &str) -> Result<u64> {
+pub(super) async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: DevicePk, prefix: &str) -> Result<u64> {
     mark_tree_changed(conn, device_pk).await?;
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
@@ -273,7 +274,7 @@ pub(super) async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: i64,
 /// that subtree did not find any more.
 pub(super) async fn delete_stale<C: ConnectionTrait>(
     conn: &C,
-    device_pk: i64,
+    device_pk: DevicePk,
     prefix: &str,
     since: i64,
 ) -> Result<u64> {
@@ -293,7 +294,7 @@ pub(super) async fn delete_stale<C: ConnectionTrait>(
 /// A page of a device's tree under `prefix`, in path order, after the `after` path.
 pub async fn list(
     store: &Store,
-    device_pk: i64,
+    device_pk: DevicePk,
     prefix: &str,
     after: Option<&str>,
     limit: u64,
@@ -312,7 +313,13 @@ pub async fn list(
 
 /// The parameters under `prefix` whose path is `LIKE like` (`%` for a wildcard segment), in
 /// path order. `_` in a name also matches any character: callers filter what they load.
-pub async fn list_like(store: &Store, device_pk: i64, prefix: &str, like: &str, limit: u64) -> Result<Vec<Parameter>> {
+pub async fn list_like(
+    store: &Store,
+    device_pk: DevicePk,
+    prefix: &str,
+    like: &str,
+    limit: u64,
+) -> Result<Vec<Parameter>> {
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
     args.push(like.into());
@@ -326,7 +333,7 @@ pub async fn list_like(store: &Store, device_pk: i64, prefix: &str, like: &str, 
 /// The stored value and type of each of `paths` that exists.
 pub(super) async fn values_of<C: ConnectionTrait>(
     conn: &C,
-    device_pk: i64,
+    device_pk: DevicePk,
     paths: &[&str],
 ) -> Result<HashMap<String, (Option<String>, String)>> {
     let mut out = HashMap::with_capacity(paths.len());
@@ -345,7 +352,7 @@ pub(super) async fn values_of<C: ConnectionTrait>(
 }
 
 /// Leaf paths under `prefix` (discovery fetches values of exactly these).
-pub async fn leaf_paths(store: &Store, device_pk: i64, prefix: &str) -> Result<Vec<String>> {
+pub async fn leaf_paths(store: &Store, device_pk: DevicePk, prefix: &str) -> Result<Vec<String>> {
     let (condition, mut args) = prefix_condition(prefix);
     args.insert(0, device_pk.into());
     let sql =
@@ -354,7 +361,7 @@ pub async fn leaf_paths(store: &Store, device_pk: i64, prefix: &str) -> Result<V
     rows.iter().map(|row| row.try_get_by_index::<String>(0).context("path")).collect()
 }
 
-pub async fn count(store: &Store, device_pk: i64) -> Result<i64> {
+pub async fn count(store: &Store, device_pk: DevicePk) -> Result<i64> {
     let rows = super::first_row(
         store.db(),
         store.statement("SELECT COUNT(*) FROM parameters WHERE device_id = ?", [device_pk.into()]),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 
+use super::DevicePk;
 use super::{Store, now_millis};
 
 #[derive(Debug, Clone, FromQueryResult)]
@@ -57,7 +58,7 @@ pub async fn delete(store: &Store, org_id: i64, name: &str) -> Result<bool> {
 }
 
 /// When each scheduled preset last ran for a device, by (owner organization, preset name).
-pub async fn last_runs(store: &Store, device_pk: i64) -> Result<HashMap<(i64, String), i64>> {
+pub async fn last_runs(store: &Store, device_pk: DevicePk) -> Result<HashMap<(i64, String), i64>> {
     let stmt =
         store.statement("SELECT org_id, preset, last_run_at FROM preset_runs WHERE device_id = ?", [device_pk.into()]);
     let rows = store.db().query_all_raw(stmt).await.context("loading preset runs")?;
@@ -71,7 +72,7 @@ pub async fn last_runs(store: &Store, device_pk: i64) -> Result<HashMap<(i64, St
         .collect()
 }
 
-pub async fn record_run(store: &Store, device_pk: i64, org_id: i64, preset: &str, at: i64) -> Result<()> {
+pub async fn record_run(store: &Store, device_pk: DevicePk, org_id: i64, preset: &str, at: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     let stmt = store.statement(
         "INSERT INTO preset_runs (device_id, org_id, preset, last_run_at) VALUES (?, ?, ?, ?)

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
+use super::DevicePk;
 use super::orgs::Scope;
 use super::{Store, now_millis};
 use crate::fault_code::FaultCode;
@@ -67,7 +68,8 @@ stored_names!(TaskStage { Queued => "queued", Transferring => "transferring" });
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct TaskRow {
     pub id: i64,
-    pub device_id: i64,
+    #[sea_orm(from_alias = "device_id")]
+    pub device_pk: DevicePk,
     pub org_id: Option<i64>,
     pub name: String,
     /// The request with secrets redacted (what the API shows).
@@ -90,7 +92,7 @@ pub struct TaskRow {
 /// A task to queue.
 #[derive(Debug)]
 pub struct NewTask<'a> {
-    pub device_pk: i64,
+    pub device_pk: DevicePk,
     pub org_id: Option<i64>,
     pub name: &'a str,
     pub body: &'a str,
@@ -196,7 +198,7 @@ pub async fn insert_idempotent(store: &Store, task: NewTask<'_>, key: Idempotenc
 }
 
 /// The next task for a session to run: the oldest queued one.
-pub async fn next_queued(store: &Store, device_pk: i64) -> Result<Option<TaskRow>> {
+pub async fn next_queued(store: &Store, device_pk: DevicePk) -> Result<Option<TaskRow>> {
     let stmt = store.statement(
         "SELECT * FROM tasks WHERE device_id = ? AND status = 'pending' AND stage = 'queued' ORDER BY id LIMIT 1",
         [device_pk.into()],
@@ -220,7 +222,12 @@ pub async fn visible(store: &Store, scope: &Scope, id: i64) -> Result<Option<Tas
     super::first::<TaskRow, _>(store.db(), stmt).await.context("loading task")
 }
 
-pub async fn list_for_device(store: &Store, device_pk: i64, after: Option<i64>, limit: u64) -> Result<Vec<TaskRow>> {
+pub async fn list_for_device(
+    store: &Store,
+    device_pk: DevicePk,
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Vec<TaskRow>> {
     let mut args: Vec<Value> = vec![device_pk.into()];
     let mut sql = String::from("SELECT * FROM tasks WHERE device_id = ?");
     if let Some(after) = after {
@@ -235,7 +242,7 @@ pub async fn list_for_device(store: &Store, device_pk: i64, after: Option<i64>, 
 /// The transfer task a TransferComplete answers, matched by CommandKey. A CPE re-sends
 /// TransferComplete until acknowledged, so a task already closed matches too and the handler
 /// stays idempotent.
-pub async fn by_command_key(store: &Store, device_pk: i64, command_key: &str) -> Result<Option<TaskRow>> {
+pub async fn by_command_key(store: &Store, device_pk: DevicePk, command_key: &str) -> Result<Option<TaskRow>> {
     let stmt = store.statement(
         "SELECT * FROM tasks WHERE device_id = ? AND command_key = ? ORDER BY id DESC LIMIT 1",
         [device_pk.into(), command_key.into()],
@@ -301,7 +308,7 @@ pub async fn mark_fault(
         "INSERT INTO faults (device_id, org_id, task_id, channel, code, message, detail, created_at)
          VALUES (?, ?, ?, 'task', ?, ?, ?, ?)",
         [
-            task.device_id.into(),
+            task.device_pk.into(),
             task.org_id.into(),
             task.id.into(),
             code.into(),
@@ -349,7 +356,7 @@ pub async fn delete(store: &Store, id: i64) -> Result<bool> {
 }
 
 /// Faults every pending task past its expiry; returns how many.
-pub async fn expire(store: &Store, device_pk: i64, now: i64) -> Result<Vec<TaskRow>> {
+pub async fn expire(store: &Store, device_pk: DevicePk, now: i64) -> Result<Vec<TaskRow>> {
     let stmt = store.statement(
         "SELECT * FROM tasks WHERE device_id = ? AND status = 'pending' AND expires_at IS NOT NULL AND expires_at < ?",
         [device_pk.into(), now.into()],
@@ -372,7 +379,7 @@ async fn exec(store: &Store, sql: &str, args: Vec<Value>) -> Result<()> {
 pub async fn list_scoped(
     store: &Store,
     scope: &Scope,
-    device_pk: Option<i64>,
+    device_pk: Option<DevicePk>,
     name: Option<&str>,
     offset: u64,
     limit: u64,

@@ -12,6 +12,7 @@ use tokio::runtime::Handle;
 use crate::plugins::TreeLoader;
 use crate::provisioning::Provisioner;
 use crate::provisioning::plan;
+use crate::store::DevicePk;
 use crate::store::devices;
 use crate::store::{Store, parameters};
 
@@ -21,7 +22,7 @@ const SUBTREE_LIMIT: u64 = 200_000;
 /// Loads a device's subtree from the store into a view, from the blocking pool.
 pub(super) struct StoreLoader {
     pub(super) p: Arc<Provisioner>,
-    pub(super) device_pk: i64,
+    pub(super) device_pk: DevicePk,
     pub(super) handle: Handle,
 }
 
@@ -59,7 +60,7 @@ pub(super) fn like_of(pattern: &Pattern) -> String {
     like
 }
 
-pub(super) async fn load_subtree(store: &Store, device_pk: i64, prefix: &str) -> Result<Vec<(String, Node)>> {
+pub(super) async fn load_subtree(store: &Store, device_pk: DevicePk, prefix: &str) -> Result<Vec<(String, Node)>> {
     let rows = parameters::list(store, device_pk, prefix, None, SUBTREE_LIMIT).await?;
     Ok(nodes(rows))
 }
@@ -82,7 +83,7 @@ pub(super) fn nodes(rows: Vec<parameters::Parameter>) -> Vec<(String, Node)> {
 /// when first compared, and remembered as this session sets them.
 pub(super) struct SessionSecrets {
     pub(super) p: Arc<Provisioner>,
-    pub(super) device_pk: i64,
+    pub(super) device_pk: DevicePk,
     pub(super) handle: Handle,
     pub(super) known: Mutex<HashMap<String, Option<String>>>,
 }

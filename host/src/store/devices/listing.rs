@@ -67,7 +67,7 @@ impl SortKey {
     /// The value of a device's sort key, for the next page's cursor.
     pub fn value_of(self, device: &Device) -> SortValue {
         match self {
-            Self::Id => SortValue::Number(device.id),
+            Self::Id => SortValue::Number(device.id.0),
             Self::SerialNumber => SortValue::Text(device.serial_number.clone()),
             Self::LastInform => SortValue::Number(device.last_inform_at.unwrap_or(0)),
             Self::Registered => SortValue::Number(device.registered_at),
