@@ -135,7 +135,7 @@ async fn authenticate(
         }
         auth::Verdict::Challenge { stale } => {
             if !stale {
-                note_failure(app, origin, claimed.as_deref(), "wrong credentials");
+                note_failure(&app.auth_failures, origin, claimed.as_deref(), "wrong credentials");
             }
             Ok(Err(Gated::Challenge { stale }))
         }
@@ -143,8 +143,8 @@ async fn authenticate(
 }
 
 /// Counts an authentication failure; logs only what `FailureThrottle` says is worth it.
-fn note_failure(app: &App, origin: Origin, username: Option<&str>, reason: &str) {
-    if let Some(what) = app.auth_failures.record_failure(origin.client, username) {
+fn note_failure(throttle: &auth::FailureThrottle, origin: Origin, username: Option<&str>, reason: &str) {
+    if let Some(what) = throttle.record_failure(origin.client, username) {
         tracing::warn!(client = %origin.client, peer = %origin.peer, username = username.unwrap_or(""), reason, "{what}");
     }
 }
@@ -365,7 +365,12 @@ async fn start_session(
             }
         };
         if !auth::permits(&credential, &device_id, &inform.device_id.product_class, url_org) {
-            note_failure(&app, origin, Some(&credential.username), "credential not valid for this device or URL");
+            note_failure(
+                &app.auth_failures,
+                origin,
+                Some(&credential.username),
+                "credential not valid for this device or URL",
+            );
             return unauthorized(&app, origin.client, false);
         }
         if credential.device_id.is_none() {
@@ -375,7 +380,7 @@ async fn start_session(
             match devices::has_own_credential(&app.store, &device_id).await {
                 Ok(true) => {
                     note_failure(
-                        &app,
+                        &app.auth_failures,
                         origin,
                         Some(&credential.username),
                         "an onboarded device must use its own credential",
@@ -592,7 +597,7 @@ fn malformed(app: &App, token: Option<&str>, origin: Origin, reason: &str) -> Re
 
 fn unauthorized(app: &App, client: std::net::IpAddr, stale: bool) -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();
-    if let Ok(value) = HeaderValue::from_str(&auth::challenge(app, client, stale)) {
+    if let Ok(value) = HeaderValue::from_str(&app.nonce_key.challenge(&app.config.cwmp.realm, client, stale)) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
     }
     response

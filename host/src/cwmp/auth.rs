@@ -69,6 +69,13 @@ enum NonceState {
 }
 
 impl NonceKey {
+    /// The `WWW-Authenticate` header value for a challenge to `client` in `realm`, with a fresh
+    /// nonce.
+    pub fn challenge(&self, realm: &str, client: IpAddr, stale: bool) -> String {
+        let stale = if stale { ", stale=true" } else { "" };
+        format!("Digest realm=\"{realm}\", qop=\"auth\", nonce=\"{}\", algorithm=MD5{stale}", self.issue(client))
+    }
+
     pub fn random() -> Self {
         let mut key = [0u8; 32];
         rand::rng().fill_bytes(&mut key);
@@ -326,16 +333,6 @@ async fn lookup(store: &Store, secrets: &Secrets, username: &str) -> anyhow::Res
     };
     let password = secrets.open_string(&credential.password)?;
     Ok(Some((credential, password)))
-}
-
-/// The `WWW-Authenticate` header value for a challenge to `client`.
-pub fn challenge(app: &App, client: IpAddr, stale: bool) -> String {
-    let stale = if stale { ", stale=true" } else { "" };
-    format!(
-        "Digest realm=\"{}\", qop=\"auth\", nonce=\"{}\", algorithm=MD5{stale}",
-        app.config.cwmp.realm,
-        app.nonce_key.issue(client)
-    )
 }
 
 /// Whether `credential` may be used by the device `device_id` of `product_class` onboarding

@@ -52,20 +52,20 @@ impl Outcome {
 
 /// Wakes the device and records the attempt.
 pub async fn send(app: &Arc<App>, device: &Device) -> anyhow::Result<Outcome> {
-    let outcome = attempt(app, device).await;
+    let outcome = attempt(&app.http, &app.secrets, device).await;
     tracing::info!(device = %device.device_id, outcome = %outcome.as_record(), "connection request");
     devices::record_connection_request(&app.store, device.id, now_millis(), &outcome.as_record()).await?;
     Ok(outcome)
 }
 
-async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
+async fn attempt(http: &reqwest::Client, secrets: &Secrets, device: &Device) -> Outcome {
     let url = device.connection_request_url.trim();
     if url.is_empty() {
         return Outcome::NoUrl;
     }
     // Many CPEs' listeners need no authentication at all: the request is always sent, and
     // credentials are needed only if a challenge comes.
-    let first = match app.http.get(url).send().await {
+    let first = match http.get(url).send().await {
         Ok(response) => response,
         Err(error) => return Outcome::Unreachable { error: describe(&error) },
     };
@@ -73,7 +73,7 @@ async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
     if status != StatusCode::UNAUTHORIZED {
         return classify(status);
     }
-    let Some(password) = password(&app.secrets, device) else {
+    let Some(password) = password(secrets, device) else {
         return Outcome::NoCredentials;
     };
     let username = device.connection_request_username.as_str();
@@ -97,7 +97,7 @@ async fn attempt(app: &Arc<App>, device: &Device) -> Outcome {
         return Outcome::Unauthorized;
     };
     // A new connection (the client pools none): some CPEs close theirs after the 401.
-    match app.http.get(url).header(AUTHORIZATION, authorization).send().await {
+    match http.get(url).header(AUTHORIZATION, authorization).send().await {
         Ok(response) if response.status() == StatusCode::UNAUTHORIZED => Outcome::Unauthorized,
         Ok(response) => classify(response.status()),
         Err(error) => Outcome::Unreachable { error: describe(&error) },
