@@ -83,6 +83,67 @@ pub(crate) fn after_discovery_death(step: Step, batch: i64, failures: i64) -> Af
     }
 }
 
+/// A kind of work a session does once the CPE has nothing more to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkKind {
+    /// Give the device its own CWMP credential.
+    OwnCredential,
+    /// List and read the device's whole tree.
+    Discovery,
+    /// The next queued task.
+    Task,
+    /// Run the presets that select the device.
+    Provisioning,
+}
+
+/// Where a session stands, as far as choosing its next work goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Progress {
+    /// The device's data model is known (its Inform showed a root).
+    pub(crate) model_known: bool,
+    /// The session was opened with a shared onboarding credential, not yet replaced.
+    pub(crate) own_credential_due: bool,
+    /// Discovery was started in this session.
+    pub(crate) discovery_attempted: bool,
+    /// The tree was discovered in an earlier session.
+    pub(crate) discovered: bool,
+    /// Sessions in a row that died during discovery.
+    pub(crate) discovery_failures: i64,
+    /// The task queue may hold a task.
+    pub(crate) may_have_tasks: bool,
+    pub(crate) provisioning_attempted: bool,
+}
+
+/// The work a session tries next, in order: the first that has something to send goes.
+/// The device's own credential first (a shared one must stop opening its sessions); then
+/// discovery, unless it has killed a session before — queued tasks must not wait behind a
+/// discovery that may kill this one too; then the queued tasks, in the order they were queued;
+/// then provisioning, once per session.
+pub(crate) fn work_order(progress: Progress) -> Vec<WorkKind> {
+    let mut order = Vec::new();
+    if progress.own_credential_due && progress.model_known {
+        order.push(WorkKind::OwnCredential);
+    }
+    let discovery_due = progress.model_known
+        && !progress.discovery_attempted
+        && !progress.discovered
+        && progress.discovery_failures < MAX_DISCOVERY_DEATHS;
+    let tasks_first = progress.discovery_failures > 0;
+    if discovery_due && !tasks_first {
+        order.push(WorkKind::Discovery);
+    }
+    if progress.may_have_tasks {
+        order.push(WorkKind::Task);
+    }
+    if discovery_due && tasks_first {
+        order.push(WorkKind::Discovery);
+    }
+    if !progress.provisioning_attempted {
+        order.push(WorkKind::Provisioning);
+    }
+    order
+}
+
 /// The ACS's state for one session with one device, beyond the protocol state machine.
 #[derive(Debug)]
 pub struct Driver {
@@ -238,47 +299,51 @@ impl Driver {
         }
     }
 
+    fn progress(&self) -> Progress {
+        Progress {
+            model_known: self.device.model().is_some(),
+            own_credential_due: self.issue_own_credential,
+            discovery_attempted: self.discovery_attempted,
+            discovered: self.device.discovered_at.is_some(),
+            discovery_failures: self.device.discovery_failures,
+            may_have_tasks: self.may_have_tasks,
+            provisioning_attempted: self.provisioning_attempted,
+        }
+    }
+
+    /// Starts the first work of [`work_order`] that has something to do.
     async fn pick_work(&mut self, app: &Arc<App>) -> Result<Option<(Work, Option<AcsRequest>)>> {
         let model = self.device.model();
-        if self.issue_own_credential
-            && let Some(model) = model
-        {
-            self.issue_own_credential = false;
-            let request = own_credential_request(&app.store, &app.secrets, &self.device, model).await?;
-            return Ok(Some((Work::OwnCredential, Some(request))));
-        }
-        let discovery_due = model.is_some()
-            && !self.discovery_attempted
-            && self.device.discovered_at.is_none()
-            && self.device.discovery_failures < MAX_DISCOVERY_DEATHS;
-        // Discovery comes first, unless it has killed a session before: queued tasks must not
-        // wait behind a discovery that may kill this one too.
-        let tasks_first = self.device.discovery_failures > 0;
-        if discovery_due && !tasks_first {
-            return Ok(Some(self.start_discovery(model)));
-        }
-        if self.may_have_tasks
-            && let Some(picked) = self.next_task(app).await?
-        {
-            return Ok(Some(picked));
-        }
-        if discovery_due {
-            return Ok(Some(self.start_discovery(model)));
-        }
-        if !self.provisioning_attempted {
-            self.provisioning_attempted = true;
-            // Any call sent before now (discovery, a task) may have written to the tree since the
-            // Inform returned its revision.
-            let tree_rev = (self.rpcs == 0).then_some(self.device.tree_rev);
-            let events = selection_events(&self.events, self.device.is_configured());
-            if let Some(mut provisioning) =
-                Provisioning::start(&app.provisioning, &self.device, &events, self.started_at, tree_rev).await?
-            {
-                let request = provisioning.next(&app.provisioning, Answer::Nothing).await?;
-                if request.is_none() {
-                    self.provisioning_ended(&app.store, &provisioning).await?;
+        for kind in work_order(self.progress()) {
+            match (kind, model) {
+                (WorkKind::OwnCredential, Some(model)) => {
+                    self.issue_own_credential = false;
+                    let request = own_credential_request(&app.store, &app.secrets, &self.device, model).await?;
+                    return Ok(Some((Work::OwnCredential, Some(request))));
                 }
-                return Ok(Some((Work::Provisioning(Box::new(provisioning)), request)));
+                (WorkKind::Discovery, _) => return Ok(Some(self.start_discovery(model))),
+                (WorkKind::Task, _) => {
+                    if let Some(picked) = self.next_task(app).await? {
+                        return Ok(Some(picked));
+                    }
+                }
+                (WorkKind::Provisioning, _) => {
+                    self.provisioning_attempted = true;
+                    // Any call sent before now (discovery, a task) may have written to the tree
+                    // since the Inform returned its revision.
+                    let tree_rev = (self.rpcs == 0).then_some(self.device.tree_rev);
+                    let events = selection_events(&self.events, self.device.is_configured());
+                    if let Some(mut provisioning) =
+                        Provisioning::start(&app.provisioning, &self.device, &events, self.started_at, tree_rev).await?
+                    {
+                        let request = provisioning.next(&app.provisioning, Answer::Nothing).await?;
+                        if request.is_none() {
+                            self.provisioning_ended(&app.store, &provisioning).await?;
+                        }
+                        return Ok(Some((Work::Provisioning(Box::new(provisioning)), request)));
+                    }
+                }
+                (WorkKind::OwnCredential, None) => {}
             }
         }
         Ok(None)
@@ -402,6 +467,38 @@ mod tests {
         assert_eq!(selection_events(&periodic, true), vec!["2 PERIODIC"]);
         let bootstrap = vec!["0 bootstrap".to_owned(), "1 BOOT".to_owned()];
         assert_eq!(selection_events(&bootstrap, false), bootstrap, "never twice");
+    }
+
+    #[test]
+    fn a_session_gives_the_own_credential_then_discovers_then_runs_tasks_then_provisions() {
+        use WorkKind::*;
+        let new = Progress { model_known: true, own_credential_due: true, may_have_tasks: true, ..Progress::default() };
+        assert_eq!(work_order(new), vec![OwnCredential, Discovery, Task, Provisioning]);
+        let discovered = Progress { own_credential_due: false, discovered: true, ..new };
+        assert_eq!(work_order(discovered), vec![Task, Provisioning]);
+        let nothing_queued = Progress { may_have_tasks: false, ..discovered };
+        assert_eq!(work_order(nothing_queued), vec![Provisioning]);
+        let done = Progress { provisioning_attempted: true, ..nothing_queued };
+        assert_eq!(work_order(done), vec![]);
+    }
+
+    #[test]
+    fn tasks_go_before_a_discovery_that_killed_a_session_and_a_given_up_one_is_not_tried() {
+        use WorkKind::*;
+        let killed_once =
+            Progress { model_known: true, discovery_failures: 1, may_have_tasks: true, ..Progress::default() };
+        assert_eq!(work_order(killed_once), vec![Task, Discovery, Provisioning]);
+        let given_up = Progress { discovery_failures: MAX_DISCOVERY_DEATHS, ..killed_once };
+        assert_eq!(work_order(given_up), vec![Task, Provisioning]);
+        let tried_this_session = Progress { discovery_attempted: true, discovery_failures: 0, ..killed_once };
+        assert_eq!(work_order(tried_this_session), vec![Task, Provisioning]);
+    }
+
+    #[test]
+    fn without_a_known_data_model_there_is_neither_credential_nor_discovery() {
+        // Neither the credential's parameter names nor the tree's root are known.
+        let unknown = Progress { own_credential_due: true, may_have_tasks: true, ..Progress::default() };
+        assert_eq!(work_order(unknown), vec![WorkKind::Task, WorkKind::Provisioning]);
     }
 
     #[test]
