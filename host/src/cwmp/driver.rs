@@ -119,29 +119,22 @@ pub(crate) struct Progress {
 /// discovery, unless it has killed a session before — queued tasks must not wait behind a
 /// discovery that may kill this one too; then the queued tasks, in the order they were queued;
 /// then provisioning, once per session.
-pub(crate) fn work_order(progress: Progress) -> Vec<WorkKind> {
-    let mut order = Vec::new();
-    if progress.own_credential_due && progress.model_known {
-        order.push(WorkKind::OwnCredential);
-    }
+pub(crate) fn work_order(progress: Progress) -> impl Iterator<Item = WorkKind> {
     let discovery_due = progress.model_known
         && !progress.discovery_attempted
         && !progress.discovered
         && progress.discovery_failures < MAX_DISCOVERY_DEATHS;
     let tasks_first = progress.discovery_failures > 0;
-    if discovery_due && !tasks_first {
-        order.push(WorkKind::Discovery);
-    }
-    if progress.may_have_tasks {
-        order.push(WorkKind::Task);
-    }
-    if discovery_due && tasks_first {
-        order.push(WorkKind::Discovery);
-    }
-    if !progress.provisioning_attempted {
-        order.push(WorkKind::Provisioning);
-    }
-    order
+    // A fixed array, not a Vec: this runs in every session, the periodic no-op included.
+    [
+        (WorkKind::OwnCredential, progress.own_credential_due && progress.model_known),
+        (WorkKind::Discovery, discovery_due && !tasks_first),
+        (WorkKind::Task, progress.may_have_tasks),
+        (WorkKind::Discovery, discovery_due && tasks_first),
+        (WorkKind::Provisioning, !progress.provisioning_attempted),
+    ]
+    .into_iter()
+    .filter_map(|(kind, due)| due.then_some(kind))
 }
 
 /// The ACS's state for one session with one device, beyond the protocol state machine.
@@ -473,13 +466,13 @@ mod tests {
     fn a_session_gives_the_own_credential_then_discovers_then_runs_tasks_then_provisions() {
         use WorkKind::*;
         let new = Progress { model_known: true, own_credential_due: true, may_have_tasks: true, ..Progress::default() };
-        assert_eq!(work_order(new), vec![OwnCredential, Discovery, Task, Provisioning]);
+        assert_eq!(work_order(new).collect::<Vec<_>>(), vec![OwnCredential, Discovery, Task, Provisioning]);
         let discovered = Progress { own_credential_due: false, discovered: true, ..new };
-        assert_eq!(work_order(discovered), vec![Task, Provisioning]);
+        assert_eq!(work_order(discovered).collect::<Vec<_>>(), vec![Task, Provisioning]);
         let nothing_queued = Progress { may_have_tasks: false, ..discovered };
-        assert_eq!(work_order(nothing_queued), vec![Provisioning]);
+        assert_eq!(work_order(nothing_queued).collect::<Vec<_>>(), vec![Provisioning]);
         let done = Progress { provisioning_attempted: true, ..nothing_queued };
-        assert_eq!(work_order(done), vec![]);
+        assert_eq!(work_order(done).collect::<Vec<_>>(), vec![]);
     }
 
     #[test]
@@ -487,18 +480,18 @@ mod tests {
         use WorkKind::*;
         let killed_once =
             Progress { model_known: true, discovery_failures: 1, may_have_tasks: true, ..Progress::default() };
-        assert_eq!(work_order(killed_once), vec![Task, Discovery, Provisioning]);
+        assert_eq!(work_order(killed_once).collect::<Vec<_>>(), vec![Task, Discovery, Provisioning]);
         let given_up = Progress { discovery_failures: MAX_DISCOVERY_DEATHS, ..killed_once };
-        assert_eq!(work_order(given_up), vec![Task, Provisioning]);
+        assert_eq!(work_order(given_up).collect::<Vec<_>>(), vec![Task, Provisioning]);
         let tried_this_session = Progress { discovery_attempted: true, discovery_failures: 0, ..killed_once };
-        assert_eq!(work_order(tried_this_session), vec![Task, Provisioning]);
+        assert_eq!(work_order(tried_this_session).collect::<Vec<_>>(), vec![Task, Provisioning]);
     }
 
     #[test]
     fn without_a_known_data_model_there_is_neither_credential_nor_discovery() {
         // Neither the credential's parameter names nor the tree's root are known.
         let unknown = Progress { own_credential_due: true, may_have_tasks: true, ..Progress::default() };
-        assert_eq!(work_order(unknown), vec![WorkKind::Task, WorkKind::Provisioning]);
+        assert_eq!(work_order(unknown).collect::<Vec<_>>(), vec![WorkKind::Task, WorkKind::Provisioning]);
     }
 
     #[test]

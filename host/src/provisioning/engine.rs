@@ -467,12 +467,14 @@ impl Provisioning {
                 self.reload(p, &refresh.prefix, now_ms).await?;
                 // The table's listing is no longer complete for this session's count; the new
                 // instance is, and its alias values make it match the pattern that asked for it.
-                let values = self
-                    .view
-                    .read(&refresh.prefix, |tree| alias_values(&instance, &refresh.prefix, tree))
-                    .unwrap_or_default();
-                if !values.is_empty() {
-                    self.queue.push_front(Call::Set(values));
+                if !instance.alias.is_empty() {
+                    let values = self
+                        .view
+                        .read(&refresh.prefix, |tree| alias_values(&instance, &refresh.prefix, tree))
+                        .unwrap_or_default();
+                    if !values.is_empty() {
+                        self.queue.push_front(Call::Set(values));
+                    }
                 }
                 return Ok(None);
             }
