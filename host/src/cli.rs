@@ -153,9 +153,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             match runtime.validate(&bytes) {
                 Ok(valid) => {
                     println!(
-                        "{}: a {} of roost:plugin@{API_VERSION}, {} bytes, sha256 {}",
+                        "{}: {} of roost:plugin@{API_VERSION}, {} bytes, sha256 {}",
                         file.display(),
-                        valid.world.as_str(),
+                        valid.world.with_article(),
                         bytes.len(),
                         valid.hash
                     );

@@ -66,7 +66,10 @@ fault_codes! {
     PluginError => "plugin.error",
     /// A plugin reported that a limit stopped it.
     PluginLimit => "plugin.limit",
-    /// A plugin ran past its deadline.
+    /// A plugin used its budget of CPU time.
+    PluginCpuTime => "plugin.cpu_time",
+    /// A plugin was still running at the wall-clock backstop (a stuck host call, an overloaded
+    /// server), within its CPU time.
     PluginTimeout => "plugin.timeout",
     /// A plugin asked for more memory than its limit.
     PluginMemory => "plugin.memory",

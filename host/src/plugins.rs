@@ -2,9 +2,10 @@
 //!
 //! One process-wide [`Engine`] with the pooling allocator; each component is compiled once and
 //! kept, pre-instantiated against our linker, in a cache keyed by its SHA-256; every call gets a
-//! fresh `Store` with the caller's [`PluginLimits`]: an epoch deadline (a 1 ms ticker thread
-//! advances the epoch), a memory and table limiter, and caps on what the plugin may hand the host.
-//! A trap, a timeout or a limit breach comes back as a [`PluginFault`] for the caller to record
+//! fresh `Store` with the caller's [`PluginLimits`]: a budget of CPU time with a wall-clock
+//! backstop (`budget`; a 1 ms ticker thread advances the epoch at which the budget is checked), a
+//! memory and table limiter, and caps on what the plugin may hand the host.
+//! A trap, an overrun or a limit breach comes back as a [`PluginFault`] for the caller to record
 //! against the device; it never unwinds into the host.
 //!
 //! Components may import nothing but our WIT: the linker has no WASI, so a component importing
@@ -14,13 +15,14 @@
 //! its input (`unsafe`), and this crate forbids `unsafe`; compiling a shipped adapter takes
 //! 70–180 ms once per process.
 
+mod budget;
 mod host_api;
 pub mod install;
 pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::fault_code::FaultCode;
 
@@ -86,6 +88,46 @@ impl World {
             _ => None,
         }
     }
+
+    /// The world's name with its article, for messages: "a provision", "an adapter".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            World::Provision => "a provision",
+            World::Adapter => "an adapter",
+        }
+    }
+
+    /// The function a component of this world exports, by which its intent is known.
+    fn entry_point(self) -> &'static str {
+        match self {
+            World::Provision => "run",
+            World::Adapter => "identify",
+        }
+    }
+
+    /// The interfaces of `roost:plugin` this world lets a component import, as the WIT the host
+    /// was built with declares them (`import NAME;` in the world), and the interfaces of types
+    /// alone that those use.
+    pub fn offered_imports(self) -> Vec<&'static str> {
+        let header = format!("world {} {{", self.as_str());
+        let body = WORLDS_WIT.split_once(header.as_str()).map_or("", |(_, rest)| rest);
+        let body = body.split_once("\n}").map_or(body, |(body, _)| body);
+        body.lines()
+            .filter_map(|line| line.trim().strip_prefix("import ")?.strip_suffix(';'))
+            .chain(TYPE_INTERFACES)
+            .collect()
+    }
+}
+
+/// The WIT worlds the host implements.
+const WORLDS_WIT: &str = include_str!("../../plugin-sdk/wit/roost-plugin@0.1.0/worlds.wit");
+
+/// Interfaces that hold only types: a component imports those its functions' types come from.
+const TYPE_INTERFACES: [&str; 2] = ["types", "intent-types"];
+
+/// The short name of an import of our package (`roost:plugin/device@0.1.0` → `device`).
+fn own_interface(import: &str) -> Option<&str> {
+    import.strip_prefix("roost:plugin/")?.strip_suffix(API_VERSION)?.strip_suffix('@')
 }
 
 /// A compiled, pre-instantiated component.
@@ -136,8 +178,12 @@ pub enum PluginFault {
     /// The plugin returned an error.
     #[error("{message}")]
     Returned { kind: String, message: String },
-    /// It ran past its deadline.
-    #[error("ran longer than its {0} ms deadline")]
+    /// It used its budget of CPU time: its own code ran too long.
+    #[error("used its {0} ms of CPU time")]
+    CpuTime(u64),
+    /// It was still running at the wall-clock backstop, within its CPU budget: a host call it
+    /// made did not return in time, or the server was overloaded.
+    #[error("was still running after {0} ms (the wall-clock backstop), within its CPU time")]
     Timeout(u64),
     /// It asked for more memory than its limit.
     #[error("{0}")]
@@ -156,6 +202,7 @@ impl PluginFault {
         match self {
             PluginFault::Returned { kind, .. } if kind == "limit" => FaultCode::PluginLimit,
             PluginFault::Returned { .. } => FaultCode::PluginError,
+            PluginFault::CpuTime(_) => FaultCode::PluginCpuTime,
             PluginFault::Timeout(_) => FaultCode::PluginTimeout,
             PluginFault::Memory(_) => FaultCode::PluginMemory,
             PluginFault::Trap(_) => FaultCode::PluginTrap,
@@ -219,7 +266,7 @@ impl Drop for PluginRuntime {
 /// Bytes of a pooled linear memory kept mapped between calls (see `PluginRuntime::new`).
 const KEEP_RESIDENT: usize = 1024 * 1024;
 
-/// How often the epoch advances: the granularity of deadlines.
+/// How often the epoch advances: how often a running plugin's budget can be checked.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Epoch ticks covering `time`, at least one.
@@ -254,7 +301,9 @@ impl PluginRuntime {
             // 64-bit hosts, and bounds checks stay elided.
             .memory_reservation(limits::MEMORY_CEILING as u64)
             .memory_guard_size(64 * 1024 * 1024)
-            .max_wasm_stack(512 * 1024);
+            .max_wasm_stack(512 * 1024)
+            // Enough frames to tell a recursion that ran out of stack (`is_deep_recursion`).
+            .wasm_backtrace_max_frames(Some(BACKTRACE_FRAMES));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}")).context("starting wasmtime")?;
 
         let mut provision_linker = Linker::new(&engine);
@@ -339,6 +388,26 @@ impl PluginRuntime {
         }
         let component =
             Component::new(&self.engine, bytes).map_err(|e| InvalidPlugin::NotAComponent(format!("{e:#}")))?;
+        let component_type = component.component_type();
+        let exports: Vec<String> = component_type.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let imports: Vec<String> = component_type.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        if let Some(world) = intended_world(&exports) {
+            let offered = world.offered_imports();
+            let refused = refused_imports(&imports, &offered);
+            if !refused.is_empty() {
+                return Err(InvalidPlugin::WrongInterface(format!(
+                    "it exports `{}`, so it is {}, but it imports {}, which the `{}` world does not offer; \
+                     {} may import roost:plugin/{{{}}}@{API_VERSION} and nothing else (no WASI: build with \
+                     the SDK, without std's file or network use)",
+                    world.entry_point(),
+                    world.with_article(),
+                    refused.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", "),
+                    world.as_str(),
+                    world.with_article(),
+                    offered.join(", "),
+                )));
+            }
+        }
         let as_provision = self
             .provision_linker
             .instantiate_pre(&component)
@@ -355,33 +424,42 @@ impl PluginRuntime {
             .and_then(|pre| AdapterPre::new(pre).map_err(|e| format!("{e:#}")));
         match as_adapter {
             Ok(pre) => Ok(Loaded::Adapter(pre)),
-            Err(adapter_error) => Err(InvalidPlugin::WrongInterface(format!(
-                "as a provision: {provision_error}; as an adapter: {adapter_error}"
-            ))),
+            Err(adapter_error) => Err(InvalidPlugin::WrongInterface(match intended_world(&exports) {
+                Some(World::Provision) => format!("as a provision: {provision_error}"),
+                Some(World::Adapter) => format!("as an adapter: {adapter_error}"),
+                None => format!(
+                    "it exports neither `run` (a provision) nor `identify` (an adapter); \
+                     as a provision: {provision_error}; as an adapter: {adapter_error}"
+                ),
+            })),
         }
     }
 
     fn store(&self, state: host_api::RunState) -> Store<host_api::RunState> {
-        let remaining = state.limits.deadline().saturating_sub(state.own_time());
+        // An exhausted budget (an adapter called when its provision had nothing left) is found
+        // at the first check, one tick in.
+        let first_check = match state.check_budget() {
+            budget::Verdict::Continue(next) => next,
+            budget::Verdict::Stop(_) => Duration::ZERO,
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(ticks(remaining));
-        // At the deadline, time the host spent loading parameters is given back: the limit is on
-        // the plugin's own running time.
-        store.epoch_deadline_callback(|context| {
-            let state = context.data();
-            let own = state.own_time();
-            let deadline = state.limits.deadline();
-            Ok(if own >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Continue(ticks(deadline - own))
+        store.set_epoch_deadline(ticks(first_check));
+        store.epoch_deadline_callback(|mut context| {
+            let state = context.data_mut();
+            Ok(match state.check_budget() {
+                budget::Verdict::Continue(next) => UpdateDeadline::Continue(ticks(next)),
+                budget::Verdict::Stop(overrun) => {
+                    state.overrun = Some(overrun);
+                    UpdateDeadline::Interrupt
+                }
             })
         });
         store
     }
 
-    /// Runs a provision once. Blocking (up to the deadline): call it off the async workers.
+    /// Runs a provision once. Blocking (up to the wall-clock backstop): call it off the async
+    /// workers.
     pub fn run_provision(
         self: &Arc<Self>,
         loaded: &Loaded,
@@ -394,7 +472,8 @@ impl PluginRuntime {
         let Loaded::Provision(pre) = loaded else {
             return (Err(PluginFault::Instantiate("not a provision".into())), RunOutput::default());
         };
-        let mut state = host_api::RunState::new(view, limits, adapter.map(|a| (self.clone(), a)), Instant::now());
+        let mut state =
+            host_api::RunState::new(view, limits, adapter.map(|a| (self.clone(), a)), budget::Started::now());
         state.config = config;
         let mut store = self.store(state);
         let result = match pre.instantiate(&mut store) {
@@ -420,21 +499,21 @@ impl PluginRuntime {
             return Err(PluginFault::Instantiate("not an adapter".into()));
         };
         let facts: DeviceFacts = view.facts.clone();
-        let state = host_api::RunState::new(view, limits, None, Instant::now());
+        let state = host_api::RunState::new(view, limits, None, budget::Started::now());
         let mut store = self.store(state);
         let instance = pre.instantiate(&mut store).map_err(|e| classify_instantiate(e, store.data()))?;
         instance.call_identify(&mut store, &facts).map_err(|e| classify(e, store.data()))
     }
 
     /// Calls one canonical operation of an adapter, within what is left of the calling
-    /// provision's deadline (its start and load baseline), with the caller's limits. Its
+    /// provision's budget (its start and load baseline), with the caller's limits. Its
     /// declarations go to `output`.
     pub(crate) fn call_adapter<R>(
         &self,
         loaded: &Loaded,
         view: Arc<DeviceView>,
         limits: PluginLimits,
-        (started, load_baseline): (Instant, Duration),
+        (started, load_baseline): (budget::Started, Duration),
         output: &mut RunOutput,
         call: impl FnOnce(&Adapter, &mut Store<host_api::RunState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFault> {
@@ -443,7 +522,7 @@ impl PluginRuntime {
         };
         let mut state = host_api::RunState::new(view, limits, None, started);
         state.output = std::mem::take(output);
-        // The provision's clock: an adapter runs within what is left of its caller's deadline.
+        // The provision's clocks: an adapter runs within what is left of its caller's budget.
         state.load_baseline = load_baseline;
         let mut store = self.store(state);
         let result = match pre.instantiate(&mut store) {
@@ -471,8 +550,24 @@ fn classify(e: wasmtime::Error, state: &host_api::RunState) -> PluginFault {
         return PluginFault::Memory(message.clone());
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => PluginFault::Timeout(state.limits.deadline_ms),
+        Some(Trap::Interrupt) => match state.overrun {
+            Some(budget::Overrun::WallClock) => PluginFault::Timeout(state.limits.wall_clock_ms),
+            Some(budget::Overrun::CpuTime) | None => PluginFault::CpuTime(state.limits.cpu_time_ms),
+        },
         Some(Trap::StackOverflow) => PluginFault::Trap("stack overflow (recursion too deep)".into()),
+        // Rust keeps its stack frames' locals on a stack in linear memory below the data; a
+        // recursion that runs it out moves the stack pointer below zero, and the next store is
+        // out of bounds. The backtrace tells it from any other stray access.
+        Some(Trap::MemoryOutOfBounds)
+            if e.downcast_ref::<wasmtime::WasmBacktrace>()
+                .is_some_and(|trace| is_deep_recursion(trace.frames().iter().map(|frame| frame.func_index()))) =>
+        {
+            PluginFault::Trap(
+                "stack overflow (recursion too deep: the stack in linear memory ran out, \
+                 reported by WebAssembly as an out-of-bounds memory access)"
+                    .into(),
+            )
+        }
         Some(Trap::UnreachableCodeReached) => {
             PluginFault::Trap("unreachable code reached (a panic in the plugin?)".into())
         }
@@ -488,7 +583,109 @@ fn classify_instantiate(e: wasmtime::Error, state: &host_api::RunState) -> Plugi
     PluginFault::Instantiate(format!("{e:#}"))
 }
 
+/// Frames captured in a trap's backtrace (wasmtime's default is 20).
+const BACKTRACE_FRAMES: std::num::NonZeroUsize = std::num::NonZeroUsize::new(64).unwrap();
+
+/// Whether a trap's backtrace (innermost frame first, at most [`BACKTRACE_FRAMES`]) is a
+/// recursion that ran out of stack: the capture is full, and the innermost function calls itself
+/// over and over in it.
+fn is_deep_recursion(functions: impl Iterator<Item = u32>) -> bool {
+    let mut functions = functions.take(BACKTRACE_FRAMES.get()).peekable();
+    let Some(&innermost) = functions.peek() else { return false };
+    let (depth, repeats) =
+        functions.fold((0usize, 0usize), |(depth, repeats), f| (depth + 1, repeats + usize::from(f == innermost)));
+    depth == BACKTRACE_FRAMES.get() && repeats * 4 >= depth
+}
+
+/// The world a component means to implement, by the function it exports; `None` if it exports
+/// neither entry point (or, oddly, both).
+fn intended_world(exports: &[String]) -> Option<World> {
+    let exports_fn = |world: World| exports.iter().any(|name| name == world.entry_point());
+    match (exports_fn(World::Provision), exports_fn(World::Adapter)) {
+        (true, false) => Some(World::Provision),
+        (false, true) => Some(World::Adapter),
+        _ => None,
+    }
+}
+
+/// The imports a world does not offer: anything outside our package and version, or an
+/// interface of it the world leaves out.
+fn refused_imports<'a>(imports: &'a [String], offered: &[&str]) -> Vec<&'a str> {
+    imports
+        .iter()
+        .map(String::as_str)
+        .filter(|import| own_interface(import).is_none_or(|name| !offered.contains(&name)))
+        .collect()
+}
+
 /// A core module starts with the same magic as a component but a different layer/version field.
 fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_world_offers_the_imports_its_wit_declares() {
+        let provision = World::Provision.offered_imports();
+        for name in ["device", "declare", "tags", "log", "clock", "random", "config", "intents", "types"] {
+            assert!(provision.contains(&name), "{name}: {provision:?}");
+        }
+        let adapter = World::Adapter.offered_imports();
+        assert!(adapter.contains(&"device") && adapter.contains(&"types"), "{adapter:?}");
+        // An adapter answers intents; it cannot set tags or read the clock.
+        for name in ["tags", "clock", "random", "config", "intents"] {
+            assert!(!adapter.contains(&name), "{name}: {adapter:?}");
+        }
+    }
+
+    #[test]
+    fn a_component_is_known_by_its_entry_point() {
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(intended_world(&names(&["run"])), Some(World::Provision));
+        assert_eq!(intended_world(&names(&["identify", "roost:plugin/intents@0.1.0"])), Some(World::Adapter));
+        assert_eq!(intended_world(&names(&["main"])), None);
+        assert_eq!(intended_world(&names(&["run", "identify"])), None);
+    }
+
+    #[test]
+    fn imports_outside_the_world_are_named() {
+        let imports: Vec<String> = [
+            "roost:plugin/types@0.1.0",
+            "roost:plugin/device@0.1.0",
+            "roost:plugin/tags@0.1.0",
+            "roost:plugin/device@0.2.0",
+            "evil:net/socket",
+            "wasi:filesystem/types@0.2.0",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            refused_imports(&imports, &World::Adapter.offered_imports()),
+            ["roost:plugin/tags@0.1.0", "roost:plugin/device@0.2.0", "evil:net/socket", "wasi:filesystem/types@0.2.0"]
+        );
+        assert_eq!(
+            refused_imports(&imports, &World::Provision.offered_imports()),
+            ["roost:plugin/device@0.2.0", "evil:net/socket", "wasi:filesystem/types@0.2.0"]
+        );
+    }
+
+    #[test]
+    fn a_deep_backtrace_of_one_function_is_a_recursion() {
+        // A recursion of one function, or of a cycle of four, under a few outer frames.
+        assert!(is_deep_recursion(std::iter::repeat_n(7, 5000).chain([1, 2, 3])));
+        assert!(is_deep_recursion([7, 8, 9, 10].into_iter().cycle().take(4000)));
+        // Shallow, or deep without the innermost function recurring: another stray access.
+        assert!(!is_deep_recursion(std::iter::repeat_n(7, 20)));
+        assert!(!is_deep_recursion(0..5000));
+        assert!(!is_deep_recursion(std::iter::empty()));
+    }
+
+    #[test]
+    fn the_world_is_named_with_its_article() {
+        assert_eq!(World::Adapter.with_article(), "an adapter");
+        assert_eq!(World::Provision.with_article(), "a provision");
+    }
 }

@@ -70,7 +70,10 @@ fn validation_tells_the_world_and_refuses_what_is_not_ours() {
 
     let foreign = runtime.validate(&component("hostile-import")).unwrap_err();
     let InvalidPlugin::WrongInterface(message) = &foreign else { panic!("{foreign:?}") };
-    assert!(message.contains("evil:plugin/socket"), "{message}");
+    // Named in the author's terms, once: what it imports that its world does not offer.
+    assert!(message.contains("imports `evil:plugin/socket`, which the `provision` world does not offer"), "{message}");
+    assert!(message.contains("roost:plugin/{device, declare, tags"), "{message}");
+    assert_eq!(message.matches("evil:plugin/socket").count(), 1, "{message}");
 
     let garbage = runtime.validate(b"definitely not wasm").unwrap_err();
     assert!(matches!(garbage, InvalidPlugin::NotAComponent(_)), "{garbage:?}");
@@ -94,13 +97,14 @@ fn a_well_behaved_run_returns_its_declarations() {
 
 #[test]
 fn every_attack_becomes_the_right_fault() {
+    let _turn = CPU_MEASURED.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = runtime();
     let hostile = load(&runtime, "hostile");
-    // The count limits are what is under test for the declaration floods, not the deadline:
+    // The count limits are what is under test for the declaration floods, not the CPU budget:
     // 20,000 host calls can take longer than 50 ms in an unoptimised test build.
-    let generous = PluginLimits { deadline_ms: 2000, ..PluginLimits::default() };
+    let generous = PluginLimits { cpu_time_ms: 2000, ..PluginLimits::default() };
     let cases: [(&str, &str, PluginLimits); 6] = [
-        ("loop", "plugin.timeout", PluginLimits::default()),
+        ("loop", "plugin.cpu_time", PluginLimits::default()),
         ("memory", "plugin.memory", PluginLimits::default()),
         ("recursion", "plugin.trap", PluginLimits::default()),
         ("declarations", "plugin.limit", generous),
@@ -113,8 +117,12 @@ fn every_attack_becomes_the_right_fault() {
         let (result, _) = runtime.run_provision(&hostile, view(), None, limits, Vec::new(), &args);
         let fault = result.expect_err(mode);
         assert_eq!(fault.code().to_string(), code, "{mode}: {fault}");
-        // Stopped near its deadline at the latest, not after seconds of damage.
-        assert!(started.elapsed() < limits.deadline() + Duration::from_secs(1), "{mode} took {:?}", started.elapsed());
+        if mode == "recursion" {
+            // Said as what it is, whichever stack ran out first.
+            assert!(fault.to_string().contains("stack overflow"), "{fault}");
+        }
+        // Stopped by its budget, well before the backstop: not after seconds of damage.
+        assert!(started.elapsed() < limits.wall_clock(), "{mode} took {:?}", started.elapsed());
     }
     // The runtime is still healthy afterwards.
     run(&runtime, &hostile, &[("mode", "behave")]).0.unwrap();
@@ -122,9 +130,10 @@ fn every_attack_becomes_the_right_fault() {
 
 #[test]
 fn a_spinning_plugin_does_not_hold_up_other_runs() {
+    let _turn = CPU_MEASURED.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = runtime();
     let hostile = load(&runtime, "hostile");
-    let limits = PluginLimits { deadline_ms: 400, ..PluginLimits::default() };
+    let limits = PluginLimits { cpu_time_ms: 400, ..PluginLimits::default() };
     let spinning = {
         let (runtime, hostile) = (runtime.clone(), hostile.clone());
         std::thread::spawn(move || {
@@ -134,15 +143,14 @@ fn a_spinning_plugin_does_not_hold_up_other_runs() {
     };
     std::thread::sleep(Duration::from_millis(50));
     let mut completed = 0;
-    // A generous deadline for the well-behaved runs: on a loaded machine one may be descheduled
-    // for longer than the default 50 ms, which is not what this test is about.
-    let patient = PluginLimits { deadline_ms: 10_000, ..PluginLimits::default() };
+    // The default budget for the well-behaved runs: a run descheduled while the other spins
+    // keeps its budget, as it counts CPU time.
     let behave = vec![("mode".to_owned(), "behave".to_owned())];
     while !spinning.is_finished() {
-        runtime.run_provision(&hostile, view(), None, patient, Vec::new(), &behave).0.unwrap();
+        runtime.run_provision(&hostile, view(), None, PluginLimits::default(), Vec::new(), &behave).0.unwrap();
         completed += 1;
     }
-    assert_eq!(spinning.join().unwrap().unwrap_err().code().to_string(), "plugin.timeout");
+    assert_eq!(spinning.join().unwrap().unwrap_err().code().to_string(), "plugin.cpu_time");
     assert!(completed > 10, "only {completed} runs completed beside the spinning one");
 }
 
@@ -170,7 +178,7 @@ impl roost::plugins::TreeLoader for SlowStore {
 }
 
 #[test]
-fn time_spent_loading_parameters_does_not_count_against_the_deadline() {
+fn time_spent_loading_parameters_does_not_count_against_the_budget() {
     let runtime = runtime();
     let health = load(&runtime, "provision-health");
     let adapter = load(&runtime, "adapter-tr181");
@@ -186,12 +194,108 @@ fn time_spent_loading_parameters_does_not_count_against_the_deadline() {
     let started = Instant::now();
     let (result, output) =
         runtime.run_provision(&health, view.clone(), Some(adapter), PluginLimits::default(), Vec::new(), &args);
-    // Several loads of 40 ms each: far past the 50 ms deadline in wall-clock time, well within
+    // Several loads of 40 ms each: far past the 50 ms budget in wall-clock time, well within
     // it in the plugin's own time.
     assert!(started.elapsed() > Duration::from_millis(100), "the loads did happen");
-    assert!(view.load_time() > Duration::from_millis(100));
+    assert!(view.tree_loads() >= 2, "{} loads", view.tree_loads());
     result.unwrap();
     assert!(output.declarations.iter().any(|d| d.pattern.to_string() == "Device.DeviceInfo.UpTime"));
+}
+
+#[test]
+fn a_store_stuck_past_the_wall_clock_backstop_stops_the_run_as_a_timeout() {
+    let runtime = runtime();
+    let hostile = load(&runtime, "hostile");
+    let view = Arc::new(DeviceView::lazy(
+        facts(),
+        "stuck".into(),
+        vec![],
+        Some(vec![]),
+        Box::new(SlowStore(ParameterTree::new())),
+    ));
+    // Ten loads of 40 ms: a few ms of CPU time, 400 ms of wall-clock time.
+    let limits = PluginLimits { wall_clock_ms: 150, ..PluginLimits::default() };
+    let args = vec![("mode".to_owned(), "reads".to_owned()), ("count".to_owned(), "10".to_owned())];
+    let started = Instant::now();
+    let (result, _) = runtime.run_provision(&hostile, view.clone(), None, limits, Vec::new(), &args);
+    let fault = result.unwrap_err();
+    assert_eq!(fault.code().to_string(), "plugin.timeout", "{fault}");
+    assert!(fault.to_string().contains("150 ms (the wall-clock backstop)"), "{fault}");
+    // Stopped at the first check after the backstop, not after every load.
+    assert!(view.tree_loads() < 10, "{} loads", view.tree_loads());
+    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+}
+
+/// Processes that keep every core busy while they live: the load another tenant's work, a
+/// backup or a noisy neighbour puts on a server. Killed, by PID, when dropped.
+struct CpuHogs(Vec<std::process::Child>);
+
+impl CpuHogs {
+    fn start() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        CpuHogs(
+            (0..cores)
+                .map(|_| {
+                    std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("starting sh")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the hostile plugin's `spin` mode: its result and wall-clock time.
+fn spin(
+    runtime: &Arc<PluginRuntime>,
+    hostile: &Loaded,
+    iterations: u64,
+    limits: PluginLimits,
+) -> (Result<(), PluginFault>, Duration) {
+    let args = vec![("mode".to_owned(), "spin".to_owned()), ("iterations".to_owned(), iterations.to_string())];
+    let started = Instant::now();
+    let (result, _) = runtime.run_provision(hostile, view(), None, limits, Vec::new(), &args);
+    (result, started.elapsed())
+}
+
+/// Tests that measure the machine's CPU take turns, so that one's spinning does not skew another.
+static CPU_MEASURED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn a_busy_machine_does_not_fault_a_provision_that_fits_its_budget() {
+    let _turn = CPU_MEASURED.lock().unwrap_or_else(|p| p.into_inner());
+    let runtime = runtime();
+    let hostile = load(&runtime, "hostile");
+    // The work that takes 40 ms here, on a quiet machine: the fastest of three timed runs (wall
+    // time is at least CPU time, so this errs towards less work).
+    let generous = PluginLimits { cpu_time_ms: 5_000, ..PluginLimits::default() };
+    let probe = 4_000_000;
+    let fastest = (0..3)
+        .map(|_| spin(&runtime, &hostile, probe, generous))
+        .map(|(r, took)| r.map(|()| took).unwrap())
+        .min()
+        .unwrap();
+    let forty_ms = (probe as f64 * 40.0 / fastest.as_secs_f64() / 1000.0) as u64;
+
+    // The same work under the default 50 ms budget, with a hog on every core: the run waits for a
+    // core often, and that wait is not the plugin's.
+    let hogs = CpuHogs::start();
+    let runs: Vec<(Result<(), PluginFault>, Duration)> =
+        (0..12).map(|_| spin(&runtime, &hostile, forty_ms, PluginLimits::default())).collect();
+    drop(hogs);
+    let faults: Vec<String> = runs.iter().filter_map(|(r, _)| r.as_ref().err().map(ToString::to_string)).collect();
+    assert!(faults.is_empty(), "{} of 12 runs faulted ({forty_ms} iterations): {faults:?}", faults.len());
+    // The load was real: runs took longer than the budget in wall-clock time, which a wall-clock
+    // deadline would have faulted.
+    let slowest = runs.iter().map(|(_, took)| *took).max().unwrap();
+    assert!(slowest > Duration::from_millis(50), "the slowest run took {slowest:?}: the hogs did not load the machine");
 }
 
 /// A store that is down.

@@ -185,7 +185,7 @@ async fn hostile_provisions_fault_their_device_only(backend: Backend) {
     for i in 0..6 {
         assert!(fleet.device(i).inform_now(&[]).await.unwrap().is_ok());
     }
-    let attacks = [("loop", "plugin.timeout"), ("memory", "plugin.memory"), ("trap", "plugin.trap")];
+    let attacks = [("loop", "plugin.cpu_time"), ("memory", "plugin.memory"), ("trap", "plugin.trap")];
     for (i, (mode, _)) in attacks.iter().enumerate() {
         put_preset(&h, mode, json!({"tags": [mode], "provision": "hostile", "args": {"mode": mode}})).await;
         let id = fleet.device(i).device_id();
@@ -242,15 +242,21 @@ async fn per_organization_limits_and_plugin_config(backend: Backend) {
     let h = Harness::start(backend).await;
     let (status, limits) = h.get("/api/v1/plugin-limits").await;
     assert_eq!(status, StatusCode::OK, "{limits}");
-    assert_eq!(limits["effective"]["deadline_ms"], test_plugin_limits().deadline_ms, "the configuration's");
+    assert_eq!(limits["effective"]["wall_clock_ms"], test_plugin_limits().wall_clock_ms, "the configuration's");
+    assert_eq!(limits["effective"]["cpu_time_ms"], test_plugin_limits().cpu_time_ms);
     assert_eq!(limits["overrides"], json!({}));
+
+    // The name the CPU budget had before it was one: an integrator's old request still works.
+    let (status, body) = h.put("/api/v1/orgs/platform/plugin-limits", json!({"deadline_ms": 20})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["effective"]["cpu_time_ms"], 20, "{body}");
 
     // Devices nobody has claimed run under the platform's limits: too little memory for any Rust
     // component, and the bootstrap preset faults instead of the host.
     let (status, body) = h.put("/api/v1/orgs/platform/plugin-limits", json!({"memory_bytes": 1_048_576})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["effective"]["memory_bytes"], 1_048_576);
-    let (status, body) = h.put("/api/v1/orgs/platform/plugin-limits", json!({"deadline_ms": 60_000})).await;
+    let (status, body) = h.put("/api/v1/orgs/platform/plugin-limits", json!({"cpu_time_ms": 60_000})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "above the ceiling: {body}");
     let (status, _) = h.put("/api/v1/orgs/nowhere/plugin-limits", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

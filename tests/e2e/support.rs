@@ -69,12 +69,12 @@ pub fn shipped_plugins() -> PathBuf {
     dir
 }
 
-/// The plugin limits of test servers: the defaults with a 2 s deadline. Many servers, component
-/// compilations and spinning hostile plugins share two cores in a test run, and a 50 ms
-/// wall-clock deadline would measure that crowd, not the plugin. Deadlines themselves are tested
-/// with their own limits (host/tests/plugin_runtime.rs, and the hostile plugins here).
+/// The plugin limits of test servers: the default CPU budget, which counts a plugin's own work
+/// and so holds while many servers, component compilations and spinning hostile plugins crowd
+/// two cores; the wall-clock backstop raised, since that crowd can keep a run from a core for
+/// long. The backstop itself is tested with its own limits (host/tests/plugin_runtime.rs).
 pub fn test_plugin_limits() -> PluginLimits {
-    PluginLimits { deadline_ms: 2_000, ..PluginLimits::default() }
+    PluginLimits { wall_clock_ms: 30_000, ..PluginLimits::default() }
 }
 
 /// One plugin runtime for every server of the test process: components compile once, not once

@@ -6,7 +6,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::budget::{self, Started};
 
 use roost_params::pattern::Pattern;
 use roost_params::tree::{Node, ParameterTree};
@@ -74,9 +76,9 @@ pub struct DeviceView {
     /// Prefixes loaded whole, and patterns whose own parameters were loaded.
     loaded: Mutex<Vec<String>>,
     loaded_patterns: Mutex<Vec<String>>,
-    /// Time spent waiting on the loader: the store's time, not the plugin's, so it does not count
-    /// against a plugin's deadline.
-    load_nanos: AtomicU64,
+    /// CPU time spent in the loader: the store's work, not the plugin's, so it does not count
+    /// against a plugin's budget (time spent waiting on the store is no CPU time at all).
+    load_cpu_nanos: AtomicU64,
     /// Loads of parameters from the store so far.
     tree_loads: AtomicU64,
     /// While set, reads that would load from the store fail instead, and `refused` records it:
@@ -105,7 +107,7 @@ impl DeviceView {
             loader: None,
             loaded: Mutex::new(vec![String::new()]),
             loaded_patterns: Mutex::new(Vec::new()),
-            load_nanos: AtomicU64::new(0),
+            load_cpu_nanos: AtomicU64::new(0),
             tree_loads: AtomicU64::new(0),
             offline: AtomicBool::new(false),
             refused: AtomicBool::new(false),
@@ -260,16 +262,17 @@ impl DeviceView {
         offline
     }
 
-    /// Total time spent loading from the store so far.
-    pub fn load_time(&self) -> Duration {
-        Duration::from_nanos(self.load_nanos.load(Ordering::Relaxed))
+    /// CPU time the loading threads spent loading from the store so far: what a plugin's budget
+    /// gives back (a plugin's loads run on its own thread).
+    pub fn load_cpu_time(&self) -> Duration {
+        Duration::from_nanos(self.load_cpu_nanos.load(Ordering::Relaxed))
     }
 
     fn timed<R>(&self, f: impl FnOnce() -> R) -> R {
-        let start = Instant::now();
+        let start = budget::thread_cpu_time();
         let result = f();
-        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.load_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let nanos = u64::try_from(budget::thread_cpu_time().saturating_sub(start).as_nanos()).unwrap_or(u64::MAX);
+        self.load_cpu_nanos.fetch_add(nanos, Ordering::Relaxed);
         result
     }
 
@@ -400,9 +403,11 @@ pub struct RunState {
     pub(crate) config: Vec<(String, String)>,
     view: Arc<DeviceView>,
     rng: u64,
-    started: Instant,
-    /// The view's load time when the call (or the provision that made it) started.
+    started: Started,
+    /// The view's load CPU time when the call (or the provision that made it) started.
     pub(crate) load_baseline: Duration,
+    /// Which limit stopped the call, when one did.
+    pub(crate) overrun: Option<budget::Overrun>,
     adapter: Option<(Arc<PluginRuntime>, Arc<Loaded>)>,
 }
 
@@ -411,7 +416,7 @@ impl RunState {
         view: Arc<DeviceView>,
         limits: PluginLimits,
         adapter: Option<(Arc<PluginRuntime>, Arc<Loaded>)>,
-        started: Instant,
+        started: Started,
     ) -> Self {
         RunState {
             limits,
@@ -419,17 +424,21 @@ impl RunState {
             output: RunOutput::default(),
             config: Vec::new(),
             rng: view.seed,
-            load_baseline: view.load_time(),
+            load_baseline: view.load_cpu_time(),
+            overrun: None,
             view,
             started,
             adapter,
         }
     }
 
-    /// How long the plugin has run, leaving out the time the host spent loading parameters for
-    /// it: a slow store must not make a plugin look like it loops.
-    pub(crate) fn own_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.view.load_time().saturating_sub(self.load_baseline))
+    /// Whether the call may go on: its own CPU time, leaving out what the host spent loading
+    /// parameters for it (a slow store must not make a plugin look like it loops), against its
+    /// budget, and the wall-clock time against the backstop.
+    pub(crate) fn check_budget(&self) -> budget::Verdict {
+        let loading = self.view.load_cpu_time().saturating_sub(self.load_baseline);
+        let own_cpu = budget::thread_cpu_time().saturating_sub(self.started.cpu).saturating_sub(loading);
+        budget::check(own_cpu, self.started.wall.elapsed(), &self.limits)
     }
 
     /// A read the store failed depends on more than the tree.

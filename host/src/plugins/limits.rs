@@ -2,7 +2,8 @@
 //!
 //! | limit | default | why |
 //! |---|---|---|
-//! | `deadline_ms` | 50 | a run that has not finished in 50 ms is looping: a typical provision takes well under 1 ms, and a session must not wait on it |
+//! | `cpu_time_ms` | 50 | CPU time the plugin itself may use (not time spent waiting for a core, nor the host's loading of parameters): a run that has used 50 ms is looping, as a typical provision takes well under 1 ms |
+//! | `wall_clock_ms` | 5 000 | the backstop: a call still running after this long is stopped whatever its CPU time, so a stuck host call cannot hold a session for ever; large, so that an overloaded server does not trip it |
 //! | `memory_bytes` | 32 MiB | a plugin's heap; a shipped adapter uses under 2 MiB |
 //! | `max_instances` | 10 | core instances a component may create (ours create 1–3) |
 //! | `max_tables` / `max_table_elements` | 10 / 100 000 | indirect-call tables; Rust uses one small one |
@@ -21,7 +22,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimits {
-    pub deadline_ms: u64,
+    pub cpu_time_ms: u64,
+    pub wall_clock_ms: u64,
     pub memory_bytes: usize,
     pub max_instances: usize,
     pub max_tables: usize,
@@ -36,13 +38,22 @@ pub struct PluginLimits {
 /// space per slot, so it bounds what an override can ask for.
 pub const MEMORY_CEILING: usize = 256 * 1024 * 1024;
 
-/// The longest deadline any tenant may be granted.
-pub const DEADLINE_CEILING: Duration = Duration::from_secs(5);
+/// The most CPU time any tenant may be granted per call.
+pub const CPU_TIME_CEILING: Duration = Duration::from_secs(5);
+
+/// The longest wall-clock backstop any tenant may be granted.
+pub const WALL_CLOCK_CEILING: Duration = Duration::from_secs(60);
+
+/// Limits renamed since overrides were first stored: (old name, new name). Until issue 13
+/// `deadline_ms` was a wall-clock deadline; a stored override of it now sets the CPU budget,
+/// which is what its operator meant: how much work a call may do.
+const RENAMED: [(&str, &str); 1] = [("deadline_ms", "cpu_time_ms")];
 
 impl Default for PluginLimits {
     fn default() -> Self {
         PluginLimits {
-            deadline_ms: 50,
+            cpu_time_ms: 50,
+            wall_clock_ms: 5_000,
             memory_bytes: 32 * 1024 * 1024,
             max_instances: 10,
             max_tables: 10,
@@ -56,14 +67,25 @@ impl Default for PluginLimits {
 }
 
 impl PluginLimits {
-    pub fn deadline(&self) -> Duration {
-        Duration::from_millis(self.deadline_ms)
+    pub fn cpu_time(&self) -> Duration {
+        Duration::from_millis(self.cpu_time_ms)
+    }
+
+    pub fn wall_clock(&self) -> Duration {
+        Duration::from_millis(self.wall_clock_ms)
     }
 
     /// Checks an operator's limits against the ceilings the engine was built with.
     pub fn validate(&self) -> Result<(), String> {
-        if self.deadline_ms == 0 || self.deadline() > DEADLINE_CEILING {
-            return Err(format!("deadline_ms must be between 1 and {}", DEADLINE_CEILING.as_millis()));
+        if self.cpu_time_ms == 0 || self.cpu_time() > CPU_TIME_CEILING {
+            return Err(format!("cpu_time_ms must be between 1 and {}", CPU_TIME_CEILING.as_millis()));
+        }
+        if self.wall_clock_ms < self.cpu_time_ms || self.wall_clock() > WALL_CLOCK_CEILING {
+            return Err(format!(
+                "wall_clock_ms must be between cpu_time_ms ({}) and {}",
+                self.cpu_time_ms,
+                WALL_CLOCK_CEILING.as_millis()
+            ));
         }
         if self.memory_bytes < 1024 * 1024 || self.memory_bytes > MEMORY_CEILING {
             return Err(format!("memory_bytes must be between 1 MiB and {MEMORY_CEILING}"));
@@ -82,7 +104,8 @@ impl PluginLimits {
             return Err("limits must be a JSON object".into());
         };
         for (k, v) in patch {
-            base.insert(k.clone(), v.clone());
+            let name = RENAMED.iter().find(|(old, _)| old == k).map_or(k.as_str(), |(_, new)| new);
+            base.insert(name.to_owned(), v.clone());
         }
         let limits: PluginLimits = serde_json::from_value(value).map_err(|e| e.to_string())?;
         limits.validate()?;
@@ -98,13 +121,23 @@ mod tests {
     #[test]
     fn overrides_apply_field_by_field_and_are_checked() {
         let base = PluginLimits::default();
-        let tighter = base.with_override(r#"{"deadline_ms": 10, "memory_bytes": 4194304}"#).unwrap();
-        assert_eq!(tighter.deadline_ms, 10);
+        let tighter = base.with_override(r#"{"cpu_time_ms": 10, "memory_bytes": 4194304}"#).unwrap();
+        assert_eq!(tighter.cpu_time_ms, 10);
         assert_eq!(tighter.memory_bytes, 4 * 1024 * 1024);
         assert_eq!(tighter.max_declarations, base.max_declarations);
         assert!(base.with_override(r#"{"memory_bytes": 1073741824}"#).is_err());
-        assert!(base.with_override(r#"{"deadline_ms": 0}"#).is_err());
+        assert!(base.with_override(r#"{"cpu_time_ms": 0}"#).is_err());
+        assert!(base.with_override(r#"{"wall_clock_ms": 120000}"#).is_err());
+        // The backstop cannot come before the budget.
+        assert!(base.with_override(r#"{"cpu_time_ms": 100, "wall_clock_ms": 99}"#).is_err());
         assert!(base.with_override(r#"{"fuel": 1}"#).is_err());
         assert!(base.with_override("[]").is_err());
+    }
+
+    #[test]
+    fn an_override_stored_under_the_old_name_sets_the_cpu_budget() {
+        let limits = PluginLimits::default().with_override(r#"{"deadline_ms": 20}"#).unwrap();
+        assert_eq!(limits.cpu_time_ms, 20);
+        assert_eq!(limits.wall_clock_ms, PluginLimits::default().wall_clock_ms);
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | mode | what it does | expected fault |
 //! |---|---|---|
-//! | `loop` | spins forever | `plugin.timeout` |
+//! | `loop` | spins forever | `plugin.cpu_time` |
 //! | `memory` | allocates ever larger blocks (up to 1 GiB) | `plugin.memory` |
 //! | `recursion` | recurses without end | `plugin.trap` (stack overflow) |
 //! | `declarations` | declares `count` times (default 20 000, twice the default limit) | `plugin.limit` |
@@ -11,6 +11,9 @@
 //! | `trap` | panics | `plugin.trap` |
 //! | `behave` | declares one refresh, like a real provision | none |
 //! | `stamp` | tags the device `seen-<clock>`: a run that reads the clock, which no later session may replay | none |
+//! | `spin` | `iterations` rounds of arithmetic (default 1 000 000): CPU work of a known size, as a provision with real work does | none while the work fits the CPU budget, however loaded the machine |
+//! | `log` | logs `count` lines (default 3), `line <i> at <clock>`, at levels debug, info, warn, error in turn; reads the clock, so it runs in every session | none; past the run's limit, a line saying how many were dropped |
+//! | `reads` | reads `count` subtrees (default 10) the device view has not loaded: one store load each | `plugin.timeout` when the store is slow past the wall-clock backstop |
 
 use roost_plugin_sdk::prelude::*;
 
@@ -59,6 +62,36 @@ impl Provision for Hostile {
                 Ok(())
             }
             "stamp" => tags::add(&format!("seen-{}", clock::now_ms())),
+            "spin" => {
+                let iterations: u64 = args.parse("iterations")?.unwrap_or(1_000_000);
+                let mut x: u64 = 1;
+                for i in 0..iterations {
+                    x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+                }
+                std::hint::black_box(x);
+                Ok(())
+            }
+            "log" => {
+                let count: u64 = args.parse("count")?.unwrap_or(3);
+                let now = clock::now_ms();
+                for i in 0..count {
+                    let message = format!("line {i} at {now}");
+                    match i % 4 {
+                        0 => log::debug(&message),
+                        1 => log::info(&message),
+                        2 => log::warn(&message),
+                        _ => log::error(&message),
+                    }
+                }
+                Ok(())
+            }
+            "reads" => {
+                let count: u64 = args.parse("count")?.unwrap_or(10);
+                for i in 0..count {
+                    device::get(&format!("Device.Hostile.{i}.Value"))?;
+                }
+                Ok(())
+            }
             other => Err(Error::invalid_argument(format!("unknown mode {other}"))),
         }
     }
