@@ -40,6 +40,9 @@ pub struct Provisioner {
     pub discovery_batch: usize,
     orgs: moka::future::Cache<i64, Arc<OrgProvisioning>>,
     adapters: moka::sync::Cache<String, adapters::Choice>,
+    /// Adapters whose `identify` failed for devices like these (`adapters::failure_key`): not
+    /// asked about them again until their code (and so their hash) or the limits change.
+    failed_identify: moka::sync::Cache<String, ()>,
     /// What provisions read of each device, for its next session.
     pub reads: reads::Reads,
     /// Provisioning rounds running at once: plugin runs are CPU work, and more of them than
@@ -80,6 +83,7 @@ impl Provisioner {
             discovery_batch,
             orgs: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ORG_TTL).build(),
             adapters: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ADAPTER_TTL).build(),
+            failed_identify: moka::sync::Cache::builder().max_capacity(100_000).build(),
             reads: reads::Reads::new(settings.device_reads_mib.saturating_mul(1024 * 1024)),
             rounds: tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
@@ -105,6 +109,15 @@ impl Provisioner {
 
     pub fn remember_adapter_choice(&self, key: String, choice: adapters::Choice) {
         self.adapters.insert(key, choice);
+    }
+
+    /// Whether an adapter's `identify` failed for devices with this key before.
+    pub fn identify_failed(&self, failure_key: &str) -> bool {
+        self.failed_identify.contains_key(failure_key)
+    }
+
+    pub fn remember_identify_failure(&self, failure_key: String) {
+        self.failed_identify.insert(failure_key, ());
     }
 
     /// After a change to presets, plugins, limits or plugin configuration.

@@ -224,7 +224,45 @@ async fn hostile_provisions_fault_their_device_only(backend: Backend) {
     h.finish().await;
 }
 
+async fn misbehaving_identify_faults_its_adapter_once(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let (status, body) = upload(&h, &h.token, "name=hostile-adapter&version=1.0.0", component("hostile-adapter")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["world"], "adapter");
+    // Its identify panics for serial numbers TRAP…, spins for SPIN…; the devices' first sessions
+    // run the bootstrap preset, which asks for an adapter.
+    let traps = h.fleet(DataModelKind::Tr098, 2, "TRAP").await;
+    let spins = h.fleet(DataModelKind::Tr181, 1, "SPIN").await;
+    for (cpe, code) in [(traps.device(0), "plugin.trap"), (spins.device(0), "plugin.cpu_time")] {
+        let report = cpe.inform_now(&[]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        let recorded = faults(&h, &cpe.device_id()).await;
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0]["channel"], "adapter:hostile-adapter", "{recorded:?}");
+        assert_eq!(recorded[0]["code"], code, "{recorded:?}");
+        assert!(recorded[0]["message"].as_str().unwrap().starts_with("identify "), "{recorded:?}");
+        // The shipped adapter of its data model still handles it.
+        let device = h.device(&cpe.device_id()).await;
+        assert_eq!(device["adapter"]["owner"], "platform", "{device}");
+    }
+    // A preset change drops the cached adapter choices; the device's twin is identified again,
+    // without asking the adapter that failed for devices like it.
+    put_preset(&h, "noop", json!({"tags": ["nobody"], "provision": "value", "args": {"path": "X.Y", "value": "1"}}))
+        .await;
+    let twin = traps.device(1);
+    assert!(twin.inform_now(&[]).await.unwrap().is_ok());
+    assert_eq!(faults(&h, &twin.device_id()).await, Vec::<JsonValue>::new());
+    assert_eq!(faults(&h, &traps.device(0).device_id()).await.len(), 1);
+    traps.stop().await;
+    spins.stop().await;
+    h.finish().await;
+}
+
 on_both_backends! {
+    async fn an_adapter_whose_identify_misbehaves_is_a_fault_of_that_adapter(backend: Backend) {
+        misbehaving_identify_faults_its_adapter_once(backend).await
+    }
+
     async fn tutorial_adapter_and_provision_converge_over_rounds(backend: Backend) {
         tutorial_plugins_drive_a_device_through_several_rounds(backend).await
     }
@@ -266,9 +304,15 @@ async fn per_organization_limits_and_plugin_config(backend: Backend) {
     let report = cpe.inform_now(&[]).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.error);
     let recorded = faults(&h, &cpe.device_id()).await;
-    assert_eq!(recorded.len(), 1, "{recorded:?}");
-    assert_eq!(recorded[0]["channel"], "preset:bootstrap");
-    assert!(matches!(recorded[0]["code"].as_str(), Some("plugin.memory" | "plugin.instantiate")), "{recorded:?}");
+    // The preset faults, and so does every adapter asked to identify the device: none fits.
+    let (bootstrap, adapters): (Vec<&JsonValue>, Vec<&JsonValue>) =
+        recorded.iter().partition(|fault| fault["channel"] == "preset:bootstrap");
+    assert_eq!(bootstrap.len(), 1, "{recorded:?}");
+    assert!(adapters.iter().all(|f| f["channel"].as_str().unwrap().starts_with("adapter:")), "{recorded:?}");
+    assert!(
+        recorded.iter().all(|f| matches!(f["code"].as_str(), Some("plugin.memory" | "plugin.instantiate"))),
+        "{recorded:?}"
+    );
     assert_eq!(h.device(&cpe.device_id()).await["connection_request"]["credentials_set"], false);
 
     let (status, _) = h.request(reqwest::Method::DELETE, "/api/v1/orgs/platform/plugin-limits", None).await;
@@ -277,7 +321,10 @@ async fn per_organization_limits_and_plugin_config(backend: Backend) {
     assert!(other.inform_now(&[]).await.unwrap().is_ok());
     let other_faults = faults(&h, &other.device_id()).await;
     assert!(other_faults.is_empty(), "{other_faults:?}");
-    assert_eq!(h.device(&other.device_id()).await["connection_request"]["credentials_set"], true);
+    let device = h.device(&other.device_id()).await;
+    assert_eq!(device["connection_request"]["credentials_set"], true);
+    // The adapters that failed under the old limits were asked again under the new ones.
+    assert_eq!(device["adapter"]["owner"], "platform", "{device}");
 
     // Plugin configuration: an object of strings, per organization and plugin.
     let (status, body) = h.put("/api/v1/plugin-config/wifi", json!({"default-ssid": "ISP", "channel": "auto"})).await;

@@ -2,6 +2,11 @@
 //! `identify` the device, and the highest score wins (on a tie, the nearer owner, then the later
 //! upload). The choice is cached by organization and device facts, so a fleet of one model costs
 //! one round of `identify` calls per process, not one per session.
+//!
+//! An adapter whose `identify` fails (spins, traps) cannot handle the device: the failure is
+//! recorded as a fault of that adapter against the device, and the adapter is not asked about
+//! devices like it again until its code changes (a new upload, a new hash) or the organization's
+//! plugin limits do.
 
 use std::sync::Arc;
 
@@ -11,8 +16,9 @@ use roost_cwmp::DataModel;
 use super::Provisioner;
 use super::presets::OrgProvisioning;
 use crate::plugins::bindings::types::DeviceFacts;
-use crate::plugins::{DeviceView, Loaded};
+use crate::plugins::{DeviceView, Loaded, PluginFault, PluginLimits};
 use crate::store::devices::Device;
+use crate::store::faults;
 use crate::store::plugins::{self, PluginRow};
 use crate::store::{Store, parameters};
 
@@ -51,6 +57,20 @@ pub fn facts_with_model(device: &Device, model_name: Option<String>) -> DeviceFa
         hardware_version: non_empty(&device.hardware_version),
         root: device.model().map_or("", DataModel::root_name).to_owned(),
     }
+}
+
+/// The key of an adapter's failed `identify` for devices with this cache key under these limits:
+/// the adapter's hash is part of it, so a new upload is asked again, and so are the limits, since
+/// an adapter that ran out of memory under one limit may fit the next.
+fn failure_key(hash: &str, key: &str, limits: &PluginLimits) -> String {
+    format!("{hash}\u{1f}{key}\u{1f}{limits:?}")
+}
+
+/// An adapter whose `identify` failed.
+#[derive(Debug)]
+struct FailedIdentify {
+    plugin: PluginRow,
+    fault: PluginFault,
 }
 
 fn cache_key(org_id: Option<i64>, device: &Device) -> String {
@@ -102,9 +122,14 @@ pub async fn for_device(
             let p2 = p.clone();
             let org2 = org.clone();
             let handle = tokio::runtime::Handle::current();
-            let choice = tokio::task::spawn_blocking(move || identify_all(&p2, &handle, &org2, view))
+            let key2 = key.clone();
+            let (choice, failed) = tokio::task::spawn_blocking(move || identify_all(&p2, &handle, &org2, view, &key2))
                 .await
                 .context("choosing an adapter")?;
+            for failure in failed {
+                record_failed_identify(p, device, &failure).await;
+                p.remember_identify_failure(failure_key(&failure.plugin.hash, &key, &org.limits));
+            }
             p.remember_adapter_choice(key, choice.clone());
             choice
         }
@@ -125,15 +150,36 @@ pub async fn for_device(
     Ok(Some(Chosen { plugin, score, family, loaded }))
 }
 
-/// Asks every adapter; a failing one is logged and skipped (it cannot handle the device).
+/// Records an adapter's failed `identify` as its fault against the device. A store that cannot
+/// take it is logged: the session goes on with the other adapters either way.
+async fn record_failed_identify(p: &Provisioner, device: &Device, failure: &FailedIdentify) {
+    let FailedIdentify { plugin, fault } = failure;
+    let message = format!(
+        "identify {}: {fault}; {} {} is not asked about devices like this one again until a new version of it is uploaded or the plugin limits change",
+        device.device_id, plugin.name, plugin.version
+    );
+    let detail = serde_json::json!({"plugin": plugin.name, "version": plugin.version, "call": "identify"});
+    let channel = format!("adapter:{}", plugin.name);
+    if let Err(error) =
+        faults::record(&p.store, device.id, device.org_id, &channel, fault.code(), &message, Some(&detail)).await
+    {
+        tracing::warn!(plugin = %plugin.name, device = %device.device_id, "{message}; recording the fault failed: {error:#}");
+    }
+}
+
+/// Asks every adapter that has not failed for devices like this one before; those that fail now
+/// are returned with their fault (they cannot handle the device).
 fn identify_all(
     p: &Provisioner,
     handle: &tokio::runtime::Handle,
     org: &OrgProvisioning,
     view: Arc<DeviceView>,
-) -> Choice {
+    key: &str,
+) -> (Choice, Vec<FailedIdentify>) {
     let mut best: Choice = None;
-    for plugin in &org.adapters {
+    let mut failed = Vec::new();
+    for plugin in org.adapters.iter().filter(|plugin| !p.identify_failed(&failure_key(&plugin.hash, key, &org.limits)))
+    {
         let loaded = match load_blocking(p, handle, plugin) {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -148,10 +194,8 @@ fn identify_all(
                 }
             }
             Ok(None) => {}
-            Err(fault) => {
-                tracing::warn!(plugin = %plugin.name, device = %view.id, code = %fault.code(), "identify failed: {fault}");
-            }
+            Err(fault) => failed.push(FailedIdentify { plugin: plugin.clone(), fault }),
         }
     }
-    best
+    (best, failed)
 }
