@@ -227,6 +227,8 @@ pub struct PluginSettings {
     /// Memory for what provisions read of each device, kept for its next session
     /// (`provisioning::reads`), in MiB; 0 keeps nothing.
     pub device_reads_mib: u64,
+    /// Plugin log lines kept per device (`GET /api/v1/devices/{id}/logs`); older ones are dropped.
+    pub device_log_lines: u64,
 }
 
 impl Default for PluginSettings {
@@ -237,6 +239,7 @@ impl Default for PluginSettings {
             cached_components: 512,
             install_dir: None,
             device_reads_mib: 128,
+            device_log_lines: 1_000,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Provisioner {
     failed_identify: moka::sync::Cache<String, ()>,
     /// What provisions read of each device, for its next session.
     pub reads: reads::Reads,
+    /// Plugin log lines kept per device.
+    pub log_lines_per_device: u64,
     /// Provisioning rounds running at once: plugin runs are CPU work, and more of them than
     /// cores only stretch each one's wall-clock time towards its deadline.
     pub rounds: tokio::sync::Semaphore,
@@ -85,6 +87,7 @@ impl Provisioner {
             adapters: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ADAPTER_TTL).build(),
             failed_identify: moka::sync::Cache::builder().max_capacity(100_000).build(),
             reads: reads::Reads::new(settings.device_reads_mib.saturating_mul(1024 * 1024)),
+            log_lines_per_device: settings.device_log_lines,
             rounds: tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),

@@ -26,6 +26,7 @@ pub mod events;
 pub mod faults;
 pub mod orgs;
 pub mod parameters;
+pub mod plugin_logs;
 pub mod plugins;
 pub mod preregistrations;
 pub mod presets;
@@ -283,6 +284,25 @@ impl Store {
     pub async fn close(self) -> Result<()> {
         self.db.close().await.context("closing the database")
     }
+}
+
+/// Ends a listing of rows with `id` and `created_at`, newest first: written in `[since, until)`,
+/// below the id `before` (the cursor of the previous page), at most `limit`.
+pub(crate) fn newest_first(
+    sql: &mut String,
+    args: &mut Vec<Value>,
+    (since, until): (Option<i64>, Option<i64>),
+    before: Option<i64>,
+    limit: u64,
+) {
+    for (clause, value) in [(" AND created_at >= ?", since), (" AND created_at < ?", until), (" AND id < ?", before)] {
+        if let Some(value) = value {
+            sql.push_str(clause);
+            args.push(value.into());
+        }
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
 }
 
 /// Builds a statement, rewriting `?` to `$1…$n` for PostgreSQL. `?` never appears inside our

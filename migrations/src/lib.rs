@@ -17,6 +17,7 @@ mod m0007_tenancy;
 mod m0008_onboarding;
 mod m0009_device_list_order;
 mod m0010_fault_codes;
+mod m0011_plugin_logs;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_onboarding::Migration),
             Box::new(m0009_device_list_order::Migration),
             Box::new(m0010_fault_codes::Migration),
+            Box::new(m0011_plugin_logs::Migration),
         ]
     }
 }

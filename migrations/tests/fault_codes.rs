@@ -59,7 +59,8 @@ async fn renames_and_restores(db: &DatabaseConnection) {
     let before: Vec<String> = CODES.iter().map(|(b, _)| b.to_string()).collect();
     let after: Vec<String> = CODES.iter().map(|(_, a)| a.to_string()).collect();
 
-    Migrator::up(db, None).await.unwrap();
+    // m0010 alone, then back: later migrations have their own tests.
+    Migrator::up(db, Some(1)).await.unwrap();
     assert_eq!(stored().await, (after.clone(), after));
     Migrator::down(db, Some(1)).await.unwrap();
     assert_eq!(stored().await, (before.clone(), before));

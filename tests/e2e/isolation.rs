@@ -535,6 +535,16 @@ fn table() -> Vec<Row> {
         ),
         row(
             get.clone(),
+            "/api/v1/devices/{id}/logs",
+            "",
+            Owners,
+            Pa::Device,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            get.clone(),
             "/api/v1/devices/{id}/faults",
             "",
             Owners,

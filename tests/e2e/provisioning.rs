@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use roost::config::CpeAuthMode;
 use roost_tests::on_both_backends;
 
 use super::plugins::{component, upload};
@@ -258,7 +259,98 @@ async fn misbehaving_identify_faults_its_adapter_once(backend: Backend) {
     h.finish().await;
 }
 
+async fn logs(h: &Harness, id: &str, query: &str) -> JsonValue {
+    let (status, body) = h.get(&format!("/api/v1/devices/{}/logs{query}", encode_id(id))).await;
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    body
+}
+
+fn messages(page: &JsonValue) -> Vec<String> {
+    page["items"].as_array().unwrap().iter().map(|line| line["message"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn plugin_log_lines_are_kept_per_device_and_served(backend: Backend) {
+    let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| config.plugins.device_log_lines = 300).await;
+    let (status, body) = upload(&h, &h.token, "name=hostile&version=1.0.0", component("hostile")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // 250 lines a run: the run keeps 200 and says how many it dropped.
+    put_preset(
+        &h,
+        "chatty",
+        json!({"tags": ["chatty"], "provision": "hostile", "args": {"mode": "log", "count": "250"}}),
+    )
+    .await;
+    let fleet = h.fleet(DataModelKind::Tr098, 2, "LOGS").await;
+    let (cpe, quiet) = (fleet.device(0), fleet.device(1));
+    for device in [&cpe, &quiet] {
+        assert!(device.inform_now(&[]).await.unwrap().is_ok());
+    }
+    let id = cpe.device_id();
+    let (status, _) = h.put(&format!("/api/v1/devices/{}/tags/chatty", encode_id(&id)), json!({})).await;
+    assert!(status.is_success());
+    let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+
+    let all = logs(&h, &id, "?limit=1000").await;
+    let lines = all["items"].as_array().unwrap();
+    assert_eq!(lines.len(), 201, "{all}");
+    // Newest first: the host's line about the drops, then the run's last line.
+    assert_eq!(lines[0]["level"], "warn");
+    assert!(
+        lines[0]["message"].as_str().unwrap().starts_with("roost: dropped 50 more log messages of this run"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1]["message"].as_str().unwrap().starts_with("line 199 at "), "{}", lines[1]);
+    assert_eq!((lines[1]["plugin"].as_str(), lines[1]["preset"].as_str()), (Some("hostile"), Some("chatty")));
+    assert_eq!(lines[200]["level"], "debug");
+    assert!(all["next_cursor"].is_null());
+
+    // Filters: a minimum level, the plugin, the preset, a time window.
+    let errors = logs(&h, &id, "?level=error&limit=1000").await;
+    assert_eq!(errors["items"].as_array().unwrap().len(), 50, "{errors}");
+    assert!(errors["items"].as_array().unwrap().iter().all(|line| line["level"] == "error"));
+    let warnings = logs(&h, &id, "?level=warn&limit=1000").await;
+    assert_eq!(warnings["items"].as_array().unwrap().len(), 101, "50 warn, 50 error and the drop line");
+    assert_eq!(messages(&logs(&h, &id, "?preset=chatty&plugin=hostile&limit=1000").await).len(), 201);
+    assert!(messages(&logs(&h, &id, "?preset=other").await).is_empty());
+    assert!(messages(&logs(&h, &id, "?plugin=other").await).is_empty());
+    assert!(messages(&logs(&h, &id, "?since=2999-01-01T00:00:00Z").await).is_empty());
+    assert_eq!(messages(&logs(&h, &id, "?until=2999-01-01T00:00:00Z&limit=1000").await).len(), 201);
+    let (status, body) = h.get(&format!("/api/v1/devices/{}/logs?level=fatal", encode_id(&id))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("level must be debug, info, warn or error"), "{body}");
+
+    // Cursor paging walks the same lines, newest first, without overlap.
+    let first = logs(&h, &id, "?limit=150").await;
+    let cursor = first["next_cursor"].as_str().expect("a full page has a cursor").to_owned();
+    let second = logs(&h, &id, &format!("?limit=150&cursor={cursor}")).await;
+    let paged: Vec<String> = messages(&first).into_iter().chain(messages(&second)).collect();
+    assert_eq!(paged, messages(&all));
+
+    // A second session: the device keeps its newest 300 lines, the whole of this session's run
+    // and the newest 99 of the first's.
+    let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    let kept = logs(&h, &id, "?limit=1000").await;
+    let kept = kept["items"].as_array().unwrap();
+    assert_eq!(kept.len(), 300);
+    let sessions: Vec<&str> = kept.iter().map(|line| line["session_at"].as_str().unwrap()).collect();
+    assert_ne!(sessions[0], sessions[299], "both sessions' lines");
+    assert_eq!(sessions.iter().filter(|s| **s == sessions[0]).count(), 201);
+    assert_eq!(kept[299]["message"], lines[98]["message"], "the oldest kept line");
+
+    // Lines are the device's own; a device whose runs logged nothing has none.
+    assert!(messages(&logs(&h, &quiet.device_id(), "").await).is_empty());
+    fleet.stop().await;
+    h.finish().await;
+}
+
 on_both_backends! {
+    async fn plugin_logs_are_stored_and_served(backend: Backend) {
+        plugin_log_lines_are_kept_per_device_and_served(backend).await
+    }
+
     async fn an_adapter_whose_identify_misbehaves_is_a_fault_of_that_adapter(backend: Backend) {
         misbehaving_identify_faults_its_adapter_once(backend).await
     }

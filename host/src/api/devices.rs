@@ -1,4 +1,5 @@
-//! Devices: the fleet, one device, its parameter tree, tags, faults and connection requests.
+//! Devices: the fleet, one device, its parameter tree, tags, faults, plugin logs and connection
+//! requests.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::cwmp::connection_request;
 use crate::permissions::Permission;
 use crate::provisioning::adapters;
 use crate::store::devices::{self, After, Device, DeviceFilter, ParameterMatch, Sort, SortKey};
+use crate::store::plugin_logs::{self, LogFilter, LogLevel};
 use crate::store::{faults, now_millis, orgs, parameters};
 
 pub fn router() -> OpenApiRouter<Arc<App>> {
@@ -30,6 +32,7 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(show, remove, change))
         .routes(routes!(parameters_of))
         .routes(routes!(faults_of))
+        .routes(routes!(logs_of))
         .routes(routes!(add_tag, remove_tag))
         .routes(routes!(wake))
 }
@@ -567,6 +570,85 @@ async fn faults_of(
     let rows = faults::list_for_device(&app.api_store, device.id, page.id_cursor()?, limit).await?;
     let last = rows.last().map(|f| f.id.to_string());
     let items = rows.iter().map(|f| FaultView::new(f, &device.device_id)).collect();
+    Ok(Json(ListResponse::new(items, limit, last)))
+}
+
+/// One line a plugin logged while provisioning the device, or one the host wrote about a run
+/// (`roost: dropped …`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogLineView {
+    pub id: String,
+    /// The plugin that logged it, by name.
+    pub plugin: String,
+    /// The preset whose run it was.
+    pub preset: String,
+    pub level: LogLevel,
+    pub message: String,
+    /// When the session that ran the plugin started: lines of one session share it.
+    pub session_at: String,
+    pub time: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LogQuery {
+    #[serde(flatten)]
+    #[param(ignore)] // documented by `Page` itself
+    page: Page,
+    /// Lines of this plugin only.
+    plugin: Option<String>,
+    /// Lines of this preset's runs only.
+    preset: Option<String>,
+    /// This level and above: `debug`, `info`, `warn` or `error`.
+    level: Option<String>,
+    /// Lines written at or after this RFC 3339 time.
+    since: Option<String>,
+    /// Lines written before this RFC 3339 time.
+    until: Option<String>,
+}
+
+/// What plugins logged while provisioning the device, newest first. The server keeps a bounded
+/// number of lines per device (`[plugins] device_log_lines`), dropping the oldest.
+#[utoipa::path(get, path = "/devices/{id}/logs", tag = "devices", params(DeviceId, LogQuery, Page),
+    responses((status = 200, description = "A page of the device's plugin log lines, newest first", body = ListResponse<LogLineView>)))]
+async fn logs_of(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> ApiResult<Json<ListResponse<LogLineView>>> {
+    let limit = query.page.limit()?;
+    let min_level = match query.level.as_deref() {
+        None => None,
+        Some(text) => Some(LogLevel::parse(text).ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                format!("level must be debug, info, warn or error, got {text:?}"),
+            )
+        })?),
+    };
+    let filter = LogFilter {
+        plugin: query.plugin,
+        preset: query.preset,
+        min_level,
+        since: query.since.as_deref().map(|v| parse_timestamp("since", v)).transpose()?,
+        until: query.until.as_deref().map(|v| parse_timestamp("until", v)).transpose()?,
+    };
+    let device = visible_device(&app, &caller, &id).await?;
+    let rows = plugin_logs::list(&app.api_store, device.id, &filter, query.page.id_cursor()?, limit).await?;
+    let last = rows.last().map(|r| r.id.to_string());
+    let items = rows
+        .into_iter()
+        .map(|row| LogLineView {
+            id: row.id.to_string(),
+            level: LogLevel::parse(&row.level).unwrap_or(LogLevel::Info),
+            plugin: row.plugin,
+            preset: row.preset,
+            message: row.message,
+            session_at: timestamp(row.session_at),
+            time: timestamp(row.created_at),
+        })
+        .collect();
     Ok(Json(ListResponse::new(items, limit, last)))
 }
 

@@ -44,7 +44,7 @@ use crate::fault_code::FaultCode;
 use crate::plugins::DeviceView;
 use crate::store::DevicePk;
 use crate::store::devices::{self, Device};
-use crate::store::{faults, now_millis, presets as preset_store};
+use crate::store::{faults, now_millis, plugin_logs, presets as preset_store};
 use answered::{Then, ViewChange, alias_values, answered};
 use calls::{AfterPlan, AfterRefusal, Call, Command, InFlight, after_plan, after_refused_set, describe};
 use round::{Round, SessionAdapter, same_runs};
@@ -340,8 +340,12 @@ impl Provisioning {
                     .context("a provisioning round panicked")?
             }
         };
-        for (plugin, level, message) in &outcome.logs {
-            tracing::info!(device = %self.device_id, plugin = %plugin, level = ?level, "{message}");
+        // The lines are the operator's to read; failing to store them does not stop provisioning.
+        let session_at = i64::try_from(self.session_start_ms).unwrap_or(i64::MAX);
+        if let Err(error) =
+            plugin_logs::append(&p.store, self.device_pk, session_at, &outcome.logs, p.log_lines_per_device).await
+        {
+            tracing::warn!(device = %self.device_id, lines = outcome.logs.len(), "{error:#}");
         }
         p.counters.sandboxed_runs.fetch_add(outcome.sandboxed, Ordering::Relaxed);
         p.counters.replayed_runs.fetch_add(outcome.replayed, Ordering::Relaxed);

@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use roost_params::Value;
 
-use crate::plugins::bindings::provision::roost::plugin::log::Level;
 use crate::plugins::{Declared, ViewSnapshot};
 use crate::store::DevicePk;
 
@@ -44,13 +43,13 @@ impl DeviceReads {
     }
 }
 
-/// What a provision run produced that the session acts on.
+/// What a provision run produced that the session acts on. Its log lines are not kept: they were
+/// stored when it ran, and a replay is not a run.
 #[derive(Debug)]
 pub struct RunMemo {
     pub declarations: Vec<Declared>,
     pub tags_added: Vec<String>,
     pub tags_removed: Vec<String>,
-    pub logs: Vec<(Level, String)>,
 }
 
 impl RunMemo {
@@ -61,13 +60,7 @@ impl RunMemo {
             .iter()
             .map(|d| OVERHEAD + d.pattern.to_string().len() + d.value.as_ref().map_or(0, value_bytes))
             .sum();
-        let texts: usize = self
-            .tags_added
-            .iter()
-            .chain(&self.tags_removed)
-            .chain(self.logs.iter().map(|(_, message)| message))
-            .map(|t| 24 + t.len())
-            .sum();
+        let texts: usize = self.tags_added.iter().chain(&self.tags_removed).map(|t| 24 + t.len()).sum();
         OVERHEAD + declarations + texts
     }
 }
@@ -164,8 +157,7 @@ mod tests {
     fn runs_too_large_to_keep_leave_the_view_kept_without_them() {
         let reads = Reads::new(64 * 1024);
         let mut kept = entry(1, 2);
-        let logs = vec![(Level::Info, "x".repeat(2048))];
-        let memo = RunMemo { declarations: Vec::new(), tags_added: Vec::new(), tags_removed: Vec::new(), logs };
+        let memo = RunMemo { declarations: Vec::new(), tags_added: vec!["x".repeat(2048)], tags_removed: Vec::new() };
         kept.runs.push(("health".into(), Arc::new(memo)));
         reads.keep(DevicePk(7), kept);
         let kept = reads.get(DevicePk(7), 1);

@@ -86,19 +86,9 @@ pub async fn list(
         push(" AND substr(target, 1, CAST(? AS INTEGER)) = ?", (prefix.chars().count() as i64).into());
         push("", prefix.clone().into());
     }
-    if let Some(since) = filter.since {
-        push(" AND created_at >= ?", since.into());
-    }
-    if let Some(until) = filter.until {
-        push(" AND created_at < ?", until.into());
-    }
-    if let Some(before) = before {
-        push(" AND id < ?", before.into());
-    }
     if filter.failed_only {
         sql.push_str(" AND status >= 400");
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
-    args.push(Value::from(limit as i64));
+    super::newest_first(&mut sql, &mut args, (filter.since, filter.until), before, limit);
     AuditEntry::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing audit entries")
 }

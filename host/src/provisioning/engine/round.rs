@@ -21,6 +21,7 @@ use crate::provisioning::adapters;
 use crate::provisioning::plan::{self, Clock, Plan, PlanError};
 use crate::provisioning::presets::{ActivePreset, OrgProvisioning};
 use crate::provisioning::reads::{DeviceReads, RunMemo};
+use crate::store::plugin_logs::{LogLevel, NewLogLine};
 
 /// A fault to record.
 #[derive(Debug)]
@@ -46,8 +47,9 @@ pub(super) struct RoundOutcome {
     /// Plugin runs in the sandbox, and outputs replayed instead.
     pub(super) sandboxed: u64,
     pub(super) replayed: u64,
-    /// What the plugins logged (or logged when their output was made), by plugin name.
-    pub(super) logs: Vec<(String, Level, String)>,
+    /// What the plugins that ran in the sandbox logged (replayed outputs log nothing: their
+    /// lines were stored when they ran).
+    pub(super) logs: Vec<NewLogLine>,
 }
 
 /// The adapter of the session's device.
@@ -212,7 +214,6 @@ impl Round {
                 self.run_sandboxed(p, handle, plugin, config, preset, &channel, outcome)?
             }
         };
-        outcome.logs.extend(memo.logs.iter().map(|(level, message)| (plugin.name.clone(), *level, message.clone())));
         declarations.extend(memo.declarations.iter().cloned());
         outcome.tags_added.extend(memo.tags_added.iter().cloned());
         outcome.tags_removed.extend(memo.tags_removed.iter().cloned());
@@ -258,8 +259,8 @@ impl Round {
                 detail: None,
             });
         }
+        outcome.logs.extend(log_lines(&plugin.name, &preset.name, output.logs, output.logs_dropped, &self.org.limits));
         if let Err(fault) = result {
-            outcome.logs.extend(output.logs.into_iter().map(|(level, message)| (plugin.name.clone(), level, message)));
             return Err(plugin_fault(channel.to_owned(), plugin.name.as_str(), &plugin.version, &fault));
         }
         let replayable = !output.impure && output.adapter_faults.is_empty();
@@ -267,7 +268,6 @@ impl Round {
             declarations: output.declarations,
             tags_added: output.tags_added,
             tags_removed: output.tags_removed,
-            logs: output.logs,
         };
         Ok((Arc::new(memo), replayable))
     }
@@ -276,6 +276,38 @@ impl Round {
 /// Whether two sets of runs are the same outputs under the same keys.
 pub(super) fn same_runs(a: &[(String, Arc<RunMemo>)], b: &[(String, Arc<RunMemo>)]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|((ka, ma), (kb, mb))| ka == kb && Arc::ptr_eq(ma, mb))
+}
+
+/// A run's log lines as stored, with a line of the host's own saying how many it dropped.
+fn log_lines(
+    plugin: &str,
+    preset: &str,
+    logs: Vec<(Level, String)>,
+    dropped: usize,
+    limits: &crate::plugins::PluginLimits,
+) -> Vec<NewLogLine> {
+    let line = |level, message| NewLogLine { plugin: plugin.to_owned(), preset: preset.to_owned(), level, message };
+    let dropped = (dropped > 0).then(|| {
+        line(
+            LogLevel::Warn,
+            format!(
+                "roost: dropped {dropped} more log message{} of this run (a run keeps {} messages, {} bytes)",
+                if dropped == 1 { "" } else { "s" },
+                limits.max_log_messages,
+                limits.max_log_bytes
+            ),
+        )
+    });
+    logs.into_iter().map(|(level, message)| line(log_level(level), message)).chain(dropped).collect()
+}
+
+fn log_level(level: Level) -> LogLevel {
+    match level {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    }
 }
 
 pub(super) fn plugin_fault(channel: String, name: &str, version: &str, fault: &PluginFault) -> FaultNote {
@@ -333,4 +365,29 @@ pub(super) fn built_in(
         other => return Err(format!("{other} is not a built-in provision")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_lines_keep_their_order_and_end_with_what_was_dropped() {
+        let limits = crate::plugins::PluginLimits::default();
+        let logs = vec![(Level::Info, "first".to_owned()), (Level::Error, "second".to_owned())];
+        let lines = log_lines("wifi", "default-wifi", logs, 3, &limits);
+        let said: Vec<(LogLevel, &str)> = lines.iter().map(|l| (l.level, l.message.as_str())).collect();
+        assert_eq!(said[..2], [(LogLevel::Info, "first"), (LogLevel::Error, "second")]);
+        assert_eq!(said[2].0, LogLevel::Warn);
+        assert!(
+            said[2].1.starts_with("roost: dropped 3 more log messages of this run (a run keeps 200 messages"),
+            "{}",
+            said[2].1
+        );
+        assert!(lines.iter().all(|l| l.plugin == "wifi" && l.preset == "default-wifi"));
+        // Nothing dropped, no line about it.
+        assert_eq!(log_lines("wifi", "default-wifi", vec![(Level::Debug, "x".into())], 0, &limits).len(), 1);
+        let one = log_lines("wifi", "p", Vec::new(), 1, &limits);
+        assert!(one[0].message.starts_with("roost: dropped 1 more log message of"), "{}", one[0].message);
+    }
 }
