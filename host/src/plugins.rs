@@ -209,6 +209,18 @@ impl PluginFault {
             PluginFault::Instantiate(_) => FaultCode::PluginInstantiate,
         }
     }
+
+    /// Whether the same call, on the same input under the same limits, would fault again: the
+    /// plugin's own doing. A backstop reached while the store was slow, or an instance pool that
+    /// was full, say nothing about the plugin.
+    pub fn repeats(&self) -> bool {
+        match self {
+            PluginFault::Returned { .. } | PluginFault::CpuTime(_) | PluginFault::Memory(_) | PluginFault::Trap(_) => {
+                true
+            }
+            PluginFault::Timeout(_) | PluginFault::Instantiate(_) => false,
+        }
+    }
 }
 
 /// Engine-wide settings (`[plugins]` in the configuration file).
@@ -642,6 +654,15 @@ mod tests {
         for name in ["tags", "clock", "random", "config", "intents"] {
             assert!(!adapter.contains(&name), "{name}: {adapter:?}");
         }
+    }
+
+    #[test]
+    fn only_the_plugins_own_failures_repeat() {
+        assert!(PluginFault::CpuTime(50).repeats());
+        assert!(PluginFault::Trap("unreachable".into()).repeats());
+        assert!(PluginFault::Memory("2 MiB".into()).repeats());
+        assert!(!PluginFault::Timeout(5000).repeats());
+        assert!(!PluginFault::Instantiate("pool exhausted".into()).repeats());
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub struct Provisioner {
     /// Plugin log lines kept per device.
     pub log_lines_per_device: u64,
     /// Provisioning rounds running at once: plugin runs are CPU work, and more of them than
-    /// cores only stretch each one's wall-clock time towards its deadline.
+    /// cores only stretch each one's wall-clock time (towards the backstop) without finishing
+    /// any sooner.
     pub rounds: tokio::sync::Semaphore,
     pub counters: Counters,
 }

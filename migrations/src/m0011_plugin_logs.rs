@@ -36,7 +36,7 @@ impl MigrationTrait for Migration {
 }
 
 // `plugin`, `preset`: who logged, by name (a line outlives an upgrade of its plugin).
-// `level`: `trace` … `error`. `session_at`: when the session that ran the plugin started; lines
+// `level`: `debug`, `info`, `warn` or `error`. `session_at`: when the session that ran the plugin started; lines
 // of one session share it. A line the host writes about a run (messages it dropped) has the
 // plugin's name and level `warn`.
 const UP: &str = "CREATE TABLE plugin_logs (

@@ -59,7 +59,7 @@ async fn renames_and_restores(db: &DatabaseConnection) {
     let before: Vec<String> = CODES.iter().map(|(b, _)| b.to_string()).collect();
     let after: Vec<String> = CODES.iter().map(|(_, a)| a.to_string()).collect();
 
-    // m0010 alone, then back: later migrations have their own tests.
+    // m0010 alone, then back: what later migrations do is not this test's.
     Migrator::up(db, Some(1)).await.unwrap();
     assert_eq!(stored().await, (after.clone(), after));
     Migrator::down(db, Some(1)).await.unwrap();

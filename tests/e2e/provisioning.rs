@@ -400,6 +400,7 @@ async fn per_organization_limits_and_plugin_config(backend: Backend) {
     let (bootstrap, adapters): (Vec<&JsonValue>, Vec<&JsonValue>) =
         recorded.iter().partition(|fault| fault["channel"] == "preset:bootstrap");
     assert_eq!(bootstrap.len(), 1, "{recorded:?}");
+    assert!(!adapters.is_empty(), "{recorded:?}");
     assert!(adapters.iter().all(|f| f["channel"].as_str().unwrap().starts_with("adapter:")), "{recorded:?}");
     assert!(
         recorded.iter().all(|f| matches!(f["code"].as_str(), Some("plugin.memory" | "plugin.instantiate"))),

@@ -578,7 +578,8 @@ async fn faults_of(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogLineView {
     pub id: String,
-    /// The plugin that logged it, by name.
+    /// The provision whose run it was, by name (an adapter's lines, logged while the provision
+    /// called it, are the provision's run's).
     pub plugin: String,
     /// The preset whose run it was.
     pub preset: String,

@@ -3,8 +3,10 @@
 //! The budget counts the CPU time of the thread that runs the plugin, less what the host spent
 //! loading parameters for it. Time the thread waits for a core does not count, so a plugin that
 //! fits its budget on a quiet machine fits it on a loaded one too: a busy server never faults a
-//! legitimate plugin. The wall-clock backstop, much larger, only stops a call that a stuck host
-//! call (a store that does not answer) or extreme overload keeps from finishing.
+//! legitimate plugin. The wall-clock backstop, much larger, only stops a call that slow host
+//! calls (a store that answers late) or extreme overload keep from finishing. Checks run while the
+//! plugin's code runs: a host call that never returns is bounded by the store's own timeouts, not
+//! here.
 //!
 //! Thread CPU time rather than wasmtime fuel: fuel would make the budget an instruction count
 //! (the same on every machine), but costs 10–30 % of the plugin's speed on every run, counts

@@ -3,13 +3,13 @@
 //! | limit | default | why |
 //! |---|---|---|
 //! | `cpu_time_ms` | 50 | CPU time the plugin itself may use (not time spent waiting for a core, nor the host's loading of parameters): a run that has used 50 ms is looping, as a typical provision takes well under 1 ms |
-//! | `wall_clock_ms` | 5 000 | the backstop: a call still running after this long is stopped whatever its CPU time, so a stuck host call cannot hold a session for ever; large, so that an overloaded server does not trip it |
+//! | `wall_clock_ms` | 5 000 | the backstop: a call still running after this long is stopped, whatever its CPU time, at its next check (checks run while the plugin's code runs, so a host call that never returns is not cut short: the store's own timeouts bound those); large, so that an overloaded server does not trip it |
 //! | `memory_bytes` | 32 MiB | a plugin's heap; a shipped adapter uses under 2 MiB |
 //! | `max_instances` | 10 | core instances a component may create (ours create 1–3) |
 //! | `max_tables` / `max_table_elements` | 10 / 100 000 | indirect-call tables; Rust uses one small one |
 //! | `max_declarations` | 10 000 | declarations per run: each becomes CWMP traffic and host memory |
 //! | `max_declaration_bytes` | 4 MiB | the host memory declarations of one run may take |
-//! | `max_log_messages` / `max_log_bytes` | 200 / 64 KiB | log lines per run; the rest are counted and dropped |
+//! | `max_log_messages` / `max_log_bytes` | 200 / 64 KiB | log lines per run (at most 10 000 / 16 MiB); the rest are counted and dropped |
 //!
 //! Every limit is set per organization (`plugin_limits`), over these defaults from the
 //! configuration file's `[plugins]` section.
@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimits {
+    /// `deadline_ms` in configuration files written before it became a CPU budget.
+    #[serde(alias = "deadline_ms")]
     pub cpu_time_ms: u64,
     pub wall_clock_ms: u64,
     pub memory_bytes: usize,
@@ -43,6 +45,10 @@ pub const CPU_TIME_CEILING: Duration = Duration::from_secs(5);
 
 /// The longest wall-clock backstop any tenant may be granted.
 pub const WALL_CLOCK_CEILING: Duration = Duration::from_secs(60);
+
+/// The most log lines, and bytes of them, a run may keep: they are stored with the device.
+pub const MAX_LOG_MESSAGES_CEILING: usize = 10_000;
+pub const MAX_LOG_BYTES_CEILING: usize = 16 * 1024 * 1024;
 
 /// Limits renamed since overrides were first stored: (old name, new name). Until issue 13
 /// `deadline_ms` was a wall-clock deadline; a stored override of it now sets the CPU budget,
@@ -90,13 +96,21 @@ impl PluginLimits {
         if self.memory_bytes < 1024 * 1024 || self.memory_bytes > MEMORY_CEILING {
             return Err(format!("memory_bytes must be between 1 MiB and {MEMORY_CEILING}"));
         }
+        if self.max_log_messages > MAX_LOG_MESSAGES_CEILING || self.max_log_bytes > MAX_LOG_BYTES_CEILING {
+            return Err(format!(
+                "max_log_messages must be at most {MAX_LOG_MESSAGES_CEILING}, max_log_bytes at most {MAX_LOG_BYTES_CEILING}"
+            ));
+        }
         if self.max_instances == 0 || self.max_tables == 0 || self.max_declarations == 0 {
             return Err("max_instances, max_tables and max_declarations must be at least 1".into());
         }
         Ok(())
     }
 
-    /// These limits with the fields of a JSON override applied.
+    /// These limits with the fields of a JSON override applied. A field under its old name
+    /// counts only where the override does not also give the new one. An override that raises
+    /// the CPU budget past the backstop it inherits, without setting the backstop, raises the
+    /// backstop with it: the backstop exists to stop stuck calls, not to undo the budget.
     pub fn with_override(&self, json: &str) -> Result<PluginLimits, String> {
         let mut value = serde_json::to_value(self).map_err(|e| e.to_string())?;
         let patch: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
@@ -104,10 +118,20 @@ impl PluginLimits {
             return Err("limits must be a JSON object".into());
         };
         for (k, v) in patch {
-            let name = RENAMED.iter().find(|(old, _)| old == k).map_or(k.as_str(), |(_, new)| new);
-            base.insert(name.to_owned(), v.clone());
+            match RENAMED.iter().find(|(old, _)| old == k) {
+                Some((_, new)) if patch.contains_key(*new) => {}
+                Some((_, new)) => {
+                    base.insert((*new).to_owned(), v.clone());
+                }
+                None => {
+                    base.insert(k.clone(), v.clone());
+                }
+            }
         }
-        let limits: PluginLimits = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let mut limits: PluginLimits = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        if !patch.contains_key("wall_clock_ms") {
+            limits.wall_clock_ms = limits.wall_clock_ms.max(limits.cpu_time_ms);
+        }
         limits.validate()?;
         Ok(limits)
     }
@@ -139,5 +163,26 @@ mod tests {
         let limits = PluginLimits::default().with_override(r#"{"deadline_ms": 20}"#).unwrap();
         assert_eq!(limits.cpu_time_ms, 20);
         assert_eq!(limits.wall_clock_ms, PluginLimits::default().wall_clock_ms);
+        // Both names: the new one wins, whatever the order.
+        let both = PluginLimits::default().with_override(r#"{"cpu_time_ms": 30, "deadline_ms": 20}"#).unwrap();
+        assert_eq!(both.cpu_time_ms, 30);
+        // And a configuration file written before the rename still loads.
+        let configured: PluginLimits = toml::from_str("deadline_ms = 40").unwrap();
+        assert_eq!(configured.cpu_time_ms, 40);
+    }
+
+    #[test]
+    fn a_budget_raised_past_the_inherited_backstop_raises_the_backstop() {
+        let parent = PluginLimits::default().with_override(r#"{"wall_clock_ms": 1000}"#).unwrap();
+        let child = parent.with_override(r#"{"cpu_time_ms": 3000}"#).unwrap();
+        assert_eq!((child.cpu_time_ms, child.wall_clock_ms), (3000, 3000));
+        // Set together, they must agree.
+        assert!(parent.with_override(r#"{"cpu_time_ms": 3000, "wall_clock_ms": 1000}"#).is_err());
+    }
+
+    #[test]
+    fn log_limits_are_bounded() {
+        assert!(PluginLimits::default().with_override(r#"{"max_log_messages": 1000000}"#).is_err());
+        assert!(PluginLimits::default().with_override(r#"{"max_log_bytes": 1073741824}"#).is_err());
     }
 }

@@ -4,9 +4,10 @@
 //! one round of `identify` calls per process, not one per session.
 //!
 //! An adapter whose `identify` fails (spins, traps) cannot handle the device: the failure is
-//! recorded as a fault of that adapter against the device, and the adapter is not asked about
-//! devices like it again until its code changes (a new upload, a new hash) or the organization's
-//! plugin limits do.
+//! recorded as a fault of that adapter against the device. When the failure is the adapter's own
+//! doing ([`PluginFault::repeats`]), the adapter is not asked about devices like it again until
+//! its code changes (an upload of other bytes, a new hash) or the organization's plugin limits
+//! do; a failure of the moment (the backstop, a full instance pool) is asked again next time.
 
 use std::sync::Arc;
 
@@ -128,7 +129,9 @@ pub async fn for_device(
                 .context("choosing an adapter")?;
             for failure in failed {
                 record_failed_identify(p, device, &failure).await;
-                p.remember_identify_failure(failure_key(&failure.plugin.hash, &key, &org.limits));
+                if failure.fault.repeats() {
+                    p.remember_identify_failure(failure_key(&failure.plugin.hash, &key, &org.limits));
+                }
             }
             p.remember_adapter_choice(key, choice.clone());
             choice
@@ -154,10 +157,14 @@ pub async fn for_device(
 /// take it is logged: the session goes on with the other adapters either way.
 async fn record_failed_identify(p: &Provisioner, device: &Device, failure: &FailedIdentify) {
     let FailedIdentify { plugin, fault } = failure;
-    let message = format!(
-        "identify {}: {fault}; {} {} is not asked about devices like this one again until a new version of it is uploaded or the plugin limits change",
-        device.device_id, plugin.name, plugin.version
-    );
+    let message = if fault.repeats() {
+        format!(
+            "identify {}: {fault}; {} {} is not asked about devices like this one again until other code of it is uploaded or the plugin limits change",
+            device.device_id, plugin.name, plugin.version
+        )
+    } else {
+        format!("identify {}: {fault}", device.device_id)
+    };
     let detail = serde_json::json!({"plugin": plugin.name, "version": plugin.version, "call": "identify"});
     let channel = format!("adapter:{}", plugin.name);
     if let Err(error) =

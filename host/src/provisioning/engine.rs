@@ -9,7 +9,7 @@
 //! the reboots, resets and downloads built-in presets asked for. A round count above
 //! [`MAX_ROUNDS`] is a fault: the provisions disagree with each other or with the device.
 //!
-//! Plugin calls block (up to their deadline), so a round runs on the blocking pool; reads of the
+//! Plugin calls block (up to their wall-clock backstop), so a round runs on the blocking pool; reads of the
 //! store it needs there go through the runtime handle. The exception is a settled device's first
 //! round over a kept view ([`super::reads`]): when every provision's output is a replay and the
 //! view holds all the round reads, it runs on the async worker, without a sandbox.

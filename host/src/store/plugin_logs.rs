@@ -73,8 +73,11 @@ pub struct LogFilter {
     pub until: Option<i64>,
 }
 
+/// Lines per INSERT: at 7 values each, well under SQLite's 32,766 bound variables.
+const LINES_PER_INSERT: usize = 1_000;
+
 /// Stores a round's lines, then drops the device's oldest beyond `keep`. Nothing to store costs
-/// nothing.
+/// nothing; lines that would be dropped at once are not written.
 pub async fn append(
     store: &Store,
     device_pk: DevicePk,
@@ -82,28 +85,32 @@ pub async fn append(
     lines: &[NewLogLine],
     keep: u64,
 ) -> Result<()> {
+    let kept = lines.len().min(usize::try_from(keep).unwrap_or(usize::MAX));
+    let lines = &lines[lines.len() - kept..];
     if lines.is_empty() {
         return Ok(());
     }
     let now = super::now_millis();
-    let mut sql = String::from(
-        "INSERT INTO plugin_logs (device_id, plugin, preset, level, message, session_at, created_at) VALUES ",
-    );
-    let mut args: Vec<Value> = Vec::with_capacity(lines.len() * 7);
-    for (i, line) in lines.iter().enumerate() {
-        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?)" });
-        args.extend([
-            device_pk.into(),
-            line.plugin.clone().into(),
-            line.preset.clone().into(),
-            line.level.as_str().into(),
-            line.message.clone().into(),
-            session_at.into(),
-            now.into(),
-        ]);
-    }
     let _guard = store.write_guard().await;
-    store.db().execute_raw(store.statement(&sql, args)).await.context("storing plugin log lines")?;
+    for chunk in lines.chunks(LINES_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO plugin_logs (device_id, plugin, preset, level, message, session_at, created_at) VALUES ",
+        );
+        let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 7);
+        for (i, line) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?)" });
+            args.extend([
+                device_pk.into(),
+                line.plugin.clone().into(),
+                line.preset.clone().into(),
+                line.level.as_str().into(),
+                line.message.clone().into(),
+                session_at.into(),
+                now.into(),
+            ]);
+        }
+        store.db().execute_raw(store.statement(&sql, args)).await.context("storing plugin log lines")?;
+    }
     // The newest `keep` lines stay: everything at or below the id of the first line past them
     // goes.
     store
