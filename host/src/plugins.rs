@@ -453,10 +453,7 @@ impl PluginRuntime {
     fn store(&self, state: host_api::RunState) -> Store<host_api::RunState> {
         // An exhausted budget (an adapter called when its provision had nothing left) is found
         // at the first check, one tick in.
-        let first_check = match state.check_budget() {
-            budget::Verdict::Continue(next) => next,
-            budget::Verdict::Stop(_) => Duration::ZERO,
-        };
+        let first_check = state.first_check();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(ticks(first_check));

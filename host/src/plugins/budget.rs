@@ -66,6 +66,14 @@ pub(crate) fn check(own_cpu: Duration, wall: Duration, limits: &PluginLimits) ->
     Verdict::Continue(cpu_left.min(wall_left))
 }
 
+/// When to check a call first, from the wall-clock time since it (or the provision that made it)
+/// started, without reading the CPU clock (a system call, about half a microsecond, where a whole
+/// run can take ten): the plugin cannot have used more CPU time than that wall-clock time, so its
+/// budget cannot run out sooner than this.
+pub(crate) fn first_check(wall: Duration, limits: &PluginLimits) -> Duration {
+    limits.cpu_time().saturating_sub(wall).min(limits.wall_clock().saturating_sub(wall))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +105,18 @@ mod tests {
         assert_eq!(check(ms(20), ms(5000), &limits(50, 5000)), Verdict::Stop(Overrun::WallClock));
         // Both used up: the plugin's own CPU time is what it is told about.
         assert_eq!(check(ms(50), ms(5000), &limits(50, 5000)), Verdict::Stop(Overrun::CpuTime));
+    }
+
+    #[test]
+    fn the_first_check_comes_no_later_than_the_budget_could_run_out() {
+        let ms = Duration::from_millis;
+        // A fresh call: the whole budget.
+        assert_eq!(first_check(ms(0), &limits(50, 5000)), ms(50));
+        // An adapter called 30 ms into its provision: at most 30 ms of CPU are gone.
+        assert_eq!(first_check(ms(30), &limits(50, 5000)), ms(20));
+        // Nothing left on either clock: at once (the runtime rounds up to one tick).
+        assert_eq!(first_check(ms(80), &limits(50, 5000)), ms(0));
+        assert_eq!(first_check(ms(10), &limits(50, 10)), ms(0));
     }
 
     #[test]

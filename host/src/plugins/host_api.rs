@@ -432,6 +432,11 @@ impl RunState {
         }
     }
 
+    /// When to check the call first ([`budget::first_check`]).
+    pub(crate) fn first_check(&self) -> Duration {
+        budget::first_check(self.started.wall.elapsed(), &self.limits)
+    }
+
     /// Whether the call may go on: its own CPU time, leaving out what the host spent loading
     /// parameters for it (a slow store must not make a plugin look like it loops), against its
     /// budget, and the wall-clock time against the backstop.
