@@ -406,7 +406,8 @@ impl PluginRuntime {
         let component_type = component.component_type();
         let exports: Vec<String> = component_type.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
         let imports: Vec<String> = component_type.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
-        if let Some(world) = intended_world(&exports) {
+        let intended = intended_world(&exports);
+        if let Some(world) = intended {
             let offered = world.offered_imports();
             let refused = refused_imports(&imports, &offered);
             if !refused.is_empty() {
@@ -439,7 +440,7 @@ impl PluginRuntime {
             .and_then(|pre| AdapterPre::new(pre).map_err(|e| format!("{e:#}")));
         match as_adapter {
             Ok(pre) => Ok(Loaded::Adapter(pre)),
-            Err(adapter_error) => Err(InvalidPlugin::WrongInterface(match intended_world(&exports) {
+            Err(adapter_error) => Err(InvalidPlugin::WrongInterface(match intended {
                 Some(World::Provision) => format!("as a provision: {provision_error}"),
                 Some(World::Adapter) => format!("as an adapter: {adapter_error}"),
                 None => format!(

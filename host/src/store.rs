@@ -18,6 +18,41 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, MutexGuard};
 
+/// A column of fixed names stored as text, as the store's SQL writes them.
+macro_rules! stored_names {
+    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $type {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl sea_orm::TryGetable for $type {
+            fn try_get_by<I: sea_orm::ColIdx>(
+                row: &sea_orm::QueryResult,
+                index: I,
+            ) -> Result<Self, sea_orm::TryGetError> {
+                let name = String::try_get_by(row, index)?;
+                Self::parse(&name).ok_or_else(|| {
+                    sea_orm::TryGetError::DbErr(sea_orm::DbErr::Type(format!(
+                        "{name:?} is not a {}",
+                        stringify!($type)
+                    )))
+                })
+            }
+        }
+    };
+}
+
 pub mod api_keys;
 pub mod audit;
 pub mod credentials;

@@ -216,14 +216,12 @@ fn a_store_stuck_past_the_wall_clock_backstop_stops_the_run_as_a_timeout() {
     // Ten loads of 40 ms: a few ms of CPU time, 400 ms of wall-clock time.
     let limits = PluginLimits { wall_clock_ms: 150, ..PluginLimits::default() };
     let args = vec![("mode".to_owned(), "reads".to_owned()), ("count".to_owned(), "10".to_owned())];
-    let started = Instant::now();
     let (result, _) = runtime.run_provision(&hostile, view.clone(), None, limits, Vec::new(), &args);
     let fault = result.unwrap_err();
     assert_eq!(fault.code().to_string(), "plugin.timeout", "{fault}");
     assert!(fault.to_string().contains("150 ms (the wall-clock backstop)"), "{fault}");
     // Stopped at the first check after the backstop, not after every load.
     assert!(view.tree_loads() < 10, "{} loads", view.tree_loads());
-    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
 }
 
 /// Processes that keep every core busy while they live: the load another tenant's work, a

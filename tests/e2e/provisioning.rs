@@ -319,7 +319,10 @@ async fn plugin_log_lines_are_kept_per_device_and_served(backend: Backend) {
     assert_eq!(messages(&logs(&h, &id, "?until=2999-01-01T00:00:00Z&limit=1000").await).len(), 201);
     let (status, body) = h.get(&format!("/api/v1/devices/{}/logs?level=fatal", encode_id(&id))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body.to_string().contains("level must be debug, info, warn or error"), "{body}");
+    assert!(
+        body.to_string().contains("unknown variant `fatal`, expected one of `debug`, `info`, `warn`, `error`"),
+        "{body}"
+    );
 
     // Cursor paging walks the same lines, newest first, without overlap.
     let first = logs(&h, &id, "?limit=150").await;

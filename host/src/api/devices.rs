@@ -600,8 +600,8 @@ struct LogQuery {
     plugin: Option<String>,
     /// Lines of this preset's runs only.
     preset: Option<String>,
-    /// This level and above: `debug`, `info`, `warn` or `error`.
-    level: Option<String>,
+    /// This level and above.
+    level: Option<LogLevel>,
     /// Lines written at or after this RFC 3339 time.
     since: Option<String>,
     /// Lines written before this RFC 3339 time.
@@ -619,19 +619,10 @@ async fn logs_of(
     Query(query): Query<LogQuery>,
 ) -> ApiResult<Json<ListResponse<LogLineView>>> {
     let limit = query.page.limit()?;
-    let min_level = match query.level.as_deref() {
-        None => None,
-        Some(text) => Some(LogLevel::parse(text).ok_or_else(|| {
-            ApiError::bad_request(
-                ErrorCode::InvalidQuery,
-                format!("level must be debug, info, warn or error, got {text:?}"),
-            )
-        })?),
-    };
     let filter = LogFilter {
         plugin: query.plugin,
         preset: query.preset,
-        min_level,
+        min_level: query.level,
         since: query.since.as_deref().map(|v| parse_timestamp("since", v)).transpose()?,
         until: query.until.as_deref().map(|v| parse_timestamp("until", v)).transpose()?,
     };
@@ -642,7 +633,7 @@ async fn logs_of(
         .into_iter()
         .map(|row| LogLineView {
             id: row.id.to_string(),
-            level: LogLevel::parse(&row.level).unwrap_or(LogLevel::Info),
+            level: row.level,
             plugin: row.plugin,
             preset: row.preset,
             message: row.message,

@@ -19,21 +19,10 @@ pub enum LogLevel {
     Error,
 }
 
+stored_names!(LogLevel { Debug => "debug", Info => "info", Warn => "warn", Error => "error" });
+
 impl LogLevel {
     pub const ALL: [LogLevel; 4] = [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<LogLevel> {
-        LogLevel::ALL.into_iter().find(|level| level.as_str() == text)
-    }
 
     /// This level and the ones above it: what a minimum level selects.
     fn and_above(self) -> impl Iterator<Item = LogLevel> {
@@ -56,7 +45,7 @@ pub struct LogRow {
     pub id: i64,
     pub plugin: String,
     pub preset: String,
-    pub level: String,
+    pub level: LogLevel,
     pub message: String,
     pub session_at: i64,
     pub created_at: i64,

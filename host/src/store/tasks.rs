@@ -27,41 +27,6 @@ pub enum TaskStage {
     Transferring,
 }
 
-/// A column of fixed names stored as text, as the store's SQL writes them.
-macro_rules! stored_names {
-    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $type {
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $name),+
-                }
-            }
-
-            pub fn parse(name: &str) -> Option<Self> {
-                match name {
-                    $($name => Some(Self::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl sea_orm::TryGetable for $type {
-            fn try_get_by<I: sea_orm::ColIdx>(
-                row: &sea_orm::QueryResult,
-                index: I,
-            ) -> Result<Self, sea_orm::TryGetError> {
-                let name = String::try_get_by(row, index)?;
-                Self::parse(&name).ok_or_else(|| {
-                    sea_orm::TryGetError::DbErr(sea_orm::DbErr::Type(format!(
-                        "{name:?} is not a {}",
-                        stringify!($type)
-                    )))
-                })
-            }
-        }
-    };
-}
-
 stored_names!(TaskStatus { Pending => "pending", Done => "done", Fault => "fault" });
 stored_names!(TaskStage { Queued => "queued", Transferring => "transferring" });
 
