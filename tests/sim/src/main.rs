@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use roost_cwmp::CwmpVersion;
-use roost_sim::{DataModel, DataModelKind, FirstContact, Fleet, FleetConfig, StartMode, bundled_model_path};
+use roost_sim::{Badge, DataModel, DataModelKind, FirstContact, Fleet, FleetConfig, StartMode, bundled_model_path};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Model {
@@ -57,6 +57,16 @@ struct Cli {
     /// A GenieACS export (12 columns) or genieacs-sim (5 columns) CSV to use instead.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Report this manufacturer OUI instead of the tree's (`DeviceInfo.ManufacturerOUI` and the
+    /// Inform's DeviceId): to try an adapter against a real vendor's tree.
+    #[arg(long, value_parser = oui)]
+    oui: Option<String>,
+    /// Report this manufacturer instead of the tree's.
+    #[arg(long)]
+    manufacturer: Option<String>,
+    /// Report this product class instead of the tree's.
+    #[arg(long)]
+    product_class: Option<String>,
     /// Periodic inform interval in seconds.
     #[arg(long, default_value_t = 300)]
     interval: u64,
@@ -104,6 +114,15 @@ struct Cli {
     timeout: f64,
 }
 
+/// An OUI is six hexadecimal digits (TR-069 DeviceIdStruct), written in capitals.
+fn oui(value: &str) -> Result<String, String> {
+    if value.len() == 6 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_uppercase())
+    } else {
+        Err(format!("{value:?} is not an OUI (six hexadecimal digits, e.g. 00D0D0)"))
+    }
+}
+
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("--{flag} must be a non-negative number of seconds"))
 }
@@ -125,7 +144,12 @@ async fn main() -> anyhow::Result<()> {
         (None, Some(Model::Tr181)) => bundled_model_path(DataModelKind::Tr181),
         (None, None) => bail!("--model or --data is required"),
     };
-    let model = DataModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let mut model = DataModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    model.rebadge(&Badge {
+        oui: cli.oui.clone(),
+        manufacturer: cli.manufacturer.clone(),
+        product_class: cli.product_class.clone(),
+    });
     if let (Some(wanted), true) = (cli.model, cli.data.is_some()) {
         let expected = match wanted {
             Model::Tr098 => DataModelKind::Tr098,

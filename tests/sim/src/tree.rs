@@ -111,12 +111,53 @@ impl DataModel {
         self.export_identity.as_ref()
     }
 
+    /// Makes the tree report another identity: each given field replaces the tree's
+    /// `DeviceInfo.` value (added when the tree lacks it) and the export's `DeviceID.*` row. For
+    /// trying a vendor adapter against a real device's tree before that vendor's own export is at
+    /// hand (`roost-sim --oui`, docs/PLUGINS.md).
+    pub fn rebadge(&mut self, badge: &Badge) {
+        let fields = [
+            ("ManufacturerOUI", badge.oui.as_deref()),
+            ("Manufacturer", badge.manufacturer.as_deref()),
+            ("ProductClass", badge.product_class.as_deref()),
+        ];
+        for (name, value) in fields {
+            let Some(value) = value else { continue };
+            let path = format!("{}DeviceInfo.{name}", self.root);
+            match self.nodes.get_mut(&path) {
+                Some(node) if !node.object => node.value = value.to_owned(),
+                _ => {
+                    self.nodes.insert(path, Node::parameter(value, ValueType::String, false));
+                }
+            }
+        }
+        if let Some(export) = &mut self.export_identity {
+            if let Some(oui) = &badge.oui {
+                export.oui.clone_from(oui);
+            }
+            if let Some(manufacturer) = &badge.manufacturer {
+                export.manufacturer.clone_from(manufacturer);
+            }
+            if let Some(product_class) = &badge.product_class {
+                export.product_class.clone_from(product_class);
+            }
+        }
+    }
+
     fn range<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
         self.nodes
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.as_str(), v))
     }
+}
+
+/// The identity [`DataModel::rebadge`] gives a tree; `None` keeps the tree's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Badge {
+    pub oui: Option<String>,
+    pub manufacturer: Option<String>,
+    pub product_class: Option<String>,
 }
 
 /// One device's view of a [`DataModel`]: the shared base plus a private overlay.
@@ -359,6 +400,23 @@ mod tests {
             ("Device.B", Node::parameter("7", ValueType::UnsignedInt, true)),
         ];
         Arc::new(DataModel::from_nodes(nodes.map(|(k, n)| (k.to_owned(), n))).unwrap())
+    }
+
+    #[test]
+    fn rebadge_changes_the_identity_a_device_reports_and_keeps_the_rest() {
+        let mut model = DataModel::bundled(DataModelKind::Tr181).unwrap();
+        let before = crate::FactoryTemplate::new(&Arc::new(model.clone())).identity().clone();
+        assert_eq!((before.oui.as_str(), before.manufacturer.as_str()), ("1C61B4", "TP-Link"));
+        model.rebadge(&Badge { oui: Some("00D0D0".into()), manufacturer: Some("Acme".into()), product_class: None });
+        let after = crate::FactoryTemplate::new(&Arc::new(model.clone())).identity().clone();
+        assert_eq!((after.oui.as_str(), after.manufacturer.as_str()), ("00D0D0", "Acme"));
+        assert_eq!(after.product_class, before.product_class);
+        assert_eq!(model.node("Device.DeviceInfo.ManufacturerOUI").unwrap().value, "00D0D0");
+
+        // A tree without the parameter gets it.
+        let mut tiny = (*tiny()).clone();
+        tiny.rebadge(&Badge { product_class: Some("A1".into()), ..Badge::default() });
+        assert_eq!(tiny.node("Device.DeviceInfo.ProductClass").unwrap().value, "A1");
     }
 
     #[test]
