@@ -29,6 +29,26 @@ use crate::{
     Level, ManagementSettings, Parameter, PppoeSettings, Provision, Result, Value, WifiNetwork, WifiSettings,
 };
 
+/// Real devices' parameter trees, as GenieACS exported them, for [`TestDevice::from_genieacs_csv`]:
+/// the exports in Roost's `tests/data/cpe/` (whose README says where each comes from).
+///
+/// ```ignore
+/// let mut device = TestDevice::from_genieacs_csv(exports::TPLINK_XX230V_TR181).unwrap();
+/// ```
+pub mod exports {
+    /// TP-Link XX230v, TR-181 (`Device.`), 5,420 parameters.
+    pub const TPLINK_XX230V_TR181: &str = include_str!("../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv");
+    /// Huawei EG8145V5 GPON ONT, TR-098 (`InternetGatewayDevice.`), 3,147 parameters.
+    pub const HUAWEI_EG8145V5_TR098: &str =
+        include_str!("../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv");
+    /// ZTE ZXHN H199A, TR-098, 1,457 parameters.
+    pub const ZTE_ZXHN_H199A_TR098: &str =
+        include_str!("../../tests/data/cpe/zte-zxhn-h199a_tr098_genieacs-export.csv");
+    /// Nokia G-1425G-A ONT, TR-098, 3,188 parameters.
+    pub const NOKIA_G1425GA_TR098: &str =
+        include_str!("../../tests/data/cpe/nokia-g-1425g-a_tr098_genieacs-export.csv");
+}
+
 /// Rounds after which [`TestDevice::converge`] gives up, as the host does.
 pub use crate::MAX_ROUNDS;
 
