@@ -9,7 +9,7 @@ use crate::api::auth::{check_password_strength, hash_password};
 use crate::app::Server;
 use crate::config::{Config, DatabaseArgs, ServeArgs};
 use crate::permissions::{Role, may_grant};
-use crate::plugins::{API_VERSION, PluginRuntime, PluginSettings, install};
+use crate::plugins::{API_VERSION, PluginRuntime, PluginSettings, World, authoring, install};
 use crate::secrets::Secrets;
 use crate::store::{Store, credentials, orgs, users};
 
@@ -56,6 +56,28 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Write a new plugin crate that builds and tests as it stands: `roost plugin new adapter
+    /// acme-adapter` makes `./acme-adapter/` (an adapter to fill in, with a native test).
+    New {
+        /// `adapter` or `provision`: one crate is one component.
+        #[arg(value_parser = parse_world)]
+        world: World,
+        /// The crate's name, also its directory's.
+        name: String,
+        /// The directory to write (default: ./NAME); it must not exist, or be empty.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Roost's `plugin-sdk/` directory (default: the one of the checkout this roost was built
+        /// from).
+        #[arg(long)]
+        sdk: Option<std::path::PathBuf>,
+    },
+    /// Build the plugin crate (or workspace) in DIR into WebAssembly components, with rustup's
+    /// wasm32 target or, without it, Debian's `rustc-web`; then check each as `validate` does.
+    Build {
+        #[arg(default_value = ".")]
+        dir: std::path::PathBuf,
+    },
     /// Check a component as an upload would: it compiles, implements a roost:plugin world, and
     /// imports nothing else. Prints its world and hash.
     Validate {
@@ -147,22 +169,62 @@ pub enum CpeCredentialCommand {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Plugin { command: PluginCommand::Validate { file } } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let settings = PluginSettings { concurrent_instances: 4, ..PluginSettings::default() };
-            let runtime = PluginRuntime::new(settings)?;
-            match runtime.validate(&bytes) {
-                Ok(valid) => {
-                    println!(
-                        "{}: {} of roost:plugin@{API_VERSION}, {} bytes, sha256 {}",
-                        file.display(),
-                        valid.world.with_article(),
-                        bytes.len(),
-                        valid.hash
-                    );
-                    Ok(())
-                }
-                Err(error) => bail!("{}: {error}", file.display()),
+            let runtime = PluginRuntime::new(PluginSettings { concurrent_instances: 4, ..PluginSettings::default() })?;
+            println!("{}", validate(&runtime, &file)?);
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::New { world, name, dir, sdk } } => {
+            authoring::check_crate_name(&name).map_err(anyhow::Error::msg)?;
+            let sdk = match sdk {
+                Some(sdk) if authoring::is_sdk(&sdk) => sdk.canonicalize().unwrap_or(sdk),
+                Some(sdk) => bail!("{} is not Roost's plugin-sdk directory (no roost-plugin-sdk there)", sdk.display()),
+                None => authoring::sdk_of_this_checkout().context(
+                    "this roost was not built from a Roost checkout it can still find: give --sdk PATH, Roost's plugin-sdk directory",
+                )?,
+            };
+            let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(&name));
+            if std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some()) {
+                bail!("{} exists and is not empty", dir.display());
             }
+            for (file, text) in authoring::new_crate_files(world, &name, &sdk) {
+                let path = dir.join(file);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                }
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!(
+                "wrote {} in {}: `cargo test` there runs its test, `roost plugin build {}` makes the component",
+                world.with_article(),
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::Build { dir } } => {
+            if !dir.join("Cargo.toml").is_file() {
+                bail!("{} has no Cargo.toml: give the directory of a plugin crate", dir.display());
+            }
+            let toolchain = authoring::choose_toolchain(authoring::survey(&dir)).map_err(anyhow::Error::msg)?;
+            let output = authoring::cargo_build(toolchain, &dir)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .context("running cargo")?;
+            if !output.status.success() {
+                bail!("cargo could not build {} ({})", dir.display(), output.status);
+            }
+            let components = authoring::built_components(&String::from_utf8_lossy(&output.stdout));
+            if components.is_empty() {
+                bail!(
+                    "{} builds no component: a plugin crate has crate-type = [\"cdylib\", \"rlib\"] under [lib]",
+                    dir.display()
+                );
+            }
+            let runtime = PluginRuntime::new(PluginSettings { concurrent_instances: 4, ..PluginSettings::default() })?;
+            for component in components {
+                println!("built {}", validate(&runtime, &component)?);
+            }
+            Ok(())
         }
         Command::Plugin { command: PluginCommand::Install { database, org, name, version, files } } => {
             let mut components = Vec::new();
@@ -288,6 +350,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             store.close().await
         }
     }
+}
+
+/// Checks a component file as an upload would, and describes it.
+fn validate(runtime: &PluginRuntime, file: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match runtime.validate(&bytes) {
+        Ok(valid) => Ok(format!(
+            "{}: {} of roost:plugin@{API_VERSION}, {} bytes, sha256 {}",
+            file.display(),
+            valid.world.with_article(),
+            bytes.len(),
+            valid.hash
+        )),
+        Err(error) => bail!("{}: {error}", file.display()),
+    }
+}
+
+fn parse_world(name: &str) -> Result<World, String> {
+    World::parse(name).ok_or_else(|| format!("{name:?} is not a plugin world: `adapter` or `provision`"))
 }
 
 async fn open(database: &DatabaseArgs) -> Result<Store> {

@@ -15,6 +15,7 @@
 //! its input (`unsafe`), and this crate forbids `unsafe`; compiling a shipped adapter takes
 //! 70–180 ms once per process.
 
+pub mod authoring;
 mod budget;
 mod host_api;
 pub mod install;

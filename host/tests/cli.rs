@@ -108,3 +108,29 @@ fn serve_users_orgs_and_sigterm() {
     assert!(data.path().join("roost.db").exists());
     assert!(data.path().join("master.key").exists());
 }
+
+#[test]
+fn plugin_new_and_build_refuse_what_they_cannot_do() {
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| Command::new(ROOST).args(args).current_dir(work.path()).output().unwrap();
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let world = run(&["plugin", "new", "widget", "acme"]);
+    assert!(!world.status.success());
+    assert!(stderr(&world).contains("`adapter` or `provision`"), "{}", stderr(&world));
+    let name = run(&["plugin", "new", "adapter", "1acme"]);
+    assert!(stderr(&name).contains("cannot name a crate"), "{}", stderr(&name));
+    let sdk = run(&["plugin", "new", "adapter", "acme", "--sdk", "."]);
+    assert!(stderr(&sdk).contains("not Roost's plugin-sdk"), "{}", stderr(&sdk));
+
+    let made = run(&["plugin", "new", "provision", "guest-wifi"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let manifest = std::fs::read_to_string(work.path().join("guest-wifi/Cargo.toml")).unwrap();
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk").canonicalize().unwrap();
+    assert!(manifest.contains(&format!("roost-plugin-sdk = {{ path = \"{}\" }}", sdk.display())), "{manifest}");
+    let again = run(&["plugin", "new", "provision", "guest-wifi"]);
+    assert!(stderr(&again).contains("exists and is not empty"), "{}", stderr(&again));
+
+    let nothing = run(&["plugin", "build", "nowhere"]);
+    assert!(stderr(&nothing).contains("has no Cargo.toml"), "{}", stderr(&nothing));
+}
