@@ -10,26 +10,6 @@ use roost_tests::on_both_backends;
 use super::plugins::{component, upload};
 use super::*;
 
-const SSIDS: &str = "Device.WiFi.SSID.";
-
-/// The bundled TR-181 device (a TP-Link export) re-badged as the tutorial's vendor Acme.
-fn acme_model() -> DataModel {
-    let path = roost_sim::bundled_model_path(DataModelKind::Tr181);
-    let csv = std::fs::read_to_string(&path).unwrap();
-    let original =
-        "Device.DeviceInfo.ManufacturerOUI,false,2023-04-26T21:30:08.694Z,false,2023-04-26T21:30:08.694Z,\"1C61B4\"";
-    assert!(csv.contains(original), "{} changed: update this test", path.display());
-    let manufacturer =
-        "Device.DeviceInfo.Manufacturer,false,2023-04-26T21:30:08.694Z,false,2023-04-26T21:30:08.694Z,\"TP-Link\"";
-    let model = "Device.DeviceInfo.ModelName,false,2023-04-26T21:30:08.694Z,false,2023-04-26T21:30:08.694Z,\"XX230v\"";
-    assert!(csv.contains(manufacturer) && csv.contains(model), "{} changed: update this test", path.display());
-    let csv = csv
-        .replace(original, &original.replace("1C61B4", "00D0D0"))
-        .replace(manufacturer, &manufacturer.replace("TP-Link", "Acme"))
-        .replace(model, &model.replace("XX230v", "A1"));
-    DataModel::from_csv(csv.as_bytes()).unwrap()
-}
-
 async fn put_preset(h: &Harness, name: &str, preset: JsonValue) {
     let (status, body) = h.put(&format!("/api/v1/presets/{name}"), preset).await;
     assert!(status.is_success(), "preset {name}: {status} {body}");
@@ -39,71 +19,6 @@ async fn faults(h: &Harness, id: &str) -> Vec<JsonValue> {
     let (status, body) = h.get(&format!("/api/v1/devices/{}/faults", encode_id(id))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["items"].as_array().unwrap().clone()
-}
-
-async fn tutorial_plugins_drive_a_device_through_several_rounds(backend: Backend) {
-    let h = Harness::start(backend).await;
-    // Built from plugins/tutorial-*, the code docs/PLUGINS.md walks through, and uploaded as an
-    // author would.
-    let (status, adapter) = upload(&h, &h.token, "name=acme&version=1.0.0", component("tutorial-adapter")).await;
-    assert_eq!(status, StatusCode::CREATED, "{adapter}");
-    assert_eq!(adapter["world"], "adapter");
-    let (status, provision) =
-        upload(&h, &h.token, "name=guest-wifi&version=1.0.0", component("tutorial-provision")).await;
-    assert_eq!(status, StatusCode::CREATED, "{provision}");
-    put_preset(
-        &h,
-        "guest-wifi",
-        json!({
-            "weight": 10,
-            "events": ["0 BOOTSTRAP"],
-            "provision": "guest-wifi",
-            "args": {"ssid": "Guest", "passphrase": "correct horse battery"}
-        }),
-    )
-    .await;
-
-    let fleet = h.fleet_of(acme_model(), 1, "ACME").await;
-    let cpe = fleet.device(0);
-    let ssids_before = cpe.with_state(|s| s.tree.instances(SSIDS).len());
-    let report = cpe.inform_now(&[]).await.unwrap();
-    assert!(report.is_ok(), "{:?}", report.error);
-    let methods = report.methods();
-    // Discovery, then provisioning: list the SSID table, add the guest network and name it, then
-    // enable it and set the primary network's passphrase through the Acme adapter.
-    let add = methods.iter().position(|m| *m == "AddObject").unwrap_or_else(|| panic!("{methods:?}"));
-    let sets = methods[add..].iter().filter(|m| **m == "SetParameterValues").count();
-    assert!(sets >= 2, "the alias after AddObject, then Enable and the passphrase: {methods:?}");
-
-    let guest: Vec<String> = cpe.with_state(|s| {
-        s.tree
-            .instances(SSIDS)
-            .into_iter()
-            .map(|i| format!("{SSIDS}{i}.SSID"))
-            .filter(|p| s.tree.get(p).is_some_and(|(v, _)| v == "Guest"))
-            .collect()
-    });
-    assert_eq!(guest.len(), 1, "one guest SSID: {guest:?}");
-    let instance = guest[0].trim_end_matches("SSID");
-    assert!(matches!(cpe.value(&format!("{instance}Enable")).as_deref(), Some("1" | "true")), "guest enabled");
-    assert_eq!(cpe.value("Device.WiFi.AccessPoint.1.Security.KeyPassphrase").as_deref(), Some("correct horse battery"));
-    assert_eq!(cpe.with_state(|s| s.tree.instances(SSIDS).len()), ssids_before + 1, "one added, none deleted");
-
-    let id = cpe.device_id();
-    let device = h.device(&id).await;
-    assert_eq!(device["adapter"]["plugin"], "acme", "{device}");
-    assert_eq!(device["adapter"]["family"], "acme");
-    assert!(device["tags"].as_array().unwrap().iter().any(|t| t == "guest-wifi"), "{device}");
-    assert!(faults(&h, &id).await.is_empty(), "{:?}", faults(&h, &id).await);
-    // What Roost stored is what the device holds: the guest network is in the tree.
-    assert_eq!(h.stored_value(&id, &guest[0]).await.as_deref(), Some("Guest"));
-
-    // The preset runs on bootstrap only; a periodic Inform has nothing to do.
-    let periodic = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
-    assert!(periodic.is_ok(), "{:?}", periodic.error);
-    assert!(periodic.methods().is_empty(), "{:?}", periodic.methods());
-    fleet.stop().await;
-    h.finish().await;
 }
 
 async fn built_in_presets_declare_tag_and_reboot(backend: Backend) {
@@ -356,10 +271,6 @@ on_both_backends! {
 
     async fn an_adapter_whose_identify_misbehaves_is_a_fault_of_that_adapter(backend: Backend) {
         misbehaving_identify_faults_its_adapter_once(backend).await
-    }
-
-    async fn tutorial_adapter_and_provision_converge_over_rounds(backend: Backend) {
-        tutorial_plugins_drive_a_device_through_several_rounds(backend).await
     }
 
     async fn built_in_presets_run_through_the_engine(backend: Backend) {
