@@ -328,6 +328,10 @@ impl PluginRuntime {
         let mut adapter_linker = Linker::new(&engine);
         Adapter::add_to_linker::<_, HasSelf<_>>(&mut adapter_linker, |state| state)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        // `declare` and `log` measure a plugin's text before copying it (host_api/unlifted.rs).
+        for linker in [&mut provision_linker, &mut adapter_linker] {
+            host_api::shadow_generated(linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        }
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {

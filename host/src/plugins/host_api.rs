@@ -2,14 +2,14 @@
 //!
 //! A call's [`RunState`] holds a shared [`DeviceView`] (what the plugin may read) and its own
 //! [`RunOutput`] (what it declared, tagged and logged). Everything a plugin hands over is
-//! counted against its [`PluginLimits`] before the host keeps it.
+//! counted against its [`PluginLimits`] before the host keeps it; text of any size (`declare`,
+//! `log`) before the host even copies it (`unlifted.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::budget::{self, Started};
-
 use roost_params::pattern::Pattern;
 use roost_params::tree::{Node, ParameterTree};
 use wasmtime::ResourceLimiter;
@@ -19,6 +19,9 @@ use super::bindings::provision::roost::plugin::{
 };
 use super::bindings::types::{DeviceFacts, Error, ErrorKind, Parameter, Value};
 use super::{Loaded, PluginFault, PluginLimits, PluginRuntime};
+
+mod unlifted;
+pub(super) use unlifted::shadow_generated;
 
 /// Loads the parameters below a prefix, for a view that reads the store lazily.
 pub trait TreeLoader: Send + Sync {
@@ -574,6 +577,15 @@ impl device::Host for RunState {
     }
 }
 
+/// What a number or a boolean counts towards `max_declaration_bytes`; text counts its length.
+const SCALAR_VALUE_BYTES: usize = 8;
+
+impl RunState {
+    fn declarations_too_large(&self) -> Error {
+        error(ErrorKind::Limit, format!("declarations of one run exceed {} bytes", self.limits.max_declaration_bytes))
+    }
+}
+
 impl declare::Host for RunState {
     fn declare(&mut self, declaration: declare::Declaration) -> Result<(), Error> {
         let out = &mut self.output;
@@ -586,13 +598,10 @@ impl declare::Host for RunState {
         let bytes = declaration.path.len()
             + declaration.value.as_ref().map_or(0, |v| match v {
                 Value::Text(s) | Value::DateTime(s) | Value::Base64(s) | Value::HexBinary(s) => s.len(),
-                _ => 8,
+                Value::Signed(_) | Value::Unsigned(_) | Value::Boolean(_) => SCALAR_VALUE_BYTES,
             });
         if out.declaration_bytes + bytes > self.limits.max_declaration_bytes {
-            return Err(error(
-                ErrorKind::Limit,
-                format!("declarations of one run exceed {} bytes", self.limits.max_declaration_bytes),
-            ));
+            return Err(self.declarations_too_large());
         }
         let pattern = parse(&declaration.path)?;
         if declaration.max_age_ms.is_none() && declaration.value.is_none() && declaration.instances.is_none() {

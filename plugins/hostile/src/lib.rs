@@ -8,6 +8,7 @@
 //! | `recursion` | recurses without end | `plugin.trap` (stack overflow) |
 //! | `declarations` | declares `count` times (default 20 000, twice the default limit) | `plugin.limit` |
 //! | `huge-value` | declares one value of `bytes` bytes | `plugin.limit` |
+//! | `huge-log` | logs one line of `bytes` bytes | none; the line is dropped, and counted |
 //! | `trap` | panics | `plugin.trap` |
 //! | `behave` | declares one refresh, like a real provision | none |
 //! | `stamp` | tags the device `seen-<clock>`: a run that reads the clock, which no later session may replay | none |
@@ -53,6 +54,11 @@ impl Provision for Hostile {
             "huge-value" => {
                 let bytes: usize = args.parse("bytes")?.unwrap_or(8 * 1024 * 1024);
                 declare("Device.Hostile.Value").value("x".repeat(bytes));
+                Ok(())
+            }
+            "huge-log" => {
+                let bytes: usize = args.parse("bytes")?.unwrap_or(8 * 1024 * 1024);
+                log::info(&"x".repeat(bytes));
                 Ok(())
             }
             #[allow(clippy::panic)]
