@@ -29,7 +29,7 @@ use crate::{
     Level, ManagementSettings, Parameter, PppoeSettings, Provision, Result, Value, WifiNetwork, WifiSettings,
 };
 
-/// Real devices' parameter trees, as GenieACS exported them, for [`TestDevice::from_genieacs_csv`]:
+/// Real devices' parameter trees, as GenieACS (or genieacs-sim) holds them, for [`TestDevice::from_genieacs_csv`]:
 /// the exports in Roost's `tests/data/cpe/` (whose README says where each comes from).
 ///
 /// ```ignore
@@ -44,6 +44,8 @@ pub mod exports {
     /// ZTE ZXHN H199A, TR-098, 1,457 parameters.
     pub const ZTE_ZXHN_H199A_TR098: &str =
         include_str!("../../tests/data/cpe/zte-zxhn-h199a_tr098_genieacs-export.csv");
+    /// Huawei BM632w WiMAX gateway, TR-098 1.1, 792 parameters (genieacs-sim's 5-column layout).
+    pub const HUAWEI_BM632W_TR098: &str = include_str!("../../tests/data/cpe/huawei-bm632w_tr098_genieacs-sim.csv");
     /// Nokia G-1425G-A ONT, TR-098, 3,188 parameters.
     pub const NOKIA_G1425GA_TR098: &str =
         include_str!("../../tests/data/cpe/nokia-g-1425g-a_tr098_genieacs-export.csv");

@@ -183,8 +183,8 @@ mod tests {
     use roost_plugin_sdk::testing::{Run, TestDevice};
     use roost_plugin_sdk::{PingTest, Value};
 
-    const EG8145V5: &str = include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv");
-    const BM632W: &str = include_str!("../../../tests/data/cpe/huawei-bm632w_tr098_genieacs-sim.csv");
+    const EG8145V5: &str = roost_plugin_sdk::testing::exports::HUAWEI_EG8145V5_TR098;
+    const BM632W: &str = roost_plugin_sdk::testing::exports::HUAWEI_BM632W_TR098;
     const WLAN_24: &str = "InternetGatewayDevice.LANDevice.1.WLANConfiguration.1.";
     const WLAN_5: &str = "InternetGatewayDevice.LANDevice.1.WLANConfiguration.5.";
 
@@ -221,9 +221,9 @@ mod tests {
         assert_eq!((vendor.score, vendor.family.as_str()), (50, "huawei"));
 
         for other in [
-            include_str!("../../../tests/data/cpe/zte-zxhn-h199a_tr098_genieacs-export.csv"),
-            include_str!("../../../tests/data/cpe/nokia-g-1425g-a_tr098_genieacs-export.csv"),
-            include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv"),
+            roost_plugin_sdk::testing::exports::ZTE_ZXHN_H199A_TR098,
+            roost_plugin_sdk::testing::exports::NOKIA_G1425GA_TR098,
+            roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181,
         ] {
             let device = load(other);
             assert!(device.identify::<Huawei>().is_none(), "claimed {:?}", device.facts.product_class);

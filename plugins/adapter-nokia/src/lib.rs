@@ -168,7 +168,7 @@ mod tests {
     const PPP: &str = "InternetGatewayDevice.WANDevice.1.WANConnectionDevice.1.WANPPPConnection.1.";
 
     fn nokia() -> TestDevice {
-        let csv = include_str!("../../../tests/data/cpe/nokia-g-1425g-a_tr098_genieacs-export.csv");
+        let csv = roost_plugin_sdk::testing::exports::NOKIA_G1425GA_TR098;
         match TestDevice::from_genieacs_csv(csv) {
             Ok(device) => device,
             Err(e) => panic!("the Nokia export does not load: {e}"),
@@ -199,10 +199,10 @@ mod tests {
         assert_eq!((id.score, id.family.as_str()), (80, "nokia-g-1425g"));
 
         for csv in [
-            include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv"),
-            include_str!("../../../tests/data/cpe/zte-zxhn-h199a_tr098_genieacs-export.csv"),
-            include_str!("../../../tests/data/cpe/huawei-bm632w_tr098_genieacs-sim.csv"),
-            include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv"),
+            roost_plugin_sdk::testing::exports::HUAWEI_EG8145V5_TR098,
+            roost_plugin_sdk::testing::exports::ZTE_ZXHN_H199A_TR098,
+            roost_plugin_sdk::testing::exports::HUAWEI_BM632W_TR098,
+            roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181,
         ] {
             let device = other(csv);
             assert!(device.identify::<Nokia>().is_none(), "claimed {:?}", device.facts);

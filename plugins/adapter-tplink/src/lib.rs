@@ -312,7 +312,7 @@ mod tests {
     use roost_plugin_sdk::{DiagnosticResults, PingResults, PingTest, UdpEchoTest};
 
     fn tplink() -> TestDevice {
-        let csv = include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv");
+        let csv = roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181;
         match TestDevice::from_genieacs_csv(csv) {
             Ok(device) => device,
             Err(e) => panic!("the TP-Link export does not load: {e}"),
@@ -342,9 +342,9 @@ mod tests {
         assert_eq!((id.score, id.family.as_str()), (80, "tplink-xx230v"));
 
         for csv in [
-            include_str!("../../../tests/data/cpe/nokia-g-1425g-a_tr098_genieacs-export.csv"),
-            include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv"),
-            include_str!("../../../tests/data/cpe/zte-zxhn-h199a_tr098_genieacs-export.csv"),
+            roost_plugin_sdk::testing::exports::NOKIA_G1425GA_TR098,
+            roost_plugin_sdk::testing::exports::HUAWEI_EG8145V5_TR098,
+            roost_plugin_sdk::testing::exports::ZTE_ZXHN_H199A_TR098,
         ] {
             let device = other(csv);
             assert!(device.identify::<TpLink>().is_none(), "claimed {:?}", device.facts);

@@ -25,17 +25,13 @@ mod tests {
     use super::*;
 
     fn nokia() -> TestDevice {
-        TestDevice::from_genieacs_csv(include_str!("../../../tests/data/cpe/nokia-g-1425g-a_tr098_genieacs-export.csv"))
-            .unwrap()
+        TestDevice::from_genieacs_csv(roost_plugin_sdk::testing::exports::NOKIA_G1425GA_TR098).unwrap()
     }
 
     #[test]
     fn claims_every_tr098_device_at_the_lowest_score_and_no_tr181_one() {
         assert_eq!(nokia().identify::<Tr098>().unwrap().score, 10);
-        let tplink = TestDevice::from_genieacs_csv(include_str!(
-            "../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv"
-        ))
-        .unwrap();
+        let tplink = TestDevice::from_genieacs_csv(roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181).unwrap();
         assert!(tplink.identify::<Tr098>().is_none());
     }
 

@@ -24,8 +24,7 @@ mod tests {
     use super::*;
 
     fn tplink() -> TestDevice {
-        TestDevice::from_genieacs_csv(include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv"))
-            .unwrap()
+        TestDevice::from_genieacs_csv(roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181).unwrap()
     }
 
     #[test]

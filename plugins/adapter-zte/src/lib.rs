@@ -128,7 +128,7 @@ mod tests {
     use roost_plugin_sdk::testing::{Run, TestDevice};
     use roost_plugin_sdk::{PingTest, Value};
 
-    const H199A: &str = include_str!("../../../tests/data/cpe/zte-zxhn-h199a_tr098_genieacs-export.csv");
+    const H199A: &str = roost_plugin_sdk::testing::exports::ZTE_ZXHN_H199A_TR098;
     const WLAN: &str = "InternetGatewayDevice.LANDevice.1.WLANConfiguration.";
     const PON: &str = "InternetGatewayDevice.WANDevice.1.X_ZTE-COM_WANPONInterfaceConfig.";
 
@@ -159,10 +159,10 @@ mod tests {
         assert_eq!((family.score, family.family.as_str()), (80, "zte-zxhn"));
 
         for other in [
-            include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv"),
-            include_str!("../../../tests/data/cpe/huawei-bm632w_tr098_genieacs-sim.csv"),
-            include_str!("../../../tests/data/cpe/nokia-g-1425g-a_tr098_genieacs-export.csv"),
-            include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv"),
+            roost_plugin_sdk::testing::exports::HUAWEI_EG8145V5_TR098,
+            roost_plugin_sdk::testing::exports::HUAWEI_BM632W_TR098,
+            roost_plugin_sdk::testing::exports::NOKIA_G1425GA_TR098,
+            roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181,
         ] {
             let device = load(other);
             assert!(device.identify::<Zte>().is_none(), "claimed {:?}", device.facts.product_class);

@@ -87,8 +87,8 @@ mod tests {
 
     use super::*;
 
-    const HUAWEI: &str = include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv");
-    const TPLINK: &str = include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv");
+    const HUAWEI: &str = roost_plugin_sdk::testing::exports::HUAWEI_EG8145V5_TR098;
+    const TPLINK: &str = roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181;
 
     fn value(device: &TestDevice, path: &str) -> String {
         device.tree.get(path).and_then(|n| n.value.clone()).unwrap_or_default()

@@ -27,8 +27,8 @@ mod tests {
 
     use super::*;
 
-    const XX230V: &str = include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv");
-    const EG8145V5: &str = include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv");
+    const XX230V: &str = roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181;
+    const EG8145V5: &str = roost_plugin_sdk::testing::exports::HUAWEI_EG8145V5_TR098;
 
     /// The leaves the host would fetch for a run's declarations: TestDevice records refreshes
     /// without judging them, so this applies the host's rule (older than the max-age, or any

@@ -32,9 +32,9 @@ mod tests {
 
     use super::*;
 
-    const EG8145V5: &str = include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv");
-    const H199A: &str = include_str!("../../../tests/data/cpe/zte-zxhn-h199a_tr098_genieacs-export.csv");
-    const XX230V: &str = include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv");
+    const EG8145V5: &str = roost_plugin_sdk::testing::exports::HUAWEI_EG8145V5_TR098;
+    const H199A: &str = roost_plugin_sdk::testing::exports::ZTE_ZXHN_H199A_TR098;
+    const XX230V: &str = roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181;
     const CREDENTIALS: &[(&str, &str)] = &[("username", "roost@isp"), ("password", "s3cret-pw")];
 
     fn credentials(device: &TestDevice, connection: &str) -> (String, String) {

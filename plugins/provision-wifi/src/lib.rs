@@ -54,8 +54,8 @@ mod tests {
 
     use super::*;
 
-    const XX230V: &str = include_str!("../../../tests/data/cpe/tplink-xx230v_tr181_genieacs-export.csv");
-    const EG8145V5: &str = include_str!("../../../tests/data/cpe/huawei-eg8145v5_tr098_genieacs-export.csv");
+    const XX230V: &str = roost_plugin_sdk::testing::exports::TPLINK_XX230V_TR181;
+    const EG8145V5: &str = roost_plugin_sdk::testing::exports::HUAWEI_EG8145V5_TR098;
     const WLAN: &str = "InternetGatewayDevice.LANDevice.1.WLANConfiguration.";
 
     fn tplink() -> TestDevice {
