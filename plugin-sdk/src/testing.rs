@@ -1,9 +1,10 @@
 //! Unit-test plugins without a server: run them natively against an in-memory device.
 //!
 //! ```ignore
-//! use roost_plugin_sdk::testing::TestDevice;
+//! use roost_plugin_sdk::testing::{TestDevice, exports};
 //!
-//! let mut device = TestDevice::from_genieacs_csv(include_str!("../tests/huawei.csv"))?;
+//! // A real device's tree; `include_str!` one of your own the same way.
+//! let mut device = TestDevice::from_genieacs_csv(exports::HUAWEI_EG8145V5_TR098)?;
 //! let run = device.run::<MyProvision>(&[("ssid", "Roost")]);
 //! assert!(run.result.is_ok());
 //! assert_eq!(run.declarations[0].path, "InternetGatewayDevice.LANDevice.1.WLANConfiguration.*.SSID");
