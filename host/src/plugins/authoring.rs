@@ -37,8 +37,42 @@ pub fn check_crate_name(name: &str) -> Result<(), String> {
             "{name:?} cannot name a crate: use 1 to 64 ASCII letters, digits, `-` and `_`, starting with a letter"
         ));
     }
+    if RESERVED.contains(&name.replace('-', "_").as_str()) {
+        return Err(format!("{name:?} is a Rust keyword or standard crate: choose another name"));
+    }
+    if PRELUDE_TYPES.contains(&type_name(name).as_str()) {
+        return Err(format!(
+            "{name:?} would make a type {} that the SDK's prelude has already: choose another name",
+            type_name(name)
+        ));
+    }
     Ok(())
 }
+
+/// Names a crate (or the Rust library it becomes) cannot have.
+const RESERVED: [&str; 43] = [
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
+    "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self",
+    "static", "struct", "super", "trait", "true", "try", "type", "unsafe", "use", "where", "while", "std", "core",
+    "alloc", "test",
+];
+
+/// The types `roost_plugin_sdk::prelude` brings in, which a new crate's own type must not shadow.
+const PRELUDE_TYPES: [&str; 13] = [
+    "Adapter",
+    "Args",
+    "Band",
+    "DeviceFacts",
+    "Duration",
+    "Error",
+    "ErrorKind",
+    "Identification",
+    "Provision",
+    "Result",
+    "Value",
+    "WifiSettings",
+    "WifiTarget",
+];
 
 /// The Rust type a crate's plugin is: `acme-adapter` → `AcmeAdapter`.
 pub fn type_name(crate_name: &str) -> String {
@@ -55,7 +89,8 @@ pub fn type_name(crate_name: &str) -> String {
 /// The files of a new plugin crate, relative to its directory. `sdk` is written as the path
 /// dependency on `roost-plugin-sdk`.
 pub fn new_crate_files(world: World, name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
-    let sdk = sdk.display().to_string().replace('\\', "/");
+    // A TOML basic string: backslashes as slashes (Windows paths), quotes escaped.
+    let sdk = sdk.display().to_string().replace('\\', "/").replace('"', "\\\"");
     let fill =
         |template: &str| template.replace("{name}", name).replace("{Type}", &type_name(name)).replace("{sdk}", &sdk);
     let lib = match world {
@@ -190,28 +225,46 @@ const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
 const DEBIAN_STD_SOURCES: &str = "/usr/lib/rustlib/src/rust/library";
-const DEBIAN_COMPONENT_LINKER: &str = "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld";
+const DEBIAN_RUSTLIB: &str = "/usr/lib/rustlib";
 
-/// Looks at the machine from `dir` (where a `rust-toolchain.toml` may pick rustup's toolchain).
+/// Looks at the machine from `dir` (where a `rust-toolchain.toml` may pick rustup's toolchain),
+/// with the environment the build will have.
 pub fn survey(dir: &Path) -> Machine {
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .current_dir(dir)
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    let wasm_target_installed = sysroot.is_some_and(|root| root.join("lib/rustlib").join(WASM_TARGET).is_dir());
-    let debian_version = Command::new(DEBIAN_RUSTC)
-        .arg("-V")
+    let rustc = |args: &[&str]| {
+        let mut command = Command::new("rustc");
+        for name in LEAKED_BY_AN_OUTER_CARGO {
+            command.env_remove(name);
+        }
+        command
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let sysroot = rustc(&["--print", "sysroot"]).map(|out| PathBuf::from(out.trim()));
+    let host = rustc(&["-vV"]).and_then(|out| out.lines().find_map(|l| l.strip_prefix("host: ")).map(str::to_owned));
+    // The target's standard library, and the linker that makes a component (rustup's toolchains
+    // ship it from Rust 1.82).
+    let wasm_target_installed = match (sysroot, host) {
+        (Some(root), Some(host)) => {
+            let rustlib = root.join("lib/rustlib");
+            rustlib.join(WASM_TARGET).is_dir() && rustlib.join(host).join("bin/wasm-component-ld").is_file()
+        }
+        _ => false,
+    };
+    let debian = Command::new(DEBIAN_RUSTC)
+        .arg("-vV")
         .output()
         .ok()
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .unwrap_or_default();
-    let debian_rustc_web = debian_can_build_std(&debian_version)
+    let debian_host = debian.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("");
+    let debian_rustc_web = debian_can_build_std(debian.lines().next().unwrap_or(""))
         && Path::new(DEBIAN_CARGO).is_file()
         && Path::new(DEBIAN_STD_SOURCES).is_dir()
-        && Path::new(DEBIAN_COMPONENT_LINKER).is_file();
+        && Path::new(DEBIAN_RUSTLIB).join(debian_host).join("bin/wasm-component-ld").is_file();
     Machine { wasm_target_installed, debian_rustc_web }
 }
 
@@ -291,6 +344,10 @@ mod tests {
         }
         for bad in ["", "1acme", "-acme", "acme adapter", "acme/adapter", "ácme", &"a".repeat(65)] {
             assert!(check_crate_name(bad).is_err(), "{bad:?}");
+        }
+        // What would not build: a keyword or standard crate, a type the prelude has.
+        for clash in ["self", "test", "std", "adapter", "provision", "result", "args", "error-kind"] {
+            assert!(check_crate_name(clash).is_err(), "{clash:?}");
         }
     }
 
