@@ -22,13 +22,14 @@ pub struct Bootstrap;
 impl Provision for Bootstrap {
     fn run(args: &Args) -> Result<()> {
         let interval: u32 = args.parse("interval")?.unwrap_or(3600);
-        let allowed = allowed_intervals(args.parse("lab")?.unwrap_or(false));
+        let lab = args.parse("lab")?.unwrap_or(false);
+        let allowed = allowed_intervals(lab);
         if !allowed.contains(&interval) {
             return Err(Error::invalid_argument(format!(
                 "interval {interval} is outside {}..={} seconds{}",
                 allowed.start(),
                 allowed.end(),
-                if *allowed.start() > 1 {
+                if interval < *allowed.start() && !lab {
                     " (a lab's simulated devices may go lower with \"lab\": \"true\")"
                 } else {
                     ""
@@ -136,6 +137,8 @@ mod tests {
         assert!(error.message.contains("30..=86400") && error.message.contains("\"lab\""), "{error:?}");
         let error = device.converge::<Bootstrap>(&[("interval", "0"), ("lab", "true")]).unwrap_err();
         assert!(error.message.contains("1..=86400"), "{error:?}");
+        let error = device.converge::<Bootstrap>(&[("interval", "90000")]).unwrap_err();
+        assert!(!error.message.contains("\"lab\""), "no use above the range: {error:?}");
         let error = device.converge::<Bootstrap>(&[("interval", "5"), ("lab", "yes")]).unwrap_err();
         assert!(error.message.contains("`lab`"), "{error:?}");
     }
