@@ -14,6 +14,7 @@ use std::process::Command;
 
 use clap::Parser;
 use reqwest::StatusCode;
+use roost::config::CpeAuthMode;
 use roost_tests::*;
 
 const DOC: &str = include_str!("../../docs/PLUGINS.md");
@@ -29,7 +30,7 @@ fn blocks(doc: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut open: Option<Block> = None;
     for line in doc.lines() {
-        match (&mut open, line.strip_prefix("```")) {
+        match (&mut open, line.trim_end().strip_prefix("```")) {
             (None, Some(info)) => open = Some(Block { info: info.trim().to_owned(), text: String::new() }),
             (Some(_), Some("")) => blocks.extend(open.take()),
             (Some(block), _) => {
@@ -128,6 +129,13 @@ async fn the_plugin_tutorial_works_as_written() {
         format!("[build]\ntarget-dir = {:?}\n", targets.display().to_string()),
     )
     .unwrap();
+    // What an earlier run built must not stand in for what this one builds.
+    let release = targets.join("wasm32-unknown-unknown/release");
+    for entry in std::fs::read_dir(&release).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "wasm") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
     std::env::set_current_dir(work.path()).unwrap();
 
     let mut commands = 0;
@@ -152,12 +160,31 @@ async fn the_plugin_tutorial_works_as_written() {
         );
     }
     assert!(commands >= 6, "new ×2, cargo test ×2, build ×2: {commands} commands");
+    // What `roost plugin new` writes builds and passes its own test before anyone edits it.
+    for world in ["adapter", "provision"] {
+        let name = format!("fresh-{world}");
+        run_line(&format!("roost plugin new {world} {name} && cd {name} && cargo test && cd ..")).await;
+        run_line(&format!("roost plugin build {name}")).await;
+        assert!(release.join(format!("{}.wasm", name.replace('-', "_"))).is_file(), "{name} built");
+    }
 
     // The components are where the upload commands say (through the shared target directory).
-    let h = Harness::start(Backend::Sqlite).await;
+    // A server that, as `roost serve` does by default, wants CPEs to authenticate: with the
+    // credential the page creates and hands to roost-sim.
+    let h = Harness::start_with(Backend::Sqlite, CpeAuthMode::Required).await;
+    let (username, password) = (sim_flag(&blocks, "--acs-username"), sim_flag(&blocks, "--acs-password"));
+    assert!(
+        DOC.contains(&format!("echo {password} | roost cpe-credential create --username {username} --password-stdin"))
+    );
+    let app = h.app();
+    roost::store::credentials::create(&app.store, Default::default(), &username, app.secrets.seal(password.as_bytes()))
+        .await
+        .unwrap();
     let uploads = uploads(&blocks);
     assert_eq!(uploads.len(), 2, "{uploads:?}");
     for (query, path) in &uploads {
+        let crate_dir = path.iter().next().unwrap();
+        assert!(work.path().join(crate_dir).join("Cargo.toml").is_file(), "{}: no such crate", path.display());
         let relative = path.iter().skip_while(|part| *part != "target").skip(1).collect::<PathBuf>();
         let component = std::fs::read(targets.join(&relative)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let response = h
@@ -183,7 +210,13 @@ async fn the_plugin_tutorial_works_as_written() {
         manufacturer: Some(sim_flag(&blocks, "--manufacturer")),
         product_class: None,
     });
-    let fleet = h.fleet_of(model, 1, "SIM").await;
+    let mut config = FleetConfig::new(h.cwmp_url(), std::sync::Arc::new(model));
+    config.serial_prefix = "SIM".into();
+    config.start = StartMode::Manual;
+    config.retry = false;
+    config.acs_username = Some(username);
+    config.acs_password = Some(password);
+    let fleet = roost_sim::Fleet::start(config).await.unwrap();
     let cpe = fleet.device(0);
     let id = cpe.device_id();
     assert!(DOC.contains(&format!("GET /api/v1/devices/{id}`")), "the page names the simulated device {id}");

@@ -6,6 +6,8 @@
 //! refuse it. These definitions replace the generated ones in the linker; they lift strings as
 //! `WasmStr` (a bounds-checked range of the plugin's memory), measure them, and hand the generated
 //! `declare::Host` and `log::Host` implementations owned values only when those will be kept.
+//! (Measuring UTF-8 text, which the Rust SDK's components use, copies nothing; a component that
+//! declared UTF-16 strings would have them transcoded, and so copied, first.)
 
 use std::borrow::Cow;
 
