@@ -581,6 +581,10 @@ impl device::Host for RunState {
 const SCALAR_VALUE_BYTES: usize = 8;
 
 impl RunState {
+    fn too_many_declarations(&self) -> Error {
+        error(ErrorKind::Limit, format!("more than {} declarations in one run", self.limits.max_declarations))
+    }
+
     fn declarations_too_large(&self) -> Error {
         error(ErrorKind::Limit, format!("declarations of one run exceed {} bytes", self.limits.max_declaration_bytes))
     }
@@ -590,10 +594,7 @@ impl declare::Host for RunState {
     fn declare(&mut self, declaration: declare::Declaration) -> Result<(), Error> {
         let out = &mut self.output;
         if out.declarations.len() >= self.limits.max_declarations {
-            return Err(error(
-                ErrorKind::Limit,
-                format!("more than {} declarations in one run", self.limits.max_declarations),
-            ));
+            return Err(self.too_many_declarations());
         }
         let bytes = declaration.path.len()
             + declaration.value.as_ref().map_or(0, |v| match v {

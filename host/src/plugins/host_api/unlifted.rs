@@ -93,6 +93,10 @@ fn lift_declaration(
     declaration: Declaration,
 ) -> wasmtime::Result<Result<declare::Declaration, super::Error>> {
     let state = store.data();
+    // The limits in the order the bindings' `declare` checks them: the count first.
+    if state.output.declarations.len() >= state.limits.max_declarations {
+        return Ok(Err(state.too_many_declarations()));
+    }
     let room = state.limits.max_declaration_bytes.saturating_sub(state.output.declaration_bytes);
     let path = declaration.path.to_str(store)?;
     let text = match &declaration.value {
