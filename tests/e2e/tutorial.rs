@@ -160,6 +160,14 @@ async fn the_plugin_tutorial_works_as_written() {
         );
     }
     assert!(commands >= 6, "new ×2, cargo test ×2, build ×2: {commands} commands");
+    // The manifest the page shows is the one `roost plugin new` wrote, but for where the SDK is.
+    let shown = blocks
+        .iter()
+        .find(|b| b.info == "toml" && b.text.contains("name = \"acme-adapter\""))
+        .expect("the page shows the new crate's manifest");
+    let sdk = roost::plugins::authoring::sdk_of_this_checkout().unwrap();
+    let written = std::fs::read_to_string(work.path().join("acme-adapter/Cargo.toml")).unwrap();
+    assert_eq!(shown.text, written.replace(&sdk.display().to_string(), "/home/you/roost/plugin-sdk"));
     // What `roost plugin new` writes builds and passes its own test before anyone edits it.
     for world in ["adapter", "provision"] {
         let name = format!("fresh-{world}");
