@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::App;
 
+pub mod actions;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod openapi;
 pub mod orgs;
 pub mod plugins;
 pub mod presets;
+pub mod subscribers;
 pub mod tasks;
 pub mod users;
 
@@ -85,6 +87,8 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(api_keys::router())
         .merge(audit::router())
         .merge(onboarding::router())
+        .merge(actions::router())
+        .merge(subscribers::router())
 }
 
 /// The OpenAPI document the server serves, without a server (`roost openapi`).

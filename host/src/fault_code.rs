@@ -50,6 +50,11 @@ fault_codes! {
     TooManyAttempts => "task.too_many_attempts",
     /// A task whose expiry passed before the device ran it.
     TaskExpired => "task.expired",
+    /// A task that goes through the device's adapter (Wi-Fi, PPPoE, diagnostics) for a device no
+    /// installed adapter handles.
+    NoAdapter => "task.no_adapter",
+    /// A push of the subscriber's PPPoE credentials to a device no longer linked to one.
+    NoSubscriber => "task.no_subscriber",
     /// Discovery of the device's tree gave up after sessions kept dying during it.
     DiscoveryAbandoned => "discovery.abandoned",
     /// Provisioning still had work after the maximum rounds.

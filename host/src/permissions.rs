@@ -47,7 +47,7 @@ pub enum Permission {
     ReadFleet,
     /// Connection requests, reboot, factory reset, Wi-Fi, diagnostics, refreshes, and the tasks
     /// that do only these (`getParameterValues`, `refreshObject`, `getParameterAttributes`,
-    /// `reboot`, `factoryReset`, `scheduleInform`).
+    /// `reboot`, `factoryReset`, `scheduleInform`, `configureWifi`).
     OperateDevices,
     /// Any task, any parameter; tags; deleting devices and tasks; retrying tasks.
     ConfigureDevices,
@@ -55,6 +55,9 @@ pub enum Permission {
     ManageProvisioning,
     /// Claiming pending devices by serial, and pre-registering serials.
     ClaimDevices,
+    /// Subscribers: create, change, delete; link devices to them (which pushes their PPPoE
+    /// credentials).
+    ManageSubscribers,
     /// Organizations below one's own: create, rename, delete.
     ManageOrganizations,
     /// Users and API keys of one's subtree, up to one's own role.
@@ -83,13 +86,13 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
     (
         Permission::ReadFleet,
         Role::ReadOnly,
-        "Read devices, parameters, tags, tasks, faults, presets, plugins and plugin settings",
+        "Read devices, parameters, tags, tasks, faults, subscribers, presets, plugins and plugin settings",
     ),
     (
         Permission::OperateDevices,
         Role::Basic,
         "Connection requests; reboot, factory reset, Wi-Fi, diagnostics, refresh; tasks getParameterValues, \
-         refreshObject, getParameterAttributes, reboot, factoryReset, scheduleInform",
+         refreshObject, getParameterAttributes, reboot, factoryReset, scheduleInform, configureWifi",
     ),
     (
         Permission::ConfigureDevices,
@@ -105,6 +108,11 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
         Permission::ClaimDevices,
         Role::Advanced,
         "Claim pending devices by serial; pre-register serials; move devices within the subtree",
+    ),
+    (
+        Permission::ManageSubscribers,
+        Role::Advanced,
+        "Create, change and delete subscribers; link devices to them and push their PPPoE credentials",
     ),
     (Permission::ManageOrganizations, Role::OrgAdmin, "Create, rename and delete organizations below one's own"),
     (
@@ -191,6 +199,7 @@ mod tests {
             Permission::ConfigureDevices,
             Permission::ManageProvisioning,
             Permission::ClaimDevices,
+            Permission::ManageSubscribers,
             Permission::ManageOrganizations,
             Permission::ManageUsers,
             Permission::ManageOnboarding,

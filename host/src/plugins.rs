@@ -523,6 +523,23 @@ impl PluginRuntime {
         instance.call_identify(&mut store, &facts).map_err(|e| classify(e, store.data()))
     }
 
+    /// Calls one canonical operation of an adapter on the host's behalf (a device action),
+    /// with a budget of its own. Blocking. Its declarations and logs are in the output.
+    pub fn run_intent<R>(
+        &self,
+        loaded: &Loaded,
+        view: Arc<DeviceView>,
+        limits: PluginLimits,
+        call: impl FnOnce(&Adapter, &mut Store<host_api::RunState>) -> wasmtime::Result<Result<R, bindings::types::Error>>,
+    ) -> (Result<R, PluginFault>, RunOutput) {
+        let mut output = RunOutput::default();
+        let baseline = view.load_cpu_time();
+        let result = self
+            .call_adapter(loaded, view, limits, (budget::Started::now(), baseline), &mut output, call)
+            .and_then(|returned| returned.map_err(self::returned));
+        (result, output)
+    }
+
     /// Calls one canonical operation of an adapter, within what is left of the calling
     /// provision's budget (its start and load baseline), with the caller's limits. Its
     /// declarations go to `output`.

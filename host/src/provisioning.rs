@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod engine;
+pub mod intent;
 pub mod plan;
 pub mod presets;
 pub mod reads;

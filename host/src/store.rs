@@ -66,6 +66,7 @@ pub mod plugins;
 pub mod preregistrations;
 pub mod presets;
 pub mod settings;
+pub mod subscribers;
 pub mod tasks;
 pub mod tokens;
 pub mod users;

@@ -4,6 +4,10 @@
 use roost_cwmp::{SetParameterAttribute, ValueType};
 use serde_json::Value;
 
+pub mod intent;
+
+pub use intent::{Band, PppoeCredentials, WifiChange, WifiTarget};
+
 /// One value a setParameterValues task writes. The type is the caller's, when it gave one;
 /// without, the stored type is sent (see `cwmp::driver`), never a default that would retype
 /// the parameter.
@@ -49,6 +53,9 @@ pub enum TaskSpec {
     SetParameterAttributes {
         attributes: Vec<SetParameterAttribute>,
     },
+    /// Through the device's adapter ([`intent`]).
+    ConfigureWifi(WifiChange),
+    ConfigurePppoe(PppoeCredentials),
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -93,6 +100,8 @@ pub const TASK_NAMES: &[&str] = &[
     "scheduleInform",
     "getParameterAttributes",
     "setParameterAttributes",
+    "configureWifi",
+    "configurePppoe",
 ];
 
 /// The longest path CWMP allows (A.3.2.1: 256 characters).
@@ -128,11 +137,19 @@ impl TaskSpec {
             "scheduleInform" => Self::ScheduleInform { delay_seconds: u32_field(body, "delaySeconds")?.unwrap_or(0) },
             "getParameterAttributes" => Self::GetParameterAttributes { names: path_list(body, "parameterNames")? },
             "setParameterAttributes" => Self::SetParameterAttributes { attributes: attributes(body)? },
+            "configureWifi" => Self::ConfigureWifi(intent::wifi(body)?),
+            "configurePppoe" => Self::ConfigurePppoe(intent::pppoe(body)?),
             other => {
                 return Err(invalid(format!("unknown task name {other:?}; expected one of {}", TASK_NAMES.join(", "))));
             }
         };
         Ok((name.to_owned(), spec))
+    }
+
+    /// Whether the task goes through the device's adapter, run by the provisioning engine
+    /// rather than as one RPC.
+    pub fn is_intent(&self) -> bool {
+        matches!(self, Self::ConfigureWifi(_) | Self::ConfigurePppoe(_))
     }
 
     /// Tasks that change the device, for the role check (everything but reads).
@@ -147,15 +164,18 @@ impl TaskSpec {
 /// What stands in for a secret in stored and displayed task bodies.
 pub const REDACTED: &str = "********";
 
-/// The body with every secret replaced by [`REDACTED`]: passwords of Download/Upload and values
-/// of secret parameters. `None` when it carries no secret.
+/// The body with every secret replaced by [`REDACTED`]: passwords (Download, Upload,
+/// configurePppoe), Wi-Fi passphrases and values of secret parameters. `None` when it carries
+/// no secret.
 pub fn redact(body: &Value) -> Option<Value> {
     let mut redacted = body.clone();
     let mut changed = false;
     if let Some(object) = redacted.as_object_mut() {
-        if let Some(password) = object.get_mut("password").filter(|p| p.as_str().is_some_and(|p| !p.is_empty())) {
-            *password = Value::String(REDACTED.into());
-            changed = true;
+        for field in ["password", "passphrase"] {
+            if let Some(secret) = object.get_mut(field).filter(|p| p.as_str().is_some_and(|p| !p.is_empty())) {
+                *secret = Value::String(REDACTED.into());
+                changed = true;
+            }
         }
         if let Some(Value::Array(values)) = object.get_mut("parameterValues") {
             for triple in values.iter_mut().filter_map(Value::as_array_mut) {
@@ -437,6 +457,9 @@ mod tests {
         assert_eq!(redacted["parameterValues"][1][1], "alice");
         let download = json!({"name": "download", "url": "http://h/f", "username": "u", "password": "p"});
         assert_eq!(redact(&download).unwrap_or_default()["password"], REDACTED);
+        let wifi = json!({"name": "configureWifi", "ssid": "Home", "passphrase": "correct horse"});
+        let redacted = redact(&wifi).unwrap_or_default();
+        assert_eq!((redacted["passphrase"].as_str(), redacted["ssid"].as_str()), (Some(REDACTED), Some("Home")));
         assert_eq!(redact(&json!({"name": "reboot"})), None);
     }
 

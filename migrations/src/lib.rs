@@ -18,6 +18,7 @@ mod m0008_onboarding;
 mod m0009_device_list_order;
 mod m0010_fault_codes;
 mod m0011_plugin_logs;
+mod m0012_subscribers;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_device_list_order::Migration),
             Box::new(m0010_fault_codes::Migration),
             Box::new(m0011_plugin_logs::Migration),
+            Box::new(m0012_subscribers::Migration),
         ]
     }
 }

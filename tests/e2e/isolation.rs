@@ -152,6 +152,11 @@ impl Org {
         format!("cpe-{}", self.token())
     }
 
+    /// The username of the organization's fixture subscriber.
+    fn subscriber(self) -> String {
+        format!("sub-{}", self.token())
+    }
+
     fn preregistration(self) -> String {
         format!("PRE-{}-1", self.upper())
     }
@@ -332,6 +337,11 @@ enum Param {
     FreshKey,
     FreshPreregistration,
     FreshCredential,
+    /// The target's fixture subscriber.
+    Subscriber,
+    FreshSubscriber,
+    /// A device made for this call, whose tasks tell whether an action queued one.
+    FreshActionDevice,
     /// `?org=<slug>`.
     OrgQuery,
     /// `?query={"_deviceId._SerialNumber": <the target's serial>}`.
@@ -388,6 +398,19 @@ enum Body {
     NewPreregistration,
     NewCredential,
     Wasm,
+    /// A Wi-Fi change.
+    Wifi,
+    /// A write of a read-only parameter the device reported (refused with 422 once allowed).
+    ReadOnlyParameter,
+    /// A subtree to refresh.
+    RefreshPath,
+    /// A new subscriber in the target.
+    NewSubscriber,
+    SubscriberName,
+    /// A serial pre-assigned to the subscriber.
+    SubscriberSerial,
+    /// The target's fixture subscriber, by username.
+    SubscriberOf,
 }
 
 /// What a successful answer must hold, besides carrying nothing foreign.
@@ -582,6 +605,132 @@ fn table() -> Vec<Row> {
             Pa::Device,
             B::None,
             |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(502),
+            C::None,
+        ),
+        // Device actions: the permission of the task each queues, checked before the device is
+        // looked up; the fixture devices have no connection-request URL, so the task stays pending.
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/reboot",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::None,
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(202),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/factory-reset",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::None,
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(202),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/wifi",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::Wifi,
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(202),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/refresh",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::RefreshPath,
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(202),
+            C::None,
+        ),
+        // A parameter the device never reported: refused (422) once allowed, nothing queued.
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/parameters",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::ReadOnlyParameter,
+            |w, c| need(w, P::ConfigureDevices).or(seen(w, c)).unwrap_or(422),
+            C::None,
+        ),
+        // The platform's device is unclaimed: no organization, no subscriber of one (409).
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/assign-subscriber",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::SubscriberOf,
+            |w, c| need(w, P::ManageSubscribers).or(seen(w, c)).unwrap_or(if c.target == Platform { 409 } else { 202 }),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/unassign-subscriber",
+            "",
+            Owners,
+            Pa::Device,
+            B::None,
+            |w, c| need(w, P::ManageSubscribers).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        // Subscribers.
+        row(get.clone(), "/api/v1/subscribers", "", Once, Pa::None, B::None, |_, _| 200, C::None),
+        row(
+            post.clone(),
+            "/api/v1/subscribers",
+            "",
+            Orgs,
+            Pa::None,
+            B::NewSubscriber,
+            |w, c| need(w, P::ManageSubscribers).or(named(w, c)).unwrap_or(201),
+            C::None,
+        ),
+        row(
+            get.clone(),
+            "/api/v1/subscribers/{id}",
+            "",
+            Owners,
+            Pa::Subscriber,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            patch.clone(),
+            "/api/v1/subscribers/{id}",
+            "",
+            Owners,
+            Pa::Subscriber,
+            B::SubscriberName,
+            |w, c| need(w, P::ManageSubscribers).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/subscribers/{id}",
+            "",
+            Owners,
+            Pa::FreshSubscriber,
+            B::None,
+            |w, c| need(w, P::ManageSubscribers).or(seen(w, c)).unwrap_or(204),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/subscribers/{id}/devices",
+            "",
+            Owners,
+            Pa::Subscriber,
+            B::SubscriberSerial,
+            |w, c| need(w, P::ManageSubscribers).or(seen(w, c)).unwrap_or(201),
             C::None,
         ),
         // Tasks: the permission follows the task's name, checked before the device is looked up.
@@ -1283,6 +1432,7 @@ struct World {
     task: HashMap<Org, String>,
     fault: HashMap<Org, String>,
     plugin: HashMap<Org, String>,
+    subscriber: HashMap<Org, i64>,
     user: HashMap<Org, i64>,
     key_names: HashMap<Org, Vec<String>>,
     /// Every device the proof made, and whose it is (`Platform`: unclaimed).
@@ -1482,6 +1632,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         task: HashMap::new(),
         fault: HashMap::new(),
         plugin: HashMap::new(),
+        subscriber: HashMap::new(),
         user: HashMap::new(),
         key_names: HashMap::new(),
         devices: Mutex::new(HashMap::new()),
@@ -1594,6 +1745,10 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         setup(h, &advanced, Method::PUT, "/api/v1/plugin-config/cfg-probe", Some(config)).await;
         let serials = json!({"serials": [org.preregistration()]});
         setup(h, &advanced, Method::POST, "/api/v1/preregistrations", Some(serials)).await;
+        let subscriber = json!({"username": org.subscriber(), "plan": format!("plan-{}", org.token()),
+            "pppoe_username": format!("ppp-{}", org.token()), "pppoe_password": "probe password"});
+        let subscriber = setup(h, &advanced, Method::POST, "/api/v1/subscribers", Some(subscriber)).await;
+        world.subscriber.insert(org, subscriber["id"].as_str().unwrap().parse().unwrap());
         if org != Platform {
             setup(h, &admin, Method::PUT, &format!("/api/v1/orgs/{}/plugin-limits", org.slug()), Some(org.limits()))
                 .await;
@@ -1651,6 +1806,9 @@ enum Fresh {
     Key(i64),
     Preregistration(Org, String),
     Credential(String),
+    Subscriber(i64),
+    /// An action's device: a task is queued on it exactly when the action was answered.
+    Queued(roost::store::DevicePk),
     Claim(String, Org),
     Unclaimable(String, Org),
 }
@@ -1811,6 +1969,27 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
             params.push(credential.id.to_string());
             fresh = Some(Fresh::Credential(username));
         }
+        Param::Subscriber => params.push(world.subscriber[&target].to_string()),
+        Param::FreshSubscriber => {
+            let username = format!("fresh-{token}-{n}");
+            let new = roost::store::subscribers::NewSubscriber {
+                org_id: world.id(target),
+                username: &username,
+                name: "",
+                plan: "fresh",
+                pppoe_username: "fresh",
+                pppoe_password: None,
+            };
+            let subscriber = roost::store::subscribers::create(store, new).await.unwrap().unwrap();
+            params.push(subscriber.id.to_string());
+            fresh = Some(Fresh::Subscriber(subscriber.id));
+        }
+        Param::FreshActionDevice => {
+            let org_id = (target != Platform).then(|| world.id(target));
+            let (device_id, pk) = store_device(h, world, target, org_id, &format!("AC{}{n:05}", target.upper())).await;
+            params.push(device_id);
+            fresh = Some(Fresh::Queued(pk));
+        }
         Param::OrgQuery => query.push(("org".into(), target.slug().into())),
         Param::SerialQuery => {
             query.push(("query".into(), json!({"_deviceId._SerialNumber": target.serial()}).to_string()))
@@ -1892,6 +2071,14 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
             Some(json!({"serials": [target.serial()]}))
         }
         Body::NewPreregistration => Some(json!({"serials": [format!("PROBE-{n}")], "org": slug})),
+        Body::Wifi => Some(json!({"band": "2.4", "ssid": format!("probe-{n}")})),
+        Body::ReadOnlyParameter => Some(json!({"values": {SOFTWARE_VERSION: "probe"}})),
+        Body::RefreshPath => Some(json!({"path": "InternetGatewayDevice.DeviceInfo."})),
+        Body::NewSubscriber => Some(json!({"username": format!("probe-{n}"), "plan": "probe",
+            "pppoe_username": "probe", "pppoe_password": "probe password", "org": slug})),
+        Body::SubscriberName => Some(json!({"name": format!("Probe {n}")})),
+        Body::SubscriberSerial => Some(json!({"serial": format!("SUBSER{n:05}")})),
+        Body::SubscriberOf => Some(json!({"subscriber": target.subscriber()})),
         Body::NewCredential => {
             Some(json!({"username": format!("probe-cpe-{n}"), "password": "probe password", "org": slug}))
         }
@@ -2327,6 +2514,14 @@ async fn effect(h: &Harness, world: &World, fresh: &Fresh, done: bool) -> Vec<St
                 !listed.iter().any(|p| &p.serial_number == serial),
                 format!("removing pre-registration {serial}"),
             );
+        }
+        Fresh::Subscriber(id) => {
+            let gone = store::subscribers::visible(s, &store::orgs::Scope::All, *id).await.unwrap().is_none();
+            expect(&mut wrong, gone, format!("deleting subscriber {id}"))
+        }
+        Fresh::Queued(pk) => {
+            let queued = !store::tasks::list_for_device(s, *pk, None, 10).await.unwrap().is_empty();
+            expect(&mut wrong, queued, format!("queueing a task on {pk}"))
         }
         Fresh::Credential(username) => expect(
             &mut wrong,

@@ -6,6 +6,7 @@
 mod api;
 mod bootstrap;
 mod cwmp_edges;
+mod device_ops;
 mod interop;
 mod isolation;
 mod nbi;

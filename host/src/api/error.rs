@@ -49,6 +49,8 @@ pub enum ErrorCode {
     InvalidIdempotencyKey,
     InvalidSerials,
     InvalidCredential,
+    InvalidParameter,
+    InvalidSubscriber,
     UnknownProvision,
     // Conflicts with what exists.
     PluginExists,

@@ -30,6 +30,8 @@ const API_KEY_HEADER: &str = "api_key";
         (name = "auth", description = "Signing in: access and refresh tokens"),
         (name = "devices", description = "The fleet: devices, parameters, tags, faults, connection requests"),
         (name = "tasks", description = "CWMP operations queued for a device"),
+        (name = "device actions", description = "What a support desk does to one device: reboot, reset, Wi-Fi, parameters, refresh, subscriber links"),
+        (name = "subscribers", description = "An organization's customers: plan, PPPoE account, devices"),
         (name = "presets", description = "Configuration applied by matching devices"),
         (name = "plugins", description = "Adapters and provisions as WebAssembly components; their limits and configuration"),
         (name = "organizations", description = "Tenants, nested to any depth"),

@@ -105,7 +105,9 @@ impl TaskView {
 pub struct TaskRequest {
     /// `getParameterValues`, `setParameterValues`, `refreshObject`, `addObject`, `deleteObject`,
     /// `reboot`, `factoryReset`, `download`, `upload`, `scheduleInform`,
-    /// `getParameterAttributes`, `setParameterAttributes` or a diagnostic.
+    /// `getParameterAttributes`, `setParameterAttributes`; or, through the device's adapter,
+    /// `configureWifi` (`band` or `network`, `ssid`, `passphrase`, `enabled`) and
+    /// `configurePppoe` (`username`, `password`, `connection`; none: the linked subscriber's).
     name: String,
     #[serde(flatten)]
     members: std::collections::HashMap<String, Value>,
@@ -121,7 +123,8 @@ fn required_permission(name: &str) -> Permission {
         | "getParameterAttributes"
         | "reboot"
         | "factoryReset"
-        | "scheduleInform" => Permission::OperateDevices,
+        | "scheduleInform"
+        | "configureWifi" => Permission::OperateDevices,
         _ => Permission::ConfigureDevices,
     }
 }
@@ -190,7 +193,8 @@ pub struct Submission {
 }
 
 /// Queues a task (a GenieACS NBI body) for a device the caller sees, and when `wait` is given,
-/// wakes the device and waits that long for the task to finish. Shared by `/api/v1` and the NBI.
+/// wakes the device and waits that long (which may be no time) for the task to finish. Shared
+/// by `/api/v1`, its device actions and the NBI.
 pub async fn submit(
     app: &Arc<App>,
     slot: &crate::api::ApiSlot,
@@ -222,7 +226,7 @@ pub async fn submit(
     };
     let expires_at = now_millis().saturating_add(i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX));
     // Subscribe before queueing so a fast device cannot finish before we listen.
-    let mut finished = app.task_events.subscribe();
+    let finished = app.task_events.subscribe();
     let redacted = crate::tasks::redact(body);
     let stored_body = redacted.as_ref().unwrap_or(body).to_string();
     let new_task = tasks::NewTask {
@@ -245,17 +249,32 @@ pub async fn submit(
         },
     };
     let Some(wait) = wait else { return Ok(submission(Submitted::Queued(task))) };
+    let (task, connection_request) = wake_and_wait(app, slot, &device, finished, task.id, wait).await?;
+    Ok(submission(Submitted::Woken { task, connection_request }))
+}
+
+/// Wakes the device and waits up to `wait` for a task to finish; the task as it is then.
+/// `finished` listens to `App::task_events` since before the task was queued, so that a fast
+/// device cannot finish it unheard.
+pub async fn wake_and_wait(
+    app: &Arc<App>,
+    slot: &crate::api::ApiSlot,
+    device: &crate::store::devices::Device,
+    mut finished: tokio::sync::broadcast::Receiver<i64>,
+    task_id: i64,
+    wait: Duration,
+) -> ApiResult<(TaskRow, connection_request::Outcome)> {
     // Waking the device and waiting for it cost this server nothing: the place goes to others.
     slot.release();
-    let outcome = connection_request::send(app, &device).await?;
-    if outcome == connection_request::Outcome::Accepted {
+    let outcome = connection_request::send(app, device).await?;
+    if outcome == connection_request::Outcome::Accepted && !wait.is_zero() {
         let _ = tokio::time::timeout(wait, async {
             loop {
                 match finished.recv().await {
-                    Ok(id) if id == task.id => break,
+                    Ok(id) if id == task_id => break,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Lagging means we may have missed ours: look it up.
-                        if matches!(tasks::by_id(&app.api_store, task.id).await, Ok(Some(t)) if t.status != TaskStatus::Pending)
+                        if matches!(tasks::by_id(&app.api_store, task_id).await, Ok(Some(t)) if t.status != TaskStatus::Pending)
                         {
                             break;
                         }
@@ -266,8 +285,8 @@ pub async fn submit(
         })
         .await;
     }
-    let task = tasks::by_id(&app.api_store, task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(submission(Submitted::Woken { task, connection_request: outcome }))
+    let task = tasks::by_id(&app.api_store, task_id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    Ok((task, outcome))
 }
 
 /// An `Idempotency-Key` on a task POST, with who sent it and what it was sent with.

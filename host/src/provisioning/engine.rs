@@ -35,6 +35,7 @@ use tokio::runtime::Handle;
 
 use super::Provisioner;
 use super::adapters;
+use super::intent::Intent;
 use super::plan::{Clock, Plan};
 use super::presets::{ActivePreset, OrgProvisioning};
 use super::reads::{DeviceReads, RunMemo};
@@ -98,6 +99,19 @@ pub struct Provisioning {
     unsettled: bool,
     /// The device's learnt GetParameterValues batch (`devices.discovery_batch`, 0: default).
     discovery_batch: i64,
+    /// A task's intent, when this provisioning carries out a task ([`Provisioning::for_intent`])
+    /// instead of the presets. Its faults are the task's: the first is kept for it, not recorded
+    /// against the device on its own.
+    intent: Option<Arc<Intent>>,
+    task_fault: Option<TaskFault>,
+}
+
+/// Why a task carried out by provisioning failed.
+#[derive(Debug, Clone)]
+pub struct TaskFault {
+    pub code: FaultCode,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for Provisioning {
@@ -157,44 +171,58 @@ impl Provisioning {
         } else {
             None
         };
-        let handle = Handle::current();
         let kept = tree_rev.and_then(|rev| p.reads.get(device.id, rev));
         let facts = match &kept {
             Some(kept) => adapters::facts_with_model(device, kept.model_name.clone()),
             None => adapters::facts(&p.store, device).await?,
         };
-        let mut view = DeviceView::lazy(
-            facts,
-            device.device_id.clone(),
-            events.to_vec(),
-            tags,
-            Box::new(StoreLoader { p: p.clone(), device_pk: device.id, handle: handle.clone() }),
-        );
-        if let Some(kept) = &kept {
-            view = view.with_snapshot(kept.view.clone());
-        }
-        let view = Arc::new(view.with_clock(u64::try_from(session_start_ms).unwrap_or(0), rand::random()));
+        let view = session_view(p, device, facts, events, tags, kept.as_ref(), session_start_ms);
         let adapter = if candidates.iter().any(|p| p.plugin.is_some()) {
-            match adapters::for_device(p, device, &org, Some(view.clone())).await {
-                Ok(chosen) => chosen
-                    .map(|c| Arc::new(SessionAdapter { name: c.plugin.name, hash: c.plugin.hash, loaded: c.loaded })),
-                Err(error) => {
-                    // Provisions that need no adapter still run; those that do fail clearly.
-                    tracing::error!(device = %device.device_id, "choosing an adapter failed: {error:#}");
-                    None
-                }
-            }
+            session_adapter(p, device, &org, &view).await
         } else {
             None
         };
-        Ok(Some(Provisioning {
+        let mut provisioning = Self::assemble(p, device, org, events, view, adapter, session_start_ms);
+        provisioning.candidates = candidates;
+        provisioning.tree_rev = tree_rev;
+        provisioning.kept = kept;
+        Ok(Some(provisioning))
+    }
+
+    /// Provisioning that carries out a task's intent through the device's adapter, presets
+    /// aside; its outcome is [`Provisioning::task_outcome`].
+    pub async fn for_intent(
+        p: &Arc<Provisioner>,
+        device: &Device,
+        intent: Intent,
+        session_start_ms: i64,
+    ) -> Result<Self> {
+        let org = p.org(device.org_id).await?;
+        let facts = adapters::facts(&p.store, device).await?;
+        let view = session_view(p, device, facts, &[], None, None, session_start_ms);
+        let adapter = session_adapter(p, device, &org, &view).await;
+        let mut provisioning = Self::assemble(p, device, org, &[], view, adapter, session_start_ms);
+        provisioning.intent = Some(Arc::new(intent));
+        Ok(provisioning)
+    }
+
+    fn assemble(
+        p: &Arc<Provisioner>,
+        device: &Device,
+        org: Arc<OrgProvisioning>,
+        events: &[String],
+        view: Arc<DeviceView>,
+        adapter: Option<Arc<SessionAdapter>>,
+        session_start_ms: i64,
+    ) -> Self {
+        Provisioning {
             device_pk: device.id,
             org_id: device.org_id,
             device_id: device.device_id.clone(),
             model: device.model(),
             events: events.to_vec(),
             org,
-            candidates,
+            candidates: Vec::new(),
             failed: HashSet::new(),
             ran_scheduled: Vec::new(),
             view,
@@ -202,12 +230,12 @@ impl Provisioning {
             secrets: Arc::new(SessionSecrets {
                 p: p.clone(),
                 device_pk: device.id,
-                handle,
+                handle: Handle::current(),
                 known: Mutex::new(HashMap::new()),
             }),
             session_start_ms: u64::try_from(session_start_ms).unwrap_or(0),
-            tree_rev,
-            kept,
+            tree_rev: None,
+            kept: None,
             memos: Vec::new(),
             rounds: 0,
             queue: VecDeque::new(),
@@ -218,7 +246,22 @@ impl Provisioning {
             settled: false,
             unsettled: false,
             discovery_batch: device.discovery_batch,
-        }))
+            intent: None,
+            task_fault: None,
+        }
+    }
+
+    /// How the task this provisioning carried out ended: `Ok` once its intent settled.
+    pub fn task_outcome(&self) -> Result<(), TaskFault> {
+        match &self.task_fault {
+            Some(fault) => Err(fault.clone()),
+            None if self.settled => Ok(()),
+            None => Err(TaskFault {
+                code: FaultCode::NotConverging,
+                message: "The change was not carried out in this session".into(),
+                detail: None,
+            }),
+        }
     }
 
     /// Feeds the CPE's answer to the call in flight and returns the next request, or `None` when
@@ -317,6 +360,7 @@ impl Provisioning {
             clock: Clock { now_ms: u64::try_from(now_millis()).unwrap_or(0), session_start_ms: self.session_start_ms },
             memoize,
             kept: if memoize { self.kept.clone() } else { None },
+            intent: self.intent.clone(),
         };
         let inline = match round.kept {
             // A panic in the round (the plan, a precondition) stays this session's, as it would
@@ -384,6 +428,9 @@ impl Provisioning {
             if !self.commands.iter().any(|c| c.1 == command.1) {
                 self.commands.push(command);
             }
+        }
+        if outcome.intent_failed {
+            return Ok(None);
         }
         match outcome.plan {
             None => Ok(Some(Plan::default())),
@@ -582,7 +629,7 @@ impl Provisioning {
     }
 
     async fn fault(
-        &self,
+        &mut self,
         p: &Provisioner,
         channel: &str,
         code: FaultCode,
@@ -590,6 +637,49 @@ impl Provisioning {
         detail: Option<serde_json::Value>,
     ) -> Result<()> {
         tracing::info!(device = %self.device_id, channel, %code, message, "provisioning fault");
+        if self.intent.is_some() {
+            // The task's fault, recorded with the task.
+            self.task_fault.get_or_insert(TaskFault { code, message: message.to_owned(), detail });
+            return Ok(());
+        }
         faults::record(&p.store, self.device_pk, self.org_id, channel, code, message, detail.as_ref()).await
+    }
+}
+
+/// The session's view of the device: loaded from the store on demand, starting from what the
+/// previous session kept when it is still current.
+fn session_view(
+    p: &Arc<Provisioner>,
+    device: &Device,
+    facts: crate::plugins::bindings::types::DeviceFacts,
+    events: &[String],
+    tags: Option<Vec<String>>,
+    kept: Option<&Arc<DeviceReads>>,
+    session_start_ms: i64,
+) -> Arc<DeviceView> {
+    let loader = StoreLoader { p: p.clone(), device_pk: device.id, handle: Handle::current() };
+    let mut view = DeviceView::lazy(facts, device.device_id.clone(), events.to_vec(), tags, Box::new(loader));
+    if let Some(kept) = kept {
+        view = view.with_snapshot(kept.view.clone());
+    }
+    Arc::new(view.with_clock(u64::try_from(session_start_ms).unwrap_or(0), rand::random()))
+}
+
+/// The adapter the device's intents go through, if one handles it.
+async fn session_adapter(
+    p: &Arc<Provisioner>,
+    device: &Device,
+    org: &Arc<OrgProvisioning>,
+    view: &Arc<DeviceView>,
+) -> Option<Arc<SessionAdapter>> {
+    match adapters::for_device(p, device, org, Some(view.clone())).await {
+        Ok(chosen) => {
+            chosen.map(|c| Arc::new(SessionAdapter { name: c.plugin.name, hash: c.plugin.hash, loaded: c.loaded }))
+        }
+        Err(error) => {
+            // Provisions that need no adapter still run; those that do fail clearly.
+            tracing::error!(device = %device.device_id, "choosing an adapter failed: {error:#}");
+            None
+        }
     }
 }

@@ -56,6 +56,8 @@ pub struct Device {
     /// When the device first authenticated with the CWMP credential Roost made for it; from
     /// then on no onboarding credential opens its sessions.
     pub own_credential_at: Option<i64>,
+    /// The subscriber the device serves (`store::subscribers`).
+    pub subscriber_id: Option<i64>,
 }
 
 impl Device {
@@ -178,6 +180,11 @@ pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<I
     }
     if notable {
         insert_events(&txn, outcome.device.id, outcome.device.org_id, record).await?;
+    }
+    if has_event(record.events, "0 BOOTSTRAP") {
+        outcome.device.tree_rev = parameters::forget_secrets(&txn, outcome.device.id).await?;
+        outcome.device.inform_digest = String::new();
+        outcome.has_queued_tasks |= bootstrapped(&txn, &outcome.device).await?;
     }
     txn.commit().await.context("committing the Inform")?;
     Ok(outcome)
@@ -314,8 +321,42 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
         super::events::record(&txn, EventType::DeviceRegistered, Some(onboarding.org_id), record.device_id, &payload)
             .await?;
     }
+    let mut has_queued_tasks = has_queued_tasks;
+    if let Some(subscriber_id) = super::subscribers::link_registered(&txn, &device).await? {
+        device.subscriber_id = Some(subscriber_id);
+        has_queued_tasks = true;
+    }
     txn.commit().await.context("committing the registration")?;
     Ok(InformOutcome { device, created: true, changed_parameters: record.parameters.len(), has_queued_tasks })
+}
+
+/// A known device's `0 BOOTSTRAP`: recorded as `device.bootstrapped`, and a device that serves a
+/// subscriber gets the subscriber's PPPoE credentials pushed again (unless a push is queued
+/// already). Whether a task was queued.
+async fn bootstrapped<C: ConnectionTrait>(db: &C, device: &Device) -> Result<bool> {
+    let payload = serde_json::json!({"device_id": device.device_id, "serial_number": device.serial_number});
+    super::events::record(db, EventType::DeviceBootstrapped, device.org_id, &device.device_id, &payload).await?;
+    if device.subscriber_id.is_none() {
+        return Ok(false);
+    }
+    let queued = super::first_row(
+        db,
+        statement(
+            db.get_database_backend(),
+            "SELECT 1 FROM tasks WHERE device_id = ? AND status = 'pending' AND stage = 'queued' AND name = ? AND body = ?",
+            [
+                device.id.into(),
+                super::subscribers::PUSH_TASK_NAME.into(),
+                super::subscribers::PUSH_TASK_BODY.into(),
+            ],
+        ),
+    )
+    .await
+    .context("looking for a queued PPPoE push")?;
+    if queued.is_none() {
+        super::subscribers::queue_push(db, device).await?;
+    }
+    Ok(true)
 }
 
 async fn set_digest<C: ConnectionTrait>(db: &C, device_pk: DevicePk, digest: &str) -> Result<()> {
@@ -645,6 +686,7 @@ pub async fn move_to(store: &Store, device: &Device, to: Move<'_>) -> Result<boo
         return Ok(false);
     }
     reassign(&txn, device.id, to.to_org_id).await?;
+    super::subscribers::unlink_foreign(&txn, device, to.to_org_id, to.actor).await?;
     let (kind, payload) = match to.from_slug {
         Some(from) => (
             EventType::DeviceMoved,

@@ -17,6 +17,13 @@ pub enum EventType {
     DeviceClaimed,
     /// A device was moved from one organization to another (recorded under the one it joined).
     DeviceMoved,
+    /// A known device sent `0 BOOTSTRAP`: it forgot its configuration (a factory reset, a new
+    /// ACS URL), and Roost configures it again.
+    DeviceBootstrapped,
+    /// A device was linked to a subscriber (its PPPoE credentials are being pushed).
+    SubscriberAssigned,
+    /// A device's subscriber link was removed.
+    SubscriberUnassigned,
 }
 
 impl EventType {
@@ -25,6 +32,9 @@ impl EventType {
             Self::DeviceRegistered => "device.registered",
             Self::DeviceClaimed => "device.claimed",
             Self::DeviceMoved => "device.moved",
+            Self::DeviceBootstrapped => "device.bootstrapped",
+            Self::SubscriberAssigned => "subscriber.assigned",
+            Self::SubscriberUnassigned => "subscriber.unassigned",
         }
     }
 }

@@ -138,8 +138,17 @@ impl Remaining {
 }
 
 /// The organization's own configuration, deleted with it: nothing outside it refers to these.
-const OWNED_CONFIGURATION: &[&str] =
-    &["api_keys", "presets", "plugin_config", "plugin_limits", "plugins", "cpe_credentials", "preset_runs"];
+const OWNED_CONFIGURATION: &[&str] = &[
+    "api_keys",
+    "presets",
+    "plugin_config",
+    "plugin_limits",
+    "plugins",
+    "cpe_credentials",
+    "preset_runs",
+    "preregistrations",
+    "subscribers",
+];
 
 /// Deletes an organization with its own configuration (keys, presets, plugins, CPE
 /// credentials) if no device, user or child organization remains; else says what remains.

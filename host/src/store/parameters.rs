@@ -199,6 +199,21 @@ pub async fn remembered_secret(store: &Store, device_pk: DevicePk, path: &str) -
     Ok(row.and_then(|row| row.try_get_by_index::<Option<Vec<u8>>>(0).ok().flatten()))
 }
 
+/// Forgets the secrets Roost set on a device (their sealed values): after a `0 BOOTSTRAP` the
+/// device no longer holds them, and a provision declaring the same secret again must send it
+/// rather than find it set. The tree's new revision.
+pub(super) async fn forget_secrets<C: ConnectionTrait>(conn: &C, device_pk: DevicePk) -> Result<i64> {
+    mark_tree_changed(conn, device_pk).await?;
+    conn.execute_raw(statement(
+        conn.get_database_backend(),
+        "UPDATE parameters SET sealed_value = NULL WHERE device_id = ? AND sealed_value IS NOT NULL",
+        [device_pk.into()],
+    ))
+    .await
+    .context("forgetting the secrets set on the device")?;
+    tree_written(conn, device_pk).await
+}
+
 /// Marks the device row before any write to its parameter rows: the tree's revision moves (what
 /// a replica kept of the tree is stale, `provisioning::reads`), and the stored Inform digest is
 /// unreliable, so the next Inform compares its parameters one by one. The Inform itself stores
@@ -336,7 +351,18 @@ pub(super) async fn values_of<C: ConnectionTrait>(
     device_pk: DevicePk,
     paths: &[&str],
 ) -> Result<HashMap<String, (Option<String>, String)>> {
-    let mut out = HashMap::with_capacity(paths.len());
+    let rows = rows_of(conn, device_pk, paths).await?;
+    Ok(rows.into_iter().map(|p| (p.path, (p.value, p.value_type))).collect())
+}
+
+/// The stored rows of those of `paths` that exist (type, writable flag …), by path.
+pub async fn by_paths(store: &Store, device_pk: DevicePk, paths: &[&str]) -> Result<HashMap<String, Parameter>> {
+    let rows = rows_of(store.db(), device_pk, paths).await?;
+    Ok(rows.into_iter().map(|p| (p.path.clone(), p)).collect())
+}
+
+async fn rows_of<C: ConnectionTrait>(conn: &C, device_pk: DevicePk, paths: &[&str]) -> Result<Vec<Parameter>> {
+    let mut out = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(CHUNK) {
         let sql =
             format!("SELECT {COLUMNS} FROM parameters WHERE device_id = ? AND path IN ({})", placeholders(chunk.len()));
@@ -346,7 +372,7 @@ pub(super) async fn values_of<C: ConnectionTrait>(
             .all(conn)
             .await
             .context("loading parameter values")?;
-        out.extend(rows.into_iter().map(|p| (p.path, (p.value, p.value_type))));
+        out.extend(rows);
     }
     Ok(out)
 }

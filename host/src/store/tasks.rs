@@ -70,7 +70,7 @@ pub async fn insert(store: &Store, task: NewTask<'_>) -> Result<TaskRow> {
     insert_row(store.db(), task).await
 }
 
-async fn insert_row<C: ConnectionTrait>(db: &C, task: NewTask<'_>) -> Result<TaskRow> {
+pub(super) async fn insert_row<C: ConnectionTrait>(db: &C, task: NewTask<'_>) -> Result<TaskRow> {
     let stmt = super::statement(
         db.get_database_backend(),
         "INSERT INTO tasks (device_id, org_id, name, body, sealed_body, status, stage, created_at, expires_at)

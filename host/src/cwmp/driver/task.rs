@@ -10,10 +10,12 @@ use crate::answers::refresh::Refresh;
 use crate::answers::{self, Answer};
 use crate::app::App;
 use crate::fault_code::FaultCode;
+use crate::provisioning::engine::Provisioning;
+use crate::provisioning::intent::Intent;
 use crate::store::devices::Device;
 use crate::store::tasks::{TaskRow, TaskStatus};
-use crate::store::{faults, now_millis, parameters, tasks};
-use crate::tasks::TaskSpec;
+use crate::store::{faults, now_millis, parameters, subscribers, tasks};
+use crate::tasks::{PppoeCredentials, TaskSpec};
 
 mod answered;
 
@@ -29,6 +31,14 @@ pub(super) struct TaskRun {
     follow_up: Option<(Option<u32>, Refresh)>,
     /// A getParameterValues naming objects, read object by object.
     expansion: Option<Expansion>,
+    /// A task carried out through the device's adapter: the provisioning that converges it.
+    intent: Option<Box<Provisioning>>,
+}
+
+impl TaskRun {
+    fn new(task: TaskRow, spec: TaskSpec) -> Self {
+        Self { task, spec, follow_up: None, expansion: None, intent: None }
+    }
 }
 
 /// A getParameterValues whose object paths are read as discovery reads trees: each object's
@@ -84,10 +94,13 @@ impl Driver {
             Err(failure) => {
                 self.task_failed(app, &task, failure).await?;
                 // Finished while starting: no request, and the driver picks the next work.
-                let run = TaskRun { task, spec: TaskSpec::Reboot, follow_up: None, expansion: None };
-                return Ok(Some((Work::Task(Box::new(run)), None)));
+                return Ok(Some((Work::Task(Box::new(TaskRun::new(task, TaskSpec::Reboot))), None)));
             }
         };
+        if spec.is_intent() {
+            tasks::mark_attempt(&app.store, task.id).await?;
+            return self.start_intent(app, TaskRun::new(task, spec)).await;
+        }
         let command_key = format!("roost-{}", task.id);
         if answered::needs_command_key(&spec) && task.command_key != command_key {
             tasks::set_command_key(&app.store, task.id, &command_key).await?;
@@ -98,10 +111,12 @@ impl Driver {
         } else {
             parameters::stored_values(&app.store, self.device.id, &untyped).await?
         };
-        let request = answered::task_request(&spec, command_key, &stored);
+        let Some(request) = answered::task_request(&spec, command_key, &stored) else {
+            return Ok(None);
+        };
         let spec = answered::as_sent(spec, &request);
         tasks::mark_attempt(&app.store, task.id).await?;
-        let mut run = TaskRun { task, spec, follow_up: None, expansion: None };
+        let mut run = TaskRun::new(task, spec);
         let request = match Expansion::of(&run.spec) {
             Some(mut expansion) => {
                 let Some(object) = expansion.objects.pop_front() else { return Ok(None) };
@@ -116,12 +131,80 @@ impl Driver {
         Ok(Some((Work::Task(Box::new(run)), Some(request))))
     }
 
+    /// Starts a task that goes through the device's adapter: its intent, converged like a
+    /// provision's declarations.
+    async fn start_intent(&mut self, app: &Arc<App>, mut run: TaskRun) -> Result<Option<(Work, Option<AcsRequest>)>> {
+        let intent = match self.intent_of(app, &run.spec).await? {
+            Ok(intent) => intent,
+            Err(failure) => {
+                self.task_failed(app, &run.task, failure).await?;
+                return Ok(Some((Work::Task(Box::new(run)), None)));
+            }
+        };
+        let mut provisioning =
+            Provisioning::for_intent(&app.provisioning, &self.device, intent, self.started_at).await?;
+        let request = provisioning.next(&app.provisioning, Answer::Nothing).await?;
+        run.intent = Some(Box::new(provisioning));
+        if request.is_none() {
+            self.intent_ended(app, &run).await?;
+        }
+        Ok(Some((Work::Task(Box::new(run)), request)))
+    }
+
+    /// The intent a task asks for, with the subscriber's credentials read now for a push of
+    /// them; `Err` when there is nothing to push.
+    async fn intent_of(&self, app: &App, spec: &TaskSpec) -> Result<Result<Intent, Failure>> {
+        Ok(Ok(match spec {
+            TaskSpec::ConfigureWifi(change) => Intent::wifi(change),
+            TaskSpec::ConfigurePppoe(PppoeCredentials::Given { username, password, connection }) => {
+                Intent::pppoe(username.clone(), password.clone(), connection.clone())
+            }
+            TaskSpec::ConfigurePppoe(PppoeCredentials::Subscriber) => {
+                let Some(subscriber) = subscribers::of_device(&app.store, self.device.id).await? else {
+                    let message = "The device is not linked to a subscriber any more; nothing to push".to_owned();
+                    return Ok(Err(Failure::new(FaultCode::NoSubscriber, message)));
+                };
+                let password = match &subscriber.pppoe_password {
+                    Some(sealed) => app.secrets.open_string(sealed)?,
+                    None => String::new(),
+                };
+                Intent::pppoe(subscriber.pppoe_username, password, None)
+            }
+            other => return Ok(Err(Failure::new(FaultCode::InvalidTask, format!("{other:?} is not an intent")))),
+        }))
+    }
+
+    /// Closes a task whose intent's provisioning is over.
+    async fn intent_ended(&self, app: &App, run: &TaskRun) -> Result<()> {
+        let Some(provisioning) = &run.intent else { return Ok(()) };
+        match provisioning.task_outcome() {
+            Ok(()) => {
+                tasks::mark_done(&app.store, run.task.id, Some(&json!({}))).await?;
+                app.task_finished(run.task.id);
+                Ok(())
+            }
+            Err(fault) => {
+                let failure = Failure { code: fault.code, message: fault.message, detail: fault.detail };
+                self.task_failed(app, &run.task, failure).await
+            }
+        }
+    }
+
     pub(super) async fn continue_task(
         &mut self,
         app: &Arc<App>,
         mut run: Box<TaskRun>,
         answer: Answer,
     ) -> Result<Option<AcsRequest>> {
+        if let Some(provisioning) = run.intent.as_mut() {
+            // Provisioning takes faults and missing answers itself: they are the task's.
+            if let Some(request) = provisioning.next(&app.provisioning, answer).await? {
+                self.work = Some(Work::Task(run));
+                return Ok(Some(request));
+            }
+            self.intent_ended(app, &run).await?;
+            return Ok(None);
+        }
         if let Some(failure) = answered::failure(&answer) {
             self.task_failed(app, &run.task, failure).await?;
             return Ok(None);

@@ -18,6 +18,7 @@ use crate::plugins::bindings::provision::roost::plugin::log::Level;
 use crate::plugins::{Declared, DeviceView, Loaded, PluginFault};
 use crate::provisioning::Provisioner;
 use crate::provisioning::adapters;
+use crate::provisioning::intent::Intent;
 use crate::provisioning::plan::{self, Clock, Plan, PlanError};
 use crate::provisioning::presets::{ActivePreset, OrgProvisioning};
 use crate::provisioning::reads::{DeviceReads, RunMemo};
@@ -50,6 +51,8 @@ pub(super) struct RoundOutcome {
     /// What the plugins that ran in the sandbox logged (replayed outputs log nothing: their
     /// lines were stored when they ran).
     pub(super) logs: Vec<NewLogLine>,
+    /// The round's intent (a task's) could not be declared: provisioning stops.
+    pub(super) intent_failed: bool,
 }
 
 /// The adapter of the session's device.
@@ -73,6 +76,9 @@ pub(super) struct Round {
     pub(super) memoize: bool,
     /// What the previous session at this revision kept.
     pub(super) kept: Option<Arc<DeviceReads>>,
+    /// A task's intent, called on the adapter after the presets: its declarations come last,
+    /// so they win over a preset's.
+    pub(super) intent: Option<Arc<Intent>>,
 }
 
 /// How a round runs its plugin presets.
@@ -143,6 +149,21 @@ impl Round {
             if let Err(note) = result {
                 outcome.failed.push(preset.name.clone());
                 outcome.faults.push(note);
+            }
+        }
+        if let Some(intent) = &self.intent {
+            match runner {
+                Runner::Replay { missed } => {
+                    missed.set(true);
+                    return outcome;
+                }
+                Runner::Blocking { p, .. } => {
+                    if let Err(note) = self.run_intent(p, intent, &mut declarations, &mut outcome) {
+                        outcome.intent_failed = true;
+                        outcome.faults.push(note);
+                        return outcome;
+                    }
+                }
             }
         }
         for d in &declarations {
@@ -220,6 +241,37 @@ impl Round {
         if let Some(key) = key.filter(|_| replayable) {
             outcome.memos.push((key, memo));
         }
+        Ok(())
+    }
+
+    /// Calls the task's intent on the device's adapter; its declarations join the round's.
+    fn run_intent(
+        &self,
+        p: &Arc<Provisioner>,
+        intent: &Intent,
+        declarations: &mut Vec<Declared>,
+        outcome: &mut RoundOutcome,
+    ) -> Result<(), FaultNote> {
+        let Some(adapter) = &self.adapter else {
+            return Err(FaultNote {
+                channel: "task".into(),
+                code: FaultCode::NoAdapter,
+                message: format!("No installed adapter handles this device, so it cannot {}", intent.name()),
+                detail: None,
+            });
+        };
+        let (result, output) = intent.call(&p.plugins, &adapter.loaded, self.view.clone(), self.org.limits);
+        outcome.sandboxed += 1;
+        outcome.logs.extend(log_lines(&adapter.name, "task", output.logs, output.logs_dropped, &self.org.limits));
+        if let Err(fault) = result {
+            return Err(FaultNote {
+                channel: format!("adapter:{}", adapter.name),
+                code: fault.code(),
+                message: format!("{}, asked to {}: {fault}", adapter.name, intent.name()),
+                detail: Some(json!({ "plugin": adapter.name, "intent": intent.name() })),
+            });
+        }
+        declarations.extend(output.declarations);
         Ok(())
     }
 

@@ -25,7 +25,7 @@ pub(super) struct Failure {
 }
 
 impl Failure {
-    fn new(code: FaultCode, message: String) -> Self {
+    pub(super) fn new(code: FaultCode, message: String) -> Self {
         Self { code, message, detail: None }
     }
 }
@@ -82,13 +82,14 @@ pub(super) fn untyped(spec: &TaskSpec) -> Vec<&str> {
     }
 }
 
-/// The request a task sends first. `stored`: the stored value and type of [`untyped`]'s paths.
+/// The request a task sends first; `None` for a task carried out through the device's adapter
+/// ([`TaskSpec::is_intent`]). `stored`: the stored value and type of [`untyped`]'s paths.
 pub(super) fn task_request(
     spec: &TaskSpec,
     command_key: String,
     stored: &HashMap<String, (Option<String>, String)>,
-) -> AcsRequest {
-    match spec {
+) -> Option<AcsRequest> {
+    Some(match spec {
         TaskSpec::GetParameterValues { names, .. } => AcsRequest::GetParameterValues { names: names.clone() },
         TaskSpec::SetParameterValues { values } => {
             let values = values
@@ -146,7 +147,8 @@ pub(super) fn task_request(
         TaskSpec::SetParameterAttributes { attributes } => {
             AcsRequest::SetParameterAttributes { attributes: attributes.clone() }
         }
-    }
+        TaskSpec::ConfigureWifi(_) | TaskSpec::ConfigurePppoe(_) => return None,
+    })
 }
 
 /// The spec as sent: on success the store takes what was sent, with the type sent. A value
@@ -312,7 +314,7 @@ mod tests {
         ]);
         assert_eq!(untyped(&spec), vec![SSID, INTERVAL]);
         let stored = HashMap::from([(INTERVAL.to_owned(), (Some("60".to_owned()), "xsd:unsignedInt".to_owned()))]);
-        let request = task_request(&spec, "roost-7".into(), &stored);
+        let request = task_request(&spec, "roost-7".into(), &stored).unwrap_or(AcsRequest::FactoryReset);
         let AcsRequest::SetParameterValues { values, parameter_key } = &request else { panic!("{request:?}") };
         assert_eq!(parameter_key, "roost-7");
         assert_eq!(

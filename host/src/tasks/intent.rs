@@ -1,0 +1,206 @@
+//! The tasks that go through the device's adapter (the canonical intents of the `adapter`
+//! world) rather than naming parameters: the same body works on TR-098 and TR-181 devices and
+//! on each vendor's own parameters. Roost's additions to the GenieACS task names.
+
+use serde_json::Value;
+
+use super::{InvalidTask, invalid, string_field};
+
+/// A Wi-Fi frequency band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Band {
+    Band24,
+    Band5,
+    Band6,
+}
+
+impl Band {
+    /// `2.4`, `5` or `6`, as the API writes bands.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "2.4" => Some(Self::Band24),
+            "5" => Some(Self::Band5),
+            "6" => Some(Self::Band6),
+            _ => None,
+        }
+    }
+}
+
+/// Which of the device's networks a Wi-Fi change applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WifiTarget {
+    /// Every primary network.
+    All,
+    /// The primary networks of one band.
+    Band(Band),
+    /// One network, by the key the adapter gives it (its object path).
+    Network(String),
+}
+
+/// A Wi-Fi change; `None` fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WifiChange {
+    pub target: WifiTarget,
+    pub ssid: Option<String>,
+    pub passphrase: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// Where the PPPoE credentials of a `configurePppoe` task come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PppoeCredentials {
+    /// The subscriber the device is linked to, read when the task runs.
+    Subscriber,
+    /// Given in the task.
+    Given { username: String, password: String, connection: Option<String> },
+}
+
+/// An SSID is 1 to 32 bytes (IEEE 802.11).
+pub fn check_ssid(ssid: &str) -> Result<(), InvalidTask> {
+    if ssid.is_empty() || ssid.len() > 32 {
+        return Err(invalid(format!("ssid must be 1 to 32 bytes; it is {} bytes", ssid.len())));
+    }
+    if ssid.chars().any(char::is_control) {
+        return Err(invalid("ssid must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A WPA2 passphrase is 8 to 63 printable ASCII characters, or a 64-hex-digit pre-shared key
+/// (IEEE 802.11i, annex H.4).
+pub fn check_passphrase(passphrase: &str) -> Result<(), InvalidTask> {
+    let printable = passphrase.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    let hex_key = passphrase.len() == 64 && passphrase.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex_key || (printable && (8..=63).contains(&passphrase.len())) {
+        return Ok(());
+    }
+    Err(invalid(if !printable {
+        "passphrase must be printable ASCII (or 64 hex digits)".to_owned()
+    } else {
+        format!("passphrase must be 8 to 63 characters (or 64 hex digits); it is {}", passphrase.len())
+    }))
+}
+
+/// `configureWifi`: `band` (`2.4`, `5`, `6` or `all`, the default) or `network` (a key the
+/// adapter reported), and at least one of `ssid`, `passphrase`, `enabled`.
+pub(super) fn wifi(body: &Value) -> Result<WifiChange, InvalidTask> {
+    let band = string_field(body, "band")?;
+    let network = string_field(body, "network")?;
+    let target = match (band.as_deref(), network) {
+        (Some(_), Some(_)) => return Err(invalid("give band or network, not both")),
+        (None | Some("all"), None) => WifiTarget::All,
+        (Some(band), None) => WifiTarget::Band(
+            Band::parse(band).ok_or_else(|| invalid(format!("band must be 2.4, 5, 6 or all, not {band:?}")))?,
+        ),
+        (None, Some(network)) => {
+            super::check_path(&network, "network")?;
+            WifiTarget::Network(network)
+        }
+    };
+    let ssid = string_field(body, "ssid")?;
+    if let Some(ssid) = &ssid {
+        check_ssid(ssid)?;
+    }
+    let passphrase = string_field(body, "passphrase")?;
+    if let Some(passphrase) = &passphrase {
+        check_passphrase(passphrase)?;
+    }
+    let enabled = match body.get("enabled") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(invalid("enabled must be true or false")),
+    };
+    if ssid.is_none() && passphrase.is_none() && enabled.is_none() {
+        return Err(invalid("a Wi-Fi change needs ssid, passphrase or enabled"));
+    }
+    Ok(WifiChange { target, ssid, passphrase, enabled })
+}
+
+/// `configurePppoe`: `username` and `password` (with an optional `connection`, the WAN
+/// connection's object path), or neither: the linked subscriber's.
+pub(super) fn pppoe(body: &Value) -> Result<PppoeCredentials, InvalidTask> {
+    let username = string_field(body, "username")?;
+    let password = string_field(body, "password")?;
+    let connection = string_field(body, "connection")?;
+    if let Some(connection) = &connection {
+        super::check_path(connection, "connection")?;
+    }
+    match (username, password) {
+        (None, None) if connection.is_none() => Ok(PppoeCredentials::Subscriber),
+        (Some(username), Some(password)) => {
+            check_pppoe(&username, &password)?;
+            Ok(PppoeCredentials::Given { username, password, connection })
+        }
+        _ => Err(invalid("give both username and password, or neither to push the linked subscriber's")),
+    }
+}
+
+/// PPP user names and passwords as devices store them: 1 to 256 and at most 256 bytes, no
+/// control characters.
+pub fn check_pppoe(username: &str, password: &str) -> Result<(), InvalidTask> {
+    if username.is_empty() || username.len() > 256 || username.chars().any(char::is_control) {
+        return Err(invalid("username must be 1 to 256 bytes without control characters"));
+    }
+    if password.len() > 256 || password.chars().any(char::is_control) {
+        return Err(invalid("password must be at most 256 bytes without control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn message(result: Result<impl std::fmt::Debug, InvalidTask>) -> String {
+        result.err().map(|e| e.0).unwrap_or_default()
+    }
+
+    #[test]
+    fn ssids_are_one_to_32_bytes() {
+        assert_eq!(check_ssid("x"), Ok(()));
+        assert_eq!(check_ssid(&"x".repeat(32)), Ok(()));
+        // 11 two-byte characters: 22 bytes.
+        assert_eq!(check_ssid(&"ñ".repeat(11)), Ok(()));
+        assert!(message(check_ssid(&"x".repeat(33))).contains("33 bytes"));
+        assert!(message(check_ssid(&"ñ".repeat(17))).contains("34 bytes"), "counted in bytes, not characters");
+        assert!(message(check_ssid("")).contains("1 to 32"));
+    }
+
+    #[test]
+    fn passphrases_are_8_to_63_printable_or_64_hex() {
+        assert_eq!(check_passphrase("12345678"), Ok(()));
+        assert_eq!(check_passphrase(&"a b~".repeat(15)), Ok(()));
+        assert_eq!(check_passphrase(&"0123456789abcdef".repeat(4)), Ok(()));
+        assert!(message(check_passphrase("1234567")).contains("it is 7"));
+        assert!(message(check_passphrase(&"x".repeat(64))).contains("it is 64"), "64 characters must be hex");
+        assert!(message(check_passphrase("pässwörd1")).contains("printable ASCII"));
+        assert!(message(check_passphrase("tab\there1")).contains("printable ASCII"));
+    }
+
+    #[test]
+    fn wifi_bodies_name_their_target() {
+        let change = wifi(&json!({"band": "5", "ssid": "Home"})).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(change.target, WifiTarget::Band(Band::Band5));
+        assert_eq!(wifi(&json!({"ssid": "Home"})).map(|c| c.target), Ok(WifiTarget::All));
+        assert_eq!(wifi(&json!({"band": "all", "enabled": false})).map(|c| c.enabled), Ok(Some(false)));
+        let network = wifi(&json!({"network": "Device.WiFi.SSID.3.", "ssid": "Guest"})).map(|c| c.target);
+        assert_eq!(network, Ok(WifiTarget::Network("Device.WiFi.SSID.3.".into())));
+        assert!(message(wifi(&json!({"band": "60", "ssid": "x"}))).contains("band must be"));
+        assert!(message(wifi(&json!({"band": "5"}))).contains("needs ssid"));
+        assert!(message(wifi(&json!({"band": "5", "network": "A.", "ssid": "x"}))).contains("not both"));
+        assert!(message(wifi(&json!({"passphrase": "short"}))).contains("passphrase"));
+    }
+
+    #[test]
+    fn pppoe_bodies_give_both_credentials_or_neither() {
+        assert_eq!(pppoe(&json!({})), Ok(PppoeCredentials::Subscriber));
+        assert!(matches!(
+            pppoe(&json!({"username": "a@isp", "password": "pw"})),
+            Ok(PppoeCredentials::Given { connection: None, .. })
+        ));
+        assert!(message(pppoe(&json!({"username": "a@isp"}))).contains("both"));
+        assert!(message(pppoe(&json!({"username": "", "password": "x"}))).contains("username"));
+    }
+}
