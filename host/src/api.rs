@@ -21,6 +21,7 @@ pub mod audit;
 pub mod auth;
 pub mod authenticate;
 pub mod devices;
+pub mod diagnostics;
 pub mod error;
 pub mod extract;
 pub mod nbi;
@@ -88,6 +89,7 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(audit::router())
         .merge(onboarding::router())
         .merge(actions::router())
+        .merge(diagnostics::router())
         .merge(subscribers::router())
 }
 

@@ -170,6 +170,8 @@ impl Server {
                 .context("HTTP listener")
         });
 
+        tasks.spawn(crate::cwmp::diagnostics_poll(app.clone(), stopped.clone()));
+
         let sweeper_app = app.clone();
         let mut signal = stopped;
         tasks.spawn(async move {

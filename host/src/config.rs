@@ -72,6 +72,7 @@ pub struct Config {
     pub tasks: TaskSettings,
     pub connection_request: ConnectionRequestSettings,
     pub plugins: PluginSettings,
+    pub diagnostics: DiagnosticsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +210,35 @@ impl Default for ConnectionRequestSettings {
     }
 }
 
+/// `[diagnostics]`: how Roost follows a diagnostic its device does not report done.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosticsSettings {
+    /// A run still requested this long after it was requested (or last polled) is collected
+    /// anyway, the device woken for it: some firmware never sends `8 DIAGNOSTICS COMPLETE`.
+    #[serde(with = "seconds")]
+    pub poll_after: Duration,
+    /// A run not over this long after it was asked for ends as `timeout`.
+    #[serde(with = "seconds")]
+    pub timeout: Duration,
+    /// How often the poll looks.
+    #[serde(with = "seconds")]
+    pub poll_interval: Duration,
+    /// The largest speed test Roost's own TR-143 endpoints serve or take, in bytes.
+    pub max_transfer_bytes: u64,
+}
+
+impl Default for DiagnosticsSettings {
+    fn default() -> Self {
+        Self {
+            poll_after: Duration::from_secs(120),
+            timeout: Duration::from_secs(30 * 60),
+            poll_interval: Duration::from_secs(15),
+            max_transfer_bytes: crate::tasks::intent::MAX_TRANSFER_BYTES,
+        }
+    }
+}
+
 /// Where `scripts/build-plugins.sh` puts the shipped plugins, from the repository's root.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins/dist";
 
@@ -221,6 +251,7 @@ struct FileConfig {
     tasks: TaskSettings,
     connection_request: ConnectionRequestSettings,
     plugins: PluginSettings,
+    diagnostics: DiagnosticsSettings,
 }
 
 impl Config {
@@ -242,6 +273,7 @@ impl Config {
             api: file.api,
             tasks: file.tasks,
             connection_request: file.connection_request,
+            diagnostics: file.diagnostics,
             plugins: PluginSettings {
                 install_dir: args
                     .plugins_dir
@@ -266,6 +298,7 @@ impl Config {
             tasks: TaskSettings::default(),
             connection_request: ConnectionRequestSettings::default(),
             plugins: PluginSettings::default(),
+            diagnostics: DiagnosticsSettings::default(),
         }
     }
 }

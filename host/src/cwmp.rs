@@ -33,6 +33,7 @@ pub mod connection_request;
 pub mod driver;
 mod listener;
 mod sessions;
+pub mod tr143;
 
 pub use listener::{connection_limit, serve};
 use sessions::{Live, Lookup};
@@ -146,6 +147,44 @@ async fn authenticate(
 fn note_failure(throttle: &auth::FailureThrottle, origin: Origin, username: Option<&str>, reason: &str) {
     if let Some(what) = throttle.record_failure(origin.client, username) {
         tracing::warn!(client = %origin.client, peer = %origin.peer, username = username.unwrap_or(""), reason, "{what}");
+    }
+}
+
+/// Follows diagnostic runs their devices do not report done: collects them after
+/// `[diagnostics] poll_after` (waking the device) and ends them after `timeout`. Every replica
+/// runs it; the store's write transaction makes each run collected once per interval.
+pub async fn diagnostics_poll(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    let settings = app.config.diagnostics.clone();
+    let mut tick = tokio::time::interval(settings.poll_interval);
+    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return Ok(()),
+        }
+        let now = crate::store::now_millis();
+        if let Err(error) = crate::store::diagnostics::expire(&app.store, now, millis(settings.timeout)).await {
+            tracing::warn!("ending diagnostics past their time: {error:#}");
+        }
+        let devices = match crate::store::diagnostics::poll(&app.store, now, millis(settings.poll_after)).await {
+            Ok(devices) => devices,
+            Err(error) => {
+                tracing::warn!("polling diagnostics: {error:#}");
+                continue;
+            }
+        };
+        for pk in devices {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let device = match devices::by_pk(&app.store, pk).await {
+                    Ok(Some(device)) => device,
+                    _ => return,
+                };
+                if let Err(error) = connection_request::send(&app, &device).await {
+                    tracing::debug!(device = %device.device_id, "waking the device to collect a diagnostic: {error:#}");
+                }
+            });
+        }
     }
 }
 

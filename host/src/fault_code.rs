@@ -55,6 +55,8 @@ fault_codes! {
     NoAdapter => "task.no_adapter",
     /// A push of the subscriber's PPPoE credentials to a device no longer linked to one.
     NoSubscriber => "task.no_subscriber",
+    /// A diagnostic the device never reported done within `[diagnostics] timeout`.
+    DiagnosticTimeout => "task.diagnostic_timeout",
     /// Discovery of the device's tree gave up after sessions kept dying during it.
     DiscoveryAbandoned => "discovery.abandoned",
     /// Provisioning still had work after the maximum rounds.

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod cwmp;
+pub mod diagnostics;
 pub mod fault_code;
 pub mod permissions;
 pub mod plugins;

@@ -21,6 +21,13 @@ pub fn random_token(prefix: &str) -> String {
     format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// How the tokens Roost makes up are stored (refresh tokens, API keys, speed-test tokens):
+/// SHA-256, hex. They are 256 random bits, so a slow hash would add nothing but cost.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
 const NONCE_LEN: usize = 12;
 
 #[derive(Clone)]

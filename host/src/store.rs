@@ -57,6 +57,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod credentials;
 pub mod devices;
+pub mod diagnostics;
 pub mod events;
 pub mod faults;
 pub mod orgs;

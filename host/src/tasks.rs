@@ -6,7 +6,7 @@ use serde_json::Value;
 
 pub mod intent;
 
-pub use intent::{Band, PppoeCredentials, WifiChange, WifiTarget};
+pub use intent::{Band, DiagnosticKind, DiagnosticRequest, PppoeCredentials, WifiChange, WifiTarget};
 
 /// One value a setParameterValues task writes. The type is the caller's, when it gave one;
 /// without, the stored type is sent (see `cwmp::driver`), never a default that would retype
@@ -56,6 +56,10 @@ pub enum TaskSpec {
     /// Through the device's adapter ([`intent`]).
     ConfigureWifi(WifiChange),
     ConfigurePppoe(PppoeCredentials),
+    /// Sets a diagnostic's inputs and requests it.
+    StartDiagnostic(DiagnosticRequest),
+    /// Reads the results of the last diagnostic of a kind.
+    CollectDiagnostic(DiagnosticKind),
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -102,6 +106,8 @@ pub const TASK_NAMES: &[&str] = &[
     "setParameterAttributes",
     "configureWifi",
     "configurePppoe",
+    "startDiagnostic",
+    "collectDiagnostic",
 ];
 
 /// The longest path CWMP allows (A.3.2.1: 256 characters).
@@ -139,6 +145,8 @@ impl TaskSpec {
             "setParameterAttributes" => Self::SetParameterAttributes { attributes: attributes(body)? },
             "configureWifi" => Self::ConfigureWifi(intent::wifi(body)?),
             "configurePppoe" => Self::ConfigurePppoe(intent::pppoe(body)?),
+            "startDiagnostic" => Self::StartDiagnostic(intent::diagnostic(body)?),
+            "collectDiagnostic" => Self::CollectDiagnostic(intent::diagnostic_kind(body)?),
             other => {
                 return Err(invalid(format!("unknown task name {other:?}; expected one of {}", TASK_NAMES.join(", "))));
             }
@@ -149,14 +157,20 @@ impl TaskSpec {
     /// Whether the task goes through the device's adapter, run by the provisioning engine
     /// rather than as one RPC.
     pub fn is_intent(&self) -> bool {
-        matches!(self, Self::ConfigureWifi(_) | Self::ConfigurePppoe(_))
+        matches!(
+            self,
+            Self::ConfigureWifi(_) | Self::ConfigurePppoe(_) | Self::StartDiagnostic(_) | Self::CollectDiagnostic(_)
+        )
     }
 
     /// Tasks that change the device, for the role check (everything but reads).
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Self::GetParameterValues { .. } | Self::RefreshObject { .. } | Self::GetParameterAttributes { .. }
+            Self::GetParameterValues { .. }
+                | Self::RefreshObject { .. }
+                | Self::GetParameterAttributes { .. }
+                | Self::CollectDiagnostic(_)
         )
     }
 }

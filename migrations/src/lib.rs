@@ -19,6 +19,7 @@ mod m0009_device_list_order;
 mod m0010_fault_codes;
 mod m0011_plugin_logs;
 mod m0012_subscribers;
+mod m0013_diagnostics;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0010_fault_codes::Migration),
             Box::new(m0011_plugin_logs::Migration),
             Box::new(m0012_subscribers::Migration),
+            Box::new(m0013_diagnostics::Migration),
         ]
     }
 }

@@ -11,6 +11,7 @@
 //!   Roost issues; `ops-report` sums a time window of that trace per session.
 //! - `plugins` measures the plugin runtime: compile, instantiate, provision runs and rounds.
 //! - `ports` prints free loopback TCP ports for the script to use.
+//! - `speed-test` runs TR-143 speed tests through Roost's own endpoints (`scripts/bench-speed.sh`).
 //! - `hostile` runs the hostile cases of the CWMP front door against a running server beside
 //!   real CPE sessions (`scripts/hostile.sh`).
 //!
@@ -23,6 +24,7 @@ mod image;
 mod pgcount;
 mod plugins;
 mod seed;
+mod speed;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -147,6 +149,24 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         phase: u64,
     },
+    /// TR-143 speed tests of a simulated device through the server's own endpoints.
+    SpeedTest {
+        #[arg(long)]
+        cwmp: SocketAddr,
+        #[arg(long)]
+        http: SocketAddr,
+        /// A bearer token of a user who may run diagnostics.
+        #[arg(long)]
+        api_token: String,
+        /// The server's process id, whose CPU time is read from /proc.
+        #[arg(long)]
+        server_pid: u32,
+        /// Bytes each way.
+        #[arg(long, default_value_t = 256 * 1024 * 1024)]
+        bytes: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Print free TCP ports on 127.0.0.1, one per line.
     Ports {
         #[arg(long, default_value_t = 1)]
@@ -230,6 +250,9 @@ async fn main() -> Result<()> {
                 phase: Duration::from_secs(phase),
             })
             .await
+        }
+        Command::SpeedTest { cwmp, http, api_token, server_pid, bytes, runs } => {
+            speed::run(cwmp, http, &api_token, server_pid, bytes, runs).await
         }
         Command::Ports { count } => {
             // Held together so the ports differ; released on return for the caller to bind.

@@ -99,6 +99,8 @@ on_both_backends! {
         assert!(!tasks.to_string().contains("s3cret-pw"), "{tasks}");
         assert_eq!(tasks["items"][0]["name"], "configurePppoe");
         assert_eq!(tasks["items"][0]["status"], "done", "{tasks}");
+        let done = events_of(&h, "task.done").await;
+        assert!(done.iter().any(|e| e["name"] == "configurePppoe" && e["device_id"] == id.as_str()), "{done:?}");
 
         // A factory reset: the device comes back blank with 0 BOOTSTRAP and gets them again.
         let mark = cpe.session_count();

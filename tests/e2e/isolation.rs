@@ -411,6 +411,10 @@ enum Body {
     SubscriberSerial,
     /// The target's fixture subscriber, by username.
     SubscriberOf,
+    /// A ping (or trace route) of a plain address.
+    Ping,
+    UdpEcho,
+    SpeedTest,
 }
 
 /// What a successful answer must hold, besides carrying nothing foreign.
@@ -679,6 +683,58 @@ fn table() -> Vec<Row> {
             Pa::Device,
             B::None,
             |w, c| need(w, P::ManageSubscribers).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        // Diagnostics: the fresh devices never showed a data model, so an allowed request is
+        // refused with 409 before anything is queued.
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/ping",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::Ping,
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(409),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/traceroute",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::Ping,
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(409),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/udp-echo",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::UdpEcho,
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(409),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/devices/{id}/speed-test",
+            "",
+            Owners,
+            Pa::FreshActionDevice,
+            B::SpeedTest,
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).unwrap_or(409),
+            C::None,
+        ),
+        row(
+            get.clone(),
+            "/api/v1/devices/{id}/diagnostics",
+            "",
+            Owners,
+            Pa::Device,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
             C::None,
         ),
         // Subscribers.
@@ -2079,6 +2135,9 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
         Body::SubscriberName => Some(json!({"name": format!("Probe {n}")})),
         Body::SubscriberSerial => Some(json!({"serial": format!("SUBSER{n:05}")})),
         Body::SubscriberOf => Some(json!({"subscriber": target.subscriber()})),
+        Body::Ping => Some(json!({"host": "192.0.2.1"})),
+        Body::UdpEcho => Some(json!({"host": "192.0.2.1", "port": 7})),
+        Body::SpeedTest => Some(json!({"size": 1024})),
         Body::NewCredential => {
             Some(json!({"username": format!("probe-cpe-{n}"), "password": "probe password", "org": slug}))
         }

@@ -7,6 +7,7 @@ mod api;
 mod bootstrap;
 mod cwmp_edges;
 mod device_ops;
+mod diagnostics;
 mod interop;
 mod isolation;
 mod nbi;

@@ -53,6 +53,15 @@ on_both_backends! {
             .await;
         assert_eq!(task["status"], "fault", "{task}");
         assert_eq!(task["fault"]["code"], "cwmp.9003");
+        // Integrators hear of it: task.fault, in the transaction of the fault.
+        let app = h.app();
+        let faulted = roost::store::events::list(&app.store, &roost::store::orgs::Scope::All, Some("task.fault"), None, 10)
+            .await
+            .unwrap();
+        assert!(
+            faulted.iter().any(|e| e.payload.contains(task["id"].as_str().unwrap()) && e.payload.contains("cwmp.9003")),
+            "{faulted:?}"
+        );
         let details = task["fault"]["detail"]["setParameterValuesFaults"].as_array().unwrap();
         let codes: Vec<(String, u64)> = details
             .iter()

@@ -39,20 +39,20 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(unassign_subscriber))
 }
 
-/// The longest `?wait` an action accepts.
+/// The longest `?wait` an action or a diagnostic accepts.
 const MAX_WAIT_SECONDS: u64 = 300;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
-    /// Seconds to wait for the device to carry the action out (0 to 300; default 0: answer once
-    /// the device is woken).
+    /// Seconds to wait for the device to carry the action out, or for a diagnostic's results
+    /// (0 to 300; default 0: answer once the device is woken).
     #[serde(default)]
     wait: u64,
 }
 
 impl WaitQuery {
-    fn duration(&self) -> ApiResult<Duration> {
+    pub fn duration(&self) -> ApiResult<Duration> {
         if self.wait > MAX_WAIT_SECONDS {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidQuery,

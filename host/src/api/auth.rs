@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -359,11 +358,7 @@ async fn logout(State(app): State<Arc<App>>, Json(request): Json<RefreshRequest>
 
 const REFRESH_PREFIX: &str = "rrt_";
 
-/// How refresh tokens and API keys are stored: SHA-256, hex. They are 256 random bits, so a
-/// slow hash would add nothing but cost.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-}
+pub use crate::secrets::token_hash;
 
 /// A new access token, and a refresh token: `next` (already stored by the refresh that made
 /// it), or a new one stored in `family`.

@@ -51,6 +51,7 @@ pub enum ErrorCode {
     InvalidCredential,
     InvalidParameter,
     InvalidSubscriber,
+    InvalidDiagnostic,
     UnknownProvision,
     // Conflicts with what exists.
     PluginExists,

@@ -31,6 +31,7 @@ const API_KEY_HEADER: &str = "api_key";
         (name = "devices", description = "The fleet: devices, parameters, tags, faults, connection requests"),
         (name = "tasks", description = "CWMP operations queued for a device"),
         (name = "device actions", description = "What a support desk does to one device: reboot, reset, Wi-Fi, parameters, refresh, subscriber links"),
+        (name = "diagnostics", description = "Ping, trace route, UDP echo and TR-143 speed tests, with their history"),
         (name = "subscribers", description = "An organization's customers: plan, PPPoE account, devices"),
         (name = "presets", description = "Configuration applied by matching devices"),
         (name = "plugins", description = "Adapters and provisions as WebAssembly components; their limits and configuration"),

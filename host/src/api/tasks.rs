@@ -124,7 +124,9 @@ fn required_permission(name: &str) -> Permission {
         | "reboot"
         | "factoryReset"
         | "scheduleInform"
-        | "configureWifi" => Permission::OperateDevices,
+        | "configureWifi"
+        | "startDiagnostic"
+        | "collectDiagnostic" => Permission::OperateDevices,
         _ => Permission::ConfigureDevices,
     }
 }

@@ -135,14 +135,21 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match (open.clone().try_acquire_owned(), per_address.admit(auth::address_key(peer.ip()), if app.config.cwmp.trusted_proxies.contains(&peer.ip()) { limit } else { per_address_limit })) {
                     (Ok(permit), Some(counted)) => {
+                        let test_app = app.clone();
                         let gate_app = app.clone();
                         let gate: framing::Gate<Gated> = Arc::new(move |head| {
                             let app = gate_app.clone();
                             Box::pin(async move { gate(&app, peer, head).await })
                         });
-                        let connection = serve_connection(stream, peer, router.clone(), settings.clone(), gate, trusted.clone(), for_connections.clone());
+                        let (router, settings, trusted, stop) = (router.clone(), settings.clone(), trusted.clone(), for_connections.clone());
                         connections.spawn(async move {
-                            connection.await;
+                            // A speed test's connection goes to the TR-143 endpoints, whose
+                            // bodies stream instead of being held.
+                            if super::tr143::sniff(&stream).await {
+                                super::tr143::serve(stream, test_app).await;
+                            } else {
+                                serve_connection(stream, peer, router, settings, gate, trusted, stop).await;
+                            }
                             drop((permit, counted));
                         });
                     }

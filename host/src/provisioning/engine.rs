@@ -104,6 +104,8 @@ pub struct Provisioning {
     /// against the device on its own.
     intent: Option<Arc<Intent>>,
     task_fault: Option<TaskFault>,
+    /// What the intent returned in the last round.
+    intent_value: serde_json::Value,
 }
 
 /// Why a task carried out by provisioning failed.
@@ -248,14 +250,16 @@ impl Provisioning {
             discovery_batch: device.discovery_batch,
             intent: None,
             task_fault: None,
+            intent_value: serde_json::Value::Null,
         }
     }
 
-    /// How the task this provisioning carried out ended: `Ok` once its intent settled.
-    pub fn task_outcome(&self) -> Result<(), TaskFault> {
+    /// How the task this provisioning carried out ended: once its intent settled, what the
+    /// intent returned in the last round (over what the device holds then).
+    pub fn task_outcome(&self) -> Result<serde_json::Value, TaskFault> {
         match &self.task_fault {
             Some(fault) => Err(fault.clone()),
-            None if self.settled => Ok(()),
+            None if self.settled => Ok(self.intent_value.clone()),
             None => Err(TaskFault {
                 code: FaultCode::NotConverging,
                 message: "The change was not carried out in this session".into(),
@@ -431,6 +435,9 @@ impl Provisioning {
         }
         if outcome.intent_failed {
             return Ok(None);
+        }
+        if let Some(value) = outcome.intent_value {
+            self.intent_value = value;
         }
         match outcome.plan {
             None => Ok(Some(Plan::default())),

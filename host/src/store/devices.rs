@@ -181,6 +181,9 @@ pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<I
     if notable {
         insert_events(&txn, outcome.device.id, outcome.device.org_id, record).await?;
     }
+    if has_event(record.events, "8 DIAGNOSTICS COMPLETE") {
+        outcome.has_queued_tasks |= super::diagnostics::queue_collections(&txn, &outcome.device).await?;
+    }
     if has_event(record.events, "0 BOOTSTRAP") {
         outcome.device.tree_rev = parameters::forget_secrets(&txn, outcome.device.id).await?;
         outcome.device.inform_digest = String::new();

@@ -24,6 +24,11 @@ pub enum EventType {
     SubscriberAssigned,
     /// A device's subscriber link was removed.
     SubscriberUnassigned,
+    /// A diagnostic run ended: complete, error, fault or timeout.
+    DiagnosticsCompleted,
+    /// A task finished; `task.fault` when it failed.
+    TaskDone,
+    TaskFault,
 }
 
 impl EventType {
@@ -35,6 +40,9 @@ impl EventType {
             Self::DeviceBootstrapped => "device.bootstrapped",
             Self::SubscriberAssigned => "subscriber.assigned",
             Self::SubscriberUnassigned => "subscriber.unassigned",
+            Self::DiagnosticsCompleted => "diagnostics.completed",
+            Self::TaskDone => "task.done",
+            Self::TaskFault => "task.fault",
         }
     }
 }

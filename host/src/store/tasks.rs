@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
 use super::DevicePk;
+use super::events::EventType;
 use super::orgs::Scope;
 use super::{Store, now_millis};
 use crate::fault_code::FaultCode;
@@ -234,15 +235,52 @@ pub async fn set_command_key(store: &Store, id: i64, command_key: &str) -> Resul
     exec(store, "UPDATE tasks SET command_key = ? WHERE id = ?", vec![command_key.into(), id.into()]).await
 }
 
+/// A task done, with its `task.done` event, in one transaction.
 pub async fn mark_done(store: &Store, id: i64, result: Option<&serde_json::Value>) -> Result<()> {
     let result = result.map(|r| r.to_string());
-    exec(
-        store,
-        "UPDATE tasks SET status = 'done', stage = 'queued', result = ?, done_at = ?,
-         fault_code = NULL, fault_message = NULL, fault_detail = NULL WHERE id = ? AND status = 'pending'",
-        vec![result.into(), now_millis().into(), id.into()],
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting transaction")?;
+    let done = super::first::<TaskRow, _>(
+        &txn,
+        super::statement(
+            txn.get_database_backend(),
+            "UPDATE tasks SET status = 'done', stage = 'queued', result = ?, done_at = ?,
+             fault_code = NULL, fault_message = NULL, fault_detail = NULL WHERE id = ? AND status = 'pending' RETURNING *",
+            [result.into(), now_millis().into(), id.into()],
+        ),
     )
     .await
+    .context("marking task done")?;
+    if let Some(task) = done {
+        record_event(&txn, &task, EventType::TaskDone, None).await?;
+    }
+    txn.commit().await.context("committing task done")
+}
+
+/// `task.done` or `task.fault`, under the task's organization, its device as the subject.
+async fn record_event<C: ConnectionTrait>(
+    db: &C,
+    task: &TaskRow,
+    kind: EventType,
+    fault: Option<(&str, &str)>,
+) -> Result<()> {
+    let device = super::first_row(
+        db,
+        super::statement(
+            db.get_database_backend(),
+            "SELECT device_id FROM devices WHERE id = ?",
+            [task.device_pk.into()],
+        ),
+    )
+    .await
+    .context("the task's device")?
+    .and_then(|row| row.try_get_by_index::<String>(0).ok())
+    .unwrap_or_default();
+    let mut payload = serde_json::json!({"device_id": device, "task_id": task.id.to_string(), "name": task.name});
+    if let Some((code, message)) = fault {
+        payload["fault"] = serde_json::json!({"code": code, "message": message});
+    }
+    super::events::record(db, kind, task.org_id, &device, &payload).await
 }
 
 /// Faults a task and records the fault against its device, in one transaction.
@@ -256,6 +294,7 @@ pub async fn mark_fault(
     use sea_orm::TransactionTrait;
     let detail = detail.map(|d| d.to_string());
     let code = code.to_string();
+    let code_text = code.clone();
     let now = now_millis();
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting transaction")?;
@@ -284,6 +323,7 @@ pub async fn mark_fault(
     ))
     .await
     .context("recording device fault")?;
+    record_event(&txn, task, EventType::TaskFault, Some((code_text.as_str(), message))).await?;
     txn.commit().await.context("committing task fault")
 }
 

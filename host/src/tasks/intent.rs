@@ -204,3 +204,208 @@ mod tests {
         assert!(message(pppoe(&json!({"username": "", "password": "x"}))).contains("username"));
     }
 }
+
+/// The kinds of diagnostic, as the API and task bodies name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiagnosticKind {
+    Ping,
+    Traceroute,
+    Download,
+    Upload,
+    UdpEcho,
+}
+
+impl DiagnosticKind {
+    pub const ALL: [Self; 5] = [Self::Ping, Self::Traceroute, Self::Download, Self::Upload, Self::UdpEcho];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Traceroute => "traceroute",
+            Self::Download => "download",
+            Self::Upload => "upload",
+            Self::UdpEcho => "udp-echo",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// A diagnostic to start, checked: hosts are names or addresses (never anything a shell or a
+/// URL parser could read otherwise), URLs http(s), figures within what devices accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiagnosticRequest {
+    Ping { host: String, count: u32, timeout_ms: u32, size: Option<u32> },
+    Traceroute { host: String, max_hops: Option<u32>, timeout_ms: Option<u32> },
+    Download { url: String },
+    Upload { url: String, length: u64 },
+    UdpEcho { host: String, port: u16, count: Option<u32> },
+}
+
+impl DiagnosticRequest {
+    /// The `startDiagnostic` body of the request, its defaults filled in and nothing unset.
+    pub fn body(&self) -> Value {
+        let mut body = match self {
+            Self::Ping { host, count, timeout_ms, size } => {
+                serde_json::json!({"host": host, "count": count, "timeoutMs": timeout_ms, "size": size})
+            }
+            Self::Traceroute { host, max_hops, timeout_ms } => {
+                serde_json::json!({"host": host, "maxHops": max_hops, "timeoutMs": timeout_ms})
+            }
+            Self::Download { url } => serde_json::json!({"url": url}),
+            Self::Upload { url, length } => serde_json::json!({"url": url, "length": length}),
+            Self::UdpEcho { host, port, count } => serde_json::json!({"host": host, "port": port, "count": count}),
+        };
+        if let Some(object) = body.as_object_mut() {
+            object.retain(|_, v| !v.is_null());
+            object.insert("name".into(), "startDiagnostic".into());
+            object.insert("diagnostic".into(), self.kind().as_str().into());
+        }
+        body
+    }
+
+    pub fn kind(&self) -> DiagnosticKind {
+        match self {
+            Self::Ping { .. } => DiagnosticKind::Ping,
+            Self::Traceroute { .. } => DiagnosticKind::Traceroute,
+            Self::Download { .. } => DiagnosticKind::Download,
+            Self::Upload { .. } => DiagnosticKind::Upload,
+            Self::UdpEcho { .. } => DiagnosticKind::UdpEcho,
+        }
+    }
+}
+
+/// Pings default to 10 repetitions of 5 seconds at most each.
+pub const PING_COUNT: u32 = 10;
+pub const PING_TIMEOUT_MS: u32 = 5_000;
+
+/// A host name (RFC 1123 labels) or an IPv4/IPv6 address, and nothing else: GenieACS once
+/// passed a ping host to a shell.
+pub fn check_host(host: &str) -> Result<(), InvalidTask> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let labels: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid { Ok(()) } else { Err(invalid(format!("host: {host:?} is not a host name or an IP address"))) }
+}
+
+/// `startDiagnostic`: `diagnostic` (`ping`, `traceroute`, `download`, `upload`, `udp-echo`) and
+/// its inputs: `host`, `count`, `timeoutMs`, `size`, `maxHops`, `url`, `length`, `port`.
+pub(super) fn diagnostic(body: &Value) -> Result<DiagnosticRequest, InvalidTask> {
+    let kind = diagnostic_kind(body)?;
+    let number = |field: &str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, InvalidTask> {
+        match body.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().filter(|n| range.contains(n)).map(Some).ok_or_else(|| {
+                invalid(format!("{field} must be a whole number from {} to {}", range.start(), range.end()))
+            }),
+        }
+    };
+    let small = |field: &str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u32>, InvalidTask> {
+        Ok(number(field, range)?.and_then(|n| u32::try_from(n).ok()))
+    };
+    let host = || -> Result<String, InvalidTask> {
+        let host = string_field(body, "host")?.ok_or_else(|| invalid("host is required"))?;
+        check_host(&host)?;
+        Ok(host)
+    };
+    let url = || -> Result<String, InvalidTask> {
+        let url = string_field(body, "url")?.ok_or_else(|| invalid("url is required"))?;
+        let lower = url.to_ascii_lowercase();
+        let scheme = lower.starts_with("http://") || lower.starts_with("https://");
+        if !scheme || url.len() > 1024 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(format!("url must be an http or https URL of at most 1024 characters: {url:?}")));
+        }
+        Ok(url)
+    };
+    Ok(match kind {
+        DiagnosticKind::Ping => DiagnosticRequest::Ping {
+            host: host()?,
+            count: small("count", 1..=1000)?.unwrap_or(PING_COUNT),
+            timeout_ms: small("timeoutMs", 1..=600_000)?.unwrap_or(PING_TIMEOUT_MS),
+            size: small("size", 1..=65_535)?,
+        },
+        DiagnosticKind::Traceroute => DiagnosticRequest::Traceroute {
+            host: host()?,
+            max_hops: small("maxHops", 1..=64)?,
+            timeout_ms: small("timeoutMs", 1..=600_000)?,
+        },
+        DiagnosticKind::Download => DiagnosticRequest::Download { url: url()? },
+        DiagnosticKind::Upload => DiagnosticRequest::Upload {
+            url: url()?,
+            length: number("length", 1..=MAX_TRANSFER_BYTES)?.unwrap_or(DEFAULT_TRANSFER_BYTES),
+        },
+        DiagnosticKind::UdpEcho => DiagnosticRequest::UdpEcho {
+            host: host()?,
+            port: small("port", 1..=65_535)?
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| invalid("port is required"))?,
+            count: small("count", 1..=1000)?,
+        },
+    })
+}
+
+/// `collectDiagnostic`: `diagnostic`, the kind whose results to read.
+pub(super) fn diagnostic_kind(body: &Value) -> Result<DiagnosticKind, InvalidTask> {
+    let name = string_field(body, "diagnostic")?.ok_or_else(|| invalid("diagnostic is required"))?;
+    DiagnosticKind::parse(&name).ok_or_else(|| {
+        invalid(format!("diagnostic must be ping, traceroute, download, upload or udp-echo, not {name:?}"))
+    })
+}
+
+/// What a speed test moves by default, and at most.
+pub const DEFAULT_TRANSFER_BYTES: u64 = 10 * 1024 * 1024;
+pub const MAX_TRANSFER_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+#[cfg(test)]
+mod diagnostic_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn hosts_are_names_or_addresses_and_nothing_a_shell_would_read() {
+        for good in ["example.com", "8.8.8.8", "2001:db8::1", "a-b.c1.example.", "localhost"] {
+            assert_eq!(check_host(good), Ok(()), "{good}");
+        }
+        for bad in ["", "8.8.8.8; rm -rf /", "$(reboot)", "a b", "-x.example", "host`id`", "x..y", "http://h"] {
+            let refused = check_host(bad).err().map(|e| e.0).unwrap_or_default();
+            assert!(refused.starts_with("host:"), "{bad:?}: {refused}");
+        }
+    }
+
+    #[test]
+    fn a_ping_gets_the_defaults_and_bounds() {
+        let ping = diagnostic(&json!({"diagnostic": "ping", "host": "192.0.2.1"}));
+        assert_eq!(
+            ping.clone(),
+            Ok(DiagnosticRequest::Ping { host: "192.0.2.1".into(), count: 10, timeout_ms: 5000, size: None })
+        );
+        let message = |body| diagnostic(&body).err().map(|e| e.0).unwrap_or_default();
+        assert!(message(json!({"diagnostic": "ping", "host": "h", "count": 0})).contains("count"));
+        assert!(message(json!({"diagnostic": "ping"})).contains("host is required"));
+        assert!(message(json!({"diagnostic": "nslookup", "host": "h"})).contains("diagnostic must be"));
+        assert!(message(json!({"diagnostic": "download", "url": "ftp://h/f"})).contains("http or https"));
+        assert!(message(json!({"diagnostic": "udp-echo", "host": "h"})).contains("port"));
+        let ping = ping.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ping.body(),
+            json!({"name": "startDiagnostic", "diagnostic": "ping", "host": "192.0.2.1", "count": 10, "timeoutMs": 5000})
+        );
+        assert_eq!(diagnostic(&ping.body()), Ok(ping), "the body parses back to the request");
+        let upload = diagnostic(&json!({"diagnostic": "upload", "url": "http://h/u"}));
+        assert_eq!(upload, Ok(DiagnosticRequest::Upload { url: "http://h/u".into(), length: DEFAULT_TRANSFER_BYTES }));
+    }
+}

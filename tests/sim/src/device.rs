@@ -152,6 +152,8 @@ pub(crate) enum Command {
     },
     DiagnosticsDone {
         object: String,
+        /// What a speed test really moved (`Err`: the state its failure is reported with).
+        measured: Option<Result<transfer::Measured, String>>,
     },
 }
 
@@ -403,9 +405,12 @@ impl Running {
                     self.want_session = true;
                 }
             }
-            Command::DiagnosticsDone { object } => {
+            Command::DiagnosticsDone { object, measured } => {
                 let mut state = self.shared.lock();
-                diagnostics::complete(&mut state.cpe, &object);
+                diagnostics::complete(&mut state.cpe, &object, measured.as_ref());
+                if self.fleet.quirks.silent_diagnostics {
+                    return;
+                }
                 push_event(&mut state.pending_events, event("8 DIAGNOSTICS COMPLETE", ""));
                 drop(state);
                 self.want_session = true;
@@ -474,9 +479,29 @@ impl Running {
             }
             AfterSession::Diagnostics { object } => {
                 let delay = self.fleet.config.diagnostics_delay;
+                // A speed test moves its bytes for real, to and from the URL it was given.
+                let test = {
+                    let state = self.shared.lock();
+                    let field = |name: &str| state.cpe.value(&format!("{object}{name}")).map(|(v, _)| v);
+                    if object.contains("DownloadDiagnostics.") {
+                        field("DownloadURL").map(|url| (url, None))
+                    } else if object.contains("UploadDiagnostics.") {
+                        let length = field("TestFileLength").and_then(|l| l.parse::<u64>().ok()).unwrap_or(0);
+                        field("UploadURL").map(|url| (url, Some(length)))
+                    } else {
+                        None
+                    }
+                };
+                let client = self.fleet.client.clone();
+                let timeout = self.fleet.config.transfer_timeout;
                 self.jobs.spawn(async move {
                     tokio::time::sleep(delay).await;
-                    Command::DiagnosticsDone { object }
+                    let measured = match test {
+                        Some((url, None)) => Some(transfer::speed_download(&client, &url, timeout).await),
+                        Some((url, Some(length))) => Some(transfer::speed_upload(&client, &url, length, timeout).await),
+                        None => None,
+                    };
+                    Command::DiagnosticsDone { object, measured }
                 });
             }
             AfterSession::Download(download) => {

@@ -7,10 +7,13 @@
 
 use crate::rpc::CpeState;
 use crate::session::now_string;
+use crate::transfer::Measured;
 use crate::tree::{DataModelKind, Node};
 
 /// Fills in results for the diagnostics object (e.g. `InternetGatewayDevice.IPPingDiagnostics.`).
-pub(crate) fn complete(cpe: &mut CpeState, object: &str) {
+/// A speed test that really ran (`measured`) reports what it measured, or the error state of
+/// its failure; one that did not gets made-up figures.
+pub(crate) fn complete(cpe: &mut CpeState, object: &str, measured: Option<&Result<Measured, String>>) {
     let kind = cpe.tree.kind();
     let get = |cpe: &CpeState, name: &str| cpe.value(&format!("{object}{name}")).map(|(v, _)| v).unwrap_or_default();
     let set = |cpe: &mut CpeState, name: &str, value: &str| {
@@ -54,6 +57,27 @@ pub(crate) fn complete(cpe: &mut CpeState, object: &str) {
         cpe.tree.insert(field("RTTimes"), Node::parameter("1,1,2", string, false));
         set(cpe, "RouteHopsNumberOfEntries", "1");
         set(cpe, "ResponseTime", "2");
+    } else if let (true, Some(measured)) = (is_transfer_test, measured) {
+        let measured = match measured {
+            Ok(measured) => measured,
+            Err(error_state) => {
+                set(cpe, "DiagnosticsState", error_state);
+                return;
+            }
+        };
+        set(cpe, "ROMTime", &measured.request_time);
+        set(cpe, "TCPOpenRequestTime", &measured.request_time);
+        set(cpe, "TCPOpenResponseTime", &measured.begin);
+        set(cpe, "BOMTime", &measured.begin);
+        set(cpe, "EOMTime", &measured.end);
+        let bytes = measured.bytes.to_string();
+        let (test, total) = if object.contains("Download") {
+            ("TestBytesReceived", "TotalBytesReceived")
+        } else {
+            ("TestBytesSent", "TotalBytesSent")
+        };
+        set(cpe, test, &bytes);
+        set(cpe, total, &bytes);
     } else if is_transfer_test {
         let now = now_string();
         for name in ["ROMTime", "BOMTime", "EOMTime", "TCPOpenRequestTime", "TCPOpenResponseTime"] {

@@ -74,6 +74,10 @@ pub struct Quirks {
     /// ParameterKey is left alone. One naming none behaves as the standard requires (all or
     /// nothing).
     pub spv_refuse: Vec<(String, u32)>,
+    /// "Diagnostics done in silence": a diagnostic completes (its results and state are set)
+    /// but the device neither informs with `8 DIAGNOSTICS COMPLETE` nor opens a session for it;
+    /// the ACS finds out only by reading `DiagnosticsState` again.
+    pub silent_diagnostics: bool,
 }
 
 impl Quirks {

@@ -219,3 +219,66 @@ mod tests {
         assert_eq!(firmware_version(&d("http://h/fw.bin", "3 Vendor Configuration File")), None);
     }
 }
+
+/// What a TR-143 speed test measured: when its payload began and ended (RFC 3339 with
+/// microseconds, as TR-143 asks) and the payload bytes moved.
+#[derive(Debug, Clone)]
+pub(crate) struct Measured {
+    pub request_time: String,
+    pub begin: String,
+    pub end: String,
+    pub bytes: u64,
+}
+
+/// The largest upload test the simulator makes up (it holds the payload in memory).
+const MAX_UPLOAD_TEST: u64 = 256 * 1024 * 1024;
+
+fn precise_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A TR-143 download test: fetches the URL, counting what arrives. `Err`: the
+/// `DiagnosticsState` the failure is reported with.
+pub(crate) async fn speed_download(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<Measured, String> {
+    let request_time = precise_now();
+    let run = async {
+        let mut response = client.get(url).send().await.map_err(|_| "Error_InitConnectionFailed".to_owned())?;
+        if !response.status().is_success() {
+            return Err("Error_NoResponse".to_owned());
+        }
+        let mut begin = None;
+        let mut bytes = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|_| "Error_TransferFailed".to_owned())? {
+            begin.get_or_insert_with(precise_now);
+            bytes += chunk.len() as u64;
+        }
+        let end = precise_now();
+        Ok(Measured { request_time: request_time.clone(), begin: begin.unwrap_or_else(|| end.clone()), end, bytes })
+    };
+    tokio::time::timeout(timeout, run).await.map_err(|_| "Error_Timeout".to_owned())?
+}
+
+/// A TR-143 upload test: sends `length` made-up bytes to the URL with a PUT.
+pub(crate) async fn speed_upload(
+    client: &reqwest::Client,
+    url: &str,
+    length: u64,
+    timeout: Duration,
+) -> Result<Measured, String> {
+    if length > MAX_UPLOAD_TEST {
+        return Err("Error_Other".to_owned());
+    }
+    let payload = vec![0xa5u8; usize::try_from(length).unwrap_or(0)];
+    let request_time = precise_now();
+    let run = async {
+        let begin = precise_now();
+        let response =
+            client.put(url).body(payload).send().await.map_err(|_| "Error_InitConnectionFailed".to_owned())?;
+        if !response.status().is_success() {
+            return Err("Error_NoResponse".to_owned());
+        }
+        let end = precise_now();
+        Ok(Measured { request_time: request_time.clone(), begin, end, bytes: length })
+    };
+    tokio::time::timeout(timeout, run).await.map_err(|_| "Error_Timeout".to_owned())?
+}

@@ -9,12 +9,13 @@ use serde_json::{Value, json};
 use crate::answers::refresh::Refresh;
 use crate::answers::{self, Answer};
 use crate::app::App;
+use crate::diagnostics::RunStatus;
 use crate::fault_code::FaultCode;
-use crate::provisioning::engine::Provisioning;
+use crate::provisioning::engine::{Provisioning, TaskFault};
 use crate::provisioning::intent::Intent;
 use crate::store::devices::Device;
 use crate::store::tasks::{TaskRow, TaskStatus};
-use crate::store::{faults, now_millis, parameters, subscribers, tasks};
+use crate::store::{diagnostics, faults, now_millis, parameters, subscribers, tasks};
 use crate::tasks::{PppoeCredentials, TaskSpec};
 
 mod answered;
@@ -170,24 +171,102 @@ impl Driver {
                 };
                 Intent::pppoe(subscriber.pppoe_username, password, None)
             }
+            TaskSpec::StartDiagnostic(request) => Intent::start_diagnostic(request),
+            TaskSpec::CollectDiagnostic(kind) => Intent::diagnostic_result(*kind),
             other => return Ok(Err(Failure::new(FaultCode::InvalidTask, format!("{other:?} is not an intent")))),
         }))
     }
 
-    /// Closes a task whose intent's provisioning is over.
-    async fn intent_ended(&self, app: &App, run: &TaskRun) -> Result<()> {
+    /// Closes a task whose intent's provisioning is over, and moves its diagnostic along.
+    async fn intent_ended(&mut self, app: &App, run: &TaskRun) -> Result<()> {
         let Some(provisioning) = &run.intent else { return Ok(()) };
-        match provisioning.task_outcome() {
-            Ok(()) => {
-                tasks::mark_done(&app.store, run.task.id, Some(&json!({}))).await?;
-                app.task_finished(run.task.id);
-                Ok(())
+        let outcome = provisioning.task_outcome();
+        match &outcome {
+            Ok(value) => {
+                let result = if value.is_null() { json!({}) } else { value.clone() };
+                tasks::mark_done(&app.store, run.task.id, Some(&result)).await?;
             }
             Err(fault) => {
-                let failure = Failure { code: fault.code, message: fault.message, detail: fault.detail };
-                self.task_failed(app, &run.task, failure).await
+                let failure =
+                    Failure { code: fault.code, message: fault.message.clone(), detail: fault.detail.clone() };
+                tasks::mark_fault(&app.store, &run.task, failure.code, &failure.message, failure.detail.as_ref())
+                    .await?;
             }
         }
+        if matches!(run.spec, TaskSpec::StartDiagnostic(_) | TaskSpec::CollectDiagnostic(_))
+            && self.diagnostic_moved(app, run, outcome).await?
+        {
+            // The next run of the same request (a speed test's upload) starts in this session.
+            self.may_have_tasks = true;
+        }
+        app.task_finished(run.task.id);
+        Ok(())
+    }
+
+    /// Records what a diagnostic's start or collect task came to; whether a task was queued
+    /// for the run that waited for this one.
+    async fn diagnostic_moved(
+        &self,
+        app: &App,
+        run: &TaskRun,
+        outcome: Result<serde_json::Value, TaskFault>,
+    ) -> Result<bool> {
+        let Some(diagnostic) = diagnostics::of_task(&app.store, run.task.id).await? else { return Ok(false) };
+        let fault = |status| diagnostics::Collected { status, state: None, results: None, raw: None, summary: None };
+        let next = match (&run.spec, outcome) {
+            (_, Err(failure)) => {
+                let fault_note = Some((failure.code, failure.message.as_str()));
+                diagnostics::finish(&app.store, &diagnostic, &self.device, fault(RunStatus::Fault), fault_note).await?
+            }
+            (TaskSpec::StartDiagnostic(_), Ok(_)) => {
+                diagnostics::requested(&app.store, &diagnostic).await?;
+                None
+            }
+            (_, Ok(report)) if report.is_null() => {
+                let message = "The device's adapter reports no such diagnostic on this device";
+                let note = Some((FaultCode::InvalidTask, message));
+                diagnostics::finish(&app.store, &diagnostic, &self.device, fault(RunStatus::Fault), note).await?
+            }
+            (_, Ok(report)) => {
+                let collected = self.collected(app, &diagnostic, report).await?;
+                diagnostics::finish(&app.store, &diagnostic, &self.device, collected, None).await?
+            }
+        };
+        Ok(next.is_some())
+    }
+
+    /// A collected report as the run keeps it: its state, the canonical results, the data
+    /// model's own values of the diagnostic's object, and the normalized figures.
+    async fn collected(
+        &self,
+        app: &App,
+        diagnostic: &diagnostics::Run,
+        report: serde_json::Value,
+    ) -> Result<diagnostics::Collected> {
+        let state = report.get("state").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let status = crate::diagnostics::status_of(&state);
+        let results = report.get("results").filter(|r| !r.is_null()).cloned();
+        let kind = diagnostic.kind();
+        let summary = match (kind, &results) {
+            (Some(kind), Some(results)) if status == RunStatus::Complete => {
+                Some(crate::diagnostics::summary(kind, results))
+            }
+            _ => None,
+        };
+        let object = self.device.model().zip(kind).and_then(|(model, kind)| crate::diagnostics::object(model, kind));
+        let raw = match object {
+            Some(object) => {
+                let rows = parameters::list(&app.store, self.device.id, object, None, 1000).await?;
+                let values: serde_json::Map<String, serde_json::Value> = rows
+                    .into_iter()
+                    .filter(|p| !p.is_object)
+                    .map(|p| (p.path[object.len()..].to_owned(), json!(p.value)))
+                    .collect();
+                Some(serde_json::Value::Object(values))
+            }
+            None => None,
+        };
+        Ok(diagnostics::Collected { status, state: Some(state), results, raw, summary })
     }
 
     pub(super) async fn continue_task(

@@ -53,6 +53,8 @@ pub(super) struct RoundOutcome {
     pub(super) logs: Vec<NewLogLine>,
     /// The round's intent (a task's) could not be declared: provisioning stops.
     pub(super) intent_failed: bool,
+    /// What the intent returned this round.
+    pub(super) intent_value: Option<serde_json::Value>,
 }
 
 /// The adapter of the session's device.
@@ -263,14 +265,13 @@ impl Round {
         let (result, output) = intent.call(&p.plugins, &adapter.loaded, self.view.clone(), self.org.limits);
         outcome.sandboxed += 1;
         outcome.logs.extend(log_lines(&adapter.name, "task", output.logs, output.logs_dropped, &self.org.limits));
-        if let Err(fault) = result {
-            return Err(FaultNote {
-                channel: format!("adapter:{}", adapter.name),
-                code: fault.code(),
-                message: format!("{}, asked to {}: {fault}", adapter.name, intent.name()),
-                detail: Some(json!({ "plugin": adapter.name, "intent": intent.name() })),
-            });
-        }
+        let value = result.map_err(|fault| FaultNote {
+            channel: format!("adapter:{}", adapter.name),
+            code: fault.code(),
+            message: format!("{}, asked to {}: {fault}", adapter.name, intent.name()),
+            detail: Some(json!({ "plugin": adapter.name, "intent": intent.name() })),
+        })?;
+        outcome.intent_value = Some(value);
         declarations.extend(output.declarations);
         Ok(())
     }

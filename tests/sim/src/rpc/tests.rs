@@ -345,12 +345,12 @@ fn requesting_a_diagnostic_schedules_it_after_the_session() {
         handled.after,
         Some(AfterSession::Diagnostics { object: "InternetGatewayDevice.IPPingDiagnostics.".into() })
     );
-    crate::diagnostics::complete(&mut cpe, "InternetGatewayDevice.IPPingDiagnostics.");
+    crate::diagnostics::complete(&mut cpe, "InternetGatewayDevice.IPPingDiagnostics.", None);
     assert_eq!(cpe.value("InternetGatewayDevice.IPPingDiagnostics.DiagnosticsState").unwrap().0, "Complete");
     assert_eq!(cpe.value("InternetGatewayDevice.IPPingDiagnostics.SuccessCount").unwrap().0, "4");
-    crate::diagnostics::complete(&mut cpe, "InternetGatewayDevice.DownloadDiagnostics.");
+    crate::diagnostics::complete(&mut cpe, "InternetGatewayDevice.DownloadDiagnostics.", None);
     assert_eq!(cpe.value("InternetGatewayDevice.DownloadDiagnostics.DiagnosticsState").unwrap().0, "Completed");
-    crate::diagnostics::complete(&mut cpe, "InternetGatewayDevice.TraceRouteDiagnostics.");
+    crate::diagnostics::complete(&mut cpe, "InternetGatewayDevice.TraceRouteDiagnostics.", None);
     assert!(cpe.tree.has_parameter("InternetGatewayDevice.TraceRouteDiagnostics.RouteHops.1.HopHost"));
 }
 

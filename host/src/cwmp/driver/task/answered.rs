@@ -147,7 +147,10 @@ pub(super) fn task_request(
         TaskSpec::SetParameterAttributes { attributes } => {
             AcsRequest::SetParameterAttributes { attributes: attributes.clone() }
         }
-        TaskSpec::ConfigureWifi(_) | TaskSpec::ConfigurePppoe(_) => return None,
+        TaskSpec::ConfigureWifi(_)
+        | TaskSpec::ConfigurePppoe(_)
+        | TaskSpec::StartDiagnostic(_)
+        | TaskSpec::CollectDiagnostic(_) => return None,
     })
 }
 

@@ -1,0 +1,394 @@
+//! Diagnostics of one device: ping, trace route, UDP echo and speed tests (TR-143 download and
+//! upload, against Roost's own endpoints unless URLs are given), each a run with its history.
+//! A request is checked and the device's data model must have the diagnostic before anything is
+//! queued; the device is woken at once, and `?wait=SECONDS` waits for the results.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::actions::WaitQuery;
+use super::audit::AuditOrg;
+use super::authenticate::Caller;
+use super::devices::{DeviceId, visible_device};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{Json, Path, Query};
+use super::{ListResponse, Page, optional_timestamp, timestamp};
+use crate::app::App;
+use crate::diagnostics::RunStatus;
+use crate::permissions::Permission;
+use crate::store::devices::Device;
+use crate::store::diagnostics::{self, NewRun, Run};
+use crate::store::parameters;
+use crate::tasks::{DiagnosticKind, TaskSpec};
+
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(ping))
+        .routes(routes!(traceroute))
+        .routes(routes!(udp_echo))
+        .routes(routes!(speed_test))
+        .routes(routes!(list))
+}
+
+/// One diagnostic run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiagnosticView {
+    pub id: String,
+    pub device_id: String,
+    /// `ping`, `traceroute`, `download`, `upload` or `udp-echo`.
+    pub kind: String,
+    pub status: RunStatus,
+    /// The inputs (a `startDiagnostic` task body).
+    #[schema(value_type = Object)]
+    pub request: Value,
+    /// `DiagnosticsState` as the device last reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The results in Roost's canonical names (`success_count`, `average_ms`, `test_bytes`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub results: Option<Value>,
+    /// The diagnostic object's parameters as the device's data model names them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub raw: Option<Value>,
+    /// Normalized figures: `throughput_bps`; `rtt_min_ms`, `rtt_avg_ms`, `rtt_max_ms`,
+    /// `loss_percent`; `hops`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<DiagnosticFault>,
+    pub created_at: String,
+    pub requested_at: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiagnosticFault {
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+impl DiagnosticView {
+    fn new(run: &Run, device_id: &str) -> Self {
+        let json = |text: &Option<String>| text.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok());
+        Self {
+            id: run.id.to_string(),
+            device_id: device_id.to_owned(),
+            kind: run.kind.clone(),
+            status: run.status,
+            request: serde_json::from_str(&run.request).unwrap_or(Value::Null),
+            state: run.state.clone(),
+            results: json(&run.results),
+            raw: json(&run.raw),
+            summary: json(&run.summary),
+            fault: (run.fault_code.is_some() || run.fault_message.is_some())
+                .then(|| DiagnosticFault { code: run.fault_code.clone(), message: run.fault_message.clone() }),
+            created_at: timestamp(run.created_at),
+            requested_at: optional_timestamp(run.requested_at),
+            completed_at: optional_timestamp(run.completed_at),
+        }
+    }
+}
+
+/// What a diagnostic request queued: its runs (two for a speed test of both directions).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiagnosticRuns {
+    pub runs: Vec<DiagnosticView>,
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request(ErrorCode::InvalidTask, detail)
+}
+
+/// Checks, creates the runs, wakes the device and waits as asked.
+async fn run(
+    app: &Arc<App>,
+    slot: &crate::api::ApiSlot,
+    caller: &Caller,
+    id: &str,
+    bodies: Vec<(Value, Option<String>)>,
+    wait: &WaitQuery,
+) -> ApiResult<Response> {
+    let wait = wait.duration()?;
+    let device = visible_device(app, caller, id).await?;
+    let mut runs = Vec::with_capacity(bodies.len());
+    for (body, token_hash) in bodies {
+        let (_, spec) = TaskSpec::parse(&body).map_err(|e| invalid(e.0))?;
+        let TaskSpec::StartDiagnostic(request) = spec else { return Err(invalid("not a diagnostic")) };
+        check_supported(app, &device, request.kind()).await?;
+        runs.push(NewRun { kind: request.kind(), body: request.body(), token_hash });
+    }
+    let (created, _task) = diagnostics::create(&app.api_store, &device, runs).await?;
+    slot.release();
+    if let Err(error) = crate::cwmp::connection_request::send(app, &device).await {
+        tracing::warn!(device = %device.device_id, "waking the device for a diagnostic: {error:#}");
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut current = created;
+    loop {
+        let mut now = Vec::with_capacity(current.len());
+        for run in &current {
+            now.push(diagnostics::by_id(&app.api_store, run.id).await?.unwrap_or_else(|| run.clone()));
+        }
+        current = now;
+        if current.iter().all(|r| r.status.is_over()) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = if current.iter().all(|r| r.status.is_over()) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let views = current.iter().map(|r| DiagnosticView::new(r, &device.device_id)).collect();
+    let mut response = (status, Json(DiagnosticRuns { runs: views })).into_response();
+    response.extensions_mut().insert(AuditOrg(device.org_id));
+    Ok(response)
+}
+
+/// A diagnostic the device's data model has no object for is refused before anything is queued.
+async fn check_supported(app: &App, device: &Device, kind: DiagnosticKind) -> ApiResult<()> {
+    let model = device.model().ok_or_else(|| {
+        ApiError::conflict(ErrorCode::InvalidDiagnostic, "the device has not shown its data model yet")
+    })?;
+    let unsupported = || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidDiagnostic,
+            format!("diagnostic: the device ({}) has no {} diagnostic", model.name(), kind.as_str()),
+        )
+    };
+    let object = crate::diagnostics::object(model, kind).ok_or_else(unsupported)?;
+    if parameters::list(&app.api_store, device.id, object, None, 1).await?.is_empty() {
+        return Err(unsupported());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PingRequest {
+    /// A host name or an IP address.
+    host: String,
+    /// Repetitions (default 10).
+    count: Option<u32>,
+    /// Timeout of each, milliseconds (default 5,000).
+    timeout_ms: Option<u32>,
+    /// Payload bytes.
+    size: Option<u32>,
+}
+
+#[utoipa::path(post, path = "/devices/{id}/ping", tag = "diagnostics", params(DeviceId, WaitQuery),
+    request_body = PingRequest,
+    responses(
+        (status = 202, description = "Queued and the device woken", body = DiagnosticRuns),
+        (status = 200, description = "Done within the wait", body = DiagnosticRuns),
+    ))]
+async fn ping(
+    State(app): State<Arc<App>>,
+    axum::Extension(slot): axum::Extension<crate::api::ApiSlot>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(wait): Query<WaitQuery>,
+    Json(request): Json<PingRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::OperateDevices)?;
+    let body = json!({"name": "startDiagnostic", "diagnostic": "ping", "host": request.host,
+        "count": request.count, "timeoutMs": request.timeout_ms, "size": request.size});
+    run(&app, &slot, &caller, &id, vec![(body, None)], &wait).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracerouteRequest {
+    host: String,
+    max_hops: Option<u32>,
+    timeout_ms: Option<u32>,
+}
+
+#[utoipa::path(post, path = "/devices/{id}/traceroute", tag = "diagnostics", params(DeviceId, WaitQuery),
+    request_body = TracerouteRequest,
+    responses(
+        (status = 202, description = "Queued and the device woken", body = DiagnosticRuns),
+        (status = 200, description = "Done within the wait", body = DiagnosticRuns),
+    ))]
+async fn traceroute(
+    State(app): State<Arc<App>>,
+    axum::Extension(slot): axum::Extension<crate::api::ApiSlot>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(wait): Query<WaitQuery>,
+    Json(request): Json<TracerouteRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::OperateDevices)?;
+    let body = json!({"name": "startDiagnostic", "diagnostic": "traceroute", "host": request.host,
+        "maxHops": request.max_hops, "timeoutMs": request.timeout_ms});
+    run(&app, &slot, &caller, &id, vec![(body, None)], &wait).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UdpEchoRequest {
+    /// The UDP echo server: a host name or an IP address.
+    host: String,
+    port: u16,
+    count: Option<u32>,
+}
+
+/// A TR-143 UDP echo test, where the device's data model has one (TR-181).
+#[utoipa::path(post, path = "/devices/{id}/udp-echo", tag = "diagnostics", params(DeviceId, WaitQuery),
+    request_body = UdpEchoRequest,
+    responses(
+        (status = 202, description = "Queued and the device woken", body = DiagnosticRuns),
+        (status = 200, description = "Done within the wait", body = DiagnosticRuns),
+    ))]
+async fn udp_echo(
+    State(app): State<Arc<App>>,
+    axum::Extension(slot): axum::Extension<crate::api::ApiSlot>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(wait): Query<WaitQuery>,
+    Json(request): Json<UdpEchoRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::OperateDevices)?;
+    let body = json!({"name": "startDiagnostic", "diagnostic": "udp-echo", "host": request.host,
+        "port": request.port, "count": request.count});
+    run(&app, &slot, &caller, &id, vec![(body, None)], &wait).await
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Download,
+    Upload,
+    /// The download, then the upload.
+    #[default]
+    Both,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpeedTestRequest {
+    #[serde(default)]
+    direction: Direction,
+    /// Bytes to move each way (default 10 MiB).
+    size: Option<u64>,
+    /// An external server's download URL instead of Roost's own endpoint.
+    download_url: Option<String>,
+    /// An external server's upload URL instead of Roost's own endpoint.
+    upload_url: Option<String>,
+}
+
+/// A TR-143 speed test: the device downloads from and uploads to Roost's own endpoints on the
+/// CWMP port (a test token each, good while the run is open), or to the URLs given.
+#[utoipa::path(post, path = "/devices/{id}/speed-test", tag = "diagnostics", params(DeviceId, WaitQuery),
+    request_body = SpeedTestRequest,
+    responses(
+        (status = 202, description = "Queued and the device woken", body = DiagnosticRuns),
+        (status = 200, description = "Done within the wait", body = DiagnosticRuns),
+    ))]
+async fn speed_test(
+    State(app): State<Arc<App>>,
+    axum::Extension(slot): axum::Extension<crate::api::ApiSlot>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(wait): Query<WaitQuery>,
+    Json(request): Json<SpeedTestRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::OperateDevices)?;
+    let device = visible_device(&app, &caller, &id).await?;
+    let max = app.config.diagnostics.max_transfer_bytes;
+    let size = request.size.unwrap_or(crate::tasks::intent::DEFAULT_TRANSFER_BYTES);
+    if size == 0 || size > max {
+        return Err(invalid(format!("size must be 1 to {max} bytes")));
+    }
+    let own = request.download_url.is_none() || request.upload_url.is_none();
+    let base = if own { Some(endpoint_base(&app, &device).await?) } else { None };
+    let mut bodies = Vec::new();
+    let test = |url: Option<String>, own_url: &dyn Fn(&str, &str) -> String| -> ApiResult<(String, Option<String>)> {
+        Ok(match (url, &base) {
+            (Some(url), _) => (url, None),
+            (None, Some(base)) => {
+                let token = crate::secrets::random_token("");
+                (own_url(base, &token), Some(crate::secrets::token_hash(&token)))
+            }
+            (None, None) => return Err(anyhow::anyhow!("no endpoint base for an own test").into()),
+        })
+    };
+    if request.direction != Direction::Upload {
+        let (url, token) =
+            test(request.download_url, &|base, token| crate::diagnostics::download_url(base, token, size))?;
+        bodies.push((json!({"name": "startDiagnostic", "diagnostic": "download", "url": url}), token));
+    }
+    if request.direction != Direction::Download {
+        let (url, token) = test(request.upload_url, &|base, token| crate::diagnostics::upload_url(base, token))?;
+        bodies.push((json!({"name": "startDiagnostic", "diagnostic": "upload", "url": url, "length": size}), token));
+    }
+    run(&app, &slot, &caller, &id, bodies, &wait).await
+}
+
+/// Where the device reaches this server: the base of its `ManagementServer.URL`.
+async fn endpoint_base(app: &App, device: &Device) -> ApiResult<String> {
+    let root = device.model().map_or("", |m| m.root());
+    let path = format!("{root}ManagementServer.URL");
+    let stored = parameters::stored_values(&app.api_store, device.id, &[path.as_str()]).await?;
+    stored.get(&path).and_then(|(value, _)| value.as_deref()).and_then(crate::diagnostics::endpoint_base).ok_or_else(
+        || {
+            ApiError::conflict(
+                ErrorCode::InvalidDiagnostic,
+                "download_url: the device's ACS URL is not known yet, so Roost cannot give it its own test \
+                 endpoint; give download_url and upload_url",
+            )
+        },
+    )
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    #[serde(flatten)]
+    #[param(ignore)] // documented by `Page` itself
+    page: Page,
+    /// Only runs of this kind.
+    kind: Option<String>,
+}
+
+/// A device's diagnostics: the latest run of each kind, and the history, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiagnosticsView {
+    pub latest: Vec<DiagnosticView>,
+    #[serde(flatten)]
+    pub history: ListResponse<DiagnosticView>,
+}
+
+#[utoipa::path(get, path = "/devices/{id}/diagnostics", tag = "diagnostics", params(DeviceId, ListQuery, Page),
+    responses((status = 200, description = "The latest run of each kind and a page of the history", body = DiagnosticsView)))]
+async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<DiagnosticsView>> {
+    let device = visible_device(&app, &caller, &id).await?;
+    let limit = query.page.limit()?;
+    let kind = match query.kind.as_deref() {
+        None => None,
+        Some(kind) => Some(DiagnosticKind::parse(kind).ok_or_else(|| {
+            ApiError::bad_request(ErrorCode::InvalidQuery, format!("kind: {kind:?} is not a diagnostic"))
+        })?),
+    };
+    let rows = diagnostics::list_for_device(&app.api_store, device.id, kind, query.page.id_cursor()?, limit).await?;
+    let latest = diagnostics::latest_for_device(&app.api_store, device.id).await?;
+    let last = rows.last().map(|r| r.id.to_string());
+    let view = |r: &Run| DiagnosticView::new(r, &device.device_id);
+    let latest = latest.iter().filter(|r| kind.is_none_or(|k| r.kind == k.as_str())).map(view).collect();
+    Ok(Json(DiagnosticsView { latest, history: ListResponse::new(rows.iter().map(view).collect(), limit, last) }))
+}

@@ -1,0 +1,132 @@
+//! Diagnostics over REST: ping, trace route and TR-143 speed tests that really move bytes to and
+//! from Roost's own endpoints, on the Huawei EG8145V5 (TR-098) and TP-Link XX230v (TR-181)
+//! trees; results collected on `8 DIAGNOSTICS COMPLETE`, or by polling a device that never says.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use roost::config::CpeAuthMode;
+use roost_sim::Quirks;
+use roost_tests::on_both_backends;
+
+use super::*;
+
+async fn events_of(h: &Harness, kind: &str) -> Vec<JsonValue> {
+    let rows = roost::store::events::list(&h.app().store, &roost::store::orgs::Scope::All, Some(kind), None, 100)
+        .await
+        .unwrap();
+    rows.into_iter().map(|e| serde_json::from_str(&e.payload).unwrap()).collect()
+}
+
+fn run<'a>(answer: &'a JsonValue, kind: &str) -> &'a JsonValue {
+    answer["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}: {answer}"))
+}
+
+async fn diagnose(h: &Harness, id: &str, action: &str, body: JsonValue) -> JsonValue {
+    let (status, answer) = h.post(&format!("/api/v1/devices/{}/{action}?wait=30", encode_id(id)), body).await;
+    assert_eq!(status, StatusCode::OK, "{action}: {answer}");
+    answer
+}
+
+on_both_backends! {
+    async fn ping_traceroute_and_a_real_speed_test_on_both_data_models(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let huawei = h.fleet(DataModelKind::Tr098, 1, "DIAG").await;
+        let tplink = h.fleet(DataModelKind::Tr181, 1, "DIAG").await;
+        for fleet in [&huawei, &tplink] {
+            let cpe = fleet.device(0);
+            assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+            let id = cpe.device_id();
+
+            let ping = diagnose(&h, &id, "ping", json!({"host": "192.0.2.1"})).await;
+            let ping = run(&ping, "ping");
+            assert_eq!(ping["status"], "complete", "{ping}");
+            assert_eq!(ping["request"]["count"], 10, "the default repetitions: {ping}");
+            assert_eq!(ping["results"]["success_count"], 10, "{ping}");
+            assert_eq!(ping["summary"]["loss_percent"], 0.0, "{ping}");
+            assert_eq!(ping["summary"]["rtt_avg_ms"], 2.0, "{ping}");
+            assert!(ping["raw"]["SuccessCount"].is_string(), "the data model's own names: {ping}");
+
+            let route = diagnose(&h, &id, "traceroute", json!({"host": "example.com"})).await;
+            assert_eq!(run(&route, "traceroute")["summary"]["hops"], 1, "{route}");
+
+            // Both directions, one after the other, through Roost's own endpoints.
+            let size = 3 * 1024 * 1024;
+            let test = diagnose(&h, &id, "speed-test", json!({"size": size})).await;
+            for kind in ["download", "upload"] {
+                let transfer = run(&test, kind);
+                assert_eq!(transfer["status"], "complete", "{kind}: {test}");
+                assert_eq!(transfer["summary"]["bytes"], f64::from(size), "{kind}: {transfer}");
+                assert!(transfer["summary"]["throughput_bps"].as_f64().unwrap() > 0.0, "{transfer}");
+                let url = transfer["request"]["url"].as_str().unwrap();
+                assert!(url.starts_with(&format!("{}/tr143/{kind}/", h.cwmp_url().trim_end_matches('/'))), "{url}");
+            }
+            // The test's token is good only while its run is open.
+            let url = run(&test, "download")["request"]["url"].as_str().unwrap().to_owned();
+            let again = reqwest::get(&url).await.unwrap();
+            assert_eq!(again.status(), StatusCode::NOT_FOUND, "{url}");
+
+            let (status, listed) = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&id))).await;
+            assert_eq!(status, StatusCode::OK, "{listed}");
+            assert_eq!(listed["items"].as_array().unwrap().len(), 4, "history, newest first: {listed}");
+            assert_eq!(listed["items"][0]["kind"], "upload");
+            let latest: Vec<&str> = listed["latest"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+            assert_eq!(latest, ["download", "ping", "traceroute", "upload"], "{listed}");
+        }
+        assert_eq!(events_of(&h, "diagnostics.completed").await.len(), 8);
+
+        // Bad input: 4xx naming the field, nothing queued.
+        let id = huawei.device(0).device_id();
+        let before = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&id))).await.1["items"].as_array().unwrap().len();
+        for (action, body, status, says) in [
+            ("ping", json!({"host": "8.8.8.8; reboot"}), StatusCode::BAD_REQUEST, "host"),
+            ("ping", json!({"host": "$(id)"}), StatusCode::BAD_REQUEST, "host"),
+            ("ping", json!({"host": "h", "count": 0}), StatusCode::BAD_REQUEST, "count"),
+            ("udp-echo", json!({"host": "192.0.2.7", "port": 7}), StatusCode::UNPROCESSABLE_ENTITY, "diagnostic"),
+            ("speed-test", json!({"size": 0}), StatusCode::BAD_REQUEST, "size"),
+        ] {
+            let (got, problem) = h.post(&format!("/api/v1/devices/{}/{action}", encode_id(&id)), body.clone()).await;
+            assert_eq!(got, status, "{action} {body}: {problem}");
+            assert!(problem["detail"].as_str().unwrap().contains(says), "{action} {body}: {problem}");
+        }
+        let after = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&id))).await.1["items"].as_array().unwrap().len();
+        assert_eq!(after, before, "nothing queued");
+        huawei.stop().await;
+        tplink.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_device_that_never_reports_its_diagnostic_done_is_polled(backend: Backend) {
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
+            config.diagnostics.poll_after = Duration::from_secs(1);
+            config.diagnostics.poll_interval = Duration::from_millis(300);
+        })
+        .await;
+        let model = Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
+        let mut config = FleetConfig::new(h.cwmp_url(), model);
+        config.devices = 1;
+        config.serial_prefix = "SILENT".into();
+        config.start = StartMode::Manual;
+        config.retry = false;
+        config.cr_min_interval = Duration::from_millis(0);
+        config.quirks = Quirks { silent_diagnostics: true, ..Quirks::default() };
+        let fleet = Fleet::start(config).await.unwrap();
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        let id = cpe.device_id();
+        let answer = diagnose(&h, &id, "ping", json!({"host": "192.0.2.1", "count": 3})).await;
+        let ping = run(&answer, "ping");
+        assert_eq!(ping["status"], "complete", "{answer}");
+        assert_eq!(ping["results"]["success_count"], 3);
+        // No session ever carried the event: Roost woke the device to read the results.
+        assert!(cpe.sessions().iter().all(|r| !r.has_event("8 DIAGNOSTICS COMPLETE")));
+        fleet.stop().await;
+        h.finish().await;
+    }
+}
