@@ -162,6 +162,14 @@ pub async fn diagnostics_poll(app: Arc<App>, mut stopped: tokio::sync::watch::Re
             _ = tick.tick() => {}
             _ = stopped.changed() => return Ok(()),
         }
+        match crate::store::diagnostics::any_open(&app.store).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!("looking for open diagnostics: {error:#}");
+                continue;
+            }
+        }
         let now = crate::store::now_millis();
         if let Err(error) = crate::store::diagnostics::expire(&app.store, now, millis(settings.timeout)).await {
             tracing::warn!("ending diagnostics past their time: {error:#}");

@@ -71,6 +71,11 @@ on_both_backends! {
             let url = run(&test, "download")["request"]["url"].as_str().unwrap().to_owned();
             let again = reqwest::get(&url).await.unwrap();
             assert_eq!(again.status(), StatusCode::NOT_FOUND, "{url}");
+            let upload = run(&test, "upload")["request"]["url"].as_str().unwrap().to_owned();
+            let refused = reqwest::Client::new().put(&upload).body(vec![0u8; 1024]).send().await.unwrap();
+            assert_eq!(refused.status(), StatusCode::NOT_FOUND, "{upload}");
+            let guessed = format!("{}tr143/download/guessed?size=10", h.cwmp_url());
+            assert_eq!(reqwest::get(&guessed).await.unwrap().status(), StatusCode::NOT_FOUND);
 
             let (status, listed) = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&id))).await;
             assert_eq!(status, StatusCode::OK, "{listed}");

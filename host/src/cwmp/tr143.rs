@@ -25,6 +25,9 @@ const TEST_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// How long the first request line may take to arrive before the connection is taken for CWMP.
 const SNIFF_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long a test request's head may take.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The bytes a download is made of: the same block sent again and again.
 static BLOCK: [u8; 64 * 1024] = [0x5a; 64 * 1024];
 
@@ -96,8 +99,12 @@ pub async fn serve(stream: tokio::net::TcpStream, app: Arc<App>) {
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(answer(&app, request).await) }
     });
+    // One test per connection, its head within a few seconds: a client cannot hold the
+    // connection by trickling heads or by asking again with guessed tokens.
     let connection = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
+        .keep_alive(false)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     let _ = tokio::time::timeout(TEST_DEADLINE, connection).await;
 }

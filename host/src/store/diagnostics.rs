@@ -281,6 +281,16 @@ async fn queue_collect<C: ConnectionTrait>(
     Ok(task)
 }
 
+/// Whether any run is still open: the poll's one statement while there is nothing to follow
+/// (an index probe, no transaction).
+pub async fn any_open(store: &Store) -> Result<bool> {
+    let stmt = store.statement(
+        "SELECT 1 FROM diagnostics WHERE status IN ('waiting', 'queued', 'requested') LIMIT 1",
+        Vec::<Value>::new(),
+    );
+    Ok(super::first_row(store.db(), stmt).await.context("looking for open diagnostics")?.is_some())
+}
+
 /// Runs requested at least `poll_after` ms ago (or polled that long ago) whose device never
 /// reported them done, with no collection pending: each gets a collect task. The devices to
 /// wake, once each.
