@@ -65,4 +65,4 @@ out="target/bench/$(date +%Y%m%dT%H%M%S)-speed.txt"
   echo "# TR-143 speed tests, server ${ROOST_BIN:-$(git rev-parse --short HEAD)}, $(nproc) cores, $bytes bytes each way"
   "$bin/roost-bench" speed-test --cwmp "127.0.0.1:$cwmp_port" --http "127.0.0.1:$http_port" \
     --api-token "$token" --server-pid "$server_pid" --bytes "$bytes" --runs "$runs"
-} | tee "$out"
+} | tee "$out" || { grep -E "ERROR|WARN" "$tmp/server.log" | tail -5 >&2; exit 1; }
