@@ -53,6 +53,19 @@ on_both_backends! {
             assert_eq!(ping["summary"]["rtt_avg_ms"], 2.0, "{ping}");
             assert!(ping["raw"]["SuccessCount"].is_string(), "the data model's own names: {ping}");
 
+            // A run the device never ran leaves the store saying `Requested`: the next run must
+            // still send the trigger, or the device never starts it.
+            let model_root = if fleet.device(0).value("Device.DeviceInfo.SerialNumber").is_some() { "Device.IP.Diagnostics.IPPing." } else { "InternetGatewayDevice.IPPingDiagnostics." };
+            let device = roost::store::devices::by_device_id(&h.app().store, &id).await.unwrap().unwrap();
+            let stale = roost_cwmp::ParameterValue {
+                name: format!("{model_root}DiagnosticsState"),
+                value: "Requested".into(),
+                value_type: roost_cwmp::ValueType::String,
+            };
+            roost::store::parameters::store_read(&h.app().store, device.id, &[stale], roost::store::now_millis()).await.unwrap();
+            let again = diagnose(&h, &id, "ping", json!({"host": "192.0.2.1", "count": 4})).await;
+            assert_eq!(run(&again, "ping")["results"]["success_count"], 4, "{again}");
+
             let route = diagnose(&h, &id, "traceroute", json!({"host": "example.com"})).await;
             assert_eq!(run(&route, "traceroute")["summary"]["hops"], 1, "{route}");
 
@@ -79,12 +92,12 @@ on_both_backends! {
 
             let (status, listed) = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&id))).await;
             assert_eq!(status, StatusCode::OK, "{listed}");
-            assert_eq!(listed["items"].as_array().unwrap().len(), 4, "history, newest first: {listed}");
+            assert_eq!(listed["items"].as_array().unwrap().len(), 5, "history, newest first: {listed}");
             assert_eq!(listed["items"][0]["kind"], "upload");
             let latest: Vec<&str> = listed["latest"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
             assert_eq!(latest, ["download", "ping", "traceroute", "upload"], "{listed}");
         }
-        assert_eq!(events_of(&h, "diagnostics.completed").await.len(), 8);
+        assert_eq!(events_of(&h, "diagnostics.completed").await.len(), 10);
 
         // Bad input: 4xx naming the field, nothing queued.
         let id = huawei.device(0).device_id();
@@ -125,6 +138,26 @@ on_both_backends! {
         let cpe = fleet.device(0);
         assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
         let id = cpe.device_id();
+        let (status, first) =
+            h.post(&format!("/api/v1/devices/{}/ping", encode_id(&id)), json!({"host": "192.0.2.9"})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+        // One ping object per device: a second ping waits for the first to end.
+        let (status, refused) =
+            h.post(&format!("/api/v1/devices/{}/ping", encode_id(&id)), json!({"host": "192.0.2.1"})).await;
+        assert_eq!((status, refused["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_diagnostic")), "{refused}");
+        let (_, listed) = h.get(&format!("/api/v1/devices/{}/diagnostics?limit=1", encode_id(&id))).await;
+        let first_id = first["runs"][0]["id"].as_str().unwrap().to_owned();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, listed) = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&id))).await;
+            let first = listed["items"].as_array().unwrap().iter().find(|r| r["id"] == first_id.as_str()).cloned().unwrap();
+            if first["status"] == "complete" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never collected: {first}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(listed["items"].as_array().unwrap().len(), 1, "the refused ping queued nothing: {listed}");
         let answer = diagnose(&h, &id, "ping", json!({"host": "192.0.2.1", "count": 3})).await;
         let ping = run(&answer, "ping");
         assert_eq!(ping["status"], "complete", "{answer}");

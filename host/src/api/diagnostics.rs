@@ -127,6 +127,17 @@ async fn run(
         let (_, spec) = TaskSpec::parse(&body).map_err(|e| invalid(e.0))?;
         let TaskSpec::StartDiagnostic(request) = spec else { return Err(invalid("not a diagnostic")) };
         check_supported(app, &device, request.kind()).await?;
+        if let Some(open) = diagnostics::open_conflicting(&app.api_store, device.id, request.kind()).await? {
+            return Err(ApiError::conflict(
+                ErrorCode::InvalidDiagnostic,
+                format!(
+                    "diagnostic: the device is still running {} {} (run {}); wait for it or its timeout",
+                    if open.kind == "upload" || open.kind == "download" { "a speed test's" } else { "a" },
+                    open.kind,
+                    open.id
+                ),
+            ));
+        }
         runs.push(NewRun { kind: request.kind(), body: request.body(), token_hash });
     }
     let (created, _task) = diagnostics::create(&app.api_store, &device, runs).await?;
@@ -310,7 +321,8 @@ async fn speed_test(
     if size == 0 || size > max {
         return Err(invalid(format!("size must be 1 to {max} bytes")));
     }
-    let own = request.download_url.is_none() || request.upload_url.is_none();
+    let own = (request.direction != Direction::Upload && request.download_url.is_none())
+        || (request.direction != Direction::Download && request.upload_url.is_none());
     let base = if own { Some(endpoint_base(&app, &device).await?) } else { None };
     let mut bodies = Vec::new();
     let test = |url: Option<String>, own_url: &dyn Fn(&str, &str) -> String| -> ApiResult<(String, Option<String>)> {

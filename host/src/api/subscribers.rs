@@ -293,7 +293,7 @@ async fn change(
 }
 
 /// Deletes the subscriber; its devices are unlinked and untagged (what was pushed stays on
-/// them), its expected serials forgotten.
+/// them), its expected serials left expected by the organization alone.
 #[utoipa::path(delete, path = "/subscribers/{id}", tag = "subscribers", params(SubscriberId),
     responses((status = 204, description = "Deleted")))]
 async fn remove(

@@ -365,6 +365,8 @@ impl Provisioning {
             memoize,
             kept: if memoize { self.kept.clone() } else { None },
             intent: self.intent.clone(),
+            trigger_diagnostic: self.rounds == 0
+                && matches!(self.intent.as_deref(), Some(super::intent::Intent::StartDiagnostic(_))),
         };
         let inline = match round.kept {
             // A panic in the round (the plan, a precondition) stays this session's, as it would

@@ -218,6 +218,16 @@ pub async fn finish(
     if ended == 0 {
         return Ok(None);
     }
+    // A run that ended without the device (timeout, a fault) must not start later behind it.
+    for task in [run.start_task_id, run.collect_task_id].into_iter().flatten() {
+        txn.execute_raw(statement(
+            backend,
+            "DELETE FROM tasks WHERE id = ? AND status = 'pending' AND stage = 'queued'",
+            [task.into()],
+        ))
+        .await
+        .context("dropping the ended diagnostic's tasks")?;
+    }
     let payload = serde_json::json!({
         "device_id": device.device_id,
         "diagnostic_id": run.id.to_string(),
@@ -281,6 +291,26 @@ async fn queue_collect<C: ConnectionTrait>(
     Ok(task)
 }
 
+/// The device's open run that would share a diagnostic object with a new run of `kind`: one of
+/// the same kind (a device has one object per kind), or any speed test for a speed test (its
+/// two directions run one after the other).
+pub async fn open_conflicting(store: &Store, device_pk: DevicePk, kind: DiagnosticKind) -> Result<Option<Run>> {
+    let transfer = matches!(kind, DiagnosticKind::Download | DiagnosticKind::Upload);
+    let kinds = if transfer { "('download', 'upload')" } else { "(?)" };
+    let mut args: Vec<Value> = vec![device_pk.into()];
+    if !transfer {
+        args.push(kind.as_str().into());
+    }
+    let stmt = store.statement(
+        &format!(
+            "SELECT * FROM diagnostics WHERE device_id = ? AND kind IN {kinds}
+             AND status IN ('waiting', 'queued', 'requested') ORDER BY id LIMIT 1"
+        ),
+        args,
+    );
+    super::first::<Run, _>(store.db(), stmt).await.context("looking for an open diagnostic")
+}
+
 /// Whether any run is still open: the poll's one statement while there is nothing to follow
 /// (an index probe, no transaction).
 pub async fn any_open(store: &Store) -> Result<bool> {
@@ -337,13 +367,20 @@ pub async fn expire(store: &Store, now: i64, timeout: i64) -> Result<u64> {
     .context("finding diagnostics past their time")?;
     let mut expired = 0;
     for run in &stale {
+        // Ending one run may have started the next (a speed test's upload): act on each as it is now.
+        let Some(run) = by_id(store, run.id).await? else { continue };
+        let run = &run;
+        if run.status.is_over() {
+            continue;
+        }
         let Some(device) = super::devices::by_pk(store, run.device_pk).await? else { continue };
         let collected =
             Collected { status: RunStatus::Timeout, state: run.state.clone(), results: None, raw: None, summary: None };
         if run.status == RunStatus::Waiting {
             // Never started: its predecessor's end would have queued it.
             let stmt = store.statement(
-                "UPDATE diagnostics SET status = 'timeout', completed_at = ?, token_hash = NULL WHERE id = ?",
+                "UPDATE diagnostics SET status = 'timeout', completed_at = ?, token_hash = NULL
+                 WHERE id = ? AND status = 'waiting'",
                 [now.into(), run.id.into()],
             );
             let _guard = store.write_guard().await;

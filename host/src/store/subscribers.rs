@@ -182,7 +182,7 @@ pub async fn update(store: &Store, before: &Subscriber, change: Change<'_>) -> R
 }
 
 /// Deletes a subscriber: its devices are unlinked and untagged, its pre-registered serials
-/// forgotten. The device ids it was linked to.
+/// left expected by the organization alone. The device ids it was linked to.
 pub async fn delete(store: &Store, subscriber: &Subscriber, actor: &str) -> Result<Vec<String>> {
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting the subscriber deletion")?;
@@ -191,7 +191,11 @@ pub async fn delete(store: &Store, subscriber: &Subscriber, actor: &str) -> Resu
     for device in &devices {
         unlink(&txn, device, subscriber, actor).await?;
     }
-    for sql in ["DELETE FROM preregistrations WHERE subscriber_id = ?", "DELETE FROM subscribers WHERE id = ?"] {
+    // The serials stay expected by the organization, without the subscriber.
+    for sql in [
+        "UPDATE preregistrations SET subscriber_id = NULL WHERE subscriber_id = ?",
+        "DELETE FROM subscribers WHERE id = ?",
+    ] {
         txn.execute_raw(statement(backend, sql, [subscriber.id.into()])).await.context("deleting subscriber")?;
     }
     txn.commit().await.context("committing the subscriber deletion")?;
@@ -340,13 +344,18 @@ async fn link<C: ConnectionTrait>(db: &C, device: &Device, subscriber: &Subscrib
     if let Some(current) = current_subscriber(db, device.id).await? {
         untag(db, device.id, &current.tags()).await?;
     }
-    db.execute_raw(statement(
-        backend,
-        "UPDATE devices SET subscriber_id = ? WHERE id = ?",
-        [subscriber.id.into(), device.id.into()],
-    ))
-    .await
-    .context("linking the device to its subscriber")?;
+    // In the subscriber's organization still: a move committed since the device was read
+    // must not leave it linked to another tenant's subscriber.
+    let linked = db
+        .execute_raw(statement(
+            backend,
+            "UPDATE devices SET subscriber_id = ? WHERE id = ? AND org_id = ?",
+            [subscriber.id.into(), device.id.into(), subscriber.org_id.into()],
+        ))
+        .await
+        .context("linking the device to its subscriber")?
+        .rows_affected();
+    anyhow::ensure!(linked == 1, "the device left the subscriber's organization while it was linked");
     tag(db, device.id, &subscriber.tags()).await?;
     let task = queue_push(db, device).await?;
     let payload = serde_json::json!({

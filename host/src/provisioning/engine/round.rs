@@ -81,6 +81,10 @@ pub(super) struct Round {
     /// A task's intent, called on the adapter after the presets: its declarations come last,
     /// so they win over a preset's.
     pub(super) intent: Option<Arc<Intent>>,
+    /// The first round of a task that starts a diagnostic: its `DiagnosticsState=Requested` is
+    /// sent even where the store already says `Requested` (a run that never ran, a device that
+    /// never reported): it is a trigger, not a setting.
+    pub(super) trigger_diagnostic: bool,
 }
 
 /// How a round runs its plugin presets.
@@ -180,6 +184,15 @@ impl Round {
                 });
                 return outcome;
             }
+        }
+        if self.trigger_diagnostic {
+            view.update(|tree| {
+                for d in declarations.iter().filter(|d| is_diagnostic_trigger(d)) {
+                    if let Some(node) = tree.get_mut(&d.pattern.literal_prefix()) {
+                        node.value = None;
+                    }
+                }
+            });
         }
         outcome.plan = Some(view.read_loaded(|tree| plan::plan(tree, &declarations, self.clock, secrets)));
         outcome
@@ -326,6 +339,14 @@ impl Round {
     }
 }
 
+/// A declaration of `…DiagnosticsState` = `Requested`: what starts a diagnostic.
+fn is_diagnostic_trigger(d: &Declared) -> bool {
+    let path = d.pattern.literal_prefix();
+    d.pattern.is_literal()
+        && path.ends_with(".DiagnosticsState")
+        && matches!(&d.value, Some(Value::Text(text)) if text == "Requested")
+}
+
 /// Whether two sets of runs are the same outputs under the same keys.
 pub(super) fn same_runs(a: &[(String, Arc<RunMemo>)], b: &[(String, Arc<RunMemo>)]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|((ka, ma), (kb, mb))| ka == kb && Arc::ptr_eq(ma, mb))
@@ -423,6 +444,20 @@ pub(super) fn built_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_literal_requested_diagnostics_state_is_a_trigger() {
+        let declared = |path: &str, value: &str| Declared {
+            pattern: Pattern::parse(path).unwrap_or_else(|e| panic!("{e}")),
+            value: Some(Value::Text(value.into())),
+            max_age: None,
+            instances: None,
+        };
+        assert!(is_diagnostic_trigger(&declared("Device.IP.Diagnostics.IPPing.DiagnosticsState", "Requested")));
+        assert!(!is_diagnostic_trigger(&declared("Device.IP.Diagnostics.IPPing.DiagnosticsState", "None")));
+        assert!(!is_diagnostic_trigger(&declared("Device.IP.Diagnostics.IPPing.Host", "Requested")));
+        assert!(!is_diagnostic_trigger(&declared("Device.X.*.DiagnosticsState", "Requested")));
+    }
 
     #[test]
     fn a_runs_lines_keep_their_order_and_end_with_what_was_dropped() {
