@@ -20,10 +20,12 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod authenticate;
+pub mod dashboard;
 pub mod devices;
 pub mod diagnostics;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod nbi;
 pub mod onboarding;
 pub mod openapi;
@@ -90,6 +92,8 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(onboarding::router())
         .merge(actions::router())
         .merge(diagnostics::router())
+        .merge(health::router())
+        .merge(dashboard::router())
         .merge(subscribers::router())
 }
 

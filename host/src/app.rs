@@ -87,6 +87,7 @@ impl App {
             plugins.clone(),
             config.cwmp.discovery_batch,
             &config.plugins,
+            Arc::new(crate::health::MetricsBuffer::new(config.health.max_buffered_points)),
         ));
         Ok(Self {
             config,
@@ -171,6 +172,8 @@ impl Server {
         });
 
         tasks.spawn(crate::cwmp::diagnostics_poll(app.clone(), stopped.clone()));
+        tasks.spawn(crate::health::jobs::flush_loop(app.clone(), stopped.clone()));
+        tasks.spawn(crate::health::jobs::presence_loop(app.clone(), stopped.clone()));
 
         let sweeper_app = app.clone();
         let mut signal = stopped;

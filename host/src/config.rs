@@ -73,6 +73,7 @@ pub struct Config {
     pub connection_request: ConnectionRequestSettings,
     pub plugins: PluginSettings,
     pub diagnostics: DiagnosticsSettings,
+    pub health: crate::health::HealthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,9 +163,6 @@ pub struct ApiSettings {
     pub queue_timeout: Duration,
     /// Requests a minute an API key may make, unless the key sets its own.
     pub api_key_rate_limit_per_minute: u64,
-    /// A device is online when it informed within this time (device lists' `online`).
-    #[serde(with = "seconds")]
-    pub online_window: Duration,
 }
 
 impl Default for ApiSettings {
@@ -175,7 +173,6 @@ impl Default for ApiSettings {
             max_concurrent_requests: 4,
             queue_timeout: Duration::from_secs(10),
             api_key_rate_limit_per_minute: 600,
-            online_window: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -252,6 +249,7 @@ struct FileConfig {
     connection_request: ConnectionRequestSettings,
     plugins: PluginSettings,
     diagnostics: DiagnosticsSettings,
+    health: crate::health::HealthSettings,
 }
 
 impl Config {
@@ -274,6 +272,7 @@ impl Config {
             tasks: file.tasks,
             connection_request: file.connection_request,
             diagnostics: file.diagnostics,
+            health: file.health,
             plugins: PluginSettings {
                 install_dir: args
                     .plugins_dir
@@ -299,6 +298,7 @@ impl Config {
             connection_request: ConnectionRequestSettings::default(),
             plugins: PluginSettings::default(),
             diagnostics: DiagnosticsSettings::default(),
+            health: crate::health::HealthSettings::default(),
         }
     }
 }
@@ -308,7 +308,7 @@ fn read_file(path: &Path) -> Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
-mod seconds {
+pub(crate) mod seconds {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
+pub use bindings::intent_types::HealthReport;
 pub use host_api::{Declared, DeviceView, RunOutput, TreeLoader, ViewSnapshot};
 pub use limits::PluginLimits;
 

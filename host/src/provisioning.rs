@@ -53,6 +53,8 @@ pub struct Provisioner {
     /// any sooner.
     pub rounds: tokio::sync::Semaphore,
     pub counters: Counters,
+    /// Health figures of settled sessions, until the next batched write.
+    pub metrics: Arc<crate::health::MetricsBuffer>,
 }
 
 /// What provisioning cost so far, in the units that matter for its throughput.
@@ -79,6 +81,7 @@ impl Provisioner {
         plugins: Arc<PluginRuntime>,
         discovery_batch: usize,
         settings: &PluginSettings,
+        metrics: Arc<crate::health::MetricsBuffer>,
     ) -> Self {
         Provisioner {
             store,
@@ -94,6 +97,7 @@ impl Provisioner {
                 2 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
             counters: Counters::default(),
+            metrics,
         }
     }
 

@@ -56,10 +56,12 @@ macro_rules! stored_names {
 pub mod api_keys;
 pub mod audit;
 pub mod credentials;
+pub mod dashboard;
 pub mod devices;
 pub mod diagnostics;
 pub mod events;
 pub mod faults;
+pub mod metrics;
 pub mod orgs;
 pub mod parameters;
 pub mod plugin_logs;

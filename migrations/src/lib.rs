@@ -20,6 +20,7 @@ mod m0010_fault_codes;
 mod m0011_plugin_logs;
 mod m0012_subscribers;
 mod m0013_diagnostics;
+mod m0014_health;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_plugin_logs::Migration),
             Box::new(m0012_subscribers::Migration),
             Box::new(m0013_diagnostics::Migration),
+            Box::new(m0014_health::Migration),
         ]
     }
 }

@@ -737,6 +737,28 @@ fn table() -> Vec<Row> {
             |w, c| seen(w, c).unwrap_or(200),
             C::None,
         ),
+        row(
+            get.clone(),
+            "/api/v1/devices/{id}/metrics",
+            "",
+            Owners,
+            Pa::Device,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        // The dashboard: the caller's scope, or an organization of it.
+        row(get.clone(), "/api/v1/dashboard", "", Once, Pa::None, B::None, |_, _| 200, C::None),
+        row(
+            get.clone(),
+            "/api/v1/dashboard",
+            "?org=",
+            Orgs,
+            Pa::OrgQuery,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
         // Subscribers.
         row(get.clone(), "/api/v1/subscribers", "", Once, Pa::None, B::None, |_, _| 200, C::None),
         row(
@@ -1600,6 +1622,7 @@ async fn store_device(
         remote_address: "127.0.0.1",
         cwmp_version: "1.0",
         now: roost::store::now_millis(),
+        offline_grace: Default::default(),
     };
     let outcome = record_inform(&h.app().store, &record).await.unwrap();
     world.devices.lock().unwrap().insert(device_id.clone(), owner);

@@ -60,9 +60,11 @@ pub struct DeviceView {
     pub org: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
-    /// Informed within `[api] online_window` (lists only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub online: Option<bool>,
+    /// Informed within the grace its periodic interval earns: by default, no more than two
+    /// intervals ago, or ten minutes (`[health]`).
+    pub online: bool,
+    /// When it counts as offline unless it informs again.
+    pub offline_at: Option<String>,
     pub remote_address: String,
     pub parameter_key: String,
     /// The event codes of the last Inform.
@@ -109,7 +111,8 @@ impl DeviceView {
             cwmp_version: device.cwmp_version.clone(),
             org: org_slug.map(str::to_owned),
             tags,
-            online: None,
+            online: device.is_online(now_millis()),
+            offline_at: optional_timestamp(device.offline_at),
             remote_address: device.remote_address.clone(),
             parameter_key: device.parameter_key.clone(),
             last_events: device.last_events.split(',').filter(|e| !e.is_empty()).map(str::to_owned).collect(),
@@ -304,7 +307,7 @@ impl ListQuery {
         ("last_inform_before" = Option<String>, Query, format = DateTime, description = "RFC 3339"),
         ("tag" = Option<String>, Query, description = "Has this tag; repeat for several"),
         ("org" = Option<String>, Query, description = "In this organization's subtree (slug)"),
-        ("online" = Option<bool>, Query, description = "Informed within the online window, or not"),
+        ("online" = Option<bool>, Query, description = "Online (informed within the grace its periodic interval earns), or not"),
         ("sort" = Option<String>, Query, description = "`id`, `serial_number`, `last_inform_at` or `registered_at`, after `-` for descending"),
         ("fields" = Option<String>, Query, description = "Comma-separated fields of each device to return"),
         Page,
@@ -321,14 +324,7 @@ async fn list(
         let org = super::orgs::visible(&app, &caller, slug).await?;
         q.filter.orgs = Some(orgs::subtree(&app.api_store, org.id).await?);
     }
-    if let Some(online) = q.online {
-        let since = now_millis() - i64::try_from(app.config.api.online_window.as_millis()).unwrap_or(i64::MAX);
-        if online {
-            q.filter.last_inform_after = Some(q.filter.last_inform_after.map_or(since, |t| t.max(since)));
-        } else {
-            q.filter.last_inform_before = Some(q.filter.last_inform_before.map_or(since, |t| t.min(since)));
-        }
-    }
+    q.filter.online_at = q.online.map(|online| devices::OnlineAt { online, at: now_millis() });
     let after = q
         .page
         .cursor()?
@@ -345,15 +341,13 @@ async fn list(
     } else {
         Default::default()
     };
-    let online_since = now_millis() - i64::try_from(app.config.api.online_window.as_millis()).unwrap_or(i64::MAX);
     let last = rows
         .last()
         .map(|d| serde_json::to_string(&After { value: q.sort.key.value_of(d), id: d.id.0 }).unwrap_or_default());
     let mut items = Vec::with_capacity(rows.len());
     for d in &rows {
         let org = d.org_id.and_then(|o| slugs.get(&o)).map(String::as_str);
-        let mut view = DeviceView::new(d, org, Some(tags.remove(&d.id).unwrap_or_default()));
-        view.online = Some(d.last_inform_at.is_some_and(|t| t >= online_since));
+        let view = DeviceView::new(d, org, Some(tags.remove(&d.id).unwrap_or_default()));
         let Value::Object(mut object) = serde_json::to_value(view).map_err(anyhow::Error::from)? else {
             return Err(anyhow::anyhow!("a device view is not an object").into());
         };

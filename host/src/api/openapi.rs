@@ -28,7 +28,8 @@ const API_KEY_HEADER: &str = "api_key";
     components(schemas(Problem)),
     tags(
         (name = "auth", description = "Signing in: access and refresh tokens"),
-        (name = "devices", description = "The fleet: devices, parameters, tags, faults, connection requests"),
+        (name = "dashboard", description = "The fleet at a glance: presence, models, software versions, organizations, faults, tasks"),
+        (name = "devices", description = "The fleet: devices, parameters, tags, faults, health series, connection requests"),
         (name = "tasks", description = "CWMP operations queued for a device"),
         (name = "device actions", description = "What a support desk does to one device: reboot, reset, Wi-Fi, parameters, refresh, subscriber links"),
         (name = "diagnostics", description = "Ping, trace route, UDP echo and TR-143 speed tests, with their history"),

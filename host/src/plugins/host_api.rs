@@ -351,6 +351,9 @@ pub struct RunOutput {
     /// the clock, the generator, the tags, or a failed read of the store. A run that did not
     /// would declare the same again over the same tree (`provisioning::reads`).
     pub impure: bool,
+    /// The figures of the last `health` intent the run called: what a session that settles
+    /// keeps as the device's health time series (`health::MetricsBuffer`).
+    pub health: Option<std::sync::Arc<crate::health::HealthFigures>>,
 }
 
 /// Memory and table limits of one store; remembers a breach so that the trap it causes is
@@ -727,7 +730,9 @@ impl intents::Host for RunState {
     }
 
     fn health(&mut self, max_age_ms: u64) -> Result<intent_types::HealthReport, Error> {
-        self.call_adapter(|a, store| a.roost_plugin_intents().call_health(store, max_age_ms))
+        let report = self.call_adapter(|a, store| a.roost_plugin_intents().call_health(store, max_age_ms))?;
+        self.output.health = Some(std::sync::Arc::new(crate::health::HealthFigures::of(&report)));
+        Ok(report)
     }
 
     fn start_diagnostic(&mut self, request: intent_types::Diagnostic) -> Result<(), Error> {

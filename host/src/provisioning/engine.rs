@@ -106,6 +106,9 @@ pub struct Provisioning {
     task_fault: Option<TaskFault>,
     /// What the intent returned in the last round.
     intent_value: serde_json::Value,
+    /// The health figures of the latest round that read them: fresh once provisioning settles,
+    /// since a round whose figures were stale planned their reads and another round followed.
+    health: Option<Arc<crate::health::HealthFigures>>,
 }
 
 /// Why a task carried out by provisioning failed.
@@ -251,6 +254,7 @@ impl Provisioning {
             intent: None,
             task_fault: None,
             intent_value: serde_json::Value::Null,
+            health: None,
         }
     }
 
@@ -441,6 +445,9 @@ impl Provisioning {
         if let Some(value) = outcome.intent_value {
             self.intent_value = value;
         }
+        if outcome.health.is_some() {
+            self.health = outcome.health;
+        }
         match outcome.plan {
             None => Ok(Some(Plan::default())),
             Some(Ok(plan)) => Ok(Some(plan)),
@@ -630,6 +637,9 @@ impl Provisioning {
         }
         if converged && !self.unsettled {
             let now = now_millis();
+            if let Some(figures) = self.health.take() {
+                p.metrics.offer(self.device_pk, now, &figures);
+            }
             for preset in std::mem::take(&mut self.ran_scheduled) {
                 preset_store::record_run(&p.store, self.device_pk, preset.org_id, &preset.name, now).await?;
             }

@@ -50,6 +50,9 @@ pub struct RunMemo {
     pub declarations: Vec<Declared>,
     pub tags_added: Vec<String>,
     pub tags_removed: Vec<String>,
+    /// The health figures the run read: a replay reports them again (and, being the same as
+    /// last time, costs nothing in the metrics buffer).
+    pub health: Option<Arc<crate::health::HealthFigures>>,
 }
 
 impl RunMemo {
@@ -61,7 +64,8 @@ impl RunMemo {
             .map(|d| OVERHEAD + d.pattern.to_string().len() + d.value.as_ref().map_or(0, value_bytes))
             .sum();
         let texts: usize = self.tags_added.iter().chain(&self.tags_removed).map(|t| 24 + t.len()).sum();
-        OVERHEAD + declarations + texts
+        let health = self.health.as_ref().map_or(0, |h| OVERHEAD + 16 * h.0.len());
+        OVERHEAD + declarations + texts + health
     }
 }
 
@@ -157,7 +161,12 @@ mod tests {
     fn runs_too_large_to_keep_leave_the_view_kept_without_them() {
         let reads = Reads::new(64 * 1024);
         let mut kept = entry(1, 2);
-        let memo = RunMemo { declarations: Vec::new(), tags_added: vec!["x".repeat(2048)], tags_removed: Vec::new() };
+        let memo = RunMemo {
+            declarations: Vec::new(),
+            tags_added: vec!["x".repeat(2048)],
+            tags_removed: Vec::new(),
+            health: None,
+        };
         kept.runs.push(("health".into(), Arc::new(memo)));
         reads.keep(DevicePk(7), kept);
         let kept = reads.get(DevicePk(7), 1);

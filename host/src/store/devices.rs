@@ -11,8 +11,9 @@ use super::{Store, parameters, statement};
 
 pub mod filter;
 mod listing;
+pub mod presence;
 
-pub use listing::{After, DeviceFilter, DeviceQuery, ParameterMatch, Sort, SortKey, SortValue, find, list};
+pub use listing::{After, DeviceFilter, DeviceQuery, OnlineAt, ParameterMatch, Sort, SortKey, SortValue, find, list};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Device {
@@ -58,9 +59,19 @@ pub struct Device {
     pub own_credential_at: Option<i64>,
     /// The subscriber the device serves (`store::subscribers`).
     pub subscriber_id: Option<i64>,
+    /// Its `ManagementServer.PeriodicInformInterval`, as last stored.
+    pub inform_interval_s: Option<i64>,
+    /// When it counts as offline unless it informs again.
+    pub offline_at: Option<i64>,
 }
 
 impl Device {
+    /// Whether the device is online at `now`: it informed within the grace its periodic
+    /// interval earns (`[health]`).
+    pub fn is_online(&self, now: i64) -> bool {
+        self.offline_at.is_some_and(|t| t > now)
+    }
+
     /// Whether Roost has configured this device (see [`Device::configured_at`]).
     pub fn is_configured(&self) -> bool {
         self.configured_at.is_some()
@@ -85,6 +96,8 @@ pub struct InformRecord<'a> {
     pub remote_address: &'a str,
     pub cwmp_version: &'a str,
     pub now: i64,
+    /// How long after this Inform the device counts as offline (`[health]`).
+    pub offline_grace: crate::health::OfflineGrace,
 }
 
 /// The organization a new device joins, and why.
@@ -234,8 +247,10 @@ async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> 
          software_version = COALESCE(?, software_version), hardware_version = COALESCE(?, hardware_version),
          data_model = COALESCE(?, data_model), cwmp_version = ?, remote_address = ?,
          parameter_key = COALESCE(?, parameter_key), connection_request_url = COALESCE(?, connection_request_url),
-         last_events = ?, last_inform_at = ?",
+         last_events = ?, last_inform_at = ?,
+         offline_at = ? + CASE WHEN inform_interval_s * ? + ? > ? THEN inform_interval_s * ? + ? ELSE ? END",
     );
+    let grace = record.offline_grace;
     let mut args: Vec<Value> = vec![
         record.identity.manufacturer.as_str().into(),
         optional(".DeviceInfo.SoftwareVersion"),
@@ -247,6 +262,15 @@ async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> 
         optional(".ManagementServer.ConnectionRequestURL"),
         codes.join(",").into(),
         record.now.into(),
+        // The grace its interval earns, with room for the Inform that ends it to arrive, or the
+        // least grace (also that of a device whose interval is not known: NULL is not greater).
+        record.now.into(),
+        grace.per_interval_second_ms.into(),
+        crate::health::INFORM_JITTER_MS.into(),
+        grace.min_ms.into(),
+        grace.per_interval_second_ms.into(),
+        crate::health::INFORM_JITTER_MS.into(),
+        grace.min_ms.into(),
     ];
     if boot || bootstrap {
         sql.push_str(", last_boot_at = ?");

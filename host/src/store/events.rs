@@ -29,6 +29,10 @@ pub enum EventType {
     /// A task finished; `task.fault` when it failed.
     TaskDone,
     TaskFault,
+    /// A device informed again after it had counted as offline, or for the first time.
+    DeviceOnline,
+    /// A device missed its Informs past its grace (`[health]`).
+    DeviceOffline,
 }
 
 impl EventType {
@@ -43,6 +47,8 @@ impl EventType {
             Self::DiagnosticsCompleted => "diagnostics.completed",
             Self::TaskDone => "task.done",
             Self::TaskFault => "task.fault",
+            Self::DeviceOnline => "device.online",
+            Self::DeviceOffline => "device.offline",
         }
     }
 }

@@ -71,7 +71,20 @@ pub async fn upsert_values<C: ConnectionTrait>(
             .await
             .context("storing parameter values")?;
     }
-    tree_written(conn, device_pk).await.map(Some)
+    let interval = values.iter().rev().find_map(periodic_inform_interval);
+    tree_written(conn, device_pk, interval).await.map(Some)
+}
+
+/// The periodic Inform interval a stored value sets, in seconds: the device's presence is
+/// judged against it (`devices.inform_interval_s`, `health::OfflineGrace`).
+fn periodic_inform_interval(value: &ParameterValue) -> Option<i64> {
+    let mut parts = value.name.split('.');
+    let (Some(_root), Some("ManagementServer"), Some("PeriodicInformInterval"), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    value.value.trim().parse::<u32>().ok().filter(|s| *s > 0).map(i64::from)
 }
 
 /// Stores what GetParameterNames reported: which nodes exist, which are objects, which are
@@ -113,7 +126,7 @@ pub(super) async fn upsert_names<C: ConnectionTrait>(
             .await
             .context("storing parameter names")?;
     }
-    tree_written(conn, device_pk).await?;
+    tree_written(conn, device_pk, None).await?;
     Ok(())
 }
 
@@ -211,7 +224,7 @@ pub(super) async fn forget_secrets<C: ConnectionTrait>(conn: &C, device_pk: Devi
     ))
     .await
     .context("forgetting the secrets set on the device")?;
-    tree_written(conn, device_pk).await
+    tree_written(conn, device_pk, None).await
 }
 
 /// Marks the device row before any write to its parameter rows: the tree's revision moves (what
@@ -234,19 +247,29 @@ async fn mark_tree_changed<C: ConnectionTrait>(conn: &C, device_pk: DevicePk) ->
 /// revision of the mark before a write may load rows the write has not reached yet, and so must
 /// not find that revision still current when the write is done. (A write that fails half-way
 /// leaves the mark's revision current: a view loaded while it was under way may miss rows it
-/// wrote before failing, until the device's next write.)
-async fn tree_written<C: ConnectionTrait>(conn: &C, device_pk: DevicePk) -> Result<i64> {
-    let row = super::first_row(
-        conn,
-        statement(
+/// wrote before failing, until the device's next write.) The same statement keeps the periodic
+/// Inform interval when the write stored it.
+async fn tree_written<C: ConnectionTrait>(
+    conn: &C,
+    device_pk: DevicePk,
+    inform_interval_s: Option<i64>,
+) -> Result<i64> {
+    let stmt = match inform_interval_s {
+        None => statement(
             conn.get_database_backend(),
             "UPDATE devices SET tree_rev = tree_rev + 1 WHERE id = ? RETURNING tree_rev",
             [device_pk.into()],
         ),
-    )
-    .await
-    .context("moving the device's tree revision")?
-    .context("the device vanished while its parameters were written")?;
+        Some(seconds) => statement(
+            conn.get_database_backend(),
+            "UPDATE devices SET tree_rev = tree_rev + 1, inform_interval_s = ? WHERE id = ? RETURNING tree_rev",
+            [seconds.into(), device_pk.into()],
+        ),
+    };
+    let row = super::first_row(conn, stmt)
+        .await
+        .context("moving the device's tree revision")?
+        .context("the device vanished while its parameters were written")?;
     row.try_get_by_index::<i64>(0).context("reading the tree revision")
 }
 
@@ -281,7 +304,7 @@ pub(super) async fn delete_subtree<C: ConnectionTrait>(conn: &C, device_pk: Devi
         .execute_raw(statement(conn.get_database_backend(), &sql, args))
         .await
         .context("deleting parameter subtree")?;
-    tree_written(conn, device_pk).await?;
+    tree_written(conn, device_pk, None).await?;
     Ok(result.rows_affected())
 }
 
@@ -302,7 +325,7 @@ pub(super) async fn delete_stale<C: ConnectionTrait>(
         .execute_raw(statement(conn.get_database_backend(), &sql, args))
         .await
         .context("deleting stale parameters")?;
-    tree_written(conn, device_pk).await?;
+    tree_written(conn, device_pk, None).await?;
     Ok(result.rows_affected())
 }
 
@@ -409,5 +432,31 @@ mod tests {
         assert_eq!(prefix_end("Device.WiFi."), Some("Device.WiFi/".into()));
         assert_eq!(prefix_end("A"), Some("B".into()));
         assert_eq!(prefix_end(""), None);
+    }
+
+    #[test]
+    fn only_the_management_servers_own_interval_is_the_periodic_inform_interval() {
+        let value = |name: &str, value: &str| ParameterValue {
+            name: name.into(),
+            value: value.into(),
+            value_type: roost_cwmp::ValueType::UnsignedInt,
+        };
+        assert_eq!(
+            periodic_inform_interval(&value("Device.ManagementServer.PeriodicInformInterval", "3600")),
+            Some(3600)
+        );
+        assert_eq!(
+            periodic_inform_interval(&value("InternetGatewayDevice.ManagementServer.PeriodicInformInterval", " 60 ")),
+            Some(60)
+        );
+        for (name, v) in [
+            // Nokia's second management server is not the one Roost is.
+            ("InternetGatewayDevice.X_ALU-COM_SaaSManagementServer.PeriodicInformInterval", "5"),
+            ("Device.ManagementServer.Foo.PeriodicInformInterval", "5"),
+            ("Device.ManagementServer.PeriodicInformInterval", "0"),
+            ("Device.ManagementServer.PeriodicInformInterval", "soon"),
+        ] {
+            assert_eq!(periodic_inform_interval(&value(name, v)), None, "{name} = {v}");
+        }
     }
 }

@@ -55,6 +55,8 @@ pub(super) struct RoundOutcome {
     pub(super) intent_failed: bool,
     /// What the intent returned this round.
     pub(super) intent_value: Option<serde_json::Value>,
+    /// The health figures the round's last `health` intent read.
+    pub(super) health: Option<Arc<crate::health::HealthFigures>>,
 }
 
 /// The adapter of the session's device.
@@ -253,6 +255,9 @@ impl Round {
         declarations.extend(memo.declarations.iter().cloned());
         outcome.tags_added.extend(memo.tags_added.iter().cloned());
         outcome.tags_removed.extend(memo.tags_removed.iter().cloned());
+        if let Some(health) = &memo.health {
+            outcome.health = Some(health.clone());
+        }
         if let Some(key) = key.filter(|_| replayable) {
             outcome.memos.push((key, memo));
         }
@@ -334,6 +339,7 @@ impl Round {
             declarations: output.declarations,
             tags_added: output.tags_added,
             tags_removed: output.tags_removed,
+            health: output.health,
         };
         Ok((Arc::new(memo), replayable))
     }

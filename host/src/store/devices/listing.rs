@@ -25,6 +25,15 @@ pub struct DeviceFilter {
     pub orgs: Option<Vec<i64>>,
     /// Only devices no organization has (pending devices).
     pub pending: bool,
+    /// Only devices online (or offline) at a time (`devices.offline_at`).
+    pub online_at: Option<OnlineAt>,
+}
+
+/// Whether a device is online at `at`: its `offline_at` is later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnlineAt {
+    pub online: bool,
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +154,11 @@ pub async fn list(
     }
     if let Some(v) = filter.last_inform_before {
         add("last_inform_at < ?", vec![v.into()]);
+    }
+    match filter.online_at {
+        Some(OnlineAt { online: true, at }) => add("offline_at > ?", vec![at.into()]),
+        Some(OnlineAt { online: false, at }) => add("(offline_at IS NULL OR offline_at <= ?)", vec![at.into()]),
+        None => {}
     }
     for tag in &filter.tags {
         add("id IN (SELECT device_id FROM device_tags WHERE tag = ?)", vec![tag.as_str().into()]);
