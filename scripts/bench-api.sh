@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The integrator's device list under load of data (docs/BENCHMARKS.md): seeds a fresh database
+# The integrator's device list and the dashboard under load of data (docs/BENCHMARKS.md): seeds a fresh database
 # with --devices devices spread over --orgs organizations, starts `roost serve` on it, and times
-# `GET /api/v1/devices` with the filters integrations use, as one tenant's API key (its 1/orgs
+# `GET /api/v1/devices` with the filters integrations use and `GET /api/v1/dashboard`, as one tenant's API key (its 1/orgs
 # share of the fleet) and as the platform's administrator (all of it).
 #
 #   scripts/bench-api.sh [sqlite|postgres|all] [--devices 100000] [--orgs 100] [--requests 200]

@@ -25,6 +25,7 @@ pub mod devices;
 pub mod diagnostics;
 pub mod error;
 pub mod extract;
+pub mod faults;
 pub mod health;
 pub mod nbi;
 pub mod onboarding;
@@ -94,6 +95,7 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(diagnostics::router())
         .merge(health::router())
         .merge(dashboard::router())
+        .merge(faults::router())
         .merge(subscribers::router())
 }
 

@@ -87,6 +87,44 @@ fault_codes! {
 }
 
 const CWMP_PREFIX: &str = "cwmp.";
+const PLUGIN_PREFIX: &str = "plugin.";
+
+/// What kind of fault a code is, for an operator sorting them: the CPE's (its CWMP faults and
+/// answers that are none), a plugin's (errors, traps, limits), or provisioning's (tasks,
+/// presets, discovery, declarations). Told by the code's area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    Cpe,
+    Plugin,
+    Provisioning,
+}
+
+impl FaultKind {
+    pub fn of(code: &str) -> FaultKind {
+        if code.starts_with(CWMP_PREFIX) {
+            FaultKind::Cpe
+        } else if code.starts_with(PLUGIN_PREFIX) {
+            FaultKind::Plugin
+        } else {
+            FaultKind::Provisioning
+        }
+    }
+
+    /// The code prefixes of each kind (`Provisioning`: everything else), for the store's filter.
+    pub fn prefixes() -> (&'static str, &'static str) {
+        (CWMP_PREFIX, PLUGIN_PREFIX)
+    }
+
+    pub fn parse(text: &str) -> Option<FaultKind> {
+        match text {
+            "cpe" => Some(FaultKind::Cpe),
+            "plugin" => Some(FaultKind::Plugin),
+            "provisioning" => Some(FaultKind::Provisioning),
+            _ => None,
+        }
+    }
+}
 
 impl fmt::Display for FaultCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,6 +138,24 @@ impl fmt::Display for FaultCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_has_the_kind_its_area_says() {
+        assert_eq!(FaultKind::of(&FaultCode::Cwmp(9002).to_string()), FaultKind::Cpe);
+        for code in FaultCode::NAMED {
+            let text = code.to_string();
+            let area = text.split('.').next().unwrap();
+            let expected = match area {
+                "cwmp" => FaultKind::Cpe,
+                "plugin" => FaultKind::Plugin,
+                "task" | "discovery" | "provisioning" | "preset" => FaultKind::Provisioning,
+                other => panic!("{text}: an area ({other}) no kind names"),
+            };
+            assert_eq!(FaultKind::of(&text), expected, "{text}");
+        }
+        assert_eq!(FaultKind::parse("plugin"), Some(FaultKind::Plugin));
+        assert_eq!(FaultKind::parse("CPE"), None);
+    }
 
     #[test]
     fn every_code_is_area_dot_reason() {

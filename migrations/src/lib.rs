@@ -21,6 +21,7 @@ mod m0011_plugin_logs;
 mod m0012_subscribers;
 mod m0013_diagnostics;
 mod m0014_health;
+mod m0015_fault_repeats;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_subscribers::Migration),
             Box::new(m0013_diagnostics::Migration),
             Box::new(m0014_health::Migration),
+            Box::new(m0015_fault_repeats::Migration),
         ]
     }
 }

@@ -276,8 +276,9 @@ impl Bulk<'_> {
         let head = "INSERT INTO devices (id, device_id, org_id, oui, product_class, serial_number, manufacturer, \
                     software_version, hardware_version, data_model, cwmp_version, remote_address, parameter_key, \
                     connection_request_url, connection_request_username, connection_request_password, last_events, \
-                    inform_digest, registered_at, last_inform_at, last_boot_at, discovered_at, configured_at) VALUES ";
-        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                    inform_digest, registered_at, last_inform_at, last_boot_at, discovered_at, configured_at, \
+                    inform_interval_s, offline_at, reported_online) VALUES ";
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let day = 24 * 3600 * 1000;
         let txn = self.begin().await?;
         let mut number = 0;
@@ -323,6 +324,11 @@ impl Bulk<'_> {
                     (now - 7 * day).into(),
                     // Configured by Roost a week ago: the bootstrap presets are done with it.
                     (now - 7 * day).into(),
+                    // Informing every five minutes, online (one in ten silent for two hours, which
+                    // the dashboard counts as offline and stale).
+                    300_i64.into(),
+                    if n % 10 == 9 { now - 2 * 3_600_000 } else { now - 60_000 + 660_000 }.into(),
+                    (n % 10 != 9).into(),
                 ]);
             }
             self.insert_rows(&txn, head, row, rows, "devices").await?;

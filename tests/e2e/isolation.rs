@@ -447,6 +447,8 @@ enum Check {
     NbiTasksOf,
     NbiFaults,
     NbiFaultsOf,
+    /// `GET /api/v1/faults`: the faults of the caller's subtree (the fixtures among them).
+    Faults,
 }
 
 struct Row {
@@ -745,6 +747,39 @@ fn table() -> Vec<Row> {
             Pa::Device,
             B::None,
             |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        // Faults across the fleet.
+        row(get.clone(), "/api/v1/faults", "", Once, Pa::None, B::None, |_, _| 200, C::Faults),
+        row(
+            get.clone(),
+            "/api/v1/faults",
+            "?org=",
+            Orgs,
+            Pa::OrgQuery,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/faults/{id}",
+            "",
+            Owners,
+            Pa::FreshFault,
+            B::None,
+            |w, c| need(w, P::ConfigureDevices).or(seen(w, c)).unwrap_or(204),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/faults/{id}/retry",
+            "task",
+            Owners,
+            Pa::FreshFault,
+            B::None,
+            // Any operator may retry a device's fault; a task's needs what re-running it needs.
+            |w, c| need(w, P::OperateDevices).or(seen(w, c)).or(need(w, P::ConfigureDevices)).unwrap_or(200),
             C::None,
         ),
         // The dashboard: the caller's scope, or an organization of it.
@@ -2437,18 +2472,20 @@ fn check(world: &World, who: &Who, row: &Row, case: &Case, body: &JsonValue) -> 
                 }
             }
         }
-        Check::NbiTasks | Check::NbiTasksOf | Check::NbiFaults | Check::NbiFaultsOf => {
+        Check::NbiTasks | Check::NbiTasksOf | Check::NbiFaults | Check::NbiFaultsOf | Check::Faults => {
             let of_device = matches!(row.check, Check::NbiTasksOf | Check::NbiFaultsOf);
             let tasks = matches!(row.check, Check::NbiTasks | Check::NbiTasksOf);
+            // The NBI's names, or the REST API's.
+            let (device_key, id_key) = if row.check == Check::Faults { ("device_id", "id") } else { ("device", "_id") };
             let fixture = |o: Org| if tasks { world.task[&o].clone() } else { world.fault[&o].clone() };
             for item in &all {
-                let device = item["device"].as_str().unwrap_or_default();
+                let device = item[device_key].as_str().unwrap_or_default();
                 match world.owner_of_device(device) {
                     Some(owner) if who.org.covers(owner) && (!of_device || owner == case.target) => {}
-                    owner => wrong.push(format!("lists {} of device {device} ({owner:?})", item["_id"])),
+                    owner => wrong.push(format!("lists {} of device {device} ({owner:?})", item[id_key])),
                 }
             }
-            let ids = strs(&all, "_id");
+            let ids = strs(&all, id_key);
             if of_device {
                 if who.org.covers(case.target) {
                     must_list(&mut wrong, &ids, vec![fixture(case.target)], "item");

@@ -8,6 +8,7 @@ mod bootstrap;
 mod cwmp_edges;
 mod device_ops;
 mod diagnostics;
+mod faults;
 mod health;
 mod interop;
 mod isolation;

@@ -57,6 +57,8 @@ pub struct DashboardView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceCountsView {
     pub total: i64,
+    /// Online as the presence sweep last found (`[health] presence_interval`, 30 s by default);
+    /// a device's own `online` is exact.
     pub online: i64,
     pub offline: i64,
     /// Offline for more than an hour (or never informed).
@@ -143,50 +145,73 @@ async fn get_dashboard(
 async fn dashboard_of(app: &App, scope: &Scope, pending_visible: bool) -> ApiResult<DashboardView> {
     let store = &app.api_store;
     let now = now_millis();
-    let counts = dashboard::device_counts(store, scope, now).await?;
-    let pending = if pending_visible { Some(dashboard::pending(store).await?) } else { None };
-    let models = dashboard::by_model(store, scope, false, MAX_GROUPS).await?;
-    let versions = dashboard::by_model(store, scope, true, MAX_GROUPS).await?;
+    let orgs = dashboard::by_org(store, scope).await?;
+    let stale = dashboard::stale(store, scope, now - dashboard::STALE_AFTER_MS).await?;
+    let versions = dashboard::by_version(store, scope).await?;
     let slugs = org_slugs(app).await?;
-    let organizations = dashboard::by_org(store, scope, now)
-        .await?
-        .into_iter()
-        .map(|o| OrgCountView {
-            org: slugs.get(&o.org_id).cloned().unwrap_or_default(),
-            devices: o.devices,
-            online: o.online,
-        })
-        .collect();
     let named = |rows: Vec<(String, i64)>| rows.into_iter().map(|(name, count)| NamedCount { name, count }).collect();
     let faults: Vec<NamedCount> = named(dashboard::faults_since(store, scope, now - DAY_MS).await?);
     let tasks: Vec<NamedCount> = named(dashboard::tasks_in_flight(store, scope).await?);
-    let key = |b: &dashboard::Breakdown, i: usize| b.key.get(i).cloned().unwrap_or_default();
+    let total: i64 = orgs.iter().map(|o| o.devices).sum();
+    let online: i64 = orgs.iter().map(|o| o.online).sum();
+    let pending = orgs.iter().find(|o| o.org_id.is_none()).map_or(0, |o| o.devices);
+    let (models, software_versions) = breakdowns(versions, MAX_GROUPS as usize);
     Ok(DashboardView {
         generated_at: timestamp(now),
         devices: DeviceCountsView {
-            total: counts.total,
-            online: counts.online,
-            offline: counts.total - counts.online,
-            stale: counts.stale,
-            pending,
+            total,
+            online,
+            offline: total - online,
+            stale,
+            pending: pending_visible.then_some(pending),
         },
-        models: models
+        models,
+        software_versions,
+        organizations: orgs
             .iter()
-            .map(|b| ModelCount { manufacturer: key(b, 0), product_class: key(b, 1), devices: b.devices })
-            .collect(),
-        software_versions: versions
-            .iter()
-            .map(|b| VersionCount {
-                manufacturer: key(b, 0),
-                product_class: key(b, 1),
-                software_version: key(b, 2),
-                devices: b.devices,
+            .filter_map(|o| {
+                let org = slugs.get(&o.org_id?)?.clone();
+                Some(OrgCountView { org, devices: o.devices, online: o.online })
             })
             .collect(),
-        organizations,
         faults_last_24h: FaultCounts { total: faults.iter().map(|f| f.count).sum(), by_code: faults },
         tasks_in_flight: TaskCounts { total: tasks.iter().map(|t| t.count).sum(), by_name: tasks },
     })
+}
+
+/// The models (summed over their versions) and the versions, each the largest first (ties by
+/// name), at most `limit` of each.
+fn breakdowns(versions: Vec<dashboard::VersionGroup>, limit: usize) -> (Vec<ModelCount>, Vec<VersionCount>) {
+    let mut models: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for v in &versions {
+        *models.entry((v.manufacturer.clone(), v.product_class.clone())).or_default() += v.devices;
+    }
+    let mut models: Vec<ModelCount> = models
+        .into_iter()
+        .map(|((manufacturer, product_class), devices)| ModelCount { manufacturer, product_class, devices })
+        .collect();
+    // Stable sorts over name-ordered input: ties stay in name order.
+    models.sort_by_key(|m| std::cmp::Reverse(m.devices));
+    models.truncate(limit);
+    let mut versions: Vec<VersionCount> = versions
+        .into_iter()
+        .map(|v| VersionCount {
+            manufacturer: v.manufacturer,
+            product_class: v.product_class,
+            software_version: v.software_version,
+            devices: v.devices,
+        })
+        .collect();
+    versions.sort_by(|a, b| {
+        (&a.manufacturer, &a.product_class, &a.software_version).cmp(&(
+            &b.manufacturer,
+            &b.product_class,
+            &b.software_version,
+        ))
+    });
+    versions.sort_by_key(|v| std::cmp::Reverse(v.devices));
+    versions.truncate(limit);
+    (models, versions)
 }
 
 /// The dashboard as CSV: `section,key,devices,online`, one row per figure; a key of several
@@ -241,6 +266,27 @@ fn csv_field(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn models_are_summed_over_their_versions_and_both_listed_largest_first() {
+        let group = |m: &str, p: &str, v: &str, devices| dashboard::VersionGroup {
+            manufacturer: m.into(),
+            product_class: p.into(),
+            software_version: v.into(),
+            devices,
+        };
+        let versions = vec![
+            group("Huawei", "EG8145V5", "V5R020", 3),
+            group("TP-Link", "XX230v", "1.2", 4),
+            group("Huawei", "EG8145V5", "V5R021", 2),
+            group("ZTE", "F660", "V6", 1),
+        ];
+        let (models, versions) = breakdowns(versions, 2);
+        let models: Vec<(&str, i64)> = models.iter().map(|m| (m.product_class.as_str(), m.devices)).collect();
+        assert_eq!(models, [("EG8145V5", 5), ("XX230v", 4)]);
+        let versions: Vec<(&str, i64)> = versions.iter().map(|v| (v.software_version.as_str(), v.devices)).collect();
+        assert_eq!(versions, [("1.2", 4), ("V5R020", 3)]);
+    }
 
     #[test]
     fn csv_fields_are_quoted_and_formulas_defused() {

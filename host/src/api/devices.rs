@@ -501,10 +501,18 @@ pub struct FaultView {
     /// `task.expired`, `provisioning.not_converging`, `plugin.timeout`, … (`roost::fault_code`).
     pub code: String,
     pub message: String,
-    /// What else is known, as recorded.
+    /// `cpe` (the device's CWMP faults and answers that are none), `plugin`, or `provisioning`
+    /// (tasks, presets, discovery, declarations).
+    pub kind: crate::fault_code::FaultKind,
+    /// What else is known, as recorded (of the latest occurrence).
     #[schema(value_type = Option<Object>)]
     pub detail: Option<Value>,
+    /// When it first happened.
     pub created_at: String,
+    /// How often it happened: the same fault again (same device, channel and code, outside a
+    /// task) counts here instead of adding a fault.
+    pub occurrences: i64,
+    pub last_seen_at: String,
 }
 
 impl FaultView {
@@ -516,8 +524,11 @@ impl FaultView {
             channel: fault.channel.clone(),
             code: fault.code.clone(),
             message: fault.message.clone(),
+            kind: crate::fault_code::FaultKind::of(&fault.code),
             detail: fault.detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
             created_at: timestamp(fault.created_at),
+            occurrences: fault.occurrences,
+            last_seen_at: timestamp(fault.last_seen_at),
         }
     }
 }

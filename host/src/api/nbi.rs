@@ -96,7 +96,10 @@ pub struct NbiFault {
     pub message: String,
     #[schema(value_type = Option<Object>)]
     pub detail: Option<Value>,
+    /// When it last happened.
     pub timestamp: String,
+    /// Occurrences after the first, as GenieACS counts a fault's retries.
+    pub retries: i64,
 }
 
 fn invalid_query(detail: impl Into<String>) -> ApiError {
@@ -528,7 +531,8 @@ async fn find_faults(
                 code: fault.code.clone(),
                 message: fault.message.clone(),
                 detail: fault.detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
-                timestamp: timestamp(fault.created_at),
+                timestamp: timestamp(fault.last_seen_at),
+                retries: fault.occurrences - 1,
             })
             .collect(),
     ))

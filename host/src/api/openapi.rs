@@ -31,6 +31,7 @@ const API_KEY_HEADER: &str = "api_key";
         (name = "dashboard", description = "The fleet at a glance: presence, models, software versions, organizations, faults, tasks"),
         (name = "devices", description = "The fleet: devices, parameters, tags, faults, health series, connection requests"),
         (name = "tasks", description = "CWMP operations queued for a device"),
+        (name = "faults", description = "What went wrong across the fleet, a repeated fault counted once; clear and retry"),
         (name = "device actions", description = "What a support desk does to one device: reboot, reset, Wi-Fi, parameters, refresh, subscriber links"),
         (name = "diagnostics", description = "Ping, trace route, UDP echo and TR-143 speed tests, with their history"),
         (name = "subscribers", description = "An organization's customers: plan, PPPoE account, devices"),

@@ -73,7 +73,8 @@ pub async fn presence_loop(app: Arc<App>, mut stopped: watch::Receiver<bool>) ->
             _ = tick.tick() => {}
             _ = stopped.changed() => return Ok(()),
         }
-        match presence::sweep(&app.store, now_millis()).await {
+        let grace = crate::health::OfflineGrace::of(&app.config.health);
+        match presence::sweep(&app.store, now_millis(), grace.min_ms).await {
             Ok((0, 0)) => {}
             Ok((offline, online)) => tracing::info!(offline, online, "device presence changed"),
             Err(error) => tracing::warn!("sweeping device presence: {error:#}"),

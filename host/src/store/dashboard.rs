@@ -10,96 +10,44 @@ use super::orgs::Scope;
 /// A device counts as stale once it has been offline this long.
 pub const STALE_AFTER_MS: i64 = 3_600_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceCounts {
-    pub total: i64,
-    pub online: i64,
-    /// Offline for more than [`STALE_AFTER_MS`] (or never informed).
-    pub stale: i64,
-}
-
+/// Devices of one organization of the scope (`None`: pending), and how many of them the
+/// presence sweep last reported online.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Breakdown {
-    /// The grouping's values, in its order (e.g. manufacturer, product class).
-    pub key: Vec<String>,
-    pub devices: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrgCounts {
-    pub org_id: i64,
+pub struct OrgPresence {
+    pub org_id: Option<i64>,
     pub devices: i64,
     pub online: i64,
+}
+
+/// Devices of one model and software version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionGroup {
+    pub manufacturer: String,
+    pub product_class: String,
+    pub software_version: String,
+    pub devices: i64,
 }
 
 async fn rows(store: &Store, sql: &str, args: Vec<Value>) -> Result<Vec<sea_orm::QueryResult>> {
     store.db().query_all_raw(store.statement(sql, args)).await.context("reading the dashboard")
 }
 
-/// Devices of the scope: all, online at `now`, stale.
-pub async fn device_counts(store: &Store, scope: &Scope, now: i64) -> Result<DeviceCounts> {
-    let (condition, scope_args) = scope.condition("org_id");
-    let sql = format!(
-        "SELECT CAST(COUNT(*) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN offline_at > ? THEN 1 ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN offline_at IS NULL OR offline_at <= ? THEN 1 ELSE 0 END), 0) AS BIGINT) \
-         FROM devices WHERE {condition}"
-    );
-    let args = [vec![now.into(), (now - STALE_AFTER_MS).into()], scope_args].concat();
-    let row = rows(store, &sql, args).await?.into_iter().next().context("a count without a row")?;
-    Ok(DeviceCounts {
-        total: row.try_get_by_index(0)?,
-        online: row.try_get_by_index(1)?,
-        stale: row.try_get_by_index(2)?,
-    })
-}
-
-/// Devices no organization has claimed.
-pub async fn pending(store: &Store) -> Result<i64> {
-    let row = rows(store, "SELECT CAST(COUNT(*) AS BIGINT) FROM devices WHERE org_id IS NULL", Vec::new())
-        .await?
-        .into_iter()
-        .next()
-        .context("a count without a row")?;
-    Ok(row.try_get_by_index(0)?)
-}
-
-/// Devices of the scope by manufacturer and product class, or (with `versions`) by software
-/// version too; the largest groups first, at most `limit`.
-pub async fn by_model(store: &Store, scope: &Scope, versions: bool, limit: u64) -> Result<Vec<Breakdown>> {
-    let (condition, mut args) = scope.condition("org_id");
-    let columns =
-        if versions { "manufacturer, product_class, software_version" } else { "manufacturer, product_class" };
-    let width = if versions { 3 } else { 2 };
-    let sql = format!(
-        "SELECT {columns}, CAST(COUNT(*) AS BIGINT) AS devices FROM devices WHERE {condition} \
-         GROUP BY {columns} ORDER BY devices DESC, {columns} LIMIT ?"
-    );
-    args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
-    rows(store, &sql, args)
-        .await?
-        .iter()
-        .map(|row| {
-            let key = (0..width).map(|i| row.try_get_by_index::<String>(i)).collect::<Result<Vec<_>, _>>()?;
-            Ok(Breakdown { key, devices: row.try_get_by_index(width)? })
-        })
-        .collect()
-}
-
-/// Devices of the scope per organization, online at `now` among them (pending devices aside).
-pub async fn by_org(store: &Store, scope: &Scope, now: i64) -> Result<Vec<OrgCounts>> {
+/// The scope's devices per organization (pending devices as `None`, in the platform's scope),
+/// online among them as the presence sweep last reported (`devices.reported_online`, which the
+/// periodic Inform never writes): one walk of the index `(org_id, reported_online)`, from which
+/// the totals are summed.
+pub async fn by_org(store: &Store, scope: &Scope) -> Result<Vec<OrgPresence>> {
     let (condition, scope_args) = scope.condition("org_id");
     let sql = format!(
         "SELECT org_id, CAST(COUNT(*) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN offline_at > ? THEN 1 ELSE 0 END), 0) AS BIGINT) \
-         FROM devices WHERE org_id IS NOT NULL AND {condition} GROUP BY org_id ORDER BY org_id"
+         CAST(COALESCE(SUM(CASE WHEN reported_online = TRUE THEN 1 ELSE 0 END), 0) AS BIGINT) \
+         FROM devices WHERE {condition} GROUP BY org_id ORDER BY org_id"
     );
-    let args = [vec![now.into()], scope_args].concat();
-    rows(store, &sql, args)
+    rows(store, &sql, scope_args)
         .await?
         .iter()
         .map(|row| {
-            Ok(OrgCounts {
+            Ok(OrgPresence {
                 org_id: row.try_get_by_index(0)?,
                 devices: row.try_get_by_index(1)?,
                 online: row.try_get_by_index(2)?,
@@ -108,11 +56,50 @@ pub async fn by_org(store: &Store, scope: &Scope, now: i64) -> Result<Vec<OrgCou
         .collect()
 }
 
-/// Faults of the scope recorded since `since`, per code, the most frequent first.
+/// Devices of the scope reported offline since before `before` (or never informed): among the
+/// devices reported offline, through their partial index.
+pub async fn stale(store: &Store, scope: &Scope, before: i64) -> Result<i64> {
+    let (condition, scope_args) = scope.condition("org_id");
+    let sql = format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM devices \
+         WHERE reported_online = FALSE AND (offline_at IS NULL OR offline_at <= ?) AND {condition}"
+    );
+    let row = rows(store, &sql, [vec![before.into()], scope_args].concat())
+        .await?
+        .into_iter()
+        .next()
+        .context("a count without a row")?;
+    Ok(row.try_get_by_index(0)?)
+}
+
+/// Devices of the scope per software version and model: one walk of the index `(software_version,
+/// manufacturer, product_class, org_id)`, in its order; the models' counts are summed from it.
+pub async fn by_version(store: &Store, scope: &Scope) -> Result<Vec<VersionGroup>> {
+    let (condition, args) = scope.condition("org_id");
+    let sql = format!(
+        "SELECT software_version, manufacturer, product_class, CAST(COUNT(*) AS BIGINT) FROM devices \
+         WHERE {condition} GROUP BY software_version, manufacturer, product_class"
+    );
+    rows(store, &sql, args)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(VersionGroup {
+                software_version: row.try_get_by_index(0)?,
+                manufacturer: row.try_get_by_index(1)?,
+                product_class: row.try_get_by_index(2)?,
+                devices: row.try_get_by_index(3)?,
+            })
+        })
+        .collect()
+}
+
+/// Faults of the scope seen since `since` (a repeated fault once), per code, the most frequent
+/// first.
 pub async fn faults_since(store: &Store, scope: &Scope, since: i64) -> Result<Vec<(String, i64)>> {
     let (condition, scope_args) = scope.condition("org_id");
     let sql = format!(
-        "SELECT code, CAST(COUNT(*) AS BIGINT) AS n FROM faults WHERE {condition} AND created_at >= ? \
+        "SELECT code, CAST(COUNT(*) AS BIGINT) AS n FROM faults WHERE {condition} AND last_seen_at >= ? \
          GROUP BY code ORDER BY n DESC, code"
     );
     let args = [scope_args, vec![since.into()]].concat();

@@ -314,8 +314,8 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
     };
     txn.execute_raw(statement(
         backend,
-        "INSERT INTO devices (device_id, org_id, oui, product_class, serial_number, manufacturer, registered_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO devices (device_id, org_id, oui, product_class, serial_number, manufacturer, registered_at,
+         reported_online) VALUES (?, ?, ?, ?, ?, ?, ?, TRUE)",
         [
             record.device_id.into(),
             onboarding.map(|o| o.org_id).into(),
@@ -337,6 +337,17 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
     device.inform_digest = digest.to_owned();
     if !only_periodic(record.events) {
         insert_events(&txn, device.id, device.org_id, record).await?;
+    }
+    // Informing now, it is online: said here for an organization's device, so the presence
+    // sweep only reports changes (a pending arrival is no organization's event; claimed, it
+    // is online already).
+    if let Some(org_id) = device.org_id {
+        let online = serde_json::json!({
+            "device_id": record.device_id,
+            "last_inform_at": device.last_inform_at.map(presence::rfc3339),
+            "offline_at": device.offline_at.map(presence::rfc3339),
+        });
+        super::events::record(&txn, EventType::DeviceOnline, Some(org_id), record.device_id, &online).await?;
     }
     if let Some(onboarding) = onboarding {
         let payload = serde_json::json!({

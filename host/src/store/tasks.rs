@@ -309,8 +309,8 @@ pub async fn mark_fault(
     .context("faulting task")?;
     txn.execute_raw(super::statement(
         backend,
-        "INSERT INTO faults (device_id, org_id, task_id, channel, code, message, detail, created_at)
-         VALUES (?, ?, ?, 'task', ?, ?, ?, ?)",
+        "INSERT INTO faults (device_id, org_id, task_id, channel, code, message, detail, created_at, last_seen_at)
+         VALUES (?, ?, ?, 'task', ?, ?, ?, ?, ?)",
         [
             task.device_pk.into(),
             task.org_id.into(),
@@ -318,6 +318,7 @@ pub async fn mark_fault(
             code.into(),
             message.into(),
             detail.into(),
+            now.into(),
             now.into(),
         ],
     ))
