@@ -163,6 +163,11 @@ pub struct ApiSettings {
     pub queue_timeout: Duration,
     /// Requests a minute an API key may make, unless the key sets its own.
     pub api_key_rate_limit_per_minute: u64,
+    /// Replaced by `[health]` (a device is online within the grace its periodic interval
+    /// earns): still read, so that a file written for an earlier version loads, and ignored
+    /// with a warning.
+    #[serde(with = "optional_seconds")]
+    pub online_window: Option<Duration>,
 }
 
 impl Default for ApiSettings {
@@ -173,6 +178,7 @@ impl Default for ApiSettings {
             max_concurrent_requests: 4,
             queue_timeout: Duration::from_secs(10),
             api_key_rate_limit_per_minute: 600,
+            online_window: None,
         }
     }
 }
@@ -258,6 +264,11 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        if file.api.online_window.is_some() {
+            tracing::warn!(
+                "[api] online_window is ignored: a device is online within the grace its periodic interval earns ([health])"
+            );
+        }
         let mut cwmp = file.cwmp;
         if let Some(mode) = args.cpe_auth {
             cwmp.auth = mode;
@@ -306,6 +317,16 @@ impl Config {
 fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+mod optional_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_secs))
+    }
 }
 
 pub(crate) mod seconds {

@@ -22,6 +22,7 @@ mod m0012_subscribers;
 mod m0013_diagnostics;
 mod m0014_health;
 mod m0015_fault_repeats;
+mod m0016_inform_interval_backfill;
 
 pub struct Migrator;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0013_diagnostics::Migration),
             Box::new(m0014_health::Migration),
             Box::new(m0015_fault_repeats::Migration),
+            Box::new(m0016_inform_interval_backfill::Migration),
         ]
     }
 }

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use roost_migrations::{Migrator, MigratorTrait};
 use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -74,15 +76,7 @@ async fn sqlite() {
 
 #[tokio::test]
 async fn postgres() {
-    let admin_url =
-        std::env::var("ROOST_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!("roost_m0010_{}", std::process::id());
-    let admin = Database::connect(&admin_url).await.expect("connecting to PostgreSQL (is it running?)");
-    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
-    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-    let db = Database::connect(format!("{base}/{name}")).await.unwrap();
+    let (postgres, db) = common::FreshPostgres::create("m0010").await;
     renames_and_restores(&db).await;
-    db.close().await.unwrap();
-    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
+    postgres.drop(db).await;
 }

@@ -223,7 +223,7 @@ on_both_backends! {
 
 on_both_backends! {
     async fn the_dashboard_counts_the_callers_fleet(backend: Backend) {
-        let h = Harness::start(backend).await;
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, quiet_background).await;
         h.org("acme", None).await;
         h.org("acme-north", Some("acme")).await;
         h.org("globex", None).await;

@@ -14,7 +14,8 @@ use crate::store::DevicePk;
 pub struct MetricsBuffer {
     points: Mutex<VecDeque<Point>>,
     /// The figures each device last reported, to tell fresh ones from a repeat. Per process: a
-    /// replica that never saw a device stores its first report again, which its key ignores.
+    /// replica that never saw a device (or after this cache let it go) stores its first report
+    /// again, at its own time: one more point of the same figures.
     last: moka::sync::Cache<DevicePk, Arc<HealthFigures>>,
     max_points: usize,
     dropped: std::sync::atomic::AtomicU64,

@@ -11,6 +11,8 @@ use crate::store::{devices::presence, metrics, now_millis};
 
 /// The shortest interval either loop takes (a configured 0 would spin).
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Points per metrics transaction.
+const POINTS_PER_WRITE: usize = 20_000;
 /// Old points are pruned at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -54,13 +56,21 @@ pub async fn flush(app: &App) {
     if dropped > 0 {
         tracing::warn!(dropped, "health points dropped: the buffer was full (is the database reachable?)");
     }
-    let points = buffer.take();
-    if points.is_empty() {
-        return;
-    }
-    if let Err(error) = metrics::insert(&app.store, &points).await {
-        tracing::warn!(points = points.len(), "writing health points (kept for the next try): {error:#}");
-        buffer.put_back(points);
+    let mut points = buffer.take();
+    // In transactions of a bounded size: a catch-up after an outage must not hold SQLite's
+    // writer (and every Inform behind it) for the whole backlog.
+    while !points.is_empty() {
+        let rest = points.split_off(points.len().min(POINTS_PER_WRITE));
+        if let Err(error) = metrics::insert(&app.store, &points).await {
+            tracing::warn!(
+                points = points.len() + rest.len(),
+                "writing health points (kept for the next try): {error:#}"
+            );
+            points.extend(rest);
+            buffer.put_back(points);
+            return;
+        }
+        points = rest;
     }
 }
 

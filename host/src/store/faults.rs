@@ -65,7 +65,7 @@ pub async fn record(
              VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (device_id, channel, code) WHERE task_id IS NULL DO UPDATE SET
              occurrences = faults.occurrences + 1, last_seen_at = excluded.last_seen_at,
-             message = excluded.message, detail = excluded.detail, org_id = excluded.org_id",
+             message = excluded.message, detail = excluded.detail",
             [
                 device_pk.into(),
                 org_id.into(),
@@ -111,12 +111,14 @@ pub async fn list(
     after: Option<FaultCursor>,
     limit: u64,
 ) -> Result<Vec<(FaultRow, String)>> {
-    let (condition, mut args) = scope.condition("f.org_id");
+    // The device's organization, as every other read of faults: a fault's own copy moves with
+    // its device, but one recorded by a session that began before a move may lag.
+    let (condition, mut args) = scope.condition("d.org_id");
     let mut sql = format!(
         "SELECT f.*, d.device_id AS device_name FROM faults f JOIN devices d ON d.id = f.device_id WHERE {condition}"
     );
     if let Some(orgs) = &filter.orgs {
-        let (condition, more) = super::orgs::Scope::Orgs(orgs.clone()).condition("f.org_id");
+        let (condition, more) = super::orgs::Scope::Orgs(orgs.clone()).condition("d.org_id");
         sql.push_str(&format!(" AND {condition}"));
         args.extend(more);
     }

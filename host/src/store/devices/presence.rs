@@ -69,7 +69,10 @@ async fn sweep_batch(store: &Store, now: i64, min_grace_ms: i64) -> Result<(u64,
                 "last_inform_at": last_inform_at.map(rfc3339),
                 "offline_at": offline_at.map(rfc3339),
             });
-            super::super::events::record(&txn, kind, org_id, &device_id, &payload).await?;
+            // A pending device's presence is no organization's event (as its arrival is not).
+            if org_id.is_some() {
+                super::super::events::record(&txn, kind, org_id, &device_id, &payload).await?;
+            }
         }
         counts[i] = rows.len() as u64;
     }
