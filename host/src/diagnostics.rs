@@ -128,6 +128,68 @@ pub fn endpoint_base(acs_url: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}"))
 }
 
+/// An organization's own TR-143 test server, used instead of Roost's endpoints. A direction
+/// left out keeps Roost's own endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpeedTestServer {
+    /// What devices download from (TR-143 `DownloadURL`).
+    #[serde(default)]
+    pub download_url: Option<String>,
+    /// What devices upload to (TR-143 `UploadURL`).
+    #[serde(default)]
+    pub upload_url: Option<String>,
+}
+
+impl SpeedTestServer {
+    /// A server of these URLs; none without any.
+    pub fn of(download_url: Option<String>, upload_url: Option<String>) -> Option<Self> {
+        (download_url.is_some() || upload_url.is_some()).then_some(SpeedTestServer { download_url, upload_url })
+    }
+
+    /// Each URL checked, naming the field that is wrong (`prefix` places it in a request body).
+    pub fn check(&self, prefix: &str) -> Result<(), String> {
+        if self.download_url.is_none() && self.upload_url.is_none() {
+            return Err(format!("{prefix}: give download_url, upload_url or both (null removes the server)"));
+        }
+        for (field, url) in [("download_url", &self.download_url), ("upload_url", &self.upload_url)] {
+            if let Some(url) = url {
+                check_transfer_url(url).map_err(|why| format!("{prefix}.{field}: {why}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// TR-098's `DownloadURL` and `UploadURL` are string(256): a longer URL is refused by the device.
+pub const MAX_TRANSFER_URL_CHARS: usize = 256;
+
+/// Whether a device can be given `url` for a TR-143 transfer: HTTP, HTTPS or FTP (the transports
+/// TR-143 names), with a host, within the data models' length, and without spaces or control
+/// characters (a device puts the URL on its request line as it is).
+pub fn check_transfer_url(url: &str) -> Result<(), String> {
+    if url.chars().count() > MAX_TRANSFER_URL_CHARS {
+        return Err(format!("a test URL is at most {MAX_TRANSFER_URL_CHARS} characters"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a test URL has no spaces or control characters".into());
+    }
+    let (scheme, rest) = url.split_once("://").ok_or("a test URL is http://, https:// or ftp://…")?;
+    if !["http", "https", "ftp"].contains(&scheme.to_ascii_lowercase().as_str()) {
+        return Err(format!("a test URL is http, https or ftp, not {scheme:?}"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host_and_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or("", |(host, _)| host),
+        None => host_and_port.split(':').next().unwrap_or(""),
+    };
+    if host.is_empty() {
+        return Err("a test URL names a host".into());
+    }
+    Ok(())
+}
+
 /// Roost's TR-143 download endpoint for a test: `size` bytes generated as they are sent.
 pub fn download_url(base: &str, token: &str, size: u64) -> String {
     format!("{base}/tr143/download/{token}?size={size}")
@@ -187,6 +249,42 @@ mod tests {
         assert_eq!(endpoint_base("ftp://acs"), None);
         assert_eq!(endpoint_base("http://user:pw@acs/"), None);
         assert_eq!(download_url("http://a:7547", "tok", 5), "http://a:7547/tr143/download/tok?size=5");
+    }
+
+    #[test]
+    fn a_test_url_is_one_a_device_can_use() {
+        for good in [
+            "http://speed.isp.example/10MB.bin",
+            "HTTPS://[2001:db8::1]:8443/up",
+            "ftp://user:secret@ftp.isp.example/in/",
+        ] {
+            assert_eq!(check_transfer_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "speed.isp.example/10MB.bin",
+            "file:///etc/passwd",
+            "gopher://x/",
+            "http:///no-host",
+            "http://user@/x",
+            "http://[]/x",
+            "http://a b/",
+            "http://a/\r\nHost: b",
+        ] {
+            assert!(check_transfer_url(bad).is_err(), "{bad}");
+        }
+        let long = format!("http://a/{}", "x".repeat(MAX_TRANSFER_URL_CHARS));
+        assert!(check_transfer_url(&long).unwrap_err().contains("256"));
+    }
+
+    #[test]
+    fn a_test_server_names_the_url_that_is_wrong() {
+        assert_eq!(SpeedTestServer::of(None, None), None);
+        let server = SpeedTestServer::of(None, Some("ftp://x/in/".into())).unwrap();
+        assert_eq!(server.check("speed_test_server"), Ok(()));
+        let bad = SpeedTestServer { download_url: Some("smb://x/".into()), upload_url: None };
+        assert!(bad.check("speed_test_server").unwrap_err().starts_with("speed_test_server.download_url: "));
+        let empty = SpeedTestServer { download_url: None, upload_url: None };
+        assert!(empty.check("speed_test_server").is_err());
     }
 
     #[test]

@@ -114,7 +114,11 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
         Role::Advanced,
         "Create, change and delete subscribers; link devices to them and push their PPPoE credentials",
     ),
-    (Permission::ManageOrganizations, Role::OrgAdmin, "Create, rename and delete organizations below one's own"),
+    (
+        Permission::ManageOrganizations,
+        Role::OrgAdmin,
+        "Create, rename and delete organizations below one's own; set the speed-test server of one's own and those below",
+    ),
     (
         Permission::ManageUsers,
         Role::OrgAdmin,

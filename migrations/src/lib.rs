@@ -23,6 +23,7 @@ mod m0013_diagnostics;
 mod m0014_health;
 mod m0015_fault_repeats;
 mod m0016_inform_interval_backfill;
+mod m0017_org_speed_test;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0014_health::Migration),
             Box::new(m0015_fault_repeats::Migration),
             Box::new(m0016_inform_interval_backfill::Migration),
+            Box::new(m0017_org_speed_test::Migration),
         ]
     }
 }

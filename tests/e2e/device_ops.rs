@@ -180,6 +180,35 @@ on_both_backends! {
         h.finish().await;
     }
 
+    async fn preassigning_the_serial_of_a_pending_device_claims_and_provisions_it(backend: Backend) {
+        let h = Harness::start(backend).await;
+        h.org("isp", None).await;
+        // The ONT was plugged in before the order reached the CRM: it waits, pending.
+        let fleet = h.fleet(DataModelKind::Tr181, 1, "EARLY").await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        let id = cpe.device_id();
+        assert!(h.device(&id).await["org"].is_null());
+        let subscriber = create_subscriber(&h, "isp", "carol", "carols-pw").await;
+
+        let (status, linked) =
+            h.post(&format!("/api/v1/subscribers/{subscriber}/devices"), json!({"serial": cpe.serial_number()})).await;
+        assert_eq!(status, StatusCode::OK, "{linked}");
+        assert_eq!((linked["status"].as_str(), linked["device_id"].as_str()), (Some("linked"), Some(id.as_str())), "{linked}");
+        assert_eq!(linked["task"]["name"], "configurePppoe", "{linked}");
+        // Woken at once, it takes the subscriber's credentials.
+        until_value(&cpe, "Device.PPP.Interface.3.Username", "carol@isp").await;
+        until_value(&cpe, "Device.PPP.Interface.3.Password", "carols-pw").await;
+        let device = h.device(&id).await;
+        assert_eq!(device["org"], "isp", "{device}");
+        assert!(tags(&device).contains(&"sub:carol".to_owned()), "{device}");
+        let claimed = events_of(&h, "device.claimed").await;
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        assert_eq!(claimed[0]["device_id"], id.as_str());
+        fleet.stop().await;
+        h.finish().await;
+    }
+
     async fn wifi_goes_through_each_devices_adapter(backend: Backend) {
         let h = Harness::start(backend).await;
         let huawei = h.fleet(DataModelKind::Tr098, 1, "WIFI").await;

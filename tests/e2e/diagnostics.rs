@@ -120,6 +120,162 @@ on_both_backends! {
         h.finish().await;
     }
 
+    async fn an_organizations_own_test_server_serves_its_speed_tests(backend: Backend) {
+        let h = Harness::start(backend).await;
+        h.org("acme", None).await;
+        h.org("acme-north", Some("acme")).await;
+        let admin = h.user("acme", "admin@acme.example", "org-admin").await;
+        let basic = h.user("acme", "desk@acme.example", "basic").await;
+        let server = FileServer::start().await;
+        let file = vec![7u8; 256 * 1024];
+        let download_url = server.put_file("256k.bin", &file);
+        let upload_url = server.url("/uploads/from-cpe");
+
+        // Set by the organization's own administrator (a name or host it may not change).
+        let harness = &h;
+        let patch = |token: &str, body: JsonValue| {
+            let token = token.to_owned();
+            async move { harness.request_as(&token, reqwest::Method::PATCH, "/api/v1/orgs/acme", Some(body)).await }
+        };
+        let server_of = json!({"speed_test_server": {"download_url": download_url, "upload_url": upload_url}});
+        let (status, refused) = patch(&basic, server_of.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+        let (status, renamed) = patch(&admin, json!({"name": "Mine now"})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{renamed}");
+        let bad = StatusCode::BAD_REQUEST;
+        for (body, expected, says) in [
+            (json!({"speed_test_server": {"download_url": "file:///etc/passwd"}}), bad, "speed_test_server.download_url"),
+            (json!({"speed_test_server": {"upload_url": "http://"}}), bad, "speed_test_server.upload_url"),
+            (json!({"speed_test_server": {}}), bad, "speed_test_server"),
+            // A body that does not parse, as every other.
+            (json!({"speed_test_server": {"download_url": "http://a/", "port": 80}}), StatusCode::UNPROCESSABLE_ENTITY, "speed_test_server.port"),
+        ] {
+            let (status, problem) = patch(&admin, body.clone()).await;
+            assert_eq!(status, expected, "{body}: {problem}");
+            assert!(problem["detail"].as_str().unwrap().contains(says), "{body}: {problem}");
+        }
+        let (status, org) = patch(&admin, server_of).await;
+        assert_eq!(status, StatusCode::OK, "{org}");
+        assert_eq!(org["speed_test_server"]["download_url"], download_url.as_str(), "{org}");
+
+        // A device of the child organization uses its parent's server, both ways.
+        let fleet = h.fleet(DataModelKind::Tr181, 1, "EXTST").await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        let (status, claimed) =
+            h.post("/api/v1/pending-devices/claim", json!({"serials": [cpe.serial_number()], "org": "acme-north"})).await;
+        assert_eq!(status, StatusCode::OK, "{claimed}");
+        let id = cpe.device_id();
+        let test = diagnose(&h, &id, "speed-test", json!({"size": 64 * 1024})).await;
+        let download = run(&test, "download");
+        assert_eq!(download["status"], "complete", "{test}");
+        assert_eq!(download["request"]["url"], download_url.as_str(), "{test}");
+        assert_eq!(download["summary"]["bytes"], file.len() as f64, "what the server sent: {download}");
+        let upload = run(&test, "upload");
+        assert_eq!(upload["status"], "complete", "{test}");
+        assert_eq!(upload["request"]["url"], upload_url.as_str(), "{test}");
+        assert_eq!(server.uploaded("from-cpe").map(|b| b.len()), Some(64 * 1024), "the server got the upload");
+
+        // A URL in the request wins; a bad one is refused, naming it, with nothing queued.
+        let other = server.put_file("other.bin", &[1u8; 1000]);
+        let test = diagnose(&h, &id, "speed-test", json!({"direction": "download", "download_url": other})).await;
+        assert_eq!(run(&test, "download")["request"]["url"], other.as_str(), "{test}");
+        let path = format!("/api/v1/devices/{}/speed-test", encode_id(&id));
+        for (body, says) in [
+            (json!({"download_url": "gopher://x/"}), "download_url"),
+            (json!({"upload_url": format!("http://a/{}", "x".repeat(300))}), "upload_url"),
+        ] {
+            let (status, problem) = h.post(&path, body.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+            assert!(problem["detail"].as_str().unwrap().contains(says), "{body}: {problem}");
+        }
+
+        // The child's own server (upload only) is nearer; removed, Roost's own endpoint again.
+        let child_upload = server.url("/uploads/north");
+        let (status, child) = h
+            .request(reqwest::Method::PATCH, "/api/v1/orgs/acme-north", Some(json!({"speed_test_server": {"upload_url": child_upload}})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{child}");
+        let test = diagnose(&h, &id, "speed-test", json!({"size": 4096})).await;
+        assert_eq!(run(&test, "upload")["request"]["url"], child_upload.as_str(), "{test}");
+        let own = run(&test, "download")["request"]["url"].as_str().unwrap();
+        assert!(own.contains("/tr143/download/"), "the child's server has no download: {own}");
+        for org in ["acme-north", "acme"] {
+            let (status, cleared) = h
+                .request(reqwest::Method::PATCH, &format!("/api/v1/orgs/{org}"), Some(json!({"speed_test_server": null})))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{cleared}");
+            assert!(cleared["speed_test_server"].is_null(), "{cleared}");
+        }
+        let test = diagnose(&h, &id, "speed-test", json!({"size": 4096})).await;
+        for kind in ["download", "upload"] {
+            let url = run(&test, kind)["request"]["url"].as_str().unwrap();
+            assert!(url.contains(&format!("/tr143/{kind}/")), "{url}");
+        }
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_retried_diagnostic_with_an_idempotency_key_runs_once(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let fleet = h.fleet(DataModelKind::Tr098, 1, "IDEMDIAG").await;
+        let cpe = fleet.device(0);
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        let id = cpe.device_id();
+        let post = |action: &str, key: &str, body: JsonValue| {
+            h.http
+                .post(h.url(&format!("/api/v1/devices/{}/{action}", encode_id(&id))))
+                .bearer_auth(&h.token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+        };
+        let ids = |answer: &JsonValue| -> Vec<JsonValue> {
+            answer["runs"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect()
+        };
+
+        // A speed test whose answer was lost: the retry gets its runs, still running, instead of
+        // a refusal for a test in progress or a second test.
+        let test = json!({"size": 65536});
+        let first = post("speed-test", "crm-ticket-7", test.clone()).await.unwrap();
+        assert_eq!(first.status(), StatusCode::ACCEPTED);
+        let first: JsonValue = first.json().await.unwrap();
+        assert_eq!(ids(&first).len(), 2, "{first}");
+        let retry = post("speed-test", "crm-ticket-7", test.clone()).await.unwrap();
+        assert!(retry.status().is_success(), "{}", retry.status());
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        let retry: JsonValue = retry.json().await.unwrap();
+        assert_eq!(ids(&retry), ids(&first), "{retry}");
+        let other = post("speed-test", "crm-ticket-7", json!({"size": 1024})).await.unwrap();
+        assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let other: JsonValue = other.json().await.unwrap();
+        assert_eq!(other["code"], "idempotency_key_reused", "{other}");
+
+        // A ping, done, retried: the same run, its results, and nothing queued again.
+        let ping = json!({"host": "192.0.2.1", "count": 3});
+        let done = post("ping", "crm-ticket-8", ping.clone()).await.unwrap();
+        let done: JsonValue = done.json().await.unwrap();
+        let path = format!("/api/v1/devices/{}/diagnostics?kind=ping", encode_id(&id));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, listed) = h.get(&path).await;
+            if listed["items"][0]["status"] == "complete" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{listed}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let again = post("ping", "crm-ticket-8", ping).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        let again: JsonValue = again.json().await.unwrap();
+        assert_eq!(ids(&again), ids(&done), "{again}");
+        assert_eq!(again["runs"][0]["results"]["success_count"], 3, "{again}");
+        let (_, listed) = h.get(&path).await;
+        assert_eq!(listed["items"].as_array().unwrap().len(), 1, "one ping run: {listed}");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
     async fn a_device_that_never_reports_its_diagnostic_done_is_polled(backend: Backend) {
         let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
             config.diagnostics.poll_after = Duration::from_secs(1);

@@ -377,6 +377,8 @@ enum Body {
     Preset,
     /// The target organization's current name (renaming it to itself).
     OrgName,
+    /// An external TR-143 test server for the target organization.
+    SpeedTestServer,
     /// The target's current plugin-limit overrides.
     Limits,
     Config,
@@ -1123,6 +1125,17 @@ fn table() -> Vec<Row> {
             Pa::Slug,
             B::OrgName,
             |w, c| seen(w, c).or(need(w, P::ManageOrganizations)).unwrap_or(if c.target == w.org { 403 } else { 200 }),
+            C::None,
+        ),
+        // An organization's test server is set by its own administrators too.
+        row(
+            patch.clone(),
+            "/api/v1/orgs/{slug}",
+            "speed_test_server",
+            Orgs,
+            Pa::Slug,
+            B::SpeedTestServer,
+            |w, c| seen(w, c).or(need(w, P::ManageOrganizations)).unwrap_or(200),
             C::None,
         ),
         row(
@@ -2147,6 +2160,9 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
         }
         // The platform's own is never renamed (its administrators are refused): any name does.
         Body::OrgName => Some(json!({"name": if target == Platform { "Platform" } else { target.name() }})),
+        Body::SpeedTestServer => {
+            Some(json!({"speed_test_server": {"download_url": format!("http://speed.{slug}.example/10MB.bin")}}))
+        }
         Body::Limits => Some(target.limits()),
         Body::Config => Some(json!({"key": "value"})),
         Body::NewOrg => {

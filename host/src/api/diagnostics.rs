@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,13 +21,14 @@ use super::authenticate::Caller;
 use super::devices::{DeviceId, visible_device};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path, Query};
+use super::tasks::IdempotencyRequest;
 use super::{ListResponse, Page, optional_timestamp, timestamp};
 use crate::app::App;
 use crate::diagnostics::RunStatus;
 use crate::permissions::Permission;
 use crate::store::devices::Device;
 use crate::store::diagnostics::{self, NewRun, Run};
-use crate::store::parameters;
+use crate::store::{orgs, parameters, tasks};
 use crate::tasks::{DiagnosticKind, TaskSpec};
 
 pub fn router() -> OpenApiRouter<Arc<App>> {
@@ -117,13 +118,22 @@ async fn run(
     slot: &crate::api::ApiSlot,
     caller: &Caller,
     id: &str,
-    bodies: Vec<(Value, Option<String>)>,
+    diagnose: Diagnose,
     wait: &WaitQuery,
+    headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let wait = wait.duration()?;
     let device = visible_device(app, caller, id).await?;
-    let mut runs = Vec::with_capacity(bodies.len());
-    for (body, token_hash) in bodies {
+    let idempotency = IdempotencyRequest::from_headers(headers, caller, &device.device_id, &diagnose.digest)?;
+    // A retry is answered before any check: its runs may be running (which would refuse a new
+    // one) or over.
+    if let Some(request) = &idempotency
+        && let Some(runs) = earlier_runs(app, &device, request).await?
+    {
+        return Ok(answer(runs, &device, true));
+    }
+    let mut runs = Vec::with_capacity(diagnose.bodies.len());
+    for (body, token_hash) in diagnose.bodies {
         let (_, spec) = TaskSpec::parse(&body).map_err(|e| invalid(e.0))?;
         let TaskSpec::StartDiagnostic(request) = spec else { return Err(invalid("not a diagnostic")) };
         check_supported(app, &device, request.kind()).await?;
@@ -140,7 +150,18 @@ async fn run(
         }
         runs.push(NewRun { kind: request.kind(), body: request.body(), token_hash });
     }
-    let (created, _task) = diagnostics::create(&app.api_store, &device, runs).await?;
+    let created =
+        match diagnostics::create(&app.api_store, &device, runs, idempotency.as_ref().map(|r| r.key())).await? {
+            Some(created) => created,
+            // A concurrent retry with the same key created them first.
+            None => match &idempotency {
+                Some(request) => match earlier_runs(app, &device, request).await? {
+                    Some(runs) => return Ok(answer(runs, &device, true)),
+                    None => return Err(anyhow::anyhow!("an idempotency key vanished while it was used").into()),
+                },
+                None => return Err(anyhow::anyhow!("a diagnostic without a key was taken for a repeat").into()),
+            },
+        };
     slot.release();
     if let Err(error) = crate::cwmp::connection_request::send(app, &device).await {
         tracing::warn!(device = %device.device_id, "waking the device for a diagnostic: {error:#}");
@@ -158,11 +179,47 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let status = if current.iter().all(|r| r.status.is_over()) { StatusCode::OK } else { StatusCode::ACCEPTED };
-    let views = current.iter().map(|r| DiagnosticView::new(r, &device.device_id)).collect();
+    Ok(answer(current, &device, false))
+}
+
+/// A diagnostic request: the `startDiagnostic` bodies of its runs (with their endpoint tokens'
+/// hashes), and what an `Idempotency-Key` sent with it is checked against (the request as
+/// given: a speed test's bodies hold fresh tokens each time).
+struct Diagnose {
+    bodies: Vec<(Value, Option<String>)>,
+    digest: Value,
+}
+
+impl Diagnose {
+    /// A request of one run, which is its own digest.
+    fn one(body: Value) -> Self {
+        Diagnose { digest: body.clone(), bodies: vec![(body, None)] }
+    }
+}
+
+/// The runs an earlier request with this key created, as they are now; an error when the key
+/// came with another request.
+async fn earlier_runs(app: &App, device: &Device, request: &IdempotencyRequest) -> ApiResult<Option<Vec<Run>>> {
+    match tasks::key_use(&app.api_store, request.key()).await? {
+        None => Ok(None),
+        Some(tasks::KeyUse::OtherRequest) => Err(IdempotencyRequest::reused()),
+        Some(tasks::KeyUse::Task(task_id)) => {
+            let runs = diagnostics::started_by(&app.api_store, device.id, task_id).await?;
+            Ok((!runs.is_empty()).then_some(runs))
+        }
+    }
+}
+
+/// 200 when every run is over, 202 while one is not; a replay says so in a header.
+fn answer(runs: Vec<Run>, device: &Device, replayed: bool) -> Response {
+    let status = if runs.iter().all(|r| r.status.is_over()) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let views = runs.iter().map(|r| DiagnosticView::new(r, &device.device_id)).collect();
     let mut response = (status, Json(DiagnosticRuns { runs: views })).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
     response.extensions_mut().insert(AuditOrg(device.org_id));
-    Ok(response)
+    response
 }
 
 /// A diagnostic the device's data model has no object for is refused before anything is queued.
@@ -209,12 +266,13 @@ async fn ping(
     caller: Caller,
     Path(id): Path<String>,
     Query(wait): Query<WaitQuery>,
+    headers: HeaderMap,
     Json(request): Json<PingRequest>,
 ) -> ApiResult<Response> {
     caller.require(Permission::OperateDevices)?;
     let body = json!({"name": "startDiagnostic", "diagnostic": "ping", "host": request.host,
         "count": request.count, "timeoutMs": request.timeout_ms, "size": request.size});
-    run(&app, &slot, &caller, &id, vec![(body, None)], &wait).await
+    run(&app, &slot, &caller, &id, Diagnose::one(body), &wait, &headers).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -237,12 +295,13 @@ async fn traceroute(
     caller: Caller,
     Path(id): Path<String>,
     Query(wait): Query<WaitQuery>,
+    headers: HeaderMap,
     Json(request): Json<TracerouteRequest>,
 ) -> ApiResult<Response> {
     caller.require(Permission::OperateDevices)?;
     let body = json!({"name": "startDiagnostic", "diagnostic": "traceroute", "host": request.host,
         "maxHops": request.max_hops, "timeoutMs": request.timeout_ms});
-    run(&app, &slot, &caller, &id, vec![(body, None)], &wait).await
+    run(&app, &slot, &caller, &id, Diagnose::one(body), &wait, &headers).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -267,15 +326,16 @@ async fn udp_echo(
     caller: Caller,
     Path(id): Path<String>,
     Query(wait): Query<WaitQuery>,
+    headers: HeaderMap,
     Json(request): Json<UdpEchoRequest>,
 ) -> ApiResult<Response> {
     caller.require(Permission::OperateDevices)?;
     let body = json!({"name": "startDiagnostic", "diagnostic": "udp-echo", "host": request.host,
         "port": request.port, "count": request.count});
-    run(&app, &slot, &caller, &id, vec![(body, None)], &wait).await
+    run(&app, &slot, &caller, &id, Diagnose::one(body), &wait, &headers).await
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Download,
@@ -285,21 +345,24 @@ pub enum Direction {
     Both,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpeedTestRequest {
     #[serde(default)]
     direction: Direction,
     /// Bytes to move each way (default 10 MiB).
     size: Option<u64>,
-    /// An external server's download URL instead of Roost's own endpoint.
+    /// An external server's download URL instead of the organization's test server or Roost's
+    /// own endpoint (http, https or ftp; at most 256 characters).
     download_url: Option<String>,
-    /// An external server's upload URL instead of Roost's own endpoint.
+    /// An external server's upload URL instead of the organization's test server or Roost's own
+    /// endpoint.
     upload_url: Option<String>,
 }
 
 /// A TR-143 speed test: the device downloads from and uploads to Roost's own endpoints on the
-/// CWMP port (a test token each, good while the run is open), or to the URLs given.
+/// CWMP port (a test token each, good while the run is open), or to the URLs given, or to the
+/// test server of its organization (`speed_test_server`, or its nearest ancestor's).
 #[utoipa::path(post, path = "/devices/{id}/speed-test", tag = "diagnostics", params(DeviceId, WaitQuery),
     request_body = SpeedTestRequest,
     responses(
@@ -312,17 +375,32 @@ async fn speed_test(
     caller: Caller,
     Path(id): Path<String>,
     Query(wait): Query<WaitQuery>,
+    headers: HeaderMap,
     Json(request): Json<SpeedTestRequest>,
 ) -> ApiResult<Response> {
     caller.require(Permission::OperateDevices)?;
+    let digest = json!({"speedTest": serde_json::to_value(&request).map_err(anyhow::Error::from)?});
     let device = visible_device(&app, &caller, &id).await?;
     let max = app.config.diagnostics.max_transfer_bytes;
     let size = request.size.unwrap_or(crate::tasks::intent::DEFAULT_TRANSFER_BYTES);
     if size == 0 || size > max {
         return Err(invalid(format!("size must be 1 to {max} bytes")));
     }
-    let own = (request.direction != Direction::Upload && request.download_url.is_none())
-        || (request.direction != Direction::Download && request.upload_url.is_none());
+    for (field, url) in [("download_url", &request.download_url), ("upload_url", &request.upload_url)] {
+        if let Some(url) = url {
+            crate::diagnostics::check_transfer_url(url).map_err(|why| invalid(format!("{field}: {why}")))?;
+        }
+    }
+    // A URL given wins; then the test server of the device's organization (or its nearest
+    // ancestor's); then Roost's own endpoint.
+    let server = match device.org_id {
+        Some(org) => orgs::speed_test_server_for(&app.api_store, org).await?,
+        None => None,
+    };
+    let download_url = request.download_url.or_else(|| server.as_ref().and_then(|s| s.download_url.clone()));
+    let upload_url = request.upload_url.or_else(|| server.and_then(|s| s.upload_url));
+    let own = (request.direction != Direction::Upload && download_url.is_none())
+        || (request.direction != Direction::Download && upload_url.is_none());
     let base = if own { Some(endpoint_base(&app, &device).await?) } else { None };
     let mut bodies = Vec::new();
     let test = |url: Option<String>, own_url: &dyn Fn(&str, &str) -> String| -> ApiResult<(String, Option<String>)> {
@@ -336,15 +414,14 @@ async fn speed_test(
         })
     };
     if request.direction != Direction::Upload {
-        let (url, token) =
-            test(request.download_url, &|base, token| crate::diagnostics::download_url(base, token, size))?;
+        let (url, token) = test(download_url, &|base, token| crate::diagnostics::download_url(base, token, size))?;
         bodies.push((json!({"name": "startDiagnostic", "diagnostic": "download", "url": url}), token));
     }
     if request.direction != Direction::Download {
-        let (url, token) = test(request.upload_url, &|base, token| crate::diagnostics::upload_url(base, token))?;
+        let (url, token) = test(upload_url, &|base, token| crate::diagnostics::upload_url(base, token))?;
         bodies.push((json!({"name": "startDiagnostic", "diagnostic": "upload", "url": url, "length": size}), token));
     }
-    run(&app, &slot, &caller, &id, bodies, &wait).await
+    run(&app, &slot, &caller, &id, Diagnose { bodies, digest }, &wait, &headers).await
 }
 
 /// Where the device reaches this server: the base of its `ManagementServer.URL`.
@@ -357,7 +434,7 @@ async fn endpoint_base(app: &App, device: &Device) -> ApiResult<String> {
             ApiError::conflict(
                 ErrorCode::InvalidDiagnostic,
                 "download_url: the device's ACS URL is not known yet, so Roost cannot give it its own test \
-                 endpoint; give download_url and upload_url",
+                 endpoint; give download_url and upload_url, or set the organization's speed_test_server",
             )
         },
     )

@@ -19,6 +19,7 @@ use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path, Query};
 use super::{ListResponse, Page, timestamp};
 use crate::app::App;
+use crate::diagnostics::SpeedTestServer;
 use crate::permissions::{Permission, Role};
 use crate::store::orgs::{self, Organization};
 
@@ -44,6 +45,9 @@ pub struct OrganizationView {
     /// The tenant's own host name for the ACS: CPEs informing at it join the organization, as
     /// at `/cwmp/{slug}`.
     pub cwmp_host: Option<String>,
+    /// The organization's own TR-143 test server for speed tests (null: its nearest ancestor's,
+    /// else Roost's own endpoints).
+    pub speed_test_server: Option<SpeedTestServer>,
     pub created_at: String,
 }
 
@@ -53,6 +57,7 @@ fn view(org: &Organization, slugs: &HashMap<i64, String>) -> OrganizationView {
         name: org.name.clone(),
         parent: org.parent_id.and_then(|id| slugs.get(&id).cloned()),
         cwmp_host: org.cwmp_host.clone(),
+        speed_test_server: org.speed_test_server(),
         created_at: timestamp(org.created_at),
     }
 }
@@ -186,11 +191,17 @@ struct UpdateOrganization {
     /// A host name, or null to remove it.
     #[serde(default, deserialize_with = "present")]
     cwmp_host: Option<Option<String>>,
+    /// The organization's own test server for speed tests, or null to remove it. Unlike the name
+    /// and host, an organization's administrators set it for their own organization too.
+    #[serde(default, deserialize_with = "present")]
+    speed_test_server: Option<Option<SpeedTestServer>>,
 }
 
 /// A field that may be absent (`None`), null (`Some(None)`) or a value.
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A host name the caller may give an organization: well-formed and no other's.
@@ -203,7 +214,8 @@ async fn check_host(app: &App, caller: &Caller, host: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Renames an organization below the caller's, or sets or removes its CWMP host.
+/// Renames an organization below the caller's, or sets or removes its CWMP host; sets or removes
+/// the test server of the caller's organization or one below it.
 #[utoipa::path(patch, path = "/orgs/{slug}", tag = "organizations", params(Slug), request_body = UpdateOrganization,
     responses((status = 200, description = "The organization as it is now", body = OrganizationView)))]
 async fn update(
@@ -213,9 +225,16 @@ async fn update(
     Json(request): Json<UpdateOrganization>,
 ) -> ApiResult<(Extension<AuditOrg>, Json<OrganizationView>)> {
     let org = visible(&app, &caller, &slug).await?;
-    manageable(&caller, &org)?;
+    if request.name.is_some() || request.cwmp_host.is_some() {
+        manageable(&caller, &org)?;
+    } else {
+        caller.require(Permission::ManageOrganizations)?;
+    }
     if let Some(name) = &request.name {
         check_name(name)?;
+    }
+    if let Some(Some(server)) = &request.speed_test_server {
+        server.check("speed_test_server").map_err(|why| ApiError::bad_request(ErrorCode::InvalidOrganization, why))?;
     }
     if let Some(host) = &request.cwmp_host {
         match host {
@@ -229,6 +248,9 @@ async fn update(
     if let Some(host) = &request.cwmp_host {
         orgs::set_cwmp_host(&app.api_store, org.id, host.as_deref()).await?;
         app.org_routes.invalidate_all();
+    }
+    if let Some(server) = &request.speed_test_server {
+        orgs::set_speed_test_server(&app.api_store, org.id, server.as_ref()).await?;
     }
     let org = orgs::by_id(&app.api_store, org.id).await?.ok_or_else(|| ApiError::not_found("organization"))?;
     Ok((Extension(AuditOrg(org.parent_id)), Json(view(&org, &super::org_slugs(&app).await?))))

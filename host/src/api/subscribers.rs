@@ -317,8 +317,9 @@ pub struct PreassignRequest {
 /// What pre-assigning a serial did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PreassignedView {
-    /// `linked`: the organization has the device, linked now; `expected`: it links at its
-    /// first Inform, which also brings it into the organization.
+    /// `linked`: the organization has the device (or claimed it from the pending devices),
+    /// linked now; `expected`: it links at its first Inform, which also brings it into the
+    /// organization.
     pub status: String,
     /// The linked device's id.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,7 +330,9 @@ pub struct PreassignedView {
 }
 
 /// Links the subscriber's device by serial, before or after it first connects: zero-touch
-/// provisioning (its organization, tags and PPPoE credentials at its first Inform).
+/// provisioning (its organization, tags and PPPoE credentials at its first Inform). A device of
+/// that serial waiting among the pending devices is claimed into the subscriber's organization
+/// and linked now (for callers who may claim devices).
 #[utoipa::path(post, path = "/subscribers/{id}/devices", tag = "subscribers", params(SubscriberId),
     request_body = PreassignRequest,
     responses(
@@ -352,7 +355,8 @@ async fn preassign(
         return Err(invalid(format!("serial: {serial:?} is not a serial number")));
     }
     let audit = Extension(AuditOrg(Some(subscriber.org_id)));
-    Ok(match subscribers::preassign(&app.api_store, &subscriber, serial, &caller.actor()).await? {
+    let may_claim = caller.require(Permission::ClaimDevices).is_ok();
+    Ok(match subscribers::preassign(&app.api_store, &subscriber, serial, may_claim, &caller.actor()).await? {
         Preassigned::Linked { device, task } => {
             let view = PreassignedView {
                 status: "linked".into(),

@@ -291,8 +291,8 @@ pub async fn wake_and_wait(
     Ok((task, outcome))
 }
 
-/// An `Idempotency-Key` on a task POST, with who sent it and what it was sent with.
-struct IdempotencyRequest {
+/// An `Idempotency-Key` on a POST that queues tasks, with who sent it and what it was sent with.
+pub(super) struct IdempotencyRequest {
     principal: String,
     key: String,
     request_hash: String,
@@ -300,7 +300,12 @@ struct IdempotencyRequest {
 
 impl IdempotencyRequest {
     /// `None` without the header; the key must be 1 to 255 visible ASCII characters.
-    fn from_headers(headers: &HeaderMap, caller: &Caller, device_id: &str, body: &Value) -> ApiResult<Option<Self>> {
+    pub(super) fn from_headers(
+        headers: &HeaderMap,
+        caller: &Caller,
+        device_id: &str,
+        body: &Value,
+    ) -> ApiResult<Option<Self>> {
         let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
         let key = value
             .to_str()
@@ -320,7 +325,7 @@ impl IdempotencyRequest {
         Ok(Some(Self { principal: caller.actor(), key: key.to_owned(), request_hash: hex::encode(hasher.finalize()) }))
     }
 
-    fn key(&self) -> tasks::IdempotencyKey<'_> {
+    pub(super) fn key(&self) -> tasks::IdempotencyKey<'_> {
         tasks::IdempotencyKey { principal: &self.principal, key: &self.key, request_hash: &self.request_hash }
     }
 
@@ -329,12 +334,17 @@ impl IdempotencyRequest {
         match tasks::by_idempotency_key(&app.api_store, self.key()).await? {
             None => Ok(None),
             Some(tasks::Remembered::Task(task)) => Ok(Some(*task)),
-            Some(tasks::Remembered::OtherRequest) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::IdempotencyKeyReused,
-                "This Idempotency-Key was used with another request",
-            )),
+            Some(tasks::Remembered::OtherRequest) => Err(Self::reused()),
         }
+    }
+
+    /// The answer to a key sent again with another request.
+    pub(super) fn reused() -> ApiError {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::IdempotencyKeyReused,
+            "This Idempotency-Key was used with another request",
+        )
     }
 }
 

@@ -651,6 +651,18 @@ pub struct Claimed {
 pub async fn claim(store: &Store, serials: &[String], org_id: i64, actor: &str) -> Result<Vec<Claimed>> {
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting the claim")?;
+    let claimed = claim_pending(&txn, serials, org_id, actor).await?;
+    txn.commit().await.context("committing the claim")?;
+    Ok(claimed)
+}
+
+/// [`claim`] in the caller's transaction.
+pub(super) async fn claim_pending<C: ConnectionTrait>(
+    txn: &C,
+    serials: &[String],
+    org_id: i64,
+    actor: &str,
+) -> Result<Vec<Claimed>> {
     let backend = txn.get_database_backend();
     let mut claimed = Vec::new();
     for chunk in serials.chunks(500) {
@@ -670,13 +682,12 @@ pub async fn claim(store: &Store, serials: &[String], org_id: i64, actor: &str) 
             let pk: DevicePk = row.try_get_by_index(0).context("device pk")?;
             let device_id: String = row.try_get_by_index(1).context("device id")?;
             let serial_number: String = row.try_get_by_index(2).context("serial")?;
-            reassign(&txn, pk, org_id).await?;
+            reassign(txn, pk, org_id).await?;
             let payload = serde_json::json!({"device_id": device_id, "serial_number": serial_number, "by": actor});
-            super::events::record(&txn, EventType::DeviceClaimed, Some(org_id), &device_id, &payload).await?;
+            super::events::record(txn, EventType::DeviceClaimed, Some(org_id), &device_id, &payload).await?;
             claimed.push(Claimed { device_id, serial_number });
         }
     }
-    txn.commit().await.context("committing the claim")?;
     Ok(claimed)
 }
 

@@ -6,7 +6,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
 use super::devices::Device;
 use super::events::EventType;
-use super::tasks::{NewTask, TaskRow};
+use super::tasks::{IdempotencyKey, NewTask, TaskRow};
 use super::{DevicePk, Store, now_millis, statement};
 use crate::diagnostics::RunStatus;
 use crate::fault_code::FaultCode;
@@ -62,14 +62,20 @@ pub struct NewRun {
 }
 
 /// Creates runs for a device, the first queued with its start task, each later one waiting for
-/// the one before it to end (a speed test's upload after its download). In one transaction.
-pub async fn create(store: &Store, device: &Device, runs: Vec<NewRun>) -> Result<(Vec<Run>, TaskRow)> {
+/// the one before it to end (a speed test's upload after its download). In one transaction,
+/// with the request's `Idempotency-Key` remembered for the start task when there is one:
+/// `Ok(None)` when a concurrent retry took the key first (look it up again).
+pub async fn create(
+    store: &Store,
+    device: &Device,
+    runs: Vec<NewRun>,
+    key: Option<IdempotencyKey<'_>>,
+) -> Result<Option<Vec<Run>>> {
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting the diagnostic")?;
     let backend = txn.get_database_backend();
     let now = now_millis();
     let mut created: Vec<Run> = Vec::new();
-    let mut first_task = None;
     for run in runs {
         let after = created.last().map(|r| r.id);
         let status = if after.is_some() { RunStatus::Waiting } else { RunStatus::Queued };
@@ -97,14 +103,41 @@ pub async fn create(store: &Store, device: &Device, runs: Vec<NewRun>) -> Result
             Some(_) => row,
             None => {
                 let (row, task) = queue_start(&txn, device.id, device.org_id, row).await?;
-                first_task = Some(task);
+                if let Some(key) = key
+                    && !super::tasks::remember_key(&txn, key, task.id).await?
+                {
+                    txn.rollback().await.context("rolling back a repeated diagnostic")?;
+                    return Ok(None);
+                }
                 row
             }
         };
         created.push(row);
     }
     txn.commit().await.context("committing the diagnostic")?;
-    Ok((created, first_task.context("a diagnostic with no run")?))
+    Ok(Some(created))
+}
+
+/// The runs one request created for a device, in order: the one its start task (`task_id`)
+/// started, and those that waited for it. (Within the device's runs: neither column is indexed.)
+pub async fn started_by(store: &Store, device_pk: DevicePk, task_id: i64) -> Result<Vec<Run>> {
+    let stmt = store.statement(
+        "SELECT * FROM diagnostics WHERE device_id = ? AND start_task_id = ?",
+        [device_pk.into(), task_id.into()],
+    );
+    let mut runs: Vec<Run> =
+        super::first::<Run, _>(store.db(), stmt).await.context("loading a diagnostic")?.into_iter().collect();
+    while let Some(last) = runs.last() {
+        let stmt = store.statement(
+            "SELECT * FROM diagnostics WHERE device_id = ? AND after_id = ?",
+            [device_pk.into(), last.id.into()],
+        );
+        match super::first::<Run, _>(store.db(), stmt).await.context("loading a diagnostic")? {
+            Some(next) => runs.push(next),
+            None => break,
+        }
+    }
+    Ok(runs)
 }
 
 async fn queue_start<C: ConnectionTrait>(

@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
 use super::{Store, now_millis};
+use crate::diagnostics::SpeedTestServer;
 
 #[derive(Debug, Clone, FromQueryResult, serde::Serialize)]
 pub struct Organization {
@@ -14,6 +15,16 @@ pub struct Organization {
     pub created_at: i64,
     /// The tenant's own host name for the ACS; CPEs informing at it join the organization.
     pub cwmp_host: Option<String>,
+    /// The organization's own TR-143 test server (`speed_test_server`), each direction optional.
+    pub speed_test_download_url: Option<String>,
+    pub speed_test_upload_url: Option<String>,
+}
+
+impl Organization {
+    /// The test server this organization set itself, if any (not an ancestor's).
+    pub fn speed_test_server(&self) -> Option<SpeedTestServer> {
+        SpeedTestServer::of(self.speed_test_download_url.clone(), self.speed_test_upload_url.clone())
+    }
 }
 
 /// The organizations a caller may see: every one (platform administrators) or a subtree.
@@ -201,6 +212,39 @@ pub async fn set_cwmp_host(store: &Store, id: i64, host: Option<&str>) -> Result
     let stmt = store.statement("UPDATE organizations SET cwmp_host = ? WHERE id = ?", [host.into(), id.into()]);
     store.db().execute_raw(stmt).await.context("setting the organization's CWMP host")?;
     Ok(())
+}
+
+/// Sets or clears an organization's own TR-143 test server.
+pub async fn set_speed_test_server(store: &Store, id: i64, server: Option<&SpeedTestServer>) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let (download, upload) = server.map_or((None, None), |s| (s.download_url.clone(), s.upload_url.clone()));
+    let stmt = store.statement(
+        "UPDATE organizations SET speed_test_download_url = ?, speed_test_upload_url = ? WHERE id = ?",
+        [download.into(), upload.into(), id.into()],
+    );
+    store.db().execute_raw(stmt).await.context("setting the organization's speed-test server")?;
+    Ok(())
+}
+
+/// The test server an organization's devices use: its own, or its nearest ancestor's.
+pub async fn speed_test_server_for(store: &Store, org_id: i64) -> Result<Option<SpeedTestServer>> {
+    let stmt = store.statement(
+        "WITH RECURSIVE up (id, parent_id, download_url, upload_url, depth) AS (
+             SELECT id, parent_id, speed_test_download_url, speed_test_upload_url, 0 FROM organizations WHERE id = ?
+             UNION ALL
+             SELECT o.id, o.parent_id, o.speed_test_download_url, o.speed_test_upload_url, up.depth + 1
+             FROM organizations o JOIN up ON o.id = up.parent_id
+         )
+         SELECT download_url, upload_url FROM up
+         WHERE download_url IS NOT NULL OR upload_url IS NOT NULL ORDER BY depth LIMIT 1",
+        [org_id.into()],
+    );
+    let row = super::first_row(store.db(), stmt).await.context("loading the speed-test server")?;
+    row.map(|row| -> Result<Option<SpeedTestServer>> {
+        Ok(SpeedTestServer::of(row.try_get_by_index(0)?, row.try_get_by_index(1)?))
+    })
+    .transpose()
+    .map(Option::flatten)
 }
 
 /// A host name as an organization's `cwmp_host`: lowercase letters, digits, hyphens and dots,

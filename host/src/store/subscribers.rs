@@ -225,29 +225,43 @@ pub async fn unassign(store: &Store, device: &Device, actor: &str) -> Result<boo
 /// What pre-assigning a serial came to.
 #[derive(Debug)]
 pub enum Preassigned {
-    /// The organization has the device already: it is linked now, its push queued.
+    /// The organization has the device (already, or claimed from the pending devices just now):
+    /// it is linked now, its push queued.
     Linked { device: Box<Device>, task: Box<TaskRow> },
     /// Not seen yet: the serial is expected, and links its device at the first Inform.
     Expected,
 }
 
 /// Links the device of `serial` to the subscriber: now when the subscriber's organization has
-/// it, else at its first Inform (a pre-registration of the serial, which also brings the device
-/// into the organization).
-pub async fn preassign(store: &Store, subscriber: &Subscriber, serial: &str, actor: &str) -> Result<Preassigned> {
+/// it (or, with `may_claim`, when it waits among the pending devices: it is claimed into the
+/// organization first, as `pending-devices/claim` would), else at its first Inform (a
+/// pre-registration of the serial, which also brings the device into the organization).
+pub async fn preassign(
+    store: &Store,
+    subscriber: &Subscriber,
+    serial: &str,
+    may_claim: bool,
+    actor: &str,
+) -> Result<Preassigned> {
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting the pre-assignment")?;
     let backend = txn.get_database_backend();
-    let existing = super::first::<Device, _>(
-        &txn,
+    let in_org = || {
         statement(
             backend,
             "SELECT * FROM devices WHERE serial_number = ? AND org_id = ? ORDER BY id LIMIT 1",
             [serial.into(), subscriber.org_id.into()],
-        ),
-    )
-    .await
-    .context("looking for the serial's device")?;
+        )
+    };
+    let mut existing = super::first::<Device, _>(&txn, in_org()).await.context("looking for the serial's device")?;
+    if existing.is_none() && may_claim {
+        // A device that informed before its serial was expected waits among the pending ones:
+        // no later Inform of it would ever look at the pre-registration.
+        let claimed = super::devices::claim_pending(&txn, &[serial.to_owned()], subscriber.org_id, actor).await?;
+        if !claimed.is_empty() {
+            existing = super::first::<Device, _>(&txn, in_org()).await.context("loading the claimed device")?;
+        }
+    }
     let outcome = match existing {
         Some(device) => {
             let task = link(&txn, &device, subscriber, actor).await?;

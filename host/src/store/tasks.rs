@@ -112,8 +112,16 @@ pub enum Remembered {
     OtherRequest,
 }
 
-/// The task queued earlier with this key (within a day), if any.
-pub async fn by_idempotency_key(store: &Store, key: IdempotencyKey<'_>) -> Result<Option<Remembered>> {
+/// What a key was used for before, as remembered: the id of the task the same request queued
+/// (its first, for a request that queued several), or another request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Task(i64),
+    OtherRequest,
+}
+
+/// How this key was used within a day, if it was.
+pub async fn key_use(store: &Store, key: IdempotencyKey<'_>) -> Result<Option<KeyUse>> {
     let stmt = store.statement(
         "SELECT request_hash, task_id FROM idempotency_keys WHERE principal = ? AND key = ? AND created_at >= ?",
         [key.principal.into(), key.key.into(), (now_millis() - IDEMPOTENCY_TTL_MS).into()],
@@ -123,10 +131,18 @@ pub async fn by_idempotency_key(store: &Store, key: IdempotencyKey<'_>) -> Resul
     };
     let hash: String = row.try_get("", "request_hash").context("request_hash")?;
     if hash != key.request_hash {
-        return Ok(Some(Remembered::OtherRequest));
+        return Ok(Some(KeyUse::OtherRequest));
     }
-    let task_id: i64 = row.try_get("", "task_id").context("task_id")?;
-    Ok(by_id(store, task_id).await?.map(|task| Remembered::Task(Box::new(task))))
+    Ok(Some(KeyUse::Task(row.try_get("", "task_id").context("task_id")?)))
+}
+
+/// The task queued earlier with this key (within a day), if any.
+pub async fn by_idempotency_key(store: &Store, key: IdempotencyKey<'_>) -> Result<Option<Remembered>> {
+    match key_use(store, key).await? {
+        None => Ok(None),
+        Some(KeyUse::OtherRequest) => Ok(Some(Remembered::OtherRequest)),
+        Some(KeyUse::Task(task_id)) => Ok(by_id(store, task_id).await?.map(|task| Remembered::Task(Box::new(task)))),
+    }
 }
 
 /// Queues a task and remembers `key` for it, in one transaction: a retry after any failure
@@ -134,9 +150,21 @@ pub async fn by_idempotency_key(store: &Store, key: IdempotencyKey<'_>) -> Resul
 /// meanwhile (a concurrent retry): look it up again.
 pub async fn insert_idempotent(store: &Store, task: NewTask<'_>, key: IdempotencyKey<'_>) -> Result<Option<TaskRow>> {
     let _guard = store.write_guard().await;
-    let now = now_millis();
     let txn = store.db().begin().await.context("starting the task transaction")?;
+    let row = insert_row(&txn, task).await?;
+    if !remember_key(&txn, key, row.id).await? {
+        txn.rollback().await.context("rolling back a duplicate task")?;
+        return Ok(None);
+    }
+    txn.commit().await.context("committing the task")?;
+    Ok(Some(row))
+}
+
+/// Remembers `key` for the task it queued, in the caller's transaction; `false` when the key
+/// was taken meanwhile (roll back: a concurrent retry queued it).
+pub(super) async fn remember_key<C: ConnectionTrait>(txn: &C, key: IdempotencyKey<'_>, task_id: i64) -> Result<bool> {
     let backend = txn.get_database_backend();
+    let now = now_millis();
     // Expired keys of this caller go when it uses a new one: the table holds a day of keys.
     txn.execute_raw(super::statement(
         backend,
@@ -145,22 +173,16 @@ pub async fn insert_idempotent(store: &Store, task: NewTask<'_>, key: Idempotenc
     ))
     .await
     .context("dropping expired idempotency keys")?;
-    let row = insert_row(&txn, task).await?;
     let inserted = txn
         .execute_raw(super::statement(
             backend,
             "INSERT INTO idempotency_keys (principal, key, request_hash, task_id, created_at) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (principal, key) DO NOTHING",
-            [key.principal.into(), key.key.into(), key.request_hash.into(), row.id.into(), now.into()],
+            [key.principal.into(), key.key.into(), key.request_hash.into(), task_id.into(), now.into()],
         ))
         .await
         .context("remembering the idempotency key")?;
-    if inserted.rows_affected() == 0 {
-        txn.rollback().await.context("rolling back a duplicate task")?;
-        return Ok(None);
-    }
-    txn.commit().await.context("committing the task")?;
-    Ok(Some(row))
+    Ok(inserted.rows_affected() > 0)
 }
 
 /// The next task for a session to run: the oldest queued one.
