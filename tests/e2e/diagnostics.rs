@@ -28,6 +28,20 @@ fn run<'a>(answer: &'a JsonValue, kind: &str) -> &'a JsonValue {
         .unwrap_or_else(|| panic!("no {kind}: {answer}"))
 }
 
+/// The id of the device's queued `startDiagnostic` task.
+async fn start_task(h: &Harness, id: &str) -> String {
+    let (_, tasks) = h.get(&format!("/api/v1/devices/{}/tasks", encode_id(id))).await;
+    let task = tasks["items"].as_array().unwrap().iter().find(|t| t["name"] == "startDiagnostic").cloned();
+    task.unwrap_or_else(|| panic!("no start task: {tasks}"))["id"].as_str().unwrap().to_owned()
+}
+
+/// The device's one diagnostic run.
+async fn only_run(h: &Harness, id: &str) -> JsonValue {
+    let (_, listed) = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(id))).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    listed["items"][0].clone()
+}
+
 async fn diagnose(h: &Harness, id: &str, action: &str, body: JsonValue) -> JsonValue {
     let (status, answer) = h.post(&format!("/api/v1/devices/{}/{action}?wait=30", encode_id(id)), body).await;
     assert_eq!(status, StatusCode::OK, "{action}: {answer}");
@@ -272,6 +286,48 @@ on_both_backends! {
         assert_eq!(again["runs"][0]["results"]["success_count"], 3, "{again}");
         let (_, listed) = h.get(&path).await;
         assert_eq!(listed["items"].as_array().unwrap().len(), 1, "one ping run: {listed}");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
+    async fn a_run_whose_task_is_deleted_or_unreadable_ends_at_once(backend: Backend) {
+        use sea_orm::ConnectionTrait;
+        let h = Harness::start(backend).await;
+        let fleet = h.fleet(DataModelKind::Tr181, 2, "ENDRUN").await;
+        for i in 0..2 {
+            let cpe = fleet.device(i);
+            assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+            // Connection requests fail from now on: the runs' tasks stay queued until we say.
+            cpe.set("Device.ManagementServer.ConnectionRequestPassword", "changed-behind-roosts-back").unwrap();
+        }
+
+        // The operator drops the task of a ping the device never picked up.
+        let deleted = fleet.device(0).device_id();
+        let (status, queued) =
+            h.post(&format!("/api/v1/devices/{}/ping", encode_id(&deleted)), json!({"host": "192.0.2.1"})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        let task = start_task(&h, &deleted).await;
+        let (status, _) = h.request(reqwest::Method::DELETE, &format!("/api/v1/tasks/{task}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let run = only_run(&h, &deleted).await;
+        assert_eq!((run["status"].as_str(), run["fault"]["code"].as_str()), (Some("fault"), Some("task.deleted")), "{run}");
+
+        // A start task the queue cannot read faults when the device comes; its run with it.
+        let unreadable = fleet.device(1).device_id();
+        let (status, queued) =
+            h.post(&format!("/api/v1/devices/{}/ping", encode_id(&unreadable)), json!({"host": "192.0.2.1"})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        let task = start_task(&h, &unreadable).await;
+        h.app()
+            .store
+            .db()
+            .execute_unprepared(&format!("UPDATE tasks SET body = '{{\"name\": \"startDiagnostic\"}}' WHERE id = {task}"))
+            .await
+            .unwrap();
+        assert!(fleet.device(1).inform_now(&[]).await.unwrap().is_ok());
+        let run = only_run(&h, &unreadable).await;
+        assert_eq!((run["status"].as_str(), run["fault"]["code"].as_str()), (Some("fault"), Some("task.invalid")), "{run}");
+        assert_eq!(events_of(&h, "diagnostics.completed").await.len(), 2, "each run's end is said");
         fleet.stop().await;
         h.finish().await;
     }

@@ -22,6 +22,7 @@ use super::error::{ApiError, ApiResult, ErrorCode};
 use super::{ListResponse, Page, optional_timestamp, timestamp};
 use crate::app::App;
 use crate::cwmp::connection_request;
+use crate::fault_code::FaultCode;
 use crate::permissions::Permission;
 use crate::store::tasks::{self, TaskRow, TaskStage, TaskStatus};
 use crate::store::{devices, now_millis};
@@ -403,6 +404,14 @@ async fn remove(
     caller.require(Permission::ConfigureDevices)?;
     let (task, _) = visible_task(&app, &caller, &id).await?;
     tasks::delete(&app.api_store, task.id).await?;
+    // A diagnostic's run whose pending task is gone would wait for its timeout.
+    if task.status == TaskStatus::Pending
+        && let Some(device) = devices::by_pk(&app.api_store, task.device_pk).await?
+    {
+        let message = "The diagnostic's task was deleted";
+        crate::store::diagnostics::end_with_task(&app.api_store, &device, task.id, FaultCode::TaskDeleted, message)
+            .await?;
+    }
     Ok((Extension(AuditOrg(task.org_id)), StatusCode::NO_CONTENT))
 }
 

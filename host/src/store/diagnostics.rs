@@ -170,13 +170,34 @@ pub async fn by_id(store: &Store, id: i64) -> Result<Option<Run>> {
     super::first::<Run, _>(store.db(), stmt).await.context("loading a diagnostic")
 }
 
-/// The run a task starts or collects.
-pub async fn of_task(store: &Store, task_id: i64) -> Result<Option<Run>> {
+/// The run a task of the device starts or collects. (Within the device's runs: neither task
+/// column is indexed.)
+pub async fn of_task(store: &Store, device_pk: DevicePk, task_id: i64) -> Result<Option<Run>> {
     let stmt = store.statement(
-        "SELECT * FROM diagnostics WHERE start_task_id = ? OR collect_task_id = ? ORDER BY id LIMIT 1",
-        [task_id.into(), task_id.into()],
+        "SELECT * FROM diagnostics WHERE device_id = ? AND (start_task_id = ? OR collect_task_id = ?) ORDER BY id LIMIT 1",
+        [device_pk.into(), task_id.into(), task_id.into()],
     );
     super::first::<Run, _>(store.db(), stmt).await.context("loading a task's diagnostic")
+}
+
+/// Ends as a fault the open run a task starts or collects, when the task failed or was deleted
+/// before it could move the run along (a task faulted before it began, say after too many
+/// attempts): else the run would wait for its timeout. The task queued for the run that waited
+/// for it, if any.
+pub async fn end_with_task(
+    store: &Store,
+    device: &Device,
+    task_id: i64,
+    code: FaultCode,
+    message: &str,
+) -> Result<Option<TaskRow>> {
+    let Some(run) = of_task(store, device.id, task_id).await? else { return Ok(None) };
+    if run.status.is_over() {
+        return Ok(None);
+    }
+    let collected =
+        Collected { status: RunStatus::Fault, state: run.state.clone(), results: None, raw: None, summary: None };
+    finish(store, &run, device, collected, Some((code, message))).await
 }
 
 /// The device has the run's inputs and `DiagnosticsState=Requested`.
@@ -271,7 +292,11 @@ pub async fn finish(
     super::events::record(&txn, EventType::DiagnosticsCompleted, device.org_id, &device.device_id, &payload).await?;
     let next = super::first::<Run, _>(
         &txn,
-        statement(backend, "SELECT * FROM diagnostics WHERE after_id = ? AND status = 'waiting'", [run.id.into()]),
+        statement(
+            backend,
+            "SELECT * FROM diagnostics WHERE device_id = ? AND after_id = ? AND status = 'waiting'",
+            [device.id.into(), run.id.into()],
+        ),
     )
     .await
     .context("finding the diagnostic that waits")?;

@@ -211,7 +211,9 @@ impl Driver {
         run: &TaskRun,
         outcome: Result<serde_json::Value, TaskFault>,
     ) -> Result<bool> {
-        let Some(diagnostic) = diagnostics::of_task(&app.store, run.task.id).await? else { return Ok(false) };
+        let Some(diagnostic) = diagnostics::of_task(&app.store, self.device.id, run.task.id).await? else {
+            return Ok(false);
+        };
         let fault = |status| diagnostics::Collected { status, state: None, results: None, raw: None, summary: None };
         let next = match (&run.spec, outcome) {
             (_, Err(failure)) => {
@@ -377,9 +379,17 @@ impl Driver {
         })
     }
 
-    /// Records why a task failed, and wakes whoever waits on it.
-    async fn task_failed(&self, app: &App, task: &TaskRow, failure: Failure) -> Result<()> {
+    /// Records why a task failed (and ends the diagnostic run it was for), and wakes whoever
+    /// waits on it.
+    async fn task_failed(&mut self, app: &App, task: &TaskRow, failure: Failure) -> Result<()> {
         tasks::mark_fault(&app.store, task, failure.code, &failure.message, failure.detail.as_ref()).await?;
+        if diagnostics::end_with_task(&app.store, &self.device, task.id, failure.code, &failure.message)
+            .await?
+            .is_some()
+        {
+            // The next run of the same request (a speed test's upload) may start in this session.
+            self.may_have_tasks = true;
+        }
         app.task_finished(task.id);
         Ok(())
     }
