@@ -18,6 +18,7 @@ mod openapi;
 mod plugins;
 mod provisioning;
 mod restart;
+mod support_desk;
 mod tasks;
 mod tenancy;
 
