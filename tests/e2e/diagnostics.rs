@@ -2,7 +2,6 @@
 //! from Roost's own endpoints, on the Huawei EG8145V5 (TR-098) and TP-Link XX230v (TR-181)
 //! trees; results collected on `8 DIAGNOSTICS COMPLETE`, or by polling a device that never says.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -26,6 +25,12 @@ fn run<'a>(answer: &'a JsonValue, kind: &str) -> &'a JsonValue {
         .iter()
         .find(|r| r["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind}: {answer}"))
+}
+
+/// Devices that never send `8 DIAGNOSTICS COMPLETE`: Roost must poll them for their results.
+async fn silent_fleet(h: &Harness, kind: DataModelKind, devices: usize, prefix: &str) -> Fleet {
+    let quirks = Quirks { silent_diagnostics: true, ..Quirks::default() };
+    h.fleet_with_quirks(DataModel::bundled(kind).unwrap(), devices, prefix, quirks).await
 }
 
 /// The id of the device's queued `startDiagnostic` task.
@@ -332,21 +337,52 @@ on_both_backends! {
         h.finish().await;
     }
 
+    async fn replicas_polling_at_once_queue_one_collection_per_run(backend: Backend) {
+        use sea_orm::ConnectionTrait;
+        // The test polls by hand, as two replicas would at the same moment.
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
+            config.diagnostics.poll_after = Duration::from_secs(3600);
+            config.diagnostics.poll_interval = Duration::from_secs(3600);
+        })
+        .await;
+        let fleet = silent_fleet(&h, DataModelKind::Tr181, 20, "REPLICA").await;
+        for i in 0..20 {
+            let cpe = fleet.device(i);
+            assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+            let (status, queued) =
+                h.post(&format!("/api/v1/devices/{}/ping", encode_id(&cpe.device_id())), json!({"host": "192.0.2.1"})).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        }
+        let store = &h.app().store;
+        let count = |sql: &'static str| async move {
+            let row = store.db().query_all_raw(store.statement(sql, [])).await.unwrap();
+            row[0].try_get_by_index::<i64>(0).unwrap()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while count("SELECT COUNT(*) FROM diagnostics WHERE status = 'requested'").await < 20 {
+            assert!(tokio::time::Instant::now() < deadline, "the devices never took their pings");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let later = roost::store::now_millis() + 7_200_000;
+        let (a, b) = tokio::join!(
+            roost::store::diagnostics::poll(store, later, 3_600_000),
+            roost::store::diagnostics::poll(store, later, 3_600_000),
+        );
+        let woken = a.unwrap().len() + b.unwrap().len();
+        assert_eq!(woken, 20, "each device woken by one of them");
+        assert_eq!(count("SELECT COUNT(*) FROM tasks WHERE name = 'collectDiagnostic'").await, 20, "one collection a run");
+        fleet.stop().await;
+        h.finish().await;
+    }
+
     async fn a_device_that_never_reports_its_diagnostic_done_is_polled(backend: Backend) {
         let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
             config.diagnostics.poll_after = Duration::from_secs(1);
             config.diagnostics.poll_interval = Duration::from_millis(300);
         })
         .await;
-        let model = Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
-        let mut config = FleetConfig::new(h.cwmp_url(), model);
-        config.devices = 1;
-        config.serial_prefix = "SILENT".into();
-        config.start = StartMode::Manual;
-        config.retry = false;
-        config.cr_min_interval = Duration::from_millis(0);
-        config.quirks = Quirks { silent_diagnostics: true, ..Quirks::default() };
-        let fleet = Fleet::start(config).await.unwrap();
+        let fleet = silent_fleet(&h, DataModelKind::Tr098, 1, "SILENT").await;
         let cpe = fleet.device(0);
         assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
         let id = cpe.device_id();

@@ -350,8 +350,20 @@ impl Harness {
 
     /// A fleet of devices of `model`, started manually.
     pub async fn fleet_of(&self, model: DataModel, devices: usize, prefix: &str) -> Fleet {
+        self.fleet_with_quirks(model, devices, prefix, roost_sim::Quirks::default()).await
+    }
+
+    /// A fleet of devices of `model` with firmware habits, started manually.
+    pub async fn fleet_with_quirks(
+        &self,
+        model: DataModel,
+        devices: usize,
+        prefix: &str,
+        quirks: roost_sim::Quirks,
+    ) -> Fleet {
         let model = Arc::new(model);
         let mut config = FleetConfig::new(self.cwmp_url(), model);
+        config.quirks = quirks;
         config.devices = devices;
         config.serial_prefix = prefix.to_owned();
         config.start = StartMode::Manual;

@@ -320,19 +320,37 @@ pub(super) async fn queue_collections<C: ConnectionTrait>(db: &C, device: &Devic
     .all(db)
     .await
     .context("finding diagnostics to collect")?;
+    let mut queued = false;
     for run in &runs {
-        queue_collect(db, device.id, device.org_id, run, now_millis()).await?;
+        queued |= queue_collect(db, device.id, device.org_id, run, now_millis()).await?.is_some();
     }
-    Ok(!runs.is_empty())
+    Ok(queued)
 }
 
+/// Queues the collection of a requested run, unless another took it since `run` was read:
+/// the poll of another replica, or the device's `8 DIAGNOSTICS COMPLETE` on another. The run is
+/// claimed first by moving `polled_at` from what was read (under PostgreSQL's row lock, the
+/// later of two claims finds it moved and stands down), so one collection is queued, not two.
 async fn queue_collect<C: ConnectionTrait>(
     db: &C,
     device_pk: DevicePk,
     org_id: Option<i64>,
     run: &Run,
     now: i64,
-) -> Result<TaskRow> {
+) -> Result<Option<TaskRow>> {
+    let backend = db.get_database_backend();
+    let claimed = db
+        .execute_raw(statement(
+            backend,
+            "UPDATE diagnostics SET polled_at = ? WHERE id = ? AND status = 'requested' AND COALESCE(polled_at, -1) = ?",
+            [now.max(run.polled_at.unwrap_or(0) + 1).into(), run.id.into(), run.polled_at.unwrap_or(-1).into()],
+        ))
+        .await
+        .context("claiming the diagnostic's collection")?
+        .rows_affected();
+    if claimed == 0 {
+        return Ok(None);
+    }
     let body = serde_json::json!({"name": "collectDiagnostic", "diagnostic": run.kind}).to_string();
     let task = super::tasks::insert_row(
         db,
@@ -340,13 +358,13 @@ async fn queue_collect<C: ConnectionTrait>(
     )
     .await?;
     db.execute_raw(statement(
-        db.get_database_backend(),
-        "UPDATE diagnostics SET collect_task_id = ?, polled_at = ? WHERE id = ?",
-        [task.id.into(), now.into(), run.id.into()],
+        backend,
+        "UPDATE diagnostics SET collect_task_id = ? WHERE id = ?",
+        [task.id.into(), run.id.into()],
     ))
     .await
     .context("linking the diagnostic to its collection")?;
-    Ok(task)
+    Ok(Some(task))
 }
 
 /// The device's open run that would share a diagnostic object with a new run of `kind`: one of
@@ -405,7 +423,9 @@ pub async fn poll(store: &Store, now: i64, poll_after: i64) -> Result<Vec<Device
         .context("the diagnostic's device")?
         .and_then(|row| row.try_get_by_index::<Option<i64>>(0).ok())
         .flatten();
-        queue_collect(&txn, run.device_pk, org, run, now).await?;
+        if queue_collect(&txn, run.device_pk, org, run, now).await?.is_none() {
+            continue;
+        }
         if !devices.contains(&run.device_pk) {
             devices.push(run.device_pk);
         }
