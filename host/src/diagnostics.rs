@@ -165,8 +165,8 @@ impl SpeedTestServer {
 pub const MAX_TRANSFER_URL_CHARS: usize = 256;
 
 /// Whether a device can be given `url` for a TR-143 transfer: HTTP, HTTPS or FTP (the transports
-/// TR-143 names), with a host, within the data models' length, and without spaces or control
-/// characters (a device puts the URL on its request line as it is).
+/// TR-143 names), with a host and no credentials, within the data models' length, and without
+/// spaces or control characters (a device puts the URL on its request line as it is).
 pub fn check_transfer_url(url: &str) -> Result<(), String> {
     if url.chars().count() > MAX_TRANSFER_URL_CHARS {
         return Err(format!("a test URL is at most {MAX_TRANSFER_URL_CHARS} characters"));
@@ -179,10 +179,14 @@ pub fn check_transfer_url(url: &str) -> Result<(), String> {
         return Err(format!("a test URL is http, https or ftp, not {scheme:?}"));
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = match host_and_port.strip_prefix('[') {
+    if authority.contains('@') {
+        // The URL is kept in the run and its task, which everyone who reads the device's
+        // diagnostics sees (and an organization's server, every organization below it).
+        return Err("a test URL carries no user name or password: the server must take anonymous tests".into());
+    }
+    let host = match authority.strip_prefix('[') {
         Some(bracketed) => bracketed.split_once(']').map_or("", |(host, _)| host),
-        None => host_and_port.split(':').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
     };
     if host.is_empty() {
         return Err("a test URL names a host".into());
@@ -253,11 +257,8 @@ mod tests {
 
     #[test]
     fn a_test_url_is_one_a_device_can_use() {
-        for good in [
-            "http://speed.isp.example/10MB.bin",
-            "HTTPS://[2001:db8::1]:8443/up",
-            "ftp://user:secret@ftp.isp.example/in/",
-        ] {
+        for good in ["http://speed.isp.example/10MB.bin", "HTTPS://[2001:db8::1]:8443/up", "ftp://ftp.isp.example/in/"]
+        {
             assert_eq!(check_transfer_url(good), Ok(()), "{good}");
         }
         for bad in [
@@ -266,6 +267,7 @@ mod tests {
             "gopher://x/",
             "http:///no-host",
             "http://user@/x",
+            "ftp://user:secret@ftp.isp.example/in/",
             "http://[]/x",
             "http://a b/",
             "http://a/\r\nHost: b",

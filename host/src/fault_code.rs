@@ -50,8 +50,9 @@ fault_codes! {
     TooManyAttempts => "task.too_many_attempts",
     /// A task whose expiry passed before the device ran it.
     TaskExpired => "task.expired",
-    /// A task deleted before it was over (a diagnostic's run ends with it).
-    TaskDeleted => "task.deleted",
+    /// A task called off before it ran: deleted while pending (a diagnostic's runs end with
+    /// it), or left behind by a diagnostic that ended without it.
+    TaskCancelled => "task.cancelled",
     /// A task that goes through the device's adapter (Wi-Fi, PPPoE, diagnostics) for a device no
     /// installed adapter handles.
     NoAdapter => "task.no_adapter",

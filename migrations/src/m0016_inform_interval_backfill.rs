@@ -21,8 +21,9 @@ impl MigrationName for Migration {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let digits = for_backend(manager, "p.value NOT GLOB '*[^0-9]*'", "p.value ~ '^[0-9]+$'")?;
-        run_script(manager, &UP.replace("{DIGITS}", digits)).await
+        let digits = for_backend(manager, "TRIM(p.value) NOT GLOB '*[^0-9]*'", "TRIM(p.value) ~ '^[0-9]+$'")?;
+        let interval = INTERVAL.replace("{DIGITS}", digits);
+        run_script(manager, &UP.replace("{INTERVAL}", &interval)).await
     }
 
     /// A backfill of data: an earlier schema has the same columns, and the values stay right.
@@ -35,15 +36,19 @@ impl MigrationTrait for Migration {
     }
 }
 
-// The CASE guards the CAST: PostgreSQL would refuse the whole statement over one garbled value,
-// and nine digits keep the product below any integer limit. An interval already known (written
-// since m0014) is left as it is.
-const UP: &str = "UPDATE devices SET inform_interval_s = (SELECT NULLIF(CASE WHEN p.value <> '' AND LENGTH(p.value) <= 9 AND {DIGITS}
-    THEN CAST(p.value AS BIGINT) END, 0) FROM parameters p
+// The interval a device's stored tree holds, or NULL. The CASE guards the CAST: PostgreSQL would
+// refuse the whole statement over one garbled value; ten digits hold any unsignedInt, and keep
+// the product below any integer limit.
+const INTERVAL: &str = "(SELECT NULLIF(CASE WHEN TRIM(p.value) <> '' AND LENGTH(TRIM(p.value)) <= 10 AND {DIGITS}
+    THEN CAST(TRIM(p.value) AS BIGINT) END, 0) FROM parameters p
     WHERE p.device_id = devices.id
     AND p.path IN ('InternetGatewayDevice.ManagementServer.PeriodicInformInterval', 'Device.ManagementServer.PeriodicInformInterval')
-    LIMIT 1)
-    WHERE inform_interval_s IS NULL;
-UPDATE devices SET offline_at = last_inform_at + CASE WHEN inform_interval_s * 2000 + 60000 > 600000
-    THEN inform_interval_s * 2000 + 60000 ELSE 600000 END
-    WHERE last_inform_at IS NOT NULL AND inform_interval_s IS NOT NULL;";
+    LIMIT 1)";
+
+// Only the devices still without an interval: `offline_at` first (computed from the interval
+// it is about to get), then the interval. An interval written since m0014 stays, and so does
+// the `offline_at` an Inform set from it with the operator's `[health]`.
+const UP: &str = "UPDATE devices SET offline_at = last_inform_at + CASE WHEN {INTERVAL} * 2000 + 60000 > 600000
+    THEN {INTERVAL} * 2000 + 60000 ELSE 600000 END
+    WHERE inform_interval_s IS NULL AND last_inform_at IS NOT NULL AND {INTERVAL} IS NOT NULL;
+UPDATE devices SET inform_interval_s = {INTERVAL} WHERE inform_interval_s IS NULL;";

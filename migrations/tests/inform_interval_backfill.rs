@@ -17,13 +17,15 @@ async fn backfills(db: &DatabaseConnection) {
     Migrator::up(db, Some(BEFORE)).await.unwrap();
     let exec = |sql: String| async move { db.execute_unprepared(&sql).await.unwrap() };
     // As m0014 left them: no interval, the default grace from the last Inform; and one whose
-    // interval a write stored since (its tree's value is older, the column is right).
+    // interval a write stored since (its tree's value is older, the column is right, and its
+    // `offline_at` is what an Inform set with the operator's grace: both stay).
     for (serial, root, interval, known) in [
         ("HOURLY", "InternetGatewayDevice", Some("3600"), "NULL"),
         ("MINUTE", "Device", Some("60"), "NULL"),
         ("GARBLED", "Device", Some("soon"), "NULL"),
         ("HUGE", "Device", Some("99999999999999999999"), "NULL"),
         ("NONE", "Device", None, "NULL"),
+        ("SPACED", "Device", Some(" 7200 "), "NULL"),
         ("WRITTEN", "Device", Some("86400"), "1800"),
     ] {
         exec(format!(
@@ -61,7 +63,8 @@ async fn backfills(db: &DatabaseConnection) {
             ("HUGE".into(), None, Some(1_600_000)),
             ("MINUTE".into(), Some(60), Some(1_600_000)),
             ("NONE".into(), None, Some(1_600_000)),
-            ("WRITTEN".into(), Some(1800), Some(1_000_000 + 2 * 1_800_000 + 60_000)),
+            ("SPACED".into(), Some(7200), Some(1_000_000 + 2 * 7_200_000 + 60_000)),
+            ("WRITTEN".into(), Some(1800), Some(1_600_000)),
         ]
     );
     Migrator::down(db, Some(1)).await.unwrap();

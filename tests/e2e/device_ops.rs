@@ -205,6 +205,24 @@ on_both_backends! {
         let claimed = events_of(&h, "device.claimed").await;
         assert_eq!(claimed.len(), 1, "{claimed:?}");
         assert_eq!(claimed[0]["device_id"], id.as_str());
+
+        // Two makers' boxes with one serial, both pending: which is the subscriber's is not
+        // guessed; nothing is claimed.
+        let ont = h.fleet(DataModelKind::Tr098, 1, "TWIN").await;
+        let router = h.fleet(DataModelKind::Tr181, 1, "TWIN").await;
+        for twin in [ont.device(0), router.device(0)] {
+            assert!(twin.inform_now(&[]).await.unwrap().is_ok());
+        }
+        let (status, refused) = h
+            .post(&format!("/api/v1/subscribers/{subscriber}/devices"), json!({"serial": ont.device(0).serial_number()}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert!(refused["detail"].as_str().unwrap().starts_with("serial: 2 pending devices"), "{refused}");
+        for twin in [ont.device(0), router.device(0)] {
+            assert!(h.device(&twin.device_id()).await["org"].is_null(), "still pending");
+        }
+        ont.stop().await;
+        router.stop().await;
         fleet.stop().await;
         h.finish().await;
     }

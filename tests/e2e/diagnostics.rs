@@ -165,6 +165,8 @@ on_both_backends! {
         for (body, expected, says) in [
             (json!({"speed_test_server": {"download_url": "file:///etc/passwd"}}), bad, "speed_test_server.download_url"),
             (json!({"speed_test_server": {"upload_url": "http://"}}), bad, "speed_test_server.upload_url"),
+            // Shown to every organization below: no password in it.
+            (json!({"speed_test_server": {"upload_url": "ftp://isp:secret@ftp.isp.example/in/"}}), bad, "no user name or password"),
             (json!({"speed_test_server": {}}), bad, "speed_test_server"),
             // A body that does not parse, as every other.
             (json!({"speed_test_server": {"download_url": "http://a/", "port": 80}}), StatusCode::UNPROCESSABLE_ENTITY, "speed_test_server.port"),
@@ -291,6 +293,20 @@ on_both_backends! {
         assert_eq!(again["runs"][0]["results"]["success_count"], 3, "{again}");
         let (_, listed) = h.get(&path).await;
         assert_eq!(listed["items"].as_array().unwrap().len(), 1, "one ping run: {listed}");
+        // A task POST with the same key is another request, said so (not a server error).
+        let task = h
+            .http
+            .post(h.url(&format!("/api/v1/devices/{}/tasks", encode_id(&id))))
+            .bearer_auth(&h.token)
+            .header("Idempotency-Key", "crm-ticket-10")
+            .json(&json!({"name": "startDiagnostic", "diagnostic": "ping", "host": "192.0.2.1", "count": 3,
+                          "timeoutMs": null, "size": null}))
+            .send()
+            .await
+            .unwrap();
+        assert!(task.status().is_success(), "{}", task.status());
+        let ping_again = post("ping", "crm-ticket-10", json!({"host": "192.0.2.1", "count": 3})).await.unwrap();
+        assert_eq!(ping_again.status(), StatusCode::UNPROCESSABLE_ENTITY);
         fleet.stop().await;
         h.finish().await;
     }
@@ -298,8 +314,8 @@ on_both_backends! {
     async fn a_run_whose_task_is_deleted_or_unreadable_ends_at_once(backend: Backend) {
         use sea_orm::ConnectionTrait;
         let h = Harness::start(backend).await;
-        let fleet = h.fleet(DataModelKind::Tr181, 2, "ENDRUN").await;
-        for i in 0..2 {
+        let fleet = h.fleet(DataModelKind::Tr181, 3, "ENDRUN").await;
+        for i in 0..3 {
             let cpe = fleet.device(i);
             assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
             // Connection requests fail from now on: the runs' tasks stay queued until we say.
@@ -315,7 +331,20 @@ on_both_backends! {
         let (status, _) = h.request(reqwest::Method::DELETE, &format!("/api/v1/tasks/{task}"), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let run = only_run(&h, &deleted).await;
-        assert_eq!((run["status"].as_str(), run["fault"]["code"].as_str()), (Some("fault"), Some("task.deleted")), "{run}");
+        assert_eq!((run["status"].as_str(), run["fault"]["code"].as_str()), (Some("fault"), Some("task.cancelled")), "{run}");
+
+        // Deleting a speed test's download calls the whole test off: its upload does not start.
+        let (status, queued) =
+            h.post(&format!("/api/v1/devices/{}/speed-test", encode_id(&deleted)), json!({"size": 4096})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        let task = start_task(&h, &deleted).await;
+        let (status, _) = h.request(reqwest::Method::DELETE, &format!("/api/v1/tasks/{task}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, listed) = h.get(&format!("/api/v1/devices/{}/diagnostics?kind=upload", encode_id(&deleted))).await;
+        assert_eq!(listed["items"][0]["status"], "fault", "{listed}");
+        assert_eq!(listed["items"][0]["fault"]["code"], "task.cancelled", "{listed}");
+        let (_, tasks) = h.get(&format!("/api/v1/devices/{}/tasks", encode_id(&deleted))).await;
+        assert!(tasks["items"].as_array().unwrap().iter().all(|t| t["status"] != "pending"), "nothing left to run: {tasks}");
 
         // A start task the queue cannot read faults when the device comes; its run with it.
         let unreadable = fleet.device(1).device_id();
@@ -332,14 +361,35 @@ on_both_backends! {
         assert!(fleet.device(1).inform_now(&[]).await.unwrap().is_ok());
         let run = only_run(&h, &unreadable).await;
         assert_eq!((run["status"].as_str(), run["fault"]["code"].as_str()), (Some("fault"), Some("task.invalid")), "{run}");
-        assert_eq!(events_of(&h, "diagnostics.completed").await.len(), 2, "each run's end is said");
+        assert_eq!(events_of(&h, "diagnostics.completed").await.len(), 4, "each run's end is said");
+
+        // A run that timed out keeps its Idempotency-Key: a retry gets that run, not a new test.
+        let timing_out = fleet.device(2).device_id();
+        let post = || {
+            h.http
+                .post(h.url(&format!("/api/v1/devices/{}/ping", encode_id(&timing_out))))
+                .bearer_auth(&h.token)
+                .header("Idempotency-Key", "crm-ticket-9")
+                .json(&json!({"host": "192.0.2.1"}))
+                .send()
+        };
+        let first: JsonValue = post().await.unwrap().json().await.unwrap();
+        let later = roost::store::now_millis() + 3_600_000;
+        assert_eq!(roost::store::diagnostics::expire(&h.app().store, later, 1000).await.unwrap(), 1);
+        let retry = post().await.unwrap();
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        let retry: JsonValue = retry.json().await.unwrap();
+        assert_eq!(retry["runs"][0]["id"], first["runs"][0]["id"], "{retry}");
+        assert_eq!(retry["runs"][0]["status"], "timeout", "{retry}");
         fleet.stop().await;
         h.finish().await;
     }
 
     async fn replicas_polling_at_once_queue_one_collection_per_run(backend: Backend) {
         use sea_orm::ConnectionTrait;
-        // The test polls by hand, as two replicas would at the same moment.
+        // The test polls by hand, as two replicas would at the same moment. On PostgreSQL the
+        // two polls race for the rows (this is the case the claim is for); on SQLite one process
+        // serializes them, and the test pins that the outcome is the same.
         let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
             config.diagnostics.poll_after = Duration::from_secs(3600);
             config.diagnostics.poll_interval = Duration::from_secs(3600);

@@ -251,7 +251,7 @@ on_both_backends! {
         assert!(status.is_success(), "{task}");
         let device = roost::store::devices::by_device_id(&h.app().store, &silent).await.unwrap().unwrap();
         roost::store::faults::record(
-            &h.app().store, device.id, device.org_id, "preset:x", roost::fault_code::FaultCode::Cwmp(9002), "refused", None,
+            &h.app().store, device.id, "preset:x", roost::fault_code::FaultCode::Cwmp(9002), "refused", None,
         )
         .await
         .unwrap();

@@ -125,8 +125,8 @@ async fn run(
     let wait = wait.duration()?;
     let device = visible_device(app, caller, id).await?;
     let idempotency = IdempotencyRequest::from_headers(headers, caller, &device.device_id, &diagnose.digest)?;
-    // A retry is answered before any check: its runs may be running (which would refuse a new
-    // one) or over.
+    // A retry is answered before the checks of the device's state: its runs may be running
+    // (which would refuse a new one) or over.
     if let Some(request) = &idempotency
         && let Some(runs) = earlier_runs(app, &device, request).await?
     {
@@ -138,6 +138,13 @@ async fn run(
         let TaskSpec::StartDiagnostic(request) = spec else { return Err(invalid("not a diagnostic")) };
         check_supported(app, &device, request.kind()).await?;
         if let Some(open) = diagnostics::open_conflicting(&app.api_store, device.id, request.kind()).await? {
+            // The open run may be this key's own, created since the look above (a double
+            // submit): the retry gets it, not a refusal.
+            if let Some(request) = &idempotency
+                && let Some(runs) = earlier_runs(app, &device, request).await?
+            {
+                return Ok(answer(runs, &device, true));
+            }
             return Err(ApiError::conflict(
                 ErrorCode::InvalidDiagnostic,
                 format!(
@@ -191,9 +198,10 @@ struct Diagnose {
 }
 
 impl Diagnose {
-    /// A request of one run, which is its own digest.
-    fn one(body: Value) -> Self {
-        Diagnose { digest: body.clone(), bodies: vec![(body, None)] }
+    /// A request of one run, its digest tagged with the action: a task POST of the same body
+    /// under the same key is another request.
+    fn one(action: &str, body: Value) -> Self {
+        Diagnose { digest: json!({ action: body }), bodies: vec![(body, None)] }
     }
 }
 
@@ -272,7 +280,7 @@ async fn ping(
     caller.require(Permission::OperateDevices)?;
     let body = json!({"name": "startDiagnostic", "diagnostic": "ping", "host": request.host,
         "count": request.count, "timeoutMs": request.timeout_ms, "size": request.size});
-    run(&app, &slot, &caller, &id, Diagnose::one(body), &wait, &headers).await
+    run(&app, &slot, &caller, &id, Diagnose::one("ping", body), &wait, &headers).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -301,7 +309,7 @@ async fn traceroute(
     caller.require(Permission::OperateDevices)?;
     let body = json!({"name": "startDiagnostic", "diagnostic": "traceroute", "host": request.host,
         "maxHops": request.max_hops, "timeoutMs": request.timeout_ms});
-    run(&app, &slot, &caller, &id, Diagnose::one(body), &wait, &headers).await
+    run(&app, &slot, &caller, &id, Diagnose::one("traceroute", body), &wait, &headers).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -332,7 +340,7 @@ async fn udp_echo(
     caller.require(Permission::OperateDevices)?;
     let body = json!({"name": "startDiagnostic", "diagnostic": "udp-echo", "host": request.host,
         "port": request.port, "count": request.count});
-    run(&app, &slot, &caller, &id, Diagnose::one(body), &wait, &headers).await
+    run(&app, &slot, &caller, &id, Diagnose::one("udpEcho", body), &wait, &headers).await
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -253,7 +253,10 @@ async fn update(
         orgs::set_speed_test_server(&app.api_store, org.id, server.as_ref()).await?;
     }
     let org = orgs::by_id(&app.api_store, org.id).await?.ok_or_else(|| ApiError::not_found("organization"))?;
-    Ok((Extension(AuditOrg(org.parent_id)), Json(view(&org, &super::org_slugs(&app).await?))))
+    // Recorded where the organization's managers read it: above it, or its own for a change its
+    // own administrators made (its test server).
+    let audit = if org.id == caller.org_id { Some(org.id) } else { org.parent_id };
+    Ok((Extension(AuditOrg(audit)), Json(view(&org, &super::org_slugs(&app).await?))))
 }
 
 /// Deletes an empty organization below the caller's, with its own configuration; one that

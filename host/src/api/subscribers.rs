@@ -371,6 +371,15 @@ async fn preassign(
             });
             (StatusCode::OK, audit, Json(view))
         }
+        Preassigned::Ambiguous { pending } => {
+            return Err(ApiError::conflict(
+                ErrorCode::InvalidSubscriber,
+                format!(
+                    "serial: {pending} pending devices have the serial {serial:?}; move the subscriber's into \
+                     the organization by its id (PATCH /api/v1/devices/{{id}} {{\"org\": …}}), then assign it"
+                ),
+            ));
+        }
         Preassigned::Expected => (
             StatusCode::CREATED,
             audit,

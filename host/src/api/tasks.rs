@@ -22,7 +22,6 @@ use super::error::{ApiError, ApiResult, ErrorCode};
 use super::{ListResponse, Page, optional_timestamp, timestamp};
 use crate::app::App;
 use crate::cwmp::connection_request;
-use crate::fault_code::FaultCode;
 use crate::permissions::Permission;
 use crate::store::tasks::{self, TaskRow, TaskStage, TaskStatus};
 use crate::store::{devices, now_millis};
@@ -408,9 +407,7 @@ async fn remove(
     if task.status == TaskStatus::Pending
         && let Some(device) = devices::by_pk(&app.api_store, task.device_pk).await?
     {
-        let message = "The diagnostic's task was deleted";
-        crate::store::diagnostics::end_with_task(&app.api_store, &device, task.id, FaultCode::TaskDeleted, message)
-            .await?;
+        crate::store::diagnostics::cancel_with_task(&app.api_store, &device, task.id).await?;
     }
     Ok((Extension(AuditOrg(task.org_id)), StatusCode::NO_CONTENT))
 }

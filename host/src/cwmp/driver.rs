@@ -411,7 +411,7 @@ impl Driver {
 
     async fn record_fault(&self, store: &Store, channel: &str, code: FaultCode, message: &str) -> Result<()> {
         tracing::info!(device = %self.device.device_id, channel, %code, message, "device fault");
-        faults::record(store, self.device.id, self.device.org_id, channel, code, message, None).await
+        faults::record(store, self.device.id, channel, code, message, None).await
     }
 }
 

@@ -167,9 +167,7 @@ async fn record_failed_identify(p: &Provisioner, device: &Device, failure: &Fail
     };
     let detail = serde_json::json!({"plugin": plugin.name, "version": plugin.version, "call": "identify"});
     let channel = format!("adapter:{}", plugin.name);
-    if let Err(error) =
-        faults::record(&p.store, device.id, device.org_id, &channel, fault.code(), &message, Some(&detail)).await
-    {
+    if let Err(error) = faults::record(&p.store, device.id, &channel, fault.code(), &message, Some(&detail)).await {
         tracing::warn!(plugin = %plugin.name, device = %device.device_id, "{message}; recording the fault failed: {error:#}");
     }
 }

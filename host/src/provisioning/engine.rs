@@ -61,7 +61,6 @@ const PARAMETER_KEY: &str = "roost-provision";
 /// One session's provisioning.
 pub struct Provisioning {
     device_pk: DevicePk,
-    org_id: Option<i64>,
     device_id: String,
     /// The device's data model, which names its connection-request credentials.
     model: Option<DataModel>,
@@ -222,7 +221,6 @@ impl Provisioning {
     ) -> Self {
         Provisioning {
             device_pk: device.id,
-            org_id: device.org_id,
             device_id: device.device_id.clone(),
             model: device.model(),
             events: events.to_vec(),
@@ -661,7 +659,7 @@ impl Provisioning {
             self.task_fault.get_or_insert(TaskFault { code, message: message.to_owned(), detail });
             return Ok(());
         }
-        faults::record(&p.store, self.device_pk, self.org_id, channel, code, message, detail.as_ref()).await
+        faults::record(&p.store, self.device_pk, channel, code, message, detail.as_ref()).await
     }
 }
 

@@ -170,6 +170,18 @@ pub async fn by_id(store: &Store, id: i64) -> Result<Option<Run>> {
     super::first::<Run, _>(store.db(), stmt).await.context("loading a diagnostic")
 }
 
+/// Ends the open run a deleted task was for, and the runs that waited for it (a speed test's
+/// upload behind its download): deleting the task called the request off.
+pub async fn cancel_with_task(store: &Store, device: &Device, task_id: i64) -> Result<()> {
+    let mut task_id = task_id;
+    let mut message = "The diagnostic's task was deleted";
+    while let Some(next) = end_with_task(store, device, task_id, FaultCode::TaskCancelled, message).await? {
+        task_id = next.id;
+        message = "The diagnostic it waited for was called off";
+    }
+    Ok(())
+}
+
 /// The run a task of the device starts or collects. (Within the device's runs: neither task
 /// column is indexed.)
 pub async fn of_task(store: &Store, device_pk: DevicePk, task_id: i64) -> Result<Option<Run>> {
@@ -273,14 +285,18 @@ pub async fn finish(
         return Ok(None);
     }
     // A run that ended without the device (timeout, a fault) must not start later behind it.
+    // Its tasks are closed, not deleted: an `Idempotency-Key` names the start task, and a retry
+    // must still find the runs it made.
+    let (code, message) = fault.unwrap_or((FaultCode::TaskCancelled, "The diagnostic ended before this task ran"));
     for task in [run.start_task_id, run.collect_task_id].into_iter().flatten() {
         txn.execute_raw(statement(
             backend,
-            "DELETE FROM tasks WHERE id = ? AND status = 'pending' AND stage = 'queued'",
-            [task.into()],
+            "UPDATE tasks SET status = 'fault', fault_code = ?, fault_message = ?, done_at = ?
+             WHERE id = ? AND status = 'pending' AND stage = 'queued'",
+            [code.to_string().into(), message.into(), now.into(), task.into()],
         ))
         .await
-        .context("dropping the ended diagnostic's tasks")?;
+        .context("closing the ended diagnostic's tasks")?;
     }
     let payload = serde_json::json!({
         "device_id": device.device_id,
@@ -407,7 +423,7 @@ pub async fn poll(store: &Store, now: i64, poll_after: i64) -> Result<Vec<Device
         txn.get_database_backend(),
         "SELECT * FROM diagnostics d WHERE d.status = 'requested' AND d.polled_at <= ?
          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = d.collect_task_id AND t.status = 'pending')
-         ORDER BY d.polled_at LIMIT 1000",
+         ORDER BY d.polled_at, d.id LIMIT 1000",
         [(now - poll_after).into()],
     ))
     .all(&txn)

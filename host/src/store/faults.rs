@@ -45,11 +45,12 @@ pub async fn list_for_device(
 
 /// Records a fault that belongs to no task (e.g. a bootstrap step the CPE refused). The same
 /// fault again (device, channel and code) counts as another occurrence of the one recorded, with
-/// its latest message: a preset refused every session is one row, not one per session.
+/// its latest message: a preset refused every session is one row, not one per session. Its
+/// organization is the device's as it is now, not as the session that saw the fault began (a
+/// device moved meanwhile belongs to its new organization's counts).
 pub async fn record(
     store: &Store,
     device_pk: DevicePk,
-    org_id: Option<i64>,
     channel: &str,
     code: FaultCode,
     message: &str,
@@ -62,13 +63,13 @@ pub async fn record(
         .db()
         .execute_raw(store.statement(
             "INSERT INTO faults (device_id, org_id, task_id, channel, code, message, detail, created_at, last_seen_at)
-             VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)
+             VALUES (?, (SELECT org_id FROM devices WHERE id = ?), NULL, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (device_id, channel, code) WHERE task_id IS NULL DO UPDATE SET
              occurrences = faults.occurrences + 1, last_seen_at = excluded.last_seen_at,
-             message = excluded.message, detail = excluded.detail",
+             message = excluded.message, detail = excluded.detail, org_id = excluded.org_id",
             [
                 device_pk.into(),
-                org_id.into(),
+                device_pk.into(),
                 channel.into(),
                 code.to_string().into(),
                 message.into(),
@@ -111,14 +112,13 @@ pub async fn list(
     after: Option<FaultCursor>,
     limit: u64,
 ) -> Result<Vec<(FaultRow, String)>> {
-    // The device's organization, as every other read of faults: a fault's own copy moves with
-    // its device, but one recorded by a session that began before a move may lag.
-    let (condition, mut args) = scope.condition("d.org_id");
+    // A fault's organization is its device's: moved with it, and read from it when recorded.
+    let (condition, mut args) = scope.condition("f.org_id");
     let mut sql = format!(
         "SELECT f.*, d.device_id AS device_name FROM faults f JOIN devices d ON d.id = f.device_id WHERE {condition}"
     );
     if let Some(orgs) = &filter.orgs {
-        let (condition, more) = super::orgs::Scope::Orgs(orgs.clone()).condition("d.org_id");
+        let (condition, more) = super::orgs::Scope::Orgs(orgs.clone()).condition("f.org_id");
         sql.push_str(&format!(" AND {condition}"));
         args.extend(more);
     }

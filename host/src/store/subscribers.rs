@@ -230,6 +230,8 @@ pub enum Preassigned {
     Linked { device: Box<Device>, task: Box<TaskRow> },
     /// Not seen yet: the serial is expected, and links its device at the first Inform.
     Expected,
+    /// Several pending devices have the serial (two makers' numbering met): nothing was done.
+    Ambiguous { pending: i64 },
 }
 
 /// Links the device of `serial` to the subscriber: now when the subscriber's organization has
@@ -256,7 +258,25 @@ pub async fn preassign(
     let mut existing = super::first::<Device, _>(&txn, in_org()).await.context("looking for the serial's device")?;
     if existing.is_none() && may_claim {
         // A device that informed before its serial was expected waits among the pending ones:
-        // no later Inform of it would ever look at the pre-registration.
+        // no later Inform of it would ever look at the pre-registration. Devices of two makers
+        // may share a serial: then which one is the subscriber's is the caller's to say.
+        let pending = super::first_row(
+            &txn,
+            statement(
+                backend,
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM devices WHERE org_id IS NULL AND serial_number = ?",
+                [serial.into()],
+            ),
+        )
+        .await
+        .context("counting the serial's pending devices")?
+        .map(|row| row.try_get_by_index::<i64>(0))
+        .transpose()
+        .context("pending count")?
+        .unwrap_or(0);
+        if pending > 1 {
+            return Ok(Preassigned::Ambiguous { pending });
+        }
         let claimed = super::devices::claim_pending(&txn, &[serial.to_owned()], subscriber.org_id, actor).await?;
         if !claimed.is_empty() {
             existing = super::first::<Device, _>(&txn, in_org()).await.context("loading the claimed device")?;

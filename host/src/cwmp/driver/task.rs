@@ -406,7 +406,6 @@ pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &Trans
             faults::record(
                 &app.store,
                 device.id,
-                device.org_id,
                 &format!("preset:{preset}"),
                 FaultCode::Cwmp(complete.fault.code),
                 &message,
