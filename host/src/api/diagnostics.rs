@@ -127,10 +127,8 @@ async fn run(
     let idempotency = IdempotencyRequest::from_headers(headers, caller, &device.device_id, &diagnose.digest)?;
     // A retry is answered before the checks of the device's state: its runs may be running
     // (which would refuse a new one) or over.
-    if let Some(request) = &idempotency
-        && let Some(runs) = earlier_runs(app, &device, request).await?
-    {
-        return Ok(answer(runs, &device, true));
+    if let Some(replay) = replay(app, &device, idempotency.as_ref()).await? {
+        return Ok(replay);
     }
     let mut runs = Vec::with_capacity(diagnose.bodies.len());
     for (body, token_hash) in diagnose.bodies {
@@ -140,10 +138,8 @@ async fn run(
         if let Some(open) = diagnostics::open_conflicting(&app.api_store, device.id, request.kind()).await? {
             // The open run may be this key's own, created since the look above (a double
             // submit): the retry gets it, not a refusal.
-            if let Some(request) = &idempotency
-                && let Some(runs) = earlier_runs(app, &device, request).await?
-            {
-                return Ok(answer(runs, &device, true));
+            if let Some(replay) = replay(app, &device, idempotency.as_ref()).await? {
+                return Ok(replay);
             }
             return Err(ApiError::conflict(
                 ErrorCode::InvalidDiagnostic,
@@ -157,18 +153,14 @@ async fn run(
         }
         runs.push(NewRun { kind: request.kind(), body: request.body(), token_hash });
     }
-    let created =
-        match diagnostics::create(&app.api_store, &device, runs, idempotency.as_ref().map(|r| r.key())).await? {
-            Some(created) => created,
-            // A concurrent retry with the same key created them first.
-            None => match &idempotency {
-                Some(request) => match earlier_runs(app, &device, request).await? {
-                    Some(runs) => return Ok(answer(runs, &device, true)),
-                    None => return Err(anyhow::anyhow!("an idempotency key vanished while it was used").into()),
-                },
-                None => return Err(anyhow::anyhow!("a diagnostic without a key was taken for a repeat").into()),
-            },
-        };
+    let Some(created) =
+        diagnostics::create(&app.api_store, &device, runs, idempotency.as_ref().map(|r| r.key())).await?
+    else {
+        // A concurrent retry with the same key created them first.
+        return replay(app, &device, idempotency.as_ref())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("an idempotency key vanished while it was used").into());
+    };
     slot.release();
     if let Err(error) = crate::cwmp::connection_request::send(app, &device).await {
         tracing::warn!(device = %device.device_id, "waking the device for a diagnostic: {error:#}");
@@ -205,15 +197,16 @@ impl Diagnose {
     }
 }
 
-/// The runs an earlier request with this key created, as they are now; an error when the key
-/// came with another request.
-async fn earlier_runs(app: &App, device: &Device, request: &IdempotencyRequest) -> ApiResult<Option<Vec<Run>>> {
+/// The answer to a retry: the runs an earlier request with this key created, as they are now;
+/// `None` when there is no key or it is new; an error when it came with another request.
+async fn replay(app: &App, device: &Device, request: Option<&IdempotencyRequest>) -> ApiResult<Option<Response>> {
+    let Some(request) = request else { return Ok(None) };
     match tasks::key_use(&app.api_store, request.key()).await? {
         None => Ok(None),
         Some(tasks::KeyUse::OtherRequest) => Err(IdempotencyRequest::reused()),
         Some(tasks::KeyUse::Task(task_id)) => {
             let runs = diagnostics::started_by(&app.api_store, device.id, task_id).await?;
-            Ok((!runs.is_empty()).then_some(runs))
+            Ok((!runs.is_empty()).then(|| answer(runs, device, true)))
         }
     }
 }

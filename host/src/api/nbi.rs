@@ -503,7 +503,7 @@ async fn delete_task(
     caller.require(Permission::ConfigureDevices)?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("task"))?;
     let task = tasks::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    tasks::delete(&app.api_store, task.id).await?;
+    tasks::delete(&app.api_store, &task).await?;
     Ok((Extension(super::audit::AuditOrg(task.org_id)), StatusCode::OK))
 }
 

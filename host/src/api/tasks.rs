@@ -331,10 +331,10 @@ impl IdempotencyRequest {
 
     /// The task this key queued before, if it did; an error if it came with another request.
     async fn earlier(&self, app: &App) -> ApiResult<Option<TaskRow>> {
-        match tasks::by_idempotency_key(&app.api_store, self.key()).await? {
+        match tasks::key_use(&app.api_store, self.key()).await? {
             None => Ok(None),
-            Some(tasks::Remembered::Task(task)) => Ok(Some(*task)),
-            Some(tasks::Remembered::OtherRequest) => Err(Self::reused()),
+            Some(tasks::KeyUse::Task(task_id)) => Ok(tasks::by_id(&app.api_store, task_id).await?),
+            Some(tasks::KeyUse::OtherRequest) => Err(Self::reused()),
         }
     }
 
@@ -402,13 +402,7 @@ async fn remove(
 ) -> ApiResult<(Extension<AuditOrg>, StatusCode)> {
     caller.require(Permission::ConfigureDevices)?;
     let (task, _) = visible_task(&app, &caller, &id).await?;
-    tasks::delete(&app.api_store, task.id).await?;
-    // A diagnostic's run whose pending task is gone would wait for its timeout.
-    if task.status == TaskStatus::Pending
-        && let Some(device) = devices::by_pk(&app.api_store, task.device_pk).await?
-    {
-        crate::store::diagnostics::cancel_with_task(&app.api_store, &device, task.id).await?;
-    }
+    tasks::delete(&app.api_store, &task).await?;
     Ok((Extension(AuditOrg(task.org_id)), StatusCode::NO_CONTENT))
 }
 

@@ -172,11 +172,13 @@ pub async fn by_id(store: &Store, id: i64) -> Result<Option<Run>> {
 
 /// Ends the open run a deleted task was for, and the runs that waited for it (a speed test's
 /// upload behind its download): deleting the task called the request off.
-pub async fn cancel_with_task(store: &Store, device: &Device, task_id: i64) -> Result<()> {
-    let mut task_id = task_id;
+pub(super) async fn cancel_with_task(store: &Store, device_pk: DevicePk, task_id: i64) -> Result<()> {
+    let Some(mut run) = of_task(store, device_pk, task_id).await? else { return Ok(()) };
+    let Some(device) = super::devices::by_pk(store, device_pk).await? else { return Ok(()) };
     let mut message = "The diagnostic's task was deleted";
-    while let Some(next) = end_with_task(store, device, task_id, FaultCode::TaskCancelled, message).await? {
-        task_id = next.id;
+    while let Some(next) = end_run(store, &device, &run, FaultCode::TaskCancelled, message).await? {
+        let Some(waiting) = of_task(store, device_pk, next.id).await? else { break };
+        run = waiting;
         message = "The diagnostic it waited for was called off";
     }
     Ok(())
@@ -204,12 +206,17 @@ pub async fn end_with_task(
     message: &str,
 ) -> Result<Option<TaskRow>> {
     let Some(run) = of_task(store, device.id, task_id).await? else { return Ok(None) };
+    end_run(store, device, &run, code, message).await
+}
+
+/// Ends a run as a fault unless it is over; the task queued for the run that waited for it.
+async fn end_run(store: &Store, device: &Device, run: &Run, code: FaultCode, message: &str) -> Result<Option<TaskRow>> {
     if run.status.is_over() {
         return Ok(None);
     }
     let collected =
         Collected { status: RunStatus::Fault, state: run.state.clone(), results: None, raw: None, summary: None };
-    finish(store, &run, device, collected, Some((code, message))).await
+    finish(store, run, device, collected, Some((code, message))).await
 }
 
 /// The device has the run's inputs and `DiagnosticsState=Requested`.

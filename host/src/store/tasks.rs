@@ -103,15 +103,6 @@ pub struct IdempotencyKey<'a> {
     pub request_hash: &'a str,
 }
 
-/// What a key was used for before.
-#[derive(Debug)]
-pub enum Remembered {
-    /// The same request: its task.
-    Task(Box<TaskRow>),
-    /// Another request with the same key.
-    OtherRequest,
-}
-
 /// What a key was used for before, as remembered: the id of the task the same request queued
 /// (its first, for a request that queued several), or another request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,15 +125,6 @@ pub async fn key_use(store: &Store, key: IdempotencyKey<'_>) -> Result<Option<Ke
         return Ok(Some(KeyUse::OtherRequest));
     }
     Ok(Some(KeyUse::Task(row.try_get("", "task_id").context("task_id")?)))
-}
-
-/// The task queued earlier with this key (within a day), if any.
-pub async fn by_idempotency_key(store: &Store, key: IdempotencyKey<'_>) -> Result<Option<Remembered>> {
-    match key_use(store, key).await? {
-        None => Ok(None),
-        Some(KeyUse::OtherRequest) => Ok(Some(Remembered::OtherRequest)),
-        Some(KeyUse::Task(task_id)) => Ok(by_id(store, task_id).await?.map(|task| Remembered::Task(Box::new(task)))),
-    }
 }
 
 /// Queues a task and remembers `key` for it, in one transaction: a retry after any failure
@@ -373,14 +355,23 @@ pub async fn retry(store: &Store, id: i64) -> Result<bool> {
     Ok(updated > 0)
 }
 
-pub async fn delete(store: &Store, id: i64) -> Result<bool> {
-    let _guard = store.write_guard().await;
-    let result = store
-        .db()
-        .execute_raw(store.statement("DELETE FROM tasks WHERE id = ?", [id.into()]))
-        .await
-        .context("deleting task")?;
-    Ok(result.rows_affected() > 0)
+/// Deletes a task, whatever asked (the API, the NBI). A pending task a diagnostic's run waited
+/// for calls that request off: else the run would wait for its timeout.
+pub async fn delete(store: &Store, task: &TaskRow) -> Result<bool> {
+    let deleted = {
+        let _guard = store.write_guard().await;
+        store
+            .db()
+            .execute_raw(store.statement("DELETE FROM tasks WHERE id = ?", [task.id.into()]))
+            .await
+            .context("deleting task")?
+            .rows_affected()
+            > 0
+    };
+    if deleted && task.status == TaskStatus::Pending {
+        super::diagnostics::cancel_with_task(store, task.device_pk, task.id).await?;
+    }
+    Ok(deleted)
 }
 
 /// Faults every pending task past its expiry; returns how many.
