@@ -294,12 +294,7 @@ impl<T> ListResponse<T> {
     }
 }
 
-/// RFC 3339 in UTC with milliseconds, from stored epoch milliseconds.
-pub fn timestamp(millis: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+pub use crate::store::timestamp;
 
 pub fn optional_timestamp(millis: Option<i64>) -> Option<String> {
     millis.map(timestamp)

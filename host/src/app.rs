@@ -62,7 +62,9 @@ impl App {
     pub async fn open(config: Config, plugins: Option<Arc<PluginRuntime>>) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let store = Store::open_migrated(&config.database_url).await?;
+        let store = Store::open_migrated(&config.database_url)
+            .await?
+            .with_offline_grace(crate::health::OfflineGrace::of(&config.health));
         let api_store = store.with_own_pool(&config.database_url, config.api.max_concurrent_requests.max(1)).await?;
         let api_slots = Arc::new(tokio::sync::Semaphore::new(config.api.max_concurrent_requests.max(1) as usize));
         let secrets = Secrets::load_or_create(&config.data_dir)?;

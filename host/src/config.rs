@@ -166,8 +166,7 @@ pub struct ApiSettings {
     /// Replaced by `[health]` (a device is online within the grace its periodic interval
     /// earns): still read, so that a file written for an earlier version loads, and ignored
     /// with a warning.
-    #[serde(with = "optional_seconds")]
-    pub online_window: Option<Duration>,
+    pub online_window: Option<u64>,
 }
 
 impl Default for ApiSettings {
@@ -317,16 +316,6 @@ impl Config {
 fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
-}
-
-mod optional_seconds {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_secs))
-    }
 }
 
 pub(crate) mod seconds {

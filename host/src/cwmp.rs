@@ -472,7 +472,6 @@ async fn start_session(
         remote_address: &origin.client.to_string(),
         cwmp_version: cwmp.version().as_str(),
         now: store::now_millis(),
-        offline_grace: crate::health::OfflineGrace::of(&app.config.health),
     };
     let outcome = match devices::record_inform(&app.store, &record).await {
         Ok(outcome) => outcome,

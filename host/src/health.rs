@@ -198,8 +198,11 @@ impl Default for HealthSettings {
     }
 }
 
-/// What an Inform's `offline_at` is computed from: the rule lives in one SQL expression
-/// (`store::devices`), since the interval it needs is in the row the Inform updates.
+/// How long after its last Inform a device counts as offline: its periodic interval times the
+/// missed intervals, with room for the Inform that ends the grace to arrive, and at least the
+/// least grace (also that of a device whose interval is not known). [`OfflineGrace::after`] is
+/// the rule; the Inform applies it in SQL (`store::devices`), since the interval it needs is in
+/// the row the Inform updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OfflineGrace {
     /// Milliseconds of grace per second of periodic interval (the missed intervals × 1000).
@@ -218,6 +221,13 @@ impl OfflineGrace {
             per_interval_second_ms: i64::from(settings.missed_intervals) * 1000,
             min_ms: i64::try_from(settings.min_offline_after.as_millis()).unwrap_or(i64::MAX),
         }
+    }
+
+    /// The grace, in milliseconds, of a device of this periodic interval (seconds).
+    pub fn after(&self, interval_s: Option<i64>) -> i64 {
+        let by_interval =
+            interval_s.map(|s| s.saturating_mul(self.per_interval_second_ms).saturating_add(INFORM_JITTER_MS));
+        by_interval.map_or(self.min_ms, |ms| ms.max(self.min_ms))
     }
 }
 
@@ -450,5 +460,8 @@ mod tests {
     fn the_default_grace_is_two_intervals_and_ten_minutes_at_least() {
         let grace = OfflineGrace::default();
         assert_eq!(grace, OfflineGrace { per_interval_second_ms: 2000, min_ms: 600_000 });
+        assert_eq!(grace.after(None), 600_000, "an interval not known: the least grace");
+        assert_eq!(grace.after(Some(60)), 600_000, "two minutes and a jitter is less than the least");
+        assert_eq!(grace.after(Some(3600)), 2 * 3_600_000 + INFORM_JITTER_MS);
     }
 }

@@ -128,6 +128,8 @@ pub struct Store {
     statements: Arc<AtomicU64>,
     /// Background work (the SQLite checkpointer) stops once every clone of the store is gone.
     _alive: Arc<()>,
+    /// The presence rule every write of `offline_at` applies (`[health]`).
+    offline_grace: crate::health::OfflineGrace,
 }
 
 /// How often SQLite's WAL is checkpointed.
@@ -263,12 +265,21 @@ impl Store {
         if let Some(writer) = &sqlite_writer {
             tokio::spawn(checkpoint_loop(url.to_owned(), writer.clone(), Arc::downgrade(&alive)));
         }
-        Ok(Self { db, sqlite_writer, statements, _alive: alive })
+        Ok(Self { db, sqlite_writer, statements, _alive: alive, offline_grace: Default::default() })
     }
 
     /// The same database through a pool of its own of `max_connections`, sharing this store's
     /// writer lock and statement count: the REST API's, so that its readers never take the
     /// connections CPE sessions wait for.
+    /// This store, writing `offline_at` by `grace` (the configured `[health]`).
+    pub fn with_offline_grace(self, grace: crate::health::OfflineGrace) -> Self {
+        Self { offline_grace: grace, ..self }
+    }
+
+    pub fn offline_grace(&self) -> crate::health::OfflineGrace {
+        self.offline_grace
+    }
+
     pub async fn with_own_pool(&self, url: &str, max_connections: u32) -> Result<Self> {
         let mut db = connect_pool(url, max_connections).await?;
         count_statements(&mut db, &self.statements);
@@ -416,6 +427,13 @@ impl sea_orm::TryGetable for DevicePk {
 /// Milliseconds since the Unix epoch: how every time is stored.
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A stored time as the API and event payloads show it: RFC 3339 in UTC with milliseconds.
+pub fn timestamp(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 fn sqlite_directory(url: &str) -> Option<std::path::PathBuf> {

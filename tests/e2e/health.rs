@@ -116,6 +116,24 @@ on_both_backends! {
             assert!(series(&old, "uptime_seconds").is_empty(), "{old}");
         }
 
+        // Past their retention, points go, a few a statement; the roll-ups outlive them.
+        let store = &h.app().store;
+        let id = tplink.device(0).device_id();
+        let raw_points = |answer: &JsonValue| -> usize {
+            answer["series"].as_array().unwrap().iter().map(|s| s["points"].as_array().unwrap().len()).sum()
+        };
+        let before = raw_points(&metrics(&h, &id, "").await);
+        assert!(before > 3, "{before}");
+        let everything_raw = now_millis() + 1;
+        let pruned = roost::store::metrics::prune(store, everything_raw, 0, 2).await.unwrap();
+        assert!(pruned >= before as u64, "both devices' raw points: {pruned}");
+        assert_eq!(raw_points(&metrics(&h, &id, "").await), 0);
+        let hourly = metrics(&h, &id, "?names=uptime_seconds&step=1h").await;
+        assert!(!series(&hourly, "uptime_seconds").is_empty(), "{hourly}");
+        assert!(roost::store::metrics::prune(store, 0, now_millis() + 3_600_000, 3).await.unwrap() > 0);
+        let hourly = metrics(&h, &id, "?names=uptime_seconds&step=1h").await;
+        assert!(series(&hourly, "uptime_seconds").is_empty(), "{hourly}");
+
         // Figures younger than the max-age are replayed as they were: nothing to store.
         put_preset(&h, "health", health_preset("3600")).await;
         let cpe = huawei.device(0);
@@ -182,8 +200,11 @@ on_both_backends! {
         let device = stored().await;
         assert_eq!(device.offline_at.unwrap() - device.last_inform_at.unwrap(), 600_000, "ten minutes at least");
         assert_eq!(h.device(&id).await["online"], true);
-        // … an hourly one two intervals and a minute.
+        // … an hourly one two intervals and a minute, from the write on: not only from its next
+        // Inform, an hour away, which the ten minutes before would not have waited for.
         set_interval(3600).await;
+        let device = stored().await;
+        assert_eq!(device.offline_at.unwrap() - device.last_inform_at.unwrap(), 2 * 3_600_000 + 60_000, "at the write");
         assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
         let device = stored().await;
         assert_eq!(device.offline_at.unwrap() - device.last_inform_at.unwrap(), 2 * 3_600_000 + 60_000);

@@ -1670,7 +1670,6 @@ async fn store_device(
         remote_address: "127.0.0.1",
         cwmp_version: "1.0",
         now: roost::store::now_millis(),
-        offline_grace: Default::default(),
     };
     let outcome = record_inform(&h.app().store, &record).await.unwrap();
     world.devices.lock().unwrap().insert(device_id.clone(), owner);

@@ -392,9 +392,7 @@ async fn store_as_another_writer(h: &Harness, device_pk: roost::store::DevicePk,
         value_type: roost_cwmp::ValueType::parse("xsd:unsignedInt"),
     };
     let store = &h.app().store;
-    roost::store::parameters::upsert_values(store.db(), device_pk, &[reported], roost::store::now_millis())
-        .await
-        .unwrap();
+    roost::store::parameters::store_read(store, device_pk, &[reported], roost::store::now_millis()).await.unwrap();
 }
 
 async fn stored_device(h: &Harness, id: &str) -> roost::store::devices::Device {

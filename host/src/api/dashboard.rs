@@ -48,7 +48,7 @@ pub struct DashboardView {
     pub software_versions: Vec<VersionCount>,
     /// By organization.
     pub organizations: Vec<OrgCountView>,
-    /// Faults recorded in the last 24 hours, by code.
+    /// Faults seen in the last 24 hours, by code (a fault that repeats counts once).
     pub faults_last_24h: FaultCounts,
     /// Tasks not done yet, by name.
     pub tasks_in_flight: TaskCounts,

@@ -96,13 +96,13 @@ async fn device_metrics(
     let series_query =
         health::series_query(from, to, query.step.as_deref(), now, app.config.health.raw_retention).map_err(invalid)?;
     let device = visible_device(&app, &caller, &id).await?;
-    // Buckets: the range's steps, and the partial ones at an unaligned start and end.
+    // Buckets are bounded by the step `series_query` accepts; raw points by this limit.
     let raw = series_query.source == SeriesSource::Raw;
-    let limit = u64::try_from(if raw { MAX_POINTS } else { MAX_POINTS + 2 }).unwrap_or(u64::MAX);
+    let limit = u64::try_from(MAX_POINTS).unwrap_or(u64::MAX);
     let mut series = Vec::with_capacity(names.len());
     for name in names {
         let rows = metrics::series(&app.api_store, device.id, name, &series_query, limit + 1).await?;
-        if rows.len() as u64 > limit {
+        if raw && rows.len() as u64 > limit {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidQuery,
                 format!("step: more than {MAX_POINTS} raw points of {}: pass a step or a shorter range", name.name()),

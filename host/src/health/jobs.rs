@@ -40,7 +40,7 @@ pub async fn flush_loop(app: Arc<App>, mut stopped: watch::Receiver<bool>) -> an
             let now = now_millis();
             let raw_before = now - millis(settings.raw_retention);
             let hourly_before = now - millis(settings.hourly_retention);
-            match metrics::prune(&app.store, raw_before, hourly_before).await {
+            match metrics::prune(&app.store, raw_before, hourly_before, metrics::PRUNE_BATCH).await {
                 Ok(0) => {}
                 Ok(rows) => tracing::debug!(rows, "pruned old health points"),
                 Err(error) => tracing::warn!("pruning health points: {error:#}"),

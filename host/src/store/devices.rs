@@ -96,8 +96,6 @@ pub struct InformRecord<'a> {
     pub remote_address: &'a str,
     pub cwmp_version: &'a str,
     pub now: i64,
-    /// How long after this Inform the device counts as offline (`[health]`).
-    pub offline_grace: crate::health::OfflineGrace,
 }
 
 /// The organization a new device joins, and why.
@@ -161,7 +159,7 @@ pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<I
     let digest = inform_digest(record.parameters);
     let _guard = store.write_guard().await;
     let db = store.db();
-    let Some((device, has_queued_tasks)) = update_known(db, record).await? else {
+    let Some((device, has_queued_tasks)) = update_known(db, record, store.offline_grace()).await? else {
         return register(store, record, &digest).await;
     };
     let mut outcome = InformOutcome { device, created: false, changed_parameters: 0, has_queued_tasks };
@@ -184,7 +182,9 @@ pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<I
             })
             .cloned()
             .collect();
-        if let Some(rev) = parameters::upsert_values(&txn, outcome.device.id, &changed, record.now).await? {
+        if let Some(rev) =
+            parameters::upsert_values(&txn, outcome.device.id, &changed, record.now, store.offline_grace()).await?
+        {
             outcome.device.tree_rev = rev;
         }
         set_digest(&txn, outcome.device.id, &digest).await?;
@@ -231,7 +231,11 @@ fn only_periodic(events: &[EventStruct]) -> bool {
 const HAS_QUEUED_TASKS: &str = "EXISTS (SELECT 1 FROM tasks t WHERE t.device_id = devices.id AND t.status = 'pending' AND t.stage = 'queued') AS has_queued_tasks";
 
 /// Updates a known device from its Inform; `None` if the device is new.
-async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> Result<Option<(Device, bool)>> {
+async fn update_known<C: ConnectionTrait>(
+    db: &C,
+    record: &InformRecord<'_>,
+    grace: crate::health::OfflineGrace,
+) -> Result<Option<(Device, bool)>> {
     let bootstrap = has_event(record.events, "0 BOOTSTRAP");
     let boot = has_event(record.events, "1 BOOT");
     let params = record.parameters;
@@ -250,7 +254,6 @@ async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> 
          last_events = ?, last_inform_at = ?,
          offline_at = ? + CASE WHEN inform_interval_s * ? + ? > ? THEN inform_interval_s * ? + ? ELSE ? END",
     );
-    let grace = record.offline_grace;
     let mut args: Vec<Value> = vec![
         record.identity.manufacturer.as_str().into(),
         optional(".DeviceInfo.SoftwareVersion"),
@@ -262,8 +265,7 @@ async fn update_known<C: ConnectionTrait>(db: &C, record: &InformRecord<'_>) -> 
         optional(".ManagementServer.ConnectionRequestURL"),
         codes.join(",").into(),
         record.now.into(),
-        // The grace its interval earns, with room for the Inform that ends it to arrive, or the
-        // least grace (also that of a device whose interval is not known: NULL is not greater).
+        // `OfflineGrace::after` of the interval in the row (NULL, not known, is not greater).
         record.now.into(),
         grace.per_interval_second_ms.into(),
         crate::health::INFORM_JITTER_MS.into(),
@@ -328,9 +330,12 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
     ))
     .await
     .context("registering device")?;
-    let (mut device, has_queued_tasks) =
-        update_known(&txn, record).await?.context("the device vanished while it was registered")?;
-    if let Some(rev) = parameters::upsert_values(&txn, device.id, record.parameters, record.now).await? {
+    let (mut device, has_queued_tasks) = update_known(&txn, record, store.offline_grace())
+        .await?
+        .context("the device vanished while it was registered")?;
+    if let Some(rev) =
+        parameters::upsert_values(&txn, device.id, record.parameters, record.now, store.offline_grace()).await?
+    {
         device.tree_rev = rev;
     }
     set_digest(&txn, device.id, digest).await?;
@@ -342,11 +347,7 @@ async fn register(store: &Store, record: &InformRecord<'_>, digest: &str) -> Res
     // sweep only reports changes (a pending arrival is no organization's event; claimed, it
     // is online already).
     if let Some(org_id) = device.org_id {
-        let online = serde_json::json!({
-            "device_id": record.device_id,
-            "last_inform_at": device.last_inform_at.map(presence::rfc3339),
-            "offline_at": device.offline_at.map(presence::rfc3339),
-        });
+        let online = presence::payload(record.device_id, device.last_inform_at, device.offline_at);
         super::events::record(&txn, EventType::DeviceOnline, Some(org_id), record.device_id, &online).await?;
     }
     if let Some(onboarding) = onboarding {

@@ -13,7 +13,8 @@ const ROWS_PER_STATEMENT: usize = 2_000;
 
 /// Stores a batch of points and adds it to the hourly roll-ups, in one transaction: a point is
 /// in both or in neither, so a write that fails can be retried whole. A point already stored
-/// (same device, figure and millisecond: another replica's copy) is not stored or counted again.
+/// (same device, figure and millisecond: a retry of a write whose commit went through though
+/// this side saw it fail) is not stored or counted again.
 pub async fn insert(store: &Store, points: &[Point]) -> Result<()> {
     if points.is_empty() {
         return Ok(());
@@ -90,7 +91,8 @@ pub struct SeriesPoint {
 }
 
 /// A device's series of one figure over a query's range, oldest first. Raw answers hold at most
-/// `limit` points (one more tells the caller there were more).
+/// `limit` points (one more tells the caller there were more); buckets are as many as the
+/// query's step makes.
 pub async fn series(
     store: &Store,
     device_pk: DevicePk,
@@ -142,19 +144,39 @@ fn hourly_base(device_pk: DevicePk, metric: Metric, query: &SeriesQuery, step: i
     vec![device_pk.into(), metric.code().into(), from.into(), query.to.into()]
 }
 
-/// Deletes raw points older than `raw_before` and roll-ups of hours before `hourly_before`;
-/// how many rows went.
-pub async fn prune(store: &Store, raw_before: i64, hourly_before: i64) -> Result<u64> {
-    let _guard = store.write_guard().await;
-    let raw = store
-        .db()
-        .execute_raw(store.statement("DELETE FROM device_metrics WHERE at < ?", [raw_before.into()]))
-        .await
-        .context("pruning raw health points")?;
-    let hourly = store
-        .db()
-        .execute_raw(store.statement("DELETE FROM device_metrics_hourly WHERE hour < ?", [hourly_before.into()]))
-        .await
-        .context("pruning hourly health roll-ups")?;
-    Ok(raw.rows_affected() + hourly.rows_affected())
+/// Rows one prune statement deletes at most: a backlog (after an outage, or a shorter
+/// retention) goes in short statements, between which the Informs waiting on SQLite's writer
+/// get their turn.
+pub const PRUNE_BATCH: u64 = 20_000;
+
+/// Deletes raw points older than `raw_before` and roll-ups of hours before `hourly_before`,
+/// `batch` rows a statement; how many rows went.
+pub async fn prune(store: &Store, raw_before: i64, hourly_before: i64, batch: u64) -> Result<u64> {
+    let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let mut pruned = 0;
+    for (table, time, before) in
+        [("device_metrics", "at", raw_before), ("device_metrics_hourly", "hour", hourly_before)]
+    {
+        // The key's rows, found through the time's index (`device_metrics_at`, `…_hourly_hour`).
+        let sql = format!(
+            "DELETE FROM {table} WHERE (device_id, metric, {time}) IN \
+             (SELECT device_id, metric, {time} FROM {table} WHERE {time} < ? LIMIT ?)"
+        );
+        loop {
+            let deleted = {
+                let _guard = store.write_guard().await;
+                store
+                    .db()
+                    .execute_raw(store.statement(&sql, [before.into(), batch.into()]))
+                    .await
+                    .with_context(|| format!("pruning {table}"))?
+                    .rows_affected()
+            };
+            pruned += deleted;
+            if deleted < batch.unsigned_abs() {
+                break;
+            }
+        }
+    }
+    Ok(pruned)
 }

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use roost_cwmp::{ParameterInfo, ParameterValue, is_secret_parameter};
+use roost_cwmp::{DataModel, ParameterInfo, ParameterValue, is_secret_parameter};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
 use super::DevicePk;
 use super::{Store, placeholders, statement};
+use crate::health::OfflineGrace;
 
 /// Rows per multi-row INSERT: 7 values each stays far below SQLite's and PostgreSQL's
 /// bound-parameter limits while keeping round trips few during discovery.
@@ -32,12 +33,14 @@ const COLUMNS: &str =
 
 /// Stores values read from the device (GetParameterValues, the Inform). A node seen for the
 /// first time is created not writable until GetParameterNames says otherwise. Returns the tree
-/// revision after the write, `None` when there was nothing to write.
+/// revision after the write, `None` when there was nothing to write. A periodic Inform
+/// interval among the values is the device's from now on, and so is the grace it earns.
 pub async fn upsert_values<C: ConnectionTrait>(
     conn: &C,
     device_pk: DevicePk,
     values: &[ParameterValue],
     now: i64,
+    grace: OfflineGrace,
 ) -> Result<Option<i64>> {
     if values.is_empty() {
         return Ok(None);
@@ -71,19 +74,18 @@ pub async fn upsert_values<C: ConnectionTrait>(
             .await
             .context("storing parameter values")?;
     }
-    let interval = values.iter().rev().find_map(periodic_inform_interval);
+    let interval = values.iter().rev().find_map(periodic_inform_interval).map(|seconds| (seconds, grace));
     tree_written(conn, device_pk, interval).await.map(Some)
 }
 
 /// The periodic Inform interval a stored value sets, in seconds: the device's presence is
 /// judged against it (`devices.inform_interval_s`, `health::OfflineGrace`).
 fn periodic_inform_interval(value: &ParameterValue) -> Option<i64> {
-    let mut parts = value.name.split('.');
-    let (Some(_root), Some("ManagementServer"), Some("PeriodicInformInterval"), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let path = &value.name;
+    let relative = DataModel::of_path(path).and_then(|model| model.relative(path));
+    if relative != Some("ManagementServer.PeriodicInformInterval") {
         return None;
-    };
+    }
     value.value.trim().parse::<u32>().ok().filter(|s| *s > 0).map(i64::from)
 }
 
@@ -133,7 +135,7 @@ pub(super) async fn upsert_names<C: ConnectionTrait>(
 /// Stores values read from the device (a GetParameterValues answer), as [`upsert_values`].
 pub async fn store_read(store: &Store, device_pk: DevicePk, values: &[ParameterValue], at: i64) -> Result<()> {
     let _guard = store.write_guard().await;
-    upsert_values(store.db(), device_pk, values, at).await.map(drop)
+    upsert_values(store.db(), device_pk, values, at, store.offline_grace()).await.map(drop)
 }
 
 /// Stores a GetParameterNames listing, as [`upsert_names`].
@@ -152,7 +154,7 @@ pub async fn store_set(
     at: i64,
 ) -> Result<()> {
     let _guard = store.write_guard().await;
-    upsert_values(store.db(), device_pk, values, at).await?;
+    upsert_values(store.db(), device_pk, values, at, store.offline_grace()).await?;
     for (path, sealed) in sealed {
         remember_secret(store.db(), device_pk, &path, sealed).await?;
     }
@@ -248,22 +250,25 @@ async fn mark_tree_changed<C: ConnectionTrait>(conn: &C, device_pk: DevicePk) ->
 /// not find that revision still current when the write is done. (A write that fails half-way
 /// leaves the mark's revision current: a view loaded while it was under way may miss rows it
 /// wrote before failing, until the device's next write.) The same statement keeps the periodic
-/// Inform interval when the write stored it.
+/// Inform interval when the write stored it, and the presence deadline that interval earns.
 async fn tree_written<C: ConnectionTrait>(
     conn: &C,
     device_pk: DevicePk,
-    inform_interval_s: Option<i64>,
+    inform_interval: Option<(i64, OfflineGrace)>,
 ) -> Result<i64> {
-    let stmt = match inform_interval_s {
+    let stmt = match inform_interval {
         None => statement(
             conn.get_database_backend(),
             "UPDATE devices SET tree_rev = tree_rev + 1 WHERE id = ? RETURNING tree_rev",
             [device_pk.into()],
         ),
-        Some(seconds) => statement(
+        // The deadline its last Inform set was of the interval before (or of none, at its
+        // first session): a device now informing hourly must not go offline ten minutes on.
+        Some((seconds, grace)) => statement(
             conn.get_database_backend(),
-            "UPDATE devices SET tree_rev = tree_rev + 1, inform_interval_s = ? WHERE id = ? RETURNING tree_rev",
-            [seconds.into(), device_pk.into()],
+            "UPDATE devices SET tree_rev = tree_rev + 1, inform_interval_s = ?, offline_at = last_inform_at + ?
+             WHERE id = ? RETURNING tree_rev",
+            [seconds.into(), grace.after(Some(seconds)).into(), device_pk.into()],
         ),
     };
     let row = super::first_row(conn, stmt)
