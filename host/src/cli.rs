@@ -9,7 +9,7 @@ use crate::api::auth::{check_password_strength, hash_password};
 use crate::app::Server;
 use crate::config::{Config, DatabaseArgs, ServeArgs};
 use crate::permissions::{Role, may_grant};
-use crate::plugins::{API_VERSION, PluginRuntime, PluginSettings, World, authoring, install};
+use crate::plugins::{PluginRuntime, PluginSettings, World, authoring, install};
 use crate::secrets::Secrets;
 use crate::store::{Store, credentials, orgs, users};
 
@@ -357,9 +357,10 @@ fn validate(runtime: &PluginRuntime, file: &std::path::Path) -> Result<String> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     match runtime.validate(&bytes) {
         Ok(valid) => Ok(format!(
-            "{}: {} of roost:plugin@{API_VERSION}, {} bytes, sha256 {}",
+            "{}: {} of roost:plugin@{}, {} bytes, sha256 {}",
             file.display(),
             valid.world.with_article(),
+            valid.loaded.api_version(),
             bytes.len(),
             valid.hash
         )),

@@ -27,10 +27,13 @@ pub enum Metric {
     OpticalRxDbm,
     OpticalTxDbm,
     CellularRsrpDbm,
+    /// From the adapter's `radio` export (roost:plugin 0.1.1).
+    CellularRssiDbm,
+    CellularSinrDb,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 12] = [
         Metric::UptimeSeconds,
         Metric::CpuPercent,
         Metric::MemoryTotalKib,
@@ -41,6 +44,8 @@ impl Metric {
         Metric::OpticalRxDbm,
         Metric::OpticalTxDbm,
         Metric::CellularRsrpDbm,
+        Metric::CellularRssiDbm,
+        Metric::CellularSinrDb,
     ];
 
     pub fn code(self) -> i16 {
@@ -64,6 +69,8 @@ impl Metric {
             Metric::OpticalRxDbm => "optical_rx_dbm",
             Metric::OpticalTxDbm => "optical_tx_dbm",
             Metric::CellularRsrpDbm => "cellular_rsrp_dbm",
+            Metric::CellularRssiDbm => "cellular_rssi_dbm",
+            Metric::CellularSinrDb => "cellular_sinr_db",
         }
     }
 
@@ -72,12 +79,12 @@ impl Metric {
     }
 }
 
-/// The figures of one health report that the device has, in `Metric` order.
+/// The figures of a device the adapter could read, in `Metric` order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthFigures(pub Vec<(Metric, f64)>);
 
 impl HealthFigures {
-    /// The figures of an adapter's report (those it could read).
+    /// The figures of an adapter's `health` report.
     pub fn of(report: &crate::plugins::HealthReport) -> Self {
         let unsigned = |v: Option<u64>| v.map(|v| v as f64);
         let figures = [
@@ -92,8 +99,36 @@ impl HealthFigures {
             (Metric::OpticalTxDbm, report.optical_tx_dbm),
             (Metric::CellularRsrpDbm, report.cellular_rsrp_dbm),
         ];
+        Self::finite(figures)
+    }
+
+    /// The figures of an adapter's `radio.cellular` report.
+    pub fn of_cellular(report: &crate::plugins::CellularReport) -> Self {
+        Self::finite([
+            (Metric::CellularRssiDbm, report.cellular_rssi_dbm),
+            (Metric::CellularSinrDb, report.cellular_sinr_db),
+        ])
+    }
+
+    fn finite(figures: impl IntoIterator<Item = (Metric, Option<f64>)>) -> Self {
         // A NaN or infinite figure (a firmware's "-inf" dBm with no fibre) is no figure.
         HealthFigures(figures.into_iter().filter_map(|(m, v)| v.filter(|v| v.is_finite()).map(|v| (m, v))).collect())
+    }
+
+    /// These figures with `newer`'s laid over them: a figure `newer` has replaces this one's, the
+    /// others stay. How the reports of one session add up: a provision's `health` and `radio`
+    /// calls, several provisions, several rounds.
+    pub fn overlaid(&self, newer: &HealthFigures) -> HealthFigures {
+        let mut figures: Vec<(Metric, f64)> =
+            self.0.iter().filter(|(metric, _)| !newer.0.iter().any(|(m, _)| m == metric)).copied().collect();
+        figures.extend(newer.0.iter().copied());
+        figures.sort_by_key(|(metric, _)| *metric);
+        HealthFigures(figures)
+    }
+
+    /// `newer` laid over `older`, if there was an older.
+    pub fn overlay(older: Option<&HealthFigures>, newer: &HealthFigures) -> HealthFigures {
+        older.map_or_else(|| newer.clone(), |older| older.overlaid(newer))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -353,7 +388,42 @@ mod tests {
             assert_eq!(Metric::from_code(m.code()), Some(*m));
             assert_eq!(Metric::from_name(m.name()), Some(*m));
         }
-        assert_eq!(Metric::from_code(10), None);
+        assert_eq!(Metric::from_code(12), None);
+        // Stored codes never move: the figures added by roost:plugin 0.1.1 come after 0.1.0's.
+        assert_eq!((Metric::CellularRsrpDbm.code(), Metric::CellularSinrDb.code()), (9, 11));
+    }
+
+    #[test]
+    fn the_reports_of_a_session_add_up_figure_by_figure() {
+        let report = crate::plugins::HealthReport {
+            uptime_seconds: Some(100),
+            cpu_percent: None,
+            memory_total_kib: None,
+            memory_free_kib: None,
+            wan_bytes_sent: None,
+            wan_bytes_received: None,
+            wifi_clients: None,
+            optical_rx_dbm: None,
+            optical_tx_dbm: None,
+            cellular_rsrp_dbm: Some(-97.0),
+        };
+        let health = HealthFigures::of(&report);
+        let radio = HealthFigures::of_cellular(&crate::plugins::CellularReport {
+            cellular_rssi_dbm: Some(-43.7),
+            cellular_sinr_db: Some(f64::NAN),
+        });
+        // Either order gives one set, in `Metric` order.
+        let together =
+            vec![(Metric::UptimeSeconds, 100.0), (Metric::CellularRsrpDbm, -97.0), (Metric::CellularRssiDbm, -43.7)];
+        assert_eq!(health.overlaid(&radio).0, together);
+        assert_eq!(radio.overlaid(&health).0, together);
+        // A later report of a figure replaces the earlier one; the others stay.
+        let later = HealthFigures(vec![(Metric::UptimeSeconds, 400.0)]);
+        assert_eq!(
+            HealthFigures::overlay(Some(&health.overlaid(&radio)), &later).0,
+            vec![(Metric::UptimeSeconds, 400.0), (Metric::CellularRsrpDbm, -97.0), (Metric::CellularRssiDbm, -43.7),]
+        );
+        assert_eq!(HealthFigures::overlay(None, &later), later);
     }
 
     #[test]
@@ -446,7 +516,7 @@ mod tests {
 
     #[test]
     fn names_pick_figures_and_an_unknown_one_is_named() {
-        assert_eq!(metrics_named(None).unwrap().len(), 10);
+        assert_eq!(metrics_named(None).unwrap().len(), Metric::ALL.len());
         assert_eq!(
             metrics_named(Some("cpu_percent, wifi_clients,cpu_percent")).unwrap(),
             vec![Metric::CpuPercent, Metric::WifiClients]
@@ -454,6 +524,7 @@ mod tests {
         let (field, message) = metrics_named(Some("cpu")).unwrap_err();
         assert_eq!(field, "names");
         assert!(message.contains("\"cpu\"") && message.contains("cpu_percent"), "{message}");
+        assert!(message.contains("cellular_sinr_db"), "every name is offered: {message}");
     }
 
     #[test]

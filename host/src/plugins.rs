@@ -1,4 +1,5 @@
-//! The plugin runtime: WebAssembly components (WIT `roost:plugin@0.1.0`) run in wasmtime.
+//! The plugin runtime: WebAssembly components (WIT `roost:plugin@0.1.1`, and every earlier
+//! version of the 0.1 track) run in wasmtime.
 //!
 //! One process-wide [`Engine`] with the pooling allocator; each component is compiled once and
 //! kept, pre-instantiated against our linker, in a cache keyed by its SHA-256; every call gets a
@@ -10,6 +11,13 @@
 //!
 //! Components may import nothing but our WIT: the linker has no WASI, so a component importing
 //! anything else fails validation at upload ("matching implementation was not found").
+//!
+//! One host serves the whole 0.1 track. The bindings are generated from the newest version, and
+//! wasmtime matches names semver-wise in both directions: a 0.1.0 component's `device@0.1.0`
+//! import finds the host's `device@0.1.1`, and the host's lookup of `intents@0.1.1` finds a 0.1.0
+//! adapter's `intents@0.1.0` export. That holds because a patch version only adds interfaces
+//! (types.wit says so); an adapter without the 0.1.1 `radio` export is still an adapter, and its
+//! device's provisions get `unsupported` from `radio`.
 //!
 //! Compiled code stays in memory only. Caching it on disk would need `deserialize`, which trusts
 //! its input (`unsafe`), and this crate forbids `unsafe`; compiling a shipped adapter takes
@@ -33,25 +41,31 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
 pub use bindings::intent_types::HealthReport;
+pub use bindings::radio_types::CellularReport;
 pub use host_api::{Declared, DeviceView, RunOutput, TreeLoader, ViewSnapshot};
 pub use limits::PluginLimits;
 
-/// The WIT package version this host implements.
-pub const API_VERSION: &str = "0.1.0";
+/// The WIT package version this host implements: the newest of its track.
+pub const API_VERSION: &str = "0.1.1";
 
-/// Code generated from `plugin-sdk/wit`. The adapter world reuses the provision world's
-/// interfaces, so one set of host implementations serves both.
+/// The oldest version of the track the host still runs: what a component that names no version
+/// (it imports and exports no interface of ours) was built against, as far as anyone can tell.
+pub const OLDEST_API_VERSION: &str = "0.1.0";
+
+/// Code generated from `plugin-sdk/wit`. The adapter worlds reuse the provision world's
+/// interfaces, so one set of host implementations serves all three.
 pub mod bindings {
     pub mod provision {
         wasmtime::component::bindgen!({
             world: "provision",
-            path: "../plugin-sdk/wit/roost-plugin@0.1.0",
+            path: "../plugin-sdk/wit/roost-plugin@0.1.1",
         });
     }
+    /// Every adapter: `identify` and `intents`.
     pub mod adapter {
         wasmtime::component::bindgen!({
             world: "adapter",
-            path: "../plugin-sdk/wit/roost-plugin@0.1.0",
+            path: "../plugin-sdk/wit/roost-plugin@0.1.1",
             with: {
                 "roost:plugin/types": super::provision::roost::plugin::types,
                 "roost:plugin/intent-types": super::provision::roost::plugin::intent_types,
@@ -61,11 +75,27 @@ pub mod bindings {
             },
         });
     }
-    pub use provision::roost::plugin::{intent_types, types};
+    /// An adapter that also exports `radio` (0.1.1): looked for in each adapter, optional.
+    pub mod radio_adapter {
+        wasmtime::component::bindgen!({
+            world: "radio-adapter",
+            path: "../plugin-sdk/wit/roost-plugin@0.1.1",
+            with: {
+                "roost:plugin/types": super::provision::roost::plugin::types,
+                "roost:plugin/intent-types": super::provision::roost::plugin::intent_types,
+                "roost:plugin/radio-types": super::provision::roost::plugin::radio_types,
+                "roost:plugin/device": super::provision::roost::plugin::device,
+                "roost:plugin/declare": super::provision::roost::plugin::declare,
+                "roost:plugin/log": super::provision::roost::plugin::log,
+            },
+        });
+    }
+    pub use provision::roost::plugin::{intent_types, radio_types, types};
 }
 
 use bindings::adapter::{Adapter, AdapterPre, Identification};
 use bindings::provision::{Provision, ProvisionPre};
+use bindings::radio_adapter::{RadioAdapter, RadioAdapterPre};
 use bindings::types::{DeviceFacts, ErrorKind};
 
 /// Which world a component implements.
@@ -122,38 +152,84 @@ impl World {
 }
 
 /// The WIT worlds the host implements.
-const WORLDS_WIT: &str = include_str!("../../plugin-sdk/wit/roost-plugin@0.1.0/worlds.wit");
+const WORLDS_WIT: &str = include_str!("../../plugin-sdk/wit/roost-plugin@0.1.1/worlds.wit");
 
 /// Interfaces that hold only types: a component imports those its functions' types come from.
-const TYPE_INTERFACES: [&str; 2] = ["types", "intent-types"];
+const TYPE_INTERFACES: [&str; 3] = ["types", "intent-types", "radio-types"];
 
-/// The short name of an import of our package (`roost:plugin/device@0.1.0` → `device`).
-fn own_interface(import: &str) -> Option<&str> {
-    import.strip_prefix("roost:plugin/")?.strip_suffix(API_VERSION)?.strip_suffix('@')
+/// A version of our package, `major.minor.patch`.
+fn api_version(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.split('.').map(|part| part.parse::<u64>().ok());
+    let version = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(version)
+}
+
+/// Whether the host runs components built against `version`: those of its own track (same major
+/// and, below 1.0, same minor) no newer than [`API_VERSION`].
+fn runs_api_version(version: &str) -> bool {
+    let (Some(theirs), Some(ours)) = (api_version(version), api_version(API_VERSION)) else { return false };
+    theirs.0 == ours.0 && theirs.1 == ours.1 && theirs.2 <= ours.2
+}
+
+/// The short name and version of an interface of our package (`roost:plugin/device@0.1.0` →
+/// `device`, `0.1.0`).
+fn own_interface(name: &str) -> Option<(&str, &str)> {
+    name.strip_prefix("roost:plugin/")?.split_once('@')
+}
+
+/// The version of our package a component was built against: the newest its imports and exports
+/// name. One that names none (a provision calling nothing of ours) runs on any version of the
+/// track: it is recorded as the oldest.
+fn component_api_version<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names
+        .into_iter()
+        .filter_map(|name| own_interface(name).map(|(_, version)| version))
+        .filter(|version| runs_api_version(version))
+        .max_by_key(|version| api_version(version))
+        .unwrap_or(OLDEST_API_VERSION)
+        .to_owned()
 }
 
 /// A compiled, pre-instantiated component.
 #[derive(Clone)]
-pub enum Loaded {
+pub struct Loaded {
+    kind: LoadedKind,
+    api_version: String,
+}
+
+#[derive(Clone)]
+enum LoadedKind {
     Provision(ProvisionPre<host_api::RunState>),
-    Adapter(AdapterPre<host_api::RunState>),
+    Adapter {
+        pre: AdapterPre<host_api::RunState>,
+        /// The same component seen as a `radio-adapter`, when it exports `radio` (0.1.1 on).
+        /// Boxed, so that every cached component does not take the size of the largest kind.
+        radio: Option<Box<RadioAdapterPre<host_api::RunState>>>,
+    },
 }
 
 impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Loaded::Provision(_) => "Loaded::Provision",
-            Loaded::Adapter(_) => "Loaded::Adapter",
-        })
+        f.debug_struct("Loaded").field("world", &self.world()).field("api_version", &self.api_version).finish()
     }
 }
 
 impl Loaded {
     pub fn world(&self) -> World {
-        match self {
-            Loaded::Provision(_) => World::Provision,
-            Loaded::Adapter(_) => World::Adapter,
+        match self.kind {
+            LoadedKind::Provision(_) => World::Provision,
+            LoadedKind::Adapter { .. } => World::Adapter,
         }
+    }
+
+    /// The version of `roost:plugin` it was built against (see [`component_api_version`]).
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    /// Whether it is an adapter exporting `radio`.
+    pub fn has_radio(&self) -> bool {
+        matches!(self.kind, LoadedKind::Adapter { radio: Some(_), .. })
     }
 }
 
@@ -170,7 +246,7 @@ pub struct Validated {
 pub enum InvalidPlugin {
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
-    #[error("the component does not fit roost:plugin@{api}: {0}", api = API_VERSION)]
+    #[error("the component does not fit roost:plugin@{OLDEST_API_VERSION}–{API_VERSION}: {0}")]
     WrongInterface(String),
 }
 
@@ -326,8 +402,10 @@ impl PluginRuntime {
         let mut provision_linker = Linker::new(&engine);
         Provision::add_to_linker::<_, HasSelf<_>>(&mut provision_linker, |state| state)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        // The `radio-adapter` world's imports are the `adapter` world's and the types of `radio`:
+        // one linker serves adapters with and without it.
         let mut adapter_linker = Linker::new(&engine);
-        Adapter::add_to_linker::<_, HasSelf<_>>(&mut adapter_linker, |state| state)
+        RadioAdapter::add_to_linker::<_, HasSelf<_>>(&mut adapter_linker, |state| state)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         // `declare` and `log` measure a plugin's text before copying it (host_api/unlifted.rs).
         for linker in [&mut provision_linker, &mut adapter_linker] {
@@ -376,11 +454,9 @@ impl PluginRuntime {
             // The same bytes validated before: compiling them again would give the same answer.
             return Ok(Validated { world: loaded.world(), hash, loaded });
         }
-        let loaded = self.compile(bytes)?;
-        let world = loaded.world();
-        let loaded = Arc::new(loaded);
+        let loaded = Arc::new(self.compile(bytes)?);
         self.cache.insert(hash.clone(), loaded.clone());
-        Ok(Validated { world, hash, loaded })
+        Ok(Validated { world: loaded.world(), hash, loaded })
     }
 
     /// The pre-instantiated component with this hash, compiling `bytes` on a miss. Blocking.
@@ -419,8 +495,8 @@ impl PluginRuntime {
             if !refused.is_empty() {
                 return Err(InvalidPlugin::WrongInterface(format!(
                     "it exports `{}`, so it is {}, but it imports {}, which the `{}` world does not offer; \
-                     {} may import roost:plugin/{{{}}}@{API_VERSION} and nothing else (no WASI: build with \
-                     the SDK, without std's file or network use)",
+                     {} may import roost:plugin/{{{}}}@{API_VERSION} (or an earlier 0.1 version) and nothing \
+                     else (no WASI: build with the SDK, without std's file or network use)",
                     world.entry_point(),
                     world.with_article(),
                     refused.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", "),
@@ -430,22 +506,28 @@ impl PluginRuntime {
                 )));
             }
         }
+        let api_version = component_api_version(imports.iter().chain(&exports).map(String::as_str));
         let as_provision = self
             .provision_linker
             .instantiate_pre(&component)
             .map_err(|e| format!("{e:#}"))
             .and_then(|pre| ProvisionPre::new(pre).map_err(|e| format!("{e:#}")));
         let provision_error = match as_provision {
-            Ok(pre) => return Ok(Loaded::Provision(pre)),
+            Ok(pre) => return Ok(Loaded { kind: LoadedKind::Provision(pre), api_version }),
             Err(e) => e,
         };
-        let as_adapter = self
-            .adapter_linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("{e:#}"))
-            .and_then(|pre| AdapterPre::new(pre).map_err(|e| format!("{e:#}")));
+        let exports_radio = exports.iter().any(|name| own_interface(name).is_some_and(|(name, _)| name == "radio"));
+        let as_adapter =
+            self.adapter_linker.instantiate_pre(&component).map_err(|e| format!("{e:#}")).and_then(|pre| {
+                let adapter = AdapterPre::new(pre.clone()).map_err(|e| format!("{e:#}"))?;
+                // An adapter need not export `radio`; one that does must export it as the WIT says.
+                let radio = exports_radio
+                    .then(|| RadioAdapterPre::new(pre).map(Box::new).map_err(|e| format!("its `radio` export: {e:#}")))
+                    .transpose()?;
+                Ok(LoadedKind::Adapter { pre: adapter, radio })
+            });
         match as_adapter {
-            Ok(pre) => Ok(Loaded::Adapter(pre)),
+            Ok(kind) => Ok(Loaded { kind, api_version }),
             Err(adapter_error) => Err(InvalidPlugin::WrongInterface(match intended {
                 Some(World::Provision) => format!("as a provision: {provision_error}"),
                 Some(World::Adapter) => format!("as an adapter: {adapter_error}"),
@@ -488,7 +570,7 @@ impl PluginRuntime {
         config: Vec<(String, String)>,
         args: &[(String, String)],
     ) -> (Result<(), PluginFault>, RunOutput) {
-        let Loaded::Provision(pre) = loaded else {
+        let LoadedKind::Provision(pre) = &loaded.kind else {
             return (Err(PluginFault::Instantiate("not a provision".into())), RunOutput::default());
         };
         let mut state =
@@ -514,7 +596,7 @@ impl PluginRuntime {
         view: Arc<DeviceView>,
         limits: PluginLimits,
     ) -> Result<Option<Identification>, PluginFault> {
-        let Loaded::Adapter(pre) = loaded else {
+        let LoadedKind::Adapter { pre, .. } = &loaded.kind else {
             return Err(PluginFault::Instantiate("not an adapter".into()));
         };
         let facts: DeviceFacts = view.facts.clone();
@@ -553,15 +635,44 @@ impl PluginRuntime {
         output: &mut RunOutput,
         call: impl FnOnce(&Adapter, &mut Store<host_api::RunState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFault> {
-        let Loaded::Adapter(pre) = loaded else {
+        let LoadedKind::Adapter { pre, .. } = &loaded.kind else {
             return Err(PluginFault::Instantiate("not an adapter".into()));
         };
+        self.in_adapter(view, limits, (started, load_baseline), output, |store| pre.instantiate(store), call)
+    }
+
+    /// Calls the `radio` export of an adapter as [`Self::call_adapter`] calls its intents;
+    /// `None` when the adapter does not export `radio`.
+    pub(crate) fn call_radio<R>(
+        &self,
+        loaded: &Loaded,
+        view: Arc<DeviceView>,
+        limits: PluginLimits,
+        clocks: (budget::Started, Duration),
+        output: &mut RunOutput,
+        call: impl FnOnce(&RadioAdapter, &mut Store<host_api::RunState>) -> wasmtime::Result<R>,
+    ) -> Option<Result<R, PluginFault>> {
+        let LoadedKind::Adapter { radio: Some(pre), .. } = &loaded.kind else { return None };
+        Some(self.in_adapter(view, limits, clocks, output, |store| pre.instantiate(store), call))
+    }
+
+    /// Instantiates an adapter in a store of its own, within its caller's clocks, and calls it;
+    /// what it declares and logs goes to `output`.
+    fn in_adapter<I, R>(
+        &self,
+        view: Arc<DeviceView>,
+        limits: PluginLimits,
+        (started, load_baseline): (budget::Started, Duration),
+        output: &mut RunOutput,
+        instantiate: impl FnOnce(&mut Store<host_api::RunState>) -> wasmtime::Result<I>,
+        call: impl FnOnce(&I, &mut Store<host_api::RunState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginFault> {
         let mut state = host_api::RunState::new(view, limits, None, started);
         state.output = std::mem::take(output);
         // The provision's clocks: an adapter runs within what is left of its caller's budget.
         state.load_baseline = load_baseline;
         let mut store = self.store(state);
-        let result = match pre.instantiate(&mut store) {
+        let result = match instantiate(&mut store) {
             Ok(instance) => call(&instance, &mut store).map_err(|e| classify(e, store.data())),
             Err(e) => Err(classify_instantiate(e, store.data())),
         };
@@ -644,13 +755,15 @@ fn intended_world(exports: &[String]) -> Option<World> {
     }
 }
 
-/// The imports a world does not offer: anything outside our package and version, or an
-/// interface of it the world leaves out.
+/// The imports a world does not offer: anything outside our package and the versions the host
+/// runs, or an interface of it the world leaves out.
 fn refused_imports<'a>(imports: &'a [String], offered: &[&str]) -> Vec<&'a str> {
     imports
         .iter()
         .map(String::as_str)
-        .filter(|import| own_interface(import).is_none_or(|name| !offered.contains(&name)))
+        .filter(|import| {
+            own_interface(import).is_none_or(|(name, version)| !offered.contains(&name) || !runs_api_version(version))
+        })
         .collect()
 }
 
@@ -669,10 +782,11 @@ mod tests {
         for name in ["device", "declare", "tags", "log", "clock", "random", "config", "intents", "types"] {
             assert!(provision.contains(&name), "{name}: {provision:?}");
         }
+        assert!(provision.contains(&"radio") && provision.contains(&"radio-types"), "{provision:?}");
         let adapter = World::Adapter.offered_imports();
         assert!(adapter.contains(&"device") && adapter.contains(&"types"), "{adapter:?}");
-        // An adapter answers intents; it cannot set tags or read the clock.
-        for name in ["tags", "clock", "random", "config", "intents"] {
+        // An adapter answers intents and radio; it cannot set tags, read the clock or call them.
+        for name in ["tags", "clock", "random", "config", "intents", "radio"] {
             assert!(!adapter.contains(&name), "{name}: {adapter:?}");
         }
     }
@@ -700,21 +814,116 @@ mod tests {
         let imports: Vec<String> = [
             "roost:plugin/types@0.1.0",
             "roost:plugin/device@0.1.0",
+            "roost:plugin/device@0.1.1",
+            "roost:plugin/radio-types@0.1.1",
             "roost:plugin/tags@0.1.0",
+            "roost:plugin/radio@0.1.1",
             "roost:plugin/device@0.2.0",
+            "roost:plugin/device@0.1.2",
+            "roost:plugin/device",
             "evil:net/socket",
             "wasi:filesystem/types@0.2.0",
         ]
         .map(String::from)
         .to_vec();
-        assert_eq!(
-            refused_imports(&imports, &World::Adapter.offered_imports()),
-            ["roost:plugin/tags@0.1.0", "roost:plugin/device@0.2.0", "evil:net/socket", "wasi:filesystem/types@0.2.0"]
-        );
-        assert_eq!(
-            refused_imports(&imports, &World::Provision.offered_imports()),
-            ["roost:plugin/device@0.2.0", "evil:net/socket", "wasi:filesystem/types@0.2.0"]
-        );
+        // Another track, a newer patch, no version, another package: refused by every world.
+        let foreign = [
+            "roost:plugin/device@0.2.0",
+            "roost:plugin/device@0.1.2",
+            "roost:plugin/device",
+            "evil:net/socket",
+            "wasi:filesystem/types@0.2.0",
+        ];
+        let adapter_refuses: Vec<&str> =
+            ["roost:plugin/tags@0.1.0", "roost:plugin/radio@0.1.1"].into_iter().chain(foreign).collect();
+        assert_eq!(refused_imports(&imports, &World::Adapter.offered_imports()), adapter_refuses);
+        assert_eq!(refused_imports(&imports, &World::Provision.offered_imports()), foreign);
+    }
+
+    fn wit_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk/wit")
+    }
+
+    /// Released WIT, file by file. Components in the field were built against these bytes: a
+    /// change is a new version in a new directory, never an edit (types.wit says so).
+    const RELEASED_WIT: [(&str, &str); 9] = [
+        ("roost-plugin@0.1.0/host.wit", "719eb672a0b3e6b0d21fafc28b068c44b8967ec31b32b79f17f12f8601445ff8"),
+        ("roost-plugin@0.1.0/intents.wit", "aa92908dcbb250be443fc77085dcfe43a560582a28981755f0e651cc6f155eea"),
+        ("roost-plugin@0.1.0/types.wit", "a40eea12507f7629a0d03c1b26087093ddbb33bbd0a7ec361838a633be4571b7"),
+        ("roost-plugin@0.1.0/worlds.wit", "4b0b13cda3174a9fc70d6f532b15b3d1f255ccca1abc5c8e2927e6f15869ba29"),
+        ("roost-plugin@0.1.1/host.wit", "31f243bb0bc9f831940c8c6f6f5213dd72df26376344460a292ff578c3b96917"),
+        ("roost-plugin@0.1.1/intents.wit", "1e30fc945c5cad6792776796ee779fdadb670eabb9c5cc2eb50b53d1381e8085"),
+        ("roost-plugin@0.1.1/radio.wit", "0a5684783d1e6eeb05fc95f8db40554c75cdd6b1799141401c9f76b0f79b9417"),
+        ("roost-plugin@0.1.1/types.wit", "b292e8770dfa98ca7c778f785890e05202ab8a7bcf570c88ca960680d31b8036"),
+        ("roost-plugin@0.1.1/worlds.wit", "d10f7f8ebcf1d5dbf0913d2f1a2a6b697b4ebf9990e0a603c91085592c52c2de"),
+    ];
+
+    #[test]
+    fn released_wit_is_frozen() {
+        let mut found = Vec::new();
+        for version in std::fs::read_dir(wit_dir()).unwrap() {
+            let version = version.unwrap();
+            for file in std::fs::read_dir(version.path()).unwrap() {
+                let file = file.unwrap();
+                found.push(format!("{}/{}", version.file_name().to_string_lossy(), file.file_name().to_string_lossy()));
+            }
+        }
+        found.sort();
+        let listed: Vec<&str> = RELEASED_WIT.iter().map(|(file, _)| *file).collect();
+        assert_eq!(found, listed, "every WIT file is a released one (a new version: add its files here)");
+        for (file, sha256) in RELEASED_WIT {
+            let bytes = std::fs::read(wit_dir().join(file)).unwrap();
+            assert_eq!(hex::encode(Sha256::digest(&bytes)), sha256, "{file} changed after its release");
+        }
+        // The newest directory is what the host implements.
+        assert!(listed.last().unwrap().starts_with(&format!("roost-plugin@{API_VERSION}/")));
+    }
+
+    #[test]
+    fn a_patch_version_only_adds_to_the_one_before() {
+        // Every declaration of 0.1.0 is in 0.1.1, in order, unchanged: wasmtime then matches a
+        // component of either version against the other's interfaces.
+        let declarations = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with("//") && !line.starts_with("package "))
+                .map(str::to_owned)
+                .collect()
+        };
+        for file in ["host.wit", "intents.wit", "types.wit", "worlds.wit"] {
+            let read = |version: &str| {
+                std::fs::read_to_string(wit_dir().join(format!("roost-plugin@{version}")).join(file)).unwrap()
+            };
+            let (before, after) = (declarations(&read("0.1.0")), declarations(&read("0.1.1")));
+            let mut rest = after.iter();
+            for line in &before {
+                assert!(rest.any(|l| l == line), "{file}: 0.1.1 lost or moved `{line}`");
+            }
+        }
+    }
+
+    #[test]
+    fn the_host_runs_its_own_track_up_to_its_version() {
+        assert_eq!(API_VERSION, "0.1.1");
+        for runs in ["0.1.0", "0.1.1"] {
+            assert!(runs_api_version(runs), "{runs}");
+        }
+        for refused in ["0.1.2", "0.2.0", "1.1.0", "0.0.9", "0.1", "0.1.1.0", "0.1.x", ""] {
+            assert!(!runs_api_version(refused), "{refused}");
+        }
+        assert!(runs_api_version(OLDEST_API_VERSION));
+    }
+
+    #[test]
+    fn a_component_is_as_new_as_the_newest_interface_it_names() {
+        let of = |names: &[&str]| component_api_version(names.iter().copied());
+        assert_eq!(of(&["roost:plugin/types@0.1.0", "roost:plugin/intents@0.1.0", "identify"]), "0.1.0");
+        assert_eq!(of(&["roost:plugin/types@0.1.1", "roost:plugin/radio@0.1.1", "identify"]), "0.1.1");
+        assert_eq!(of(&["roost:plugin/device@0.1.0", "roost:plugin/radio@0.1.1"]), "0.1.1");
+        // Nothing of ours named: it runs on the whole track.
+        assert_eq!(of(&["run"]), OLDEST_API_VERSION);
+        // A version the host does not run is no evidence (validation refuses such imports).
+        assert_eq!(of(&["roost:plugin/device@0.1.0", "roost:plugin/device@0.2.0"]), "0.1.0");
     }
 
     #[test]

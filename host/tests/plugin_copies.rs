@@ -21,6 +21,14 @@ fn component(crate_name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-plugins.sh --install", path.display()))
 }
 
+/// The hostile plugin as built against roost:plugin 0.1.0 (tests/data/plugins/README.md): its
+/// `declare` and `log` imports name 0.1.0, and must reach the same measuring host functions.
+fn hostile_of_0_1_0() -> Vec<u8> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/plugins/roost-plugin@0.1.0/hostile.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// A line of /proc/self/status, in bytes.
 fn status(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -41,7 +49,15 @@ fn peak_growth(f: impl FnOnce()) -> u64 {
 fn oversized_declarations_and_log_lines_are_refused_without_a_copy() {
     let runtime =
         Arc::new(PluginRuntime::new(PluginSettings { concurrent_instances: 2, ..PluginSettings::default() }).unwrap());
-    let hostile = runtime.validate(&component("hostile")).unwrap().loaded;
+    // Today's SDK and the first released API: both name their imports by their own version.
+    for (built_against, bytes) in [("0.1.1", component("hostile")), ("0.1.0", hostile_of_0_1_0())] {
+        let hostile = runtime.validate(&bytes).unwrap().loaded;
+        assert_eq!(hostile.api_version(), built_against);
+        refuses_without_a_copy(&runtime, &hostile, built_against);
+    }
+}
+
+fn refuses_without_a_copy(runtime: &Arc<PluginRuntime>, hostile: &roost::plugins::Loaded, built_against: &str) {
     let facts = DeviceFacts {
         manufacturer: "Roost".into(),
         oui: "00AABB".into(),
@@ -64,7 +80,7 @@ fn oversized_declarations_and_log_lines_are_refused_without_a_copy() {
     };
     let run = |mode: &str, bytes: u64| {
         let args = vec![("mode".to_owned(), mode.to_owned()), ("bytes".to_owned(), bytes.to_string())];
-        runtime.run_provision(&hostile, view(), None, limits, Vec::new(), &args)
+        runtime.run_provision(hostile, view(), None, limits, Vec::new(), &args)
     };
     // A first small run of each, so that what is allocated once (instances, code) is there.
     run("huge-value", 1024).0.unwrap();
@@ -81,6 +97,6 @@ fn oversized_declarations_and_log_lines_are_refused_without_a_copy() {
 
     // The plugin's own memory holds the text once; a copy into the host would hold it again.
     for (what, growth) in [("declaration", declared), ("log line", logged)] {
-        assert!(growth < VALUE + VALUE / 2, "a 64 MiB {what} grew the peak by {} MiB", growth / MIB);
+        assert!(growth < VALUE + VALUE / 2, "{built_against}: a 64 MiB {what} grew the peak by {} MiB", growth / MIB);
     }
 }

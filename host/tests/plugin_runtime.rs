@@ -346,3 +346,135 @@ fn a_view_without_loading_answers_only_from_what_it_holds() {
     let held = view.without_loading(|| view.read_pattern(&pattern, uptime).unwrap());
     assert_eq!(held.flatten().as_deref(), Some("42"), "covered by the loaded prefix");
 }
+
+/// A component as built against roost:plugin 0.1.0, kept in `tests/data/plugins/` (its README
+/// says from what).
+fn component_of_0_1_0(crate_name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/plugins/roost-plugin@0.1.0")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A TR-181 device with an LTE modem: the health figures, and RSSI and a vendor SINR.
+fn cellular_view() -> Arc<DeviceView> {
+    let mut tree = ParameterTree::new();
+    let leaf = |value: &str, value_type: &str| Node {
+        value: Some(value.into()),
+        value_type: value_type.into(),
+        writable: false,
+        updated_ms: 1,
+    };
+    tree.insert("Device.DeviceInfo.UpTime", leaf("4242", "xsd:unsignedInt"));
+    tree.insert("Device.Cellular.Interface.1.", Node { updated_ms: 1, ..Node::default() });
+    tree.insert("Device.Cellular.Interface.1.RSRP", leaf("-97", "xsd:int"));
+    tree.insert("Device.Cellular.Interface.1.RSSI", leaf("-71", "xsd:int"));
+    tree.insert("Device.Cellular.Interface.1.X_ACME_SINR", leaf("13", "xsd:int"));
+    Arc::new(DeviceView::new(facts(), "00AABB-Lab-LTE01".into(), vec!["2 PERIODIC".into()], vec![], tree))
+}
+
+#[test]
+fn provisions_and_adapters_of_either_api_version_work_together() {
+    use roost::health::Metric;
+    let runtime = runtime();
+    let validate = |bytes: Vec<u8>| runtime.validate(&bytes).unwrap();
+    let provisions = [
+        ("0.1.0", validate(component_of_0_1_0("provision-health"))),
+        ("0.1.1", validate(component("provision-health"))),
+    ];
+    let adapters =
+        [("0.1.0", validate(component_of_0_1_0("adapter-tr181"))), ("0.1.1", validate(component("adapter-tr181")))];
+    for (version, validated) in provisions.iter().chain(&adapters) {
+        assert_eq!(validated.loaded.api_version(), *version);
+    }
+    assert_eq!(provisions[0].1.world, World::Provision);
+    assert_eq!(adapters[0].1.world, World::Adapter);
+    // Only an adapter built with `radio` has it.
+    assert!(!adapters[0].1.loaded.has_radio() && adapters[1].1.loaded.has_radio());
+
+    for (provision_version, provision) in &provisions {
+        for (adapter_version, adapter) in &adapters {
+            let pair = format!("provision {provision_version}, adapter {adapter_version}");
+            let (result, output) = runtime.run_provision(
+                &provision.loaded,
+                cellular_view(),
+                Some(adapter.loaded.clone()),
+                PluginLimits::default(),
+                Vec::new(),
+                &[],
+            );
+            result.unwrap_or_else(|fault| panic!("{pair}: {fault}"));
+            assert!(output.adapter_faults.is_empty(), "{pair}: {:?}", output.adapter_faults);
+            let figures = output.health.unwrap_or_else(|| panic!("{pair}: no health figures"));
+            let figure = |metric: Metric| figures.0.iter().find(|(m, _)| *m == metric).map(|(_, v)| *v);
+            // `health` is the same in both versions.
+            assert_eq!(figure(Metric::UptimeSeconds), Some(4242.0), "{pair}");
+            assert_eq!(figure(Metric::CellularRsrpDbm), Some(-97.0), "{pair}");
+            // `radio` needs a provision that asks and an adapter that answers.
+            let both_new = *provision_version == "0.1.1" && *adapter_version == "0.1.1";
+            let radio = (figure(Metric::CellularRssiDbm), figure(Metric::CellularSinrDb));
+            assert_eq!(radio, if both_new { (Some(-71.0), Some(13.0)) } else { (None, None) }, "{pair}");
+            let refreshes_rssi =
+                output.declarations.iter().any(|d| d.pattern.to_string() == "Device.Cellular.Interface.1.RSSI");
+            assert_eq!(refreshes_rssi, both_new, "{pair}: {:?}", output.declarations);
+        }
+    }
+}
+
+#[test]
+fn a_provision_asking_an_adapter_without_radio_gets_unsupported() {
+    let runtime = runtime();
+    // The hostile provision's `radio` mode returns what `radio::cellular` answered, as its error.
+    let hostile = load(&runtime, "hostile");
+    let old_adapter = runtime.validate(&component_of_0_1_0("adapter-tr181")).unwrap().loaded;
+    let args = vec![("mode".to_owned(), "radio".to_owned())];
+    let (result, _) =
+        runtime.run_provision(&hostile, cellular_view(), Some(old_adapter), PluginLimits::default(), Vec::new(), &args);
+    let fault = result.unwrap_err();
+    let PluginFault::Returned { kind, message } = &fault else { panic!("{fault:?}") };
+    assert_eq!(kind, "unsupported");
+    assert!(message.contains("built against roost:plugin@0.1.0, without `radio`"), "{message}");
+    // No adapter at all: the same kind.
+    let (result, _) =
+        runtime.run_provision(&hostile, cellular_view(), None, PluginLimits::default(), Vec::new(), &args);
+    assert!(matches!(result.unwrap_err(), PluginFault::Returned { kind, .. } if kind == "unsupported"));
+}
+
+#[test]
+fn plugins_of_the_first_api_version_are_held_to_the_same_limits() {
+    let runtime = runtime();
+    let hostile = runtime.validate(&component_of_0_1_0("hostile")).unwrap();
+    assert_eq!(hostile.loaded.api_version(), "0.1.0");
+    let generous = PluginLimits { cpu_time_ms: 2000, ..PluginLimits::default() };
+    for (mode, code) in [("declarations", "plugin.limit"), ("huge-value", "plugin.limit"), ("memory", "plugin.memory")]
+    {
+        let args = vec![("mode".to_owned(), mode.to_owned())];
+        let (result, _) = runtime.run_provision(&hostile.loaded, view(), None, generous, Vec::new(), &args);
+        assert_eq!(result.expect_err(mode).code().to_string(), code, "{mode}");
+    }
+    let (result, output) = run(&runtime, &hostile.loaded, &[("mode", "huge-log"), ("bytes", "2000000")]);
+    result.unwrap();
+    assert_eq!(output.logs_dropped, 1);
+}
+
+#[test]
+fn a_component_of_an_api_version_the_host_does_not_run_is_refused() {
+    // The 0.1.0 adapter with its interface names rewritten to a version of another track (same
+    // length, so the component stays well-formed): what a plugin built for a future Roost is.
+    let mut bytes = component_of_0_1_0("adapter-tr181");
+    let (from, to) = (b"roost:plugin/types@0.1.0", b"roost:plugin/types@0.2.0");
+    let mut replaced = 0;
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            replaced += 1;
+        }
+        i += 1;
+    }
+    assert!(replaced > 0, "the fixture names roost:plugin/types@0.1.0");
+    let refused = runtime().validate(&bytes).unwrap_err();
+    let InvalidPlugin::WrongInterface(message) = &refused else { panic!("{refused:?}") };
+    assert!(message.contains("`roost:plugin/types@0.2.0`"), "{message}");
+    assert!(refused.to_string().contains("roost:plugin@0.1.0–0.1.1"), "{refused}");
+}

@@ -56,6 +56,7 @@ pub use bindings::provision::roost::plugin::intent_types::{
     WifiSettings, WifiTarget,
 };
 pub use bindings::provision::roost::plugin::log::Level;
+pub use bindings::provision::roost::plugin::radio_types::CellularReport;
 pub use bindings::provision::roost::plugin::types::{DeviceFacts, Error, ErrorKind, Parameter};
 pub use roost_params::Value;
 
@@ -66,7 +67,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub mod prelude {
     pub use crate::{
         Adapter, Args, Band, DeviceFacts, Error, ErrorKind, Identification, Provision, Result, Value, WifiSettings,
-        WifiTarget, clock, config, declare, device, export_adapter, export_provision, intents, log, random, tags,
+        WifiTarget, clock, config, declare, device, export_adapter, export_provision, intents, log, radio, random,
+        tags,
     };
     pub use std::time::Duration;
 }
@@ -378,6 +380,19 @@ pub mod intents {
     }
 }
 
+/// Radio figures of the device's wireless WAN, answered by its adapter (provisions only; since
+/// roost:plugin 0.1.1). An adapter built against 0.1.0, or one that does not implement
+/// [`Adapter::cellular`], answers `unsupported`: a provision that reads them where present treats
+/// that as "no figures".
+pub mod radio {
+    use super::*;
+
+    /// The cellular link's figures (RSSI, SINR); refreshes what is older than `max_age`.
+    pub fn cellular(max_age: Duration) -> Result<CellularReport> {
+        sys::with(|h| h.cellular(millis(max_age)))
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -467,6 +482,12 @@ pub trait Adapter {
     fn firmware_version() -> Option<String> {
         None
     }
+    /// The cellular link's figures (RSSI, SINR); declare a refresh of what is older than
+    /// `max_age`. The RSRP is part of [`Adapter::health`].
+    fn cellular(max_age: Duration) -> Result<CellularReport> {
+        let _ = max_age;
+        Err(Error::unsupported("this adapter does not read cellular figures"))
+    }
 }
 
 /// Make a type implementing [`Provision`] the component's export. Once per crate.
@@ -530,6 +551,12 @@ macro_rules! export_adapter {
             }
             fn firmware_version() -> ::std::option::Option<::std::string::String> {
                 <$adapter as $crate::Adapter>::firmware_version()
+            }
+        }
+
+        impl $crate::__private::bindings::adapter::exports::roost::plugin::radio::Guest for __RoostAdapterExport {
+            fn cellular(max_age_ms: u64) -> $crate::Result<$crate::CellularReport> {
+                $crate::__private::finish(<$adapter as $crate::Adapter>::cellular($crate::__private::ms(max_age_ms)))
             }
         }
 

@@ -2,8 +2,8 @@
 
 use crate::bindings::provision::roost::plugin as wit;
 use crate::{
-    DeviceFacts, Diagnostic, DiagnosticKind, DiagnosticReport, HealthReport, Level, ManagementSettings, Parameter,
-    PppoeSettings, Result, Value, WifiNetwork, WifiSettings,
+    CellularReport, DeviceFacts, Diagnostic, DiagnosticKind, DiagnosticReport, HealthReport, Level, ManagementSettings,
+    Parameter, PppoeSettings, Result, Value, WifiNetwork, WifiSettings,
 };
 
 /// Everything a plugin can ask of its host.
@@ -32,6 +32,7 @@ pub(crate) trait Host {
     fn start_diagnostic(&self, request: &Diagnostic) -> Result<()>;
     fn diagnostic_result(&self, kind: DiagnosticKind, max_age_ms: u64) -> Result<Option<DiagnosticReport>>;
     fn firmware_version(&self) -> Option<String>;
+    fn cellular(&self, max_age_ms: u64) -> Result<CellularReport>;
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -121,5 +122,8 @@ impl Host for Imports {
     }
     fn firmware_version(&self) -> Option<String> {
         wit::intents::firmware_version()
+    }
+    fn cellular(&self, max_age_ms: u64) -> Result<CellularReport> {
+        wit::radio::cellular(max_age_ms)
     }
 }

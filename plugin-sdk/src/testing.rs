@@ -26,8 +26,9 @@ use crate::pattern::{Pattern, Segment};
 use crate::sys::Host;
 use crate::tree::{Node, ParameterTree};
 use crate::{
-    Adapter, DeviceFacts, Diagnostic, DiagnosticKind, DiagnosticReport, Error, ErrorKind, HealthReport, Identification,
-    Level, ManagementSettings, Parameter, PppoeSettings, Provision, Result, Value, WifiNetwork, WifiSettings,
+    Adapter, CellularReport, DeviceFacts, Diagnostic, DiagnosticKind, DiagnosticReport, Error, ErrorKind, HealthReport,
+    Identification, Level, ManagementSettings, Parameter, PppoeSettings, Provision, Result, Value, WifiNetwork,
+    WifiSettings,
 };
 
 /// Real devices' parameter trees, as GenieACS (or genieacs-sim) holds them, for [`TestDevice::from_genieacs_csv`]:
@@ -482,6 +483,9 @@ impl Host for Session {
     fn firmware_version(&self) -> Option<String> {
         self.adapter().ok()?.firmware_version()
     }
+    fn cellular(&self, max_age_ms: u64) -> Result<CellularReport> {
+        self.adapter()?.cellular(max_age_ms)
+    }
 }
 
 fn instance_number(path: &str) -> u64 {
@@ -498,6 +502,7 @@ trait AdapterCalls {
     fn start_diagnostic(&self, request: &Diagnostic) -> Result<()>;
     fn diagnostic_result(&self, kind: DiagnosticKind, max_age_ms: u64) -> Result<Option<DiagnosticReport>>;
     fn firmware_version(&self) -> Option<String>;
+    fn cellular(&self, max_age_ms: u64) -> Result<CellularReport>;
 }
 
 impl std::fmt::Debug for dyn AdapterCalls {
@@ -532,6 +537,9 @@ impl<A: Adapter> AdapterCalls for AdapterRoute<A> {
     }
     fn firmware_version(&self) -> Option<String> {
         A::firmware_version()
+    }
+    fn cellular(&self, max_age_ms: u64) -> Result<CellularReport> {
+        A::cellular(Duration::from_millis(max_age_ms))
     }
 }
 

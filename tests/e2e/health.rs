@@ -168,6 +168,37 @@ on_both_backends! {
 }
 
 on_both_backends! {
+    async fn a_wireless_wan_gateway_s_signal_becomes_time_series(backend: Backend) {
+        // The Huawei BM632w (WiMAX, TR-098) reports its signal as text with units: RSSI
+        // `-43.70dBm` and CINR `30.53dB`. The shipped Huawei adapter reads them through `radio`
+        // (roost:plugin 0.1.1), the shipped `health` provision asks for them.
+        let h = Harness::start_configured(backend, CpeAuthMode::Open, quiet_background).await;
+        let model = DataModel::load(roost_sim::data_dir().join("huawei-bm632w_tr098_genieacs-sim.csv")).unwrap();
+        let gateways = h.fleet_of(model, 1, "WIMAX").await;
+        put_preset(&h, "health", health_preset("1")).await;
+        let cpe = gateways.device(0);
+        let id = cpe.device_id();
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        roost::health::jobs::flush(h.app()).await;
+
+        let raw = metrics(&h, &id, "?names=cellular_rssi_dbm,cellular_sinr_db,uptime_seconds").await;
+        let last = |name: &str| series(&raw, name).last().unwrap_or_else(|| panic!("no {name}: {raw}"))["value"].as_f64();
+        assert_eq!(last("cellular_rssi_dbm"), Some(-43.7), "{raw}");
+        assert_eq!(last("cellular_sinr_db"), Some(30.53), "{raw}");
+        assert!(last("uptime_seconds").is_some(), "{raw}");
+        // No provisioning fault on the way.
+        let (status, faults) = h.get(&format!("/api/v1/devices/{}/faults", encode_id(&id))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(faults["items"].as_array().map(Vec::len), Some(0), "{faults}");
+        gateways.stop().await;
+        h.finish().await;
+    }
+}
+
+on_both_backends! {
     async fn presence_follows_the_periodic_interval_and_is_reported_once(backend: Backend) {
         let h = Harness::start_configured(backend, CpeAuthMode::Open, quiet_background).await;
         let fleet = h.fleet(DataModelKind::Tr181, 1, "PRESENCE").await;

@@ -56,12 +56,23 @@ on_both_backends! {
         let (status, health) = upload(&h, &admin, "name=health&version=1.0.0", component("provision-health")).await;
         assert_eq!(status, StatusCode::CREATED, "{health}");
         assert_eq!(health["world"], "provision");
-        assert_eq!(health["api_version"], "0.1.0");
+        assert_eq!(health["api_version"], "0.1.1");
         assert_eq!(health["org"], "platform");
         assert_eq!(health["hash"].as_str().unwrap().len(), 64);
         let (status, adapter) = upload(&h, &admin, "name=tr098&version=1.0.0", component("adapter-tr098")).await;
         assert_eq!(status, StatusCode::CREATED, "{adapter}");
         assert_eq!(adapter["world"], "adapter");
+        // A component built against the first API version is still taken, and said to be one.
+        let old = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/plugins/roost-plugin@0.1.0/adapter_tr181.wasm"),
+        )
+        .unwrap();
+        let (status, old) = upload(&h, &admin, "name=tr181-old&version=1.0.0", old).await;
+        assert_eq!(status, StatusCode::CREATED, "{old}");
+        assert_eq!((old["world"].as_str(), old["api_version"].as_str()), (Some("adapter"), Some("0.1.0")));
+        let old_path = format!("/api/v1/plugins/{}", old["id"].as_str().unwrap());
+        let response = h.http.delete(h.url(&old_path)).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
 
         // Versions are immutable.
         let (status, again) = upload(&h, &admin, "name=health&version=1.0.0", component("provision-wifi")).await;

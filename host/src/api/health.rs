@@ -27,7 +27,8 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
 struct MetricsQuery {
     /// Comma-separated figures (`uptime_seconds`, `cpu_percent`, `memory_total_kib`,
     /// `memory_free_kib`, `wan_bytes_sent`, `wan_bytes_received`, `wifi_clients`,
-    /// `optical_rx_dbm`, `optical_tx_dbm`, `cellular_rsrp_dbm`); all when absent.
+    /// `optical_rx_dbm`, `optical_tx_dbm`, `cellular_rsrp_dbm`, `cellular_rssi_dbm`,
+    /// `cellular_sinr_db`); all when absent.
     names: Option<String>,
     /// RFC 3339; default 24 hours before `to`.
     #[param(format = DateTime)]

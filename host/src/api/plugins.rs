@@ -2,7 +2,8 @@
 //!
 //! `POST /plugins?name=&version=` with the component as the body (`application/wasm`). The upload
 //! is compiled and checked before it is stored: a file that is not a component, implements neither
-//! world, or imports anything beyond `roost:plugin@0.1.0` is refused with 400 and the reason.
+//! world, or imports anything beyond `roost:plugin@0.1.1` (or an earlier 0.1 version) is refused with
+//! 400 and the reason.
 //!
 //! Around them:
 //! - `GET /plugin-limits`: the sandbox limits the caller's organization runs under;
@@ -30,7 +31,6 @@ use super::extract::{Json, Path, Query};
 use super::{ListResponse, Page, timestamp};
 use crate::app::App;
 use crate::permissions::Permission;
-use crate::plugins::API_VERSION;
 use crate::plugins::limits::PluginLimits;
 use crate::store::plugins::{self, InsertError, NewPlugin, PluginRow};
 
@@ -304,7 +304,7 @@ async fn upload(
             name: &query.name,
             version: &query.version,
             world: validated.world.as_str(),
-            api_version: API_VERSION,
+            api_version: validated.loaded.api_version(),
             hash: &validated.hash,
             component: &body,
         },

@@ -15,7 +15,7 @@ use roost_params::tree::{Node, ParameterTree};
 use wasmtime::ResourceLimiter;
 
 use super::bindings::provision::roost::plugin::{
-    clock, config, declare, device, intent_types, intents, log, random, tags, types,
+    clock, config, declare, device, intent_types, intents, log, radio, radio_types, random, tags, types,
 };
 use super::bindings::types::{DeviceFacts, Error, ErrorKind, Parameter, Value};
 use super::{Loaded, PluginFault, PluginLimits, PluginRuntime};
@@ -351,8 +351,9 @@ pub struct RunOutput {
     /// the clock, the generator, the tags, or a failed read of the store. A run that did not
     /// would declare the same again over the same tree (`provisioning::reads`).
     pub impure: bool,
-    /// The figures of the last `health` intent the run called: what a session that settles
-    /// keeps as the device's health time series (`health::MetricsBuffer`).
+    /// The figures the run's `health` and `radio` calls read, the later call's laid over the
+    /// earlier's: what a session that settles keeps as the device's health time series
+    /// (`health::MetricsBuffer`).
     pub health: Option<std::sync::Arc<crate::health::HealthFigures>>,
 }
 
@@ -460,6 +461,11 @@ impl RunState {
         read
     }
 
+    /// The device's adapter, for a provision's call.
+    fn adapter(&self) -> Result<(Arc<PluginRuntime>, Arc<Loaded>), Error> {
+        self.adapter.clone().ok_or_else(|| error(ErrorKind::Unsupported, "no adapter handles this device".into()))
+    }
+
     fn call_adapter<R>(
         &mut self,
         call: impl FnOnce(
@@ -467,19 +473,51 @@ impl RunState {
             &mut wasmtime::Store<RunState>,
         ) -> wasmtime::Result<Result<R, Error>>,
     ) -> Result<R, Error> {
-        let Some((runtime, loaded)) = self.adapter.clone() else {
-            return Err(error(ErrorKind::Unsupported, "no adapter handles this device".into()));
-        };
+        let (runtime, loaded) = self.adapter()?;
         let (started, baseline) = (self.started, self.load_baseline);
         match runtime.call_adapter(&loaded, self.view.clone(), self.limits, (started, baseline), &mut self.output, call)
         {
             Ok(result) => result,
-            Err(fault) => {
-                let message = format!("the device's adapter failed: {fault}");
-                self.output.adapter_faults.push(fault);
-                Err(error(ErrorKind::Other, message))
-            }
+            Err(fault) => Err(self.adapter_failed(fault)),
         }
+    }
+
+    fn call_radio<R>(
+        &mut self,
+        call: impl FnOnce(
+            &super::bindings::radio_adapter::RadioAdapter,
+            &mut wasmtime::Store<RunState>,
+        ) -> wasmtime::Result<Result<R, Error>>,
+    ) -> Result<R, Error> {
+        let (runtime, loaded) = self.adapter()?;
+        let clocks = (self.started, self.load_baseline);
+        match runtime.call_radio(&loaded, self.view.clone(), self.limits, clocks, &mut self.output, call) {
+            None => Err(error(
+                ErrorKind::Unsupported,
+                format!(
+                    "the device's adapter does not report radio figures (it was built against roost:plugin@{}, \
+                     without `radio`)",
+                    loaded.api_version()
+                ),
+            )),
+            Some(Ok(result)) => result,
+            Some(Err(fault)) => Err(self.adapter_failed(fault)),
+        }
+    }
+
+    /// What a provision sees of an adapter's fault, which is recorded against the adapter.
+    fn adapter_failed(&mut self, fault: PluginFault) -> Error {
+        let message = format!("the device's adapter failed: {fault}");
+        self.output.adapter_faults.push(fault);
+        error(ErrorKind::Other, message)
+    }
+}
+
+impl RunOutput {
+    /// Lays figures an adapter reported over those the run had.
+    fn add_health(&mut self, figures: crate::health::HealthFigures) {
+        let older = self.health.as_deref();
+        self.health = Some(Arc::new(crate::health::HealthFigures::overlay(older, &figures)));
     }
 }
 
@@ -534,6 +572,7 @@ fn parameter(path: &str, node: &Node) -> Parameter {
 
 impl types::Host for RunState {}
 impl intent_types::Host for RunState {}
+impl radio_types::Host for RunState {}
 
 impl device::Host for RunState {
     fn facts(&mut self) -> DeviceFacts {
@@ -731,7 +770,7 @@ impl intents::Host for RunState {
 
     fn health(&mut self, max_age_ms: u64) -> Result<intent_types::HealthReport, Error> {
         let report = self.call_adapter(|a, store| a.roost_plugin_intents().call_health(store, max_age_ms))?;
-        self.output.health = Some(std::sync::Arc::new(crate::health::HealthFigures::of(&report)));
+        self.output.add_health(crate::health::HealthFigures::of(&report));
         Ok(report)
     }
 
@@ -749,5 +788,13 @@ impl intents::Host for RunState {
 
     fn firmware_version(&mut self) -> Option<String> {
         self.call_adapter(|a, store| a.roost_plugin_intents().call_firmware_version(store).map(Ok)).ok().flatten()
+    }
+}
+
+impl radio::Host for RunState {
+    fn cellular(&mut self, max_age_ms: u64) -> Result<radio_types::CellularReport, Error> {
+        let report = self.call_radio(|a, store| a.roost_plugin_radio().call_cellular(store, max_age_ms))?;
+        self.output.add_health(crate::health::HealthFigures::of_cellular(&report));
+        Ok(report)
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::{API_VERSION, PluginRuntime};
+use super::PluginRuntime;
 use crate::store::plugins::{self, InsertError, NewPlugin};
 use crate::store::{Store, settings};
 
@@ -52,7 +52,15 @@ pub async fn install(
     let world = validated.world.as_str();
     let stored = plugins::insert(
         store,
-        &NewPlugin { org_id, name, version, world, api_version: API_VERSION, hash: &hash, component: &bytes },
+        &NewPlugin {
+            org_id,
+            name,
+            version,
+            world,
+            api_version: validated.loaded.api_version(),
+            hash: &hash,
+            component: &bytes,
+        },
     )
     .await;
     match stored {

@@ -443,8 +443,9 @@ impl Provisioning {
         if let Some(value) = outcome.intent_value {
             self.intent_value = value;
         }
-        if outcome.health.is_some() {
-            self.health = outcome.health;
+        if let Some(newer) = outcome.health {
+            let figures = crate::health::HealthFigures::overlay(self.health.as_deref(), &newer);
+            self.health = Some(Arc::new(figures));
         }
         match outcome.plan {
             None => Ok(Some(Plan::default())),

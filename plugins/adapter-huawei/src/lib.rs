@@ -28,7 +28,8 @@ use std::time::Duration;
 use adapter_kit::{Metric, Profile, tr098};
 use roost_plugin_sdk::prelude::*;
 use roost_plugin_sdk::{
-    Diagnostic, DiagnosticKind, DiagnosticReport, HealthReport, ManagementSettings, PppoeSettings, WifiNetwork,
+    CellularReport, Diagnostic, DiagnosticKind, DiagnosticReport, HealthReport, ManagementSettings, PppoeSettings,
+    WifiNetwork,
 };
 
 /// OUIs Huawei ships these devices with (`00259E`: EG8145V5 and HG8546M; `202BC1`: BM632w;
@@ -171,6 +172,10 @@ impl Adapter for Huawei {
 
     fn firmware_version() -> Option<String> {
         tr098::firmware_version()
+    }
+
+    fn cellular(max_age: Duration) -> Result<CellularReport> {
+        tr098::cellular(max_age)
     }
 }
 
@@ -447,6 +452,27 @@ mod tests {
         assert_eq!(report.uptime_seconds, Some(213_138));
         assert_eq!((report.cpu_percent, report.optical_rx_dbm, report.optical_tx_dbm), (None, None, None));
         assert_paths_exist(&device, &refreshed(&run));
+    }
+
+    #[test]
+    fn the_bm632w_reports_its_wimax_signal_as_cellular_figures() {
+        let mut device = load(BM632W);
+        // Its own text: `-43.70dBm`, `30.53dB`.
+        let (report, run) = device.call(|| Huawei::cellular(Duration::from_secs(300)));
+        let report = report.unwrap();
+        assert_eq!((report.cellular_rssi_dbm, report.cellular_sinr_db), (Some(-43.7), Some(30.53)));
+        let refreshed = refreshed(&run);
+        assert_eq!(
+            refreshed,
+            ["InternetGatewayDevice.WiMAX.Status.RSSI", "InternetGatewayDevice.WiMAX.Status.CINR1"],
+            "each figure refreshed, nothing else"
+        );
+        assert!(run.declarations.iter().all(|d| d.max_age == Some(Duration::from_secs(300))));
+        // An ONT has no wireless WAN: no figures, nothing declared.
+        let mut ont = load(EG8145V5);
+        let (report, run) = ont.call(|| Huawei::cellular(Duration::ZERO));
+        assert_eq!(report.unwrap(), CellularReport { cellular_rssi_dbm: None, cellular_sinr_db: None });
+        assert!(run.declarations.is_empty(), "{:?}", run.declarations);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use roost_plugin_sdk::prelude::*;
 use roost_plugin_sdk::{
-    Diagnostic, DiagnosticKind, DiagnosticReport, DiagnosticResults, HealthReport, Hop, ManagementSettings,
-    PingResults, PppoeSettings, TransferResults, WifiNetwork,
+    CellularReport, Diagnostic, DiagnosticKind, DiagnosticReport, DiagnosticResults, HealthReport, Hop,
+    ManagementSettings, PingResults, PppoeSettings, TransferResults, WifiNetwork,
 };
 
 pub mod tr098;
@@ -62,6 +62,9 @@ macro_rules! standard_operations {
         fn firmware_version() -> ::std::option::Option<::std::string::String> {
             $crate::$model::firmware_version()
         }
+        fn cellular(max_age: ::std::time::Duration) -> $crate::__sdk::Result<$crate::__sdk::CellularReport> {
+            $crate::$model::cellular(max_age)
+        }
     };
 }
 
@@ -104,6 +107,33 @@ impl Profile {
 /// The value as a number, parsed from text where a device stores numbers as strings.
 pub fn number(value: &Value) -> Option<f64> {
     value.as_f64()
+}
+
+/// A number that may carry its unit, as some firmware writes signal levels in text
+/// (`-43.70dBm`, `30.53dB`, `-97 dBm`: the Huawei BM632w's WiMAX status).
+pub fn number_with_unit(value: &Value) -> Option<f64> {
+    let Value::Text(text) = value else { return value.as_f64() };
+    let text = text.trim();
+    let number = ["dBm", "dB"]
+        .iter()
+        .find_map(|unit| {
+            let split = text.len().checked_sub(unit.len())?;
+            let (number, suffix) = (text.get(..split)?, text.get(split..)?);
+            suffix.eq_ignore_ascii_case(unit).then_some(number)
+        })
+        .unwrap_or(text);
+    number.trim().parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// The cellular link's figures, from the leaves that hold them (absent: `none`), each refreshed
+/// when older than `max_age`.
+pub fn cellular(rssi: Option<&str>, sinr: Option<&str>, max_age: Duration) -> CellularReport {
+    let figure = |path: Option<&str>| {
+        let path = path?;
+        refresh_if_present(path, max_age);
+        read(path).and_then(|value| number_with_unit(&value))
+    };
+    CellularReport { cellular_rssi_dbm: figure(rssi), cellular_sinr_db: figure(sinr) }
 }
 
 /// Reads a leaf's value; absent or never fetched → `None`.
@@ -422,6 +452,20 @@ pub fn configure_pppoe_at(connection: &str, settings: &PppoeSettings) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signal_levels_are_read_with_or_without_their_unit() {
+        let text = |t: &str| number_with_unit(&Value::Text(t.into()));
+        assert_eq!(text("-43.70dBm"), Some(-43.7));
+        assert_eq!(text("30.53dB"), Some(30.53));
+        assert_eq!(text(" -97 dBm "), Some(-97.0));
+        assert_eq!(text("12.5 DB"), Some(12.5));
+        assert_eq!(text("-80"), Some(-80.0));
+        assert_eq!(number_with_unit(&Value::Signed(-71)), Some(-71.0));
+        for unusable in ["", "dBm", "n/a", "inf dB", "NaN"] {
+            assert_eq!(text(unusable), None, "{unusable:?}");
+        }
+    }
 
     #[test]
     fn bands_from_the_texts_real_firmware_uses() {

@@ -178,3 +178,19 @@ pub fn diagnostic_result(kind: DiagnosticKind, max_age: Duration) -> Result<Opti
 pub fn firmware_version() -> Option<String> {
     text("InternetGatewayDevice.DeviceInfo.SoftwareVersion")
 }
+
+/// Where TR-098 firmware with a wireless WAN keeps its signal. TR-098 has no cellular object;
+/// the Huawei BM632w (WiMAX) reports `WiMAX.Status.RSSI` (`-43.70dBm`) and the CINR of
+/// frequency reuse 1 and 3 (`CINR1`, `CINR3`, `30.53dB`): reuse 1, measured over the whole
+/// channel, is its SINR.
+const WIMAX_STATUS: &str = "InternetGatewayDevice.WiMAX.Status.";
+
+/// The wireless WAN's figures, where the device has them (none otherwise).
+pub fn cellular(max_age: Duration) -> Result<CellularReport> {
+    if !exists(WIMAX_STATUS) {
+        return Ok(CellularReport { cellular_rssi_dbm: None, cellular_sinr_db: None });
+    }
+    let rssi = format!("{WIMAX_STATUS}RSSI");
+    let sinr = format!("{WIMAX_STATUS}CINR1");
+    Ok(super::cellular(Some(&rssi), Some(&sinr), max_age))
+}

@@ -248,3 +248,18 @@ pub fn diagnostic_result(kind: DiagnosticKind, max_age: Duration) -> Result<Opti
 pub fn firmware_version() -> Option<String> {
     text("Device.DeviceInfo.SoftwareVersion")
 }
+
+/// The first cellular interface's figures: TR-181's `RSSI` (dBm), and a SINR where the firmware
+/// has one. TR-181 defines none, so firmware names its own (`X_<vendor>_SINR`, `SINR`, `SNR`): the
+/// first such leaf of the interface counts.
+pub fn cellular(max_age: Duration) -> Result<CellularReport> {
+    let Some(interface) = device::instances("Device.Cellular.Interface.*")?.into_iter().next() else {
+        return Ok(CellularReport { cellular_rssi_dbm: None, cellular_sinr_db: None });
+    };
+    // The interface's own leaves (not those of its `Stats.` or other sub-objects).
+    let sinr = device::get(&interface)?.into_iter().map(|p| p.path).find(|path| {
+        let name = path.strip_prefix(interface.as_str()).unwrap_or_default();
+        name == "SINR" || name == "SNR" || (name.starts_with("X_") && name.ends_with("_SINR") && !name.contains('.'))
+    });
+    Ok(super::cellular(Some(&format!("{interface}RSSI")), sinr.as_deref(), max_age))
+}

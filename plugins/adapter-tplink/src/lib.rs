@@ -31,7 +31,8 @@ use adapter_kit::{
 };
 use roost_plugin_sdk::prelude::*;
 use roost_plugin_sdk::{
-    Diagnostic, DiagnosticKind, DiagnosticReport, HealthReport, ManagementSettings, PppoeSettings, WifiNetwork,
+    CellularReport, Diagnostic, DiagnosticKind, DiagnosticReport, HealthReport, ManagementSettings, PppoeSettings,
+    WifiNetwork,
 };
 
 pub struct TpLink;
@@ -300,6 +301,10 @@ impl Adapter for TpLink {
     fn firmware_version() -> Option<String> {
         tr181::firmware_version()
     }
+
+    fn cellular(max_age: Duration) -> Result<CellularReport> {
+        tr181::cellular(max_age)
+    }
 }
 
 export_adapter!(TpLink);
@@ -521,6 +526,33 @@ mod tests {
         let paths: Vec<&str> = run.declarations.iter().map(|d| d.path.as_str()).collect();
         assert!(paths.contains(&OPTICAL_RX) && paths.contains(&"Device.IP.Interface.6.Stats.BytesSent"));
         assert!(!paths.iter().any(|p| p.starts_with("Device.IP.Interface.2.")));
+    }
+
+    #[test]
+    fn cellular_figures_come_from_the_cellular_interface_where_there_is_one() {
+        // The exported XX230v has a USB modem port but no modem: no cellular interface, no figures,
+        // nothing refreshed.
+        let mut device = tplink();
+        let (report, run) = device.call(|| TpLink::cellular(Duration::from_secs(300)));
+        assert_eq!(report.expect("cellular"), CellularReport { cellular_rssi_dbm: None, cellular_sinr_db: None });
+        assert!(run.declarations.is_empty(), "{:?}", run.declarations);
+
+        // With an LTE modem: TR-181's RSSI, and the SINR under the firmware's own name.
+        let interface = "Device.Cellular.Interface.1.";
+        device.tree.insert(interface, roost_plugin_sdk::tree::Node { updated_ms: 1, ..Default::default() });
+        device.set(&format!("{interface}RSSI"), "-71", "xsd:int");
+        device.set(&format!("{interface}RSRP"), "-97", "xsd:int");
+        device.set(&format!("{interface}X_TP_SINR"), "13.5", "xsd:string");
+        let (report, run) = device.call(|| TpLink::cellular(Duration::from_secs(60)));
+        assert_eq!(
+            report.expect("cellular"),
+            CellularReport { cellular_rssi_dbm: Some(-71.0), cellular_sinr_db: Some(13.5) }
+        );
+        let refreshed: Vec<&str> = run.declarations.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(refreshed, [format!("{interface}RSSI"), format!("{interface}X_TP_SINR")]);
+        // RSRP stays with `health`.
+        let (health, _) = device.call(|| TpLink::health(Duration::from_secs(60)));
+        assert_eq!(health.expect("health").cellular_rsrp_dbm, Some(-97.0));
     }
 
     #[test]

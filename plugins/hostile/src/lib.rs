@@ -15,6 +15,7 @@
 //! | `spin` | `iterations` rounds of arithmetic (default 1 000 000): CPU work of a known size, as a provision with real work does | none while the work fits the CPU budget, however loaded the machine |
 //! | `log` | logs `count` lines (default 3), `line <i> at <clock>`, at levels debug, info, warn, error in turn; reads the clock, so it runs in every session | none; past the run's limit, a line saying how many were dropped |
 //! | `reads` | reads `count` subtrees (default 10) the device view has not loaded: one store load each | `plugin.timeout` when the store is slow past the wall-clock backstop |
+//! | `radio` | calls `radio::cellular` and returns its error, if any: how the host answers a provision whose device's adapter has no `radio` | the adapter's answer |
 
 use roost_plugin_sdk::prelude::*;
 
@@ -98,6 +99,7 @@ impl Provision for Hostile {
                 }
                 Ok(())
             }
+            "radio" => radio::cellular(Duration::ZERO).map(|_| ()),
             other => Err(Error::invalid_argument(format!("unknown mode {other}"))),
         }
     }

@@ -1,5 +1,6 @@
 //! `health`: keeps the device's health figures (uptime, CPU, memory, traffic, Wi-Fi clients,
-//! optical or cellular signal) fresh, for dashboards and alerts.
+//! optical or cellular signal: RSRP from `health`, RSSI and SINR from `radio`) fresh, for
+//! dashboards and alerts.
 //!
 //! Argument: `max-age`, in seconds (default 300): figures older than this are read again. On a
 //! periodic Inform more frequent than `max-age`, a run declares nothing to fetch and costs no
@@ -12,8 +13,15 @@ pub struct Health;
 impl Provision for Health {
     fn run(args: &Args) -> Result<()> {
         let max_age: u64 = args.parse("max-age")?.unwrap_or(300);
-        intents::health(Duration::from_secs(max_age))?;
-        Ok(())
+        let max_age = Duration::from_secs(max_age);
+        intents::health(max_age)?;
+        // Adapters without radio figures (built against roost:plugin 0.1.0, or for devices with
+        // no wireless WAN) answer `unsupported`: there are none to keep.
+        match radio::cellular(max_age) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == ErrorKind::Unsupported => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -92,6 +100,39 @@ mod tests {
         // With a max-age below their age, the same figures are due again.
         let shorter = device.run::<Health>(&[("max-age", "120")]);
         assert_eq!(to_fetch(&device, &shorter), fetched);
+    }
+
+    #[test]
+    fn a_wireless_wan_s_signal_is_fetched_where_the_device_has_one() {
+        const BM632W: &str = roost_plugin_sdk::testing::exports::HUAWEI_BM632W_TR098;
+        let mut device = TestDevice::from_genieacs_csv(BM632W).unwrap();
+        device.with_adapter::<adapter_huawei::Huawei>();
+        let run = device.run::<Health>(&[]);
+        run.result.clone().unwrap();
+        let fetched = to_fetch(&device, &run);
+        for figure in ["InternetGatewayDevice.WiMAX.Status.RSSI", "InternetGatewayDevice.WiMAX.Status.CINR1"] {
+            assert!(fetched.iter().any(|p| p == figure), "{figure} not fetched: {fetched:?}");
+        }
+    }
+
+    #[test]
+    fn an_adapter_without_radio_figures_is_no_failure() {
+        // An adapter that implements `health` and not `cellular` (as the ZTE and Nokia ones):
+        // `radio` answers `unsupported`, and the run succeeds with the `health` figures.
+        struct NoRadio;
+        impl Adapter for NoRadio {
+            fn identify(_: &DeviceFacts) -> Option<Identification> {
+                None
+            }
+            fn health(max_age: Duration) -> Result<roost_plugin_sdk::HealthReport> {
+                <adapter_huawei::Huawei as Adapter>::health(max_age)
+            }
+        }
+        let mut device = TestDevice::from_genieacs_csv(EG8145V5).unwrap();
+        device.with_adapter::<NoRadio>();
+        let run = device.run::<Health>(&[]);
+        run.result.clone().unwrap();
+        assert!(to_fetch(&device, &run).iter().any(|p| p == "InternetGatewayDevice.DeviceInfo.X_HW_CpuUsed"));
     }
 
     #[test]

@@ -48,13 +48,17 @@ enum UnliftedValue {
     HexBinary(WasmStr),
 }
 
-const DECLARE: &str = "roost:plugin/declare@0.1.0";
-const LOG: &str = "roost:plugin/log@0.1.0";
-
 /// Replaces the generated `declare` and `log` in `linker` (after `add_to_linker`).
+///
+/// The names carry the host's version: the linker holds each name exactly as defined, and finds
+/// it for a component's import either exactly or, for an import of another version of the track,
+/// through the track's newest definition. A replacement under `@0.1.0` beside the generated
+/// `@0.1.1` would be what 0.1.0 components get while 0.1.1 components got the generated one.
 pub(in crate::plugins) fn shadow_generated(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    let declare_interface = format!("roost:plugin/declare@{}", super::super::API_VERSION);
+    let log_interface = format!("roost:plugin/log@{}", super::super::API_VERSION);
     linker.allow_shadowing(true);
-    linker.instance(DECLARE)?.func_wrap(
+    linker.instance(&declare_interface)?.func_wrap(
         "declare",
         |mut store: StoreContextMut<'_, RunState>, (declaration,): (Declaration,)| {
             let outcome = match lift_declaration(&store, declaration)? {
@@ -64,7 +68,7 @@ pub(in crate::plugins) fn shadow_generated(linker: &mut Linker<RunState>) -> was
             Ok((outcome,))
         },
     )?;
-    linker.instance(LOG)?.func_wrap(
+    linker.instance(&log_interface)?.func_wrap(
         "log",
         |mut store: StoreContextMut<'_, RunState>, (level, message): (log::Level, WasmStr)| {
             let kept = {

@@ -55,7 +55,7 @@ pub(super) struct RoundOutcome {
     pub(super) intent_failed: bool,
     /// What the intent returned this round.
     pub(super) intent_value: Option<serde_json::Value>,
-    /// The health figures the round's last `health` intent read.
+    /// The health figures the round's runs read (`RunOutput::health`), laid over each other.
     pub(super) health: Option<Arc<crate::health::HealthFigures>>,
 }
 
@@ -256,7 +256,11 @@ impl Round {
         outcome.tags_added.extend(memo.tags_added.iter().cloned());
         outcome.tags_removed.extend(memo.tags_removed.iter().cloned());
         if let Some(health) = &memo.health {
-            outcome.health = Some(health.clone());
+            // Each provision adds the figures it read: one may read `health`, another `radio`.
+            outcome.health = Some(match &outcome.health {
+                Some(older) => Arc::new(older.overlaid(health)),
+                None => health.clone(),
+            });
         }
         if let Some(key) = key.filter(|_| replayable) {
             outcome.memos.push((key, memo));
