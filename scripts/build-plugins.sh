@@ -2,8 +2,9 @@
 # Build the plugins workspace (plugins/) into WebAssembly components:
 #   plugins/target/wasm32-unknown-unknown/release/<crate>.wasm
 # and copy the shipped ones (adapter-*, provision-*) to plugins/dist/<name>@<version>.wasm, where
-# `roost serve` installs them from (`--plugins-dir`): adapter-huawei → huawei@0.1.0.wasm,
-# provision-bootstrap → bootstrap@0.1.0.wasm. The hostile test plugins stay in target/.
+# `roost serve` installs them from (`--plugins-dir`): adapter-huawei → huawei@0.2.0.wasm,
+# provision-bootstrap → bootstrap@0.2.0.wasm (the version of plugins/Cargo.toml). The hostile test
+# plugins stay in target/.
 #
 #   scripts/build-plugins.sh [--install] [cargo build arguments…]
 #
@@ -32,6 +33,8 @@ publish() {
   version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
   out=target/wasm32-unknown-unknown/release
   mkdir -p dist
+  # Only this version: a server installs whatever it finds here.
+  rm -f dist/*.wasm
   for crate in adapter-* provision-*; do
     [ "$crate" = adapter-kit ] && continue
     [ -f "$out/${crate//-/_}.wasm" ] || continue

@@ -116,8 +116,8 @@ impl HealthFigures {
     }
 
     /// These figures with `newer`'s laid over them: a figure `newer` has replaces this one's, the
-    /// others stay. How the reports of one session add up: a provision's `health` and `radio`
-    /// calls, several provisions, several rounds.
+    /// others stay. How the reports of one round add up: a provision's `health` and `radio`
+    /// calls, several provisions. (A later round replaces an earlier one's whole.)
     pub fn overlaid(&self, newer: &HealthFigures) -> HealthFigures {
         let mut figures: Vec<(Metric, f64)> =
             self.0.iter().filter(|(metric, _)| !newer.0.iter().any(|(m, _)| m == metric)).copied().collect();
@@ -394,7 +394,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reports_of_a_session_add_up_figure_by_figure() {
+    fn the_reports_of_a_round_add_up_figure_by_figure() {
         let report = crate::plugins::HealthReport {
             uptime_seconds: Some(100),
             cpu_percent: None,

@@ -512,8 +512,12 @@ impl PluginRuntime {
             .instantiate_pre(&component)
             .map_err(|e| format!("{e:#}"))
             .and_then(|pre| ProvisionPre::new(pre).map_err(|e| format!("{e:#}")));
-        let provision_error = match as_provision {
-            Ok(pre) => return Ok(Loaded { kind: LoadedKind::Provision(pre), api_version }),
+        let provision_error = match as_provision.map(LoadedKind::Provision) {
+            Ok(kind) => {
+                self.check_export_types(&kind)
+                    .map_err(|e| InvalidPlugin::WrongInterface(format!("as a provision: {e}")))?;
+                return Ok(Loaded { kind, api_version });
+            }
             Err(e) => e,
         };
         let exports_radio = exports.iter().any(|name| own_interface(name).is_some_and(|(name, _)| name == "radio"));
@@ -527,7 +531,11 @@ impl PluginRuntime {
                 Ok(LoadedKind::Adapter { pre: adapter, radio })
             });
         match as_adapter {
-            Ok(kind) => Ok(Loaded { kind, api_version }),
+            Ok(kind) => {
+                self.check_export_types(&kind)
+                    .map_err(|e| InvalidPlugin::WrongInterface(format!("as an adapter: {e}")))?;
+                Ok(Loaded { kind, api_version })
+            }
             Err(adapter_error) => Err(InvalidPlugin::WrongInterface(match intended {
                 Some(World::Provision) => format!("as a provision: {provision_error}"),
                 Some(World::Adapter) => format!("as an adapter: {adapter_error}"),
@@ -537,6 +545,34 @@ impl PluginRuntime {
                 ),
             })),
         }
+    }
+
+    /// Instantiates the component once, under the default limits, and drops the instance. The
+    /// generated `*Pre::new` finds the exports by name; only instantiation checks their types (a
+    /// `run` whose error is a string, a `cellular` taking a `u32`). Such a component is refused
+    /// here, at upload, rather than failing every later call.
+    fn check_export_types(&self, kind: &LoadedKind) -> Result<(), String> {
+        let facts = DeviceFacts {
+            manufacturer: String::new(),
+            oui: String::new(),
+            product_class: String::new(),
+            serial_number: String::new(),
+            model_name: None,
+            software_version: None,
+            hardware_version: None,
+            root: String::new(),
+        };
+        let view = Arc::new(DeviceView::new(facts, String::new(), Vec::new(), Vec::new(), Default::default()));
+        let store =
+            || self.store(host_api::RunState::new(view.clone(), self.settings.limits, None, budget::Started::now()));
+        let instantiated = match kind {
+            LoadedKind::Provision(pre) => pre.instantiate(&mut store()).map(drop),
+            LoadedKind::Adapter { pre, radio } => pre.instantiate(&mut store()).map(drop).and_then(|()| match radio {
+                Some(radio) => radio.instantiate(&mut store()).map(drop),
+                None => Ok(()),
+            }),
+        };
+        instantiated.map_err(|e| format!("{e:#}"))
     }
 
     fn store(&self, state: host_api::RunState) -> Store<host_api::RunState> {
@@ -875,31 +911,82 @@ mod tests {
             let bytes = std::fs::read(wit_dir().join(file)).unwrap();
             assert_eq!(hex::encode(Sha256::digest(&bytes)), sha256, "{file} changed after its release");
         }
-        // The newest directory is what the host implements.
-        assert!(listed.last().unwrap().starts_with(&format!("roost-plugin@{API_VERSION}/")));
+        // The newest version is what the host implements.
+        let newest = listed
+            .iter()
+            .filter_map(|file| file.strip_prefix("roost-plugin@")?.split_once('/'))
+            .filter_map(|(version, _)| api_version(version))
+            .max();
+        assert_eq!(newest, api_version(API_VERSION));
+    }
+
+    /// The interfaces and worlds of one version's WIT, by name, each as its items (comments and
+    /// layout dropped): `interface device { … }` → `device` → [`use types.{…};`, `facts: func() ->
+    /// device-facts;`, …].
+    fn wit_items(version: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut text = String::new();
+        for file in std::fs::read_dir(wit_dir().join(format!("roost-plugin@{version}"))).unwrap() {
+            let source = std::fs::read_to_string(file.unwrap().path()).unwrap();
+            for line in source.lines() {
+                text.push_str(line.split_once("//").map_or(line, |(code, _)| code));
+                text.push('\n');
+            }
+        }
+        let tokens: Vec<&str> = text.split_whitespace().collect();
+        let mut blocks = std::collections::BTreeMap::new();
+        let mut i = 0;
+        while i < tokens.len() {
+            let (kind, name) = (tokens[i], tokens.get(i + 1).copied().unwrap_or_default());
+            if !matches!(kind, "interface" | "world") {
+                i += 1;
+                continue;
+            }
+            let (mut depth, mut items, mut item) = (0, Vec::new(), Vec::new());
+            i += 2;
+            while i < tokens.len() {
+                let token = tokens[i];
+                i += 1;
+                if depth == 0 && token == "{" {
+                    depth = 1;
+                    continue;
+                }
+                if depth == 1 && token == "}" {
+                    break;
+                }
+                depth += token.matches('{').count();
+                depth -= token.matches('}').count();
+                item.push(token);
+                if depth == 1 && (token.ends_with(';') || token.ends_with('}')) {
+                    items.push(item.join(" "));
+                    item.clear();
+                }
+            }
+            blocks.insert(format!("{kind} {name}"), items);
+        }
+        blocks
     }
 
     #[test]
     fn a_patch_version_only_adds_to_the_one_before() {
-        // Every declaration of 0.1.0 is in 0.1.1, in order, unchanged: wasmtime then matches a
-        // component of either version against the other's interfaces.
-        let declarations = |text: &str| -> Vec<String> {
-            text.lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with("//") && !line.starts_with("package "))
-                .map(str::to_owned)
-                .collect()
-        };
-        for file in ["host.wit", "intents.wit", "types.wit", "worlds.wit"] {
-            let read = |version: &str| {
-                std::fs::read_to_string(wit_dir().join(format!("roost-plugin@{version}")).join(file)).unwrap()
-            };
-            let (before, after) = (declarations(&read("0.1.0")), declarations(&read("0.1.1")));
-            let mut rest = after.iter();
-            for line in &before {
-                assert!(rest.any(|l| l == line), "{file}: 0.1.1 lost or moved `{line}`");
+        // wasmtime matches a 0.1.0 component against the host's 0.1.1 interfaces by name, then
+        // by type: every interface of 0.1.0 must be in 0.1.1 exactly as it was (a record field or
+        // a function added, or a parameter changed, breaks every 0.1.0 component that uses it),
+        // and every world must export what it did. A world may import more (a component imports
+        // only what it uses), and 0.1.1 may add interfaces and worlds.
+        let (before, after) = (wit_items("0.1.0"), wit_items("0.1.1"));
+        assert_eq!(before.len(), 12, "ten interfaces and two worlds: {:?}", before.keys());
+        for (name, items) in &before {
+            let now = after.get(name).unwrap_or_else(|| panic!("0.1.1 has no {name}"));
+            if name.starts_with("interface ") {
+                assert_eq!(now, items, "{name} changed in 0.1.1");
+                continue;
             }
+            let is_import = |item: &&String| item.starts_with("import ");
+            let (kept, added): (Vec<&String>, Vec<&String>) = now.iter().partition(|item| items.contains(item));
+            assert_eq!(kept.len(), items.len(), "{name} lost items in 0.1.1: {items:?} → {now:?}");
+            assert!(added.iter().all(is_import), "{name} may only import more in 0.1.1: {added:?}");
         }
+        assert!(after.contains_key("interface radio") && after.contains_key("world radio-adapter"));
     }
 
     #[test]

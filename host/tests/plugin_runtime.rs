@@ -75,6 +75,12 @@ fn validation_tells_the_world_and_refuses_what_is_not_ours() {
     assert!(message.contains("roost:plugin/{device, declare, tags"), "{message}");
     assert_eq!(message.matches("evil:plugin/socket").count(), 1, "{message}");
 
+    // An adapter whose `radio` has the right names and the wrong types, which only instantiation
+    // finds: refused at upload, not failing each later call.
+    let wrong_radio = runtime.validate(&component("hostile-export")).unwrap_err();
+    let InvalidPlugin::WrongInterface(message) = &wrong_radio else { panic!("{wrong_radio:?}") };
+    assert!(message.starts_with("as an adapter: ") && message.contains("expected `u64` found `u32`"), "{message}");
+
     let garbage = runtime.validate(b"definitely not wasm").unwrap_err();
     assert!(matches!(garbage, InvalidPlugin::NotAComponent(_)), "{garbage:?}");
 
@@ -442,6 +448,8 @@ fn a_provision_asking_an_adapter_without_radio_gets_unsupported() {
 
 #[test]
 fn plugins_of_the_first_api_version_are_held_to_the_same_limits() {
+    // Floods of host calls and memory growth: CPU-heavy, so not beside a test that measures.
+    let _turn = CPU_MEASURED.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = runtime();
     let hostile = runtime.validate(&component_of_0_1_0("hostile")).unwrap();
     assert_eq!(hostile.loaded.api_version(), "0.1.0");

@@ -52,7 +52,8 @@ pub fn run(dist: &Path, export: &Path, runs: usize) -> Result<()> {
     let mut loaded = std::collections::HashMap::new();
     println!("compile (once per process and component, cached by hash afterwards):");
     for name in ["health", "bootstrap", "huawei", "tr098"] {
-        let path = dist.join(format!("{name}@0.1.0.wasm"));
+        let path = roost::plugins::install::shipped_component(dist, name)
+            .with_context(|| format!("no {name}@<version>.wasm in {}: run scripts/build-plugins.sh", dist.display()))?;
         let bytes =
             std::fs::read(&path).with_context(|| format!("{}: run scripts/build-plugins.sh", path.display()))?;
         let start = Instant::now();

@@ -1751,7 +1751,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
     for org in ALL_ORGS {
         org_id.insert(org, roost::store::orgs::by_slug(&app.store, org.slug()).await.unwrap().unwrap().id);
     }
-    let wasm = std::fs::read(shipped_plugins().join("health@0.1.0.wasm")).expect("the shipped health plugin");
+    let wasm = shipped_plugin("health");
     let mut world = World {
         org_id,
         device_pk: HashMap::new(),

@@ -62,11 +62,18 @@ impl TestDatabase {
 pub fn shipped_plugins() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
     assert!(
-        dir.join("bootstrap@0.1.0.wasm").is_file(),
+        roost::plugins::install::shipped_component(&dir, "bootstrap").is_some(),
         "{} has no shipped plugins: run scripts/build-plugins.sh (scripts/test.sh does)",
         dir.display()
     );
     dir
+}
+
+/// The bytes of shipped plugin `name`, whatever its version.
+pub fn shipped_plugin(name: &str) -> Vec<u8> {
+    let path = roost::plugins::install::shipped_component(&shipped_plugins(), name)
+        .unwrap_or_else(|| panic!("no shipped plugin {name}"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The plugin limits of test servers: the default CPU budget, which counts a plugin's own work

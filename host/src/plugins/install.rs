@@ -27,6 +27,12 @@ pub fn name_and_version(path: &Path) -> Option<(String, String)> {
     (!name.is_empty() && !version.is_empty()).then(|| (name.to_owned(), version.to_owned()))
 }
 
+/// The file of shipped plugin `name` in `dir`, whatever its version (`scripts/build-plugins.sh`
+/// leaves one version there).
+pub fn shipped_component(dir: &Path, name: &str) -> Option<PathBuf> {
+    components_in(dir).ok()?.into_iter().find(|path| name_and_version(path).is_some_and(|(n, _)| n == name))
+}
+
 /// Installs one component for `org_id`. Blocking work (compiling) runs on the blocking pool.
 pub async fn install(
     store: &Store,

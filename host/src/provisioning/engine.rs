@@ -443,9 +443,10 @@ impl Provisioning {
         if let Some(value) = outcome.intent_value {
             self.intent_value = value;
         }
-        if let Some(newer) = outcome.health {
-            let figures = crate::health::HealthFigures::overlay(self.health.as_deref(), &newer);
-            self.health = Some(Arc::new(figures));
+        // The last round's figures, not a blend with earlier rounds': those read values the
+        // session has refreshed since, and a figure a later round no longer has is gone.
+        if outcome.health.is_some() {
+            self.health = outcome.health;
         }
         match outcome.plan {
             None => Ok(Some(Plan::default())),

@@ -249,17 +249,27 @@ pub fn firmware_version() -> Option<String> {
     text("Device.DeviceInfo.SoftwareVersion")
 }
 
-/// The first cellular interface's figures: TR-181's `RSSI` (dBm), and a SINR where the firmware
-/// has one. TR-181 defines none, so firmware names its own (`X_<vendor>_SINR`, `SINR`, `SNR`): the
-/// first such leaf of the interface counts.
+/// The cellular interface whose figures Roost reads: the first, as `health` reads its RSRP.
+const CELLULAR: &str = "Device.Cellular.Interface.1.";
+
+/// The cellular interface's figures: TR-181's `RSSI` (dBm), and a SINR where the firmware has
+/// one. TR-181 defines none, so firmware names its own: `SINR`, else `X_<vendor>_SINR`, else
+/// `SNR`.
 pub fn cellular(max_age: Duration) -> Result<CellularReport> {
-    let Some(interface) = device::instances("Device.Cellular.Interface.*")?.into_iter().next() else {
+    if !exists(CELLULAR) {
         return Ok(CellularReport { cellular_rssi_dbm: None, cellular_sinr_db: None });
-    };
-    // The interface's own leaves (not those of its `Stats.` or other sub-objects).
-    let sinr = device::get(&interface)?.into_iter().map(|p| p.path).find(|path| {
-        let name = path.strip_prefix(interface.as_str()).unwrap_or_default();
-        name == "SINR" || name == "SNR" || (name.starts_with("X_") && name.ends_with("_SINR") && !name.contains('.'))
-    });
-    Ok(super::cellular(Some(&format!("{interface}RSSI")), sinr.as_deref(), max_age))
+    }
+    // The interface's own leaves, not those of its `Stats.` or other sub-objects.
+    let names: Vec<String> = device::get(CELLULAR)?
+        .into_iter()
+        .filter_map(|p| p.path.strip_prefix(CELLULAR).filter(|name| !name.contains('.')).map(str::to_owned))
+        .collect();
+    let vendor_sinr = |name: &&String| name.starts_with("X_") && name.ends_with("_SINR");
+    let sinr = names
+        .iter()
+        .find(|name| *name == "SINR")
+        .or_else(|| names.iter().find(vendor_sinr))
+        .or_else(|| names.iter().find(|name| *name == "SNR"))
+        .map(|name| format!("{CELLULAR}{name}"));
+    Ok(super::cellular(Some(&format!("{CELLULAR}RSSI")), sinr.as_deref(), max_age))
 }

@@ -543,6 +543,10 @@ mod tests {
         device.set(&format!("{interface}RSSI"), "-71", "xsd:int");
         device.set(&format!("{interface}RSRP"), "-97", "xsd:int");
         device.set(&format!("{interface}X_TP_SINR"), "13.5", "xsd:string");
+        // A plain SNR is the last resort, behind a SINR of any name; a sub-object's is not the
+        // interface's.
+        device.set(&format!("{interface}SNR"), "9", "xsd:int");
+        device.set(&format!("{interface}Stats.SINR"), "1", "xsd:int");
         let (report, run) = device.call(|| TpLink::cellular(Duration::from_secs(60)));
         assert_eq!(
             report.expect("cellular"),
