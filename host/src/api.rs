@@ -26,6 +26,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod extract;
 pub mod faults;
+pub mod files;
 pub mod health;
 pub mod nbi;
 pub mod onboarding;
@@ -97,6 +98,7 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(dashboard::router())
         .merge(faults::router())
         .merge(subscribers::router())
+        .merge(files::router())
 }
 
 /// The OpenAPI document the server serves, without a server (`roost openapi`).
@@ -142,6 +144,13 @@ impl ApiSlot {
 /// answers 503. Bounds what integrations take of the database pool and the CPU from CPE
 /// sessions.
 pub async fn take_slot(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    // A file upload streams to the file store as it arrives (bounded by its own slots, in
+    // `api/files.rs`): buffered here, an image would sit in memory.
+    // (Inside `/api/v1`'s nest the path is the nested one; the original is the whole.)
+    let path = request.extensions().get::<axum::extract::OriginalUri>().map_or(request.uri().path(), |o| o.path());
+    if request.method() == axum::http::Method::POST && path == files::UPLOAD_PATH {
+        return next.run(request).await;
+    }
     // The body first, within the queue time: a client that sends its body slowly (or never)
     // holds no place while it does.
     let (parts, body) = request.into_parts();
@@ -310,6 +319,11 @@ pub fn parse_timestamp(field: &str, value: &str) -> ApiResult<i64> {
 /// Organization slugs by id, for rendering.
 pub async fn org_slugs(app: &App) -> anyhow::Result<HashMap<i64, String>> {
     crate::store::orgs::slugs(&app.api_store).await
+}
+
+/// One organization's slug (empty if it is gone).
+pub async fn org_slug(app: &App, org_id: i64) -> ApiResult<String> {
+    Ok(crate::store::orgs::by_id(&app.api_store, org_id).await?.map(|o| o.slug).unwrap_or_default())
 }
 
 #[cfg(test)]

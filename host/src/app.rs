@@ -47,6 +47,11 @@ pub struct App {
     pub task_events: broadcast::Sender<i64>,
     /// For connection requests.
     pub http: reqwest::Client,
+    /// Where the file store keeps contents (`<data-dir>/files/`).
+    pub files: Arc<dyn crate::files::FileStorage>,
+    /// File uploads in flight: they stream past the API's admission slots (`take_slot`), which
+    /// buffer a body, so they are bounded here.
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
     draining: AtomicBool,
 }
 
@@ -91,6 +96,7 @@ impl App {
             &config.plugins,
             Arc::new(crate::health::MetricsBuffer::new(config.health.max_buffered_points)),
         ));
+        let files = Arc::new(crate::files::LocalFiles::new(config.data_dir.join("files")));
         Ok(Self {
             config,
             store,
@@ -106,6 +112,8 @@ impl App {
             provisioning,
             task_events,
             http,
+            files,
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(crate::files::CONCURRENT_UPLOADS)),
             draining: AtomicBool::new(false),
         })
     }

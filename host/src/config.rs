@@ -74,6 +74,7 @@ pub struct Config {
     pub plugins: PluginSettings,
     pub diagnostics: DiagnosticsSettings,
     pub health: crate::health::HealthSettings,
+    pub files: FileSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,6 +242,24 @@ impl Default for DiagnosticsSettings {
     }
 }
 
+/// `[files]`: the file store (firmware images and configuration files for devices).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSettings {
+    /// The largest file an upload may store, in bytes.
+    pub max_bytes: u64,
+    /// How long the URL a `download` task gives its device stays good: the device may be
+    /// offline, delay the download (`delaySeconds`) and retry it.
+    #[serde(with = "seconds")]
+    pub download_ttl: Duration,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        Self { max_bytes: 1024 * 1024 * 1024, download_ttl: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
 /// Where `scripts/build-plugins.sh` puts the shipped plugins, from the repository's root.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins/dist";
 
@@ -255,6 +274,7 @@ struct FileConfig {
     plugins: PluginSettings,
     diagnostics: DiagnosticsSettings,
     health: crate::health::HealthSettings,
+    files: FileSettings,
 }
 
 impl Config {
@@ -283,6 +303,7 @@ impl Config {
             connection_request: file.connection_request,
             diagnostics: file.diagnostics,
             health: file.health,
+            files: file.files,
             plugins: PluginSettings {
                 install_dir: args
                     .plugins_dir
@@ -309,6 +330,7 @@ impl Config {
             plugins: PluginSettings::default(),
             diagnostics: DiagnosticsSettings::default(),
             health: crate::health::HealthSettings::default(),
+            files: FileSettings::default(),
         }
     }
 }

@@ -31,6 +31,7 @@ use crate::store::{self, devices, orgs};
 pub mod auth;
 pub mod connection_request;
 pub mod driver;
+pub mod files;
 mod listener;
 mod sessions;
 pub mod tr143;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod cwmp;
 pub mod diagnostics;
 pub mod fault_code;
+pub mod files;
 pub mod health;
 pub mod permissions;
 pub mod plugins;

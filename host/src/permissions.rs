@@ -58,6 +58,8 @@ pub enum Permission {
     /// Subscribers: create, change, delete; link devices to them (which pushes their PPPoE
     /// credentials).
     ManageSubscribers,
+    /// The file store: upload and delete firmware images and configuration files.
+    ManageFiles,
     /// Organizations below one's own: create, rename, delete.
     ManageOrganizations,
     /// Users and API keys of one's subtree, up to one's own role.
@@ -86,7 +88,7 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
     (
         Permission::ReadFleet,
         Role::ReadOnly,
-        "Read devices, parameters, tags, tasks, faults, subscribers, presets, plugins and plugin settings",
+        "Read devices, parameters, tags, tasks, faults, subscribers, files, presets, plugins and plugin settings",
     ),
     (
         Permission::OperateDevices,
@@ -114,6 +116,7 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
         Role::Advanced,
         "Create, change and delete subscribers; link devices to them and push their PPPoE credentials",
     ),
+    (Permission::ManageFiles, Role::Advanced, "Upload and delete firmware images and configuration files"),
     (
         Permission::ManageOrganizations,
         Role::OrgAdmin,
@@ -204,6 +207,7 @@ mod tests {
             Permission::ManageProvisioning,
             Permission::ClaimDevices,
             Permission::ManageSubscribers,
+            Permission::ManageFiles,
             Permission::ManageOrganizations,
             Permission::ManageUsers,
             Permission::ManageOnboarding,

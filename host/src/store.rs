@@ -61,6 +61,7 @@ pub mod devices;
 pub mod diagnostics;
 pub mod events;
 pub mod faults;
+pub mod files;
 pub mod metrics;
 pub mod orgs;
 pub mod parameters;

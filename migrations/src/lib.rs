@@ -24,6 +24,7 @@ mod m0014_health;
 mod m0015_fault_repeats;
 mod m0016_inform_interval_backfill;
 mod m0017_org_speed_test;
+mod m0018_files;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0015_fault_repeats::Migration),
             Box::new(m0016_inform_interval_backfill::Migration),
             Box::new(m0017_org_speed_test::Migration),
+            Box::new(m0018_files::Migration),
         ]
     }
 }

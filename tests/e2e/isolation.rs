@@ -340,6 +340,11 @@ enum Param {
     /// The target's fixture subscriber.
     Subscriber,
     FreshSubscriber,
+    /// The target's fixture file of the file store.
+    File,
+    FreshFile,
+    /// `?name=<new>` (a file upload).
+    FileUpload,
     /// A device made for this call, whose tasks tell whether an action queued one.
     FreshActionDevice,
     /// `?org=<slug>`.
@@ -400,6 +405,8 @@ enum Body {
     NewPreregistration,
     NewCredential,
     Wasm,
+    /// The bytes of a file to store (the plugin's, as good as any).
+    FileBytes,
     /// A Wi-Fi change.
     Wifi,
     /// A write of a read-only parameter the device reported (refused with 422 once allowed).
@@ -846,6 +853,38 @@ fn table() -> Vec<Row> {
             Pa::Subscriber,
             B::SubscriberSerial,
             |w, c| need(w, P::ManageSubscribers).or(seen(w, c)).unwrap_or(201),
+            C::None,
+        ),
+        // The file store.
+        row(get.clone(), "/api/v1/files", "", Once, Pa::None, B::None, |_, _| 200, C::None),
+        row(
+            post.clone(),
+            "/api/v1/files",
+            "",
+            Once,
+            Pa::FileUpload,
+            B::FileBytes,
+            |w, _| need(w, P::ManageFiles).unwrap_or(201),
+            C::OwnOrg,
+        ),
+        row(
+            get.clone(),
+            "/api/v1/files/{id}",
+            "",
+            Owners,
+            Pa::File,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/files/{id}",
+            "",
+            Owners,
+            Pa::FreshFile,
+            B::None,
+            |w, c| need(w, P::ManageFiles).or(seen(w, c)).unwrap_or(204),
             C::None,
         ),
         // Tasks: the permission follows the task's name, checked before the device is looked up.
@@ -1559,6 +1598,7 @@ struct World {
     fault: HashMap<Org, String>,
     plugin: HashMap<Org, String>,
     subscriber: HashMap<Org, i64>,
+    file: HashMap<Org, i64>,
     user: HashMap<Org, i64>,
     key_names: HashMap<Org, Vec<String>>,
     /// Every device the proof made, and whose it is (`Platform`: unclaimed).
@@ -1678,6 +1718,27 @@ async fn store_device(
 
 /// A task queued straight in the store for `owner`'s fixture device; faulted when asked, which
 /// records a fault too. Returns the task's id and, when faulted, the fault's.
+/// A file of the file store in `owner`, stored as an upload would: its contents, then its row.
+async fn store_file(h: &Harness, world: &World, owner: Org, name: &str) -> i64 {
+    let app = h.app();
+    let key = format!("probe-{name}").replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let contents: Vec<Result<bytes::Bytes, String>> = vec![Ok(bytes::Bytes::from_static(b"probe firmware"))];
+    let written =
+        app.files.write(&key, futures::StreamExt::boxed(futures::stream::iter(contents)), 1024).await.unwrap();
+    let new = roost::store::files::NewFile {
+        org_id: world.id(owner),
+        name,
+        file_type: "1 Firmware Upgrade Image",
+        oui: None,
+        product_class: None,
+        version: None,
+        size: written.size,
+        sha256: &written.sha256,
+        storage_key: &key,
+    };
+    roost::store::files::insert(&app.store, new).await.unwrap().unwrap().id
+}
+
 async fn store_task(h: &Harness, world: &World, owner: Org, faulted: bool) -> (i64, Option<i64>) {
     use roost::store::{faults, tasks};
     let store = &h.app().store;
@@ -1759,6 +1820,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         fault: HashMap::new(),
         plugin: HashMap::new(),
         subscriber: HashMap::new(),
+        file: HashMap::new(),
         user: HashMap::new(),
         key_names: HashMap::new(),
         devices: Mutex::new(HashMap::new()),
@@ -1875,6 +1937,8 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
             "pppoe_username": format!("ppp-{}", org.token()), "pppoe_password": "probe password"});
         let subscriber = setup(h, &advanced, Method::POST, "/api/v1/subscribers", Some(subscriber)).await;
         world.subscriber.insert(org, subscriber["id"].as_str().unwrap().parse().unwrap());
+        let file = store_file(h, &world, org, &format!("file-{}", org.token())).await;
+        world.file.insert(org, file);
         if org != Platform {
             setup(h, &admin, Method::PUT, &format!("/api/v1/orgs/{}/plugin-limits", org.slug()), Some(org.limits()))
                 .await;
@@ -1933,6 +1997,7 @@ enum Fresh {
     Preregistration(Org, String),
     Credential(String),
     Subscriber(i64),
+    File(i64),
     /// An action's device: a task is queued on it exactly when the action was answered.
     Queued(roost::store::DevicePk),
     Claim(String, Org),
@@ -2096,6 +2161,13 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
             fresh = Some(Fresh::Credential(username));
         }
         Param::Subscriber => params.push(world.subscriber[&target].to_string()),
+        Param::File => params.push(world.file[&target].to_string()),
+        Param::FreshFile => {
+            let id = store_file(h, world, target, &format!("fresh-{token}-{n}")).await;
+            params.push(id.to_string());
+            fresh = Some(Fresh::File(id));
+        }
+        Param::FileUpload => query.push(("name".into(), format!("up-{}-{n}", who.org.token()))),
         Param::FreshSubscriber => {
             let username = format!("fresh-{token}-{n}");
             let new = roost::store::subscribers::NewSubscriber {
@@ -2148,7 +2220,7 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
     }
     let slug = target.slug();
     let body = match row.body {
-        Body::None | Body::Wasm => None,
+        Body::None | Body::Wasm | Body::FileBytes => None,
         Body::Reboot => Some(json!({"name": "reboot"})),
         Body::SetParameter => Some(json!({
             "name": "setParameterValues",
@@ -2237,7 +2309,7 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
     }
     path.push_str(rest);
     assert!(values.next().is_none(), "{}: more values than parameters", row.path);
-    Prepared { path, query, body, wasm: row.body == Body::Wasm, echoes, fresh }
+    Prepared { path, query, body, wasm: matches!(row.body, Body::Wasm | Body::FileBytes), echoes, fresh }
 }
 
 fn strings(value: &JsonValue, out: &mut Vec<String>) {
@@ -2652,6 +2724,10 @@ async fn effect(h: &Harness, world: &World, fresh: &Fresh, done: bool) -> Vec<St
         Fresh::Subscriber(id) => {
             let gone = store::subscribers::visible(s, &store::orgs::Scope::All, *id).await.unwrap().is_none();
             expect(&mut wrong, gone, format!("deleting subscriber {id}"))
+        }
+        Fresh::File(id) => {
+            let gone = store::files::visible(s, &store::orgs::Scope::All, *id).await.unwrap().is_none();
+            expect(&mut wrong, gone, format!("deleting file {id}"))
         }
         Fresh::Queued(pk) => {
             let queued = !store::tasks::list_for_device(s, *pk, None, 10).await.unwrap().is_empty();

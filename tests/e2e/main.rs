@@ -9,6 +9,7 @@ mod cwmp_edges;
 mod device_ops;
 mod diagnostics;
 mod faults;
+mod files;
 mod health;
 mod interop;
 mod isolation;

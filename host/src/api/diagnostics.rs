@@ -425,20 +425,23 @@ async fn speed_test(
     run(&app, &slot, &caller, &id, Diagnose { bodies, digest }, &wait, &headers).await
 }
 
-/// Where the device reaches this server: the base of its `ManagementServer.URL`.
-async fn endpoint_base(app: &App, device: &Device) -> ApiResult<String> {
+/// Where the device reaches this server: the base of its `ManagementServer.URL`, once known.
+pub async fn device_base(app: &App, device: &Device) -> ApiResult<Option<String>> {
     let root = device.model().map_or("", |m| m.root());
     let path = format!("{root}ManagementServer.URL");
     let stored = parameters::stored_values(&app.api_store, device.id, &[path.as_str()]).await?;
-    stored.get(&path).and_then(|(value, _)| value.as_deref()).and_then(crate::diagnostics::endpoint_base).ok_or_else(
-        || {
-            ApiError::conflict(
-                ErrorCode::InvalidDiagnostic,
-                "download_url: the device's ACS URL is not known yet, so Roost cannot give it its own test \
-                 endpoint; give download_url and upload_url, or set the organization's speed_test_server",
-            )
-        },
-    )
+    Ok(stored.get(&path).and_then(|(value, _)| value.as_deref()).and_then(crate::diagnostics::endpoint_base))
+}
+
+/// [`device_base`], for a speed test on Roost's own endpoints.
+async fn endpoint_base(app: &App, device: &Device) -> ApiResult<String> {
+    device_base(app, device).await?.ok_or_else(|| {
+        ApiError::conflict(
+            ErrorCode::InvalidDiagnostic,
+            "download_url: the device's ACS URL is not known yet, so Roost cannot give it its own test \
+             endpoint; give download_url and upload_url, or set the organization's speed_test_server",
+        )
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

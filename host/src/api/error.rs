@@ -52,6 +52,7 @@ pub enum ErrorCode {
     InvalidParameter,
     InvalidSubscriber,
     InvalidDiagnostic,
+    InvalidFile,
     UnknownProvision,
     // Conflicts with what exists.
     PluginExists,
@@ -63,6 +64,7 @@ pub enum ErrorCode {
     NotFaulted,
     IdempotencyKeyReused,
     DeviceMoved,
+    FileExists,
     // The server.
     Busy,
     DatabaseUnavailable,

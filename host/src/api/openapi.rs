@@ -35,6 +35,7 @@ const API_KEY_HEADER: &str = "api_key";
         (name = "device actions", description = "What a support desk does to one device: reboot, reset, Wi-Fi, parameters, refresh, subscriber links"),
         (name = "diagnostics", description = "Ping, trace route, UDP echo and TR-143 speed tests, with their history"),
         (name = "subscribers", description = "An organization's customers: plan, PPPoE account, devices"),
+        (name = "files", description = "Firmware images and configuration files, served to devices by download tasks"),
         (name = "presets", description = "Configuration applied by matching devices"),
         (name = "plugins", description = "Adapters and provisions as WebAssembly components; their limits and configuration"),
         (name = "organizations", description = "Tenants, nested to any depth"),

@@ -260,7 +260,7 @@ async fn update(
 }
 
 /// Deletes an empty organization below the caller's, with its own configuration; one that
-/// still has devices, users or children is refused (409 `organization_not_empty`).
+/// still has devices, users, children or files is refused (409 `organization_not_empty`).
 #[utoipa::path(delete, path = "/orgs/{slug}", tag = "organizations", params(Slug),
     responses((status = 204, description = "Deleted")))]
 async fn remove(
@@ -291,6 +291,7 @@ fn describe(remaining: &orgs::Remaining) -> String {
         (remaining.devices, "device", "devices"),
         (remaining.users, "user", "users"),
         (remaining.children, "child organization", "child organizations"),
+        (remaining.files, "file", "files"),
     ] {
         if count > 0 {
             parts.push(format!("{count} {}", if count == 1 { one } else { many }));
@@ -312,12 +313,12 @@ mod tests {
 
     #[test]
     fn what_remains_reads_as_a_sentence() {
-        let remaining = orgs::Remaining { devices: 3, users: 1, children: 2 };
+        let remaining = orgs::Remaining { devices: 3, users: 1, children: 2, files: 0 };
         assert_eq!(describe(&remaining), "3 devices, 1 user and 2 child organizations");
         assert_eq!(
-            describe(&orgs::Remaining { devices: 0, users: 2, children: 1 }),
-            "2 users and 1 child organization"
+            describe(&orgs::Remaining { devices: 0, users: 2, children: 1, files: 1 }),
+            "2 users, 1 child organization and 1 file"
         );
-        assert_eq!(describe(&orgs::Remaining { devices: 1, users: 0, children: 0 }), "1 device");
+        assert_eq!(describe(&orgs::Remaining { devices: 1, users: 0, children: 0, files: 0 }), "1 device");
     }
 }

@@ -116,10 +116,6 @@ async fn visible(app: &App, caller: &Caller, id: &str) -> ApiResult<Subscriber> 
     subscribers::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("subscriber"))
 }
 
-async fn slug_of(app: &App, org_id: i64) -> ApiResult<String> {
-    Ok(crate::store::orgs::by_id(&app.api_store, org_id).await?.map(|o| o.slug).unwrap_or_default())
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
@@ -223,7 +219,7 @@ async fn detailed(app: &App, subscriber: &Subscriber) -> ApiResult<SubscriberVie
     Ok(SubscriberView {
         devices: Some(devices.into_iter().map(|d| d.device_id).collect()),
         expected_serials: Some(expected),
-        ..SubscriberView::new(subscriber, &slug_of(app, subscriber.org_id).await?)
+        ..SubscriberView::new(subscriber, &super::org_slug(app, subscriber.org_id).await?)
     })
 }
 

@@ -209,7 +209,6 @@ pub async fn submit(
     let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
     caller.require(required_permission(name))?;
     let device = visible_device(app, caller, id).await?;
-    let (name, _spec) = TaskSpec::parse(body).map_err(|e| ApiError::bad_request(ErrorCode::InvalidTask, e.0))?;
     let submission = |outcome| Submission { device_id: device.device_id.clone(), outcome };
     let idempotency = match headers {
         Some(headers) => IdempotencyRequest::from_headers(headers, caller, &device.device_id, body)?,
@@ -220,6 +219,10 @@ pub async fn submit(
     {
         return Ok(submission(Submitted::Replayed(earlier)));
     }
+    // A download of a stored file gets its URL (and a grant for it) only when it is queued.
+    let resolved = super::files::download_body(app, caller, &device, body).await?;
+    let body = resolved.as_ref().unwrap_or(body);
+    let (name, _spec) = TaskSpec::parse(body).map_err(|e| ApiError::bad_request(ErrorCode::InvalidTask, e.0))?;
     let expiry = match body.get("expiry") {
         None | Some(Value::Null) => app.config.tasks.default_expiry,
         Some(v) => Duration::from_secs(v.as_u64().filter(|s| *s > 0).ok_or_else(|| {

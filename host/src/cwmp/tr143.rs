@@ -1,9 +1,10 @@
 //! Roost's own TR-143 test endpoints, on the CWMP port, so a speed test needs no server of its
 //! own: `GET /tr143/download/{token}?size=N` sends N bytes made as they go, and
-//! `PUT`/`POST /tr143/upload/{token}` counts what it is sent and keeps none of it.
+//! `PUT`/`POST /tr143/upload/{token}` counts what it is sent and keeps none of it. The same door
+//! serves stored files to devices (`GET /files/{token}`, `cwmp/files.rs`).
 //!
-//! A connection whose first request line names `/tr143/` is served here instead of by the
-//! CWMP framer, which holds whole bodies in memory: a test moves up to
+//! A connection whose first request line names `/tr143/` or `/files/` is served here instead of
+//! by the CWMP framer, which holds whole bodies in memory: a test moves up to
 //! `[diagnostics] max_transfer_bytes` as a stream. The token in the path is the credential, one
 //! per test and good while its run is open; it is checked from the request head, before a byte
 //! of an upload is read, and a wrong one costs a 404 and the connection.
@@ -38,11 +39,13 @@ pub enum Endpoint<'a> {
     Upload { token: &'a str },
 }
 
-/// Whether a connection's first bytes are a request line for the test endpoints.
+/// The request lines served here rather than by the CWMP framer.
+const STREAMED: [&str; 6] =
+    ["GET /tr143/", "HEAD /tr143/", "PUT /tr143/", "POST /tr143/", "GET /files/", "HEAD /files/"];
+
+/// Whether a connection's first bytes are a request line for the test endpoints or a file.
 pub fn is_test_request(first: &[u8]) -> bool {
-    ["GET /tr143/", "HEAD /tr143/", "PUT /tr143/", "POST /tr143/"]
-        .iter()
-        .any(|start| first.starts_with(start.as_bytes()))
+    STREAMED.iter().any(|start| first.starts_with(start.as_bytes()))
 }
 
 /// The endpoint a request names, or `None` (404). `size` must be a whole number of bytes up to
@@ -81,9 +84,7 @@ pub async fn sniff(stream: &tokio::net::TcpStream) -> bool {
         if is_test_request(seen) {
             return true;
         }
-        let could_be = ["GET /tr143/", "HEAD /tr143/", "PUT /tr143/", "POST /tr143/"]
-            .iter()
-            .any(|s| s.as_bytes().starts_with(seen));
+        let could_be = STREAMED.iter().any(|s| s.as_bytes().starts_with(seen));
         if !could_be || tokio::time::Instant::now() >= deadline {
             return false;
         }
@@ -109,15 +110,25 @@ pub async fn serve(stream: tokio::net::TcpStream, app: Arc<App>) {
     let _ = tokio::time::timeout(TEST_DEADLINE, connection).await;
 }
 
-type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+/// A streamed answer: generated, or read from the file store (which may fail midway, and whose
+/// stream is `Send` but not `Sync`: hyper needs no more).
+pub type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
-fn empty(status: StatusCode) -> Response<TestBody> {
-    let mut response = Response::new(http_body_util::Empty::new().boxed());
+/// No body.
+pub fn no_body() -> TestBody {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty(status: StatusCode) -> Response<TestBody> {
+    let mut response = Response::new(no_body());
     *response.status_mut() = status;
     response
 }
 
 async fn answer(app: &App, request: Request<Incoming>) -> Response<TestBody> {
+    if request.uri().path().starts_with(crate::api::files::DEVICE_PATH) {
+        return super::files::answer(app, &request).await;
+    }
     let max = app.config.diagnostics.max_transfer_bytes;
     let (method, uri) = (request.method().clone(), request.uri().clone());
     let Some(endpoint) = route(&method, uri.path(), uri.query(), max) else { return empty(StatusCode::NOT_FOUND) };
@@ -134,11 +145,7 @@ async fn answer(app: &App, request: Request<Incoming>) -> Response<TestBody> {
     }
     match endpoint {
         Endpoint::Download { size, .. } => {
-            let mut response = Response::new(if method == Method::HEAD {
-                http_body_util::Empty::new().boxed()
-            } else {
-                generated(size)
-            });
+            let mut response = Response::new(if method == Method::HEAD { no_body() } else { generated(size) });
             let headers = response.headers_mut();
             headers.insert(hyper::header::CONTENT_LENGTH, size.into());
             headers.insert(
@@ -163,9 +170,9 @@ fn generated(size: u64) -> TestBody {
         }
         let n = usize::try_from(left.min(BLOCK.len() as u64)).unwrap_or(BLOCK.len());
         let block = Bytes::from_static(&BLOCK[..n]);
-        Some((Ok::<_, std::convert::Infallible>(Frame::data(block)), left - n as u64))
+        Some((Ok::<_, std::io::Error>(Frame::data(block)), left - n as u64))
     });
-    BodyExt::boxed(StreamBody::new(blocks))
+    BodyExt::boxed_unsync(StreamBody::new(blocks))
 }
 
 /// Reads an upload to its end, keeping nothing: the bytes it held, or why it was cut.
@@ -213,5 +220,8 @@ mod tests {
         assert!(!is_test_request(b"POST / HTTP/1.1\r\n"));
         assert!(!is_test_request(b"POST /cwmp/tr143/ HTTP/1.1"));
         assert!(!is_test_request(b"GET /tr14"), "a partial line is not yet one");
+        assert!(is_test_request(b"GET /files/abc HTTP/1.1\r\n"));
+        assert!(is_test_request(b"HEAD /files/abc HTTP/1.1\r\n"));
+        assert!(!is_test_request(b"POST /files/abc HTTP/1.1\r\n"), "files are only read");
     }
 }

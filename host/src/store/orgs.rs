@@ -140,11 +140,13 @@ pub struct Remaining {
     pub devices: i64,
     pub users: i64,
     pub children: i64,
+    /// Files of the file store: deleted by hand, so their contents go with them.
+    pub files: i64,
 }
 
 impl Remaining {
     pub fn is_empty(&self) -> bool {
-        self.devices == 0 && self.users == 0 && self.children == 0
+        self.devices == 0 && self.users == 0 && self.children == 0 && self.files == 0
     }
 }
 
@@ -179,6 +181,7 @@ pub async fn delete(store: &Store, id: i64) -> Result<Result<(), Remaining>> {
         devices: count("SELECT COUNT(*) FROM devices WHERE org_id = ?").await?,
         users: count("SELECT COUNT(*) FROM users WHERE org_id = ?").await?,
         children: count("SELECT COUNT(*) FROM organizations WHERE parent_id = ?").await?,
+        files: count("SELECT COUNT(*) FROM files WHERE org_id = ?").await?,
     };
     if !remaining.is_empty() {
         return Ok(Err(remaining));
