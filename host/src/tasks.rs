@@ -191,6 +191,15 @@ pub fn redact(body: &Value) -> Option<Value> {
                 changed = true;
             }
         }
+        // A download of a stored file: its URL carries the token that fetches the file; the
+        // task shows the file it names.
+        if object.contains_key("file")
+            && let Some(Value::String(url)) = object.get_mut("url")
+            && let Some((base, _token)) = url.rsplit_once('/')
+        {
+            *url = format!("{base}/{REDACTED}");
+            changed = true;
+        }
         if let Some(Value::Array(values)) = object.get_mut("parameterValues") {
             for triple in values.iter_mut().filter_map(Value::as_array_mut) {
                 let secret = triple.first().and_then(Value::as_str).is_some_and(roost_cwmp::is_secret_parameter);
@@ -475,6 +484,11 @@ mod tests {
         let redacted = redact(&wifi).unwrap_or_default();
         assert_eq!((redacted["passphrase"].as_str(), redacted["ssid"].as_str()), (Some(REDACTED), Some("Home")));
         assert_eq!(redact(&json!({"name": "reboot"})), None);
+        // A stored file's download: the token in its URL fetches the file; a URL of the task's
+        // own giving is the task's and stays.
+        let stored = json!({"name": "download", "file": "7", "url": "http://acs:7547/files/tok3n"});
+        assert_eq!(redact(&stored).unwrap_or_default()["url"], format!("http://acs:7547/files/{REDACTED}").as_str());
+        assert_eq!(redact(&json!({"name": "download", "url": "http://h/fw.bin"})), None);
     }
 
     #[test]

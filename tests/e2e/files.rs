@@ -114,10 +114,18 @@ on_both_backends! {
         let mark = cpe.session_count();
         let task = h.run_task(&id, json!({"name": "download", "file": file})).await;
         let task_id = task["id"].as_str().unwrap().to_owned();
-        let url = task["request"]["url"].as_str().unwrap().to_owned();
-        assert!(url.starts_with(&format!("{}/files/", h.cwmp_url().trim_end_matches('/'))), "{url}");
+        // The task shows the file and blanks the token, which fetches it; the device is sent
+        // the sealed original.
+        let files_base = format!("{}/files/", h.cwmp_url().trim_end_matches('/'));
+        assert_eq!(task["request"]["url"], format!("{files_base}********").as_str(), "{task}");
+        assert_eq!(task["request"]["file"], file.as_str(), "{task}");
         assert_eq!(task["request"]["fileSize"], bytes.len() as u64, "{task}");
         assert_eq!(task["request"]["fileType"], "1 Firmware Upgrade Image", "{task}");
+        let row = roost::store::tasks::by_id(&h.app().store, task_id.parse().unwrap()).await.unwrap().unwrap();
+        let sealed: JsonValue =
+            serde_json::from_str(&h.app().secrets.open_string(row.sealed_body.as_deref().unwrap()).unwrap()).unwrap();
+        let url = sealed["url"].as_str().unwrap().to_owned();
+        assert!(url.starts_with(&files_base) && !url.ends_with("********"), "{url}");
         if task["status"] == "pending" {
             cpe.wait_for_session(mark, Duration::from_secs(20), |r| r.has_event("7 TRANSFER COMPLETE")).await.unwrap();
         }
@@ -137,8 +145,21 @@ on_both_backends! {
         assert_eq!(rest.bytes().await.unwrap().as_ref(), &bytes[1_048_576..]);
         let past = client.get(&url).header("Range", format!("bytes={total}-")).send().await.unwrap();
         assert_eq!(past.status(), StatusCode::RANGE_NOT_SATISFIABLE);
-        let head = client.head(&url).send().await.unwrap();
+        assert_eq!(past.headers()["content-range"], format!("bytes */{total}").as_str());
+        let head = client.head(&url).header("Range", "bytes=0-9").send().await.unwrap();
         assert_eq!((head.status(), head.headers()["content-length"].to_str().unwrap()), (StatusCode::OK, total.to_string().as_str()));
+
+        // A file is named by its name too (as GenieACS clients do); a tenant's file goes to that
+        // tenant's devices only, not to this unclaimed one.
+        let by_name = json!({"name": "download", "file": "EG8145V5-V5R021C00S100.bin"});
+        let (status, queued) = h.post(&format!("/api/v1/devices/{}/tasks", encode_id(&id)), by_name).await;
+        assert_eq!((status, queued["request"]["file"].as_str()), (StatusCode::CREATED, Some(file.as_str())), "{queued}");
+        h.org("isp-fw", None).await;
+        let (status, theirs) = upload(&h, "name=tenant.bin&org=isp-fw", image(64)).await;
+        assert_eq!(status, StatusCode::CREATED, "{theirs}");
+        let foreign = json!({"name": "download", "file": theirs["id"]});
+        let (status, refused) = h.post(&format!("/api/v1/devices/{}/tasks", encode_id(&id)), foreign).await;
+        assert_eq!((status, refused["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_task")), "{refused}");
 
         // Another token, or the file deleted: nothing to fetch.
         let forged = format!("{}/files/{}", h.cwmp_url().trim_end_matches('/'), roost::secrets::random_token(""));
@@ -146,7 +167,7 @@ on_both_backends! {
         let (status, _) = h.request(reqwest::Method::DELETE, &format!("/api/v1/files/{file}"), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert_eq!(client.get(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
-        assert_eq!(std::fs::read_dir(h.app().config.data_dir.join("files")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(h.app().config.data_dir.join("files")).unwrap().count(), 1, "the tenant's file");
         fleet.stop().await;
         h.finish().await;
     }

@@ -194,7 +194,11 @@ async fn upload(
         sha256: &written.sha256,
         storage_key: &key,
     };
-    let Some(stored) = files::insert(&app.api_store, new).await? else {
+    let inserted = files::insert(&app.api_store, new).await;
+    if inserted.is_err() {
+        app.files.remove(&key).await?;
+    }
+    let Some(stored) = inserted? else {
         // Another upload of the name finished first.
         app.files.remove(&key).await?;
         return Err(taken(&org.slug, &query.name));
@@ -285,10 +289,13 @@ async fn remove(
     Ok((StatusCode::NO_CONTENT, Extension(AuditOrg(Some(file.org_id)))))
 }
 
-/// A `download` task body naming a stored file (`"file": "<id>"`) made into one a device can
-/// carry out: the URL of the file on Roost's CWMP listener with a token for this device, good
-/// for `[files] download_ttl`; `fileSize` and `fileType` from the file unless the body gives
-/// them. Any other body is returned as it is.
+/// A `download` task body naming a stored file (`"file"`: its id, or its name as GenieACS
+/// clients give it) made into one a device can carry out: the URL of the file on Roost's CWMP
+/// listener with a token for this device, good for `[files] download_ttl`; `fileSize` and
+/// `fileType` from the file unless the body gives them. The file must be the device's
+/// organization's or one above it (a device no organization has claimed takes the platform's
+/// only). `"file"` stays in the body, so the stored task shows which file it was while its URL
+/// is blanked (`tasks::redact`). Any other body is returned as it is.
 pub async fn download_body(app: &App, caller: &Caller, device: &Device, body: &Value) -> ApiResult<Option<Value>> {
     let Some(reference) = body.get("file").filter(|_| body.get("name").and_then(Value::as_str) == Some("download"))
     else {
@@ -298,15 +305,31 @@ pub async fn download_body(app: &App, caller: &Caller, device: &Device, body: &V
     if body.get("url").is_some() {
         return Err(task("a download names a url or a stored file, not both".into()));
     }
-    let id = match reference {
-        Value::String(id) => id.parse::<i64>().ok(),
-        Value::Number(id) => id.as_i64(),
+    let candidates = match reference {
+        Value::Number(id) => id.as_i64().map(|id| files::visible(&app.api_store, &caller.scope, id)),
+        Value::String(id) if id.parse::<i64>().is_ok() => {
+            id.parse::<i64>().ok().map(|id| files::visible(&app.api_store, &caller.scope, id))
+        }
         _ => None,
+    };
+    let found: Vec<FileRow> = match (candidates, reference.as_str()) {
+        (Some(by_id), _) => by_id.await?.into_iter().collect(),
+        (None, Some(name)) => files::list(&app.api_store, &caller.scope, Some(name), None, 100).await?,
+        (None, None) => return Err(task("file: the id or the name of a stored file (GET /api/v1/files)".into())),
+    };
+    let mut file = None;
+    for candidate in found {
+        if serves(app, &candidate, device).await? {
+            // The device's own organization's file wins over one from above.
+            let own = Some(candidate.org_id) == device.org_id;
+            if own || file.is_none() {
+                file = Some(candidate);
+            }
+        }
     }
-    .ok_or_else(|| task("file: the id of a stored file (GET /api/v1/files)".into()))?;
-    let file = files::visible(&app.api_store, &caller.scope, id)
-        .await?
-        .ok_or_else(|| task(format!("file: no stored file {id} that you can see")))?;
+    let file = file.ok_or_else(|| {
+        task(format!("file: no stored file {reference} of the device's organization or one above it that you can see"))
+    })?;
     let base = super::diagnostics::device_base(app, device).await?.ok_or_else(|| {
         ApiError::conflict(
             ErrorCode::InvalidTask,
@@ -320,10 +343,19 @@ pub async fn download_body(app: &App, caller: &Caller, device: &Device, body: &V
     files::grant(&app.api_store, file.id, device.id, &crate::secrets::token_hash(&token), expires_at).await?;
     let mut body = body.clone();
     if let Some(object) = body.as_object_mut() {
-        object.remove("file");
+        object.insert("file".into(), Value::String(file.id.to_string()));
         object.insert("url".into(), Value::String(format!("{base}{DEVICE_PATH}{token}")));
         object.entry("fileSize").or_insert_with(|| Value::from(file.bytes()));
         object.entry("fileType").or_insert_with(|| Value::String(file.file_type.clone()));
     }
     Ok(Some(body))
+}
+
+/// Whether `file` may go to `device`: the file belongs to the device's organization or one
+/// above it; a device no organization has claimed takes the platform's files only.
+async fn serves(app: &App, file: &FileRow, device: &Device) -> ApiResult<bool> {
+    Ok(match device.org_id {
+        Some(org) => crate::store::orgs::subtree(&app.api_store, file.org_id).await?.contains(&org),
+        None => crate::store::orgs::by_id(&app.api_store, file.org_id).await?.is_some_and(|o| o.parent_id.is_none()),
+    })
 }

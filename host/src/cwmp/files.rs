@@ -37,7 +37,8 @@ pub async fn answer(app: &App, request: &Request<Incoming>) -> Response<TestBody
         }
     };
     let size = file.bytes();
-    let range = request.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
+    // A range is of a GET only (RFC 9110 §14.2): a HEAD describes the whole file.
+    let range = request.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).filter(|_| *method == Method::GET);
     let (status, bytes) = match range_request(range, size) {
         RangeRequest::Unsatisfiable => {
             let mut response = empty(StatusCode::RANGE_NOT_SATISFIABLE);
