@@ -34,6 +34,7 @@ pub mod openapi;
 pub mod orgs;
 pub mod plugins;
 pub mod presets;
+pub mod rollouts;
 pub mod subscribers;
 pub mod tasks;
 pub mod users;
@@ -99,6 +100,7 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(faults::router())
         .merge(subscribers::router())
         .merge(files::router())
+        .merge(rollouts::router())
 }
 
 /// The OpenAPI document the server serves, without a server (`roost openapi`).

@@ -75,6 +75,7 @@ pub struct Config {
     pub diagnostics: DiagnosticsSettings,
     pub health: crate::health::HealthSettings,
     pub files: FileSettings,
+    pub rollouts: RolloutSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -260,6 +261,37 @@ impl Default for FileSettings {
     }
 }
 
+/// `[rollouts]`: how firmware rollouts pace their devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutSettings {
+    /// How often the runner moves rollouts along: settles gates, starts devices.
+    #[serde(with = "seconds")]
+    pub tick: Duration,
+    /// Downloads of rollouts under way at once per organization (its devices upgrading or
+    /// reverting), whatever the rollouts' batch sizes: an image server and an access network
+    /// take only so many.
+    pub max_concurrent_downloads: u64,
+    /// Connection requests a rollout sends per second to wake the devices it starts.
+    pub connection_requests_per_second: u32,
+    /// A device whose download (or WAN check) has not been sent this long after Roost woke it
+    /// is woken again: a connection request is one UDP or HTTP attempt, and a device that missed
+    /// it would otherwise wait for its next periodic Inform, past its gate's deadline.
+    #[serde(with = "seconds")]
+    pub rewake_after: Duration,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(5),
+            max_concurrent_downloads: 100,
+            connection_requests_per_second: 20,
+            rewake_after: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Where `scripts/build-plugins.sh` puts the shipped plugins, from the repository's root.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins/dist";
 
@@ -275,6 +307,7 @@ struct FileConfig {
     diagnostics: DiagnosticsSettings,
     health: crate::health::HealthSettings,
     files: FileSettings,
+    rollouts: RolloutSettings,
 }
 
 impl Config {
@@ -304,6 +337,7 @@ impl Config {
             diagnostics: file.diagnostics,
             health: file.health,
             files: file.files,
+            rollouts: file.rollouts,
             plugins: PluginSettings {
                 install_dir: args
                     .plugins_dir
@@ -331,6 +365,7 @@ impl Config {
             diagnostics: DiagnosticsSettings::default(),
             health: crate::health::HealthSettings::default(),
             files: FileSettings::default(),
+            rollouts: RolloutSettings::default(),
         }
     }
 }

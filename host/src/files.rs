@@ -245,6 +245,21 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The URL a device downloads a stored file from: `base` (where the device reaches this server),
+/// the download's token, then the file's name, since some firmware checks the name (its
+/// extension, its model prefix) before it flashes an image.
+pub fn device_url(base: &str, token: &str, name: &str) -> String {
+    let mut url = format!("{base}{}{token}/", crate::api::files::DEVICE_PATH);
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            url.push(char::from(byte));
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    url
+}
+
 /// The file type of an upload that names none.
 pub const DEFAULT_FILE_TYPE: &str = "1 Firmware Upgrade Image";
 
@@ -293,6 +308,15 @@ pub fn check_label(field: &str, value: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_url_ends_with_the_file_name_escaped() {
+        assert_eq!(
+            device_url("http://acs:7547", "tok", "HG8245H V3R017.bin"),
+            "http://acs:7547/files/tok/HG8245H%20V3R017.bin"
+        );
+        assert_eq!(device_url("http://acs", "t", "fw-2.1_x~.img"), "http://acs/files/t/fw-2.1_x~.img");
+    }
 
     fn part(start: u64, end: u64) -> RangeRequest {
         RangeRequest::Part(ByteRange { start, end })

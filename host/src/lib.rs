@@ -17,6 +17,7 @@ pub mod health;
 pub mod permissions;
 pub mod plugins;
 pub mod provisioning;
+pub mod rollouts;
 pub mod secrets;
 pub mod store;
 pub mod tasks;

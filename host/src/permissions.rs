@@ -60,6 +60,8 @@ pub enum Permission {
     ManageSubscribers,
     /// The file store: upload and delete firmware images and configuration files.
     ManageFiles,
+    /// Firmware rollouts: start, pause, resume, abort and roll back.
+    ManageRollouts,
     /// Organizations below one's own: create, rename, delete.
     ManageOrganizations,
     /// Users and API keys of one's subtree, up to one's own role.
@@ -117,6 +119,7 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
         "Create, change and delete subscribers; link devices to them and push their PPPoE credentials",
     ),
     (Permission::ManageFiles, Role::Advanced, "Upload and delete firmware images and configuration files"),
+    (Permission::ManageRollouts, Role::Advanced, "Start firmware rollouts; pause, resume, abort and roll them back"),
     (
         Permission::ManageOrganizations,
         Role::OrgAdmin,
@@ -208,6 +211,7 @@ mod tests {
             Permission::ClaimDevices,
             Permission::ManageSubscribers,
             Permission::ManageFiles,
+            Permission::ManageRollouts,
             Permission::ManageOrganizations,
             Permission::ManageUsers,
             Permission::ManageOnboarding,

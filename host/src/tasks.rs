@@ -191,13 +191,15 @@ pub fn redact(body: &Value) -> Option<Value> {
                 changed = true;
             }
         }
-        // A download of a stored file: its URL carries the token that fetches the file; the
-        // task shows the file it names.
+        // A download of a stored file: its URL (`…/files/<token>/<name>`) carries the token
+        // that fetches the file; the task shows the file it names.
         if object.contains_key("file")
             && let Some(Value::String(url)) = object.get_mut("url")
-            && let Some((base, _token)) = url.rsplit_once('/')
+            && let Some(at) = url.find(crate::api::files::DEVICE_PATH)
         {
-            *url = format!("{base}/{REDACTED}");
+            let start = at + crate::api::files::DEVICE_PATH.len();
+            let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+            url.replace_range(start..end, REDACTED);
             changed = true;
         }
         if let Some(Value::Array(values)) = object.get_mut("parameterValues") {
@@ -488,6 +490,12 @@ mod tests {
         // own giving is the task's and stays.
         let stored = json!({"name": "download", "file": "7", "url": "http://acs:7547/files/tok3n"});
         assert_eq!(redact(&stored).unwrap_or_default()["url"], format!("http://acs:7547/files/{REDACTED}").as_str());
+        // The file's name after the token stays: it is no secret, and tells what was sent.
+        let named = json!({"name": "download", "file": "7", "url": "http://acs:7547/files/tok3n/fw-2.bin"});
+        assert_eq!(
+            redact(&named).unwrap_or_default()["url"],
+            format!("http://acs:7547/files/{REDACTED}/fw-2.bin").as_str()
+        );
         assert_eq!(redact(&json!({"name": "download", "url": "http://h/fw.bin"})), None);
     }
 

@@ -25,6 +25,7 @@ mod m0015_fault_repeats;
 mod m0016_inform_interval_backfill;
 mod m0017_org_speed_test;
 mod m0018_files;
+mod m0019_rollouts;
 
 pub struct Migrator;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0016_inform_interval_backfill::Migration),
             Box::new(m0017_org_speed_test::Migration),
             Box::new(m0018_files::Migration),
+            Box::new(m0019_rollouts::Migration),
         ]
     }
 }

@@ -117,7 +117,7 @@ on_both_backends! {
         // The task shows the file and blanks the token, which fetches it; the device is sent
         // the sealed original.
         let files_base = format!("{}/files/", h.cwmp_url().trim_end_matches('/'));
-        assert_eq!(task["request"]["url"], format!("{files_base}********").as_str(), "{task}");
+        assert_eq!(task["request"]["url"], format!("{files_base}********/EG8145V5-V5R021C00S100.bin").as_str(), "{task}");
         assert_eq!(task["request"]["file"], file.as_str(), "{task}");
         assert_eq!(task["request"]["fileSize"], bytes.len() as u64, "{task}");
         assert_eq!(task["request"]["fileType"], "1 Firmware Upgrade Image", "{task}");
@@ -125,7 +125,8 @@ on_both_backends! {
         let sealed: JsonValue =
             serde_json::from_str(&h.app().secrets.open_string(row.sealed_body.as_deref().unwrap()).unwrap()).unwrap();
         let url = sealed["url"].as_str().unwrap().to_owned();
-        assert!(url.starts_with(&files_base) && !url.ends_with("********"), "{url}");
+        assert!(url.starts_with(&files_base) && !url.contains("********"), "{url}");
+        assert!(url.ends_with("/EG8145V5-V5R021C00S100.bin"), "firmware checks the name it is given: {url}");
         if task["status"] == "pending" {
             cpe.wait_for_session(mark, Duration::from_secs(20), |r| r.has_event("7 TRANSFER COMPLETE")).await.unwrap();
         }

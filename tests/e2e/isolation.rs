@@ -345,6 +345,10 @@ enum Param {
     FreshFile,
     /// `?name=<new>` (a file upload).
     FileUpload,
+    /// The target's fixture rollout (paused, of no device).
+    Rollout,
+    /// A paused rollout of no device made in the target for this call.
+    FreshRollout,
     /// A device made for this call, whose tasks tell whether an action queued one.
     FreshActionDevice,
     /// `?org=<slug>`.
@@ -407,6 +411,9 @@ enum Body {
     Wasm,
     /// The bytes of a file to store (the plugin's, as good as any).
     FileBytes,
+    /// A rollout of the target's fixture file (which has no version: refused with 422 once
+    /// allowed) to the target's devices.
+    RolloutOfFile,
     /// A Wi-Fi change.
     Wifi,
     /// A write of a read-only parameter the device reported (refused with 422 once allowed).
@@ -875,6 +882,68 @@ fn table() -> Vec<Row> {
             Pa::File,
             B::None,
             |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        // Rollouts.
+        row(get.clone(), "/api/v1/rollouts", "", Once, Pa::None, B::None, |_, _| 200, C::None),
+        row(
+            post.clone(),
+            "/api/v1/rollouts",
+            "",
+            Owners,
+            Pa::None,
+            B::RolloutOfFile,
+            |w, c| need(w, P::ManageRollouts).or(named(w, c)).unwrap_or(422),
+            C::None,
+        ),
+        row(
+            get.clone(),
+            "/api/v1/rollouts/{id}",
+            "",
+            Owners,
+            Pa::Rollout,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/rollouts/{id}/pause",
+            "",
+            Owners,
+            Pa::FreshRollout,
+            B::None,
+            |w, c| need(w, P::ManageRollouts).or(seen(w, c)).unwrap_or(409),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/rollouts/{id}/resume",
+            "",
+            Owners,
+            Pa::FreshRollout,
+            B::None,
+            |w, c| need(w, P::ManageRollouts).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/rollouts/{id}/abort",
+            "",
+            Owners,
+            Pa::FreshRollout,
+            B::None,
+            |w, c| need(w, P::ManageRollouts).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/rollouts/{id}/rollback",
+            "",
+            Owners,
+            Pa::FreshRollout,
+            B::None,
+            |w, c| need(w, P::ManageRollouts).or(seen(w, c)).unwrap_or(200),
             C::None,
         ),
         row(
@@ -1599,6 +1668,7 @@ struct World {
     plugin: HashMap<Org, String>,
     subscriber: HashMap<Org, i64>,
     file: HashMap<Org, i64>,
+    rollout: HashMap<Org, i64>,
     user: HashMap<Org, i64>,
     key_names: HashMap<Org, Vec<String>>,
     /// Every device the proof made, and whose it is (`Platform`: unclaimed).
@@ -1739,6 +1809,32 @@ async fn store_file(h: &Harness, world: &World, owner: Org, name: &str) -> i64 {
     roost::store::files::insert(&app.store, new).await.unwrap().unwrap().id
 }
 
+/// A rollout of `owner`'s fixture file to no device, paused: what the routes that read and move
+/// rollouts act on, without starting a download anywhere.
+async fn store_rollout(h: &Harness, world: &World, owner: Org) -> i64 {
+    use roost::rollouts::RolloutState;
+    use roost::store::rollouts;
+    let store = &h.app().store;
+    let new = rollouts::NewRollout {
+        org_id: world.id(owner),
+        file_id: world.file[&owner],
+        version: "probe",
+        target: "{}",
+        canary: 0,
+        batch_size: 10,
+        batch_interval_s: 0,
+        failure_threshold: 0.1,
+        gate_timeout_s: 600,
+        window: None,
+        time_zone: "UTC",
+        created_by: &format!("probe-{}", owner.token()),
+        paused: true,
+    };
+    let rollout = rollouts::create(store, new, &[]).await.unwrap();
+    assert_eq!(rollout.state(), RolloutState::Paused);
+    rollout.id
+}
+
 async fn store_task(h: &Harness, world: &World, owner: Org, faulted: bool) -> (i64, Option<i64>) {
     use roost::store::{faults, tasks};
     let store = &h.app().store;
@@ -1821,6 +1917,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         plugin: HashMap::new(),
         subscriber: HashMap::new(),
         file: HashMap::new(),
+        rollout: HashMap::new(),
         user: HashMap::new(),
         key_names: HashMap::new(),
         devices: Mutex::new(HashMap::new()),
@@ -1939,6 +2036,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         world.subscriber.insert(org, subscriber["id"].as_str().unwrap().parse().unwrap());
         let file = store_file(h, &world, org, &format!("file-{}", org.token())).await;
         world.file.insert(org, file);
+        world.rollout.insert(org, store_rollout(h, &world, org).await);
         if org != Platform {
             setup(h, &admin, Method::PUT, &format!("/api/v1/orgs/{}/plugin-limits", org.slug()), Some(org.limits()))
                 .await;
@@ -1998,6 +2096,8 @@ enum Fresh {
     Credential(String),
     Subscriber(i64),
     File(i64),
+    /// A paused rollout: moved exactly when the call was answered.
+    Rollout(i64),
     /// An action's device: a task is queued on it exactly when the action was answered.
     Queued(roost::store::DevicePk),
     Claim(String, Org),
@@ -2167,6 +2267,12 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
             params.push(id.to_string());
             fresh = Some(Fresh::File(id));
         }
+        Param::Rollout => params.push(world.rollout[&target].to_string()),
+        Param::FreshRollout => {
+            let id = store_rollout(h, world, target).await;
+            params.push(id.to_string());
+            fresh = Some(Fresh::Rollout(id));
+        }
         Param::FileUpload => query.push(("name".into(), format!("up-{}-{n}", who.org.token()))),
         Param::FreshSubscriber => {
             let username = format!("fresh-{token}-{n}");
@@ -2259,6 +2365,9 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
         ),
         Body::Enable => Some(json!({"disabled": false})),
         Body::SameOrg => Some(json!({"org": slug})),
+        Body::RolloutOfFile => {
+            Some(json!({"file": world.file[&target].to_string(), "target": {"org": slug}, "batch_size": 10}))
+        }
         Body::RoleBasic => Some(json!({"role": "basic"})),
         Body::NewKey => Some(json!({"name": format!("probe-key-{n}"), "role": "read-only", "org": slug})),
         Body::Claim => {
@@ -2728,6 +2837,10 @@ async fn effect(h: &Harness, world: &World, fresh: &Fresh, done: bool) -> Vec<St
         Fresh::File(id) => {
             let gone = store::files::visible(s, &store::orgs::Scope::All, *id).await.unwrap().is_none();
             expect(&mut wrong, gone, format!("deleting file {id}"))
+        }
+        Fresh::Rollout(id) => {
+            let state = store::rollouts::by_id(s, *id).await.unwrap().unwrap().state;
+            expect(&mut wrong, state != "paused", format!("moving rollout {id} out of paused"))
         }
         Fresh::Queued(pk) => {
             let queued = !store::tasks::list_for_device(s, *pk, None, 10).await.unwrap().is_empty();

@@ -19,6 +19,7 @@ mod openapi;
 mod plugins;
 mod provisioning;
 mod restart;
+mod rollouts;
 mod support_desk;
 mod tasks;
 mod tenancy;

@@ -427,10 +427,7 @@ async fn speed_test(
 
 /// Where the device reaches this server: the base of its `ManagementServer.URL`, once known.
 pub async fn device_base(app: &App, device: &Device) -> ApiResult<Option<String>> {
-    let root = device.model().map_or("", |m| m.root());
-    let path = format!("{root}ManagementServer.URL");
-    let stored = parameters::stored_values(&app.api_store, device.id, &[path.as_str()]).await?;
-    Ok(stored.get(&path).and_then(|(value, _)| value.as_deref()).and_then(crate::diagnostics::endpoint_base))
+    Ok(crate::store::devices::acs_base(&app.api_store, device).await?)
 }
 
 /// [`device_base`], for a speed test on Roost's own endpoints.

@@ -53,6 +53,7 @@ pub enum ErrorCode {
     InvalidSubscriber,
     InvalidDiagnostic,
     InvalidFile,
+    InvalidRollout,
     UnknownProvision,
     // Conflicts with what exists.
     PluginExists,
@@ -65,6 +66,10 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     DeviceMoved,
     FileExists,
+    /// A rollout is not in a state that allows the action (resume a running one, …).
+    RolloutState,
+    /// A file an unfinished rollout uses cannot be deleted.
+    FileInUse,
     // The server.
     Busy,
     DatabaseUnavailable,

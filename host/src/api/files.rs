@@ -284,6 +284,12 @@ async fn remove(
 ) -> ApiResult<(StatusCode, Extension<AuditOrg>)> {
     caller.require(Permission::ManageFiles)?;
     let file = visible(&app, &caller, &id).await?;
+    if crate::store::rollouts::uses_file(&app.api_store, file.id).await? {
+        return Err(ApiError::conflict(
+            ErrorCode::FileInUse,
+            "a rollout that has not finished uses this file (as its image or to roll back with); abort or finish it first",
+        ));
+    }
     files::delete(&app.api_store, file.id).await?;
     app.files.remove(&file.storage_key).await?;
     Ok((StatusCode::NO_CONTENT, Extension(AuditOrg(Some(file.org_id)))))
@@ -344,7 +350,7 @@ pub async fn download_body(app: &App, caller: &Caller, device: &Device, body: &V
     let mut body = body.clone();
     if let Some(object) = body.as_object_mut() {
         object.insert("file".into(), Value::String(file.id.to_string()));
-        object.insert("url".into(), Value::String(format!("{base}{DEVICE_PATH}{token}")));
+        object.insert("url".into(), Value::String(crate::files::device_url(&base, &token, &file.name)));
         object.entry("fileSize").or_insert_with(|| Value::from(file.bytes()));
         object.entry("fileType").or_insert_with(|| Value::String(file.file_type.clone()));
     }

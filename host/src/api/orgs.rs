@@ -48,6 +48,8 @@ pub struct OrganizationView {
     /// The organization's own TR-143 test server for speed tests (null: its nearest ancestor's,
     /// else Roost's own endpoints).
     pub speed_test_server: Option<SpeedTestServer>,
+    /// Its own time zone for rollout windows (null: its nearest ancestor's, else UTC).
+    pub time_zone: Option<String>,
     pub created_at: String,
 }
 
@@ -58,6 +60,7 @@ fn view(org: &Organization, slugs: &HashMap<i64, String>) -> OrganizationView {
         parent: org.parent_id.and_then(|id| slugs.get(&id).cloned()),
         cwmp_host: org.cwmp_host.clone(),
         speed_test_server: org.speed_test_server(),
+        time_zone: org.time_zone.clone(),
         created_at: timestamp(org.created_at),
     }
 }
@@ -195,6 +198,11 @@ struct UpdateOrganization {
     /// and host, an organization's administrators set it for their own organization too.
     #[serde(default, deserialize_with = "present")]
     speed_test_server: Option<Option<SpeedTestServer>>,
+    /// The IANA time zone its rollouts' maintenance windows are in (`Europe/Lisbon`), or null to
+    /// use its nearest ancestor's (UTC at the top). Set by its administrators, like the test
+    /// server.
+    #[serde(default, deserialize_with = "present")]
+    time_zone: Option<Option<String>>,
 }
 
 /// A field that may be absent (`None`), null (`Some(None)`) or a value.
@@ -236,6 +244,10 @@ async fn update(
     if let Some(Some(server)) = &request.speed_test_server {
         server.check("speed_test_server").map_err(|why| ApiError::bad_request(ErrorCode::InvalidOrganization, why))?;
     }
+    if let Some(Some(zone)) = &request.time_zone {
+        crate::rollouts::time_zone(zone)
+            .map_err(|why| ApiError::bad_request(ErrorCode::InvalidOrganization, format!("time_zone: {why}")))?;
+    }
     if let Some(host) = &request.cwmp_host {
         match host {
             Some(host) if org.cwmp_host.as_deref() != Some(host) => check_host(&app, &caller, host).await?,
@@ -251,6 +263,9 @@ async fn update(
     }
     if let Some(server) = &request.speed_test_server {
         orgs::set_speed_test_server(&app.api_store, org.id, server.as_ref()).await?;
+    }
+    if let Some(zone) = &request.time_zone {
+        orgs::set_time_zone(&app.api_store, org.id, zone.as_deref()).await?;
     }
     let org = orgs::by_id(&app.api_store, org.id).await?.ok_or_else(|| ApiError::not_found("organization"))?;
     // Recorded where the organization's managers read it: above it, or its own for a change its

@@ -16,9 +16,11 @@ use crate::app::App;
 use crate::files::{ByteRange, RangeRequest, range_request};
 use crate::store::files;
 
-/// The token of a file URL's path, if it is one.
+/// The token of a file URL's path (`/files/<token>`, or `/files/<token>/<name>` as Roost gives
+/// it: the name is for the device's eyes, the token alone finds the file), if it is one.
 pub fn token_of(path: &str) -> Option<&str> {
-    let token = path.strip_prefix(crate::api::files::DEVICE_PATH)?;
+    let rest = path.strip_prefix(crate::api::files::DEVICE_PATH)?;
+    let token = rest.split_once('/').map_or(rest, |(token, _)| token);
     (!token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')).then_some(token)
 }
 
@@ -87,6 +89,8 @@ mod tests {
     fn a_file_url_carries_a_plain_token() {
         assert_eq!(token_of("/files/abc-_123"), Some("abc-_123"));
         assert_eq!(token_of("/files/"), None);
+        assert_eq!(token_of("/files/abc/HG8245H-V3R017.bin"), Some("abc"));
+        assert_eq!(token_of("/files//x.bin"), None);
         assert_eq!(token_of("/files/../etc/passwd"), None);
         assert_eq!(token_of("/files/a%2Fb"), None);
         assert_eq!(token_of("/tr143/download/abc"), None);

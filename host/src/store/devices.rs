@@ -455,6 +455,16 @@ pub async fn mark_own_credential(store: &Store, device_pk: DevicePk, now: i64) -
     Ok(())
 }
 
+/// Where the device reaches this server: the scheme and authority of its
+/// `ManagementServer.URL`, once stored. URLs Roost gives the device (stored files, TR-143 test
+/// endpoints) start with it, so they go where its CWMP sessions do.
+pub async fn acs_base(store: &Store, device: &Device) -> Result<Option<String>> {
+    let root = device.model().map_or("", |m| m.root());
+    let path = format!("{root}ManagementServer.URL");
+    let stored = parameters::stored_values(store, device.id, &[path.as_str()]).await?;
+    Ok(stored.get(&path).and_then(|(value, _)| value.as_deref()).and_then(crate::diagnostics::endpoint_base))
+}
+
 pub async fn by_pk(store: &Store, pk: DevicePk) -> Result<Option<Device>> {
     let stmt = store.statement("SELECT * FROM devices WHERE id = ?", [pk.into()]);
     super::first::<Device, _>(store.db(), stmt).await.context("loading device")

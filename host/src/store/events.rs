@@ -33,6 +33,19 @@ pub enum EventType {
     DeviceOnline,
     /// A device missed its Informs past its grace (`[health]`).
     DeviceOffline,
+    /// A device of a rollout settled: its upgrade (or revert) passed its gate, failed, or was
+    /// skipped.
+    RolloutProgress,
+    /// A rollout stopped starting devices: paused by an operator, or by itself when a batch's
+    /// failures passed the threshold.
+    RolloutPaused,
+    RolloutResumed,
+    /// Every device of a rollout settled.
+    RolloutCompleted,
+    RolloutAborted,
+    /// A rollout's rollback began (`rollout.rolling_back`) and ended (`rollout.rolled_back`).
+    RolloutRollingBack,
+    RolloutRolledBack,
 }
 
 impl EventType {
@@ -49,6 +62,13 @@ impl EventType {
             Self::TaskFault => "task.fault",
             Self::DeviceOnline => "device.online",
             Self::DeviceOffline => "device.offline",
+            Self::RolloutProgress => "rollout.progress",
+            Self::RolloutPaused => "rollout.paused",
+            Self::RolloutResumed => "rollout.resumed",
+            Self::RolloutCompleted => "rollout.completed",
+            Self::RolloutAborted => "rollout.aborted",
+            Self::RolloutRollingBack => "rollout.rolling_back",
+            Self::RolloutRolledBack => "rollout.rolled_back",
         }
     }
 }

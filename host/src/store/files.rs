@@ -74,6 +74,25 @@ pub async fn visible(store: &Store, scope: &Scope, id: i64) -> Result<Option<Fil
     super::first::<FileRow, _>(store.db(), stmt).await.context("loading a file")
 }
 
+pub async fn by_id(store: &Store, id: i64) -> Result<Option<FileRow>> {
+    visible(store, &Scope::All, id).await
+}
+
+/// The firmware images of some organizations that say which version they install: where a
+/// rollout looks for each device's rollback image.
+pub async fn versioned_firmware(store: &Store, org_ids: &[i64]) -> Result<Vec<FileRow>> {
+    if org_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT * FROM files WHERE org_id IN ({}) AND file_type = ? AND version IS NOT NULL ORDER BY id",
+        super::placeholders(org_ids.len())
+    );
+    let mut args: Vec<sea_orm::Value> = org_ids.iter().map(|id| (*id).into()).collect();
+    args.push(crate::files::DEFAULT_FILE_TYPE.into());
+    FileRow::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing firmware images")
+}
+
 /// The scope's files by id, after `after`; `name` narrows to one name.
 pub async fn list(
     store: &Store,

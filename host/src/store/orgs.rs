@@ -18,6 +18,8 @@ pub struct Organization {
     /// The organization's own TR-143 test server (`speed_test_server`), each direction optional.
     pub speed_test_download_url: Option<String>,
     pub speed_test_upload_url: Option<String>,
+    /// The IANA time zone of its rollouts' windows; `None`: its nearest ancestor's.
+    pub time_zone: Option<String>,
 }
 
 impl Organization {
@@ -227,6 +229,32 @@ pub async fn set_speed_test_server(store: &Store, id: i64, server: Option<&Speed
     );
     store.db().execute_raw(stmt).await.context("setting the organization's speed-test server")?;
     Ok(())
+}
+
+pub async fn set_time_zone(store: &Store, id: i64, zone: Option<&str>) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let stmt = store.statement("UPDATE organizations SET time_zone = ? WHERE id = ?", [zone.into(), id.into()]);
+    store.db().execute_raw(stmt).await.context("setting the organization's time zone")?;
+    Ok(())
+}
+
+/// An organization and its ancestors, nearest first.
+pub async fn ancestry(store: &Store, id: i64) -> Result<Vec<Organization>> {
+    let stmt = store.statement(
+        "WITH RECURSIVE up (id, depth) AS (
+             SELECT id, 0 FROM organizations WHERE id = ?
+             UNION ALL
+             SELECT o.parent_id, up.depth + 1 FROM organizations o JOIN up ON o.id = up.id WHERE o.parent_id IS NOT NULL
+         )
+         SELECT o.* FROM organizations o JOIN up ON o.id = up.id ORDER BY up.depth",
+        [id.into()],
+    );
+    Organization::find_by_statement(stmt).all(store.db()).await.context("loading the organization's ancestry")
+}
+
+/// The time zone an organization's windows are in: its own, its nearest ancestor's, else UTC.
+pub fn time_zone_of(ancestry: &[Organization]) -> String {
+    ancestry.iter().find_map(|org| org.time_zone.clone()).unwrap_or_else(|| "UTC".to_owned())
 }
 
 /// The test server an organization's devices use: its own, or its nearest ancestor's.

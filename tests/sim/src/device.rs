@@ -54,6 +54,22 @@ pub(crate) struct DeviceState {
 }
 
 impl DeviceState {
+    /// Brings the WAN connections that were up in the model down, or back up.
+    fn set_wan(&mut self, up: bool) {
+        let paths: Vec<String> = self.cpe.tree.walk(self.cpe.tree.root()).map(|(path, _)| path.to_owned()).collect();
+        let tree = &self.cpe.tree;
+        let statuses =
+            transfer::wan_statuses(paths.iter().map(String::as_str), |path| tree.get(path).map(|(v, _)| v.to_owned()));
+        for (path, up_value, down_value) in statuses {
+            let as_modelled =
+                self.cpe.tree.model().node(&path).filter(|n| !n.object).map(|n| n.value.trim().to_owned());
+            if as_modelled.as_deref() != Some(up_value) {
+                continue;
+            }
+            self.cpe.tree.set_value(&path, if up { up_value } else { down_value });
+        }
+    }
+
     fn path(&self, relative: &str) -> String {
         format!("{}{relative}", self.cpe.tree.root())
     }
@@ -148,7 +164,8 @@ pub(crate) enum Command {
     PowerCycle,
     TransferDone {
         transfer: PendingTransfer,
-        new_software_version: Option<String>,
+        /// A firmware image installed: the device reboots into it.
+        installed: Option<transfer::Install>,
     },
     DiagnosticsDone {
         object: String,
@@ -388,17 +405,20 @@ impl Running {
                 self.want_session = true;
             }
             Command::PowerCycle => self.go_offline(vec![event("1 BOOT", "")], false),
-            Command::TransferDone { transfer, new_software_version } => {
+            Command::TransferDone { transfer, installed } => {
                 let mut state = self.shared.lock();
                 push_event(&mut state.pending_events, event("7 TRANSFER COMPLETE", ""));
                 push_event(&mut state.pending_events, event(transfer.method_event, &transfer.complete.command_key));
                 state.pending_transfers.push(transfer);
-                if let Some(version) = &new_software_version {
-                    let path = format!("{}DeviceInfo.SoftwareVersion", state.cpe.tree.root());
-                    state.cpe.tree.set_value(&path, version);
+                if let Some(install) = &installed {
+                    if let Some(version) = &install.version {
+                        let path = format!("{}DeviceInfo.SoftwareVersion", state.cpe.tree.root());
+                        state.cpe.tree.set_value(&path, version);
+                    }
+                    state.set_wan(!install.wan_down);
                 }
                 drop(state);
-                if new_software_version.is_some() {
+                if installed.is_some() {
                     // New firmware takes effect by rebooting into it.
                     self.go_offline(vec![event("1 BOOT", "")], false);
                 } else {
@@ -507,14 +527,14 @@ impl Running {
             AfterSession::Download(download) => {
                 let client = self.fleet.client.clone();
                 let timeout = self.fleet.config.transfer_timeout;
+                let failure = self.fleet.config.firmware_failure.clone();
                 self.jobs.spawn(async move {
                     tokio::time::sleep(Duration::from_secs(download.delay_seconds.into())).await;
-                    let outcome = transfer::download(&client, &download, timeout).await;
-                    let new_software_version =
-                        outcome.succeeded().then(|| transfer::firmware_version(&download)).flatten();
+                    let mut outcome = transfer::download(&client, &download, timeout).await;
+                    let installed = transfer::install(&download, &mut outcome, failure.as_ref());
                     Command::TransferDone {
                         transfer: PendingTransfer { complete: outcome.complete, method_event: "M Download" },
-                        new_software_version,
+                        installed,
                     }
                 });
             }
@@ -531,7 +551,7 @@ impl Running {
                     let outcome = transfer::upload(&client, &upload, file, timeout).await;
                     Command::TransferDone {
                         transfer: PendingTransfer { complete: outcome.complete, method_event: "M Upload" },
-                        new_software_version: None,
+                        installed: None,
                     }
                 });
             }

@@ -87,6 +87,8 @@ pub struct FleetConfig {
     pub history: usize,
     /// Real-firmware habits to reproduce (see [`Quirks`]); all off by default.
     pub quirks: Quirks,
+    /// How the fleet's devices fail a firmware upgrade, if they do.
+    pub firmware_failure: Option<crate::transfer::FirmwareFailure>,
 }
 
 impl FleetConfig {
@@ -121,6 +123,7 @@ impl FleetConfig {
             strict_types: true,
             history: 64,
             quirks: Quirks::default(),
+            firmware_failure: None,
         }
     }
 }

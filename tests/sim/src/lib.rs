@@ -65,6 +65,7 @@ pub use load::{Stats, Summary};
 pub use quirks::{CrAuth, Quirks};
 pub use rpc::{AfterSession, Attributes, CpeState, Handled};
 pub use session::{RpcExchange, SessionError, SessionReport};
+pub use transfer::{FirmwareFailure, FirmwareFailureMode, firmware_image};
 pub use tree::{Badge, CsvLayout, DataModel, DataModelKind, LoadError, Node, ParameterTree};
 
 /// Errors of the simulator's API (a failed *session* is not one: see [`SessionReport::error`]).
