@@ -20,6 +20,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod authenticate;
+pub mod bulk;
 pub mod dashboard;
 pub mod devices;
 pub mod diagnostics;
@@ -101,6 +102,7 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(subscribers::router())
         .merge(files::router())
         .merge(rollouts::router())
+        .merge(bulk::router())
 }
 
 /// The OpenAPI document the server serves, without a server (`roost openapi`).
@@ -281,6 +283,29 @@ impl Page {
                     .map_err(|_| ApiError::bad_request(ErrorCode::InvalidCursor, "cursor is not one this API returned"))
             })
             .transpose()
+    }
+}
+
+/// A page of a fleet job's devices (a rollout's, a bulk action's), optionally in one state.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobDevicesQuery {
+    #[serde(flatten)]
+    #[param(ignore)] // documented by `Page` itself
+    pub page: Page,
+    /// Only devices in this state.
+    pub device_state: Option<String>,
+}
+
+impl JobDevicesQuery {
+    /// The state asked for, read by `parse` (none: every state).
+    pub fn states<S>(&self, parse: fn(&str) -> Option<S>) -> ApiResult<Vec<S>> {
+        match self.device_state.as_deref() {
+            None => Ok(Vec::new()),
+            Some(state) => Ok(vec![parse(state).ok_or_else(|| {
+                ApiError::bad_request(ErrorCode::InvalidQuery, format!("device_state: no state {state:?}"))
+            })?]),
+        }
     }
 }
 

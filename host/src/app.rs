@@ -184,7 +184,7 @@ impl Server {
         tasks.spawn(crate::cwmp::diagnostics_poll(app.clone(), stopped.clone()));
         tasks.spawn(crate::health::jobs::flush_loop(app.clone(), stopped.clone()));
         tasks.spawn(crate::health::jobs::presence_loop(app.clone(), stopped.clone()));
-        tasks.spawn(crate::rollouts::runner::run(app.clone(), stopped.clone()));
+        tasks.spawn(crate::jobs::run(app.clone(), stopped.clone()));
 
         let sweeper_app = app.clone();
         let mut signal = stopped;

@@ -75,6 +75,7 @@ pub struct Config {
     pub diagnostics: DiagnosticsSettings,
     pub health: crate::health::HealthSettings,
     pub files: FileSettings,
+    pub jobs: JobSettings,
     pub rollouts: RolloutSettings,
 }
 
@@ -261,34 +262,46 @@ impl Default for FileSettings {
     }
 }
 
-/// `[rollouts]`: how firmware rollouts pace their devices.
+/// `[jobs]`: the fleet jobs (rollouts, bulk actions) and how fast they wake devices.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RolloutSettings {
-    /// How often the runner moves rollouts along: settles gates, starts devices.
+pub struct JobSettings {
+    /// How often the jobs move along: gates settled, devices started.
     #[serde(with = "seconds")]
     pub tick: Duration,
-    /// Downloads of rollouts under way at once per organization (its devices upgrading or
-    /// reverting), whatever the rollouts' batch sizes: an image server and an access network
-    /// take only so many.
-    pub max_concurrent_downloads: u64,
-    /// Connection requests a rollout sends per second to wake the devices it starts.
+    /// Connection requests sent per second per organization, its rollouts and bulk actions
+    /// together.
     pub connection_requests_per_second: u32,
-    /// A device whose download (or WAN check) has not been sent this long after Roost woke it
-    /// is woken again: a connection request is one UDP or HTTP attempt, and a device that missed
-    /// it would otherwise wait for its next periodic Inform, past its gate's deadline.
+    /// A device whose task a job queued has not run this long after Roost woke it is woken
+    /// again: a connection request is one attempt, and a device that missed it would otherwise
+    /// wait for its next periodic Inform (a rollout's gate has a deadline).
     #[serde(with = "seconds")]
     pub rewake_after: Duration,
 }
 
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self { tick: Duration::from_secs(5), connection_requests_per_second: 20, rewake_after: Duration::from_secs(60) }
+    }
+}
+
+/// `[rollouts]`: how firmware rollouts pace their devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutSettings {
+    /// Downloads of rollouts under way at once per organization (its devices upgrading or
+    /// reverting), whatever the rollouts' batch sizes: an image server and an access network
+    /// take only so many.
+    pub max_concurrent_downloads: u64,
+    /// How long after a read that found a device's WAN down the gate reads it again (until the
+    /// gate's deadline): a WAN comes up some seconds after the boot.
+    #[serde(with = "seconds")]
+    pub wan_recheck: Duration,
+}
+
 impl Default for RolloutSettings {
     fn default() -> Self {
-        Self {
-            tick: Duration::from_secs(5),
-            max_concurrent_downloads: 100,
-            connection_requests_per_second: 20,
-            rewake_after: Duration::from_secs(60),
-        }
+        Self { max_concurrent_downloads: 100, wan_recheck: Duration::from_secs(15) }
     }
 }
 
@@ -307,6 +320,7 @@ struct FileConfig {
     diagnostics: DiagnosticsSettings,
     health: crate::health::HealthSettings,
     files: FileSettings,
+    jobs: JobSettings,
     rollouts: RolloutSettings,
 }
 
@@ -337,6 +351,7 @@ impl Config {
             diagnostics: file.diagnostics,
             health: file.health,
             files: file.files,
+            jobs: file.jobs,
             rollouts: file.rollouts,
             plugins: PluginSettings {
                 install_dir: args
@@ -365,6 +380,7 @@ impl Config {
             diagnostics: DiagnosticsSettings::default(),
             health: crate::health::HealthSettings::default(),
             files: FileSettings::default(),
+            jobs: JobSettings::default(),
             rollouts: RolloutSettings::default(),
         }
     }

@@ -7,6 +7,7 @@
 pub mod answers;
 pub mod api;
 pub mod app;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod cwmp;
@@ -14,6 +15,7 @@ pub mod diagnostics;
 pub mod fault_code;
 pub mod files;
 pub mod health;
+pub mod jobs;
 pub mod permissions;
 pub mod plugins;
 pub mod provisioning;

@@ -62,6 +62,9 @@ pub enum Permission {
     ManageFiles,
     /// Firmware rollouts: start, pause, resume, abort and roll back.
     ManageRollouts,
+    /// Bulk actions over device queries: start and cancel (each also needs what its action's
+    /// tasks need).
+    ManageBulk,
     /// Organizations below one's own: create, rename, delete.
     ManageOrganizations,
     /// Users and API keys of one's subtree, up to one's own role.
@@ -120,6 +123,7 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
     ),
     (Permission::ManageFiles, Role::Advanced, "Upload and delete firmware images and configuration files"),
     (Permission::ManageRollouts, Role::Advanced, "Start firmware rollouts; pause, resume, abort and roll them back"),
+    (Permission::ManageBulk, Role::Advanced, "Start and cancel bulk actions over device queries"),
     (
         Permission::ManageOrganizations,
         Role::OrgAdmin,
@@ -212,6 +216,7 @@ mod tests {
             Permission::ManageSubscribers,
             Permission::ManageFiles,
             Permission::ManageRollouts,
+            Permission::ManageBulk,
             Permission::ManageOrganizations,
             Permission::ManageUsers,
             Permission::ManageOnboarding,

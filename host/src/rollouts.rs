@@ -146,8 +146,8 @@ pub enum TaskFact {
 pub enum WanFact {
     NotQueued,
     Queued(TaskFact),
-    /// Its task is done: what the values say.
-    Read(WanVerdict),
+    /// Its task is done: what the values say, and when they were read.
+    Read(WanVerdict, i64),
 }
 
 /// What an open device's gate knows.
@@ -160,8 +160,13 @@ pub struct GateFacts<'a> {
     /// The version the download installs (the rollout's, or the device's own before it).
     pub expected_version: &'a str,
     pub wan: WanFact,
+    /// Why the last read found the WAN down, when a read is being repeated.
+    pub last_wan_down: Option<&'a str>,
     pub now: i64,
     pub deadline: i64,
+    /// How long after a read that found the WAN down it is read again (a WAN comes up some
+    /// seconds after the boot: PPP, DHCP).
+    pub wan_recheck_ms: i64,
 }
 
 /// What a gate decides.
@@ -176,7 +181,7 @@ pub enum Gate {
 
 /// The post-upgrade health gate: the download's TransferComplete succeeded, the device booted
 /// after it, it reports the expected `SoftwareVersion`, and a WAN connection is up; each in turn,
-/// all before the deadline.
+/// all before the deadline. A WAN found down is read again until the deadline.
 pub fn gate(facts: &GateFacts<'_>) -> Gate {
     let timed_out = |step: Step| {
         if facts.now >= facts.deadline {
@@ -202,11 +207,24 @@ pub fn gate(facts: &GateFacts<'_>) -> Gate {
     }
     match &facts.wan {
         WanFact::NotQueued => Gate::CheckWan,
+        // A read repeated up to the deadline that does not come back in time (its task expires
+        // with the gate) leaves the last one's verdict.
+        WanFact::Queued(TaskFact::Pending | TaskFact::Done | TaskFact::Fault(_))
+            if facts.now >= facts.deadline && facts.last_wan_down.is_some() =>
+        {
+            Gate::Failed(format!("its WAN is not up: {}", facts.last_wan_down.unwrap_or_default()))
+        }
         WanFact::Queued(TaskFact::Pending) | WanFact::Queued(TaskFact::Done) => timed_out(Step::Wan),
         WanFact::Queued(TaskFact::Fault(message)) => Gate::Failed(format!("reading its WAN status failed: {message}")),
         WanFact::Queued(TaskFact::Gone) => Gate::Failed("the WAN status read was deleted".into()),
-        WanFact::Read(WanVerdict::Up(_)) => Gate::Passed,
-        WanFact::Read(WanVerdict::Down(why)) => Gate::Failed(format!("its WAN is not up: {why}")),
+        WanFact::Read(WanVerdict::Up(_), _) => Gate::Passed,
+        WanFact::Read(WanVerdict::Down(why), _) if facts.now >= facts.deadline => {
+            Gate::Failed(format!("its WAN is not up: {why}"))
+        }
+        WanFact::Read(WanVerdict::Down(_), read_at) if facts.now.saturating_sub(*read_at) >= facts.wan_recheck_ms => {
+            Gate::CheckWan
+        }
+        WanFact::Read(WanVerdict::Down(_), _) => Gate::Wait(Step::Wan),
     }
 }
 
@@ -221,9 +239,10 @@ pub enum WanVerdict {
 
 /// The parameters a WAN check reads, from the device's stored names: TR-098's
 /// `WANDevice.{i}.WANConnectionDevice.{j}.WAN{PPP,IP}Connection.{k}.ConnectionStatus`; TR-181's
-/// `PPP.Interface.{i}.Status` and `IP.Interface.{i}.Status` with `LowerLayers` (an IP
-/// interface counts as WAN only over PPP, a VLAN termination or a cellular interface: the LAN
-/// bridge is an IP interface too, and always up).
+/// `PPP.Interface.{i}.Status`, `IP.Interface.{i}.Status` with `LowerLayers`, and
+/// `Ethernet.Link.{i}.LowerLayers` (an IP interface counts as WAN over PPP, a VLAN termination,
+/// a cellular interface, or an Ethernet link that is not a bridge port: the LAN bridge is an IP
+/// interface too, and always up).
 pub fn wan_status_paths<'a>(model: DataModel, stored: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut paths: Vec<String> = stored
         .into_iter()
@@ -238,7 +257,8 @@ pub fn wan_status_paths<'a>(model: DataModel, stored: impl IntoIterator<Item = &
                 let ppp = path.starts_with("Device.PPP.Interface.") && path.ends_with(".Status");
                 let ip = path.starts_with("Device.IP.Interface.")
                     && (path.ends_with(".Status") || path.ends_with(".LowerLayers"));
-                (ppp || ip) && path.matches('.').count() == 4
+                let link = path.starts_with("Device.Ethernet.Link.") && path.ends_with(".LowerLayers");
+                (ppp || ip || link) && path.matches('.').count() == 4
             }
         })
         .map(str::to_owned)
@@ -261,9 +281,14 @@ pub fn wan_verdict(values: &[(String, String)]) -> WanVerdict {
             path.strip_prefix("Device.IP.Interface.").and_then(|rest| rest.strip_suffix(".Status"))
         {
             value(&format!("Device.IP.Interface.{interface}.LowerLayers")).is_some_and(|lower| {
-                ["Device.PPP.", "Device.Ethernet.VLANTermination.", "Device.Cellular."]
-                    .iter()
-                    .any(|wan| lower.split(',').any(|layer| layer.trim().starts_with(wan)))
+                lower.split(',').map(str::trim).any(|layer| {
+                    ["Device.PPP.", "Device.Ethernet.VLANTermination.", "Device.Cellular."]
+                        .iter()
+                        .any(|wan| layer.starts_with(wan))
+                        || (layer.starts_with("Device.Ethernet.Link.")
+                            && value(&format!("{}.LowerLayers", layer.trim_end_matches('.')))
+                                .is_some_and(|below| !below.starts_with("Device.Bridging.")))
+                })
             })
         } else {
             false
@@ -391,22 +416,37 @@ pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
     jiff::tz::TimeZone::get(name).map_err(|_| format!("{name:?} is not an IANA time zone (like Europe/Lisbon)"))
 }
 
-/// Which of a rollout's settled devices a rollback reverts: those it changed and that still do
-/// not run the version they had.
+/// What a rollback does to one of its rollout's settled devices: it reverts those that run the
+/// rollout's version, and leaves alone those something else changed since (another rollout, an
+/// operator).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revert {
     /// Queue the image of the version it had.
     Download,
     /// It runs the version it had already (its download failed before installing).
     AlreadyThere,
+    /// It runs another version than the rollout's, or another rollout has it now.
+    Elsewhere,
     /// No stored image of its version was found when the rollout was made.
     NoImage,
 }
 
-pub fn revert(software_version: &str, from_version: &str, has_image: bool) -> Revert {
-    if software_version == from_version {
+pub struct RevertFacts<'a> {
+    pub software_version: &'a str,
+    pub from_version: &'a str,
+    pub rollout_version: &'a str,
+    pub in_another_rollout: bool,
+    pub has_image: bool,
+}
+
+pub fn revert(facts: &RevertFacts<'_>) -> Revert {
+    if facts.in_another_rollout {
+        Revert::Elsewhere
+    } else if facts.software_version == facts.from_version {
         Revert::AlreadyThere
-    } else if has_image {
+    } else if facts.software_version != facts.rollout_version {
+        Revert::Elsewhere
+    } else if facts.has_image {
         Revert::Download
     } else {
         Revert::NoImage
@@ -418,7 +458,17 @@ mod tests {
     use super::*;
 
     fn facts<'a>(download: TaskFact, booted: bool, version: &'a str, wan: WanFact) -> GateFacts<'a> {
-        GateFacts { download, booted, software_version: version, expected_version: "V2", wan, now: 100, deadline: 200 }
+        GateFacts {
+            download,
+            booted,
+            software_version: version,
+            expected_version: "V2",
+            wan,
+            last_wan_down: None,
+            now: 100,
+            deadline: 200,
+            wan_recheck_ms: 30,
+        }
     }
 
     #[test]
@@ -428,16 +478,24 @@ mod tests {
         assert_eq!(gate(&facts(Done, false, "V1", WanFact::NotQueued)), Gate::Wait(Step::Boot));
         assert_eq!(gate(&facts(Done, true, "V2", WanFact::NotQueued)), Gate::CheckWan);
         assert_eq!(gate(&facts(Done, true, "V2", WanFact::Queued(Pending))), Gate::Wait(Step::Wan));
-        assert_eq!(gate(&facts(Done, true, "V2", WanFact::Read(WanVerdict::Up("x".into())))), Gate::Passed);
+        assert_eq!(gate(&facts(Done, true, "V2", WanFact::Read(WanVerdict::Up("x".into()), 90))), Gate::Passed);
         // A boot Inform carries the version: once booted, the wrong one is final.
         assert!(matches!(gate(&facts(Done, true, "V1", WanFact::NotQueued)), Gate::Failed(m) if m.contains("\"V1\"")));
         assert!(
             matches!(gate(&facts(Fault("9010 Download failure".into()), false, "V1", WanFact::NotQueued)), Gate::Failed(m) if m.contains("9010"))
         );
-        assert!(matches!(
-            gate(&facts(Done, true, "V2", WanFact::Read(WanVerdict::Down("ppp down".into())))),
-            Gate::Failed(m) if m.contains("ppp down")
-        ));
+        // A WAN down right after the boot is read again (every `wan_recheck_ms`) until the deadline.
+        let down = |read_at| WanFact::Read(WanVerdict::Down("ppp down".into()), read_at);
+        assert_eq!(gate(&facts(Done, true, "V2", down(90))), Gate::Wait(Step::Wan));
+        assert_eq!(gate(&facts(Done, true, "V2", down(70))), Gate::CheckWan);
+        let mut late = facts(Done, true, "V2", down(190));
+        late.now = 200;
+        assert!(matches!(gate(&late), Gate::Failed(m) if m.contains("ppp down")));
+        // The repeated read that expires with the gate reports the last verdict.
+        let mut expired = facts(Done, true, "V2", WanFact::Queued(Fault("task.expired".into())));
+        expired.now = 200;
+        expired.last_wan_down = Some("ppp down");
+        assert!(matches!(gate(&expired), Gate::Failed(m) if m.contains("WAN is not up: ppp down")));
     }
 
     #[test]
@@ -493,6 +551,17 @@ mod tests {
             ("Device.IP.Interface.6.Status", "Down"),
         ]);
         assert!(matches!(wan_verdict(&lan_only), WanVerdict::Down(why) if why.contains("Interface.6.Status")));
+        // IPoE: an IP interface over an Ethernet link that is not a bridge port is a WAN.
+        let ipoe = pairs(&[
+            ("Device.Ethernet.Link.1.LowerLayers", "Device.Bridging.Bridge.1.Port.1."),
+            ("Device.Ethernet.Link.2.LowerLayers", "Device.Ethernet.Interface.6."),
+            ("Device.IP.Interface.1.LowerLayers", "Device.Ethernet.Link.1."),
+            ("Device.IP.Interface.1.Status", "Up"),
+            ("Device.IP.Interface.3.LowerLayers", "Device.Ethernet.Link.2."),
+            ("Device.IP.Interface.3.Status", "Up"),
+        ]);
+        assert_eq!(wan_verdict(&ipoe), WanVerdict::Up("Device.IP.Interface.3.Status".into()));
+        assert!(matches!(wan_verdict(&ipoe[..4]), WanVerdict::Down(_)), "the bridge alone is no WAN");
         let ppp_up = pairs(&[("Device.PPP.Interface.3.Status", "Up")]);
         assert_eq!(wan_verdict(&ppp_up), WanVerdict::Up("Device.PPP.Interface.3.Status".into()));
         let igd = pairs(&[
@@ -551,9 +620,19 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_reverts_what_still_runs_another_version() {
-        assert_eq!(revert("V2", "V1", true), Revert::Download);
-        assert_eq!(revert("V1", "V1", true), Revert::AlreadyThere);
-        assert_eq!(revert("V2", "V1", false), Revert::NoImage);
+    fn a_rollback_reverts_what_runs_the_rollouts_version_only() {
+        let facts = |software_version, in_another_rollout, has_image| RevertFacts {
+            software_version,
+            from_version: "V1",
+            rollout_version: "V2",
+            in_another_rollout,
+            has_image,
+        };
+        assert_eq!(revert(&facts("V2", false, true)), Revert::Download);
+        assert_eq!(revert(&facts("V1", false, true)), Revert::AlreadyThere);
+        assert_eq!(revert(&facts("V2", false, false)), Revert::NoImage);
+        // Something else changed it since: left alone.
+        assert_eq!(revert(&facts("V3", false, true)), Revert::Elsewhere);
+        assert_eq!(revert(&facts("V2", true, true)), Revert::Elsewhere);
     }
 }

@@ -55,6 +55,7 @@ macro_rules! stored_names {
 
 pub mod api_keys;
 pub mod audit;
+pub mod bulk;
 pub mod credentials;
 pub mod dashboard;
 pub mod devices;

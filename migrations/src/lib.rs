@@ -26,6 +26,7 @@ mod m0016_inform_interval_backfill;
 mod m0017_org_speed_test;
 mod m0018_files;
 mod m0019_rollouts;
+mod m0020_bulk;
 
 pub struct Migrator;
 
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0017_org_speed_test::Migration),
             Box::new(m0018_files::Migration),
             Box::new(m0019_rollouts::Migration),
+            Box::new(m0020_bulk::Migration),
         ]
     }
 }

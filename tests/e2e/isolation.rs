@@ -349,6 +349,8 @@ enum Param {
     Rollout,
     /// A paused rollout of no device made in the target for this call.
     FreshRollout,
+    /// The target's fixture bulk action (of no device, cancelled).
+    Bulk,
     /// A device made for this call, whose tasks tell whether an action queued one.
     FreshActionDevice,
     /// `?org=<slug>`.
@@ -414,6 +416,8 @@ enum Body {
     /// A rollout of the target's fixture file (which has no version: refused with 422 once
     /// allowed) to the target's devices.
     RolloutOfFile,
+    /// A bulk reboot of the target's devices of a tag none has (refused with 422 once allowed).
+    BulkNowhere,
     /// A Wi-Fi change.
     Wifi,
     /// A write of a read-only parameter the device reported (refused with 422 once allowed).
@@ -944,6 +948,29 @@ fn table() -> Vec<Row> {
             Pa::FreshRollout,
             B::None,
             |w, c| need(w, P::ManageRollouts).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        // Bulk actions.
+        row(get.clone(), "/api/v1/bulk", "", Once, Pa::None, B::None, |_, _| 200, C::None),
+        row(
+            post.clone(),
+            "/api/v1/bulk",
+            "",
+            Owners,
+            Pa::None,
+            B::BulkNowhere,
+            |w, c| need(w, P::ManageBulk).or(named(w, c)).unwrap_or(422),
+            C::None,
+        ),
+        row(get.clone(), "/api/v1/bulk/{id}", "", Owners, Pa::Bulk, B::None, |w, c| seen(w, c).unwrap_or(200), C::None),
+        row(
+            post.clone(),
+            "/api/v1/bulk/{id}/cancel",
+            "",
+            Owners,
+            Pa::Bulk,
+            B::None,
+            |w, c| need(w, P::ManageBulk).or(seen(w, c)).unwrap_or(409),
             C::None,
         ),
         row(
@@ -1669,6 +1696,7 @@ struct World {
     subscriber: HashMap<Org, i64>,
     file: HashMap<Org, i64>,
     rollout: HashMap<Org, i64>,
+    bulk: HashMap<Org, i64>,
     user: HashMap<Org, i64>,
     key_names: HashMap<Org, Vec<String>>,
     /// Every device the proof made, and whose it is (`Platform`: unclaimed).
@@ -1830,9 +1858,29 @@ async fn store_rollout(h: &Harness, world: &World, owner: Org) -> i64 {
         created_by: &format!("probe-{}", owner.token()),
         paused: true,
     };
-    let rollout = rollouts::create(store, new, &[]).await.unwrap();
+    let rollout = rollouts::create(store, new, &[]).await.unwrap().unwrap();
     assert_eq!(rollout.state(), RolloutState::Paused);
     rollout.id
+}
+
+/// A bulk action of `owner` over no device, cancelled: what the routes that read and cancel
+/// bulk actions act on, without queueing anything.
+async fn store_bulk(h: &Harness, world: &World, owner: Org) -> i64 {
+    use roost::store::bulk;
+    let app = h.app();
+    let action = json!({"name": "reboot"}).to_string();
+    let new = bulk::NewBulk {
+        org_id: world.id(owner),
+        name: "reboot",
+        action: &action,
+        sealed_action: app.secrets.seal(action.as_bytes()),
+        query: "{}",
+        created_by: &format!("probe-{}", owner.token()),
+    };
+    let row = bulk::create(&app.store, new, &[]).await.unwrap();
+    // The runner may complete it first: either way it is not running, and a cancel is a 409.
+    bulk::cancel(&app.store, &row, "probe").await.unwrap();
+    row.id
 }
 
 async fn store_task(h: &Harness, world: &World, owner: Org, faulted: bool) -> (i64, Option<i64>) {
@@ -1918,6 +1966,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         subscriber: HashMap::new(),
         file: HashMap::new(),
         rollout: HashMap::new(),
+        bulk: HashMap::new(),
         user: HashMap::new(),
         key_names: HashMap::new(),
         devices: Mutex::new(HashMap::new()),
@@ -2037,6 +2086,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         let file = store_file(h, &world, org, &format!("file-{}", org.token())).await;
         world.file.insert(org, file);
         world.rollout.insert(org, store_rollout(h, &world, org).await);
+        world.bulk.insert(org, store_bulk(h, &world, org).await);
         if org != Platform {
             setup(h, &admin, Method::PUT, &format!("/api/v1/orgs/{}/plugin-limits", org.slug()), Some(org.limits()))
                 .await;
@@ -2268,6 +2318,7 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
             fresh = Some(Fresh::File(id));
         }
         Param::Rollout => params.push(world.rollout[&target].to_string()),
+        Param::Bulk => params.push(world.bulk[&target].to_string()),
         Param::FreshRollout => {
             let id = store_rollout(h, world, target).await;
             params.push(id.to_string());
@@ -2365,6 +2416,7 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
         ),
         Body::Enable => Some(json!({"disabled": false})),
         Body::SameOrg => Some(json!({"org": slug})),
+        Body::BulkNowhere => Some(json!({"query": {"_tags": "nowhere"}, "action": {"name": "reboot"}, "org": slug})),
         Body::RolloutOfFile => {
             Some(json!({"file": world.file[&target].to_string(), "target": {"org": slug}, "batch_size": 10}))
         }
@@ -2449,7 +2501,16 @@ async fn send(h: &Harness, world: &World, who: &Who, method: &Method, prepared: 
     } else if let Some(body) = &prepared.body {
         request = request.json(body);
     }
-    let response = request.send().await.expect("API request");
+    // A connection the server closed as the request went out on it (a pooled keep-alive one, on
+    // a loaded machine) carried no answer: the request is sent once more, on a new connection.
+    let retry = request.try_clone();
+    let response = match (request.send().await, retry) {
+        (Ok(response), _) => response,
+        (Err(error), Some(retry)) if error.is_request() && !error.is_timeout() => {
+            retry.send().await.expect("API request, sent again")
+        }
+        (Err(error), _) => panic!("API request: {error:?}"),
+    };
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
 }

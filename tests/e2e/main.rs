@@ -5,6 +5,7 @@
 
 mod api;
 mod bootstrap;
+mod bulk;
 mod cwmp_edges;
 mod device_ops;
 mod diagnostics;

@@ -22,11 +22,13 @@ const NEW: &str = "V9R001C00S001";
 const CAP: u64 = 6;
 
 fn paced(config: &mut Config) {
-    config.rollouts.tick = Duration::from_millis(200);
+    config.jobs.tick = Duration::from_millis(200);
     config.rollouts.max_concurrent_downloads = CAP;
-    config.rollouts.connection_requests_per_second = 100;
+    config.jobs.connection_requests_per_second = 100;
     // A device that missed its wake-up (the server restarting under it) is woken again soon.
-    config.rollouts.rewake_after = Duration::from_secs(1);
+    config.jobs.rewake_after = Duration::from_secs(1);
+    // A WAN found down is read again each second until the gate's deadline.
+    config.rollouts.wan_recheck = Duration::from_secs(1);
 }
 
 /// Devices of `kind` onboarded into `isp-fw` through its URL, informed once (registered and
@@ -124,7 +126,7 @@ on_both_backends! {
         // Wrong requests: 4xx problems, nothing made.
         let rollout = |extra: JsonValue| {
             let mut body = json!({"file": file, "target": {"org": "isp-fw"}, "canary": 2, "batch_size": 10,
-                "failure_threshold": 0.2, "gate_timeout_s": 60});
+                "failure_threshold": 0.2, "gate_timeout_s": 15});
             for (k, v) in extra.as_object().unwrap() {
                 body[k] = v.clone();
             }
@@ -219,6 +221,18 @@ on_both_backends! {
         let reverted_wan = devices_in(&rolled, "reverted").into_iter().find(|d| d["device_id"].as_str().unwrap().contains("RBW")).unwrap();
         assert!(reverted_wan["reason"].as_str().unwrap().contains("is up"), "{reverted_wan}");
         assert_eq!(events(&h, "rollout.rolled_back").await, 1);
+
+        // No device was sent a download twice, restarts and rewakes included: one to upgrade,
+        // one to revert when it needed one.
+        for device in rolled["device_page"]["items"].as_array().unwrap() {
+            let id = device["device_id"].as_str().unwrap();
+            let pk = roost::store::devices::by_device_id(&h.app().store, id).await.unwrap().unwrap().id;
+            let tasks = roost::store::tasks::list_for_device(&h.app().store, pk, None, 100).await.unwrap();
+            let downloads = tasks.iter().filter(|t| t.name == "download").count();
+            let reverted_by_download = !device["reason"].as_str().unwrap().contains("already");
+            // The night rollout was aborted before it started anyone.
+            assert_eq!(downloads, 1 + usize::from(reverted_by_download), "{device}");
+        }
         h.finish().await;
     }
 }

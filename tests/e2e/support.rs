@@ -140,7 +140,13 @@ impl Harness {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             cpe_auth,
             adjust,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client"),
+            // Pooled connections are dropped well before the server closes idle ones (hyper's
+            // 30 s header timeout): a request sent on one the server is closing fails.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .pool_idle_timeout(Duration::from_secs(10))
+                .build()
+                .expect("HTTP client"),
             token: String::new(),
         };
         harness.boot().await;

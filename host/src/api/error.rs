@@ -54,6 +54,7 @@ pub enum ErrorCode {
     InvalidDiagnostic,
     InvalidFile,
     InvalidRollout,
+    InvalidBulk,
     UnknownProvision,
     // Conflicts with what exists.
     PluginExists,
@@ -70,6 +71,8 @@ pub enum ErrorCode {
     RolloutState,
     /// A file an unfinished rollout uses cannot be deleted.
     FileInUse,
+    /// A bulk action that is not running is not cancelled.
+    BulkState,
     // The server.
     Busy,
     DatabaseUnavailable,

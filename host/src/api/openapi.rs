@@ -36,6 +36,7 @@ const API_KEY_HEADER: &str = "api_key";
         (name = "diagnostics", description = "Ping, trace route, UDP echo and TR-143 speed tests, with their history"),
         (name = "subscribers", description = "An organization's customers: plan, PPPoE account, devices"),
         (name = "files", description = "Firmware images and configuration files, served to devices by download tasks"),
+        (name = "bulk", description = "One action over a device query, fanned out at the organization's pace"),
         (name = "firmware", description = "Staged firmware rollouts: canary, batches, health gates, pause, resume, abort, rollback"),
         (name = "presets", description = "Configuration applied by matching devices"),
         (name = "plugins", description = "Adapters and provisions as WebAssembly components; their limits and configuration"),

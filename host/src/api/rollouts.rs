@@ -19,7 +19,7 @@ use super::audit::AuditOrg;
 use super::authenticate::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path, Query};
-use super::{ListResponse, Page, optional_timestamp, timestamp};
+use super::{JobDevicesQuery, ListResponse, Page, optional_timestamp, timestamp};
 use crate::app::App;
 use crate::permissions::Permission;
 use crate::rollouts::{DeviceState, RolloutState, Window};
@@ -157,7 +157,7 @@ pub struct RolloutDeviceView {
     pub deadline: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    /// Why it passed or failed.
+    /// Why it passed, failed or was skipped; while its WAN is read again, why it was down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -408,7 +408,7 @@ async fn create(
     }
     let matched = found.len();
     let images = files::versioned_firmware(&app.api_store, &ancestor_ids).await?;
-    let busy = rollouts::busy_devices(&app.api_store).await?;
+    let busy = rollouts::busy_devices(&app.api_store, None).await?;
     let members: Vec<Member> = found
         .iter()
         .map(|(device, _)| device)
@@ -448,7 +448,13 @@ async fn create(
         },
         &members,
     )
-    .await?;
+    .await?
+    .ok_or_else(|| {
+        ApiError::conflict(
+            ErrorCode::RolloutState,
+            "some of the target's devices joined another rollout meanwhile; make it again",
+        )
+    })?;
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(org.id))), Json(view(&app, &rollout, true).await?)))
 }
 
@@ -505,38 +511,23 @@ struct RolloutId {
     id: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ShowQuery {
-    #[serde(flatten)]
-    #[param(ignore)] // documented by `Page` itself
-    page: Page,
-    /// Only devices in this state.
-    device_state: Option<String>,
-}
-
 async fn visible(app: &App, caller: &Caller, id: &str) -> ApiResult<RolloutRow> {
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("rollout"))?;
     rollouts::visible(&app.api_store, &caller.scope, id).await?.ok_or_else(|| ApiError::not_found("rollout"))
 }
 
 /// A rollout's progress: its state, each batch by state, and a page of its devices.
-#[utoipa::path(get, path = "/rollouts/{id}", tag = "firmware", params(RolloutId, ShowQuery, Page),
+#[utoipa::path(get, path = "/rollouts/{id}", tag = "firmware", params(RolloutId, JobDevicesQuery, Page),
     responses((status = 200, description = "The rollout", body = RolloutDetail)))]
 async fn show(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(query): Query<ShowQuery>,
+    Query(query): Query<JobDevicesQuery>,
 ) -> ApiResult<Json<RolloutDetail>> {
     caller.require(Permission::ReadFleet)?;
     let rollout = visible(&app, &caller, &id).await?;
-    let states = match query.device_state.as_deref() {
-        None => Vec::new(),
-        Some(state) => vec![DeviceState::parse(state).ok_or_else(|| {
-            ApiError::bad_request(ErrorCode::InvalidQuery, format!("device_state: no state {state:?}"))
-        })?],
-    };
+    let states = query.states(DeviceState::parse)?;
     let limit = query.page.limit()?;
     let page = rollouts::devices(&app.api_store, rollout.id, &states, query.page.id_cursor()?, limit).await?;
     let last = page.last().map(|d| d.position.to_string());
@@ -552,8 +543,8 @@ struct Action {
     from: &'static [RolloutState],
     to: RolloutState,
     event: EventType,
-    /// What the devices not started become.
-    waiting: Option<(DeviceState, &'static str)>,
+    /// What the devices not started become (those whose download was never sent included).
+    unstarted: Option<(DeviceState, &'static str)>,
 }
 
 async fn act(
@@ -571,6 +562,8 @@ async fn act(
         reason: reason.as_deref(),
         event: Some(action.event),
         finished: false,
+        acknowledge_failures: action.to == RolloutState::Running,
+        unstarted: action.unstarted,
     };
     if !rollouts::transition(&app.api_store, &rollout, change).await? {
         let allowed: Vec<&str> = action.from.iter().map(|s| s.as_str()).collect();
@@ -578,13 +571,6 @@ async fn act(
             ErrorCode::RolloutState,
             format!("the rollout is {}; this takes one that is {}", rollout.state, allowed.join(" or ")),
         ));
-    }
-    if action.to == RolloutState::Running {
-        // Resumed past the failures so far: the threshold counts the batch's new ones.
-        rollouts::acknowledge_failures(&app.api_store, rollout.id, rollout.batch).await?;
-    }
-    if let Some((to, reason)) = action.waiting {
-        rollouts::settle_all(&app.api_store, rollout.id, DeviceState::Waiting, to, reason).await?;
     }
     let rollout = rollouts::by_id(&app.api_store, rollout.id).await?.ok_or_else(|| ApiError::not_found("rollout"))?;
     Ok((Extension(AuditOrg(Some(rollout.org_id))), Json(view(app, &rollout, true).await?)))
@@ -602,7 +588,7 @@ async fn pause(
         from: &[RolloutState::Running],
         to: RolloutState::Paused,
         event: EventType::RolloutPaused,
-        waiting: None,
+        unstarted: None,
     };
     act(&app, &caller, &id, action).await
 }
@@ -620,7 +606,7 @@ async fn resume(
         from: &[RolloutState::Paused],
         to: RolloutState::Running,
         event: EventType::RolloutResumed,
-        waiting: None,
+        unstarted: None,
     };
     act(&app, &caller, &id, action).await
 }
@@ -637,7 +623,7 @@ async fn abort(
         from: &[RolloutState::Running, RolloutState::Paused],
         to: RolloutState::Aborted,
         event: EventType::RolloutAborted,
-        waiting: Some((DeviceState::Skipped, "the rollout was aborted before it started")),
+        unstarted: Some((DeviceState::Skipped, "the rollout was aborted before it started")),
     };
     act(&app, &caller, &id, action).await
 }
@@ -656,7 +642,7 @@ async fn rollback(
         from: &[RolloutState::Running, RolloutState::Paused, RolloutState::Completed, RolloutState::Aborted],
         to: RolloutState::RollingBack,
         event: EventType::RolloutRollingBack,
-        waiting: Some((DeviceState::Skipped, "the rollout was rolled back before it started")),
+        unstarted: Some((DeviceState::Skipped, "the rollout was rolled back before it started")),
     };
     act(&app, &caller, &id, action).await
 }

@@ -1,74 +1,44 @@
-//! The rollout runner: every `[rollouts] tick`, under the `rollouts` lease (one replica at a
-//! time), it settles the gates of devices under way, moves each rollout's batches along and
-//! starts devices within the window and the organization's cap, waking them at a paced rate.
-//! It keeps nothing in memory between ticks: the store is the state, so a restart, or another
-//! replica taking the lease over, carries on where the last tick left off.
+//! The rollout runner: every tick of the fleet jobs (`jobs.rs`: one replica at a time), it
+//! settles the gates of devices under way, moves each rollout's batches along and starts
+//! devices within the window and the organization's cap, waking them through the
+//! organization's paced queue. It keeps nothing in memory between ticks: the store is the
+//! state, so a restart, or another replica taking the lease over, carries on where the last
+//! tick left off.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::{
-    BatchVerdict, DeviceState, Gate, GateFacts, Revert, RolloutState, Step, TaskFact, WanFact, WanVerdict,
+    BatchVerdict, DeviceState, Gate, GateFacts, Revert, RevertFacts, RolloutState, Step, TaskFact, WanFact, WanVerdict,
     batch_verdict, gate, local_minute, revert, wan_status_paths, wan_verdict,
 };
 use crate::app::App;
-use crate::cwmp::connection_request;
+use crate::jobs::{Lease, Wakers};
 use crate::store::events::EventType;
 use crate::store::files::{self, FileRow};
 use crate::store::rollouts::{self, RolloutDevice, RolloutRow, Start, Transition};
 use crate::store::tasks::NewTask;
-use crate::store::{DevicePk, devices, leases, now_millis, parameters};
-
-const LEASE: &str = "rollouts";
+use crate::store::{DevicePk, devices, now_millis, parameters};
 
 /// Settled devices a rollback looks at per tick.
 const REVERT_SCAN: u64 = 1000;
 
-pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>) -> Result<()> {
-    let owner = uuid::Uuid::now_v7().to_string();
-    let tick_every = app.config.rollouts.tick;
-    // Held three ticks: a replica that stops ticking loses it soon, one that ticks keeps it.
-    let ttl = i64::try_from((tick_every * 3).max(Duration::from_secs(1)).as_millis()).unwrap_or(i64::MAX);
-    let mut tick = tokio::time::interval(tick_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopped.changed() => {
-                if let Err(error) = leases::release(&app.store, LEASE, &owner).await {
-                    tracing::debug!("releasing the rollouts lease: {error:#}");
-                }
-                return Ok(());
-            }
-        }
-        match leases::hold(&app.store, LEASE, &owner, ttl).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(error) => {
-                tracing::warn!("taking the rollouts lease: {error:#}");
-                continue;
-            }
-        }
-        if let Err(error) = tick_once(&app).await {
-            tracing::warn!("moving rollouts along: {error:#}");
-        }
-    }
-}
-
 /// One pass over every rollout with work to do.
-pub async fn tick_once(app: &Arc<App>) -> Result<()> {
+pub async fn tick_once(app: &Arc<App>, lease: &Lease, wakers: &Wakers) -> Result<()> {
     for rollout in rollouts::active(&app.store).await? {
-        if let Err(error) = advance(app, &rollout).await {
+        if !lease.renew().await? {
+            return Ok(());
+        }
+        if let Err(error) = advance(app, wakers, &rollout).await {
             tracing::warn!(rollout = rollout.id, "moving a rollout along: {error:#}");
         }
     }
     Ok(())
 }
 
-async fn advance(app: &Arc<App>, rollout: &RolloutRow) -> Result<()> {
+async fn advance(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> Result<()> {
     let open =
         rollouts::devices(&app.store, rollout.id, &[DeviceState::Upgrading, DeviceState::Reverting], None, u64::MAX)
             .await?;
@@ -84,18 +54,17 @@ async fn advance(app: &Arc<App>, rollout: &RolloutRow) -> Result<()> {
             }
         }
     }
-    // Every device the gates wake, paced together.
-    wake(app, to_wake);
+    wakers.wake(rollout.org_id, to_wake);
     match rollout.state() {
-        RolloutState::Running => run_batches(app, rollout).await,
-        RolloutState::RollingBack => run_rollback(app, rollout, still_open).await,
+        RolloutState::Running => run_batches(app, wakers, rollout).await,
+        RolloutState::RollingBack => run_rollback(app, wakers, rollout, still_open).await,
         RolloutState::Aborted if still_open == 0 => rollouts::finish(&app.store, rollout.id).await,
         _ => Ok(()),
     }
 }
 
 /// A task row's state; a fault says its code and message (`9010: Download failure …`).
-fn task_fact(status: Option<&str>, code: Option<&str>, message: Option<&str>) -> TaskFact {
+pub(crate) fn task_fact(status: Option<&str>, code: Option<&str>, message: Option<&str>) -> TaskFact {
     match status {
         Some("pending") => TaskFact::Pending,
         Some("done") => TaskFact::Done,
@@ -125,7 +94,7 @@ fn read_values(result: Option<&str>) -> Vec<(String, String)> {
 enum Settled {
     Yes,
     No,
-    /// Its request waits unsent since Roost last woke it, `[rollouts] rewake_after` ago or more
+    /// Its request waits unsent since Roost last woke it, `[jobs] rewake_after` ago or more
     /// (or it was never woken: its WAN check was just queued).
     NoAndWake,
 }
@@ -147,7 +116,10 @@ async fn settle_gate(app: &Arc<App>, rollout: &RolloutRow, device: &RolloutDevic
             device.check_fault_code.as_deref(),
             device.check_fault.as_deref(),
         ) {
-            TaskFact::Done => WanFact::Read(wan_verdict(&read_values(device.check_result.as_deref()))),
+            TaskFact::Done => WanFact::Read(
+                wan_verdict(&read_values(device.check_result.as_deref())),
+                device.check_done_at.unwrap_or(0),
+            ),
             other => WanFact::Queued(other),
         },
     };
@@ -162,8 +134,10 @@ async fn settle_gate(app: &Arc<App>, rollout: &RolloutRow, device: &RolloutDevic
         software_version: &device.software_version,
         expected_version: expected,
         wan,
+        last_wan_down: device.reason.as_deref(),
         now: now_millis(),
         deadline: device.deadline.unwrap_or(i64::MAX),
+        wan_recheck_ms: i64::try_from(app.config.rollouts.wan_recheck.as_millis()).unwrap_or(i64::MAX),
     };
     let (passed, failed) = if reverting {
         (DeviceState::Reverted, DeviceState::RevertFailed)
@@ -181,7 +155,7 @@ async fn settle_gate(app: &Arc<App>, rollout: &RolloutRow, device: &RolloutDevic
                 Step::Wan => device.check_stage.as_deref() == Some("queued"),
                 Step::Boot => false,
             };
-            let rewake = i64::try_from(app.config.rollouts.rewake_after.as_millis()).unwrap_or(i64::MAX);
+            let rewake = i64::try_from(app.config.jobs.rewake_after.as_millis()).unwrap_or(i64::MAX);
             let woken_long_ago = device.connection_request_at.is_none_or(|at| facts.now.saturating_sub(at) >= rewake);
             Ok(if unsent && woken_long_ago { Settled::NoAndWake } else { Settled::No })
         }
@@ -198,12 +172,16 @@ async fn settle_gate(app: &Arc<App>, rollout: &RolloutRow, device: &RolloutDevic
             }
             let body = json!({"name": "getParameterValues", "parameterNames": paths}).to_string();
             let task = new_task(device.pk(), rollout.org_id, "getParameterValues", &body, None, device.deadline);
-            rollouts::check_wan(&app.store, rollout.id, device.pk(), task).await?;
+            let last_down = match &facts.wan {
+                WanFact::Read(WanVerdict::Down(why), _) => Some(why.as_str()),
+                _ => None,
+            };
+            rollouts::check_wan(&app.store, rollout.id, device.pk(), device.check_task_id, last_down, task).await?;
             Ok(Settled::NoAndWake)
         }
         Gate::Passed => {
             let reason = match &facts.wan {
-                WanFact::Read(WanVerdict::Up(path)) => format!("runs {expected}; {path} is up"),
+                WanFact::Read(WanVerdict::Up(path), _) => format!("runs {expected}; {path} is up"),
                 _ => format!("runs {expected}"),
             };
             Ok(rollouts::settle(&app.store, rollout, device, &from, passed, Some(&reason)).await?.into())
@@ -225,7 +203,7 @@ fn new_task<'a>(
     NewTask { device_pk: device, org_id: Some(org_id), name, body, sealed_body, expires_at }
 }
 
-async fn run_batches(app: &Arc<App>, rollout: &RolloutRow) -> Result<()> {
+async fn run_batches(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> Result<()> {
     let counts = rollouts::counts(&app.store, rollout.id).await?;
     let mut count = rollouts::batch_count(&counts, rollout.batch);
     let batch = u64::try_from(rollout.batch).unwrap_or(0);
@@ -238,6 +216,8 @@ async fn run_batches(app: &Arc<App>, rollout: &RolloutRow) -> Result<()> {
                 reason: Some(&reason),
                 event: Some(EventType::RolloutPaused),
                 finished: false,
+                acknowledge_failures: false,
+                unstarted: None,
             };
             rollouts::transition(&app.store, rollout, change).await?;
             return Ok(());
@@ -250,6 +230,8 @@ async fn run_batches(app: &Arc<App>, rollout: &RolloutRow) -> Result<()> {
                     reason: None,
                     event: Some(EventType::RolloutCompleted),
                     finished: true,
+                    acknowledge_failures: false,
+                    unstarted: None,
                 };
                 rollouts::transition(&app.store, rollout, change).await?;
             } else {
@@ -291,7 +273,7 @@ async fn run_batches(app: &Arc<App>, rollout: &RolloutRow) -> Result<()> {
             started.push(device.pk());
         }
     }
-    wake(app, started);
+    wakers.wake(rollout.org_id, started);
     Ok(())
 }
 
@@ -314,6 +296,8 @@ async fn image(app: &Arc<App>, rollout: &RolloutRow) -> Result<Option<FileRow>> 
             reason: Some("its image was deleted"),
             event: Some(EventType::RolloutPaused),
             finished: false,
+            acknowledge_failures: false,
+            unstarted: None,
         };
         rollouts::transition(&app.store, rollout, change).await?;
     }
@@ -362,6 +346,7 @@ async fn start(
             rollout,
             device_pk: device.pk(),
             from,
+            rollout_state: if to == DeviceState::Reverting { RolloutState::RollingBack } else { RolloutState::Running },
             to,
             file_id: file.id,
             token_hash: &crate::secrets::token_hash(&token),
@@ -374,7 +359,7 @@ async fn start(
     Ok(started.is_some())
 }
 
-async fn run_rollback(app: &Arc<App>, rollout: &RolloutRow, still_open: u64) -> Result<()> {
+async fn run_rollback(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow, still_open: u64) -> Result<()> {
     let settled =
         rollouts::devices(&app.store, rollout.id, &[DeviceState::Passed, DeviceState::Failed], None, REVERT_SCAN)
             .await?;
@@ -386,6 +371,8 @@ async fn run_rollback(app: &Arc<App>, rollout: &RolloutRow, still_open: u64) -> 
                 reason: None,
                 event: Some(EventType::RolloutRolledBack),
                 finished: true,
+                acknowledge_failures: false,
+                unstarted: None,
             };
             rollouts::transition(&app.store, rollout, change).await?;
         }
@@ -394,8 +381,20 @@ async fn run_rollback(app: &Arc<App>, rollout: &RolloutRow, still_open: u64) -> 
     let from = [DeviceState::Passed, DeviceState::Failed];
     let mut room = room(app, rollout).await?;
     let mut started = Vec::new();
+    let elsewhere = rollouts::busy_devices(&app.store, Some(rollout.id)).await?;
     for device in &settled {
-        match revert(&device.software_version, &device.from_version, device.rollback_file_id.is_some()) {
+        let facts = RevertFacts {
+            software_version: &device.software_version,
+            from_version: &device.from_version,
+            rollout_version: &rollout.version,
+            in_another_rollout: elsewhere.contains(&device.device_pk),
+            has_image: device.rollback_file_id.is_some(),
+        };
+        match revert(&facts) {
+            Revert::Elsewhere => {
+                let reason = format!("left alone: it runs {} now, or another rollout has it", device.software_version);
+                rollouts::settle(&app.store, rollout, device, &from, DeviceState::Skipped, Some(&reason)).await?;
+            }
             Revert::AlreadyThere => {
                 let reason = format!("it runs {} already", device.from_version);
                 rollouts::settle(&app.store, rollout, device, &from, DeviceState::Reverted, Some(&reason)).await?;
@@ -423,33 +422,8 @@ async fn run_rollback(app: &Arc<App>, rollout: &RolloutRow, still_open: u64) -> 
             Revert::Download => {}
         }
     }
-    wake(app, started);
+    wakers.wake(rollout.org_id, started);
     Ok(())
-}
-
-/// Wakes the devices a tick started, `[rollouts] connection_requests_per_second` at most, in
-/// the background: a batch of 200 is never 200 connection requests at once, and the tick does
-/// not wait on devices.
-fn wake(app: &Arc<App>, devices: Vec<DevicePk>) {
-    if devices.is_empty() {
-        return;
-    }
-    let app = app.clone();
-    let per_second = app.config.rollouts.connection_requests_per_second.max(1);
-    tokio::spawn(async move {
-        let mut pace = tokio::time::interval(Duration::from_secs(1) / per_second);
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for pk in devices {
-            pace.tick().await;
-            let device = match devices::by_pk(&app.store, pk).await {
-                Ok(Some(device)) => device,
-                _ => continue,
-            };
-            if let Err(error) = connection_request::send(&app, &device).await.context("waking") {
-                tracing::debug!(device = %device.device_id, "waking a rollout device: {error:#}");
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -747,6 +747,18 @@ pub async fn move_to(store: &Store, device: &Device, to: Move<'_>) -> Result<boo
     }
     reassign(&txn, device.id, to.to_org_id).await?;
     super::subscribers::unlink_foreign(&txn, device, to.to_org_id, to.actor).await?;
+    // The jobs of the organization it left start nothing more on it.
+    let now = super::now_millis();
+    for sql in [
+        "UPDATE rollout_devices SET state = 'skipped', reason = 'it moved to another organization', finished_at = ?
+         WHERE device_id = ? AND state = 'waiting'",
+        "UPDATE bulk_devices SET state = 'cancelled', reason = 'it moved to another organization', finished_at = ?
+         WHERE device_id = ? AND state = 'waiting'",
+    ] {
+        txn.execute_raw(statement(backend, sql, [now.into(), device.id.into()]))
+            .await
+            .context("leaving the jobs of its organization")?;
+    }
     let (kind, payload) = match to.from_slug {
         Some(from) => (
             EventType::DeviceMoved,

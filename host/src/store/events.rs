@@ -46,6 +46,9 @@ pub enum EventType {
     /// A rollout's rollback began (`rollout.rolling_back`) and ended (`rollout.rolled_back`).
     RolloutRollingBack,
     RolloutRolledBack,
+    /// Every device of a bulk action ended; or the action was cancelled.
+    BulkCompleted,
+    BulkCancelled,
 }
 
 impl EventType {
@@ -69,6 +72,8 @@ impl EventType {
             Self::RolloutAborted => "rollout.aborted",
             Self::RolloutRollingBack => "rollout.rolling_back",
             Self::RolloutRolledBack => "rollout.rolled_back",
+            Self::BulkCompleted => "bulk.completed",
+            Self::BulkCancelled => "bulk.cancelled",
         }
     }
 }

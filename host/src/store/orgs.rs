@@ -194,7 +194,8 @@ pub async fn delete(store: &Store, id: i64) -> Result<Result<(), Remaining>> {
             .with_context(|| format!("deleting the organization's {table}"))?;
     }
     // Rows that outlive their devices (tasks and faults cascade from devices; these do not).
-    for table in ["tasks", "faults", "device_events"] {
+    // Rollouts and bulk actions are the organization's history; their device rows cascade.
+    for table in ["tasks", "faults", "device_events", "rollouts", "bulk_actions"] {
         txn.execute_raw(super::statement(backend, &format!("DELETE FROM {table} WHERE org_id = ?"), [id.into()]))
             .await
             .with_context(|| format!("deleting the organization's {table}"))?;

@@ -90,13 +90,23 @@ fn int(n: u64) -> Value {
 /// Rows of `rollout_devices` inserted per statement.
 const INSERT_CHUNK: usize = 500;
 
-/// Creates a rollout over `members`, all in one transaction.
-pub async fn create(store: &Store, new: NewRollout<'_>, members: &[Member]) -> Result<RolloutRow> {
+/// Serializes rollout creation on PostgreSQL (SQLite's writer lock already does): a device is in
+/// one unfinished rollout at a time, which two concurrent creations would each check alone.
+const CREATE_LOCK: i64 = 0x0072_6f6c_6c6f_7574;
+
+/// Creates a rollout over `members`, all in one transaction; `None` when one of them is in
+/// another unfinished rollout by then.
+pub async fn create(store: &Store, new: NewRollout<'_>, members: &[Member]) -> Result<Option<RolloutRow>> {
     let now = now_millis();
     let batches = crate::rollouts::batch_count(members.len() as u64, new.canary, new.batch_size);
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting transaction")?;
     let backend = txn.get_database_backend();
+    if backend == sea_orm::DbBackend::Postgres {
+        txn.execute_raw(super::statement(backend, "SELECT pg_advisory_xact_lock(?)", [CREATE_LOCK.into()]))
+            .await
+            .context("locking rollout creation")?;
+    }
     let rollout = super::first::<RolloutRow, _>(
         &txn,
         super::statement(
@@ -151,8 +161,24 @@ pub async fn create(store: &Store, new: NewRollout<'_>, members: &[Member]) -> R
         }
         txn.execute_raw(super::statement(backend, &sql, args)).await.context("adding rollout devices")?;
     }
+    let busy = super::first_row(
+        &txn,
+        super::statement(
+            backend,
+            "SELECT 1 FROM rollout_devices mine JOIN rollout_devices other ON other.device_id = mine.device_id
+             JOIN rollouts r ON r.id = other.rollout_id
+             WHERE mine.rollout_id = ? AND other.rollout_id <> ? AND r.finished_at IS NULL LIMIT 1",
+            [rollout.id.into(), rollout.id.into()],
+        ),
+    )
+    .await
+    .context("checking the devices' other rollouts")?;
+    if busy.is_some() {
+        txn.rollback().await.context("rolling back")?;
+        return Ok(None);
+    }
     txn.commit().await.context("committing rollout")?;
-    Ok(rollout)
+    Ok(Some(rollout))
 }
 
 pub async fn by_id(store: &Store, id: i64) -> Result<Option<RolloutRow>> {
@@ -218,6 +244,7 @@ pub struct RolloutDevice {
     pub task_fault: Option<String>,
     pub check_status: Option<String>,
     pub check_stage: Option<String>,
+    pub check_done_at: Option<i64>,
     pub check_result: Option<String>,
     pub check_fault_code: Option<String>,
     pub check_fault: Option<String>,
@@ -237,7 +264,7 @@ const DEVICE_COLUMNS: &str = "rd.device_id AS device_pk, d.device_id, rd.batch, 
     rd.from_version, rd.rollback_file_id, rd.task_id, rd.check_task_id, rd.started_at, rd.deadline, rd.finished_at,
     rd.reason, d.software_version, d.last_boot_at, d.connection_request_at,
     t.status AS task_status, t.stage AS task_stage, t.fault_code AS task_fault_code, t.fault_message AS task_fault,
-    c.status AS check_status, c.stage AS check_stage, c.result AS check_result, c.fault_code AS check_fault_code, c.fault_message AS check_fault
+    c.status AS check_status, c.stage AS check_stage, c.done_at AS check_done_at, c.result AS check_result, c.fault_code AS check_fault_code, c.fault_message AS check_fault
     FROM rollout_devices rd JOIN devices d ON d.id = rd.device_id
     LEFT JOIN tasks t ON t.id = rd.task_id LEFT JOIN tasks c ON c.id = rd.check_task_id";
 
@@ -339,6 +366,9 @@ pub struct Start<'a> {
     pub device_pk: DevicePk,
     /// The states the device may start from (`waiting` for an upgrade; settled ones for a revert).
     pub from: &'a [DeviceState],
+    /// The state the rollout must still be in (a pause that landed since the tick read it
+    /// starts nothing more).
+    pub rollout_state: RolloutState,
     pub to: DeviceState,
     pub file_id: i64,
     pub token_hash: &'a str,
@@ -364,12 +394,14 @@ pub async fn start(store: &Store, start: Start<'_>) -> Result<Option<TaskRow>> {
         start.device_pk.into(),
     ];
     args.extend(start.from.iter().map(|s| Value::from(s.as_str())));
+    args.extend([start.rollout.id.into(), start.rollout_state.as_str().into()]);
     let moved = txn
         .execute_raw(super::statement(
             backend,
             &format!(
                 "UPDATE rollout_devices SET state = ?, step = ?, task_id = ?, check_task_id = NULL, started_at = ?,
-                 deadline = ?, finished_at = NULL, reason = NULL WHERE rollout_id = ? AND device_id = ? AND state IN ({})",
+                 deadline = ?, finished_at = NULL, reason = NULL WHERE rollout_id = ? AND device_id = ? AND state IN ({})
+                 AND EXISTS (SELECT 1 FROM rollouts WHERE id = ? AND state = ?)",
                 super::placeholders(start.from.len())
             ),
             args,
@@ -406,17 +438,36 @@ pub async fn set_step(store: &Store, rollout_id: i64, device: DevicePk, step: St
 }
 
 /// Queues a device's WAN check and records it, in one transaction.
-pub async fn check_wan(store: &Store, rollout_id: i64, device: DevicePk, task: NewTask<'_>) -> Result<()> {
+/// `previous`: the check this one replaces (a re-read of a WAN found down), which must still be
+/// the device's, so two runners never queue two; `last_down`: why that one found it down, kept
+/// as the device's reason until the gate ends.
+pub async fn check_wan(
+    store: &Store,
+    rollout_id: i64,
+    device: DevicePk,
+    previous: Option<i64>,
+    last_down: Option<&str>,
+    task: NewTask<'_>,
+) -> Result<()> {
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting transaction")?;
     let task = super::tasks::insert_row(&txn, task).await?;
-    txn.execute_raw(super::statement(
-        txn.get_database_backend(),
-        "UPDATE rollout_devices SET step = 'wan', check_task_id = ? WHERE rollout_id = ? AND device_id = ?",
-        [task.id.into(), rollout_id.into(), device.into()],
-    ))
-    .await
-    .context("recording the WAN check")?;
+    let same = if previous.is_some() { "check_task_id = ?" } else { "check_task_id IS NULL AND ? IS NULL" };
+    let moved = txn
+        .execute_raw(super::statement(
+            txn.get_database_backend(),
+            &format!(
+                "UPDATE rollout_devices SET step = 'wan', check_task_id = ?, reason = ? WHERE rollout_id = ?
+                 AND device_id = ? AND state IN ('upgrading', 'reverting') AND {same}"
+            ),
+            [task.id.into(), last_down.into(), rollout_id.into(), device.into(), previous.into()],
+        ))
+        .await
+        .context("recording the WAN check")?;
+    if moved.rows_affected() == 0 {
+        txn.rollback().await.context("rolling back")?;
+        return Ok(());
+    }
     txn.commit().await.context("committing the WAN check")
 }
 
@@ -464,27 +515,6 @@ pub async fn settle(
     Ok(true)
 }
 
-/// Moves every device of the rollout in `from` to `to` (no event each: the rollout's own event
-/// says it); how many moved.
-pub async fn settle_all(
-    store: &Store,
-    rollout_id: i64,
-    from: DeviceState,
-    to: DeviceState,
-    reason: &str,
-) -> Result<u64> {
-    let _guard = store.write_guard().await;
-    let moved = store
-        .db()
-        .execute_raw(store.statement(
-            "UPDATE rollout_devices SET state = ?, reason = ?, finished_at = ? WHERE rollout_id = ? AND state = ?",
-            [to.as_str().into(), reason.into(), now_millis().into(), rollout_id.into(), from.as_str().into()],
-        ))
-        .await
-        .context("settling rollout devices")?;
-    Ok(moved.rows_affected())
-}
-
 /// A change of a rollout's state, with its event.
 pub struct Transition<'a> {
     pub from: &'a [RolloutState],
@@ -493,6 +523,11 @@ pub struct Transition<'a> {
     pub event: Option<EventType>,
     /// Whether the rollout is finished with this change (its gates all settled).
     pub finished: bool,
+    /// A resume: the current batch's failures so far no longer count toward its threshold.
+    pub acknowledge_failures: bool,
+    /// What its devices not started become, and those whose download was queued but never
+    /// sent (the download is deleted): an abort or a rollback.
+    pub unstarted: Option<(DeviceState, &'a str)>,
 }
 
 /// `false` when the rollout was in none of `from` (another request or replica moved it first).
@@ -523,6 +558,39 @@ pub async fn transition(store: &Store, rollout: &RolloutRow, change: Transition<
     if moved.rows_affected() == 0 {
         txn.rollback().await.context("rolling back")?;
         return Ok(false);
+    }
+    let backend = txn.get_database_backend();
+    if change.acknowledge_failures {
+        txn.execute_raw(super::statement(
+            backend,
+            "UPDATE rollouts SET acknowledged_failures = (SELECT COUNT(*) FROM rollout_devices
+             WHERE rollout_id = rollouts.id AND batch = rollouts.batch AND state = 'failed') WHERE id = ?",
+            [rollout.id.into()],
+        ))
+        .await
+        .context("acknowledging a batch's failures")?;
+    }
+    if let Some((to, reason)) = change.unstarted {
+        let unsent = "SELECT id FROM tasks WHERE status = 'pending' AND stage = 'queued' AND attempts = 0";
+        txn.execute_raw(super::statement(
+            backend,
+            &format!(
+                "DELETE FROM tasks WHERE id IN (SELECT task_id FROM rollout_devices WHERE rollout_id = ?
+                 AND state IN ('upgrading', 'reverting') AND task_id IN ({unsent}))"
+            ),
+            [rollout.id.into()],
+        ))
+        .await
+        .context("deleting downloads never sent")?;
+        txn.execute_raw(super::statement(
+            backend,
+            "UPDATE rollout_devices SET state = ?, step = NULL, reason = ?, finished_at = ? WHERE rollout_id = ?
+             AND (state = 'waiting' OR (state IN ('upgrading', 'reverting')
+             AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = rollout_devices.task_id)))",
+            [to.as_str().into(), reason.into(), now.into(), rollout.id.into()],
+        ))
+        .await
+        .context("settling the devices not started")?;
     }
     if let Some(event) = change.event {
         let payload = serde_json::json!({
@@ -567,30 +635,14 @@ pub async fn advance(store: &Store, rollout_id: i64, settled_batch: i64, done_at
     Ok(moved.rows_affected() > 0)
 }
 
-/// Counts the current batch's failures as acknowledged (a resume): its threshold counts only
-/// failures after this.
-pub async fn acknowledge_failures(store: &Store, rollout_id: i64, batch: i64) -> Result<()> {
-    let _guard = store.write_guard().await;
-    store
-        .db()
-        .execute_raw(store.statement(
-            "UPDATE rollouts SET acknowledged_failures = (SELECT COUNT(*) FROM rollout_devices
-             WHERE rollout_id = ? AND batch = ? AND state = 'failed') WHERE id = ? AND batch = ?",
-            [rollout_id.into(), batch.into(), rollout_id.into(), batch.into()],
-        ))
-        .await
-        .context("acknowledging a batch's failures")?;
-    Ok(())
-}
-
-/// The devices of unfinished rollouts (a device is in one rollout at a time).
-pub async fn busy_devices(store: &Store) -> Result<std::collections::HashSet<i64>> {
+/// The devices of unfinished rollouts but `except` (a device is in one rollout at a time).
+pub async fn busy_devices(store: &Store, except: Option<i64>) -> Result<std::collections::HashSet<i64>> {
     let rows = store
         .db()
         .query_all_raw(store.statement(
             "SELECT DISTINCT rd.device_id FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id
-             WHERE r.finished_at IS NULL",
-            [],
+             WHERE r.finished_at IS NULL AND r.id <> ?",
+            [except.unwrap_or(0).into()],
         ))
         .await
         .context("listing devices in rollouts")?;
