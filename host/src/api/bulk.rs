@@ -57,7 +57,8 @@ pub struct BulkDeviceView {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
-    /// The Wi-Fi key a `rotateWifiKey` gave it (shown to callers who may change Wi-Fi).
+    /// The Wi-Fi key a `rotateWifiKey` gave it, once it took it (shown to callers who may
+    /// change Wi-Fi).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wifi_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,7 +252,12 @@ fn device_view(app: &App, device: &BulkDevice, reveal: bool) -> BulkDeviceView {
         device_id: device.device_id.clone(),
         state: device.state.clone(),
         task_id: device.task_id.map(|id| id.to_string()),
-        wifi_key: device.secret.as_deref().filter(|_| reveal).and_then(|sealed| app.secrets.open_string(sealed).ok()),
+        // Only a key the device took: a failed or cancelled device keeps its old one.
+        wifi_key: device
+            .secret
+            .as_deref()
+            .filter(|_| reveal && device.state() == DeviceState::Done)
+            .and_then(|sealed| app.secrets.open_string(sealed).ok()),
         started_at: optional_timestamp(device.started_at),
         finished_at: optional_timestamp(device.finished_at),
         reason: device.reason.clone(),

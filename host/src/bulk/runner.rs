@@ -51,7 +51,9 @@ async fn advance(app: &Arc<App>, wakers: &Wakers, row: &BulkRow, budgets: &mut H
             Outcome::Open => {
                 open += 1;
                 let unsent = device.task_stage.as_deref().is_none_or(|stage| stage == "queued");
-                if unsent && device.connection_request_at.is_none_or(|at| now.saturating_sub(at) >= rewake) {
+                // Woken last when its request went out, or (still on its way) when it started.
+                let woken = device.connection_request_at.map_or(since, |at| at.max(since));
+                if unsent && now.saturating_sub(woken) >= rewake {
                     to_wake.push(device.pk());
                 }
             }
@@ -94,9 +96,17 @@ async fn advance(app: &Arc<App>, wakers: &Wakers, row: &BulkRow, budgets: &mut H
         .and_then(|value| BulkAction::parse(&value))
         .map_err(|why| anyhow::anyhow!("the stored bulk action no longer parses: {why}"))?;
     for device in &waiting {
-        if start(app, row, &action, device).await? {
-            *budget = budget.saturating_sub(1);
-            to_wake.push(device.pk());
+        match start(app, row, &action, device).await {
+            Ok(true) => {
+                *budget = budget.saturating_sub(1);
+                to_wake.push(device.pk());
+            }
+            Ok(false) => {}
+            // The devices started before it are woken all the same.
+            Err(error) => {
+                tracing::warn!(bulk = row.id, device = %device.device_id, "starting a bulk device: {error:#}");
+                break;
+            }
         }
     }
     wakers.wake(row.org_id, to_wake);

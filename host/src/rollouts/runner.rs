@@ -156,7 +156,9 @@ async fn settle_gate(app: &Arc<App>, rollout: &RolloutRow, device: &RolloutDevic
                 Step::Boot => false,
             };
             let rewake = i64::try_from(app.config.jobs.rewake_after.as_millis()).unwrap_or(i64::MAX);
-            let woken_long_ago = device.connection_request_at.is_none_or(|at| facts.now.saturating_sub(at) >= rewake);
+            // Woken last when its request went out, or (still on its way) when it started.
+            let woken = device.connection_request_at.map_or(started, |at| at.max(started));
+            let woken_long_ago = facts.now.saturating_sub(woken) >= rewake;
             Ok(if unsent && woken_long_ago { Settled::NoAndWake } else { Settled::No })
         }
         Gate::CheckWan => {

@@ -312,6 +312,9 @@ pub async fn cancel(store: &Store, bulk: &BulkRow, by: &str) -> Result<bool> {
         "UPDATE bulk_devices SET state = 'cancelled', reason = ?, finished_at = ? WHERE bulk_id = ? AND state = 'waiting'",
         "UPDATE bulk_devices SET state = 'cancelled', reason = ?, finished_at = ? WHERE bulk_id = ? AND state = 'started'
          AND task_id IN (SELECT id FROM tasks WHERE status = 'pending' AND stage = 'queued' AND attempts = 0)",
+        // Presets run again have no task: their devices are marked already, and stop counting.
+        "UPDATE bulk_devices SET state = 'cancelled', reason = ?, finished_at = ? WHERE bulk_id = ? AND state = 'started'
+         AND task_id IS NULL",
     ] {
         txn.execute_raw(super::statement(backend, sql, [reason.as_str().into(), now.into(), bulk.id.into()]))
             .await
@@ -319,7 +322,8 @@ pub async fn cancel(store: &Store, bulk: &BulkRow, by: &str) -> Result<bool> {
     }
     txn.execute_raw(super::statement(
         backend,
-        "DELETE FROM tasks WHERE status = 'pending' AND id IN
+        // Only tasks no session took meanwhile (on PostgreSQL, one may have since the UPDATE).
+        "DELETE FROM tasks WHERE status = 'pending' AND stage = 'queued' AND attempts = 0 AND id IN
          (SELECT task_id FROM bulk_devices WHERE bulk_id = ? AND state = 'cancelled' AND task_id IS NOT NULL)",
         [bulk.id.into()],
     ))
