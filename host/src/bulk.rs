@@ -5,8 +5,6 @@
 //! carries them out; the state is the database's (`store::bulk`), so a restart resumes a bulk
 //! action where it was.
 
-use std::fmt;
-
 use serde_json::{Value, json};
 
 use crate::permissions::Permission;
@@ -133,12 +131,6 @@ impl BulkAction {
             }
             Self::RerunPresets => return None,
         })
-    }
-}
-
-impl fmt::Display for BulkAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

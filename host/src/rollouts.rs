@@ -6,8 +6,6 @@
 //! carries out what these functions decide; the state lives in the database (`store::rollouts`),
 //! so a restart resumes a rollout where it was.
 
-use std::fmt;
-
 use roost_cwmp::DataModel;
 
 pub mod runner;
@@ -41,12 +39,6 @@ impl RolloutState {
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
-
-impl fmt::Display for RolloutState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

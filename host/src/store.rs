@@ -393,6 +393,11 @@ pub fn page_by_id(sql: &mut String, args: &mut Vec<Value>, after: Option<i64>, l
     args.push(Value::from(i64::try_from(limit).unwrap_or(i64::MAX)));
 }
 
+/// A count or position as the database stores it (BIGINT), saturating.
+pub(crate) fn count_value(n: u64) -> Value {
+    Value::from(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
 /// `?, ?, …` for `n` values.
 pub fn placeholders(n: usize) -> String {
     let mut out = String::with_capacity(n * 3);

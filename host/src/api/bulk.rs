@@ -24,7 +24,7 @@ use crate::bulk::{BulkAction, DeviceState};
 use crate::permissions::Permission;
 use crate::store::bulk::{self, BulkDevice, BulkRow, NewBulk};
 use crate::store::devices;
-use crate::store::orgs::{self, Scope};
+use crate::store::orgs;
 
 pub fn router() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(show)).routes(routes!(cancel))
@@ -152,11 +152,7 @@ async fn create(
         return Err(invalid("query: $regex is not taken in a bulk action"));
     }
     let org = super::orgs::named_or_own(&app, &caller, request.org.as_deref()).await?;
-    let subtree = orgs::subtree(&app.api_store, org.id).await?;
-    let scope = match &caller.scope {
-        Scope::All => Scope::Orgs(subtree),
-        Scope::Orgs(mine) => Scope::Orgs(subtree.into_iter().filter(|id| mine.contains(id)).collect()),
-    };
+    let scope = caller.scope.within(orgs::subtree(&app.api_store, org.id).await?);
     let found = devices::find(
         &app.api_store,
         &scope,

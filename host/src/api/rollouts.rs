@@ -27,7 +27,7 @@ use crate::store::devices::Device;
 use crate::store::devices::filter::{Comparison, Field, Filter, Scalar, Test};
 use crate::store::events::EventType;
 use crate::store::files::FileRow;
-use crate::store::orgs::{self, Scope};
+use crate::store::orgs;
 use crate::store::rollouts::{self, Member, NewRollout, RolloutDevice, RolloutRow, Transition};
 use crate::store::{devices, files};
 
@@ -392,14 +392,7 @@ async fn create(
         None => orgs::time_zone_of(&ancestry),
     };
     let filter = target_filter(&request.target, &file).map_err(invalid)?;
-    let scope = Scope::Orgs(orgs::subtree(&app.api_store, org.id).await?);
-    let scope = match &caller.scope {
-        Scope::All => scope,
-        Scope::Orgs(mine) => match scope {
-            Scope::Orgs(ids) => Scope::Orgs(ids.into_iter().filter(|id| mine.contains(id)).collect()),
-            Scope::All => Scope::Orgs(mine.clone()),
-        },
-    };
+    let scope = caller.scope.within(orgs::subtree(&app.api_store, org.id).await?);
     let query =
         devices::DeviceQuery::new(Some(&filter), &[], app.api_store.backend(), 0, MAX_DEVICES + 1).map_err(invalid)?;
     let found = devices::find(&app.api_store, &scope, &query).await?;

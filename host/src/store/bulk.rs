@@ -41,10 +41,6 @@ pub struct NewBulk<'a> {
 /// Rows of `bulk_devices` inserted per statement.
 const INSERT_CHUNK: usize = 500;
 
-fn int(n: u64) -> Value {
-    Value::from(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
 /// Creates a bulk action over `devices`, in that order, in one transaction.
 pub async fn create(store: &Store, new: NewBulk<'_>, devices: &[DevicePk]) -> Result<BulkRow> {
     let now = now_millis();
@@ -80,7 +76,11 @@ pub async fn create(store: &Store, new: NewBulk<'_>, devices: &[DevicePk]) -> Re
                 sql.push_str(", ");
             }
             sql.push_str("(?, ?, ?, 'waiting')");
-            args.extend([bulk.id.into(), (*device).into(), int((chunk_index * INSERT_CHUNK + i) as u64)]);
+            args.extend([
+                bulk.id.into(),
+                (*device).into(),
+                super::count_value((chunk_index * INSERT_CHUNK + i) as u64),
+            ]);
         }
         txn.execute_raw(super::statement(backend, &sql, args)).await.context("adding bulk devices")?;
     }
@@ -176,7 +176,7 @@ pub async fn devices(
         args.push(after.into());
     }
     sql.push_str(" ORDER BY bd.position LIMIT ?");
-    args.push(int(limit));
+    args.push(super::count_value(limit));
     BulkDevice::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing bulk devices")
 }
 

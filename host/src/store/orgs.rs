@@ -50,6 +50,15 @@ impl Scope {
         }
     }
 
+    /// The organizations of `subtree` this scope sees: what a job over an organization's
+    /// devices (a rollout, a bulk action) may reach for this caller.
+    pub fn within(&self, subtree: Vec<i64>) -> Scope {
+        match self {
+            Self::All => Self::Orgs(subtree),
+            Self::Orgs(mine) => Self::Orgs(subtree.into_iter().filter(|id| mine.contains(id)).collect()),
+        }
+    }
+
     pub fn contains(&self, org_id: Option<i64>) -> bool {
         match (self, org_id) {
             (Self::All, _) => true,
@@ -296,4 +305,16 @@ pub fn validate_host(host: &str) -> Result<()> {
         bail!("a CWMP host is a lowercase DNS name such as acs.isp.example: {host:?}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_within_a_subtree_keeps_what_it_sees_of_it() {
+        assert_eq!(Scope::All.within(vec![3, 4]), Scope::Orgs(vec![3, 4]));
+        assert_eq!(Scope::Orgs(vec![2, 4]).within(vec![3, 4]), Scope::Orgs(vec![4]));
+        assert_eq!(Scope::Orgs(vec![2]).within(vec![3, 4]), Scope::Orgs(vec![]));
+    }
 }

@@ -83,10 +83,6 @@ pub struct Member {
     pub rollback_file_id: Option<i64>,
 }
 
-fn int(n: u64) -> Value {
-    Value::from(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
 /// Rows of `rollout_devices` inserted per statement.
 const INSERT_CHUNK: usize = 500;
 
@@ -120,16 +116,16 @@ pub async fn create(store: &Store, new: NewRollout<'_>, members: &[Member]) -> R
                 new.file_id.into(),
                 new.version.into(),
                 new.target.into(),
-                int(new.canary),
-                int(new.batch_size),
-                int(new.batch_interval_s),
+                super::count_value(new.canary),
+                super::count_value(new.batch_size),
+                super::count_value(new.batch_interval_s),
                 new.failure_threshold.into(),
-                int(new.gate_timeout_s),
+                super::count_value(new.gate_timeout_s),
                 new.window.map(|w| i64::from(w.start)).into(),
                 new.window.map(|w| i64::from(w.end)).into(),
                 new.time_zone.into(),
                 if new.paused { RolloutState::Paused } else { RolloutState::Running }.as_str().into(),
-                int(batches),
+                super::count_value(batches),
                 new.created_by.into(),
                 now.into(),
                 now.into(),
@@ -153,8 +149,8 @@ pub async fn create(store: &Store, new: NewRollout<'_>, members: &[Member]) -> R
             args.extend([
                 rollout.id.into(),
                 member.device_pk.into(),
-                int(crate::rollouts::batch_of(position, new.canary, new.batch_size)),
-                int(position),
+                super::count_value(crate::rollouts::batch_of(position, new.canary, new.batch_size)),
+                super::count_value(position),
                 member.from_version.as_str().into(),
                 member.rollback_file_id.into(),
             ]);
@@ -287,7 +283,7 @@ pub async fn devices(
         args.push(after.into());
     }
     sql.push_str(" ORDER BY rd.position LIMIT ?");
-    args.push(int(limit));
+    args.push(super::count_value(limit));
     RolloutDevice::find_by_statement(store.statement(&sql, args))
         .all(store.db())
         .await
@@ -299,10 +295,12 @@ pub async fn waiting(store: &Store, rollout_id: i64, batch: i64, limit: u64) -> 
     let sql = format!(
         "SELECT {DEVICE_COLUMNS} WHERE rd.rollout_id = ? AND rd.state = 'waiting' AND rd.batch = ? ORDER BY rd.position LIMIT ?"
     );
-    RolloutDevice::find_by_statement(store.statement(&sql, [rollout_id.into(), batch.into(), int(limit)]))
-        .all(store.db())
-        .await
-        .context("listing waiting devices")
+    RolloutDevice::find_by_statement(
+        store.statement(&sql, [rollout_id.into(), batch.into(), super::count_value(limit)]),
+    )
+    .all(store.db())
+    .await
+    .context("listing waiting devices")
 }
 
 /// A rollout's devices by batch and state.
