@@ -71,6 +71,31 @@ pub const CONCURRENT_UPLOADS: usize = 4;
 /// How long an upload may go without sending a byte before it is given up.
 pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What Roost still reads, and throws away, of an upload it refused as too large, so that a
+/// client still sending gets the answer instead of a connection reset (a socket closed on
+/// unread bytes resets). Past either bound the connection is closed all the same.
+pub const REFUSED_DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+pub const REFUSED_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what is left of `body`, up to `max_bytes` or `max_time`, whichever ends first.
+/// Returns the bytes dropped.
+pub async fn discard<S>(body: &mut S, max_bytes: u64, max_time: std::time::Duration) -> u64
+where
+    S: futures::Stream<Item = Result<Bytes, String>> + Unpin,
+{
+    let mut dropped = 0u64;
+    let drain = async {
+        while dropped < max_bytes {
+            match body.next().await {
+                Some(Ok(chunk)) => dropped += chunk.len() as u64,
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(max_time, drain).await;
+    dropped
+}
+
 impl LocalFiles {
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }

@@ -45,7 +45,10 @@ async fn fleet(
     config.devices = count;
     config.serial_prefix = prefix.to_owned();
     config.start = StartMode::Manual;
-    config.retry = false;
+    // As real firmware does, a session that fails (the server restarting under it) is tried
+    // again soon, its TransferComplete and boot events kept until delivered.
+    config.retry = true;
+    config.retry_min_wait = Duration::from_millis(300);
     config.reboot_delay = Duration::from_millis(200);
     config.cr_min_interval = Duration::ZERO;
     config.firmware_failure = failure.map(|mode| FirmwareFailure { version: NEW.into(), mode });

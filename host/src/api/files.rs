@@ -126,7 +126,33 @@ async fn upload(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(query): Query<UploadQuery>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
+) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<FileView>)> {
+    let started = std::sync::atomic::AtomicBool::new(false);
+    let chunks = body.into_data_stream().map(|chunk| {
+        started.store(true, std::sync::atomic::Ordering::Relaxed);
+        chunk.map_err(|e| e.to_string())
+    });
+    // A client that stops sending holds its slot no longer than this.
+    // Fused: a refusal after the last byte drains nothing more.
+    let mut chunks = Box::pin(tokio_stream_idle(chunks, crate::files::UPLOAD_IDLE).fuse());
+    let stored = store_upload(&app, &caller, &query, &headers, &mut chunks).await;
+    // A refused client still sending is read until it ends (bounded), so that it sees the
+    // refusal rather than a reset; one waiting on `Expect: 100-continue` before its first byte
+    // sends nothing once refused, and is not asked to.
+    if stored.is_err() && (started.load(std::sync::atomic::Ordering::Relaxed) || !expects_continue(&headers)) {
+        crate::files::discard(&mut chunks, crate::files::REFUSED_DRAIN_BYTES, crate::files::REFUSED_DRAIN_TIME).await;
+    }
+    stored
+}
+
+async fn store_upload(
+    app: &App,
+    caller: &Caller,
+    query: &UploadQuery,
+    headers: &axum::http::HeaderMap,
+    chunks: &mut (impl futures::Stream<Item = Result<bytes::Bytes, String>> + Send + Unpin),
 ) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<FileView>)> {
     caller.require(Permission::ManageFiles)?;
     crate::files::check_name(&query.name).map_err(invalid)?;
@@ -143,7 +169,7 @@ async fn upload(
     {
         return Err(invalid("sha256: 64 hex digits"));
     }
-    let org = super::orgs::named_or_own(&app, &caller, query.org.as_deref()).await?;
+    let org = super::orgs::named_or_own(app, caller, query.org.as_deref()).await?;
     if files::list(&app.api_store, &crate::store::orgs::Scope::Orgs(vec![org.id]), Some(&query.name), None, 1)
         .await?
         .pop()
@@ -159,14 +185,17 @@ async fn upload(
         ));
     };
     let max = app.config.files.max_bytes;
-    let chunks = body.into_data_stream().map(|chunk| chunk.map_err(|e| e.to_string()));
-    // A client that stops sending holds its slot no longer than this.
-    let chunks = tokio_stream_idle(chunks, crate::files::UPLOAD_IDLE);
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, WriteError::TooLarge(max).to_string());
+    let declared =
+        headers.get(axum::http::header::CONTENT_LENGTH).and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|declared| declared > max) {
+        // Refused before a byte is read.
+        return Err(too_large());
+    }
     let key = uuid::Uuid::now_v7().to_string();
     let written = app.files.write(&key, chunks.boxed(), max).await.map_err(|error| match error {
-        WriteError::TooLarge(_) => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, error.to_string())
-        }
+        WriteError::TooLarge(_) => too_large(),
         WriteError::Body(_) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, error.to_string()),
         WriteError::Storage(error) => ApiError::from(error),
     })?;
@@ -208,6 +237,12 @@ async fn upload(
 
 fn taken(org: &str, name: &str) -> ApiError {
     ApiError::conflict(ErrorCode::FileExists, format!("name: {org} has a file {name:?} already; delete it first"))
+}
+
+fn expects_continue(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Ends a stream with an error when `idle` passes without an item.
