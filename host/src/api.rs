@@ -39,6 +39,7 @@ pub mod rollouts;
 pub mod subscribers;
 pub mod tasks;
 pub mod users;
+pub mod webhooks;
 
 use error::{ApiError, ApiResult, ErrorCode};
 
@@ -103,6 +104,7 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(files::router())
         .merge(rollouts::router())
         .merge(bulk::router())
+        .merge(webhooks::router())
 }
 
 /// The OpenAPI document the server serves, without a server (`roost openapi`).

@@ -25,6 +25,9 @@ const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 pub struct App {
     pub config: Config,
+    /// The addresses the listeners are bound to (known once they are): a webhook is not taken
+    /// to point at them.
+    pub listening: std::sync::OnceLock<Vec<SocketAddr>>,
     /// The store of CPE sessions and background work.
     pub store: Store,
     /// The same database through the REST API's own pool (see `Store::with_own_pool`).
@@ -47,6 +50,9 @@ pub struct App {
     pub task_events: broadcast::Sender<i64>,
     /// For connection requests.
     pub http: reqwest::Client,
+    /// Webhook deliveries: connections kept alive per receiver, no redirects followed (a
+    /// receiver's redirect would carry signed events elsewhere).
+    pub webhook_http: reqwest::Client,
     /// Where the file store keeps contents (`<data-dir>/files/`).
     pub files: Arc<dyn crate::files::FileStorage>,
     /// File uploads in flight: they stream past the API's admission slots (`take_slot`), which
@@ -83,6 +89,12 @@ impl App {
             .pool_max_idle_per_host(0)
             .build()
             .context("building the HTTP client")?;
+        let webhook_http = reqwest::Client::builder()
+            .connect_timeout(config.events.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Roost-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the webhook HTTP client")?;
         let (task_events, _) = broadcast::channel(1024);
         let plugins = match plugins {
             Some(shared) => shared,
@@ -112,9 +124,11 @@ impl App {
             provisioning,
             task_events,
             http,
+            webhook_http,
             files,
             upload_slots: Arc::new(tokio::sync::Semaphore::new(crate::files::CONCURRENT_UPLOADS)),
             draining: AtomicBool::new(false),
+            listening: std::sync::OnceLock::new(),
         })
     }
 
@@ -165,6 +179,7 @@ impl Server {
         }
         let cwmp_addr = cwmp_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
+        let _ = app.listening.set(vec![cwmp_addr, http_addr]);
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -185,6 +200,7 @@ impl Server {
         tasks.spawn(crate::health::jobs::flush_loop(app.clone(), stopped.clone()));
         tasks.spawn(crate::health::jobs::presence_loop(app.clone(), stopped.clone()));
         tasks.spawn(crate::jobs::run(app.clone(), stopped.clone()));
+        tasks.spawn(crate::events::outbox::run(app.clone(), stopped.clone()));
 
         let sweeper_app = app.clone();
         let mut signal = stopped;

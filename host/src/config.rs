@@ -77,6 +77,7 @@ pub struct Config {
     pub files: FileSettings,
     pub jobs: JobSettings,
     pub rollouts: RolloutSettings,
+    pub events: EventSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,6 +306,55 @@ impl Default for RolloutSettings {
     }
 }
 
+/// `[events]`: how events leave Roost, by webhook and by NATS JetStream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventSettings {
+    /// NATS server to publish every event to (`nats://host:4222`); none when absent.
+    pub nats_url: Option<String>,
+    /// The JetStream stream holding the events (subjects `<nats_prefix>.>`), made if missing.
+    pub nats_stream: String,
+    /// The first token of the subjects: events go on `<nats_prefix>.<org>.<type>`.
+    pub nats_prefix: String,
+    /// How often the outbox is read for new events, and due deliveries looked for.
+    #[serde(with = "millis")]
+    pub poll: Duration,
+    /// How long a webhook receiver has to answer a delivery, connecting included.
+    #[serde(with = "seconds")]
+    pub timeout: Duration,
+    /// The first retry of a failed delivery waits this long, doubling per attempt up to
+    /// `retry_max` (less a random part, so failures do not come back together).
+    #[serde(with = "seconds")]
+    pub retry_base: Duration,
+    #[serde(with = "seconds")]
+    pub retry_max: Duration,
+    /// Failed attempts in a row after which a webhook's circuit opens: nothing is sent to it
+    /// until one delivery, tried after a backoff, gets through.
+    pub breaker_failures: u32,
+    /// A webhook failing for this long is disabled (an event and an audit entry say so).
+    #[serde(with = "seconds")]
+    pub disable_after: Duration,
+    /// Deliveries in flight at once, all webhooks together.
+    pub concurrency: usize,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            nats_stream: "ROOST".into(),
+            nats_prefix: "roost".into(),
+            poll: Duration::from_millis(500),
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            breaker_failures: 5,
+            disable_after: Duration::from_secs(3 * 24 * 3600),
+            concurrency: 64,
+        }
+    }
+}
+
 /// Where `scripts/build-plugins.sh` puts the shipped plugins, from the repository's root.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins/dist";
 
@@ -322,6 +372,7 @@ struct FileConfig {
     files: FileSettings,
     jobs: JobSettings,
     rollouts: RolloutSettings,
+    events: EventSettings,
 }
 
 impl Config {
@@ -353,6 +404,7 @@ impl Config {
             files: file.files,
             jobs: file.jobs,
             rollouts: file.rollouts,
+            events: file.events,
             plugins: PluginSettings {
                 install_dir: args
                     .plugins_dir
@@ -382,6 +434,7 @@ impl Config {
             files: FileSettings::default(),
             jobs: JobSettings::default(),
             rollouts: RolloutSettings::default(),
+            events: EventSettings::default(),
         }
     }
 }
@@ -389,6 +442,16 @@ impl Config {
 fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+pub(crate) mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(deserializer)?))
+    }
 }
 
 pub(crate) mod seconds {

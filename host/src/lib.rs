@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod cwmp;
 pub mod diagnostics;
+pub mod events;
 pub mod fault_code;
 pub mod files;
 pub mod health;

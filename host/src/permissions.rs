@@ -71,6 +71,8 @@ pub enum Permission {
     ManageUsers,
     /// Onboarding credentials CPEs present (per organization and device model).
     ManageOnboarding,
+    /// Webhooks: create, change, delete, read their delivery logs and replay them.
+    ManageWebhooks,
     /// The audit log of one's subtree.
     ReadAudit,
     /// Devices no organization has claimed yet.
@@ -135,6 +137,11 @@ pub const MATRIX: &[(Permission, Role, &str)] = &[
         "Create, change, disable and delete users and API keys, up to one's own role",
     ),
     (Permission::ManageOnboarding, Role::OrgAdmin, "Create and delete the CWMP onboarding credentials CPEs present"),
+    (
+        Permission::ManageWebhooks,
+        Role::OrgAdmin,
+        "Create, change and delete webhooks; read their delivery logs and replay deliveries",
+    ),
     (Permission::ReadAudit, Role::OrgAdmin, "Read the audit log"),
     (Permission::ReadPendingDevices, Role::PlatformAdmin, "List devices that no organization has claimed"),
     (Permission::ManagePluginLimits, Role::PlatformAdmin, "Set any organization's plugin sandbox limits"),
@@ -220,6 +227,7 @@ mod tests {
             Permission::ManageOrganizations,
             Permission::ManageUsers,
             Permission::ManageOnboarding,
+            Permission::ManageWebhooks,
             Permission::ReadAudit,
             Permission::ReadPendingDevices,
             Permission::ManagePluginLimits,

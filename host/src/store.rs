@@ -77,6 +77,7 @@ pub mod subscribers;
 pub mod tasks;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 /// The first row a statement returns, after stepping it to completion.
 ///

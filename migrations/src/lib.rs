@@ -27,6 +27,7 @@ mod m0017_org_speed_test;
 mod m0018_files;
 mod m0019_rollouts;
 mod m0020_bulk;
+mod m0021_webhooks;
 
 pub struct Migrator;
 
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0018_files::Migration),
             Box::new(m0019_rollouts::Migration),
             Box::new(m0020_bulk::Migration),
+            Box::new(m0021_webhooks::Migration),
         ]
     }
 }

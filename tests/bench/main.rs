@@ -12,6 +12,7 @@
 //! - `plugins` measures the plugin runtime: compile, instantiate, provision runs and rounds.
 //! - `ports` prints free loopback TCP ports for the script to use.
 //! - `speed-test` runs TR-143 speed tests through Roost's own endpoints (`scripts/bench-speed.sh`).
+//! - `webhooks` measures webhook delivery: a burst of events to a loopback receiver.
 //! - `hostile` runs the hostile cases of the CWMP front door against a running server beside
 //!   real CPE sessions (`scripts/hostile.sh`).
 //!
@@ -25,6 +26,7 @@ mod pgcount;
 mod plugins;
 mod seed;
 mod speed;
+mod webhooks;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -167,6 +169,18 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Webhook delivery throughput: a burst of events to a loopback receiver, through a server
+    /// in this process.
+    Webhooks {
+        /// PostgreSQL to run on (a fresh database); SQLite in a temporary directory when absent.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Devices the events are about (a device's events are delivered one after another).
+        #[arg(long, default_value_t = 2_000)]
+        subjects: u64,
+    },
     /// Print free TCP ports on 127.0.0.1, one per line.
     Ports {
         #[arg(long, default_value_t = 1)]
@@ -253,6 +267,9 @@ async fn main() -> Result<()> {
         }
         Command::SpeedTest { cwmp, http, api_token, server_pid, bytes, runs } => {
             speed::run(cwmp, http, &api_token, server_pid, bytes, runs).await
+        }
+        Command::Webhooks { database_url, events, subjects } => {
+            webhooks::run(webhooks::Plan { database_url, events, subjects }).await
         }
         Command::Ports { count } => {
             // Held together so the ports differ; released on return for the caller to bind.

@@ -351,6 +351,12 @@ enum Param {
     FreshRollout,
     /// The target's fixture bulk action (of no device, cancelled).
     Bulk,
+    /// The target's fixture webhook (to a closed loopback port).
+    Webhook,
+    /// The target's fixture webhook and a delivery of its log.
+    WebhookDelivery,
+    /// A webhook made for this call in the target.
+    FreshWebhook,
     /// A device made for this call, whose tasks tell whether an action queued one.
     FreshActionDevice,
     /// `?org=<slug>`.
@@ -418,6 +424,12 @@ enum Body {
     RolloutOfFile,
     /// A bulk reboot of the target's devices of a tag none has (refused with 422 once allowed).
     BulkNowhere,
+    /// A webhook of the target's, to a closed loopback port.
+    NewWebhook,
+    /// A change of a webhook's description.
+    WebhookDescription,
+    /// A replay of the last hour.
+    ReplayRange,
     /// A Wi-Fi change.
     Wifi,
     /// A write of a read-only parameter the device reported (refused with 422 once allowed).
@@ -971,6 +983,87 @@ fn table() -> Vec<Row> {
             Pa::Bulk,
             B::None,
             |w, c| need(w, P::ManageBulk).or(seen(w, c)).unwrap_or(409),
+            C::None,
+        ),
+        // Webhooks: an organization administrator's.
+        row(
+            get.clone(),
+            "/api/v1/webhooks",
+            "",
+            Once,
+            Pa::None,
+            B::None,
+            |w, _| need(w, P::ManageWebhooks).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/webhooks",
+            "",
+            Owners,
+            Pa::None,
+            B::NewWebhook,
+            |w, c| need(w, P::ManageWebhooks).or(named(w, c)).unwrap_or(201),
+            C::None,
+        ),
+        row(
+            get.clone(),
+            "/api/v1/webhooks/{id}",
+            "",
+            Owners,
+            Pa::Webhook,
+            B::None,
+            |w, c| need(w, P::ManageWebhooks).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            patch.clone(),
+            "/api/v1/webhooks/{id}",
+            "",
+            Owners,
+            Pa::Webhook,
+            B::WebhookDescription,
+            |w, c| need(w, P::ManageWebhooks).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/webhooks/{id}",
+            "",
+            Owners,
+            Pa::FreshWebhook,
+            B::None,
+            |w, c| need(w, P::ManageWebhooks).or(seen(w, c)).unwrap_or(204),
+            C::None,
+        ),
+        row(
+            get.clone(),
+            "/api/v1/webhooks/{id}/deliveries",
+            "",
+            Owners,
+            Pa::Webhook,
+            B::None,
+            |w, c| need(w, P::ManageWebhooks).or(seen(w, c)).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/webhooks/{id}/deliveries/{delivery_id}/replay",
+            "",
+            Owners,
+            Pa::WebhookDelivery,
+            B::None,
+            |w, c| need(w, P::ManageWebhooks).or(seen(w, c)).unwrap_or(202),
+            C::None,
+        ),
+        row(
+            post.clone(),
+            "/api/v1/webhooks/{id}/replay",
+            "",
+            Owners,
+            Pa::Webhook,
+            B::ReplayRange,
+            |w, c| need(w, P::ManageWebhooks).or(seen(w, c)).unwrap_or(202),
             C::None,
         ),
         row(
@@ -1697,6 +1790,8 @@ struct World {
     file: HashMap<Org, i64>,
     rollout: HashMap<Org, i64>,
     bulk: HashMap<Org, i64>,
+    /// The fixture webhook and a delivery of its log.
+    webhook: HashMap<Org, (i64, i64)>,
     user: HashMap<Org, i64>,
     key_names: HashMap<Org, Vec<String>>,
     /// Every device the proof made, and whose it is (`Platform`: unclaimed).
@@ -1863,6 +1958,42 @@ async fn store_rollout(h: &Harness, world: &World, owner: Org) -> i64 {
     rollout.id
 }
 
+/// Where fixture webhooks point: a loopback port nothing listens on (deliveries fail at once).
+const CLOSED_PORT: &str = "http://127.0.0.1:9/probe-hook";
+
+/// A webhook of `owner` and a delivery of its log (an event replayed to it).
+async fn store_webhook(h: &Harness, world: &World, owner: Org) -> (i64, i64) {
+    use roost::store::webhooks;
+    let app = h.app();
+    let new = webhooks::NewWebhook {
+        org_id: world.id(owner),
+        url: CLOSED_PORT,
+        sealed_secret: app.secrets.seal(b"probe secret of some length"),
+        events: &["rollout.*".to_owned()],
+        description: None,
+        created_by: &format!("probe-{}", owner.token()),
+    };
+    let webhook = webhooks::create(&app.store, new).await.unwrap();
+    let subject = format!("probe-{}", owner.token());
+    let kind = roost::store::events::EventType::RolloutPaused;
+    roost::store::events::record(app.store.db(), kind, Some(world.id(owner)), &subject, &json!({})).await.unwrap();
+    let event = roost::store::events::list(
+        &app.store,
+        &roost::store::orgs::Scope::Orgs(vec![world.id(owner)]),
+        Some(kind.as_str()),
+        None,
+        1000,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .rfind(|e| e.subject == subject)
+    .unwrap();
+    webhooks::replay(&app.store, webhook.id, &[event], None).await.unwrap();
+    let delivery = webhooks::deliveries(&app.store, webhook.id, None, None, 1).await.unwrap().remove(0);
+    (webhook.id, delivery.id)
+}
+
 /// A bulk action of `owner` over no device, cancelled: what the routes that read and cancel
 /// bulk actions act on, without queueing anything.
 async fn store_bulk(h: &Harness, world: &World, owner: Org) -> i64 {
@@ -1967,6 +2098,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         file: HashMap::new(),
         rollout: HashMap::new(),
         bulk: HashMap::new(),
+        webhook: HashMap::new(),
         user: HashMap::new(),
         key_names: HashMap::new(),
         devices: Mutex::new(HashMap::new()),
@@ -2087,6 +2219,7 @@ async fn build_world(h: &Harness) -> (World, Vec<Who>) {
         world.file.insert(org, file);
         world.rollout.insert(org, store_rollout(h, &world, org).await);
         world.bulk.insert(org, store_bulk(h, &world, org).await);
+        world.webhook.insert(org, store_webhook(h, &world, org).await);
         if org != Platform {
             setup(h, &admin, Method::PUT, &format!("/api/v1/orgs/{}/plugin-limits", org.slug()), Some(org.limits()))
                 .await;
@@ -2114,6 +2247,7 @@ struct Prepared {
 #[derive(Debug)]
 enum Fresh {
     Device(String),
+    Webhook(i64),
     AddedTag(roost::store::DevicePk, String),
     RemovedTag(roost::store::DevicePk, String),
     Task(i64),
@@ -2319,6 +2453,16 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
         }
         Param::Rollout => params.push(world.rollout[&target].to_string()),
         Param::Bulk => params.push(world.bulk[&target].to_string()),
+        Param::Webhook => params.push(world.webhook[&target].0.to_string()),
+        Param::WebhookDelivery => {
+            let (webhook, delivery) = world.webhook[&target];
+            params.extend([webhook.to_string(), delivery.to_string()]);
+        }
+        Param::FreshWebhook => {
+            let (id, _) = store_webhook(h, world, target).await;
+            params.push(id.to_string());
+            fresh = Some(Fresh::Webhook(id));
+        }
         Param::FreshRollout => {
             let id = store_rollout(h, world, target).await;
             params.push(id.to_string());
@@ -2417,6 +2561,9 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
         Body::Enable => Some(json!({"disabled": false})),
         Body::SameOrg => Some(json!({"org": slug})),
         Body::BulkNowhere => Some(json!({"query": {"_tags": "nowhere"}, "action": {"name": "reboot"}, "org": slug})),
+        Body::NewWebhook => Some(json!({"url": CLOSED_PORT, "events": ["rollout.*"], "org": slug})),
+        Body::WebhookDescription => Some(json!({"description": format!("probe {n}")})),
+        Body::ReplayRange => Some(json!({"from": roost::api::timestamp(roost::store::now_millis() - 3_600_000)})),
         Body::RolloutOfFile => {
             Some(json!({"file": world.file[&target].to_string(), "target": {"org": slug}, "batch_size": 10}))
         }
@@ -2898,6 +3045,10 @@ async fn effect(h: &Harness, world: &World, fresh: &Fresh, done: bool) -> Vec<St
         Fresh::File(id) => {
             let gone = store::files::visible(s, &store::orgs::Scope::All, *id).await.unwrap().is_none();
             expect(&mut wrong, gone, format!("deleting file {id}"))
+        }
+        Fresh::Webhook(id) => {
+            let gone = store::webhooks::visible(s, &store::orgs::Scope::All, *id).await.unwrap().is_none();
+            expect(&mut wrong, gone, format!("deleting webhook {id}"))
         }
         Fresh::Rollout(id) => {
             let state = store::rollouts::by_id(s, *id).await.unwrap().unwrap().state;

@@ -24,5 +24,6 @@ mod rollouts;
 mod support_desk;
 mod tasks;
 mod tenancy;
+mod webhooks;
 
 pub use roost_tests::*;

@@ -106,7 +106,7 @@ pub struct Harness {
     cwmp_addr: SocketAddr,
     http_addr: SocketAddr,
     cpe_auth: CpeAuthMode,
-    adjust: fn(&mut Config),
+    adjust: Arc<dyn Fn(&mut Config) + Send + Sync>,
     pub http: reqwest::Client,
     pub token: String,
 }
@@ -121,7 +121,11 @@ impl Harness {
     }
 
     /// Starts with a configuration adjusted by `adjust` (kept across restarts).
-    pub async fn start_configured(backend: Backend, cpe_auth: CpeAuthMode, adjust: fn(&mut Config)) -> Self {
+    pub async fn start_configured(
+        backend: Backend,
+        cpe_auth: CpeAuthMode,
+        adjust: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temporary data directory");
         let (database, database_url) = match backend {
             Backend::Sqlite => (None, None),
@@ -139,7 +143,7 @@ impl Harness {
             cwmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             cpe_auth,
-            adjust,
+            adjust: Arc::new(adjust),
             // Pooled connections are dropped well before the server closes idle ones (hyper's
             // 30 s header timeout): a request sent on one the server is closing fails.
             http: reqwest::Client::builder()
@@ -450,6 +454,21 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Serves `router` on a free loopback port until the sender is dropped or sent to.
+pub async fn serve_loopback(router: axum::Router) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (addr, stop)
+}
+
 /// A loopback HTTP file server for Download and Upload tasks: `GET /files/<name>` serves what
 /// was put there (404 otherwise), `PUT /uploads/<name>` stores the body.
 pub struct FileServer {
@@ -477,16 +496,7 @@ impl FileServer {
             .route("/files/{name}", get(fetch))
             .route("/uploads/{name}", put(store))
             .with_state(files.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (addr, stop) = serve_loopback(router).await;
         Self { addr, files, stop: Some(stop) }
     }
 

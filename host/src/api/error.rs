@@ -55,6 +55,7 @@ pub enum ErrorCode {
     InvalidFile,
     InvalidRollout,
     InvalidBulk,
+    InvalidWebhook,
     UnknownProvision,
     // Conflicts with what exists.
     PluginExists,

@@ -32,7 +32,14 @@ pub struct NewEntry<'a> {
 
 pub async fn record(store: &Store, entry: NewEntry<'_>) -> Result<()> {
     let _guard = store.write_guard().await;
-    let stmt = store.statement(
+    insert(store.db(), entry).await
+}
+
+/// Writes an entry on `db`: the transaction of a change Roost makes by itself (a webhook
+/// disabled), whose entry exists exactly when the change does.
+pub async fn insert<C: ConnectionTrait>(db: &C, entry: NewEntry<'_>) -> Result<()> {
+    let stmt = super::statement(
+        db.get_database_backend(),
         "INSERT INTO audit_log (org_id, actor, actor_name, action, target, source_address, status, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -46,7 +53,7 @@ pub async fn record(store: &Store, entry: NewEntry<'_>) -> Result<()> {
             now_millis().into(),
         ],
     );
-    store.db().execute_raw(stmt).await.context("recording audit entry")?;
+    db.execute_raw(stmt).await.context("recording audit entry")?;
     Ok(())
 }
 

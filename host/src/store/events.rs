@@ -49,6 +49,8 @@ pub enum EventType {
     /// Every device of a bulk action ended; or the action was cancelled.
     BulkCompleted,
     BulkCancelled,
+    /// A webhook was disabled after failing past `[events] disable_after`.
+    WebhookDisabled,
 }
 
 impl EventType {
@@ -74,8 +76,34 @@ impl EventType {
             Self::RolloutRolledBack => "rollout.rolled_back",
             Self::BulkCompleted => "bulk.completed",
             Self::BulkCancelled => "bulk.cancelled",
+            Self::WebhookDisabled => "webhook.disabled",
         }
     }
+
+    /// Every type, for checking what a webhook subscribes to.
+    pub const ALL: [Self; 21] = [
+        Self::DeviceRegistered,
+        Self::DeviceClaimed,
+        Self::DeviceMoved,
+        Self::DeviceBootstrapped,
+        Self::SubscriberAssigned,
+        Self::SubscriberUnassigned,
+        Self::DiagnosticsCompleted,
+        Self::TaskDone,
+        Self::TaskFault,
+        Self::DeviceOnline,
+        Self::DeviceOffline,
+        Self::RolloutProgress,
+        Self::RolloutPaused,
+        Self::RolloutResumed,
+        Self::RolloutCompleted,
+        Self::RolloutAborted,
+        Self::RolloutRollingBack,
+        Self::RolloutRolledBack,
+        Self::BulkCompleted,
+        Self::BulkCancelled,
+        Self::WebhookDisabled,
+    ];
 }
 
 #[derive(Debug, Clone, FromQueryResult)]

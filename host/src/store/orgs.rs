@@ -197,6 +197,7 @@ pub async fn delete(store: &Store, id: i64) -> Result<Result<(), Remaining>> {
     if !remaining.is_empty() {
         return Ok(Err(remaining));
     }
+    super::webhooks::delete_for_org(&txn, id).await?;
     for table in OWNED_CONFIGURATION {
         txn.execute_raw(super::statement(backend, &format!("DELETE FROM {table} WHERE org_id = ?"), [id.into()]))
             .await

@@ -1,0 +1,509 @@
+//! Webhooks and their deliveries (`webhooks`, `webhook_deliveries`), and the outbox's readers
+//! (`outbox_cursors`): how far each has read the events, advanced in the transaction that acts
+//! on what it read, so that an event is fanned out once, whatever restarts.
+
+use anyhow::{Context, Result};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, TransactionTrait, Value};
+
+use super::events::{self, Event, EventType};
+use super::orgs::Scope;
+use super::{Store, now_millis};
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct Webhook {
+    pub id: i64,
+    pub org_id: i64,
+    pub url: String,
+    /// The signing secret, sealed with the master key.
+    pub sealed_secret: Vec<u8>,
+    /// What it subscribes to (a JSON array of patterns).
+    pub events: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: i64,
+    pub failing_since: Option<i64>,
+    /// Its circuit is open until then.
+    pub open_until: Option<i64>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Webhook {
+    pub fn patterns(&self) -> Vec<String> {
+        serde_json::from_str(&self.events).unwrap_or_default()
+    }
+}
+
+pub struct NewWebhook<'a> {
+    pub org_id: i64,
+    pub url: &'a str,
+    pub sealed_secret: Vec<u8>,
+    pub events: &'a [String],
+    pub description: Option<&'a str>,
+    pub created_by: &'a str,
+}
+
+pub async fn create(store: &Store, new: NewWebhook<'_>) -> Result<Webhook> {
+    let now = now_millis();
+    let _guard = store.write_guard().await;
+    super::first(
+        store.db(),
+        store.statement(
+            "INSERT INTO webhooks (org_id, url, sealed_secret, events, description, enabled, created_by, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, TRUE, ?, ?, ?) RETURNING *",
+            [
+                new.org_id.into(),
+                new.url.into(),
+                new.sealed_secret.into(),
+                serde_json::to_string(new.events).unwrap_or_default().into(),
+                new.description.map(str::to_owned).into(),
+                new.created_by.into(),
+                now.into(),
+                now.into(),
+            ],
+        ),
+    )
+    .await
+    .context("creating a webhook")?
+    .context("the new webhook was not returned")
+}
+
+/// Webhooks of the scope, in id order after `after`.
+pub async fn list(store: &Store, scope: &Scope, after: Option<i64>, limit: u64) -> Result<Vec<Webhook>> {
+    let (condition, mut args) = scope.condition("org_id");
+    let mut sql = format!("SELECT * FROM webhooks WHERE {condition}");
+    super::page_by_id(&mut sql, &mut args, after, limit);
+    Webhook::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing webhooks")
+}
+
+pub async fn visible(store: &Store, scope: &Scope, id: i64) -> Result<Option<Webhook>> {
+    let (condition, mut args) = scope.condition("org_id");
+    args.insert(0, id.into());
+    super::first(store.db(), store.statement(&format!("SELECT * FROM webhooks WHERE id = ? AND {condition}"), args))
+        .await
+        .context("reading a webhook")
+}
+
+/// The enabled webhooks: those the fan-out gives events to.
+pub async fn enabled(store: &Store) -> Result<Vec<Webhook>> {
+    Webhook::find_by_statement(store.statement("SELECT * FROM webhooks WHERE enabled = TRUE ORDER BY id", []))
+        .all(store.db())
+        .await
+        .context("reading the enabled webhooks")
+}
+
+/// What a `PATCH` changes.
+#[derive(Debug, Default)]
+pub struct WebhookChange {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub description: Option<Option<String>>,
+    pub sealed_secret: Option<Vec<u8>>,
+    /// Enabling clears the failure streak and closes the circuit.
+    pub enabled: Option<bool>,
+}
+
+pub async fn update(store: &Store, id: i64, change: WebhookChange) -> Result<Option<Webhook>> {
+    let mut sets = vec!["updated_at = ?".to_owned()];
+    let mut args: Vec<Value> = vec![now_millis().into()];
+    if let Some(url) = change.url {
+        sets.push("url = ?".into());
+        args.push(url.into());
+    }
+    if let Some(events) = change.events {
+        sets.push("events = ?".into());
+        args.push(serde_json::to_string(&events).unwrap_or_default().into());
+    }
+    if let Some(description) = change.description {
+        sets.push("description = ?".into());
+        args.push(description.into());
+    }
+    if let Some(secret) = change.sealed_secret {
+        sets.push("sealed_secret = ?".into());
+        args.push(secret.into());
+    }
+    match change.enabled {
+        Some(true) => sets.push(
+            "enabled = TRUE, disabled_reason = NULL, failures = 0, failing_since = NULL, open_until = NULL".into(),
+        ),
+        Some(false) => sets.push("enabled = FALSE, disabled_reason = 'disabled by a user'".into()),
+        None => {}
+    }
+    args.push(id.into());
+    let _guard = store.write_guard().await;
+    super::first(
+        store.db(),
+        store.statement(&format!("UPDATE webhooks SET {} WHERE id = ? RETURNING *", sets.join(", ")), args),
+    )
+    .await
+    .context("changing a webhook")
+}
+
+/// Deletes a webhook and its delivery log.
+pub async fn delete(store: &Store, id: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting transaction")?;
+    let backend = txn.get_database_backend();
+    for sql in ["DELETE FROM webhook_deliveries WHERE webhook_id = ?", "DELETE FROM webhooks WHERE id = ?"] {
+        txn.execute_raw(super::statement(backend, sql, [id.into()])).await.context("deleting a webhook")?;
+    }
+    txn.commit().await.context("committing")?;
+    Ok(())
+}
+
+/// Deletes the webhooks of an organization being deleted, on its transaction.
+pub async fn delete_for_org<C: ConnectionTrait>(db: &C, org_id: i64) -> Result<()> {
+    let backend = db.get_database_backend();
+    for sql in [
+        "DELETE FROM webhook_deliveries WHERE webhook_id IN (SELECT id FROM webhooks WHERE org_id = ?)",
+        "DELETE FROM webhooks WHERE org_id = ?",
+    ] {
+        db.execute_raw(super::statement(backend, sql, [org_id.into()])).await.context("deleting webhooks")?;
+    }
+    Ok(())
+}
+
+// ---- The outbox's readers ----
+
+/// A reader's place in the outbox: past every event at or below `(txid, event_id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromQueryResult)]
+pub struct Cursor {
+    pub txid: i64,
+    pub event_id: i64,
+}
+
+pub async fn cursor(store: &Store, reader: &str) -> Result<Cursor> {
+    Ok(super::first(
+        store.db(),
+        store.statement("SELECT txid, event_id FROM outbox_cursors WHERE name = ?", [reader.into()]),
+    )
+    .await
+    .context("reading an outbox cursor")?
+    .unwrap_or(Cursor { txid: 0, event_id: 0 }))
+}
+
+async fn advance<C: ConnectionTrait>(db: &C, reader: &str, to: Cursor) -> Result<()> {
+    db.execute_raw(super::statement(
+        db.get_database_backend(),
+        "INSERT INTO outbox_cursors (name, txid, event_id) VALUES (?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, event_id = excluded.event_id",
+        [reader.into(), to.txid.into(), to.event_id.into()],
+    ))
+    .await
+    .context("advancing an outbox cursor")?;
+    Ok(())
+}
+
+/// The events past `after`, in commit order, up to `limit`. On PostgreSQL only those written by
+/// transactions older than every one still running: a running transaction may commit an event
+/// whose id is below ids already visible, and the reader would step past it.
+pub async fn read(store: &Store, after: Cursor, limit: u64) -> Result<Vec<(Cursor, Event)>> {
+    let limit = super::count_value(limit);
+    let statement = match store.backend() {
+        DbBackend::Postgres => store.statement(
+            "SELECT txid, id, type, org_id, subject, payload, created_at FROM events
+             WHERE (txid, id) > (?, ?) AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY txid, id LIMIT ?",
+            [after.txid.into(), after.event_id.into(), limit],
+        ),
+        _ => store.statement(
+            "SELECT txid, id, type, org_id, subject, payload, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            [after.event_id.into(), limit],
+        ),
+    };
+    let rows = store.db().query_all_raw(statement).await.context("reading the outbox")?;
+    rows.iter()
+        .map(|row| {
+            let event = Event::from_query_result(row, "").context("reading an event")?;
+            let txid: i64 = row.try_get("", "txid").context("reading an event's txid")?;
+            Ok((Cursor { txid, event_id: event.id }, event))
+        })
+        .collect()
+}
+
+/// Moves the NATS reader past what it published.
+pub async fn published(store: &Store, to: Cursor) -> Result<()> {
+    let _guard = store.write_guard().await;
+    advance(store.db(), NATS_READER, to).await
+}
+
+pub const WEBHOOK_READER: &str = "webhooks";
+pub const NATS_READER: &str = "nats";
+
+/// A delivery to make: an event for a webhook.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDelivery<'a> {
+    pub webhook_id: i64,
+    pub event_id: i64,
+    pub subject: &'a str,
+    pub replay_of: Option<i64>,
+}
+
+/// Rows inserted per statement.
+const INSERT_CHUNK: usize = 300;
+
+async fn insert_deliveries<C: ConnectionTrait>(db: &C, deliveries: &[NewDelivery<'_>], now: i64) -> Result<()> {
+    let backend = db.get_database_backend();
+    for chunk in deliveries.chunks(INSERT_CHUNK) {
+        let rows = vec!["(?, ?, ?, 'pending', 0, ?, ?, ?)"; chunk.len()].join(", ");
+        let mut full: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
+        for delivery in chunk {
+            full.extend([
+                delivery.webhook_id.into(),
+                delivery.event_id.into(),
+                delivery.subject.into(),
+                delivery.replay_of.into(),
+                now.into(),
+                now.into(),
+            ]);
+        }
+        db.execute_raw(super::statement(
+            backend,
+            &format!(
+                "INSERT INTO webhook_deliveries (webhook_id, event_id, subject, state, attempts, replay_of, next_attempt_at, created_at)
+                 VALUES {rows}"
+            ),
+            full,
+        ))
+        .await
+        .context("queueing webhook deliveries")?;
+    }
+    Ok(())
+}
+
+/// Queues `deliveries` and moves the webhook reader to `to`, in one transaction.
+pub async fn fan_out(store: &Store, deliveries: &[NewDelivery<'_>], to: Cursor) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting transaction")?;
+    insert_deliveries(&txn, deliveries, now_millis()).await?;
+    advance(&txn, WEBHOOK_READER, to).await?;
+    txn.commit().await.context("committing the fan-out")?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct Delivery {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub event_id: i64,
+    pub subject: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub replay_of: Option<i64>,
+    pub created_at: i64,
+}
+
+/// Deliveries due now, each the oldest pending one of its webhook and subject (a device's
+/// events reach a webhook in order: a later one waits while an earlier one is retried), of
+/// enabled webhooks whose circuit is not open.
+pub async fn due(store: &Store, now: i64, limit: u64) -> Result<Vec<Delivery>> {
+    Delivery::find_by_statement(store.statement(
+        "SELECT d.* FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND w.enabled = TRUE
+           AND (w.open_until IS NULL OR w.open_until <= ?)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                           WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
+                             AND e.state = 'pending' AND e.id < d.id)
+         ORDER BY d.id LIMIT ?",
+        [now.into(), now.into(), super::count_value(limit)],
+    ))
+    .all(store.db())
+    .await
+    .context("finding due webhook deliveries")
+}
+
+pub async fn events_by_id(store: &Store, ids: &[i64]) -> Result<Vec<Event>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT * FROM events WHERE id IN ({})", super::placeholders(ids.len()));
+    Event::find_by_statement(store.statement(&sql, ids.iter().map(|id| Value::from(*id))))
+        .all(store.db())
+        .await
+        .context("reading events")
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub delivery_id: i64,
+    pub webhook_id: i64,
+    pub at: i64,
+    /// The receiver's status, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed; none when delivered.
+    pub error: Option<String>,
+    /// When to try again; none when delivered, or given up.
+    pub retry_at: Option<i64>,
+}
+
+/// A webhook's breaker after a round of attempts.
+#[derive(Debug, Clone)]
+pub struct BreakerState {
+    pub webhook_id: i64,
+    pub org_id: i64,
+    pub failures: i64,
+    pub failing_since: Option<i64>,
+    pub open_until: Option<i64>,
+    /// Disabled now, for this reason.
+    pub disabled: Option<String>,
+}
+
+/// Writes a round's attempts and the breakers they moved, in one transaction; a webhook disabled
+/// gets its `webhook.disabled` event and audit entry there too.
+pub async fn record_attempts(store: &Store, attempts: &[Attempt], breakers: &[BreakerState]) -> Result<()> {
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting transaction")?;
+    let backend = txn.get_database_backend();
+    for attempt in attempts {
+        let (state, next) = match (&attempt.error, attempt.retry_at) {
+            (None, _) => ("delivered", attempt.at),
+            (Some(_), Some(retry_at)) => ("pending", retry_at),
+            (Some(_), None) => ("failed", attempt.at),
+        };
+        txn.execute_raw(super::statement(
+            backend,
+            "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, last_status = ?,
+                 last_error = ?, last_attempt_at = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END
+             WHERE id = ?",
+            [
+                state.into(),
+                next.into(),
+                attempt.status.map(i64::from).into(),
+                attempt.error.clone().into(),
+                attempt.at.into(),
+                state.into(),
+                attempt.at.into(),
+                attempt.delivery_id.into(),
+            ],
+        ))
+        .await
+        .context("recording a delivery attempt")?;
+    }
+    for breaker in breakers {
+        let disable = breaker.disabled.is_some();
+        txn.execute_raw(super::statement(
+            backend,
+            "UPDATE webhooks SET failures = ?, failing_since = ?, open_until = ?,
+                 enabled = CASE WHEN ? THEN FALSE ELSE enabled END,
+                 disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END
+             WHERE id = ?",
+            [
+                breaker.failures.into(),
+                breaker.failing_since.into(),
+                breaker.open_until.into(),
+                disable.into(),
+                disable.into(),
+                breaker.disabled.clone().into(),
+                breaker.webhook_id.into(),
+            ],
+        ))
+        .await
+        .context("recording a webhook's breaker")?;
+        if let Some(reason) = &breaker.disabled {
+            let subject = breaker.webhook_id.to_string();
+            let payload = serde_json::json!({"webhook": subject, "reason": reason});
+            events::record(&txn, EventType::WebhookDisabled, Some(breaker.org_id), &subject, &payload).await?;
+            super::audit::insert(
+                &txn,
+                super::audit::NewEntry {
+                    org_id: Some(breaker.org_id),
+                    actor: "system",
+                    actor_name: "Roost",
+                    action: "webhook.disable",
+                    target: &format!("/api/v1/webhooks/{subject}"),
+                    source_address: "",
+                    status: 200,
+                },
+            )
+            .await?;
+        }
+    }
+    txn.commit().await.context("committing delivery attempts")?;
+    Ok(())
+}
+
+/// A webhook's delivery log, newest first, before `before`, of one state if given.
+pub async fn deliveries(
+    store: &Store,
+    webhook_id: i64,
+    state: Option<&str>,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<Delivery>> {
+    let mut sql = "SELECT * FROM webhook_deliveries WHERE webhook_id = ?".to_owned();
+    let mut args: Vec<Value> = vec![webhook_id.into()];
+    if let Some(state) = state {
+        sql.push_str(" AND state = ?");
+        args.push(state.into());
+    }
+    if let Some(before) = before {
+        sql.push_str(" AND id < ?");
+        args.push(before.into());
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push(super::count_value(limit));
+    Delivery::find_by_statement(store.statement(&sql, args)).all(store.db()).await.context("listing deliveries")
+}
+
+pub async fn delivery(store: &Store, webhook_id: i64, id: i64) -> Result<Option<Delivery>> {
+    super::first(
+        store.db(),
+        store.statement(
+            "SELECT * FROM webhook_deliveries WHERE id = ? AND webhook_id = ?",
+            [id.into(), webhook_id.into()],
+        ),
+    )
+    .await
+    .context("reading a delivery")
+}
+
+/// Queues again what a webhook was sent (or should have been): one delivery, or each event of
+/// `events` in order. Returns how many were queued.
+pub async fn replay(store: &Store, webhook_id: i64, events: &[Event], replay_of: Option<i64>) -> Result<u64> {
+    let deliveries: Vec<NewDelivery> = events
+        .iter()
+        .map(|event| NewDelivery { webhook_id, event_id: event.id, subject: &event.subject, replay_of })
+        .collect();
+    let _guard = store.write_guard().await;
+    let txn = store.db().begin().await.context("starting transaction")?;
+    insert_deliveries(&txn, &deliveries, now_millis()).await?;
+    txn.commit().await.context("committing a replay")?;
+    Ok(deliveries.len() as u64)
+}
+
+/// The events of `orgs` (and of no organization when `orgless`) made in `[from, to)`, in commit
+/// order, up to `limit`.
+pub async fn events_between(
+    store: &Store,
+    orgs: &[i64],
+    orgless: bool,
+    from: i64,
+    to: i64,
+    limit: u64,
+) -> Result<Vec<Event>> {
+    let mut condition =
+        if orgs.is_empty() { "1 = 0".to_owned() } else { format!("org_id IN ({})", super::placeholders(orgs.len())) };
+    if orgless {
+        condition = format!("({condition} OR org_id IS NULL)");
+    }
+    let mut args: Vec<Value> = orgs.iter().map(|id| Value::from(*id)).collect();
+    args.extend([from.into(), to.into(), super::count_value(limit)]);
+    Event::find_by_statement(store.statement(
+        &format!(
+            "SELECT * FROM events WHERE {condition} AND created_at >= ? AND created_at < ? ORDER BY txid, id LIMIT ?"
+        ),
+        args,
+    ))
+    .all(store.db())
+    .await
+    .context("reading events of a time range")
+}
