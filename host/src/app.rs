@@ -23,6 +23,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// within a second or two.
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
+/// Connection-request listeners whose breakers are kept (the least recently used go first).
+const CONNECTION_REQUEST_BREAKERS: u64 = 200_000;
+
 pub struct App {
     pub config: Config,
     /// The addresses the listeners are bound to (known once they are): a webhook is not taken
@@ -53,6 +56,8 @@ pub struct App {
     /// Webhook deliveries: connections kept alive per receiver, no redirects followed (a
     /// receiver's redirect would carry signed events elsewhere).
     pub webhook_http: reqwest::Client,
+    /// Connection-request listeners that stopped answering (`[connection_request] breaker_*`).
+    pub connection_request_breakers: crate::breaker::Breakers,
     /// Where the file store keeps contents (`<data-dir>/files/`).
     pub files: Arc<dyn crate::files::FileStorage>,
     /// File uploads in flight: they stream past the API's admission slots (`take_slot`), which
@@ -95,6 +100,14 @@ impl App {
             .user_agent(concat!("Roost-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the webhook HTTP client")?;
+        let connection_request_breakers = crate::breaker::Breakers::new(
+            CONNECTION_REQUEST_BREAKERS,
+            crate::breaker::Settings {
+                threshold: config.connection_request.breaker_failures.max(1),
+                cool_down: config.connection_request.breaker_cool_down,
+                max: config.connection_request.breaker_max,
+            },
+        );
         let (task_events, _) = broadcast::channel(1024);
         let plugins = match plugins {
             Some(shared) => shared,
@@ -125,6 +138,7 @@ impl App {
             task_events,
             http,
             webhook_http,
+            connection_request_breakers,
             files,
             upload_slots: Arc::new(tokio::sync::Semaphore::new(crate::files::CONCURRENT_UPLOADS)),
             draining: AtomicBool::new(false),

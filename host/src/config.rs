@@ -208,11 +208,24 @@ impl Default for TaskSettings {
 pub struct ConnectionRequestSettings {
     #[serde(with = "seconds")]
     pub timeout: Duration,
+    /// A device whose listener did not answer this many connection requests in a row is not
+    /// woken by fleet jobs for `breaker_cool_down`, doubling per further failure up to
+    /// `breaker_max`; then one request probes it. An operator's own request always goes.
+    pub breaker_failures: u32,
+    #[serde(with = "seconds")]
+    pub breaker_cool_down: Duration,
+    #[serde(with = "seconds")]
+    pub breaker_max: Duration,
 }
 
 impl Default for ConnectionRequestSettings {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(5) }
+        Self {
+            timeout: Duration::from_secs(5),
+            breaker_failures: 3,
+            breaker_cool_down: Duration::from_secs(60),
+            breaker_max: Duration::from_secs(1800),
+        }
     }
 }
 
@@ -334,8 +347,10 @@ pub struct EventSettings {
     /// A webhook failing for this long is disabled (an event and an audit entry say so).
     #[serde(with = "seconds")]
     pub disable_after: Duration,
-    /// Deliveries in flight at once, all webhooks together.
+    /// Deliveries in flight at once, all webhooks together …
     pub concurrency: usize,
+    /// … and to one webhook: a receiver that hangs holds no more than these.
+    pub webhook_concurrency: usize,
 }
 
 impl Default for EventSettings {
@@ -351,6 +366,7 @@ impl Default for EventSettings {
             breaker_failures: 5,
             disable_after: Duration::from_secs(3 * 24 * 3600),
             concurrency: 64,
+            webhook_concurrency: 16,
         }
     }
 }

@@ -76,35 +76,47 @@ pub fn backoff(attempts: u32, base: Duration, max: Duration, jitter: f64) -> Dur
     full.mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// What a webhook's breaker says after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Breaker {
-    /// Closed: deliveries go as they are due.
-    Closed,
-    /// Open until then: nothing is sent to the webhook; then one delivery probes it.
-    OpenUntil(i64),
-    /// The failures have gone on past `disable_after`: the webhook is disabled.
-    Disable,
+/// A webhook's breaker, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BreakerState {
+    /// Failed attempts in a row, the first at `failing_since`.
+    pub failures: u32,
+    pub failing_since: Option<i64>,
+    /// Times it opened in a row: each open period is twice the one before.
+    pub opened: u32,
+    /// Nothing goes to it until then; after, one delivery probes it.
+    pub open_until: Option<i64>,
+    /// Disabled by this failure.
+    pub disabled: bool,
 }
 
-/// The breaker of a webhook that has now failed `failures` attempts in a row, the first at
-/// `failing_since`: open after `threshold` failures (for as long as the backoff of that many
-/// attempts), and the webhook disabled once the streak lasts `disable_after`.
-pub fn after_failure(
-    failures: u32,
-    failing_since: i64,
-    now: i64,
-    threshold: u32,
-    settings: &crate::config::EventSettings,
-) -> Breaker {
-    if now.saturating_sub(failing_since) >= millis(settings.disable_after) && failures >= threshold {
-        Breaker::Disable
-    } else if failures >= threshold {
-        let wait = backoff(failures - threshold + 1, settings.retry_base, settings.retry_max, 0.0);
-        Breaker::OpenUntil(now.saturating_add(millis(wait)))
-    } else {
-        Breaker::Closed
+/// The breaker after a delivery to its webhook succeeded: closed, and forgotten.
+pub fn after_success() -> BreakerState {
+    BreakerState::default()
+}
+
+/// The breaker after a failed attempt at `now`. Past `breaker_failures` in a row it opens for
+/// `retry_base` doubled per opening (up to `retry_max`); attempts under way when it opened end
+/// without opening it again (a hanging receiver fails a whole batch at once: one opening, not
+/// one per delivery). A streak lasting `disable_after` disables the webhook.
+pub fn after_failure(state: BreakerState, now: i64, settings: &crate::config::EventSettings) -> BreakerState {
+    let failures = state.failures.saturating_add(1);
+    let failing_since = state.failing_since.unwrap_or(now);
+    let mut next = BreakerState { failures, failing_since: Some(failing_since), ..state };
+    if failures < settings.breaker_failures.max(1) {
+        return next;
     }
+    if now.saturating_sub(failing_since) >= millis(settings.disable_after) {
+        next.disabled = true;
+        return next;
+    }
+    let open = state.open_until.is_some_and(|until| until > now);
+    if !open {
+        next.opened = state.opened.saturating_add(1);
+        let wait = backoff(next.opened, settings.retry_base, settings.retry_max, 0.0);
+        next.open_until = Some(now.saturating_add(millis(wait)));
+    }
+    next
 }
 
 pub fn millis(duration: Duration) -> i64 {
@@ -131,12 +143,7 @@ pub fn check_url(url: &str, own: &[SocketAddr]) -> Result<reqwest::Url, String> 
     }
     let port = parsed.port_or_known_default().unwrap_or(80);
     if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        if points_at(ip, port, own) {
-            return Err(format!("url: {host}:{port} is this server"));
-        }
-        if is_link_local(ip) {
-            return Err(format!("url: {host} is link-local (a cloud's metadata service lives there)"));
-        }
+        check_address(SocketAddr::new(ip, port), own).map_err(|e| format!("url: {host}: {e}"))?;
     } else if host.eq_ignore_ascii_case("localhost") && own.iter().any(|addr| addr.port() == port) {
         return Err(format!("url: {host}:{port} is this server"));
     }
@@ -151,8 +158,24 @@ fn points_at(ip: IpAddr, port: u16, own: &[SocketAddr]) -> bool {
 fn is_link_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        // fe80::/10, and AWS's IPv6 metadata address fd00:ec2::254.
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
+        }
     }
+}
+
+/// Checks an address a webhook's host is or resolves to: not this server, not link-local
+/// (IPv4 written as IPv6, `::ffff:a.b.c.d`, is judged as the IPv4 it is).
+pub fn check_address(address: SocketAddr, own: &[SocketAddr]) -> Result<(), String> {
+    let ip = address.ip().to_canonical();
+    if points_at(ip, address.port(), own) {
+        return Err(format!("{ip}:{} is this server", address.port()));
+    }
+    if is_link_local(ip) {
+        return Err(format!("{ip} is link-local (a cloud's metadata service lives there)"));
+    }
+    Ok(())
 }
 
 /// The NATS subject of an event: `<prefix>.<org>.<type>`; events of no organization (a device
@@ -226,17 +249,36 @@ mod tests {
     }
 
     #[test]
-    fn the_breaker_opens_after_its_threshold_and_disables_after_a_long_streak() {
+    fn the_breaker_opens_once_per_batch_doubling_and_disables_after_a_long_streak() {
         let settings = crate::config::EventSettings {
             retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(8),
+            breaker_failures: 3,
             disable_after: Duration::from_secs(100),
             ..Default::default()
         };
-        assert_eq!(after_failure(4, 0, 10_000, 5, &settings), Breaker::Closed);
-        assert_eq!(after_failure(5, 0, 10_000, 5, &settings), Breaker::OpenUntil(11_000));
-        assert_eq!(after_failure(7, 0, 10_000, 5, &settings), Breaker::OpenUntil(14_000));
-        assert_eq!(after_failure(7, 0, 100_000, 5, &settings), Breaker::Disable);
-        assert_eq!(after_failure(2, 0, 100_000, 5, &settings), Breaker::Closed, "a long streak of few failures");
+        let mut state = BreakerState::default();
+        for _ in 0..2 {
+            state = after_failure(state, 1_000, &settings);
+            assert_eq!((state.open_until, state.failing_since), (None, Some(1_000)));
+        }
+        state = after_failure(state, 2_000, &settings);
+        assert_eq!((state.opened, state.open_until), (1, Some(3_000)));
+        // The rest of a batch that hung together: still one opening.
+        for _ in 0..20 {
+            state = after_failure(state, 2_500, &settings);
+        }
+        assert_eq!((state.opened, state.open_until, state.failures), (1, Some(3_000), 23));
+        // Its probe fails: open twice as long.
+        state = after_failure(state, 3_100, &settings);
+        assert_eq!((state.opened, state.open_until), (2, Some(5_100)));
+        for at in [6_000, 10_000, 20_000] {
+            state = after_failure(state, at, &settings);
+        }
+        assert_eq!(state.open_until, Some(28_000), "at most retry_max");
+        assert!(!state.disabled);
+        assert!(after_failure(state, 101_000, &settings).disabled, "failing for disable_after");
+        assert_eq!(after_success(), BreakerState::default());
     }
 
     #[test]
@@ -251,6 +293,9 @@ mod tests {
         assert!(check_url("http://localhost:7547/", &own).unwrap_err().contains("this server"));
         assert!(check_url("http://[::1]:8080/", &own).unwrap_err().contains("this server"));
         assert!(check_url("http://169.254.169.254/latest/meta-data", &own).unwrap_err().contains("link-local"));
+        assert!(check_url("http://[::ffff:169.254.169.254]/", &own).unwrap_err().contains("link-local"));
+        assert!(check_url("http://[::ffff:127.0.0.1]:8080/", &own).unwrap_err().contains("this server"));
+        assert!(check_url("http://[fd00:ec2::254]/", &own).unwrap_err().contains("link-local"));
         assert!(check_url("http://user:pw@crm.example.net/", &own).unwrap_err().contains("credentials"));
     }
 

@@ -75,7 +75,7 @@ impl Wakers {
                 let app = app.clone();
                 tokio::spawn(async move {
                     let Ok(Some(device)) = devices::by_pk(&app.store, pk).await else { return };
-                    if let Err(error) = connection_request::send(&app, &device).await {
+                    if let Err(error) = connection_request::send_unless_silent(&app, &device).await {
                         tracing::debug!(device = %device.device_id, org = org_id, "waking a device: {error:#}");
                     }
                 });

@@ -7,6 +7,7 @@
 pub mod answers;
 pub mod api;
 pub mod app;
+pub mod breaker;
 pub mod bulk;
 pub mod cli;
 pub mod config;

@@ -43,7 +43,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(
             manager,
-            "DROP TABLE webhook_deliveries;\nDROP TABLE webhooks;\nDROP TABLE outbox_cursors;\nDROP INDEX events_outbox;\nALTER TABLE events DROP COLUMN txid",
+            "DROP TABLE webhook_deliveries;\nDROP TABLE webhooks;\nDROP TABLE outbox_cursors;\nDROP INDEX events_time;\nDROP INDEX events_outbox;\nALTER TABLE events DROP COLUMN txid",
         )
         .await
     }
@@ -74,6 +74,7 @@ CREATE TABLE webhooks (
     disabled_reason TEXT,
     failures BIGINT NOT NULL DEFAULT 0,
     failing_since BIGINT,
+    opened BIGINT NOT NULL DEFAULT 0,
     open_until BIGINT,
     created_by TEXT NOT NULL,
     created_at BIGINT NOT NULL,

@@ -69,7 +69,8 @@ impl Receiver {
             match mode.load(Ordering::Relaxed) {
                 0 => return StatusCode::INTERNAL_SERVER_ERROR,
                 1 => {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    // Longer than any delivery waits: Roost gives up first.
+                    tokio::time::sleep(Duration::from_secs(120)).await;
                     return StatusCode::OK;
                 }
                 _ => {}
@@ -172,14 +173,20 @@ async fn fleet(h: &Harness, org: &str, count: usize, prefix: &str) -> Fleet {
     fleet
 }
 
-/// The events of `kinds` families recorded under `org`, by id.
+/// The events of `families` recorded under `org`, by id.
 async fn recorded(h: &Harness, org: &str, families: &[&str]) -> Vec<roost::store::events::Event> {
     let org_id = roost::store::orgs::by_slug(&h.app().store, org).await.unwrap().unwrap().id;
-    let events =
-        roost::store::events::list(&h.app().store, &roost::store::orgs::Scope::Orgs(vec![org_id]), None, None, 1000)
-            .await
-            .unwrap();
-    events.into_iter().filter(|e| families.iter().any(|f| e.r#type.starts_with(f))).collect()
+    let scope = roost::store::orgs::Scope::Orgs(vec![org_id]);
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map(|e: &roost::store::events::Event| e.id);
+        let page = roost::store::events::list(&h.app().store, &scope, None, after, 500).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        all.extend(page);
+    }
+    all.into_iter().filter(|e| families.iter().any(|f| e.r#type.starts_with(f))).collect()
 }
 
 on_both_backends! {
@@ -411,6 +418,56 @@ on_both_backends! {
         cpes.stop().await;
         h.finish().await;
     }
+}
+
+/// A thousand devices on SQLite alone: the point is the webhook's isolation from sessions, which
+/// the store does not change, and a thousand bootstraps twice would cost the suite minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_holds_up_no_session_and_loses_no_event() {
+    let backend = Backend::Sqlite;
+    let h = Harness::start_configured(backend, CpeAuthMode::Open, |config| {
+        quick(config);
+        config.events.timeout = Duration::from_secs(3);
+        config.events.concurrency = 32;
+    })
+    .await;
+    h.org("isp-hang", None).await;
+    let receiver = Receiver::start(Mode::Hang).await;
+    let hook = json!({"url": receiver.url, "secret": SECRET, "org": "isp-hang", "events": ["device.registered"]});
+    let (status, made) = h.post("/api/v1/webhooks", hook).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+
+    // A thousand devices join (an event each) while every delivery hangs: each session ends
+    // on its own, none waits for a delivery.
+    let model = Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
+    let mut config = FleetConfig::new(format!("{}cwmp/isp-hang", h.cwmp_url()), model);
+    config.devices = 1000;
+    config.serial_prefix = "HANG".into();
+    config.start = StartMode::Manual;
+    config.retry = false;
+    let fleet = Fleet::start(config).await.unwrap();
+    let hung_before = receiver.requests.load(Ordering::Relaxed);
+    use futures::StreamExt;
+    futures::stream::iter(fleet.devices().iter().cloned())
+        .for_each_concurrent(32, |cpe| async move { assert!(cpe.inform_now(&[]).await.unwrap().is_ok()) })
+        .await;
+    let registered = recorded(&h, "isp-hang", &["device.registered"]).await;
+    assert_eq!(registered.len(), 1000);
+    let (_, log) = h.get(&format!("/api/v1/webhooks/{id}/deliveries?state=delivered")).await;
+    assert!(log["items"].as_array().unwrap().is_empty(), "nothing got through the hanging receiver: {log}");
+    assert!(receiver.requests.load(Ordering::Relaxed) > hung_before, "deliveries were under way meanwhile");
+
+    // Back, it gets all thousand, once each.
+    receiver.set(Mode::Accept);
+    wait_for("every delivery", Duration::from_secs(90), async || (receiver.taken().len() >= 1000).then_some(())).await;
+    let taken = receiver.taken();
+    let mut ids: Vec<&str> = taken.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((taken.len(), ids.len()), (1000, 1000));
+    fleet.stop().await;
+    h.finish().await;
 }
 
 #[test]

@@ -92,9 +92,13 @@ pub struct WebhookView {
 }
 
 async fn view(app: &App, row: &Webhook, secret: Option<String>) -> ApiResult<WebhookView> {
-    Ok(WebhookView {
+    Ok(view_in(row, super::org_slug(app, row.org_id).await?, secret))
+}
+
+fn view_in(row: &Webhook, org: String, secret: Option<String>) -> WebhookView {
+    WebhookView {
         id: row.id.to_string(),
-        org: super::org_slug(app, row.org_id).await?,
+        org,
         url: row.url.clone(),
         events: row.patterns(),
         description: row.description.clone(),
@@ -107,16 +111,31 @@ async fn view(app: &App, row: &Webhook, secret: Option<String>) -> ApiResult<Web
         created_by: row.created_by.clone(),
         created_at: timestamp(row.created_at),
         updated_at: timestamp(row.updated_at),
-    })
+    }
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidWebhook, detail)
 }
 
-fn checked_url(app: &App, url: &str) -> ApiResult<String> {
+/// A webhook URL as `events::check_url` takes it, its host name resolved now and each address
+/// checked too (a name for a metadata service or for Roost itself is refused like the address).
+async fn checked_url(app: &App, url: &str) -> ApiResult<String> {
     let own = app.listening.get().cloned().unwrap_or_else(|| vec![app.config.cwmp_listen, app.config.http_listen]);
-    crate::events::check_url(url, &own).map(|url| url.to_string()).map_err(invalid)
+    let parsed = crate::events::check_url(url, &own).map_err(invalid)?;
+    let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    if host.parse::<std::net::IpAddr>().is_err() {
+        let addresses =
+            tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((host.as_str(), port)))
+                .await
+                .map_err(|_| invalid(format!("url: {host} did not resolve within 5 s")))?
+                .map_err(|e| invalid(format!("url: {host} does not resolve: {e}")))?;
+        for address in addresses {
+            crate::events::check_address(address, &own).map_err(|e| invalid(format!("url: {host} resolves to {e}")))?;
+        }
+    }
+    Ok(parsed.to_string())
 }
 
 fn checked_events(events: Option<Vec<String>>) -> ApiResult<Vec<String>> {
@@ -147,7 +166,7 @@ async fn create(
     Json(request): Json<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<WebhookView>)> {
     caller.require(Permission::ManageWebhooks)?;
-    let url = checked_url(&app, &request.url)?;
+    let url = checked_url(&app, &request.url).await?;
     let events = checked_events(request.events)?;
     let secret = match request.secret {
         Some(secret) => {
@@ -183,10 +202,9 @@ async fn list(
     caller.require(Permission::ManageWebhooks)?;
     let limit = page.limit()?;
     let rows = webhooks::list(&app.api_store, &caller.scope, page.id_cursor()?, limit).await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        items.push(view(&app, row, None).await?);
-    }
+    let slugs = super::org_slugs(&app).await?;
+    let items =
+        rows.iter().map(|row| view_in(row, slugs.get(&row.org_id).cloned().unwrap_or_default(), None)).collect();
     Ok(Json(ListResponse::new(items, limit, rows.last().map(|r| r.id.to_string()))))
 }
 
@@ -221,7 +239,10 @@ async fn change(
     Json(request): Json<ChangeWebhook>,
 ) -> ApiResult<(Extension<AuditOrg>, Json<WebhookView>)> {
     let row = visible(&app, &caller, &id).await?;
-    let url = request.url.as_deref().map(|url| checked_url(&app, url)).transpose()?;
+    let url = match request.url.as_deref() {
+        Some(url) => Some(checked_url(&app, url).await?),
+        None => None,
+    };
     let events = request.events.map(|events| checked_events(Some(events))).transpose()?;
     if let Some(secret) = &request.secret {
         checked_secret(secret)?;
@@ -394,11 +415,8 @@ async fn replay_range(
     if to <= from {
         return Err(invalid("to: after from"));
     }
-    let org =
-        crate::store::orgs::by_id(&app.api_store, row.org_id).await?.ok_or_else(|| ApiError::not_found("webhook"))?;
     let subtree = crate::store::orgs::subtree(&app.api_store, row.org_id).await?;
-    let events =
-        webhooks::events_between(&app.api_store, &subtree, org.parent_id.is_none(), from, to, MAX_REPLAY + 1).await?;
+    let events = webhooks::events_between(&app.api_store, &subtree, from, to, MAX_REPLAY + 1).await?;
     if events.len() as u64 > MAX_REPLAY {
         return Err(invalid(format!("the range holds more than {MAX_REPLAY} events; replay it in parts")));
     }

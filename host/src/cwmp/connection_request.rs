@@ -50,12 +50,43 @@ impl Outcome {
     }
 }
 
-/// Wakes the device and records the attempt.
+/// Wakes the device and records the attempt (and its listener's breaker).
 pub async fn send(app: &Arc<App>, device: &Device) -> anyhow::Result<Outcome> {
     let outcome = attempt(&app.http, &app.secrets, device).await;
+    let target = target(&device.connection_request_url);
+    // Any HTTP answer means the listener is there; only silence counts against it.
+    app.connection_request_breakers.record(&target, !matches!(outcome, Outcome::Unreachable { .. }));
+    record(app, device, outcome).await
+}
+
+/// [`send`], unless the device's listener has not answered its last requests: a fleet job's
+/// wake-up then waits for the breaker's next probe rather than spend a timeout on it again.
+pub async fn send_unless_silent(app: &Arc<App>, device: &Device) -> anyhow::Result<Outcome> {
+    let target = target(&device.connection_request_url);
+    match app.connection_request_breakers.admit(&target) {
+        Ok(()) => send(app, device).await,
+        Err(until) => {
+            let error = format!(
+                "not sent: its listener answered none of the last requests; the next goes in {} s",
+                until.saturating_duration_since(std::time::Instant::now()).as_secs()
+            );
+            record(app, device, Outcome::Unreachable { error }).await
+        }
+    }
+}
+
+async fn record(app: &Arc<App>, device: &Device, outcome: Outcome) -> anyhow::Result<Outcome> {
     tracing::info!(device = %device.device_id, outcome = %outcome.as_record(), "connection request");
     devices::record_connection_request(&app.store, device.id, now_millis(), &outcome.as_record()).await?;
     Ok(outcome)
+}
+
+/// What a breaker is kept for: the listener's host and port (the URL itself if it has none).
+fn target(url: &str) -> String {
+    match reqwest::Url::parse(url.trim()) {
+        Ok(url) => format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(80)),
+        Err(_) => url.trim().to_owned(),
+    }
 }
 
 async fn attempt(http: &reqwest::Client, secrets: &Secrets, device: &Device) -> Outcome {

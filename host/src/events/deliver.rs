@@ -1,30 +1,59 @@
-//! Webhook deliveries: due ones are sent concurrently (`[events] concurrency`), each bounded by
-//! `[events] timeout`; a device's deliveries to a webhook go one at a time, in order (`due`
-//! hands out the oldest pending one of each webhook and subject, and one in flight holds its
-//! subject back). Outcomes are written in batches. A failure is retried after a backoff with
-//! jitter; a webhook failing `breaker_failures` times in a row has its circuit opened: nothing
-//! goes to it until one delivery, after a backoff, gets through; failing past `disable_after`,
-//! it is disabled. A receiver that hangs costs its deliveries' timeouts, nothing more: sessions
-//! never wait on webhooks.
+//! Webhook deliveries: due ones are sent concurrently (`[events] concurrency` in all, at most
+//! `webhook_concurrency` to one webhook, so a receiver that hangs holds only its own slots),
+//! each bounded by `[events] timeout`; a device's deliveries to a webhook go one at a time, in
+//! order (`due` hands out the oldest pending one of each webhook and subject, and one in flight
+//! holds its subject back). Outcomes are written in batches. A failure is retried after a
+//! backoff with jitter; the webhook's breaker (`events::after_failure`) opens after
+//! `breaker_failures` in a row: nothing goes to it until one delivery, after a backoff, gets
+//! through; failing past `disable_after`, it is disabled. Sessions never wait on any of this.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 
-use super::{Breaker, after_failure, backoff, millis};
+use super::{BreakerState, after_failure, after_success, backoff, millis};
 use crate::app::App;
 use crate::store::events::Event;
 use crate::store::now_millis;
-use crate::store::webhooks::{self, Attempt, BreakerState, Delivery, Webhook};
+use crate::store::webhooks::{self, Attempt, BreakerWrite, Delivery, Webhook};
 
-/// What a receiver's answer may say about its failure, kept in the log.
-const ERROR_CHARS: usize = 300;
 /// Why a delivery whose event was deleted (with its organization) is given up.
 const GONE: &str = "the event no longer exists";
+
+/// A delivery sent: the receiver's status, when it answered, and why it failed, when it did.
+type Ended = (Delivery, Arc<Webhook>, Option<u16>, Option<String>);
+
+/// Deliveries in flight, and what they hold back: their subject, and a share of their webhook.
+#[derive(Default)]
+struct InFlight {
+    ids: HashSet<i64>,
+    subjects: HashSet<(i64, String)>,
+    per_webhook: HashMap<i64, usize>,
+}
+
+impl InFlight {
+    fn start(&mut self, delivery: &Delivery) {
+        self.ids.insert(delivery.id);
+        self.subjects.insert((delivery.webhook_id, delivery.subject.clone()));
+        *self.per_webhook.entry(delivery.webhook_id).or_default() += 1;
+    }
+
+    fn end(&mut self, delivery: &Delivery) {
+        self.ids.remove(&delivery.id);
+        self.subjects.remove(&(delivery.webhook_id, delivery.subject.clone()));
+        if let Some(count) = self.per_webhook.get_mut(&delivery.webhook_id) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    fn of(&self, webhook: i64) -> usize {
+        self.per_webhook.get(&webhook).copied().unwrap_or(0)
+    }
+}
 
 pub async fn run(
     app: Arc<App>,
@@ -35,22 +64,23 @@ pub async fn run(
     let settings = &app.config.events;
     let concurrency = settings.concurrency.max(1);
     let mut running = FuturesUnordered::new();
-    // Deliveries in flight, and their webhook and subject, which wait for them.
-    let mut in_flight: HashSet<i64> = HashSet::new();
-    let mut busy: HashSet<(i64, String)> = HashSet::new();
+    let mut in_flight = InFlight::default();
     loop {
         // Each round, after anything ended or was woken: the claim is one query.
         if held.load(Ordering::Relaxed) && running.len() < concurrency {
-            match claim(&app, &in_flight, &busy, concurrency - running.len()).await {
+            match claim(&app, &in_flight, concurrency - running.len()).await {
                 Ok(claimed) => {
                     for (delivery, webhook, event) in claimed {
-                        in_flight.insert(delivery.id);
-                        busy.insert((delivery.webhook_id, delivery.subject.clone()));
+                        in_flight.start(&delivery);
                         let app = app.clone();
                         // A task of its own: a send goes on while this loop writes outcomes,
                         // and holds no database connection (the event came with the claim).
                         let sending = tokio::spawn(async move {
-                            let (status, error) = send(&app, &webhook, &delivery, event.as_ref()).await;
+                            let sent = std::panic::AssertUnwindSafe(send(&app, &webhook, &delivery, event.as_ref()));
+                            let (status, error) = sent
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| (None, Some("Roost failed sending it (a bug)".into())));
                             (delivery, webhook, status, error)
                         });
                         running.push(sending);
@@ -62,26 +92,36 @@ pub async fn run(
         tokio::select! {
             Some(first) = running.next(), if !running.is_empty() => {
                 let mut joined = vec![first];
-                while let Some(Some(more)) = futures::FutureExt::now_or_never(running.next()) {
+                while let Some(Some(more)) = running.next().now_or_never() {
                     joined.push(more);
                 }
-                // A send that panicked is tried again after a restart; the others are written.
-                let ended: Vec<_> = joined.into_iter().filter_map(Result::ok).collect();
-                for (delivery, _, _, _) in &ended {
-                    in_flight.remove(&delivery.id);
-                    busy.remove(&(delivery.webhook_id, delivery.subject.clone()));
-                }
-                if let Err(error) = record(&app, ended).await {
-                    tracing::warn!("recording webhook deliveries: {error:#}");
-                }
+                finish(&app, &mut in_flight, joined).await;
             }
             () = wake.notified() => {}
             () = tokio::time::sleep(settings.poll) => {}
             _ = stopped.changed() => {
-                // What is in flight is sent again by whoever holds the lease next.
+                // What is under way ends (within its timeout) and is written before the lease
+                // goes: the next holder would send it again, perhaps after its successor.
+                let mut joined = Vec::new();
+                while let Some(ended) = running.next().await {
+                    joined.push(ended);
+                }
+                finish(&app, &mut in_flight, joined).await;
                 return Ok(());
             }
         }
+    }
+}
+
+async fn finish(app: &App, in_flight: &mut InFlight, joined: Vec<Result<Ended, tokio::task::JoinError>>) {
+    // A send cannot panic out of its task (it is caught); a task cancelled at shutdown is sent
+    // again by the next holder of the lease.
+    let ended: Vec<Ended> = joined.into_iter().filter_map(Result::ok).collect();
+    for (delivery, ..) in &ended {
+        in_flight.end(delivery);
+    }
+    if let Err(error) = record(app, ended).await {
+        tracing::warn!("recording webhook deliveries: {error:#}");
     }
 }
 
@@ -89,48 +129,54 @@ pub async fn run(
 /// gone).
 type Claimed = (Delivery, Arc<Webhook>, Option<(Event, Option<String>)>);
 
-/// Due deliveries not held back by one in flight; one per webhook whose circuit is half open.
-async fn claim(
-    app: &App,
-    in_flight: &HashSet<i64>,
-    busy: &HashSet<(i64, String)>,
-    room: usize,
-) -> Result<Vec<Claimed>> {
+/// Due deliveries not held back by one in flight, within each webhook's share; one at a time
+/// for a webhook whose circuit is half open.
+async fn claim(app: &App, in_flight: &InFlight, room: usize) -> Result<Vec<Claimed>> {
+    let settings = &app.config.events;
+    let threshold = settings.breaker_failures.max(1);
+    let share = settings.webhook_concurrency.max(1);
     let now = now_millis();
-    let due = webhooks::due(&app.store, now, (room + in_flight.len()) as u64).await?;
-    let due: Vec<Delivery> = due
-        .into_iter()
-        .filter(|d| !in_flight.contains(&d.id) && !busy.contains(&(d.webhook_id, d.subject.clone())))
-        .take(room)
-        .collect();
-    if due.is_empty() {
-        return Ok(Vec::new());
-    }
+    let due = webhooks::due(&app.store, now, threshold, (room + in_flight.ids.len()) as u64).await?;
     let hooks: HashMap<i64, Arc<Webhook>> =
         webhooks::enabled(&app.store).await?.into_iter().map(|w| (w.id, Arc::new(w))).collect();
-    let event_ids: Vec<i64> = due.iter().map(|d| d.event_id).collect();
+    let mut taken: HashMap<i64, usize> = HashMap::new();
+    let mut picked = Vec::new();
+    for delivery in due {
+        if picked.len() == room {
+            break;
+        }
+        let Some(webhook) = hooks.get(&delivery.webhook_id) else { continue };
+        let held_back = in_flight.ids.contains(&delivery.id)
+            || in_flight.subjects.contains(&(delivery.webhook_id, delivery.subject.clone()));
+        let going = in_flight.of(webhook.id) + taken.get(&webhook.id).copied().unwrap_or(0);
+        let half_open = webhook.failures >= i64::from(threshold);
+        if held_back || going >= share || (half_open && going > 0) {
+            continue;
+        }
+        *taken.entry(webhook.id).or_default() += 1;
+        picked.push((delivery, webhook.clone()));
+    }
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let event_ids: Vec<i64> = picked.iter().map(|(d, _)| d.event_id).collect();
     let mut events: HashMap<i64, Event> =
         webhooks::events_by_id(&app.store, &event_ids).await?.into_iter().map(|e| (e.id, e)).collect();
     let slugs = crate::store::orgs::slugs(&app.store).await?;
-    let threshold = i64::from(app.config.events.breaker_failures.max(1));
-    let mut probing: HashSet<i64> = busy.iter().map(|(webhook, _)| *webhook).collect();
-    let mut claimed = Vec::new();
-    for delivery in due {
-        let Some(webhook) = hooks.get(&delivery.webhook_id) else { continue };
-        // Half open: one delivery probes the webhook; the rest wait for its outcome.
-        if webhook.failures >= threshold && !probing.insert(webhook.id) {
-            continue;
-        }
-        let event = events.remove(&delivery.event_id).map(|event| {
-            let slug = event.org_id.and_then(|id| slugs.get(&id).cloned());
-            (event, slug)
-        });
-        claimed.push((delivery, webhook.clone(), event));
-    }
-    Ok(claimed)
+    Ok(picked
+        .into_iter()
+        .map(|(delivery, webhook)| {
+            let event = events.remove(&delivery.event_id).map(|event| {
+                let slug = event.org_id.and_then(|id| slugs.get(&id).cloned());
+                (event, slug)
+            });
+            (delivery, webhook, event)
+        })
+        .collect())
 }
 
-/// Sends one delivery: the receiver's status, and why it failed if it did.
+/// Sends one delivery: the receiver's status, and why it failed if it did. What a receiver
+/// answers beyond its status is not kept: the log would hand it to whoever reads it.
 async fn send(
     app: &App,
     webhook: &Webhook,
@@ -161,51 +207,28 @@ async fn send(
     match request.send().await {
         Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
         Ok(response) => {
-            let status = response.status();
-            let said = tokio::time::timeout(app.config.events.timeout, response.text()).await.ok().and_then(Result::ok);
-            let said: String = said.unwrap_or_default().chars().take(ERROR_CHARS).collect();
-            (
-                Some(status.as_u16()),
-                Some(format!(
-                    "the receiver answered {status}{}",
-                    if said.is_empty() { String::new() } else { format!(": {said}") }
-                )),
-            )
+            (Some(response.status().as_u16()), Some(format!("the receiver answered {}", response.status())))
         }
         Err(error) if error.is_timeout() => {
             (None, Some(format!("no answer within {} s", app.config.events.timeout.as_secs_f32())))
         }
-        Err(error) => (None, Some(format!("{error:#}").chars().take(ERROR_CHARS).collect())),
+        Err(error) if error.is_connect() => (None, Some("the receiver could not be reached".into())),
+        Err(_) => (None, Some("the connection failed before an answer".into())),
     }
 }
 
 /// Writes the outcomes of ended deliveries and what they did to their webhooks' breakers.
-/// A delivery sent: the receiver's status, when it answered, and why it failed, when it did.
-type Ended = (Delivery, Arc<Webhook>, Option<u16>, Option<String>);
-
 async fn record(app: &App, ended: Vec<Ended>) -> Result<()> {
+    if ended.is_empty() {
+        return Ok(());
+    }
     let settings = &app.config.events;
     let now = now_millis();
-    let threshold = settings.breaker_failures.max(1);
-    let mut attempts = Vec::with_capacity(ended.len());
     // The breakers as they are now: other rounds may have moved them since these were claimed.
     let current: HashMap<i64, Webhook> = webhooks::enabled(&app.store).await?.into_iter().map(|w| (w.id, w)).collect();
-    let mut breakers: HashMap<i64, (BreakerState, bool)> = HashMap::new();
+    let mut breakers: HashMap<i64, (BreakerWrite, BreakerState)> = HashMap::new();
+    let mut attempts = Vec::with_capacity(ended.len());
     for (delivery, webhook, status, error) in ended {
-        let now_state = current.get(&webhook.id).unwrap_or(&webhook);
-        let (breaker, moved) = breakers.entry(webhook.id).or_insert_with(|| {
-            let state = BreakerState {
-                webhook_id: webhook.id,
-                org_id: webhook.org_id,
-                failures: now_state.failures,
-                failing_since: now_state.failing_since,
-                open_until: now_state.open_until,
-                disabled: None,
-            };
-            (state, false)
-        });
-        // A webhook disabled or deleted meanwhile keeps what it has.
-        *moved |= current.contains_key(&webhook.id) && (error.is_some() || breaker.failures > 0);
         let gone = error.as_deref() == Some(GONE);
         let retry_at = match &error {
             Some(_) if !gone => {
@@ -214,33 +237,31 @@ async fn record(app: &App, ended: Vec<Ended>) -> Result<()> {
             }
             _ => None,
         };
-        if error.is_none() {
-            breaker.failures = 0;
-            breaker.failing_since = None;
-            breaker.open_until = None;
-        } else if !gone {
-            breaker.failures += 1;
-            let since = *breaker.failing_since.get_or_insert(now);
-            let failures = u32::try_from(breaker.failures).unwrap_or(u32::MAX);
-            match after_failure(failures, since, now, threshold, settings) {
-                Breaker::Closed => {}
-                Breaker::OpenUntil(until) => breaker.open_until = Some(until),
-                Breaker::Disable => {
-                    let days = settings.disable_after.as_secs_f64() / 86_400.0;
-                    breaker.disabled = Some(format!(
-                        "it failed {failures} deliveries in a row over {}; the last: {}",
-                        if days >= 1.0 {
-                            format!("{days:.1} days")
-                        } else {
-                            format!("{} s", settings.disable_after.as_secs())
-                        },
-                        error.as_deref().unwrap_or_default()
-                    ));
-                }
-            }
+        // A webhook disabled or deleted meanwhile keeps what it has.
+        if let Some(stored) = current.get(&webhook.id)
+            && !gone
+        {
+            let (_, state) = breakers.entry(webhook.id).or_insert_with(|| (BreakerWrite::of(stored), state_of(stored)));
+            *state = if error.is_none() { after_success() } else { after_failure(*state, now, settings) };
         }
-        attempts.push(Attempt { delivery_id: delivery.id, webhook_id: webhook.id, at: now, status, error, retry_at });
+        attempts.push(Attempt { delivery_id: delivery.id, at: now, status, error, retry_at });
     }
-    let moved: Vec<BreakerState> = breakers.into_values().filter(|(_, moved)| *moved).map(|(b, _)| b).collect();
-    webhooks::record_attempts(&app.store, &attempts, &moved).await
+    let writes: Vec<BreakerWrite> = breakers
+        .into_values()
+        .filter_map(|(write, state)| {
+            let before = current.get(&write.webhook_id).map(state_of);
+            (before != Some(state)).then(|| write.with(state, settings))
+        })
+        .collect();
+    webhooks::record_attempts(&app.store, &attempts, &writes, now).await
+}
+
+fn state_of(webhook: &Webhook) -> BreakerState {
+    BreakerState {
+        failures: u32::try_from(webhook.failures).unwrap_or(u32::MAX),
+        failing_since: webhook.failing_since,
+        opened: u32::try_from(webhook.opened).unwrap_or(u32::MAX),
+        open_until: webhook.open_until,
+        disabled: !webhook.enabled,
+    }
 }

@@ -62,8 +62,21 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
         if !held.load(Ordering::Relaxed) {
             continue;
         }
-        // Until the outbox is caught up: a burst is fanned out in rounds back to back.
+        // Until the outbox is caught up: a burst is fanned out in rounds back to back, the lease
+        // renewed on the way (a cursor moved by another holder makes a round undo itself).
+        let mut rounds = 0u32;
         loop {
+            rounds += 1;
+            if rounds.is_multiple_of(16) {
+                match leases::hold(&app.store, LEASE, &owner, ttl).await {
+                    Ok(true) => renewed = Some(tokio::time::Instant::now()),
+                    _ => {
+                        held.store(false, Ordering::Relaxed);
+                        renewed = None;
+                        break;
+                    }
+                }
+            }
             match fan_out_once(&app.store).await {
                 Ok(0) => break,
                 Ok(read) => {
@@ -111,20 +124,18 @@ async fn orgs(store: &Store) -> Result<Orgs> {
     })
 }
 
-/// The webhooks an event goes to: enabled, made before it, of its organization or one above
-/// (a top organization's also take events of no organization), subscribed to its type.
+/// The webhooks an event goes to: enabled, made before it, of its organization or one above,
+/// subscribed to its type. Events of no organization (a device no one claimed) go to none: what
+/// they tell is the platform's (NATS carries them).
 fn recipients<'a>(event: &Event, webhooks: &'a [Webhook], patterns: &[Vec<String>], orgs: &Orgs) -> Vec<&'a Webhook> {
     let chain = super::chain(event.org_id, &orgs.parents);
     webhooks
         .iter()
         .zip(patterns)
         .filter(|(webhook, patterns)| {
-            let reaches = if event.org_id.is_some() {
-                chain.contains(&webhook.org_id)
-            } else {
-                orgs.parents.get(&webhook.org_id).is_some_and(Option::is_none)
-            };
-            reaches && webhook.created_at <= event.created_at && super::subscribed(patterns, &event.r#type)
+            chain.contains(&webhook.org_id)
+                && webhook.created_at <= event.created_at
+                && super::subscribed(patterns, &event.r#type)
         })
         .map(|(webhook, _)| webhook)
         .collect()
@@ -151,7 +162,9 @@ async fn fan_out_once(store: &Store) -> Result<u64> {
             });
         }
     }
-    webhooks::fan_out(store, &deliveries, last).await?;
+    if !webhooks::fan_out(store, &deliveries, after, last).await? {
+        anyhow::bail!("another replica moved the webhook reader: the events lease changed hands");
+    }
     Ok(events.len() as u64)
 }
 
@@ -190,7 +203,7 @@ async fn publish_loop(
             match connect(&url, &app.config.events.nats_stream, &app.config.events.nats_prefix).await {
                 Ok(context) => stream = Some(context),
                 Err(error) => {
-                    tracing::warn!(%url, "connecting to NATS: {error:#}");
+                    tracing::warn!(url = %crate::store::redact_url(&url), "connecting to NATS: {error:#}");
                     continue;
                 }
             }
@@ -201,7 +214,7 @@ async fn publish_loop(
                 Ok(read) if read < BATCH => break,
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(%url, "publishing events to NATS: {error:#}");
+                    tracing::warn!(url = %crate::store::redact_url(&url), "publishing events to NATS: {error:#}");
                     break;
                 }
             }
@@ -253,6 +266,8 @@ async fn publish_once(store: &Store, context: &async_nats::jetstream::Context, p
     for ack in acks {
         ack.await.context("waiting for JetStream's acknowledgement")?;
     }
-    webhooks::published(store, last).await?;
+    if !webhooks::published(store, after, last).await? {
+        anyhow::bail!("another replica moved the NATS reader: the events lease changed hands");
+    }
     Ok(events.len() as u64)
 }

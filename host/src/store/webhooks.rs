@@ -24,6 +24,8 @@ pub struct Webhook {
     /// Failed attempts in a row.
     pub failures: i64,
     pub failing_since: Option<i64>,
+    /// Times its circuit opened in a row.
+    pub opened: i64,
     /// Its circuit is open until then.
     pub open_until: Option<i64>,
     pub created_by: String,
@@ -127,19 +129,41 @@ pub async fn update(store: &Store, id: i64, change: WebhookChange) -> Result<Opt
     }
     match change.enabled {
         Some(true) => sets.push(
-            "enabled = TRUE, disabled_reason = NULL, failures = 0, failing_since = NULL, open_until = NULL".into(),
+            "enabled = TRUE, disabled_reason = NULL, failures = 0, failing_since = NULL, opened = 0, open_until = NULL"
+                .into(),
         ),
         Some(false) => sets.push("enabled = FALSE, disabled_reason = 'disabled by a user'".into()),
         None => {}
     }
     args.push(id.into());
+    let enabling = change.enabled == Some(true);
     let _guard = store.write_guard().await;
-    super::first(
-        store.db(),
-        store.statement(&format!("UPDATE webhooks SET {} WHERE id = ? RETURNING *", sets.join(", ")), args),
+    let txn = store.db().begin().await.context("starting transaction")?;
+    let backend = txn.get_database_backend();
+    let changed = super::first::<Webhook, _>(
+        &txn,
+        super::statement(backend, &format!("UPDATE webhooks SET {} WHERE id = ? RETURNING *", sets.join(", ")), args),
     )
     .await
-    .context("changing a webhook")
+    .context("changing a webhook")?;
+    if enabling {
+        // What waited for it goes now, not at the end of its last backoff.
+        reschedule(&txn, id, now_millis()).await?;
+    }
+    txn.commit().await.context("committing a webhook change")?;
+    Ok(changed)
+}
+
+/// Makes a webhook's pending deliveries due at `now`.
+async fn reschedule<C: ConnectionTrait>(db: &C, webhook_id: i64, now: i64) -> Result<()> {
+    db.execute_raw(super::statement(
+        db.get_database_backend(),
+        "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE webhook_id = ? AND state = 'pending' AND next_attempt_at > ?",
+        [now.into(), webhook_id.into(), now.into()],
+    ))
+    .await
+    .context("rescheduling deliveries")?;
+    Ok(())
 }
 
 /// Deletes a webhook and its delivery log.
@@ -185,16 +209,18 @@ pub async fn cursor(store: &Store, reader: &str) -> Result<Cursor> {
     .unwrap_or(Cursor { txid: 0, event_id: 0 }))
 }
 
-async fn advance<C: ConnectionTrait>(db: &C, reader: &str, to: Cursor) -> Result<()> {
-    db.execute_raw(super::statement(
-        db.get_database_backend(),
-        "INSERT INTO outbox_cursors (name, txid, event_id) VALUES (?, ?, ?)
-         ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, event_id = excluded.event_id",
-        [reader.into(), to.txid.into(), to.event_id.into()],
-    ))
-    .await
-    .context("advancing an outbox cursor")?;
-    Ok(())
+/// Moves a reader from `from` to `to`; false if it was not at `from` (another replica, which
+/// took the lease over meanwhile, moved it): the caller rolls back what it did on that reading.
+async fn advance<C: ConnectionTrait>(db: &C, reader: &str, from: Cursor, to: Cursor) -> Result<bool> {
+    let moved = db
+        .execute_raw(super::statement(
+            db.get_database_backend(),
+            "UPDATE outbox_cursors SET txid = ?, event_id = ? WHERE name = ? AND txid = ? AND event_id = ?",
+            [to.txid.into(), to.event_id.into(), reader.into(), from.txid.into(), from.event_id.into()],
+        ))
+        .await
+        .context("advancing an outbox cursor")?;
+    Ok(moved.rows_affected() == 1)
 }
 
 /// The events past `after`, in commit order, up to `limit`. On PostgreSQL only those written by
@@ -224,10 +250,10 @@ pub async fn read(store: &Store, after: Cursor, limit: u64) -> Result<Vec<(Curso
         .collect()
 }
 
-/// Moves the NATS reader past what it published.
-pub async fn published(store: &Store, to: Cursor) -> Result<()> {
+/// Moves the NATS reader past what it published; false if another replica moved it first.
+pub async fn published(store: &Store, from: Cursor, to: Cursor) -> Result<bool> {
     let _guard = store.write_guard().await;
-    advance(store.db(), NATS_READER, to).await
+    advance(store.db(), NATS_READER, from, to).await
 }
 
 pub const WEBHOOK_READER: &str = "webhooks";
@@ -274,14 +300,18 @@ async fn insert_deliveries<C: ConnectionTrait>(db: &C, deliveries: &[NewDelivery
     Ok(())
 }
 
-/// Queues `deliveries` and moves the webhook reader to `to`, in one transaction.
-pub async fn fan_out(store: &Store, deliveries: &[NewDelivery<'_>], to: Cursor) -> Result<()> {
+/// Queues `deliveries` and moves the webhook reader from `from` to `to`, in one transaction;
+/// nothing, and false, if the reader was not at `from` any more.
+pub async fn fan_out(store: &Store, deliveries: &[NewDelivery<'_>], from: Cursor, to: Cursor) -> Result<bool> {
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting transaction")?;
+    if !advance(&txn, WEBHOOK_READER, from, to).await? {
+        txn.rollback().await.context("rolling back")?;
+        return Ok(false);
+    }
     insert_deliveries(&txn, deliveries, now_millis()).await?;
-    advance(&txn, WEBHOOK_READER, to).await?;
     txn.commit().await.context("committing the fan-out")?;
-    Ok(())
+    Ok(true)
 }
 
 #[derive(Debug, Clone, FromQueryResult)]
@@ -303,8 +333,9 @@ pub struct Delivery {
 
 /// Deliveries due now, each the oldest pending one of its webhook and subject (a device's
 /// events reach a webhook in order: a later one waits while an earlier one is retried), of
-/// enabled webhooks whose circuit is not open.
-pub async fn due(store: &Store, now: i64, limit: u64) -> Result<Vec<Delivery>> {
+/// enabled webhooks whose circuit is not open; of a half-open one (`threshold` failures in a
+/// row), only its oldest, which probes it.
+pub async fn due(store: &Store, now: i64, threshold: u32, limit: u64) -> Result<Vec<Delivery>> {
     Delivery::find_by_statement(store.statement(
         "SELECT d.* FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
          WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND w.enabled = TRUE
@@ -312,8 +343,11 @@ pub async fn due(store: &Store, now: i64, limit: u64) -> Result<Vec<Delivery>> {
            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
                            WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
                              AND e.state = 'pending' AND e.id < d.id)
+           AND (w.failures < ? OR d.id = (SELECT MIN(p.id) FROM webhook_deliveries p
+                                          WHERE p.webhook_id = d.webhook_id AND p.state = 'pending'
+                                            AND p.next_attempt_at <= ?))
          ORDER BY d.id LIMIT ?",
-        [now.into(), now.into(), super::count_value(limit)],
+        [now.into(), now.into(), i64::from(threshold).into(), now.into(), super::count_value(limit)],
     ))
     .all(store.db())
     .await
@@ -335,7 +369,6 @@ pub async fn events_by_id(store: &Store, ids: &[i64]) -> Result<Vec<Event>> {
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub delivery_id: i64,
-    pub webhook_id: i64,
     pub at: i64,
     /// The receiver's status, when it answered.
     pub status: Option<u16>,
@@ -345,21 +378,46 @@ pub struct Attempt {
     pub retry_at: Option<i64>,
 }
 
-/// A webhook's breaker after a round of attempts.
+/// A webhook's breaker to write, if the webhook was not changed since it was read.
 #[derive(Debug, Clone)]
-pub struct BreakerState {
+pub struct BreakerWrite {
     pub webhook_id: i64,
     pub org_id: i64,
-    pub failures: i64,
-    pub failing_since: Option<i64>,
-    pub open_until: Option<i64>,
-    /// Disabled now, for this reason.
+    /// The webhook's `updated_at` when read: a change through the API since (enabling it
+    /// again, say) wins over this write.
+    pub updated_at: i64,
+    pub state: crate::events::BreakerState,
+    /// Why it is disabled, when this write disables it.
     pub disabled: Option<String>,
 }
 
+impl BreakerWrite {
+    pub fn of(webhook: &Webhook) -> Self {
+        Self {
+            webhook_id: webhook.id,
+            org_id: webhook.org_id,
+            updated_at: webhook.updated_at,
+            state: crate::events::BreakerState::default(),
+            disabled: None,
+        }
+    }
+
+    pub fn with(self, state: crate::events::BreakerState, settings: &crate::config::EventSettings) -> Self {
+        let disabled = state.disabled.then(|| {
+            format!(
+                "it failed {} deliveries in a row over {} s or more",
+                state.failures,
+                settings.disable_after.as_secs()
+            )
+        });
+        Self { state, disabled, ..self }
+    }
+}
+
 /// Writes a round's attempts and the breakers they moved, in one transaction; a webhook disabled
-/// gets its `webhook.disabled` event and audit entry there too.
-pub async fn record_attempts(store: &Store, attempts: &[Attempt], breakers: &[BreakerState]) -> Result<()> {
+/// gets its `webhook.disabled` event and audit entry there too, and one whose breaker closed has
+/// its pending deliveries made due at once.
+pub async fn record_attempts(store: &Store, attempts: &[Attempt], breakers: &[BreakerWrite], now: i64) -> Result<()> {
     let _guard = store.write_guard().await;
     let txn = store.db().begin().await.context("starting transaction")?;
     let backend = txn.get_database_backend();
@@ -390,24 +448,34 @@ pub async fn record_attempts(store: &Store, attempts: &[Attempt], breakers: &[Br
     }
     for breaker in breakers {
         let disable = breaker.disabled.is_some();
-        txn.execute_raw(super::statement(
-            backend,
-            "UPDATE webhooks SET failures = ?, failing_since = ?, open_until = ?,
-                 enabled = CASE WHEN ? THEN FALSE ELSE enabled END,
-                 disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END
-             WHERE id = ?",
-            [
-                breaker.failures.into(),
-                breaker.failing_since.into(),
-                breaker.open_until.into(),
-                disable.into(),
-                disable.into(),
-                breaker.disabled.clone().into(),
-                breaker.webhook_id.into(),
-            ],
-        ))
-        .await
-        .context("recording a webhook's breaker")?;
+        let state = &breaker.state;
+        let written = txn
+            .execute_raw(super::statement(
+                backend,
+                "UPDATE webhooks SET failures = ?, failing_since = ?, opened = ?, open_until = ?,
+                     enabled = CASE WHEN ? THEN FALSE ELSE enabled END,
+                     disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END
+                 WHERE id = ? AND updated_at = ? AND enabled = TRUE",
+                [
+                    i64::from(state.failures).into(),
+                    state.failing_since.into(),
+                    i64::from(state.opened).into(),
+                    state.open_until.into(),
+                    disable.into(),
+                    disable.into(),
+                    breaker.disabled.clone().into(),
+                    breaker.webhook_id.into(),
+                    breaker.updated_at.into(),
+                ],
+            ))
+            .await
+            .context("recording a webhook's breaker")?;
+        if written.rows_affected() == 0 {
+            continue;
+        }
+        if state.failures == 0 {
+            reschedule(&txn, breaker.webhook_id, now).await?;
+        }
         if let Some(reason) = &breaker.disabled {
             let subject = breaker.webhook_id.to_string();
             let payload = serde_json::json!({"webhook": subject, "reason": reason});
@@ -473,33 +541,28 @@ pub async fn replay(store: &Store, webhook_id: i64, events: &[Event], replay_of:
         .iter()
         .map(|event| NewDelivery { webhook_id, event_id: event.id, subject: &event.subject, replay_of })
         .collect();
-    let _guard = store.write_guard().await;
-    let txn = store.db().begin().await.context("starting transaction")?;
-    insert_deliveries(&txn, &deliveries, now_millis()).await?;
-    txn.commit().await.context("committing a replay")?;
-    Ok(deliveries.len() as u64)
+    // In chunks of their own: a long transaction would hold every other writer (SQLite) or the
+    // outbox's horizon (PostgreSQL) back.
+    let mut queued = 0;
+    for chunk in deliveries.chunks(INSERT_CHUNK) {
+        let _guard = store.write_guard().await;
+        insert_deliveries(store.db(), chunk, now_millis()).await?;
+        queued += chunk.len() as u64;
+    }
+    Ok(queued)
 }
 
-/// The events of `orgs` (and of no organization when `orgless`) made in `[from, to)`, in commit
-/// order, up to `limit`.
-pub async fn events_between(
-    store: &Store,
-    orgs: &[i64],
-    orgless: bool,
-    from: i64,
-    to: i64,
-    limit: u64,
-) -> Result<Vec<Event>> {
-    let mut condition =
-        if orgs.is_empty() { "1 = 0".to_owned() } else { format!("org_id IN ({})", super::placeholders(orgs.len())) };
-    if orgless {
-        condition = format!("({condition} OR org_id IS NULL)");
+/// The events of `orgs` made in `[from, to)`, in commit order, up to `limit`.
+pub async fn events_between(store: &Store, orgs: &[i64], from: i64, to: i64, limit: u64) -> Result<Vec<Event>> {
+    if orgs.is_empty() {
+        return Ok(Vec::new());
     }
     let mut args: Vec<Value> = orgs.iter().map(|id| Value::from(*id)).collect();
     args.extend([from.into(), to.into(), super::count_value(limit)]);
     Event::find_by_statement(store.statement(
         &format!(
-            "SELECT * FROM events WHERE {condition} AND created_at >= ? AND created_at < ? ORDER BY txid, id LIMIT ?"
+            "SELECT * FROM events WHERE org_id IN ({}) AND created_at >= ? AND created_at < ? ORDER BY txid, id LIMIT ?",
+            super::placeholders(orgs.len())
         ),
         args,
     ))
