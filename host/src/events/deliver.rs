@@ -65,10 +65,11 @@ pub async fn run(
     let concurrency = settings.concurrency.max(1);
     let mut running = FuturesUnordered::new();
     let mut in_flight = InFlight::default();
+    let mut slugs = Slugs::default();
     loop {
         // Each round, after anything ended or was woken: the claim is one query.
         if held.load(Ordering::Relaxed) && running.len() < concurrency {
-            match claim(&app, &in_flight, concurrency - running.len()).await {
+            match claim(&app, &in_flight, &mut slugs, concurrency - running.len()).await {
                 Ok(claimed) => {
                     for (delivery, webhook, event) in claimed {
                         in_flight.start(&delivery);
@@ -129,23 +130,43 @@ async fn finish(app: &App, in_flight: &mut InFlight, joined: Vec<Result<Ended, t
 /// gone).
 type Claimed = (Delivery, Arc<Webhook>, Option<(Event, Option<String>)>);
 
+/// Organization slugs, for the events' `org`, read again every few seconds (a rename shows
+/// within that), not at every claim.
+#[derive(Default)]
+struct Slugs {
+    read_at: Option<std::time::Instant>,
+    by_org: HashMap<i64, String>,
+}
+
+impl Slugs {
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+    async fn get(&mut self, app: &App) -> Result<&HashMap<i64, String>> {
+        if self.read_at.is_none_or(|at| at.elapsed() >= Self::FRESH) {
+            self.by_org = crate::store::orgs::slugs(&app.store).await?;
+            self.read_at = Some(std::time::Instant::now());
+        }
+        Ok(&self.by_org)
+    }
+}
+
 /// Due deliveries not held back by one in flight, within each webhook's share; one at a time
-/// for a webhook whose circuit is half open.
-async fn claim(app: &App, in_flight: &InFlight, room: usize) -> Result<Vec<Claimed>> {
+/// for a webhook whose circuit is half open. Two queries: the deliveries with their webhooks,
+/// and their events.
+async fn claim(app: &App, in_flight: &InFlight, slugs: &mut Slugs, room: usize) -> Result<Vec<Claimed>> {
     let settings = &app.config.events;
     let threshold = settings.breaker_failures.max(1);
     let share = settings.webhook_concurrency.max(1);
     let now = now_millis();
     let due = webhooks::due(&app.store, now, threshold, (room + in_flight.ids.len()) as u64).await?;
-    let hooks: HashMap<i64, Arc<Webhook>> =
-        webhooks::enabled(&app.store).await?.into_iter().map(|w| (w.id, Arc::new(w))).collect();
+    let mut hooks: HashMap<i64, Arc<Webhook>> = HashMap::new();
     let mut taken: HashMap<i64, usize> = HashMap::new();
     let mut picked = Vec::new();
-    for delivery in due {
+    for (delivery, webhook) in due {
         if picked.len() == room {
             break;
         }
-        let Some(webhook) = hooks.get(&delivery.webhook_id) else { continue };
+        let webhook = hooks.entry(webhook.id).or_insert_with(|| Arc::new(webhook));
         let held_back = in_flight.ids.contains(&delivery.id)
             || in_flight.subjects.contains(&(delivery.webhook_id, delivery.subject.clone()));
         let going = in_flight.of(webhook.id) + taken.get(&webhook.id).copied().unwrap_or(0);
@@ -162,7 +183,7 @@ async fn claim(app: &App, in_flight: &InFlight, room: usize) -> Result<Vec<Claim
     let event_ids: Vec<i64> = picked.iter().map(|(d, _)| d.event_id).collect();
     let mut events: HashMap<i64, Event> =
         webhooks::events_by_id(&app.store, &event_ids).await?.into_iter().map(|e| (e.id, e)).collect();
-    let slugs = crate::store::orgs::slugs(&app.store).await?;
+    let slugs = slugs.get(app).await?;
     Ok(picked
         .into_iter()
         .map(|(delivery, webhook)| {
@@ -224,8 +245,17 @@ async fn record(app: &App, ended: Vec<Ended>) -> Result<()> {
     }
     let settings = &app.config.events;
     let now = now_millis();
-    // The breakers as they are now: other rounds may have moved them since these were claimed.
-    let current: HashMap<i64, Webhook> = webhooks::enabled(&app.store).await?.into_iter().map(|w| (w.id, w)).collect();
+    // The breakers as they are now (other rounds may have moved them since these were
+    // claimed), read only when one may move: a failure, or a webhook that had failures. The
+    // usual round, all delivered to healthy webhooks, writes the attempts and nothing else.
+    let may_move = ended
+        .iter()
+        .any(|(_, webhook, _, error)| error.is_some() || webhook.failures > 0 || webhook.open_until.is_some());
+    let current: HashMap<i64, Webhook> = if may_move {
+        webhooks::enabled(&app.store).await?.into_iter().map(|w| (w.id, w)).collect()
+    } else {
+        HashMap::new()
+    };
     let mut breakers: HashMap<i64, (BreakerWrite, BreakerState)> = HashMap::new();
     let mut attempts = Vec::with_capacity(ended.len());
     for (delivery, webhook, status, error) in ended {

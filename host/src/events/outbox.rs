@@ -21,6 +21,10 @@ use crate::store::{Store, leases};
 const LEASE: &str = "events";
 /// Events read per round.
 const BATCH: u64 = 1000;
+/// Deliveries queued in one catch-up after which the planner's statistics are refreshed, at
+/// most once per `STATISTICS_EVERY`.
+const STATISTICS_AFTER: u64 = 1000;
+const STATISTICS_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the readers and the deliveries while this replica holds the lease.
 pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>) -> Result<()> {
@@ -31,6 +35,7 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
     let hold_for = (poll * 6).max(Duration::from_secs(15));
     let ttl = super::millis(hold_for);
     let mut renewed: Option<tokio::time::Instant> = None;
+    let mut analyzed: Option<tokio::time::Instant> = None;
     let held = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut workers = tokio::task::JoinSet::new();
@@ -65,6 +70,7 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
         // Until the outbox is caught up: a burst is fanned out in rounds back to back, the lease
         // renewed on the way (a cursor moved by another holder makes a round undo itself).
         let mut rounds = 0u32;
+        let mut queued = 0u64;
         loop {
             rounds += 1;
             if rounds.is_multiple_of(16) {
@@ -78,8 +84,9 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
                 }
             }
             match fan_out_once(&app.store).await {
-                Ok(0) => break,
-                Ok(read) => {
+                Ok((0, _)) => break,
+                Ok((read, deliveries)) => {
+                    queued += deliveries;
                     wake.notify_one();
                     if read < BATCH {
                         break;
@@ -89,6 +96,15 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
                     tracing::warn!("fanning events out to webhooks: {error:#}");
                     break;
                 }
+            }
+        }
+        // A burst grows the pending deliveries faster than PostgreSQL's statistics follow (the
+        // autovacuum analyzes a minute or more later): with them stale, the planner sorts every
+        // pending row for each claim instead of walking the few it needs.
+        if queued >= STATISTICS_AFTER && analyzed.is_none_or(|at| at.elapsed() >= STATISTICS_EVERY) {
+            analyzed = Some(tokio::time::Instant::now());
+            if let Err(error) = webhooks::refresh_statistics(&app.store).await {
+                tracing::debug!("analyzing webhook_deliveries: {error:#}");
             }
         }
     }
@@ -142,10 +158,11 @@ fn recipients<'a>(event: &Event, webhooks: &'a [Webhook], patterns: &[Vec<String
 }
 
 /// Fans one round of events out; how many events it read.
-async fn fan_out_once(store: &Store) -> Result<u64> {
+/// Fans one round of events out: how many events it read, and deliveries it queued.
+async fn fan_out_once(store: &Store) -> Result<(u64, u64)> {
     let after = webhooks::cursor(store, webhooks::WEBHOOK_READER).await?;
     let events = webhooks::read(store, after, BATCH).await?;
-    let Some((last, _)) = events.last() else { return Ok(0) };
+    let Some((last, _)) = events.last() else { return Ok((0, 0)) };
     let last = *last;
     let enabled = webhooks::enabled(store).await?;
     let patterns: Vec<Vec<String>> = enabled.iter().map(Webhook::patterns).collect();
@@ -165,7 +182,7 @@ async fn fan_out_once(store: &Store) -> Result<u64> {
     if !webhooks::fan_out(store, &deliveries, after, last).await? {
         anyhow::bail!("another replica moved the webhook reader: the events lease changed hands");
     }
-    Ok(events.len() as u64)
+    Ok((events.len() as u64, deliveries.len() as u64))
 }
 
 /// An event as receivers get it, by webhook and on NATS.

@@ -331,28 +331,89 @@ pub struct Delivery {
     pub created_at: i64,
 }
 
+/// Refreshes the planner's statistics of the deliveries (PostgreSQL; SQLite plans without them).
+pub async fn refresh_statistics(store: &Store) -> Result<()> {
+    if store.backend() == DbBackend::Postgres {
+        store.db().execute_unprepared("ANALYZE webhook_deliveries").await.context("analyzing")?;
+    }
+    Ok(())
+}
+
 /// Deliveries due now, each the oldest pending one of its webhook and subject (a device's
 /// events reach a webhook in order: a later one waits while an earlier one is retried), of
 /// enabled webhooks whose circuit is not open; of a half-open one (`threshold` failures in a
 /// row), only its oldest, which probes it.
-pub async fn due(store: &Store, now: i64, threshold: u32, limit: u64) -> Result<Vec<Delivery>> {
-    Delivery::find_by_statement(store.statement(
-        "SELECT d.* FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-         WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND w.enabled = TRUE
-           AND (w.open_until IS NULL OR w.open_until <= ?)
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
-                           WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
-                             AND e.state = 'pending' AND e.id < d.id)
-           AND (w.failures < ? OR d.id = (SELECT MIN(p.id) FROM webhook_deliveries p
-                                          WHERE p.webhook_id = d.webhook_id AND p.state = 'pending'
-                                            AND p.next_attempt_at <= ?))
-         ORDER BY d.id LIMIT ?",
-        [now.into(), now.into(), i64::from(threshold).into(), now.into(), super::count_value(limit)],
-    ))
-    .all(store.db())
-    .await
-    .context("finding due webhook deliveries")
+pub async fn due(store: &Store, now: i64, threshold: u32, limit: u64) -> Result<Vec<(Delivery, Webhook)>> {
+    // The webhook comes with each delivery (its columns prefixed `w_`): no second query. The
+    // deliveries are found first, by themselves, so that the planner walks the pending ones in
+    // id order and stops at the limit (joined at once, PostgreSQL sorted every pending row).
+    let webhook_columns =
+        WEBHOOK_COLUMNS.iter().map(|column| format!("w.{column} AS w_{column}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT d.*, {webhook_columns} FROM (
+           SELECT * FROM (
+             SELECT d.* FROM webhook_deliveries d
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+               AND d.webhook_id IN (SELECT id FROM webhooks WHERE enabled = TRUE AND failures < ?
+                                      AND (open_until IS NULL OR open_until <= ?))
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                               WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
+                                 AND e.state = 'pending' AND e.id < d.id)
+             ORDER BY d.id LIMIT ?) closed
+           UNION ALL
+           SELECT d.* FROM webhook_deliveries d
+           WHERE d.next_attempt_at <= ?
+             AND d.id IN (SELECT (SELECT MIN(p.id) FROM webhook_deliveries p
+                                  WHERE p.webhook_id = h.id AND p.state = 'pending')
+                          FROM webhooks h WHERE h.enabled = TRUE AND h.failures >= ?
+                            AND (h.open_until IS NULL OR h.open_until <= ?))
+         ) d JOIN webhooks w ON w.id = d.webhook_id
+         ORDER BY d.id"
+    );
+    let threshold = i64::from(threshold);
+    let rows = store
+        .db()
+        .query_all_raw(store.statement(
+            &sql,
+            [
+                now.into(),
+                threshold.into(),
+                now.into(),
+                super::count_value(limit),
+                now.into(),
+                threshold.into(),
+                now.into(),
+            ],
+        ))
+        .await
+        .context("finding due webhook deliveries")?;
+    rows.iter()
+        .map(|row| {
+            let delivery = Delivery::from_query_result(row, "").context("reading a delivery")?;
+            let webhook = Webhook::from_query_result(row, "w_").context("reading a delivery's webhook")?;
+            Ok((delivery, webhook))
+        })
+        .collect()
 }
+
+/// The columns of `webhooks`, as `Webhook` reads them.
+const WEBHOOK_COLUMNS: [&str; 15] = [
+    "id",
+    "org_id",
+    "url",
+    "sealed_secret",
+    "events",
+    "description",
+    "enabled",
+    "disabled_reason",
+    "failures",
+    "failing_since",
+    "opened",
+    "open_until",
+    "created_by",
+    "created_at",
+    "updated_at",
+];
 
 pub async fn events_by_id(store: &Store, ids: &[i64]) -> Result<Vec<Event>> {
     if ids.is_empty() {
