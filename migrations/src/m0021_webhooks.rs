@@ -99,4 +99,5 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_log ON webhook_deliveries (webhook_id, id);
 CREATE INDEX webhook_deliveries_order ON webhook_deliveries (webhook_id, subject, id) WHERE state = 'pending';
-CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (id) WHERE state = 'pending'";
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (id) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_head ON webhook_deliveries (webhook_id, id) WHERE state = 'pending'";

@@ -158,7 +158,9 @@ async fn claim(app: &App, in_flight: &InFlight, slugs: &mut Slugs, room: usize) 
     let threshold = settings.breaker_failures.max(1);
     let share = settings.webhook_concurrency.max(1);
     let now = now_millis();
-    let due = webhooks::due(&app.store, now, threshold, (room + in_flight.ids.len()) as u64).await?;
+    let saturated: Vec<i64> =
+        in_flight.per_webhook.iter().filter(|(_, going)| **going >= share).map(|(webhook, _)| *webhook).collect();
+    let due = webhooks::due(&app.store, now, threshold, &saturated, (room + in_flight.ids.len()) as u64).await?;
     let mut hooks: HashMap<i64, Arc<Webhook>> = HashMap::new();
     let mut taken: HashMap<i64, usize> = HashMap::new();
     let mut picked = Vec::new();
@@ -245,17 +247,12 @@ async fn record(app: &App, ended: Vec<Ended>) -> Result<()> {
     }
     let settings = &app.config.events;
     let now = now_millis();
-    // The breakers as they are now (other rounds may have moved them since these were
-    // claimed), read only when one may move: a failure, or a webhook that had failures. The
-    // usual round, all delivered to healthy webhooks, writes the attempts and nothing else.
-    let may_move = ended
-        .iter()
-        .any(|(_, webhook, _, error)| error.is_some() || webhook.failures > 0 || webhook.open_until.is_some());
-    let current: HashMap<i64, Webhook> = if may_move {
-        webhooks::enabled(&app.store).await?.into_iter().map(|w| (w.id, w)).collect()
-    } else {
-        HashMap::new()
-    };
+    // The breakers as they are now: other rounds may have moved them since these were claimed.
+    let mut ids: Vec<i64> = ended.iter().map(|(_, webhook, ..)| webhook.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let current: HashMap<i64, Webhook> =
+        webhooks::enabled_of(&app.store, &ids).await?.into_iter().map(|w| (w.id, w)).collect();
     let mut breakers: HashMap<i64, (BreakerWrite, BreakerState)> = HashMap::new();
     let mut attempts = Vec::with_capacity(ended.len());
     for (delivery, webhook, status, error) in ended {

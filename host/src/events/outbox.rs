@@ -69,11 +69,9 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
         }
         // Until the outbox is caught up: a burst is fanned out in rounds back to back, the lease
         // renewed on the way (a cursor moved by another holder makes a round undo itself).
-        let mut rounds = 0u32;
         let mut queued = 0u64;
         loop {
-            rounds += 1;
-            if rounds.is_multiple_of(16) {
+            if renewed.is_none_or(|at| at.elapsed() >= hold_for / 3) {
                 match leases::hold(&app.store, LEASE, &owner, ttl).await {
                     Ok(true) => renewed = Some(tokio::time::Instant::now()),
                     _ => {

@@ -89,6 +89,18 @@ pub async fn visible(store: &Store, scope: &Scope, id: i64) -> Result<Option<Web
         .context("reading a webhook")
 }
 
+/// The enabled webhooks of `ids`, as they are now.
+pub async fn enabled_of(store: &Store, ids: &[i64]) -> Result<Vec<Webhook>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT * FROM webhooks WHERE enabled = TRUE AND id IN ({})", super::placeholders(ids.len()));
+    Webhook::find_by_statement(store.statement(&sql, ids.iter().map(|id| Value::from(*id))))
+        .all(store.db())
+        .await
+        .context("reading webhooks")
+}
+
 /// The enabled webhooks: those the fan-out gives events to.
 pub async fn enabled(store: &Store) -> Result<Vec<Webhook>> {
     Webhook::find_by_statement(store.statement("SELECT * FROM webhooks WHERE enabled = TRUE ORDER BY id", []))
@@ -342,13 +354,27 @@ pub async fn refresh_statistics(store: &Store) -> Result<()> {
 /// Deliveries due now, each the oldest pending one of its webhook and subject (a device's
 /// events reach a webhook in order: a later one waits while an earlier one is retried), of
 /// enabled webhooks whose circuit is not open; of a half-open one (`threshold` failures in a
-/// row), only its oldest, which probes it.
-pub async fn due(store: &Store, now: i64, threshold: u32, limit: u64) -> Result<Vec<(Delivery, Webhook)>> {
+/// row), only its oldest due subject head, which probes it (a probe rotates over subjects as
+/// their backoffs come due).
+pub async fn due(
+    store: &Store,
+    now: i64,
+    threshold: u32,
+    saturated: &[i64],
+    limit: u64,
+) -> Result<Vec<(Delivery, Webhook)>> {
     // The webhook comes with each delivery (its columns prefixed `w_`): no second query. The
     // deliveries are found first, by themselves, so that the planner walks the pending ones in
     // id order and stops at the limit (joined at once, PostgreSQL sorted every pending row).
     let webhook_columns =
         WEBHOOK_COLUMNS.iter().map(|column| format!("w.{column} AS w_{column}")).collect::<Vec<_>>().join(", ");
+    // Webhooks with their share in flight take no room in the window: a backlogged one would
+    // fill it and hold the others back.
+    let saturated_ids = if saturated.is_empty() {
+        String::new()
+    } else {
+        format!("AND d.webhook_id NOT IN ({})", super::placeholders(saturated.len()))
+    };
     let sql = format!(
         "SELECT d.*, {webhook_columns} FROM (
            SELECT * FROM (
@@ -356,6 +382,7 @@ pub async fn due(store: &Store, now: i64, threshold: u32, limit: u64) -> Result<
              WHERE d.state = 'pending' AND d.next_attempt_at <= ?
                AND d.webhook_id IN (SELECT id FROM webhooks WHERE enabled = TRUE AND failures < ?
                                       AND (open_until IS NULL OR open_until <= ?))
+               {saturated_ids}
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
                                WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
                                  AND e.state = 'pending' AND e.id < d.id)
@@ -364,29 +391,20 @@ pub async fn due(store: &Store, now: i64, threshold: u32, limit: u64) -> Result<
            SELECT d.* FROM webhook_deliveries d
            WHERE d.next_attempt_at <= ?
              AND d.id IN (SELECT (SELECT MIN(p.id) FROM webhook_deliveries p
-                                  WHERE p.webhook_id = h.id AND p.state = 'pending')
+                                  WHERE p.webhook_id = h.id AND p.state = 'pending' AND p.next_attempt_at <= ?
+                                    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries q
+                                                    WHERE q.webhook_id = p.webhook_id AND q.subject = p.subject
+                                                      AND q.state = 'pending' AND q.id < p.id))
                           FROM webhooks h WHERE h.enabled = TRUE AND h.failures >= ?
                             AND (h.open_until IS NULL OR h.open_until <= ?))
          ) d JOIN webhooks w ON w.id = d.webhook_id
          ORDER BY d.id"
     );
     let threshold = i64::from(threshold);
-    let rows = store
-        .db()
-        .query_all_raw(store.statement(
-            &sql,
-            [
-                now.into(),
-                threshold.into(),
-                now.into(),
-                super::count_value(limit),
-                now.into(),
-                threshold.into(),
-                now.into(),
-            ],
-        ))
-        .await
-        .context("finding due webhook deliveries")?;
+    let mut args: Vec<Value> = vec![now.into(), threshold.into(), now.into()];
+    args.extend(saturated.iter().map(|id| Value::from(*id)));
+    args.extend([super::count_value(limit), now.into(), now.into(), threshold.into(), now.into()]);
+    let rows = store.db().query_all_raw(store.statement(&sql, args)).await.context("finding due webhook deliveries")?;
     rows.iter()
         .map(|row| {
             let delivery = Delivery::from_query_result(row, "").context("reading a delivery")?;
