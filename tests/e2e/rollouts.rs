@@ -174,8 +174,11 @@ on_both_backends! {
         let id = created["id"].as_str().unwrap().to_owned();
         let (status, in_use) = h.request(reqwest::Method::DELETE, &format!("/api/v1/files/{file}"), None).await;
         assert_eq!((status, in_use["code"].as_str()), (StatusCode::CONFLICT, Some("file_in_use")), "{in_use}");
+        // The totals and the page are two reads: both must show every device settled.
         let paused = wait_rollout(&h, &id, "the bad batch to pause the rollout", |r| {
-            r["state"] == "paused" && r["totals"]["upgrading"].as_u64().unwrap_or(0) == 0
+            r["state"] == "paused"
+                && r["totals"]["upgrading"].as_u64().unwrap_or(0) == 0
+                && devices_in(r, "upgrading").is_empty()
         })
         .await;
         assert!(paused["paused_reason"].as_str().unwrap().contains("of 10 devices of batch 2 failed"), "{paused}");
