@@ -154,7 +154,9 @@ pub async fn take_slot(State(app): State<Arc<App>>, request: Request, next: Next
     // `api/files.rs`): buffered here, an image would sit in memory.
     // (Inside `/api/v1`'s nest the path is the nested one; the original is the whole.)
     let path = request.extensions().get::<axum::extract::OriginalUri>().map_or(request.uri().path(), |o| o.path());
-    if request.method() == axum::http::Method::POST && path == files::UPLOAD_PATH {
+    let streamed = (request.method() == axum::http::Method::POST && path == files::UPLOAD_PATH)
+        || (request.method() == axum::http::Method::PUT && path.starts_with(nbi::files::UPLOAD_PREFIX));
+    if streamed {
         return next.run(request).await;
     }
     // The body first, within the queue time: a client that sends its body slowly (or never)

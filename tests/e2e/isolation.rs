@@ -345,6 +345,10 @@ enum Param {
     FreshFile,
     /// `?name=<new>` (a file upload).
     FileUpload,
+    /// A new file's name, in the path (GenieACS's `PUT /files/<name>`).
+    NbiFileUpload,
+    /// The name of a file made in the target for this call.
+    FreshFileName,
     /// The target's fixture rollout (paused, of no device).
     Rollout,
     /// A paused rollout of no device made in the target for this call.
@@ -1690,6 +1694,29 @@ fn table() -> Vec<Row> {
             |w, c| need(w, P::ConfigureDevices).or(seen(w, c)).unwrap_or(200),
             C::None,
         ),
+        // GenieACS's files: the key's own organization's, by name.
+        row(get.clone(), "/nbi/files", "", Once, Pa::None, B::None, |_, _| 200, C::None),
+        row(get.clone(), "/nbi/files/", "", Once, Pa::None, B::None, |_, _| 200, C::None),
+        row(
+            put.clone(),
+            "/nbi/files/{name}",
+            "",
+            Once,
+            Pa::NbiFileUpload,
+            B::FileBytes,
+            |w, _| need(w, P::ManageFiles).unwrap_or(200),
+            C::None,
+        ),
+        row(
+            delete.clone(),
+            "/nbi/files/{name}",
+            "",
+            Owners,
+            Pa::FreshFileName,
+            B::None,
+            |w, c| need(w, P::ManageFiles).or(own(w, c)).unwrap_or(200),
+            C::None,
+        ),
         row(get.clone(), "/nbi/presets", "", Once, Pa::None, B::None, |_, _| 200, C::Presets),
         row(get.clone(), "/nbi/presets/", "", Once, Pa::None, B::None, |_, _| 200, C::Presets),
         row(
@@ -2469,6 +2496,13 @@ async fn prepare(h: &Harness, world: &World, who: &Who, row: &Row, case: &Case) 
             fresh = Some(Fresh::Rollout(id));
         }
         Param::FileUpload => query.push(("name".into(), format!("up-{}-{n}", who.org.token()))),
+        Param::NbiFileUpload => params.push(format!("nbi-{}-{n}", who.org.token())),
+        Param::FreshFileName => {
+            let name = format!("fresh-{token}-{n}");
+            let id = store_file(h, world, target, &name).await;
+            params.push(name);
+            fresh = Some(Fresh::File(id));
+        }
         Param::FreshSubscriber => {
             let username = format!("fresh-{token}-{n}");
             let new = roost::store::subscribers::NewSubscriber {

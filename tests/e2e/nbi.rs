@@ -146,3 +146,104 @@ on_both_backends! {
         h.finish().await;
     }
 }
+
+/// A PUT of a file as GenieACS clients send one: the name in the path, the labels in headers.
+async fn nbi_put_file(
+    h: &Harness,
+    key: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    contents: Vec<u8>,
+) -> (StatusCode, JsonValue) {
+    let mut request = h.http.put(h.url(&format!("/nbi/files/{name}"))).header("X-API-Key", key).body(contents);
+    for (header, value) in labels {
+        request = request.header(*header, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(JsonValue::Null))
+}
+
+on_both_backends! {
+    async fn files_are_put_by_name_replaced_downloaded_and_deleted_as_genieacs_clients_do(backend: Backend) {
+        let h = Harness::start(backend).await;
+        h.org("isp-a", None).await;
+        h.org("isp-b", None).await;
+        let key_of = |org: &'static str, role: &'static str| {
+            let h = &h;
+            async move {
+                let admin = h.user(org, &format!("admin-{role}@{org}.example"), "org-admin").await;
+                let (status, created) = h
+                    .request_as(&admin, reqwest::Method::POST, "/api/v1/api-keys", Some(json!({"name": role, "role": role})))
+                    .await;
+                assert_eq!(status, StatusCode::CREATED, "{created}");
+                created["key"].as_str().unwrap().to_owned()
+            }
+        };
+        let key = key_of("isp-a", "advanced").await;
+        let reader = key_of("isp-a", "read-only").await;
+        let theirs = key_of("isp-b", "advanced").await;
+        let ours = fleet_in(&h, "isp-a", 1, "NBIF").await;
+        let cpe = ours.device(0);
+        let version_path = format!("{}DeviceInfo.SoftwareVersion", cpe.root());
+
+        let labels = [("fileType", "1 Firmware Upgrade Image"), ("oui", "00259E"), ("productClass", "HG8245H"), ("version", "V2")];
+        let first = roost_sim::firmware_image("V2", 8 * 1024);
+        let (status, put) = nbi_put_file(&h, &key, "fw.bin", &labels, first.clone()).await;
+        assert_eq!(status, StatusCode::OK, "as GenieACS answers: {put}");
+        assert_eq!((put["_id"].as_str(), put["filename"].as_str(), put["length"].as_u64()), (Some("fw.bin"), Some("fw.bin"), Some(first.len() as u64)), "{put}");
+        assert_eq!(put["metadata"]["productClass"], "HG8245H", "{put}");
+        assert_eq!(put["metadata"]["version"], "V2", "{put}");
+        // The same file as the firmware store shows it, in the key's organization.
+        let (_, stored) = h.get("/api/v1/files?name=fw.bin").await;
+        let id = stored["items"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(stored["items"][0]["org"], "isp-a", "{stored}");
+
+        // Listed and queried as GenieACS lists files; another tenant sees none of it.
+        let (status, listed) = nbi_get(&h, &key, "/nbi/files/", &[]).await;
+        assert_eq!((status, ids(&listed)), (StatusCode::OK, vec!["fw.bin".to_owned()]), "{listed}");
+        let (_, found) = nbi_get(&h, &key, "/nbi/files/", &[("query", r#"{"filename": "fw.bin"}"#)]).await;
+        assert_eq!(ids(&found), ["fw.bin"]);
+        let (_, none) = nbi_get(&h, &key, "/nbi/files/", &[("query", r#"{"metadata.version": "V1"}"#)]).await;
+        assert_eq!(none, json!([]));
+        let (_, foreign) = nbi_get(&h, &theirs, "/nbi/files/", &[]).await;
+        assert_eq!(foreign, json!([]), "another tenant's key");
+        let (status, problem) = nbi_get(&h, &key, "/nbi/files/", &[("query", r#"{"length": 1}"#)]).await;
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")), "{problem}");
+
+        // Put again: replaced in place, its id kept; a download task by name installs the new one.
+        let second = roost_sim::firmware_image("V3", 12 * 1024);
+        let labels = [("fileType", "1 Firmware Upgrade Image"), ("version", "V3")];
+        let (status, replaced) = nbi_put_file(&h, &key, "fw.bin", &labels, second.clone()).await;
+        assert_eq!((status, replaced["length"].as_u64()), (StatusCode::OK, Some(second.len() as u64)), "{replaced}");
+        assert!(replaced["metadata"].get("productClass").is_none(), "labels are the new put's: {replaced}");
+        let (_, shown) = h.get(&format!("/api/v1/files/{id}")).await;
+        assert_eq!((shown["version"].as_str(), shown["size"].as_u64()), (Some("V3"), Some(second.len() as u64)), "{shown}");
+        assert_eq!(std::fs::read_dir(h.app().config.data_dir.join("files")).unwrap().count(), 1, "the first contents are gone");
+        let path = format!("/nbi/devices/{}/tasks?connection_request&timeout=20000", encode_id(&cpe.device_id()));
+        let task = json!({"name": "download", "file": "fw.bin"});
+        let ran = h.http.post(h.url(&path)).header("X-API-Key", &key).json(&task).send().await.unwrap();
+        assert_eq!(ran.status(), StatusCode::OK, "{:?}", ran.text().await);
+        assert_eq!(cpe.value(&version_path).as_deref(), Some("V3"), "the replaced image was the one served");
+
+        // Refused: a read-only key, a file type CWMP has not, another tenant deleting it.
+        let (status, _) = nbi_put_file(&h, &reader, "other.bin", &[], vec![1; 10]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, problem) = nbi_put_file(&h, &key, "other.bin", &[("fileType", "9 Nonsense")], vec![1; 10]).await;
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_file")), "{problem}");
+        let gone = h.http.delete(h.url("/nbi/files/fw.bin")).header("X-API-Key", &theirs).send().await.unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND, "not theirs to delete");
+        let (_, still) = nbi_get(&h, &key, "/nbi/files/", &[]).await;
+        assert_eq!(ids(&still), ["fw.bin"]);
+
+        // Deleted by name, as GenieACS answers; then nothing to delete.
+        let deleted = h.http.delete(h.url("/nbi/files/fw.bin")).header("X-API-Key", &key).send().await.unwrap();
+        assert_eq!(deleted.status(), StatusCode::OK);
+        let (_, after) = nbi_get(&h, &key, "/nbi/files/", &[]).await;
+        assert_eq!(after, json!([]));
+        assert_eq!(std::fs::read_dir(h.app().config.data_dir.join("files")).unwrap().count(), 0);
+        let again = h.http.delete(h.url("/nbi/files/fw.bin")).header("X-API-Key", &key).send().await.unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_FOUND);
+        h.finish().await;
+    }
+}

@@ -129,6 +129,66 @@ async fn upload(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<FileView>)> {
+    let declared = Declared {
+        name: &query.name,
+        file_type: query.file_type.as_deref(),
+        oui: query.oui.as_deref(),
+        product_class: query.product_class.as_deref(),
+        version: query.version.as_deref(),
+        size: query.size,
+        sha256: query.sha256.as_deref(),
+        org: query.org.as_deref(),
+    };
+    let stored = receive(&app, &caller, &declared, SameName::Refuse, &headers, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Extension(AuditOrg(Some(stored.org.id))),
+        Json(FileView::new(&stored.file, &stored.org.slug)),
+    ))
+}
+
+/// What an upload says of the file it brings: `/api/v1/files` in its query, `/nbi/files` in
+/// GenieACS's headers.
+pub(crate) struct Declared<'a> {
+    pub name: &'a str,
+    pub file_type: Option<&'a str>,
+    pub oui: Option<&'a str>,
+    pub product_class: Option<&'a str>,
+    pub version: Option<&'a str>,
+    /// What the uploader says it sends: a file that arrives otherwise is refused.
+    pub size: Option<u64>,
+    pub sha256: Option<&'a str>,
+    /// The organization's slug; the caller's own when absent.
+    pub org: Option<&'a str>,
+}
+
+/// What an upload does to a file of the same name in the organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SameName {
+    /// 409: Roost's API never overwrites a file under its users.
+    Refuse,
+    /// Its contents and labels are replaced, its id kept, as GenieACS's `PUT /files/<name>`
+    /// does; refused while a rollout that has not finished uses it.
+    Replace,
+}
+
+pub(crate) struct Received {
+    pub file: FileRow,
+    pub org: crate::store::orgs::Organization,
+}
+
+/// Receives an upload: checks what it declares, streams the body to the file store and records
+/// it. A refused client still sending is read until it ends (bounded), so that it sees the
+/// refusal rather than a reset; one waiting on `Expect: 100-continue` before its first byte
+/// sends nothing once refused, and is not asked to.
+pub(crate) async fn receive(
+    app: &App,
+    caller: &Caller,
+    declared: &Declared<'_>,
+    same_name: SameName,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Received> {
     let started = std::sync::atomic::AtomicBool::new(false);
     let chunks = body.into_data_stream().map(|chunk| {
         started.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -137,11 +197,8 @@ async fn upload(
     // A client that stops sending holds its slot no longer than this.
     // Fused: a refusal after the last byte drains nothing more.
     let mut chunks = Box::pin(tokio_stream_idle(chunks, crate::files::UPLOAD_IDLE).fuse());
-    let stored = store_upload(&app, &caller, &query, &headers, &mut chunks).await;
-    // A refused client still sending is read until it ends (bounded), so that it sees the
-    // refusal rather than a reset; one waiting on `Expect: 100-continue` before its first byte
-    // sends nothing once refused, and is not asked to.
-    if stored.is_err() && (started.load(std::sync::atomic::Ordering::Relaxed) || !expects_continue(&headers)) {
+    let stored = store_upload(app, caller, declared, same_name, headers, &mut chunks).await;
+    if stored.is_err() && (started.load(std::sync::atomic::Ordering::Relaxed) || !expects_continue(headers)) {
         crate::files::discard(&mut chunks, crate::files::REFUSED_DRAIN_BYTES, crate::files::REFUSED_DRAIN_TIME).await;
     }
     stored
@@ -150,32 +207,38 @@ async fn upload(
 async fn store_upload(
     app: &App,
     caller: &Caller,
-    query: &UploadQuery,
+    declared: &Declared<'_>,
+    same_name: SameName,
     headers: &axum::http::HeaderMap,
     chunks: &mut (impl futures::Stream<Item = Result<bytes::Bytes, String>> + Send + Unpin),
-) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<FileView>)> {
+) -> ApiResult<Received> {
     caller.require(Permission::ManageFiles)?;
-    crate::files::check_name(&query.name).map_err(invalid)?;
-    let file_type = query.file_type.as_deref().unwrap_or(crate::files::DEFAULT_FILE_TYPE);
+    crate::files::check_name(declared.name).map_err(invalid)?;
+    let file_type = declared.file_type.unwrap_or(crate::files::DEFAULT_FILE_TYPE);
     crate::files::check_file_type(file_type).map_err(invalid)?;
-    for (field, value) in [("oui", &query.oui), ("product_class", &query.product_class), ("version", &query.version)] {
+    for (field, value) in
+        [("oui", declared.oui), ("product_class", declared.product_class), ("version", declared.version)]
+    {
         if let Some(value) = value {
             crate::files::check_label(field, value).map_err(invalid)?;
         }
     }
-    let expected_sha256 = query.sha256.as_deref().map(str::to_ascii_lowercase);
+    let expected_sha256 = declared.sha256.map(str::to_ascii_lowercase);
     if let Some(sha256) = &expected_sha256
         && !(sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
     {
         return Err(invalid("sha256: 64 hex digits"));
     }
-    let org = super::orgs::named_or_own(app, caller, query.org.as_deref()).await?;
-    if files::list(&app.api_store, &crate::store::orgs::Scope::Orgs(vec![org.id]), Some(&query.name), None, 1)
-        .await?
-        .pop()
-        .is_some()
-    {
-        return Err(taken(&org.slug, &query.name));
+    let org = super::orgs::named_or_own(app, caller, declared.org).await?;
+    let existing =
+        files::list(&app.api_store, &crate::store::orgs::Scope::Orgs(vec![org.id]), Some(declared.name), None, 1)
+            .await?
+            .pop();
+    if let Some(existing) = &existing {
+        match same_name {
+            SameName::Refuse => return Err(taken(&org.slug, declared.name)),
+            SameName::Replace => refuse_in_use(app, existing).await?,
+        }
     }
     let Ok(_slot) = app.upload_slots.clone().try_acquire_owned() else {
         return Err(ApiError::new(
@@ -187,9 +250,9 @@ async fn store_upload(
     let max = app.config.files.max_bytes;
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, WriteError::TooLarge(max).to_string());
-    let declared =
+    let content_length =
         headers.get(axum::http::header::CONTENT_LENGTH).and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|declared| declared > max) {
+    if content_length.is_some_and(|length| length > max) {
         // Refused before a byte is read.
         return Err(too_large());
     }
@@ -199,7 +262,7 @@ async fn store_upload(
         WriteError::Body(_) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, error.to_string()),
         WriteError::Storage(error) => ApiError::from(error),
     })?;
-    let mismatch = match (query.size, &expected_sha256) {
+    let mismatch = match (declared.size, &expected_sha256) {
         (Some(size), _) if size != written.size => {
             Some(format!("size: {size} bytes declared, {} arrived", written.size))
         }
@@ -214,25 +277,51 @@ async fn store_upload(
     }
     let new = NewFile {
         org_id: org.id,
-        name: &query.name,
+        name: declared.name,
         file_type,
-        oui: query.oui.as_deref(),
-        product_class: query.product_class.as_deref(),
-        version: query.version.as_deref(),
+        oui: declared.oui,
+        product_class: declared.product_class,
+        version: declared.version,
         size: written.size,
         sha256: &written.sha256,
         storage_key: &key,
     };
-    let inserted = files::insert(&app.api_store, new).await;
-    if inserted.is_err() {
-        app.files.remove(&key).await?;
-    }
-    let Some(stored) = inserted? else {
-        // Another upload of the name finished first.
-        app.files.remove(&key).await?;
-        return Err(taken(&org.slug, &query.name));
+    let recorded = match &existing {
+        None => files::insert(&app.api_store, new).await,
+        Some(existing) => files::replace(&app.api_store, existing, new).await,
     };
-    Ok((StatusCode::CREATED, Extension(AuditOrg(Some(org.id))), Json(FileView::new(&stored, &org.slug))))
+    let stored = match recorded {
+        Ok(Some(stored)) => stored,
+        failed => {
+            app.files.remove(&key).await?;
+            // Another upload of the name finished first (or replaced it first).
+            failed?;
+            return Err(taken(&org.slug, declared.name));
+        }
+    };
+    if let Some(existing) = &existing {
+        app.files.remove(&existing.storage_key).await?;
+    }
+    Ok(Received { file: stored, org })
+}
+
+/// 409 while a rollout that has not finished uses the file.
+async fn refuse_in_use(app: &App, file: &FileRow) -> ApiResult<()> {
+    if crate::store::rollouts::uses_file(&app.api_store, file.id).await? {
+        return Err(ApiError::conflict(
+            ErrorCode::FileInUse,
+            "a rollout that has not finished uses this file (as its image or to roll back with); abort or finish it first",
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes a file the caller sees and its contents; the download URLs given for it stop working.
+pub(crate) async fn delete(app: &App, file: &FileRow) -> ApiResult<()> {
+    refuse_in_use(app, file).await?;
+    files::delete(&app.api_store, file.id).await?;
+    app.files.remove(&file.storage_key).await?;
+    Ok(())
 }
 
 fn taken(org: &str, name: &str) -> ApiError {
@@ -319,14 +408,7 @@ async fn remove(
 ) -> ApiResult<(StatusCode, Extension<AuditOrg>)> {
     caller.require(Permission::ManageFiles)?;
     let file = visible(&app, &caller, &id).await?;
-    if crate::store::rollouts::uses_file(&app.api_store, file.id).await? {
-        return Err(ApiError::conflict(
-            ErrorCode::FileInUse,
-            "a rollout that has not finished uses this file (as its image or to roll back with); abort or finish it first",
-        ));
-    }
-    files::delete(&app.api_store, file.id).await?;
-    app.files.remove(&file.storage_key).await?;
+    delete(&app, &file).await?;
     Ok((StatusCode::NO_CONTENT, Extension(AuditOrg(Some(file.org_id)))))
 }
 

@@ -2,6 +2,7 @@
 //! GenieACS's NBI works by changing its base URL and adding an API key. Scoped and tiered like
 //! `/api/v1` (the same middleware authenticates it); `docs/NBI.md` lists what is supported.
 
+pub mod files;
 pub mod query;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(list_presets))
         .routes(routes!(list_presets_slash))
         .routes(routes!(show_preset, put_preset, remove_preset))
+        .merge(files::router())
 }
 
 /// A device as GenieACS's NBI shows it: `_id`, `_deviceId`, `_registered`, `_lastInform`,

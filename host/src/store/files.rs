@@ -44,26 +44,46 @@ pub struct NewFile<'a> {
     pub storage_key: &'a str,
 }
 
+impl NewFile<'_> {
+    /// `file_type, oui, product_class, version, size, sha256, storage_key`, as bound.
+    fn contents(&self) -> [sea_orm::Value; 7] {
+        [
+            self.file_type.into(),
+            self.oui.into(),
+            self.product_class.into(),
+            self.version.into(),
+            i64::try_from(self.size).unwrap_or(i64::MAX).into(),
+            self.sha256.into(),
+            self.storage_key.into(),
+        ]
+    }
+}
+
 /// `None` when the organization has a file of that name already.
 pub async fn insert(store: &Store, new: NewFile<'_>) -> Result<Option<FileRow>> {
     let _guard = store.write_guard().await;
     let stmt = store.statement(
         "INSERT INTO files (org_id, name, file_type, oui, product_class, version, size, sha256, storage_key, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, name) DO NOTHING RETURNING *",
-        [
-            new.org_id.into(),
-            new.name.into(),
-            new.file_type.into(),
-            new.oui.into(),
-            new.product_class.into(),
-            new.version.into(),
-            i64::try_from(new.size).unwrap_or(i64::MAX).into(),
-            new.sha256.into(),
-            new.storage_key.into(),
-            now_millis().into(),
-        ],
+        [vec![new.org_id.into(), new.name.into()], new.contents().to_vec(), vec![now_millis().into()]].concat(),
     );
     super::first::<FileRow, _>(store.db(), stmt).await.context("recording a file")
+}
+
+/// Gives `old`'s row the contents and labels of `new`, keeping its id (and so the download
+/// grants and rollouts that name it); `None` when another upload replaced or deleted it first.
+pub async fn replace(store: &Store, old: &FileRow, new: NewFile<'_>) -> Result<Option<FileRow>> {
+    let _guard = store.write_guard().await;
+    let stmt = store.statement(
+        "UPDATE files SET file_type = ?, oui = ?, product_class = ?, version = ?, size = ?, sha256 = ?, storage_key = ?,
+         created_at = ? WHERE id = ? AND storage_key = ? RETURNING *",
+        [
+            new.contents().to_vec(),
+            vec![now_millis().into(), old.id.into(), old.storage_key.as_str().into()],
+        ]
+        .concat(),
+    );
+    super::first::<FileRow, _>(store.db(), stmt).await.context("replacing a file")
 }
 
 /// A file the scope sees.
