@@ -85,6 +85,12 @@ impl Wakers {
     }
 }
 
+/// How long from `now` until `due` (milliseconds since the epoch), and a little past it: the
+/// pass that wakes then finds the batch due, not a millisecond early.
+pub fn until(due: i64, now: i64) -> Duration {
+    Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0).saturating_add(5))
+}
+
 /// Connection requests one tick may queue for an organization: a tick's worth at the rate,
 /// less what still waits from before.
 pub fn wake_budget(per_second: u32, tick: Duration, backlog: u64) -> u64 {
@@ -116,9 +122,12 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
     let wakers = Wakers::new(app.clone());
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When a rollout's next batch is due, if before the next tick: a pass runs then.
+    let mut batch_due: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = tokio::time::sleep_until(batch_due.unwrap_or_else(tokio::time::Instant::now)), if batch_due.is_some() => {}
             _ = stopped.changed() => {
                 if let Err(error) = leases::release(&app.store, LEASE, &owner).await {
                     tracing::debug!("releasing the fleet-jobs lease: {error:#}");
@@ -126,6 +135,7 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
                 return Ok(());
             }
         }
+        batch_due = None;
         match lease.renew().await {
             Ok(true) => {}
             Ok(false) => continue,
@@ -134,8 +144,9 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
                 continue;
             }
         }
-        if let Err(error) = crate::rollouts::runner::tick_once(&app, &lease, &wakers).await {
-            tracing::warn!("moving rollouts along: {error:#}");
+        match crate::rollouts::runner::tick_once(&app, &lease, &wakers).await {
+            Ok(due) => batch_due = due.map(|due| tokio::time::Instant::now() + until(due, crate::store::now_millis())),
+            Err(error) => tracing::warn!("moving rollouts along: {error:#}"),
         }
         if let Err(error) = crate::bulk::runner::tick_once(&app, &lease, &wakers).await {
             tracing::warn!("moving bulk actions along: {error:#}");
@@ -146,6 +157,12 @@ pub async fn run(app: Arc<App>, mut stopped: tokio::sync::watch::Receiver<bool>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_due_batch_is_waited_for_until_just_past_its_time() {
+        assert_eq!(until(10_000, 4_000), Duration::from_millis(6_005));
+        assert_eq!(until(4_000, 10_000), Duration::from_millis(5), "already due: at once");
+    }
 
     #[test]
     fn a_tick_queues_its_share_of_the_rate_less_the_backlog() {

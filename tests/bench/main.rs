@@ -13,6 +13,7 @@
 //! - `ports` prints free loopback TCP ports for the script to use.
 //! - `speed-test` runs TR-143 speed tests through Roost's own endpoints (`scripts/bench-speed.sh`).
 //! - `webhooks` measures webhook delivery: a burst of events to a loopback receiver.
+//! - `rollout` runs a staged firmware rollout over a simulated fleet and times its batches.
 //! - `hostile` runs the hostile cases of the CWMP front door against a running server beside
 //!   real CPE sessions (`scripts/hostile.sh`).
 //!
@@ -24,6 +25,7 @@ mod hostile;
 mod image;
 mod pgcount;
 mod plugins;
+mod rollout;
 mod seed;
 mod speed;
 mod webhooks;
@@ -181,6 +183,9 @@ enum Command {
         #[arg(long, default_value_t = 2_000)]
         subjects: u64,
     },
+    /// A staged firmware rollout over simulated devices of two models, through a server in this
+    /// process: whether each batch started when it was due.
+    Rollout(rollout::Plan),
     /// Print free TCP ports on 127.0.0.1, one per line.
     Ports {
         #[arg(long, default_value_t = 1)]
@@ -271,6 +276,7 @@ async fn main() -> Result<()> {
         Command::Webhooks { database_url, events, subjects } => {
             webhooks::run(webhooks::Plan { database_url, events, subjects }).await
         }
+        Command::Rollout(plan) => rollout::run(plan).await,
         Command::Ports { count } => {
             // Held together so the ports differ; released on return for the caller to bind.
             let listeners = (0..count)

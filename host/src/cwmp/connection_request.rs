@@ -81,12 +81,11 @@ async fn record(app: &Arc<App>, device: &Device, outcome: Outcome) -> anyhow::Re
     Ok(outcome)
 }
 
-/// What a breaker is kept for: the listener's host and port (the URL itself if it has none).
+/// What a breaker is kept for: the device's listener, its whole URL. Not its host and port:
+/// devices reached through one relay (a connection-request proxy, each device a path of it)
+/// would all go silent for the few that do not answer.
 fn target(url: &str) -> String {
-    match reqwest::Url::parse(url.trim()) {
-        Ok(url) => format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(80)),
-        Err(_) => url.trim().to_owned(),
-    }
+    url.trim().to_owned()
 }
 
 async fn attempt(http: &reqwest::Client, secrets: &Secrets, device: &Device) -> Outcome {

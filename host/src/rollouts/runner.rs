@@ -25,20 +25,26 @@ use crate::store::{DevicePk, devices, now_millis, parameters};
 /// Settled devices a rollback looks at per tick.
 const REVERT_SCAN: u64 = 1000;
 
-/// One pass over every rollout with work to do.
-pub async fn tick_once(app: &Arc<App>, lease: &Lease, wakers: &Wakers) -> Result<()> {
+/// One pass over every rollout with work to do. Returns when, in milliseconds since the epoch,
+/// the soonest batch waiting out its interval is due: the jobs loop runs a pass then rather than
+/// at its next tick, so a batch starts when it is due, not up to a tick later.
+pub async fn tick_once(app: &Arc<App>, lease: &Lease, wakers: &Wakers) -> Result<Option<i64>> {
+    let mut soonest: Option<i64> = None;
     for rollout in rollouts::active(&app.store).await? {
         if !lease.renew().await? {
-            return Ok(());
+            return Ok(None);
         }
-        if let Err(error) = advance(app, wakers, &rollout).await {
-            tracing::warn!(rollout = rollout.id, "moving a rollout along: {error:#}");
+        match advance(app, wakers, &rollout).await {
+            Ok(Some(due)) => soonest = Some(soonest.map_or(due, |s| s.min(due))),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(rollout = rollout.id, "moving a rollout along: {error:#}"),
         }
     }
-    Ok(())
+    Ok(soonest)
 }
 
-async fn advance(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> Result<()> {
+/// Moves one rollout along; `Some(due)` when its next batch waits out its interval until `due`.
+async fn advance(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> Result<Option<i64>> {
     let open =
         rollouts::devices(&app.store, rollout.id, &[DeviceState::Upgrading, DeviceState::Reverting], None, u64::MAX)
             .await?;
@@ -57,9 +63,9 @@ async fn advance(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> Resul
     wakers.wake(rollout.org_id, to_wake);
     match rollout.state() {
         RolloutState::Running => run_batches(app, wakers, rollout).await,
-        RolloutState::RollingBack => run_rollback(app, wakers, rollout, still_open).await,
-        RolloutState::Aborted if still_open == 0 => rollouts::finish(&app.store, rollout.id).await,
-        _ => Ok(()),
+        RolloutState::RollingBack => run_rollback(app, wakers, rollout, still_open).await.map(|()| None),
+        RolloutState::Aborted if still_open == 0 => rollouts::finish(&app.store, rollout.id).await.map(|()| None),
+        _ => Ok(None),
     }
 }
 
@@ -205,7 +211,9 @@ fn new_task<'a>(
     NewTask { device_pk: device, org_id: Some(org_id), name, body, sealed_body, expires_at }
 }
 
-async fn run_batches(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> Result<()> {
+/// Settles the current batch or starts its devices; `Some(due)` while the batch waits out its
+/// interval until `due`.
+async fn run_batches(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> Result<Option<i64>> {
     let counts = rollouts::counts(&app.store, rollout.id).await?;
     let mut count = rollouts::batch_count(&counts, rollout.batch);
     let batch = u64::try_from(rollout.batch).unwrap_or(0);
@@ -222,7 +230,7 @@ async fn run_batches(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> R
                 unstarted: None,
             };
             rollouts::transition(&app.store, rollout, change).await?;
-            return Ok(());
+            return Ok(None);
         }
         BatchVerdict::Settled => {
             if rollout.batch + 1 >= rollout.batches {
@@ -236,38 +244,41 @@ async fn run_batches(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> R
                     unstarted: None,
                 };
                 rollouts::transition(&app.store, rollout, change).await?;
-            } else {
-                // An empty batch (no canary) makes the next one wait for nothing.
-                let done_at = (count.total() > 0).then(now_millis);
-                rollouts::advance(&app.store, rollout.id, rollout.batch, done_at).await?;
+                return Ok(None);
             }
-            return Ok(());
+            // An empty batch (no canary) makes the next one wait for nothing.
+            let done_at = (count.total() > 0).then(now_millis);
+            rollouts::advance(&app.store, rollout.id, rollout.batch, done_at).await?;
+            let interval = rollout.batch_interval_s.saturating_mul(1000);
+            return Ok(done_at.map(|done| done.saturating_add(interval)));
         }
         BatchVerdict::Continue => {}
     }
     if count.waiting == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let now = now_millis();
     let interval = rollout.batch_interval_s.saturating_mul(1000);
-    if rollout.batch_done_at.is_some_and(|done| now < done.saturating_add(interval)) {
-        return Ok(());
+    if let Some(due) = rollout.batch_done_at.map(|done| done.saturating_add(interval))
+        && now < due
+    {
+        return Ok(Some(due));
     }
     if let Some(window) = rollout.window() {
         match local_minute(now, &rollout.time_zone) {
             Ok(minute) if window.contains(minute) => {}
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(None),
             Err(error) => {
                 tracing::warn!(rollout = rollout.id, "placing the window: {error}");
-                return Ok(());
+                return Ok(None);
             }
         }
     }
     let room = room(app, rollout).await?;
     if room == 0 {
-        return Ok(());
+        return Ok(None);
     }
-    let Some(file) = image(app, rollout).await? else { return Ok(()) };
+    let Some(file) = image(app, rollout).await? else { return Ok(None) };
     let starting = rollouts::waiting(&app.store, rollout.id, rollout.batch, room).await?;
     let mut started = Vec::with_capacity(starting.len());
     for device in &starting {
@@ -276,7 +287,7 @@ async fn run_batches(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> R
         }
     }
     wakers.wake(rollout.org_id, started);
-    Ok(())
+    Ok(None)
 }
 
 /// Downloads the organization may start now, under `[rollouts] max_concurrent_downloads`.
