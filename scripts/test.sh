@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need (PostgreSQL running, Debian's
-# WebAssembly-capable Rust for the plugins when rustup lacks the wasm32 target, schemathesis),
+# WebAssembly-capable Rust for the plugins when rustup lacks the wasm32 target, schemathesis,
+# the portal's npm packages and Debian's Chromium),
 # checks formatting and lints (workspace and plugins), builds the plugins, then runs every test:
 # the plugins' own, and the workspace's against SQLite and PostgreSQL.
 #
@@ -45,6 +46,17 @@ CARGO_TARGET_DIR=target/plugins-native cargo clippy --manifest-path plugins/Carg
   --target "$(rustc -vV | sed -n 's/^host: //p')" -- -D warnings
 
 cargo build --workspace --all-targets --locked
+# The portal (web/dist, against this build's OpenAPI document) and the browser its end-to-end
+# test drives: Debian's Chromium, with apt-get when it is missing.
+scripts/build-web.sh target/debug/roost
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  else
+    echo "Chromium is needed by the portal's end-to-end test: apt-get install chromium" >&2
+    exit 1
+  fi
+fi
 # The plugins' own unit tests run natively, against the SDK's in-memory device.
 CARGO_TARGET_DIR=target/plugins-native cargo test --manifest-path plugins/Cargo.toml --locked \
   --target "$(rustc -vV | sed -n 's/^host: //p')"

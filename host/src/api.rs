@@ -55,7 +55,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/openapi.json", get(serve_document))
         .route("/api/docs", get(|| async { axum::response::Html(openapi::DOCS_PAGE) }))
-        .fallback(|| async { ApiError::not_found("route") })
+        // The portal's files and pages; the API's 404 for anything else.
+        .fallback(crate::portal::serve)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// default `plugins/dist`, where `scripts/build-plugins.sh` puts the shipped ones.
     #[arg(long, env = "ROOST_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// The built web portal, served at `/` on the HTTP listener; default `web/dist`, where
+    /// `scripts/build-web.sh` puts it.
+    #[arg(long, env = "ROOST_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 /// Everything the server needs, resolved.
@@ -78,6 +82,8 @@ pub struct Config {
     pub jobs: JobSettings,
     pub rollouts: RolloutSettings,
     pub events: EventSettings,
+    /// Where the built portal is (`index.html` and `assets/`); none: no portal.
+    pub web_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -374,6 +380,9 @@ impl Default for EventSettings {
 /// Where `scripts/build-plugins.sh` puts the shipped plugins, from the repository's root.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins/dist";
 
+/// Where `scripts/build-web.sh` puts the built portal, from the repository's root.
+pub const DEFAULT_WEB_DIR: &str = "web/dist";
+
 /// The TOML file: every section optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -429,6 +438,7 @@ impl Config {
                     .or_else(|| Some(PathBuf::from(DEFAULT_PLUGINS_DIR))),
                 ..file.plugins
             },
+            web_dir: Some(args.web_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_WEB_DIR))),
         })
     }
 
@@ -451,6 +461,7 @@ impl Config {
             jobs: JobSettings::default(),
             rollouts: RolloutSettings::default(),
             events: EventSettings::default(),
+            web_dir: None,
         }
     }
 }

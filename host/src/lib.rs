@@ -20,6 +20,7 @@ pub mod health;
 pub mod jobs;
 pub mod permissions;
 pub mod plugins;
+pub mod portal;
 pub mod provisioning;
 pub mod rollouts;
 pub mod secrets;

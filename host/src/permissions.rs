@@ -41,7 +41,8 @@ impl Role {
 
 /// Everything a caller can be allowed or refused. Reads of a device and of what hangs off it are
 /// one permission: a tenant sees all of its own or nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum Permission {
     /// Devices, their parameters, tags, tasks and faults; presets, plugins and their settings.
     ReadFleet,
@@ -85,6 +86,17 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Every permission, in the matrix's order.
+    pub const ALL: [Permission; MATRIX.len()] = {
+        let mut all = [Permission::ReadFleet; MATRIX.len()];
+        let mut i = 0;
+        while i < MATRIX.len() {
+            all[i] = MATRIX[i].0;
+            i += 1;
+        }
+        all
+    };
+
     pub fn minimum_role(self) -> Role {
         MATRIX.iter().find(|(permission, _, _)| *permission == self).map_or(Role::PlatformAdmin, |(_, role, _)| *role)
     }

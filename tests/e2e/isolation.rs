@@ -522,6 +522,8 @@ fn table() -> Vec<Row> {
     use Targets::*;
     let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
     vec![
+        // The caller itself: its own organization, whatever its role.
+        row(get.clone(), "/api/v1/auth/me", "", Once, Pa::None, B::None, |_, _| 200, C::OwnOrg),
         // Devices. Reading one's fleet needs no more than an account (read-only holds ReadFleet).
         row(get.clone(), "/api/v1/devices", "", Once, Pa::None, B::None, |_, _| 200, C::Devices),
         row(

@@ -18,6 +18,7 @@ mod nbi;
 mod onboarding;
 mod openapi;
 mod plugins;
+mod portal;
 mod provisioning;
 mod restart;
 mod rollouts;

@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::authenticate::{Caller, Principal};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::Json;
 use crate::app::App;
-use crate::permissions::Role;
+use crate::permissions::{Permission, Role};
 use crate::secrets::Secrets;
 use crate::secrets::random_token;
 use crate::store::tokens::{self, Redemption};
@@ -229,7 +230,45 @@ pub struct TokenResponse {
 }
 
 pub fn router() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh)).routes(routes!(logout))
+    OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh)).routes(routes!(logout)).routes(routes!(me))
+}
+
+/// Who is calling, and what their role lets them do: what the portal shows and offers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallerView {
+    /// `user` or `api-key`.
+    pub kind: &'static str,
+    pub id: String,
+    /// The user's email, or the key's name.
+    pub name: String,
+    pub role: Role,
+    /// The organization's slug.
+    pub org: String,
+    pub org_name: String,
+    /// Everything the role allows (`docs/PERMISSIONS.md`), within the organization's subtree.
+    pub permissions: Vec<Permission>,
+}
+
+/// The caller: who, in which organization, with which role and permissions.
+#[utoipa::path(get, path = "/auth/me", tag = "auth",
+    responses((status = 200, description = "The caller", body = CallerView)))]
+async fn me(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<CallerView>> {
+    let org = crate::store::orgs::by_id(&app.api_store, caller.org_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the caller's organization {} is gone", caller.org_id))?;
+    let (kind, id, name) = match &caller.principal {
+        Principal::User { id, email } => ("user", id.to_string(), email.clone()),
+        Principal::ApiKey { id, name } => ("api-key", id.to_string(), name.clone()),
+    };
+    Ok(Json(CallerView {
+        kind,
+        id,
+        name,
+        role: caller.role,
+        org: org.slug,
+        org_name: org.name,
+        permissions: Permission::ALL.into_iter().filter(|p| caller.role.allows(*p)).collect(),
+    }))
 }
 
 /// Signs in with email and password: a 15-minute access token and a refresh token.

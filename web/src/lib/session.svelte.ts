@@ -1,0 +1,64 @@
+// The signed-in session: the token pair (kept in localStorage, so a reload or a second tab stays
+// signed in) and who the caller is (`GET /auth/me`: role, organization, permissions), which
+// decides what the portal shows. The API refuses anything a role may not do anyway; the portal
+// only avoids offering it.
+import type { components } from "../api/schema";
+
+export type Caller = components["schemas"]["CallerView"];
+export type Permission = components["schemas"]["Permission"];
+type Tokens = components["schemas"]["TokenResponse"];
+
+const STORAGE_KEY = "roost.session";
+
+interface Stored {
+  access: string;
+  refresh: string;
+}
+
+function load(): Stored | null {
+  try {
+    const raw = localStorage.getItem(STORAGE_KEY);
+    return raw ? (JSON.parse(raw) as Stored) : null;
+  } catch {
+    return null;
+  }
+}
+
+class Session {
+  tokens = $state<Stored | null>(load());
+  caller = $state<Caller | null>(null);
+  /// Set when the session ended by itself (the refresh token expired or was revoked), for the
+  /// sign-in page to say why.
+  expired = $state(false);
+
+  get signedIn(): boolean {
+    return this.tokens !== null;
+  }
+
+  may(permission: Permission): boolean {
+    return this.caller?.permissions.includes(permission) ?? false;
+  }
+
+  store(tokens: Tokens) {
+    this.tokens = { access: tokens.access_token, refresh: tokens.refresh_token };
+    this.expired = false;
+    localStorage.setItem(STORAGE_KEY, JSON.stringify(this.tokens));
+  }
+
+  clear(expired: boolean) {
+    this.tokens = null;
+    this.caller = null;
+    this.expired = expired;
+    localStorage.removeItem(STORAGE_KEY);
+  }
+}
+
+export const session = new Session();
+
+// Another tab signing in or out changes this one too.
+window.addEventListener("storage", (event) => {
+  if (event.key === STORAGE_KEY) {
+    session.tokens = load();
+    if (!session.tokens) session.caller = null;
+  }
+});
