@@ -308,10 +308,33 @@ pub async fn cancel(store: &Store, bulk: &BulkRow, by: &str) -> Result<bool> {
         txn.rollback().await.context("rolling back")?;
         return Ok(false);
     }
+    // The started devices' tasks that no session took are deleted first, and exactly those
+    // devices are cancelled: on PostgreSQL a session may take a task while this runs, and the
+    // delete, which re-reads each row it removes, leaves a task taken meanwhile (its device then
+    // finishes with the task's outcome).
+    let deleted = txn
+        .query_all_raw(super::statement(
+            backend,
+            "DELETE FROM tasks WHERE status = 'pending' AND stage = 'queued' AND attempts = 0 AND id IN
+             (SELECT task_id FROM bulk_devices WHERE bulk_id = ? AND state = 'started' AND task_id IS NOT NULL)
+             RETURNING id",
+            [bulk.id.into()],
+        ))
+        .await
+        .context("deleting the cancelled tasks")?;
+    let task_ids = deleted.iter().map(|row| row.try_get_by_index::<i64>(0)).collect::<Result<Vec<_>, _>>()?;
+    for chunk in task_ids.chunks(500) {
+        let sql = format!(
+            "UPDATE bulk_devices SET state = 'cancelled', reason = ?, finished_at = ? WHERE bulk_id = ? AND state = 'started'
+             AND task_id IN ({})",
+            super::placeholders(chunk.len())
+        );
+        let mut args: Vec<Value> = vec![reason.as_str().into(), now.into(), bulk.id.into()];
+        args.extend(chunk.iter().map(|id| Value::from(*id)));
+        txn.execute_raw(super::statement(backend, &sql, args)).await.context("cancelling started bulk devices")?;
+    }
     for sql in [
         "UPDATE bulk_devices SET state = 'cancelled', reason = ?, finished_at = ? WHERE bulk_id = ? AND state = 'waiting'",
-        "UPDATE bulk_devices SET state = 'cancelled', reason = ?, finished_at = ? WHERE bulk_id = ? AND state = 'started'
-         AND task_id IN (SELECT id FROM tasks WHERE status = 'pending' AND stage = 'queued' AND attempts = 0)",
         // Presets run again have no task: their devices are marked already, and stop counting.
         "UPDATE bulk_devices SET state = 'cancelled', reason = ?, finished_at = ? WHERE bulk_id = ? AND state = 'started'
          AND task_id IS NULL",
@@ -320,15 +343,6 @@ pub async fn cancel(store: &Store, bulk: &BulkRow, by: &str) -> Result<bool> {
             .await
             .context("cancelling bulk devices")?;
     }
-    txn.execute_raw(super::statement(
-        backend,
-        // Only tasks no session took meanwhile (on PostgreSQL, one may have since the UPDATE).
-        "DELETE FROM tasks WHERE status = 'pending' AND stage = 'queued' AND attempts = 0 AND id IN
-         (SELECT task_id FROM bulk_devices WHERE bulk_id = ? AND state = 'cancelled' AND task_id IS NOT NULL)",
-        [bulk.id.into()],
-    ))
-    .await
-    .context("deleting the cancelled tasks")?;
     let payload = serde_json::json!({"bulk_id": bulk.id.to_string(), "action": bulk.name, "state": BulkState::Cancelled.as_str()});
     events::record(&txn, EventType::BulkCancelled, Some(bulk.org_id), &bulk.id.to_string(), &payload).await?;
     txn.commit().await.context("committing the cancel")?;
