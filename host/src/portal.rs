@@ -4,7 +4,7 @@
 //! `/nbi/` stay the API's: a route it does not have is its own 404 problem, never the portal.
 //! Hashed assets (`/assets/index-<hash>.js`) are cached for good; the page itself never.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -40,12 +40,12 @@ pub fn resolve(path: &str) -> Resolved {
     if !plain {
         return Resolved::NotPortal;
     }
-    let file = PathBuf::from(relative);
-    if !file.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Resolved::NotPortal;
-    }
     // A name with an extension is a file, or nothing; one without is a page of the portal.
-    if segments.last().is_some_and(|last| last.contains('.')) { Resolved::File(file) } else { Resolved::Page }
+    if segments.last().is_some_and(|last| last.contains('.')) {
+        Resolved::File(PathBuf::from(relative))
+    } else {
+        Resolved::Page
+    }
 }
 
 /// The type a built file is served with.

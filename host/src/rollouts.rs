@@ -311,6 +311,12 @@ pub fn batch_count(devices: u64, canary: u64, batch_size: u64) -> u64 {
     if devices == 0 { 1 } else { batch_of(devices - 1, canary, batch_size) + 1 }
 }
 
+/// When the batch after one that settled at `done_at` (milliseconds) may start: `interval_s`
+/// later. None when nothing settled (an empty canary): at once.
+pub fn next_batch_due(done_at: Option<i64>, interval_s: i64) -> Option<i64> {
+    done_at.map(|done| done.saturating_add(interval_s.saturating_mul(1000)))
+}
+
 /// A batch's devices by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchCount {
@@ -448,6 +454,12 @@ pub fn revert(facts: &RevertFacts<'_>) -> Revert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_batch_is_due_its_interval_after_the_last_settled() {
+        assert_eq!(next_batch_due(Some(1_000), 10), Some(11_000));
+        assert_eq!(next_batch_due(None, 10), None, "an empty batch holds nothing back");
+    }
 
     fn facts<'a>(download: TaskFact, booted: bool, version: &'a str, wan: WanFact) -> GateFacts<'a> {
         GateFacts {

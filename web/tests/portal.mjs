@@ -107,7 +107,7 @@ try {
 
   await page.getByRole("button", { name: "Cerrar sesión" }).click();
   await page.getByRole("heading", { name: /iniciar sesión/i }).waitFor();
-  check(true, "signed out");
+  check(!(await page.evaluate(() => localStorage.getItem("roost.session"))), "signed out: no token kept");
 } finally {
   await browser.close();
 }

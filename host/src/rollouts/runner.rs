@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{
     BatchVerdict, DeviceState, Gate, GateFacts, Revert, RevertFacts, RolloutState, Step, TaskFact, WanFact, WanVerdict,
-    batch_verdict, gate, local_minute, revert, wan_status_paths, wan_verdict,
+    batch_verdict, gate, local_minute, next_batch_due, revert, wan_status_paths, wan_verdict,
 };
 use crate::app::App;
 use crate::jobs::{Lease, Wakers};
@@ -249,8 +249,7 @@ async fn run_batches(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> R
             // An empty batch (no canary) makes the next one wait for nothing.
             let done_at = (count.total() > 0).then(now_millis);
             rollouts::advance(&app.store, rollout.id, rollout.batch, done_at).await?;
-            let interval = rollout.batch_interval_s.saturating_mul(1000);
-            return Ok(done_at.map(|done| done.saturating_add(interval)));
+            return Ok(next_batch_due(done_at, rollout.batch_interval_s));
         }
         BatchVerdict::Continue => {}
     }
@@ -258,8 +257,7 @@ async fn run_batches(app: &Arc<App>, wakers: &Wakers, rollout: &RolloutRow) -> R
         return Ok(None);
     }
     let now = now_millis();
-    let interval = rollout.batch_interval_s.saturating_mul(1000);
-    if let Some(due) = rollout.batch_done_at.map(|done| done.saturating_add(interval))
+    if let Some(due) = next_batch_due(rollout.batch_done_at, rollout.batch_interval_s)
         && now < due
     {
         return Ok(Some(due));

@@ -1,11 +1,10 @@
 // The signed-in session: the token pair (kept in localStorage, so a reload or a second tab stays
-// signed in) and who the caller is (`GET /auth/me`: role, organization, permissions), which
-// decides what the portal shows. The API refuses anything a role may not do anyway; the portal
-// only avoids offering it.
+// signed in) and who the caller is (`GET /auth/me`: role, organization, permissions), shown in
+// the header; the pages with actions will offer only what `permissions` holds (the API refuses
+// the rest anyway).
 import type { components } from "../api/schema";
 
 export type Caller = components["schemas"]["CallerView"];
-export type Permission = components["schemas"]["Permission"];
 type Tokens = components["schemas"]["TokenResponse"];
 
 const STORAGE_KEY = "roost.session";
@@ -33,10 +32,6 @@ class Session {
 
   get signedIn(): boolean {
     return this.tokens !== null;
-  }
-
-  may(permission: Permission): boolean {
-    return this.caller?.permissions.includes(permission) ?? false;
   }
 
   store(tokens: Tokens) {

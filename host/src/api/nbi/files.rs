@@ -170,24 +170,19 @@ async fn find_files(
     let query = FileQuery::parse(params.parsed()?.as_ref())?;
     let (skip, limit) = (params.skip.unwrap_or(0), params.limit()?);
     let scope = Scope::Orgs(vec![caller.org_id]);
-    // An organization keeps tens or hundreds of files: read by pages, matched here.
-    let (mut found, mut after, mut skipped) = (Vec::new(), None, 0);
-    'pages: loop {
-        let page = files::list(&app.api_store, &scope, None, after, 500).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for file in page.iter().filter(|file| query.matches(file)) {
-            if skipped < skip {
-                skipped += 1;
-                continue;
-            }
-            found.push(NbiFile::new(file));
-            if found.len() as u64 == limit {
-                break 'pages;
-            }
+    // An organization keeps tens or hundreds of files: all read, by pages, and matched here.
+    const PAGE: u64 = 500;
+    let (mut matched, mut after) = (Vec::new(), None);
+    loop {
+        let page = files::list(&app.api_store, &scope, None, after, PAGE).await?;
+        matched.extend(page.iter().filter(|file| query.matches(file)).map(NbiFile::new));
+        match page.last() {
+            Some(last) if page.len() as u64 == PAGE => after = Some(last.id),
+            _ => break,
         }
     }
-    Ok(Json(found))
+    let (skip, limit) = (usize::try_from(skip).unwrap_or(usize::MAX), usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(Json(matched.into_iter().skip(skip).take(limit).collect()))
 }
 
 #[utoipa::path(get, path = "/files/", tag = "nbi", params(FindQuery),
