@@ -25,6 +25,7 @@ pub mod dashboard;
 pub mod devices;
 pub mod diagnostics;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod faults;
 pub mod files;
@@ -106,6 +107,7 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(rollouts::router())
         .merge(bulk::router())
         .merge(webhooks::router())
+        .merge(events::router())
 }
 
 /// The OpenAPI document the server serves, without a server (`roost openapi`).
@@ -345,6 +347,7 @@ pub fn optional_timestamp(millis: Option<i64>) -> Option<String> {
 pub fn parse_timestamp(field: &str, value: &str) -> ApiResult<i64> {
     chrono::DateTime::parse_from_rfc3339(value).map(|t| t.timestamp_millis()).map_err(|_| {
         ApiError::bad_request(ErrorCode::InvalidQuery, format!("{field} must be an RFC 3339 time, got {value:?}"))
+            .on_field(field)
     })
 }
 

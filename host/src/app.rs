@@ -51,6 +51,8 @@ pub struct App {
     pub provisioning: Arc<crate::provisioning::Provisioner>,
     /// Ids of tasks that just finished (done or fault): lets an API call wait for its task.
     pub task_events: broadcast::Sender<i64>,
+    /// The outbox as it grows, for the API's event streams.
+    pub live: crate::events::live::Live,
     /// For connection requests.
     pub http: reqwest::Client,
     /// Webhook deliveries: connections kept alive per receiver, no redirects followed (a
@@ -136,6 +138,7 @@ impl App {
             plugins,
             provisioning,
             task_events,
+            live: crate::events::live::Live::default(),
             http,
             webhook_http,
             connection_request_breakers,
@@ -201,10 +204,13 @@ impl Server {
 
         let api_router = api::router(app.clone());
         let mut signal = stopped.clone();
+        let streams = app.clone();
         tasks.spawn(async move {
             axum::serve(http_listener, api_router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move {
                     let _ = signal.wait_for(|stop| *stop).await;
+                    // Event streams would hold the shutdown for their lifetime.
+                    streams.live.close();
                 })
                 .await
                 .context("HTTP listener")

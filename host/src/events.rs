@@ -1,13 +1,15 @@
 //! Events delivered: the outbox (`store::events`, written in the transaction of each change) is
 //! read in commit order by two readers under one lease (`outbox`): the webhook fan-out, which
 //! turns each event into a delivery per subscribed webhook, and the NATS JetStream publisher
-//! (`[events] nats_url`). Deliveries are sent by `deliver`: signed, retried with backoff and
+//! (`[events] nats_url`); and by each replica for the people watching it live (`live`, the
+//! API's event stream). Deliveries are sent by `deliver`: signed, retried with backoff and
 //! jitter, in order per subject (a device), each webhook behind a circuit breaker.
 //!
 //! What is decided here, as plain functions: what a webhook subscribes to, the signatures, the
 //! backoff, when a circuit opens and a webhook is disabled, which URLs are taken.
 
 pub mod deliver;
+pub mod live;
 pub mod outbox;
 
 use std::net::{IpAddr, SocketAddr};

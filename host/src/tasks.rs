@@ -82,13 +82,22 @@ pub struct UploadSpec {
     pub delay_seconds: u32,
 }
 
-/// Why a task body was refused; the message names the field.
+/// Why a task body was refused; the message names the field, and `field` holds it where the
+/// refusal is about one member (for the API's `Problem::field`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidTask(pub String);
+#[error("{message}")]
+pub struct InvalidTask {
+    pub message: String,
+    pub field: Option<String>,
+}
 
 fn invalid(message: impl Into<String>) -> InvalidTask {
-    InvalidTask(message.into())
+    InvalidTask { message: message.into(), field: None }
+}
+
+/// A refusal of one member's value.
+fn invalid_field(field: &str, message: impl Into<String>) -> InvalidTask {
+    InvalidTask { message: message.into(), field: Some(field.to_owned()) }
 }
 
 pub const TASK_NAMES: &[&str] = &[
@@ -337,7 +346,7 @@ fn string_field(body: &Value, field: &str) -> Result<Option<String>, InvalidTask
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(format!("{field} must be a string"))),
+        Some(_) => Err(invalid_field(field, format!("{field} must be a string"))),
     }
 }
 
@@ -501,7 +510,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_say_what_is_wrong() {
-        let message = |body: Value| parse(body).err().map(|e| e.0).unwrap_or_default();
+        let message = |body: Value| parse(body).err().map(|e| e.message).unwrap_or_default();
         assert!(message(json!({"name": "frobnicate"})).contains("unknown task name"));
         assert!(message(json!([1])).contains("JSON object"));
         assert!(message(json!({"name": "getParameterValues"})).contains("parameterNames"));

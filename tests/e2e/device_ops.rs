@@ -257,16 +257,18 @@ on_both_backends! {
         // Bad input: a 4xx naming the field, nothing queued.
         let id = cpe.device_id();
         let before = task_count(&h, &id).await;
-        for (bad, field) in [
-            (json!({"passphrase": "1234567"}), "passphrase"),
-            (json!({"ssid": "x".repeat(33)}), "ssid"),
-            (json!({"band": "7", "ssid": "x"}), "band"),
-            (json!({"band": "5"}), "ssid"),
+        // A refusal of one member names it in `field`, for a form to show it there.
+        for (bad, says, field) in [
+            (json!({"passphrase": "1234567"}), "passphrase", Some("passphrase")),
+            (json!({"ssid": "x".repeat(33)}), "ssid", Some("ssid")),
+            (json!({"band": "7", "ssid": "x"}), "band", Some("band")),
+            (json!({"band": "5"}), "ssid", None),
         ] {
             let (status, problem) = h.post(&format!("/api/v1/devices/{}/wifi", encode_id(&id)), bad.clone()).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
             assert_eq!(problem["code"], "invalid_task");
-            assert!(problem["detail"].as_str().unwrap().contains(field), "{bad}: {problem}");
+            assert!(problem["detail"].as_str().unwrap().contains(says), "{bad}: {problem}");
+            assert_eq!(problem["field"].as_str(), field, "{bad}: {problem}");
         }
         assert_eq!(task_count(&h, &id).await, before, "nothing queued");
         huawei.stop().await;

@@ -14,6 +14,7 @@ mod files;
 mod health;
 mod interop;
 mod isolation;
+mod live;
 mod nbi;
 mod onboarding;
 mod openapi;

@@ -1,9 +1,11 @@
 //! The web portal in Debian's Chromium (`web/tests/portal.mjs`, driven by playwright-core): the
-//! release layout (`roost serve` serving `web/dist` at `/`) with simulated devices, on SQLite.
-//! Signing in (refused, then accepted), the dashboard's count, the device list filtered by
-//! serial, Spanish and the dark theme kept across a reload, a phone-sized screen, signing out;
-//! axe-core scans every page. Screenshots go to `docs/screenshots/`. The test command
-//! (`scripts/test.sh`) installs Chromium and builds the portal first.
+//! release layout (`roost serve` serving `web/dist` at `/`) with simulated devices and users of
+//! each role, on SQLite. The platform administrator filters the fleet, saves a filter and claims
+//! a pending device; a basic support agent finds a device, changes its Wi-Fi, runs a ping and a
+//! speed test and reads the results, offered nothing beyond the role; a read-only user is
+//! offered nothing to do; the organization's administrator creates a user and an API key and
+//! changes its password. axe-core scans every page; screenshots go to `docs/screenshots/`. The
+//! test command (`scripts/test.sh`) installs Chromium and builds the portal first.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,8 +16,10 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+const WLAN: &str = "InternetGatewayDevice.LANDevice.1.WLANConfiguration.";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_portal_signs_in_lists_and_filters_devices_and_speaks_spanish_in_chromium() {
+async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
     let web = workspace().join("web");
     let dist = web.join("dist");
     assert!(
@@ -43,11 +47,35 @@ async fn the_portal_signs_in_lists_and_filters_devices_and_speaks_spanish_in_chr
     config.start = StartMode::Manual;
     config.devices = 3;
     config.serial_prefix = "PORTAL".into();
+    config.cr_min_interval = Duration::from_millis(0);
     let fleet = Fleet::start(config).await.unwrap();
     for device in fleet.devices() {
         assert!(device.inform_now(&[]).await.unwrap().is_ok());
     }
     let serials: Vec<&str> = fleet.devices().iter().map(|d| d.serial_number()).collect();
+    // Health figures for the agent's device: the `health` provision reads them each periodic
+    // session past its max-age, and they are written in a batch.
+    let preset = json!({"events": ["2 PERIODIC"], "provision": "health", "args": {"max-age": "1"}});
+    let (status, body) = h.put("/api/v1/presets/health", preset).await;
+    assert!(status.is_success(), "{body}");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(fleet.device(0).inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
+    }
+    roost::health::jobs::flush(h.app()).await;
+    // A device of no organization yet, for the administrator to claim.
+    let stray = h.fleet(DataModelKind::Tr098, 1, "STRAY").await;
+    assert!(stray.device(0).inform_now(&[]).await.unwrap().is_ok());
+    let pending = stray.device(0).serial_number().to_owned();
+    for (email, role) in [
+        ("agent@isp-portal.example", "basic"),
+        ("reader@isp-portal.example", "read-only"),
+        ("boss@isp-portal.example", "org-admin"),
+    ] {
+        h.user("isp-portal", email, role).await;
+    }
+    let (_, dashboard) = h.get("/api/v1/dashboard").await;
+    let (_, listed) = h.get("/api/v1/devices").await;
 
     // The portal's page for any page path; the API's 404 for the API's paths.
     let page = h.http.get(h.url("/devices?serial=x")).send().await.unwrap();
@@ -65,6 +93,14 @@ async fn the_portal_signs_in_lists_and_filters_devices_and_speaks_spanish_in_chr
         .env("ROOST_EMAIL", ADMIN_EMAIL)
         .env("ROOST_PASSWORD", ADMIN_PASSWORD)
         .env("ROOST_SERIALS", serials.join(","))
+        .env("ROOST_LISTED", listed["items"].as_array().unwrap().len().to_string())
+        .env("ROOST_TOTAL", dashboard["devices"]["total"].to_string())
+        .env("ROOST_PENDING", &pending)
+        .env("ROOST_ORG_NAME", "ISP-PORTAL")
+        .env("ROOST_AGENT", "agent@isp-portal.example")
+        .env("ROOST_READER", "reader@isp-portal.example")
+        .env("ROOST_ORG_ADMIN", "boss@isp-portal.example")
+        .env("ROOST_USER_PASSWORD", USER_PASSWORD)
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOTS", workspace().join("docs/screenshots"))
         .stdout(std::process::Stdio::piped())
@@ -72,7 +108,7 @@ async fn the_portal_signs_in_lists_and_filters_devices_and_speaks_spanish_in_chr
         .spawn()
         .expect("running node");
     // The server runs on this test's runtime: the browser run is waited for off it, bounded.
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let deadline = std::time::Instant::now() + Duration::from_secs(420);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
             child.kill().unwrap();
@@ -84,6 +120,26 @@ async fn the_portal_signs_in_lists_and_filters_devices_and_speaks_spanish_in_chr
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the portal run failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("ok: signed out"), "{stdout}");
+    assert!(stdout.contains("ok: the new password signs in"), "{stdout}");
+
+    // What the browser did reached the devices and the store.
+    let agent_box = fleet.device(0);
+    for network in [1, 5] {
+        assert_eq!(
+            agent_box.value(&format!("{WLAN}{network}.SSID")).as_deref(),
+            Some("Agent-Net"),
+            "network {network}"
+        );
+    }
+    let claimed = h.device(&stray.device(0).device_id()).await;
+    assert_eq!(claimed["org"], "isp-portal", "{claimed}");
+    let (_, users) = h.get("/api/v1/users?org=isp-portal").await;
+    let tech = users["items"].as_array().unwrap().iter().find(|u| u["email"] == "tech@isp-portal.example").cloned();
+    assert_eq!(tech.map(|u| u["role"].clone()), Some(json!("basic")), "{users}");
+    let (_, runs) = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&agent_box.device_id()))).await;
+    let kinds: Vec<&str> = runs["latest"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["download", "ping", "upload"], "{runs}");
+    stray.stop().await;
+    fleet.stop().await;
     h.finish().await;
 }

@@ -1,13 +1,19 @@
 // The portal in a real Chromium (Debian's, driven by playwright-core), against a running Roost
 // with simulated devices: run by the end-to-end suite (tests/e2e/portal.rs), which starts the
-// server and the devices and passes them here.
+// server, the devices and the users and passes them here.
 //
-//   ROOST_URL, ROOST_EMAIL, ROOST_PASSWORD   the server and an administrator to sign in as
-//   ROOST_SERIALS                            serial numbers of the devices it has, comma-separated
+//   ROOST_URL, ROOST_EMAIL, ROOST_PASSWORD   the server and its platform administrator
+//   ROOST_SERIALS                            the organization's devices (serials, comma-separated)
+//   ROOST_LISTED, ROOST_TOTAL                what the administrator's device list and dashboard count
+//   ROOST_PENDING                            the serial of a device waiting to be claimed
+//   ROOST_ORG_NAME                           the organization's name
+//   ROOST_AGENT, ROOST_READER, ROOST_ORG_ADMIN, ROOST_USER_PASSWORD
+//                                            its basic, read-only and org-admin users
 //   CHROMIUM                                 the browser (default /usr/bin/chromium)
 //   SCREENSHOTS                              where to write screenshots of the main pages
 //
 // Every page visited is scanned with axe-core: a serious or critical violation fails the run.
+// Each check prints `ok: …`; the Rust side then checks what reached the devices.
 import { readFileSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
@@ -21,6 +27,7 @@ const env = (name, fallback) => {
 };
 const url = env("ROOST_URL");
 const serials = env("ROOST_SERIALS").split(",");
+const userPassword = env("ROOST_USER_PASSWORD");
 const screenshots = process.env.SCREENSHOTS;
 if (screenshots) mkdirSync(screenshots, { recursive: true });
 
@@ -44,6 +51,35 @@ async function shoot(page, name) {
   if (screenshots) await page.screenshot({ path: `${screenshots}/${name}.png`, fullPage: true });
 }
 
+async function signIn(page, email, password) {
+  await page.goto(url);
+  await page.getByRole("heading", { name: /sign in/i }).waitFor();
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+}
+
+async function signOut(page) {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: /sign in/i }).waitFor();
+}
+
+const navLinks = async (page) =>
+  (await page.getByRole("navigation", { name: "Main" }).getByRole("link").allTextContents()).map((t) => t.trim());
+
+/// Finds a device by serial in the list and opens its page.
+async function openDevice(page, serial) {
+  await page.getByRole("link", { name: "Devices", exact: true }).click();
+  await page.getByRole("heading", { name: "Devices" }).waitFor();
+  await page.getByLabel("Search by").selectOption("serial");
+  await page.getByRole("searchbox").fill(serial);
+  await page.getByRole("button", { name: "Filter", exact: true }).click();
+  await page.waitForFunction(() => document.querySelectorAll("tbody tr").length === 1);
+  await page.getByRole("link", { name: serial }).click();
+  await page.getByRole("heading", { name: new RegExp(serial) }).waitFor();
+}
+
 const browser = await chromium.launch({
   executablePath: env("CHROMIUM", "/usr/bin/chromium"),
   headless: true,
@@ -52,62 +88,234 @@ const browser = await chromium.launch({
 });
 try {
   // The axe script is evaluated into the portal's page, whose policy allows only its own.
-  const context = await browser.newContext({ locale: "en-US", viewport: { width: 1280, height: 800 }, bypassCSP: true });
+  const context = await browser.newContext({
+    locale: "en-US",
+    viewport: { width: 1280, height: 800 },
+    bypassCSP: true,
+    permissions: ["clipboard-read", "clipboard-write"],
+  });
   const page = await context.newPage();
-  page.setDefaultTimeout(15_000);
+  page.setDefaultTimeout(20_000);
 
+  // ---- The platform administrator: the fleet, a filter, a claim, the language and theme.
   await page.goto(url);
   await page.getByRole("heading", { name: /sign in/i }).waitFor();
   await accessible(page, "sign-in");
   await shoot(page, "sign-in");
-
   // A wrong password: the API's own message, next to the form.
   await page.getByLabel("Email").fill(env("ROOST_EMAIL"));
   await page.getByLabel("Password").fill("not the password");
   await page.getByRole("button", { name: "Sign in" }).click();
   const refusal = await page.getByRole("alert").textContent();
   check(/password/i.test(refusal ?? ""), `a refused sign-in says why (${refusal})`);
-
   await page.getByLabel("Password").fill(env("ROOST_PASSWORD"));
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
   const totals = await page.locator(".totals").textContent();
-  check(totals?.includes(String(serials.length)), `the dashboard counts ${serials.length} devices (${totals})`);
+  check(totals?.includes(env("ROOST_TOTAL")), `the dashboard counts ${env("ROOST_TOTAL")} devices (${totals})`);
   await accessible(page, "dashboard");
   await shoot(page, "dashboard");
+  const adminLinks = await navLinks(page);
+  check(adminLinks.includes("Pending devices") && adminLinks.includes("Administration"), `the platform admin's pages (${adminLinks})`);
 
-  // The device list, then filtered by a serial; the filter is in the address.
-  await page.getByRole("link", { name: "Devices" }).click();
+  await page.getByRole("link", { name: "Devices", exact: true }).click();
   await page.getByRole("heading", { name: "Devices" }).waitFor();
   await page.locator("tbody tr").first().waitFor();
-  check((await page.locator("tbody tr").count()) === serials.length, `the list shows the ${serials.length} devices`);
+  const listed = Number(env("ROOST_LISTED"));
+  check((await page.locator("tbody tr").count()) === listed, `the list shows the ${listed} devices`);
   await accessible(page, "devices");
   await shoot(page, "devices");
-  await page.getByLabel("Serial number").fill(serials[0]);
-  await page.getByRole("button", { name: "Filter" }).click();
+  await page.getByRole("searchbox").fill(serials[0]);
+  await page.getByRole("button", { name: "Filter", exact: true }).click();
   await page.waitForURL(/serial=/);
   await page.waitForFunction(() => document.querySelectorAll("tbody tr").length === 1);
   check((await page.locator("tbody tr").textContent())?.includes(serials[0]), `filtered to ${serials[0]}`);
+  // Saved under a name, and found again from the unfiltered list.
+  await page.getByPlaceholder("Name this filter").fill("First box");
+  await page.getByRole("button", { name: "Save filter" }).click();
+  await page.goto(`${url}devices`);
+  await page.waitForFunction((n) => document.querySelectorAll("tbody tr").length === n, listed);
+  await page.getByRole("link", { name: "First box" }).click();
+  await page.waitForFunction(() => document.querySelectorAll("tbody tr").length === 1);
+  check(page.url().includes(`serial=${serials[0]}`), "a saved filter opens the filtered list");
+
+  // Claiming the pending device, ticked in the list, into the organization.
+  const pending = env("ROOST_PENDING");
+  await page.getByRole("link", { name: "Pending devices" }).click();
+  await page.getByRole("heading", { name: "Pending devices" }).waitFor();
+  await page.getByTestId("pending").waitFor();
+  check((await page.getByTestId("pending").textContent())?.includes(pending), `${pending} waits to be claimed`);
+  await accessible(page, "pending devices");
+  await shoot(page, "pending");
+  await page.getByLabel("Claim into").selectOption({ label: env("ROOST_ORG_NAME") });
+  await page.getByRole("checkbox", { name: `Select ${pending}` }).check();
+  await page.getByRole("button", { name: "Claim the 1 ticked" }).click();
+  await page.getByText(/1 claimed into/).waitFor();
+  await page.getByText("No device is waiting to be claimed.").waitFor();
+  check(true, `${pending} claimed from the pending list`);
+  // A serial no device has: the claim says so.
+  await page.getByLabel(/Serial numbers/).fill("NO-SUCH-SERIAL");
+  await page.getByRole("button", { name: "Claim", exact: true }).click();
+  await page.getByText(/Not pending: NO-SUCH-SERIAL/).waitFor();
+  check(true, "a claim of an unknown serial names it");
 
   // Spanish, kept across a reload (and the session with it).
+  await page.getByRole("link", { name: "Devices", exact: true }).click();
+  await page.getByRole("heading", { name: "Devices" }).waitFor();
   await page.getByLabel("Language").selectOption("es");
   await page.getByRole("heading", { name: "Dispositivos" }).waitFor();
   await page.reload();
   await page.getByRole("heading", { name: "Dispositivos" }).waitFor();
-  check((await page.locator("tbody tr").count()) === 1, "a reload keeps the page, its filter and the session");
+  await page.locator("tbody tr").first().waitFor();
+  check((await page.getByRole("link", { name: "Dispositivos pendientes" }).count()) === 1, "a reload keeps the language and the session");
   await page.getByLabel("Tema").selectOption("dark");
   await accessible(page, "devices, Spanish, dark");
   await shoot(page, "devices-es-dark");
-
   // A phone-sized screen still reaches everything.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.getByRole("link", { name: "Panel" }).click();
   await page.getByRole("heading", { name: "Panel" }).waitFor();
   await shoot(page, "dashboard-phone");
-
   await page.getByRole("button", { name: "Cerrar sesión" }).click();
   await page.getByRole("heading", { name: /iniciar sesión/i }).waitFor();
   check(!(await page.evaluate(() => localStorage.getItem("roost.session"))), "signed out: no token kept");
+  // The sign-in page speaks the language too, and switches back.
+  await page.getByLabel("Idioma").selectOption("en");
+  await page.getByRole("heading", { name: /sign in/i }).waitFor();
+  await page.evaluate(() => localStorage.setItem("roost.theme", "light"));
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // ---- A support agent (basic): finds a subscriber's device, sees it online, changes its Wi-Fi,
+  // runs a ping and a speed test and reads the results; nothing beyond the role on screen.
+  await signIn(page, env("ROOST_AGENT"), userPassword);
+  check((await page.getByTestId("role").textContent()) === "Basic", "the agent is signed in as basic");
+  const agentLinks = await navLinks(page);
+  check(!agentLinks.includes("Pending devices") && !agentLinks.includes("Administration"), `the agent's pages (${agentLinks})`);
+  await openDevice(page, serials[0]);
+  check((await page.getByTestId("state").textContent())?.trim() === "Online", "the device is online");
+  await page.getByRole("heading", { name: /Health/ }).waitFor();
+  const cpu = await page.getByRole("img", { name: /^CPU: / }).getAttribute("aria-label");
+  check(/^CPU: \d+ %$/.test(cpu ?? ""), `the device's health is charted (${cpu})`);
+  await accessible(page, "device");
+  await shoot(page, "device");
+  // The form checks as the API does before sending.
+  await page.getByLabel("Network name (SSID)").fill("Agent-Net");
+  await page.getByLabel("Password", { exact: true }).fill("short");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.getByText("The password is 8 to 63 printable characters").waitFor();
+  check(true, "a short Wi-Fi password is refused next to its field");
+  await page.getByLabel("Password", { exact: true }).fill("a long enough key");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.getByText("Applied on the device.").waitFor({ timeout: 60_000 });
+  check(true, "the Wi-Fi change reached the device");
+  await page.getByRole("link", { name: "Diagnostics" }).click();
+  await page.getByRole("heading", { name: "Ping" }).waitFor();
+  await page.locator("#ping-title ~ label input").first().fill("192.0.2.1");
+  await page.getByRole("button", { name: "Run" }).first().click();
+  await page.waitForFunction(() => /ping\s*Complete/.test(document.querySelector('[data-testid="diagnostics"]')?.textContent ?? ""), null, { timeout: 120_000 });
+  check(true, "the ping ran and its result is shown");
+  await page.getByRole("button", { name: "Run" }).nth(2).click();
+  await page.waitForFunction(
+    () => {
+      const text = document.querySelector('[data-testid="diagnostics"]')?.textContent ?? "";
+      return /download\s*Complete[^]*Mbit\/s/.test(text) && /upload\s*Complete[^]*Mbit\/s/.test(text);
+    },
+    null,
+    { timeout: 120_000 },
+  );
+  check(true, "the speed test ran both ways and its throughput is shown");
+  await accessible(page, "device diagnostics");
+  await shoot(page, "device-diagnostics");
+  await page.getByRole("link", { name: "Tasks and faults" }).click();
+  await page.getByTestId("tasks").waitFor();
+  check(/configureWifi\s*Done/.test((await page.getByTestId("tasks").textContent()) ?? ""), "the Wi-Fi task is listed done");
+  // A task queued from elsewhere (here the API, as a CRM would) shows up done on the open page:
+  // the server's event stream, not a reload.
+  await page.getByRole("status").filter({ hasText: "Live" }).waitFor();
+  const token = await page.evaluate(() => JSON.parse(localStorage.getItem("roost.session") ?? "{}").access);
+  const devicePath = new URL(page.url()).pathname;
+  const queued = await fetch(`${url}api${devicePath.replace("/devices/", "/v1/devices/")}/refresh`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ path: "InternetGatewayDevice.DeviceInfo." }),
+  });
+  check(queued.status === 202, `a refresh queued through the API (${queued.status})`);
+  await page.waitForFunction(() => /refreshObject\s*Done/.test(document.querySelector('[data-testid="tasks"]')?.textContent ?? ""));
+  check(true, "the task finished elsewhere shows done on the open page, live");
+  await accessible(page, "device tasks");
+  await page.getByRole("link", { name: "Parameters" }).click();
+  await page.getByRole("heading", { name: "Parameters" }).waitFor();
+  await page.locator("tbody tr").first().waitFor();
+  check((await page.getByRole("button", { name: /^Edit / }).count()) === 0, "the agent is offered no parameter edits");
+  await accessible(page, "device parameters");
+  await page.goto(`${url}admin`);
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  check((await page.getByRole("heading", { name: "Administration" }).count()) === 0, "the agent cannot open administration");
+  await signOut(page);
+
+  // ---- A read-only user: sees the device, is offered nothing to do to it.
+  await signIn(page, env("ROOST_READER"), userPassword);
+  await openDevice(page, serials[1]);
+  await page.getByRole("heading", { name: "Summary" }).waitFor();
+  check((await page.getByRole("heading", { name: "Actions" }).count()) === 0, "read-only: no actions");
+  check((await page.getByRole("heading", { name: "Wi-Fi" }).count()) === 0, "read-only: no Wi-Fi form");
+  await page.getByRole("link", { name: "Diagnostics" }).click();
+  await page.getByRole("heading", { name: "Results" }).waitFor();
+  check((await page.getByRole("button", { name: "Run" }).count()) === 0, "read-only: no diagnostics to run");
+  await signOut(page);
+
+  // ---- The organization's administrator: a user and an API key.
+  await signIn(page, env("ROOST_ORG_ADMIN"), userPassword);
+  await page.getByRole("link", { name: "Administration" }).click();
+  await page.getByRole("heading", { name: "Administration" }).waitFor();
+  await page.getByTestId("users").waitFor();
+  const newUser = page.locator("form", { has: page.getByRole("heading", { name: "New user" }) });
+  // The API refuses a taken email: its message next to the email field.
+  await newUser.getByLabel("Email").fill(env("ROOST_AGENT"));
+  await newUser.getByLabel("Password").fill("another good password");
+  await newUser.getByRole("button", { name: "Create user" }).click();
+  const taken = await page.locator("#user-email-error").textContent();
+  check(/exists already/.test(taken ?? ""), `a taken email is refused next to its field (${taken})`);
+  await newUser.getByLabel("Email").fill("tech@isp-portal.example");
+  await newUser.getByLabel("Role").selectOption({ label: "Basic" });
+  await newUser.getByRole("button", { name: "Create user" }).click();
+  await page.getByText("tech@isp-portal.example can sign in now.").waitFor();
+  await page.getByTestId("users").getByText("tech@isp-portal.example").waitFor();
+  check(true, "the org admin created a user");
+  const roles = await newUser.getByLabel("Role").locator("option").allTextContents();
+  check(!roles.includes("Platform admin"), `an org admin grants up to its own role (${roles})`);
+  const newKey = page.locator("form", { has: page.getByRole("heading", { name: "New API key" }) });
+  await newKey.getByLabel("Name").fill("CRM integration");
+  await newKey.getByLabel("Role").selectOption({ label: "Read-only" });
+  await newKey.getByRole("button", { name: "Create key" }).click();
+  const key = (await page.getByTestId("new-key").textContent())?.trim() ?? "";
+  await page.getByRole("button", { name: "Copy" }).click();
+  check((await page.evaluate(() => navigator.clipboard.readText())) === key, "the new key is copied");
+  const me = await fetch(`${url}api/v1/auth/me`, { headers: { authorization: `Bearer ${key}` } });
+  const caller = await me.json();
+  check(me.ok && caller.role === "read-only" && caller.kind === "api-key", `the key works, read-only (${JSON.stringify(caller)})`);
+  await page.getByTestId("api-keys").getByText("CRM integration").waitFor();
+  await accessible(page, "administration");
+  await shoot(page, "administration");
+  // Their own password: the current one is checked by the API, next to its field.
+  await page.getByRole("link", { name: env("ROOST_ORG_ADMIN") }).click();
+  await page.getByRole("heading", { name: "My account" }).waitFor();
+  await page.getByLabel("Current password").fill("not my password");
+  await page.getByLabel("New password", { exact: true }).fill("a brand new passphrase");
+  await page.getByLabel("New password again").fill("a brand new passphrase");
+  await page.getByRole("button", { name: "Change password" }).click();
+  const wrong = await page.locator("#account-current_password-error").textContent();
+  check(/current_password/.test(wrong ?? ""), `a wrong current password is refused next to its field (${wrong})`);
+  await accessible(page, "account");
+  await page.getByLabel("Current password").fill(userPassword);
+  await page.getByRole("button", { name: "Change password" }).click();
+  await page.getByText("Your password changed. Sign in with the new one.").waitFor();
+  await page.getByLabel("Email").fill(env("ROOST_ORG_ADMIN"));
+  await page.getByLabel("Password").fill("a brand new passphrase");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  check(true, "the new password signs in");
+  await signOut(page);
 } finally {
   await browser.close();
 }

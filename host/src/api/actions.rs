@@ -183,11 +183,21 @@ async fn wifi(
     act(&app, &slot, &caller, &id, body, &wait, &headers).await
 }
 
+/// A value to write, for the document: checked against the parameter's stored type.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documents the body; the handler reads JSON values
+enum WriteValue {
+    Text(String),
+    Number(f64),
+    Flag(bool),
+}
+
 /// Parameters to write, by path; values as strings, numbers or booleans.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParametersRequest {
-    #[schema(value_type = Object)]
+    #[schema(value_type = BTreeMap<String, WriteValue>)]
     values: BTreeMap<String, Value>,
 }
 

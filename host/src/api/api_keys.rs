@@ -117,19 +117,20 @@ async fn create(
     caller.require(Permission::ManageUsers)?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(invalid("a key's name is 1 to 200 printable characters"));
+        return Err(invalid("a key's name is 1 to 200 printable characters").on_field("name"));
     }
     let org = super::orgs::named_or_own(&app, &caller, request.org.as_deref()).await?;
     may_grant(caller.role, request.role, org.slug == orgs::PLATFORM_SLUG)
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::InvalidRole, e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::InvalidRole, e.to_string()).on_field("role"))?;
     let expires_at = request.expires_at.as_deref().map(|v| parse_timestamp("expires_at", v)).transpose()?;
     if expires_at.is_some_and(|at| at <= now_millis()) {
-        return Err(invalid("expires_at is in the past"));
+        return Err(invalid("expires_at is in the past").on_field("expires_at"));
     }
     if let Some(limit) = request.rate_limit_per_minute
         && !(1..=MAX_RATE_LIMIT).contains(&limit)
     {
-        return Err(invalid(format!("rate_limit_per_minute is 1 to {MAX_RATE_LIMIT}, got {limit}")));
+        return Err(invalid(format!("rate_limit_per_minute is 1 to {MAX_RATE_LIMIT}, got {limit}"))
+            .on_field("rate_limit_per_minute"));
     }
     let key = crate::secrets::random_token(API_KEY_PREFIX);
     let prefix: String = key.chars().take(PREFIX_CHARS).collect();

@@ -166,6 +166,17 @@ pub struct DeviceDetail {
     pub adapter: Option<AdapterView>,
     /// The latest Informs' events, newest first.
     pub recent_events: Vec<InformEventsView>,
+    /// The subscriber the device serves; null when it serves none.
+    pub subscriber: Option<SubscriberRef>,
+}
+
+/// The subscriber a device serves, as its page names it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriberRef {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub plan: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -384,7 +395,16 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
             received_at: timestamp(e.received_at),
         })
         .collect();
-    Ok(Json(DeviceDetail { device: view, parameter_count, adapter, recent_events }))
+    let subscriber = match device.subscriber_id {
+        Some(id) => crate::store::subscribers::by_id(app.api_store.db(), id).await?.map(|s| SubscriberRef {
+            id: s.id,
+            username: s.username,
+            name: s.name,
+            plan: s.plan,
+        }),
+        None => None,
+    };
+    Ok(Json(DeviceDetail { device: view, parameter_count, adapter, recent_events, subscriber }))
 }
 
 /// A device's id in a path.

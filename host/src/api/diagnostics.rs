@@ -132,7 +132,16 @@ async fn run(
     }
     let mut runs = Vec::with_capacity(diagnose.bodies.len());
     for (body, token_hash) in diagnose.bodies {
-        let (_, spec) = TaskSpec::parse(&body).map_err(|e| invalid(e.0))?;
+        let (_, spec) = TaskSpec::parse(&body).map_err(|mut error| {
+            // The task's members by the names of this API's bodies.
+            error.field = error.field.map(|field| match field.as_str() {
+                "timeoutMs" => "timeout_ms".to_owned(),
+                "maxHops" => "max_hops".to_owned(),
+                "length" => "size".to_owned(),
+                _ => field,
+            });
+            super::tasks::refused(error)
+        })?;
         let TaskSpec::StartDiagnostic(request) = spec else { return Err(invalid("not a diagnostic")) };
         check_supported(app, &device, request.kind()).await?;
         if let Some(open) = diagnostics::open_conflicting(&app.api_store, device.id, request.kind()).await? {
@@ -385,11 +394,12 @@ async fn speed_test(
     let max = app.config.diagnostics.max_transfer_bytes;
     let size = request.size.unwrap_or(crate::tasks::intent::DEFAULT_TRANSFER_BYTES);
     if size == 0 || size > max {
-        return Err(invalid(format!("size must be 1 to {max} bytes")));
+        return Err(invalid(format!("size must be 1 to {max} bytes")).on_field("size"));
     }
     for (field, url) in [("download_url", &request.download_url), ("upload_url", &request.upload_url)] {
         if let Some(url) = url {
-            crate::diagnostics::check_transfer_url(url).map_err(|why| invalid(format!("{field}: {why}")))?;
+            crate::diagnostics::check_transfer_url(url)
+                .map_err(|why| invalid(format!("{field}: {why}")).on_field(field))?;
         }
     }
     // A URL given wins; then the test server of the device's organization (or its nearest

@@ -102,6 +102,10 @@ pub struct Problem {
     pub code: ErrorCode,
     /// What went wrong, for a person to read.
     pub detail: String,
+    /// The request body's member the problem is about (`ssid`, `email`, `host`…), when it is
+    /// about one: a form shows `detail` next to that field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 #[derive(Debug)]
@@ -111,13 +115,15 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds for `Retry-After` on a 429 or 503, when not the defaults.
     pub retry_after: Option<u64>,
+    /// The request member at fault (`Problem::field`).
+    pub field: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), retry_after: None }
+        Self { status, code, detail: detail.into(), retry_after: None, field: None }
     }
 
     pub fn bad_request(code: ErrorCode, detail: impl Into<String>) -> Self {
@@ -138,6 +144,12 @@ impl ApiError {
 
     pub fn conflict(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    /// Names the request member the problem is about.
+    pub fn on_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
@@ -191,6 +203,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             code: self.code,
             detail: self.detail,
+            field: self.field,
         };
         let mut response = (self.status, Json(body)).into_response();
         response

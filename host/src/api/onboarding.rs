@@ -46,7 +46,7 @@ fn check_serial(serial: &str) -> ApiResult<()> {
     let valid = !serial.is_empty()
         && serial.chars().count() <= 64
         && serial.chars().all(|c| c.is_ascii_graphic() && c != ',' && c != ';');
-    if valid { Ok(()) } else { Err(invalid(format!("{serial:?} is not a serial number"))) }
+    if valid { Ok(()) } else { Err(invalid(format!("{serial:?} is not a serial number")).on_field("serials")) }
 }
 
 /// Serials (and an organization) from a JSON or CSV body.
@@ -91,10 +91,12 @@ fn serials_from(headers: &HeaderMap, body: &Bytes, query_org: Option<String>) ->
     };
     request.org = request.org.or(query_org);
     if request.serials.is_empty() {
-        return Err(invalid("no serials"));
+        return Err(invalid("no serials").on_field("serials"));
     }
     if request.serials.len() > MAX_CLAIM {
-        return Err(invalid(format!("at most {MAX_CLAIM} serials at once, got {}", request.serials.len())));
+        return Err(
+            invalid(format!("at most {MAX_CLAIM} serials at once, got {}", request.serials.len())).on_field("serials")
+        );
     }
     for serial in &request.serials {
         check_serial(serial)?;

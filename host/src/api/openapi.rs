@@ -45,6 +45,7 @@ const API_KEY_HEADER: &str = "api_key";
         (name = "api-keys", description = "Keys for integrations"),
         (name = "onboarding", description = "Pending devices, claims, pre-registration and CPE credentials"),
         (name = "audit", description = "Who changed what"),
+        (name = "events", description = "The caller's events as they happen, as Server-Sent Events"),
         (name = "nbi", description = "GenieACS-compatible northbound interface"),
     )
 )]

@@ -79,6 +79,7 @@ pub async fn named_or_own(app: &App, caller: &Caller, slug: Option<&str>) -> Api
     match slug {
         Some(slug) => orgs::by_slug(&app.api_store, slug).await?.filter(|org| caller.covers(org.id)).ok_or_else(|| {
             ApiError::bad_request(ErrorCode::InvalidOrganization, format!("no organization {slug:?} at or below yours"))
+                .on_field("org")
         }),
         None => orgs::by_id(&app.api_store, caller.org_id)
             .await?

@@ -98,7 +98,13 @@ fn check_name(name: &str) -> ApiResult<()> {
 }
 
 fn check_pppoe(username: &str, password: &str) -> ApiResult<()> {
-    crate::tasks::intent::check_pppoe(username, password).map_err(|e| invalid(format!("pppoe_{}", e.0)))
+    crate::tasks::intent::check_pppoe(username, password).map_err(|e| {
+        let problem = invalid(format!("pppoe_{}", e.message));
+        match e.field {
+            Some(field) => problem.on_field(format!("pppoe_{field}")),
+            None => problem,
+        }
+    })
 }
 
 /// The subscriber `key` names in an organization: its username there, or its id.

@@ -31,6 +31,15 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(show, remove)).routes(routes!(retry))
 }
 
+/// A refused task body as a problem, naming the member at fault where there is one.
+pub(super) fn refused(error: crate::tasks::InvalidTask) -> ApiError {
+    let problem = ApiError::bad_request(ErrorCode::InvalidTask, error.message);
+    match error.field {
+        Some(field) => problem.on_field(field),
+        None => problem,
+    }
+}
+
 /// A task as the API shows it. Times are RFC 3339, UTC.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskView {
@@ -222,7 +231,7 @@ pub async fn submit(
     // A download of a stored file gets its URL (and a grant for it) only when it is queued.
     let resolved = super::files::download_body(app, caller, &device, body).await?;
     let body = resolved.as_ref().unwrap_or(body);
-    let (name, _spec) = TaskSpec::parse(body).map_err(|e| ApiError::bad_request(ErrorCode::InvalidTask, e.0))?;
+    let (name, _spec) = TaskSpec::parse(body).map_err(refused)?;
     let expiry = match body.get("expiry") {
         None | Some(Value::Null) => app.config.tasks.default_expiry,
         Some(v) => Duration::from_secs(v.as_u64().filter(|s| *s > 0).ok_or_else(|| {

@@ -70,11 +70,11 @@ fn check_email(email: &str) -> ApiResult<()> {
     let valid = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
-    if valid { Ok(()) } else { Err(invalid(format!("{email:?} is not an email address"))) }
+    if valid { Ok(()) } else { Err(invalid(format!("{email:?} is not an email address")).on_field("email")) }
 }
 
 fn check_password(password: &str) -> ApiResult<()> {
-    super::auth::check_password_strength(password).map_err(invalid)
+    super::auth::check_password_strength(password).map_err(|why| invalid(why).on_field("password"))
 }
 
 /// A user the caller may see: itself, or (as a user manager) one of its subtree.
@@ -159,8 +159,11 @@ async fn create(
     check_password(&request.password)?;
     let org = super::orgs::named_or_own(&app, &caller, request.org.as_deref()).await?;
     may_grant(caller.role, request.role, org.slug == orgs::PLATFORM_SLUG)
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::InvalidRole, e.to_string()))?;
-    let taken = || ApiError::conflict(ErrorCode::EmailTaken, format!("a user with email {email:?} exists already"));
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::InvalidRole, e.to_string()).on_field("role"))?;
+    let taken = || {
+        ApiError::conflict(ErrorCode::EmailTaken, format!("a user with email {email:?} exists already"))
+            .on_field("email")
+    };
     if users::by_email(&app.api_store, email).await?.is_some() {
         return Err(taken());
     }
@@ -201,8 +204,9 @@ async fn update(
     let user = if own { visible(&app, &caller, id).await? } else { manageable(&app, &caller, id).await? };
     if let Some(role) = request.role {
         let org = orgs::by_id(&app.api_store, user.org_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
-        may_grant(caller.role, role, org.slug == orgs::PLATFORM_SLUG)
-            .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::InvalidRole, e.to_string()))?;
+        may_grant(caller.role, role, org.slug == orgs::PLATFORM_SLUG).map_err(|e| {
+            ApiError::new(StatusCode::FORBIDDEN, ErrorCode::InvalidRole, e.to_string()).on_field("role")
+        })?;
     }
     let password_hash = match request.password {
         Some(password) => {
@@ -210,7 +214,7 @@ async fn update(
             if own {
                 let current = request.current_password.unwrap_or_default();
                 if !super::auth::verify_password_off_the_runtime(&app, current, user.password_hash.clone()).await? {
-                    return Err(invalid("current_password is missing or wrong"));
+                    return Err(invalid("current_password is missing or wrong").on_field("current_password"));
                 }
             }
             Some(super::auth::hash_password_off_the_runtime(&app, password).await?)

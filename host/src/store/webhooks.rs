@@ -262,6 +262,25 @@ pub async fn read(store: &Store, after: Cursor, limit: u64) -> Result<Vec<(Curso
         .collect()
 }
 
+/// Where a new reader starts to see only what is written from now on: past the newest event
+/// `read` would return now (on PostgreSQL, of transactions older than every one still running,
+/// so that one of those committing later is still read).
+pub async fn tail(store: &Store) -> Result<Cursor> {
+    let statement = match store.backend() {
+        DbBackend::Postgres => store.statement(
+            "SELECT txid, id AS event_id FROM events
+             WHERE txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY txid DESC, id DESC LIMIT 1",
+            [],
+        ),
+        _ => store.statement("SELECT txid, id AS event_id FROM events ORDER BY id DESC LIMIT 1", []),
+    };
+    Ok(super::first(store.db(), statement)
+        .await
+        .context("reading the outbox's tail")?
+        .unwrap_or(Cursor { txid: 0, event_id: 0 }))
+}
+
 /// Moves the NATS reader past what it published; false if another replica moved it first.
 pub async fn published(store: &Store, from: Cursor, to: Cursor) -> Result<bool> {
     let _guard = store.write_guard().await;

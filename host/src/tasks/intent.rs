@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{InvalidTask, invalid, string_field};
+use super::{InvalidTask, invalid, invalid_field, string_field};
 
 /// A Wi-Fi frequency band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +58,10 @@ pub enum PppoeCredentials {
 /// An SSID is 1 to 32 bytes (IEEE 802.11).
 pub fn check_ssid(ssid: &str) -> Result<(), InvalidTask> {
     if ssid.is_empty() || ssid.len() > 32 {
-        return Err(invalid(format!("ssid must be 1 to 32 bytes; it is {} bytes", ssid.len())));
+        return Err(invalid_field("ssid", format!("ssid must be 1 to 32 bytes; it is {} bytes", ssid.len())));
     }
     if ssid.chars().any(char::is_control) {
-        return Err(invalid("ssid must not contain control characters"));
+        return Err(invalid_field("ssid", "ssid must not contain control characters"));
     }
     Ok(())
 }
@@ -74,11 +74,14 @@ pub fn check_passphrase(passphrase: &str) -> Result<(), InvalidTask> {
     if hex_key || (printable && (8..=63).contains(&passphrase.len())) {
         return Ok(());
     }
-    Err(invalid(if !printable {
-        "passphrase must be printable ASCII (or 64 hex digits)".to_owned()
-    } else {
-        format!("passphrase must be 8 to 63 characters (or 64 hex digits); it is {}", passphrase.len())
-    }))
+    Err(invalid_field(
+        "passphrase",
+        if !printable {
+            "passphrase must be printable ASCII (or 64 hex digits)".to_owned()
+        } else {
+            format!("passphrase must be 8 to 63 characters (or 64 hex digits); it is {}", passphrase.len())
+        },
+    ))
 }
 
 /// `configureWifi`: `band` (`2.4`, `5`, `6` or `all`, the default) or `network` (a key the
@@ -90,7 +93,8 @@ pub(super) fn wifi(body: &Value) -> Result<WifiChange, InvalidTask> {
         (Some(_), Some(_)) => return Err(invalid("give band or network, not both")),
         (None | Some("all"), None) => WifiTarget::All,
         (Some(band), None) => WifiTarget::Band(
-            Band::parse(band).ok_or_else(|| invalid(format!("band must be 2.4, 5, 6 or all, not {band:?}")))?,
+            Band::parse(band)
+                .ok_or_else(|| invalid_field("band", format!("band must be 2.4, 5, 6 or all, not {band:?}")))?,
         ),
         (None, Some(network)) => {
             super::check_path(&network, "network")?;
@@ -108,7 +112,7 @@ pub(super) fn wifi(body: &Value) -> Result<WifiChange, InvalidTask> {
     let enabled = match body.get("enabled") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(invalid("enabled must be true or false")),
+        Some(_) => return Err(invalid_field("enabled", "enabled must be true or false")),
     };
     if ssid.is_none() && passphrase.is_none() && enabled.is_none() {
         return Err(invalid("a Wi-Fi change needs ssid, passphrase or enabled"));
@@ -139,10 +143,10 @@ pub(super) fn pppoe(body: &Value) -> Result<PppoeCredentials, InvalidTask> {
 /// control characters.
 pub fn check_pppoe(username: &str, password: &str) -> Result<(), InvalidTask> {
     if username.is_empty() || username.len() > 256 || username.chars().any(char::is_control) {
-        return Err(invalid("username must be 1 to 256 bytes without control characters"));
+        return Err(invalid_field("username", "username must be 1 to 256 bytes without control characters"));
     }
     if password.len() > 256 || password.chars().any(char::is_control) {
-        return Err(invalid("password must be at most 256 bytes without control characters"));
+        return Err(invalid_field("password", "password must be at most 256 bytes without control characters"));
     }
     Ok(())
 }
@@ -154,7 +158,7 @@ mod tests {
     use super::*;
 
     fn message(result: Result<impl std::fmt::Debug, InvalidTask>) -> String {
-        result.err().map(|e| e.0).unwrap_or_default()
+        result.err().map(|e| e.message).unwrap_or_default()
     }
 
     #[test]
@@ -191,6 +195,19 @@ mod tests {
         assert!(message(wifi(&json!({"band": "5"}))).contains("needs ssid"));
         assert!(message(wifi(&json!({"band": "5", "network": "A.", "ssid": "x"}))).contains("not both"));
         assert!(message(wifi(&json!({"passphrase": "short"}))).contains("passphrase"));
+    }
+
+    #[test]
+    fn a_refused_member_is_named_for_the_form_that_sent_it() {
+        let field = |body: serde_json::Value| wifi(&body).err().and_then(|e| e.field);
+        assert_eq!(field(json!({"passphrase": "short"})).as_deref(), Some("passphrase"));
+        assert_eq!(field(json!({"ssid": ""})).as_deref(), Some("ssid"));
+        assert_eq!(field(json!({"ssid": 5})).as_deref(), Some("ssid"));
+        assert_eq!(field(json!({"band": "60", "ssid": "x"})).as_deref(), Some("band"));
+        assert_eq!(field(json!({"band": "5"})), None, "a refusal of the whole body names no member");
+        let ping = |body: serde_json::Value| diagnostic(&body).err().and_then(|e| e.field);
+        assert_eq!(ping(json!({"diagnostic": "ping", "host": "a;b"})).as_deref(), Some("host"));
+        assert_eq!(ping(json!({"diagnostic": "ping", "host": "a", "count": 0})).as_deref(), Some("count"));
     }
 
     #[test]
@@ -298,7 +315,11 @@ pub fn check_host(host: &str) -> Result<(), InvalidTask> {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-    if valid { Ok(()) } else { Err(invalid(format!("host: {host:?} is not a host name or an IP address"))) }
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid_field("host", format!("host: {host:?} is not a host name or an IP address")))
+    }
 }
 
 /// `startDiagnostic`: `diagnostic` (`ping`, `traceroute`, `download`, `upload`, `udp-echo`) and
@@ -309,7 +330,10 @@ pub(super) fn diagnostic(body: &Value) -> Result<DiagnosticRequest, InvalidTask>
         match body.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v.as_u64().filter(|n| range.contains(n)).map(Some).ok_or_else(|| {
-                invalid(format!("{field} must be a whole number from {} to {}", range.start(), range.end()))
+                invalid_field(
+                    field,
+                    format!("{field} must be a whole number from {} to {}", range.start(), range.end()),
+                )
             }),
         }
     };
@@ -317,16 +341,19 @@ pub(super) fn diagnostic(body: &Value) -> Result<DiagnosticRequest, InvalidTask>
         Ok(number(field, range)?.and_then(|n| u32::try_from(n).ok()))
     };
     let host = || -> Result<String, InvalidTask> {
-        let host = string_field(body, "host")?.ok_or_else(|| invalid("host is required"))?;
+        let host = string_field(body, "host")?.ok_or_else(|| invalid_field("host", "host is required"))?;
         check_host(&host)?;
         Ok(host)
     };
     let url = || -> Result<String, InvalidTask> {
-        let url = string_field(body, "url")?.ok_or_else(|| invalid("url is required"))?;
+        let url = string_field(body, "url")?.ok_or_else(|| invalid_field("url", "url is required"))?;
         let lower = url.to_ascii_lowercase();
         let scheme = lower.starts_with("http://") || lower.starts_with("https://");
         if !scheme || url.len() > 1024 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid(format!("url must be an http or https URL of at most 1024 characters: {url:?}")));
+            return Err(invalid_field(
+                "url",
+                format!("url must be an http or https URL of at most 1024 characters: {url:?}"),
+            ));
         }
         Ok(url)
     };
@@ -351,7 +378,7 @@ pub(super) fn diagnostic(body: &Value) -> Result<DiagnosticRequest, InvalidTask>
             host: host()?,
             port: small("port", 1..=65_535)?
                 .and_then(|p| u16::try_from(p).ok())
-                .ok_or_else(|| invalid("port is required"))?,
+                .ok_or_else(|| invalid_field("port", "port is required"))?,
             count: small("count", 1..=1000)?,
         },
     })
@@ -381,7 +408,7 @@ mod diagnostic_tests {
             assert_eq!(check_host(good), Ok(()), "{good}");
         }
         for bad in ["", "8.8.8.8; rm -rf /", "$(reboot)", "a b", "-x.example", "host`id`", "x..y", "http://h"] {
-            let refused = check_host(bad).err().map(|e| e.0).unwrap_or_default();
+            let refused = check_host(bad).err().map(|e| e.message).unwrap_or_default();
             assert!(refused.starts_with("host:"), "{bad:?}: {refused}");
         }
     }
@@ -393,7 +420,7 @@ mod diagnostic_tests {
             ping.clone(),
             Ok(DiagnosticRequest::Ping { host: "192.0.2.1".into(), count: 10, timeout_ms: 5000, size: None })
         );
-        let message = |body| diagnostic(&body).err().map(|e| e.0).unwrap_or_default();
+        let message = |body| diagnostic(&body).err().map(|e| e.message).unwrap_or_default();
         assert!(message(json!({"diagnostic": "ping", "host": "h", "count": 0})).contains("count"));
         assert!(message(json!({"diagnostic": "ping"})).contains("host is required"));
         assert!(message(json!({"diagnostic": "nslookup", "host": "h"})).contains("diagnostic must be"));

@@ -35,7 +35,7 @@ async function refresh(): Promise<boolean> {
 
 /// Sends with the access token; on 401 refreshes it once and sends again. A session that cannot
 /// be refreshed ends, and the portal returns to the sign-in page.
-async function authorized(input: Request): Promise<Response> {
+export async function authorized(input: Request): Promise<Response> {
   const retry = input.clone();
   const send = (request: Request) => {
     const token = session.tokens?.access;

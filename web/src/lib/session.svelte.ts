@@ -29,6 +29,8 @@ class Session {
   /// Set when the session ended by itself (the refresh token expired or was revoked), for the
   /// sign-in page to say why.
   expired = $state(false);
+  /// Something the sign-in page tells the user (a password changed: sign in with the new one).
+  notice = $state("");
 
   get signedIn(): boolean {
     return this.tokens !== null;
@@ -37,6 +39,7 @@ class Session {
   store(tokens: Tokens) {
     this.tokens = { access: tokens.access_token, refresh: tokens.refresh_token };
     this.expired = false;
+    this.notice = "";
     localStorage.setItem(STORAGE_KEY, JSON.stringify(this.tokens));
   }
 

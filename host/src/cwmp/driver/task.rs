@@ -89,7 +89,7 @@ impl Driver {
         };
         let parsed = serde_json::from_str::<Value>(&body)
             .map_err(|e| e.to_string())
-            .and_then(|body| TaskSpec::parse(&body).map(|(_, spec)| spec).map_err(|e| e.0));
+            .and_then(|body| TaskSpec::parse(&body).map(|(_, spec)| spec).map_err(|e| e.message));
         let spec = match answered::opening(parsed, task.attempts) {
             Ok(spec) => spec,
             Err(failure) => {
