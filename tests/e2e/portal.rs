@@ -4,7 +4,9 @@
 //! a pending device; a basic support agent finds a device, changes its Wi-Fi, runs a ping and a
 //! speed test and reads the results, offered nothing beyond the role; a read-only user is
 //! offered nothing to do; the organization's administrator creates a user and an API key and
-//! changes its password. axe-core scans every page; screenshots go to `docs/screenshots/`. The
+//! changes its password; an advanced user creates a subscriber and links its device (its PPPoE
+//! account pushed), writes a parameter in place, uploads a firmware image and follows its
+//! rollout to the end on the open page. axe-core scans every page; screenshots go to `docs/screenshots/`. The
 //! test command (`scripts/test.sh`) installs Chromium and builds the portal first.
 
 use std::path::PathBuf;
@@ -17,6 +19,28 @@ fn workspace() -> PathBuf {
 }
 
 const WLAN: &str = "InternetGatewayDevice.LANDevice.1.WLANConfiguration.";
+const PPP: &str = "InternetGatewayDevice.WANDevice.1.WANConnectionDevice.4.WANPPPConnection.1.";
+const INTERVAL: &str = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval";
+/// The version the rollout's image installs.
+const NEW: &str = "V9R001C00S001";
+
+/// Simulated EG8145V5s informing at `url`, quick to come back from a reboot.
+async fn fleet_at(url: String, devices: usize, prefix: &str) -> Fleet {
+    let model = std::sync::Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
+    let mut config = FleetConfig::new(url, model);
+    config.start = StartMode::Manual;
+    config.devices = devices;
+    config.serial_prefix = prefix.into();
+    config.cr_min_interval = Duration::ZERO;
+    config.retry = true;
+    config.retry_min_wait = Duration::from_millis(300);
+    config.reboot_delay = Duration::from_millis(200);
+    let fleet = Fleet::start(config).await.unwrap();
+    for device in fleet.devices() {
+        assert!(device.inform_now(&[]).await.unwrap().is_ok());
+    }
+    fleet
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
@@ -39,19 +63,15 @@ async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
     let served = dist.clone();
     let h = Harness::start_configured(Backend::Sqlite, roost::config::CpeAuthMode::Open, move |config| {
         config.web_dir = Some(served.clone());
+        // A rollout's batches follow each other at once, gates read again within a second.
+        config.jobs.tick = Duration::from_millis(200);
+        config.jobs.connection_requests_per_second = 100;
+        config.jobs.rewake_after = Duration::from_secs(1);
+        config.rollouts.wan_recheck = Duration::from_secs(1);
     })
     .await;
     h.org("isp-portal", None).await;
-    let model = std::sync::Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
-    let mut config = FleetConfig::new(format!("{}cwmp/isp-portal", h.cwmp_url()), model);
-    config.start = StartMode::Manual;
-    config.devices = 3;
-    config.serial_prefix = "PORTAL".into();
-    config.cr_min_interval = Duration::from_millis(0);
-    let fleet = Fleet::start(config).await.unwrap();
-    for device in fleet.devices() {
-        assert!(device.inform_now(&[]).await.unwrap().is_ok());
-    }
+    let fleet = fleet_at(format!("{}cwmp/isp-portal", h.cwmp_url()), 3, "PORTAL").await;
     let serials: Vec<&str> = fleet.devices().iter().map(|d| d.serial_number()).collect();
     // Health figures for the agent's device: the `health` provision reads them each periodic
     // session past its max-age, and they are written in a batch.
@@ -64,16 +84,20 @@ async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
     }
     roost::health::jobs::flush(h.app()).await;
     // A device of no organization yet, for the administrator to claim.
-    let stray = h.fleet(DataModelKind::Tr098, 1, "STRAY").await;
-    assert!(stray.device(0).inform_now(&[]).await.unwrap().is_ok());
+    let stray = fleet_at(h.cwmp_url(), 1, "STRAY").await;
     let pending = stray.device(0).serial_number().to_owned();
     for (email, role) in [
         ("agent@isp-portal.example", "basic"),
         ("reader@isp-portal.example", "read-only"),
         ("boss@isp-portal.example", "org-admin"),
+        ("lead@isp-portal.example", "advanced"),
     ] {
         h.user("isp-portal", email, role).await;
     }
+    // The image the advanced user uploads and rolls out.
+    let firmware = tempfile::tempdir().unwrap();
+    let image = firmware.path().join(format!("eg8145v5-{NEW}.bin"));
+    std::fs::write(&image, roost_sim::firmware_image(NEW, 256 * 1024)).unwrap();
     let (_, dashboard) = h.get("/api/v1/dashboard").await;
     let (_, listed) = h.get("/api/v1/devices").await;
 
@@ -100,6 +124,9 @@ async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
         .env("ROOST_AGENT", "agent@isp-portal.example")
         .env("ROOST_READER", "reader@isp-portal.example")
         .env("ROOST_ORG_ADMIN", "boss@isp-portal.example")
+        .env("ROOST_ADVANCED", "lead@isp-portal.example")
+        .env("ROOST_FIRMWARE", &image)
+        .env("ROOST_FIRMWARE_VERSION", NEW)
         .env("ROOST_USER_PASSWORD", USER_PASSWORD)
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOTS", workspace().join("docs/screenshots"))
@@ -120,7 +147,7 @@ async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the portal run failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("ok: the new password signs in"), "{stdout}");
+    assert!(stdout.contains("ok: the rollout completed on the open page"), "{stdout}");
 
     // What the browser did reached the devices and the store.
     let agent_box = fleet.device(0);
@@ -136,6 +163,14 @@ async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
     let (_, users) = h.get("/api/v1/users?org=isp-portal").await;
     let tech = users["items"].as_array().unwrap().iter().find(|u| u["email"] == "tech@isp-portal.example").cloned();
     assert_eq!(tech.map(|u| u["role"].clone()), Some(json!("basic")), "{users}");
+    // The advanced user's subscriber, parameter and rollout.
+    let subscriber_box = fleet.device(2);
+    assert_eq!(subscriber_box.value(&format!("{PPP}Username")).as_deref(), Some("carol@isp"));
+    assert_eq!(fleet.device(1).value(INTERVAL).as_deref(), Some("600"));
+    for device in fleet.devices().iter().chain(stray.devices()) {
+        let version = device.value("InternetGatewayDevice.DeviceInfo.SoftwareVersion");
+        assert_eq!(version.as_deref(), Some(NEW), "{}", device.serial_number());
+    }
     let (_, runs) = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&agent_box.device_id()))).await;
     let kinds: Vec<&str> = runs["latest"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["download", "ping", "upload"], "{runs}");

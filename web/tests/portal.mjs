@@ -7,8 +7,9 @@
 //   ROOST_LISTED, ROOST_TOTAL                what the administrator's device list and dashboard count
 //   ROOST_PENDING                            the serial of a device waiting to be claimed
 //   ROOST_ORG_NAME                           the organization's name
-//   ROOST_AGENT, ROOST_READER, ROOST_ORG_ADMIN, ROOST_USER_PASSWORD
-//                                            its basic, read-only and org-admin users
+//   ROOST_AGENT, ROOST_READER, ROOST_ORG_ADMIN, ROOST_ADVANCED, ROOST_USER_PASSWORD
+//                                            its basic, read-only, org-admin and advanced users
+//   ROOST_FIRMWARE, ROOST_FIRMWARE_VERSION   a firmware image to upload and roll out
 //   CHROMIUM                                 the browser (default /usr/bin/chromium)
 //   SCREENSHOTS                              where to write screenshots of the main pages
 //
@@ -315,6 +316,74 @@ try {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
   check(true, "the new password signs in");
+  await signOut(page);
+
+  // ---- An advanced user: a subscriber linked to its device, a parameter written in place, a
+  // firmware image uploaded and rolled out, followed to the end on the open page.
+  await signIn(page, env("ROOST_ADVANCED"), userPassword);
+  await page.getByRole("link", { name: "Subscribers" }).click();
+  await page.getByRole("heading", { name: "Subscribers", level: 1 }).waitFor();
+  const newSubscriber = page.locator("form", { has: page.getByRole("heading", { name: "New subscriber" }) });
+  await newSubscriber.getByLabel("Username", { exact: true }).fill("carol smith");
+  await newSubscriber.getByLabel("Plan", { exact: true }).fill("gold");
+  await newSubscriber.getByLabel("PPPoE username").fill("carol@isp");
+  await newSubscriber.getByLabel("PPPoE password").fill("carols-pw");
+  await newSubscriber.getByRole("button", { name: "Create subscriber" }).click();
+  const badName = await page.locator("#subscriber-username-error").textContent();
+  check(/letters, digits/.test(badName ?? ""), `a username that is no tag is refused next to its field (${badName})`);
+  await newSubscriber.getByLabel("Username", { exact: true }).fill("carol");
+  await newSubscriber.getByRole("button", { name: "Create subscriber" }).click();
+  await page.getByText("carol was created.").waitFor();
+  await page.getByTestId("subscribers").getByRole("link", { name: "carol" }).click();
+  await page.getByRole("heading", { name: "carol", level: 2 }).waitFor();
+  const linkForm = page.locator("form", { has: page.getByRole("heading", { name: "Link a device" }) });
+  await linkForm.getByLabel("Serial number").fill(serials[2]);
+  await linkForm.getByRole("button", { name: "Link" }).click();
+  await page.getByText(/^Linked: /).waitFor();
+  check(true, `carol's device ${serials[2]} is linked`);
+  await accessible(page, "subscribers");
+  await shoot(page, "subscribers");
+
+  await openDevice(page, serials[1]);
+  await page.getByRole("link", { name: "Parameters" }).click();
+  await page.getByLabel("Path starts with").fill("InternetGatewayDevice.ManagementServer.PeriodicInformInterval");
+  await page.getByRole("button", { name: "Filter", exact: true }).click();
+  const interval = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval";
+  await page.getByRole("button", { name: `Edit ${interval}` }).click();
+  await page.getByLabel(interval, { exact: true }).fill("ten minutes");
+  await page.getByRole("button", { name: "Write" }).click();
+  await page.getByText("A whole number, 0 or more").waitFor();
+  check(true, "a value of the wrong type is refused next to it");
+  await page.getByLabel(interval, { exact: true }).fill("600");
+  await page.getByRole("button", { name: "Write" }).click();
+  await page.getByText("Written to the device.").waitFor({ timeout: 60_000 });
+  check(true, "the parameter was written to the device");
+
+  const version = env("ROOST_FIRMWARE_VERSION");
+  await page.getByRole("link", { name: "Firmware" }).click();
+  await page.getByRole("heading", { name: "Firmware", level: 1 }).waitFor();
+  const uploadForm = page.locator("form", { has: page.getByRole("heading", { name: "Upload a file" }) });
+  await uploadForm.getByLabel("File", { exact: true }).setInputFiles(env("ROOST_FIRMWARE"));
+  await uploadForm.getByLabel("Software version").fill(version);
+  await uploadForm.getByLabel("Product class").fill("EG8145V5");
+  await page.getByRole("button", { name: "Upload", exact: true }).click();
+  await page.getByText(/ is stored\.$/).waitFor();
+  check((await page.getByTestId("files").textContent())?.includes(version), "the image is stored");
+  const newRollout = page.locator("form", { has: page.getByRole("heading", { name: "New rollout" }) });
+  await newRollout.getByLabel("Image").selectOption({ label: `eg8145v5-${version}.bin (${version})` });
+  await newRollout.getByLabel("Product class").fill("EG8145V5");
+  await newRollout.getByLabel("Canary").fill("1");
+  await newRollout.getByLabel("Devices per batch").fill("2");
+  await newRollout.getByLabel("Seconds between batches").fill("0");
+  await newRollout.getByRole("button", { name: "Start rollout" }).click();
+  await page.getByRole("heading", { name: `Rollout of ${version}` }).waitFor();
+  await accessible(page, "rollout");
+  // Followed without a reload: the state and the batches move on the open page.
+  await page.waitForFunction(() => document.querySelector('[data-testid="rollout-state"]')?.textContent === "completed", null, { timeout: 180_000 });
+  const batches = (await page.getByTestId("batches").textContent()) ?? "";
+  check(/Canary\s*1\s*Passed 1/.test(batches), `the canary passed (${batches})`);
+  await shoot(page, "rollout");
+  check(true, "the rollout completed on the open page");
   await signOut(page);
 } finally {
   await browser.close();

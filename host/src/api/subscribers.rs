@@ -77,7 +77,8 @@ fn check_tag_part(field: &str, prefix: &str, value: &str) -> ApiResult<()> {
         return Err(invalid(format!(
             "{field}: {value:?} must be 1 to {} letters, digits, '-', '_', '.' or ':'",
             64 - prefix.len()
-        )));
+        ))
+        .on_field(field));
     }
     Ok(())
 }
@@ -92,7 +93,7 @@ fn check_plan(plan: &str) -> ApiResult<()> {
 
 fn check_name(name: &str) -> ApiResult<()> {
     if name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(invalid("name: at most 256 bytes, no control characters"));
+        return Err(invalid("name: at most 256 bytes, no control characters").on_field("name"));
     }
     Ok(())
 }
@@ -197,6 +198,7 @@ async fn create(
             ErrorCode::UsernameTaken,
             format!("username: {} has a subscriber {:?} already", org.slug, request.username),
         )
+        .on_field("username")
     })?;
     let view = SubscriberView { devices: Some(Vec::new()), ..SubscriberView::new(&created, &org.slug) };
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(org.id))), Json(view)))
@@ -354,7 +356,7 @@ async fn preassign(
         && serial.chars().count() <= 64
         && serial.chars().all(|c| c.is_ascii_graphic() && c != ',' && c != ';');
     if !valid {
-        return Err(invalid(format!("serial: {serial:?} is not a serial number")));
+        return Err(invalid(format!("serial: {serial:?} is not a serial number")).on_field("serial"));
     }
     let audit = Extension(AuditOrg(Some(subscriber.org_id)));
     let may_claim = caller.require(Permission::ClaimDevices).is_ok();
