@@ -2,7 +2,8 @@
 # The integrator's device list and the dashboard under load of data (docs/BENCHMARKS.md): seeds a fresh database
 # with --devices devices spread over --orgs organizations, starts `roost serve` on it, and times
 # `GET /api/v1/devices` with the filters integrations use and `GET /api/v1/dashboard`, as one tenant's API key (its 1/orgs
-# share of the fleet) and as the platform's administrator (all of it).
+# share of the fleet) and as the platform's administrator (all of it); then the portal's device
+# list, first page in a fresh Chromium context (web/tests/first-page.mjs), as both.
 #
 #   scripts/bench-api.sh [sqlite|postgres|all] [--devices 100000] [--orgs 100] [--requests 200]
 #
@@ -93,6 +94,13 @@ run_backend() {
     -H "authorization: Bearer $platform" | sed -n 's/.*"software_version":"\([^"]*\)".*/\1/p')
   target/release/roost-bench api-list --http "127.0.0.1:$http_port" --caller "tenant key=$key" \
     --caller "platform admin=$platform" --software-version "$version" --requests "$requests"
+  # The portal's device list in Chromium, as both callers (when the portal is built and Chromium
+  # is installed: scripts/build-web.sh, apt-get install chromium).
+  if [ -f web/dist/index.html ] && [ -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+    ROOST_URL="http://127.0.0.1:$http_port/" RUNS=10 \
+      CALLERS="tenant org admin=admin@bench-org-007.invalid=bench-password-1234;platform admin=platform@roost.invalid=bench-password-1234" \
+      node web/tests/first-page.mjs
+  fi
   echo "server RSS peak: $(awk '/^VmHWM:/ {print $2 / 1024 " MiB"}' "/proc/$server_pid/status")"
   cleanup
 }

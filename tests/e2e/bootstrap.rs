@@ -89,7 +89,7 @@ on_both_backends! {
 
 on_both_backends! {
     async fn a_periodic_inform_that_changes_nothing_costs_one_statement(backend: Backend) {
-        let h = Harness::start(backend).await;
+        let h = Harness::start_configured(backend, roost::config::CpeAuthMode::Open, quiet_loops).await;
         let fleet = h.fleet(DataModelKind::Tr181, 1, "HOT").await;
         let cpe = fleet.device(0);
         assert!(cpe.inform_now(&[]).await.unwrap().is_ok());

@@ -5,7 +5,7 @@
 //! speed test and reads the results, offered nothing beyond the role; a read-only user is
 //! offered nothing to do; the organization's administrator creates a user and an API key and
 //! changes its password; an advanced user creates a subscriber and links its device (its PPPoE
-//! account pushed), writes a parameter in place, uploads a firmware image and follows its
+//! account pushed), writes a parameter in place, refreshes two ticked devices in bulk, uploads a firmware image and follows its
 //! rollout to the end on the open page. axe-core scans every page; screenshots go to `docs/screenshots/`. The
 //! test command (`scripts/test.sh`) installs Chromium and builds the portal first.
 
@@ -171,6 +171,9 @@ async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
         let version = device.value("InternetGatewayDevice.DeviceInfo.SoftwareVersion");
         assert_eq!(version.as_deref(), Some(NEW), "{}", device.serial_number());
     }
+    let (_, bulk) = h.get("/api/v1/bulk").await;
+    assert_eq!(bulk["items"][0]["devices"], 2, "{bulk}");
+    assert_eq!(bulk["items"][0]["action"]["name"], "refresh", "{bulk}");
     let (_, runs) = h.get(&format!("/api/v1/devices/{}/diagnostics", encode_id(&agent_box.device_id()))).await;
     let kinds: Vec<&str> = runs["latest"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["download", "ping", "upload"], "{runs}");

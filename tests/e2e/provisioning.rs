@@ -403,7 +403,7 @@ async fn stored_device(h: &Harness, id: &str) -> roost::store::devices::Device {
 /// device's tree: not after another replica stored what the device reported, nor after a task
 /// earlier in the same session.
 async fn kept_reads_serve_only_an_unchanged_tree(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_configured(backend, roost::config::CpeAuthMode::Open, quiet_loops).await;
     let fleet = h.fleet(DataModelKind::Tr098, 1, "KEPT").await;
     let cpe = fleet.device(0);
     assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
@@ -466,7 +466,7 @@ on_both_backends! {
 /// running them: only while the tree, the preset and the plugin are unchanged, and never for a
 /// run that read the clock.
 async fn settled_runs_replay_only_what_cannot_differ(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_configured(backend, roost::config::CpeAuthMode::Open, quiet_loops).await;
     let fleet = h.fleet(DataModelKind::Tr098, 1, "REPLAY").await;
     let cpe = fleet.device(0);
     assert!(cpe.inform_now(&[]).await.unwrap().is_ok());

@@ -80,6 +80,18 @@ pub fn shipped_plugin(name: &str) -> Vec<u8> {
 /// and so holds while many servers, component compilations and spinning hostile plugins crowd
 /// two cores; the wall-clock backstop raised, since that crowd can keep a run from a core for
 /// long. The backstop itself is tested with its own limits (host/tests/plugin_runtime.rs).
+/// For tests that count the statements a session costs (`Store::statements_executed` counts
+/// the whole server's): the loops that read or write on their own wait an hour between rounds,
+/// so none lands inside the counted session however slowly a loaded machine runs it.
+pub fn quiet_loops(config: &mut Config) {
+    let hour = Duration::from_secs(3600);
+    config.events.poll = hour;
+    config.jobs.tick = hour;
+    config.diagnostics.poll_interval = hour;
+    config.health.flush_interval = hour;
+    config.health.presence_interval = hour;
+}
+
 pub fn test_plugin_limits() -> PluginLimits {
     PluginLimits { wall_clock_ms: 30_000, ..PluginLimits::default() }
 }

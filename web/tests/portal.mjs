@@ -206,6 +206,25 @@ try {
   await page.getByText("The password is 8 to 63 printable characters").waitFor();
   check(true, "a short Wi-Fi password is refused next to its field");
   await page.getByLabel("Password", { exact: true }).fill("a long enough key");
+  // The session ends as the form is sent (every API answer 401, the refresh too): sign-in comes
+  // over the page, which keeps what was typed, and the form goes through once signed in again.
+  await page.route("**/api/v1/**", (route) =>
+    route.fulfill({
+      status: 401,
+      contentType: "application/problem+json",
+      body: JSON.stringify({ title: "Unauthorized", status: 401, code: "unauthorized", detail: "the session ended" }),
+    }),
+  );
+  await page.getByRole("button", { name: "Apply" }).click();
+  const again = page.getByRole("dialog", { name: /sign in/i });
+  await again.waitFor();
+  await page.unroute("**/api/v1/**");
+  check((await page.getByLabel("Network name (SSID)").inputValue()) === "Agent-Net", "an ended session keeps what was typed");
+  await accessible(page, "sign-in over an ended session");
+  await again.getByLabel("Email").fill(env("ROOST_AGENT"));
+  await again.getByLabel("Password").fill(userPassword);
+  await again.getByRole("button", { name: "Sign in" }).click();
+  await again.waitFor({ state: "detached" });
   await page.getByRole("button", { name: "Apply" }).click();
   await page.getByText("Applied on the device.").waitFor({ timeout: 60_000 });
   check(true, "the Wi-Fi change reached the device");
@@ -296,8 +315,35 @@ try {
   const caller = await me.json();
   check(me.ok && caller.role === "read-only" && caller.kind === "api-key", `the key works, read-only (${JSON.stringify(caller)})`);
   await page.getByTestId("api-keys").getByText("CRM integration").waitFor();
+  // A region under the ISP: a slug the API refuses is shown next to its field.
+  const newOrg = page.locator("form", { has: page.getByRole("heading", { name: "New organization" }) });
+  await newOrg.getByLabel("Name", { exact: true }).fill("North region");
+  await newOrg.getByLabel("Short name (in URLs)").fill("North Region!");
+  await newOrg.getByRole("button", { name: "Create organization" }).click();
+  await page.locator("#org-slug-error").waitFor();
+  check(true, `a bad slug is refused next to its field (${await page.locator("#org-slug-error").textContent()})`);
+  await newOrg.getByLabel("Short name (in URLs)").fill("isp-portal-north");
+  await newOrg.getByRole("button", { name: "Create organization" }).click();
+  await page.getByText("North region was created.").waitFor();
+  await page.getByTestId("orgs").getByText("North region").waitFor();
+  check(true, "the region is in the tree");
+  // A webhook to Roost itself is refused next to its URL.
+  const newHook = page.locator("form", { has: page.getByRole("heading", { name: "New webhook" }) });
+  await newHook.getByLabel("URL").fill(`${url}api/v1/hook`);
+  await newHook.getByRole("button", { name: "Create webhook" }).click();
+  await page.locator("#webhook-url-error").waitFor();
+  check(true, `a webhook to Roost itself is refused (${await page.locator("#webhook-url-error").textContent()})`);
+  await page.getByTestId("audit").getByText("POST /api/v1/users").first().waitFor();
+  check(true, "the audit log shows the user created");
   await accessible(page, "administration");
   await shoot(page, "administration");
+  // The switcher narrows the fleet to the (empty) region, and back.
+  await page.getByLabel("Showing").selectOption("isp-portal-north");
+  await page.getByRole("link", { name: "Devices", exact: true }).click();
+  await page.getByText("No device matches.").waitFor();
+  await page.getByLabel("Showing").selectOption("");
+  await page.locator("tbody tr").first().waitFor();
+  check(true, "the organization switcher narrows the device list");
   // Their own password: the current one is checked by the API, next to its field.
   await page.getByRole("link", { name: env("ROOST_ORG_ADMIN") }).click();
   await page.getByRole("heading", { name: "My account" }).waitFor();
@@ -344,6 +390,24 @@ try {
   await accessible(page, "subscribers");
   await shoot(page, "subscribers");
 
+  await page.getByRole("link", { name: "Provisioning" }).click();
+  await page.getByRole("heading", { name: "Provisioning", level: 1 }).waitFor();
+  const presetForm = page.locator("form", { has: page.getByRole("heading", { name: "Create or change a preset" }) });
+  await presetForm.getByLabel("Name", { exact: true }).fill("nightly-refresh");
+  await presetForm.getByLabel("Provision").fill("no-such-provision");
+  await presetForm.getByRole("button", { name: "Save" }).click();
+  const unknown = await page.locator("#preset-provision-error").textContent();
+  check(/no provision named/.test(unknown ?? ""), `an unknown provision is refused next to its field (${unknown})`);
+  await presetForm.getByLabel("Provision").fill("refresh");
+  await presetForm.getByLabel(/^Arguments/).fill("path=InternetGatewayDevice.DeviceInfo.\nmax-age=3600");
+  await presetForm.getByLabel("Inform events").fill("2 PERIODIC");
+  await presetForm.getByRole("button", { name: "Save" }).click();
+  await page.getByText("nightly-refresh is saved.").waitFor();
+  await page.getByTestId("presets").getByText("nightly-refresh").waitFor();
+  check(true, "a preset is created from the form");
+  await accessible(page, "provisioning");
+  await shoot(page, "provisioning");
+
   await openDevice(page, serials[1]);
   await page.getByRole("link", { name: "Parameters" }).click();
   await page.getByLabel("Path starts with").fill("InternetGatewayDevice.ManagementServer.PeriodicInformInterval");
@@ -359,6 +423,18 @@ try {
   await page.getByText("Written to the device.").waitFor({ timeout: 60_000 });
   check(true, "the parameter was written to the device");
 
+  // Two devices ticked in the list, refreshed in one bulk action.
+  await page.getByRole("link", { name: "Devices", exact: true }).click();
+  await page.getByRole("heading", { name: "Devices" }).waitFor();
+  await page.locator("tbody tr").first().waitFor();
+  await page.getByRole("checkbox", { name: `Select ${serials[0]}` }).check();
+  await page.getByRole("checkbox", { name: `Select ${serials[1]}` }).check();
+  await page.getByText("2 selected").waitFor();
+  await page.getByRole("button", { name: "Run on the selected" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Refresh" }).click();
+  await page.getByText("Started on 2 devices, at the organization's pace.").waitFor();
+  check(true, "a bulk refresh of two ticked devices started");
+
   const version = env("ROOST_FIRMWARE_VERSION");
   await page.getByRole("link", { name: "Firmware" }).click();
   await page.getByRole("heading", { name: "Firmware", level: 1 }).waitFor();
@@ -368,7 +444,8 @@ try {
   await uploadForm.getByLabel("Product class").fill("EG8145V5");
   await page.getByRole("button", { name: "Upload", exact: true }).click();
   await page.getByText(/ is stored\.$/).waitFor();
-  check((await page.getByTestId("files").textContent())?.includes(version), "the image is stored");
+  await page.getByTestId("files").getByText(version).first().waitFor();
+  check(true, "the image is stored");
   const newRollout = page.locator("form", { has: page.getByRole("heading", { name: "New rollout" }) });
   await newRollout.getByLabel("Image").selectOption({ label: `eg8145v5-${version}.bin (${version})` });
   await newRollout.getByLabel("Product class").fill("EG8145V5");

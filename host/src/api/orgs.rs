@@ -159,22 +159,22 @@ async fn create(
     Json(request): Json<CreateOrganization>,
 ) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<OrganizationView>)> {
     caller.require(Permission::ManageOrganizations)?;
-    check_name(&request.name)?;
+    check_name(&request.name).map_err(|e| e.on_field("name"))?;
     orgs::validate_slug(&request.slug)
-        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidOrganization, e.to_string()))?;
-    let parent = named_or_own(&app, &caller, request.parent.as_deref()).await?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidOrganization, e.to_string()).on_field("slug"))?;
+    let parent = named_or_own(&app, &caller, request.parent.as_deref()).await.map_err(|e| e.on_field("parent"))?;
     if let Some(host) = &request.cwmp_host {
         check_host(&app, &caller, host).await?;
     }
+    let taken =
+        || ApiError::conflict(ErrorCode::SlugTaken, format!("the slug {:?} is taken", request.slug)).on_field("slug");
     if orgs::by_slug(&app.api_store, &request.slug).await?.is_some() {
-        return Err(ApiError::conflict(ErrorCode::SlugTaken, format!("the slug {:?} is taken", request.slug)));
+        return Err(taken());
     }
     let org = match orgs::create(&app.api_store, request.name.trim(), &request.slug, Some(parent.id)).await {
         Ok(org) => org,
         // Two requests for one slug at once: the database's uniqueness decides.
-        Err(_) if orgs::by_slug(&app.api_store, &request.slug).await?.is_some() => {
-            return Err(ApiError::conflict(ErrorCode::SlugTaken, format!("the slug {:?} is taken", request.slug)));
-        }
+        Err(_) if orgs::by_slug(&app.api_store, &request.slug).await?.is_some() => return Err(taken()),
         Err(error) => return Err(error.into()),
     };
     if let Some(host) = &request.cwmp_host {

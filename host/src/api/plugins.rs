@@ -277,8 +277,8 @@ async fn upload(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<PluginView>)> {
     caller.require(Permission::ManageProvisioning)?;
-    check_name(&query.name)?;
-    check_version(&query.version)?;
+    check_name(&query.name).map_err(|e| e.on_field("name"))?;
+    check_version(&query.version).map_err(|e| e.on_field("version"))?;
     if let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
         && !matches!(content_type, "application/wasm" | "application/octet-stream")
     {

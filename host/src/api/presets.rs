@@ -110,14 +110,15 @@ fn check_pattern(path: &str) -> ApiResult<Pattern> {
 pub fn validate(d: &PresetDefinition) -> ApiResult<()> {
     for event in &d.events {
         if event.trim().is_empty() || event.len() > 64 {
-            return Err(invalid(format!("event code {event:?} must be 1 to 64 characters")));
+            return Err(invalid(format!("event code {event:?} must be 1 to 64 characters")).on_field("events"));
         }
     }
     for tag in &d.tags {
-        roost_params::check_tag(tag.strip_prefix('-').unwrap_or(tag)).map_err(|e| invalid(e.to_string()))?;
+        roost_params::check_tag(tag.strip_prefix('-').unwrap_or(tag))
+            .map_err(|e| invalid(e.to_string()).on_field("tags"))?;
     }
     for condition in &d.precondition {
-        check_pattern(&condition.path)?;
+        check_pattern(&condition.path).map_err(|e| e.on_field("precondition"))?;
         let needs_value = matches!(condition.op, ConditionOp::Eq | ConditionOp::Ne | ConditionOp::Prefix);
         if needs_value != condition.value.is_some() {
             return Err(invalid(format!(
@@ -125,19 +126,28 @@ pub fn validate(d: &PresetDefinition) -> ApiResult<()> {
                 condition.path,
                 condition.op,
                 if needs_value { "needs" } else { "takes no" }
-            )));
+            ))
+            .on_field("precondition"));
         }
     }
     if let Some(schedule) = &d.schedule
         && !(60..=30 * 86_400).contains(&schedule.interval_seconds)
     {
-        return Err(invalid("schedule.interval_seconds must be between 60 and 2592000 (30 days)"));
+        return Err(invalid("schedule.interval_seconds must be between 60 and 2592000 (30 days)").on_field("schedule"));
     }
     for (name, value) in &d.args {
         if name.is_empty() || name.len() > 64 || value.len() > 4096 {
-            return Err(invalid("argument names have 1 to 64 bytes, values at most 4096"));
+            return Err(invalid("argument names have 1 to 64 bytes, values at most 4096").on_field("args"));
         }
     }
+    match d.provision.as_str() {
+        plugin if !BUILT_IN.contains(&plugin) => check_name(plugin).map_err(|e| e.on_field("provision")),
+        _ => check_arguments(d).map_err(|e| e.on_field("args")),
+    }
+}
+
+/// A built-in provision's arguments.
+fn check_arguments(d: &PresetDefinition) -> ApiResult<()> {
     match d.provision.as_str() {
         "refresh" => {
             only_args(d, &["path", "max-age"])?;
@@ -171,7 +181,7 @@ pub fn validate(d: &PresetDefinition) -> ApiResult<()> {
                 return Err(invalid("download: url must be http:// or https://"));
             }
         }
-        plugin => check_name(plugin)?,
+        _ => {}
     }
     Ok(())
 }
@@ -218,7 +228,7 @@ pub(super) async fn put_preset(
     name: &str,
     definition: PresetDefinition,
 ) -> ApiResult<(bool, PresetView)> {
-    check_name(name)?;
+    check_name(name).map_err(|e| e.on_field("name"))?;
     validate(&definition)?;
     if !BUILT_IN.contains(&definition.provision.as_str()) {
         let path = plugins::org_path(&app.api_store, org_id).await?;
@@ -228,7 +238,8 @@ pub(super) async fn put_preset(
                 return Err(ApiError::bad_request(
                     ErrorCode::UnknownProvision,
                     format!("{} is an {} plugin, not a provision", plugin.name, plugin.world),
-                ));
+                )
+                .on_field("provision"));
             }
             None => {
                 return Err(ApiError::bad_request(
@@ -238,7 +249,8 @@ pub(super) async fn put_preset(
                         definition.provision,
                         BUILT_IN.join(", ")
                     ),
-                ));
+                )
+                .on_field("provision"));
             }
         }
     }

@@ -121,6 +121,10 @@ fn invalid(detail: impl Into<String>) -> ApiError {
 /// A webhook URL as `events::check_url` takes it, its host name resolved now and each address
 /// checked too (a name for a metadata service or for Roost itself is refused like the address).
 async fn checked_url(app: &App, url: &str) -> ApiResult<String> {
+    resolved_url(app, url).await.map_err(|e| e.on_field("url"))
+}
+
+async fn resolved_url(app: &App, url: &str) -> ApiResult<String> {
     let own = app.listening.get().cloned().unwrap_or_else(|| vec![app.config.cwmp_listen, app.config.http_listen]);
     let parsed = crate::events::check_url(url, &own).map_err(invalid)?;
     let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
@@ -141,17 +145,17 @@ async fn checked_url(app: &App, url: &str) -> ApiResult<String> {
 fn checked_events(events: Option<Vec<String>>) -> ApiResult<Vec<String>> {
     let events = events.unwrap_or_else(|| vec!["*".to_owned()]);
     if events.is_empty() {
-        return Err(invalid("events: at least one type (or \"*\")"));
+        return Err(invalid("events: at least one type (or \"*\")").on_field("events"));
     }
     for pattern in &events {
-        crate::events::check_pattern(pattern).map_err(invalid)?;
+        crate::events::check_pattern(pattern).map_err(|why| invalid(why).on_field("events"))?;
     }
     Ok(events)
 }
 
 fn checked_secret(secret: &str) -> ApiResult<()> {
     if secret.chars().count() < MIN_SECRET {
-        return Err(invalid(format!("secret: at least {MIN_SECRET} characters")));
+        return Err(invalid(format!("secret: at least {MIN_SECRET} characters")).on_field("secret"));
     }
     Ok(())
 }

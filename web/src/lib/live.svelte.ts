@@ -64,6 +64,11 @@ class Live {
     };
   }
 
+  /// Connects again if the stream stopped because the session ended (signed in again since).
+  resume() {
+    if (!this.controller && this.types) this.run(this.types);
+  }
+
   private wanted(): string {
     return [...new Set([...this.listeners].flatMap((l) => l.types))].sort().join(",");
   }
@@ -109,6 +114,7 @@ class Live {
       // Ended by the server (reconnect at once) or broken (back off, up to 30 s).
       if (failures) await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** failures)));
     }
+    if (this.controller === controller) this.controller = null;
   }
 
   private dispatch(event: string, data: string) {

@@ -43,11 +43,18 @@ class Session {
     localStorage.setItem(STORAGE_KEY, JSON.stringify(this.tokens));
   }
 
+  /// Ends the session. One that expired keeps its caller: the page stays, with what was typed
+  /// in it, under the sign-in dialog, and carries on once the same user signs in again.
   clear(expired: boolean) {
     this.tokens = null;
-    this.caller = null;
+    if (!expired) this.caller = null;
     this.expired = expired;
     localStorage.removeItem(STORAGE_KEY);
+  }
+
+  /// Signed in again after an expiry: as someone else, the portal starts over for them.
+  resumed(email: string) {
+    if (this.caller && this.caller.name.toLowerCase() !== email.trim().toLowerCase()) this.caller = null;
   }
 }
 
