@@ -1,7 +1,8 @@
 //! The API's event stream (`GET /api/v1/events/stream`, Server-Sent Events): a caller sees its
 //! own organizations' events as they happen — a task finished in a CPE's session arrives on the
 //! stream — and never another tenant's; the platform sees every tenant's; types and a subject
-//! narrow it; no credentials or an unknown type are refused.
+//! narrow it; a caller holds at most eight at once; no credentials or an unknown type are
+//! refused.
 
 use std::time::Duration;
 
@@ -100,6 +101,17 @@ on_both_backends! {
         assert_eq!(diagnostics.drain(Duration::from_millis(500)).await, [], "only the types asked for");
         let about_b = one_device.drain(Duration::from_millis(500)).await;
         assert!(!about_b.is_empty() && about_b.iter().all(|(_, e)| e["subject"] == b_id.as_str()), "{about_b:?}");
+
+        // A caller holds at most eight streams: the reader has two open; six more, then no more.
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            held.push(Stream::open(&h, &reader, "").await);
+        }
+        let ninth = h.http.get(h.url("/api/v1/events/stream")).bearer_auth(&reader).send().await.unwrap();
+        assert_eq!(ninth.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Another caller still gets one (`open` asserts the 200).
+        held.push(Stream::open(&h, &h.token, "?types=task.*").await);
+        drop(held);
 
         // Refused: no credentials, a type that does not exist (named in `field`).
         let anonymous = h.http.get(h.url("/api/v1/events/stream")).send().await.unwrap();

@@ -210,7 +210,15 @@ on_both_backends! {
         wait_rollout(&h, &id, "batch 3 to start", |r| r["progress"][3]["waiting"].as_u64().unwrap_or(10) < 10).await;
         h.restart().await;
         let completed = wait_rollout(&h, &id, "the rollout to complete", |r| r["state"] == "completed").await;
-        assert_eq!((completed["totals"]["passed"].as_u64(), completed["totals"]["failed"].as_u64()), (Some(27), Some(5)), "{completed}");
+        // Besides the five planned failures, a device of batch 3 downloading from this server
+        // as it restarted lost its download (as a CPE would) and failed: whether one was in the
+        // middle of it is timing.
+        let failed = devices_in(&completed, "failed");
+        let cut: Vec<&&JsonValue> =
+            failed.iter().filter(|d| d["reason"].as_str().unwrap().contains("error sending request")).collect();
+        assert_eq!(failed.len() - cut.len(), 5, "{completed}");
+        assert!(cut.iter().all(|d| d["batch"] == 3), "{completed}");
+        assert_eq!(completed["totals"]["passed"].as_u64(), Some(32 - failed.len() as u64), "{completed}");
         assert_eq!(events(&h, "rollout.completed").await, 1);
         assert_eq!(version_of(&a2.device(9)), NEW);
 

@@ -134,11 +134,14 @@ async fn run(
     for (body, token_hash) in diagnose.bodies {
         let (_, spec) = TaskSpec::parse(&body).map_err(|mut error| {
             // The task's members by the names of this API's bodies.
-            error.field = error.field.map(|field| match field.as_str() {
-                "timeoutMs" => "timeout_ms".to_owned(),
-                "maxHops" => "max_hops".to_owned(),
-                "length" => "size".to_owned(),
-                _ => field,
+            // The task's members by the names of this API's bodies; a URL may be one the body
+            // never held (the organization's test server), so it names no member.
+            error.field = error.field.and_then(|field| match field.as_str() {
+                "timeoutMs" => Some("timeout_ms".to_owned()),
+                "maxHops" => Some("max_hops".to_owned()),
+                "length" => Some("size".to_owned()),
+                "url" => None,
+                _ => Some(field),
             });
             super::tasks::refused(error)
         })?;

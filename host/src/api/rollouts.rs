@@ -374,7 +374,9 @@ async fn create(
 ) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<RolloutView>)> {
     caller.require(Permission::ManageRollouts)?;
     let window = check(&request).map_err(invalid)?;
-    let org = super::orgs::named_or_own(&app, &caller, request.target.org.as_deref()).await?;
+    let org = super::orgs::named_or_own(&app, &caller, request.target.org.as_deref())
+        .await
+        .map_err(|e| e.on_field("target"))?;
     let ancestry = orgs::ancestry(&app.api_store, org.id).await?;
     let ancestor_ids: Vec<i64> = ancestry.iter().map(|o| o.id).collect();
     let file = find_file(&app, &caller, &request.file, &ancestor_ids).await?;

@@ -4,6 +4,7 @@
 //! with no coordination beyond the database. A listener's stream is filtered by `wanted`; one
 //! that falls behind is told so (`Lagged`) and reloads what it shows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ const BATCH: u64 = 500;
 const BACKLOG: usize = 1024;
 /// Streams a replica serves at once: each costs a task and a receiver, no database work.
 pub const MAX_STREAMS: usize = 1000;
+/// Streams one caller (a user or a key) holds at once on a replica: a portal tab holds one, so
+/// this leaves room for several tabs and an integration, and one caller cannot take the places
+/// of every other tenant.
+pub const MAX_STREAMS_PER_CALLER: usize = 8;
 
 /// An event as listeners get it: the event, and its body as webhooks carry it.
 #[derive(Debug)]
@@ -33,6 +38,8 @@ pub struct LiveEvent {
 pub struct Live {
     sender: broadcast::Sender<Arc<LiveEvent>>,
     streams: Arc<Semaphore>,
+    /// Streams held per caller (`Caller::actor`).
+    held: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     /// Whether the reader runs; changed only under this lock, with listeners subscribing under
     /// it too, so that the reader never stops while someone has just started to listen.
     reading: Arc<std::sync::Mutex<bool>>,
@@ -41,11 +48,39 @@ pub struct Live {
     closing: tokio::sync::watch::Sender<bool>,
 }
 
-/// What a listener holds: its place among the streams, the events, and the server's stop.
+/// Why a stream was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every place of this replica is taken.
+    Full,
+    /// This caller holds `MAX_STREAMS_PER_CALLER` already.
+    CallerFull,
+}
+
+/// What a listener holds: its places among the streams, the events, and the server's stop.
 pub struct Listener {
-    pub place: OwnedSemaphorePermit,
+    pub place: Place,
     pub events: broadcast::Receiver<Arc<LiveEvent>>,
     pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A stream's places, the replica's and its caller's, given back when it is dropped.
+pub struct Place {
+    _replica: OwnedSemaphorePermit,
+    caller: String,
+    held: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = held.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.caller);
+            }
+        }
+    }
 }
 
 impl Default for Live {
@@ -53,6 +88,7 @@ impl Default for Live {
         Self {
             sender: broadcast::channel(BACKLOG).0,
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            held: Arc::new(std::sync::Mutex::new(HashMap::new())),
             reading: Arc::new(std::sync::Mutex::new(false)),
             closing: tokio::sync::watch::channel(false).0,
         }
@@ -60,16 +96,33 @@ impl Default for Live {
 }
 
 impl Live {
-    /// A place among the streams and the events from now on; None when every place is taken.
-    pub fn listen(&self, store: &Store) -> Option<Listener> {
-        let place = self.streams.clone().try_acquire_owned().ok()?;
-        let mut reading = self.reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let events = self.sender.subscribe();
-        if !*reading {
-            *reading = true;
-            tokio::spawn(read(store.clone(), self.sender.clone(), self.reading.clone()));
+    /// Places for `caller`'s stream and the events from now on. When no reader runs, the
+    /// outbox's tail is read before this returns, so an event committed once the caller has its
+    /// stream is on it.
+    pub async fn listen(&self, store: &Store, caller: &str) -> Result<Listener, Refusal> {
+        let replica = self.streams.clone().try_acquire_owned().map_err(|_| Refusal::Full)?;
+        {
+            let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let count = held.entry(caller.to_owned()).or_default();
+            if *count >= MAX_STREAMS_PER_CALLER {
+                return Err(Refusal::CallerFull);
+            }
+            *count += 1;
         }
-        Some(Listener { place, events, closing: self.closing.subscribe() })
+        let place = Place { _replica: replica, caller: caller.to_owned(), held: self.held.clone() };
+        let (events, start) = {
+            let mut reading = self.reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let events = self.sender.subscribe();
+            let start = !*reading;
+            *reading = true;
+            (events, start)
+        };
+        if start {
+            // A tail that cannot be read now is read by the reader's first round.
+            let cursor = webhooks::tail(store).await.ok();
+            tokio::spawn(read(store.clone(), self.sender.clone(), self.reading.clone(), cursor));
+        }
+        Ok(Listener { place, events, closing: self.closing.subscribe() })
     }
 
     /// Ends every stream: the server is stopping.
@@ -78,35 +131,64 @@ impl Live {
     }
 }
 
-/// Reads the outbox from its tail and passes each event on, until nobody listens.
-async fn read(store: Store, sender: broadcast::Sender<Arc<LiveEvent>>, reading: Arc<std::sync::Mutex<bool>>) {
-    let mut cursor = None;
+/// Marks the reader stopped if its task ends otherwise than by deciding to (a panic), so the
+/// next listener starts another.
+struct Unexpected {
+    reading: Arc<std::sync::Mutex<bool>>,
+    armed: bool,
+}
+
+impl Drop for Unexpected {
+    fn drop(&mut self) {
+        if self.armed {
+            *self.reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = false;
+        }
+    }
+}
+
+/// Reads the outbox past `cursor` (its tail when none) and passes each event on, until nobody
+/// listens.
+async fn read(
+    store: Store,
+    sender: broadcast::Sender<Arc<LiveEvent>>,
+    reading: Arc<std::sync::Mutex<bool>>,
+    mut cursor: Option<webhooks::Cursor>,
+) {
+    let mut unexpected = Unexpected { reading: reading.clone(), armed: true };
     loop {
         {
+            // Stopping is decided under the lock listeners subscribe under; once decided, a
+            // listener may start the next reader at once, which this one must not undo.
             let mut running = reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if sender.receiver_count() == 0 {
                 *running = false;
+                unexpected.armed = false;
                 return;
             }
         }
-        match round(&store, &sender, cursor).await {
-            Ok(next) => cursor = Some(next),
-            Err(error) => tracing::debug!("reading the outbox for live events: {error:#}"),
+        if let Err(error) = round(&store, &sender, &mut cursor).await {
+            tracing::debug!("reading the outbox for live events: {error:#}");
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
+/// Passes on what the outbox holds past `cursor`, moving it past each batch sent (a failure
+/// half-way sends nothing twice).
 async fn round(
     store: &Store,
     sender: &broadcast::Sender<Arc<LiveEvent>>,
-    cursor: Option<webhooks::Cursor>,
-) -> anyhow::Result<webhooks::Cursor> {
-    let Some(mut cursor) = cursor else { return webhooks::tail(store).await };
+    cursor: &mut Option<webhooks::Cursor>,
+) -> anyhow::Result<()> {
+    let Some(after) = cursor else {
+        *cursor = Some(webhooks::tail(store).await?);
+        return Ok(());
+    };
+    let mut after = *after;
     loop {
-        let events = webhooks::read(store, cursor, BATCH).await?;
-        let Some((last, _)) = events.last() else { return Ok(cursor) };
-        cursor = *last;
+        let events = webhooks::read(store, after, BATCH).await?;
+        let Some((last, _)) = events.last() else { return Ok(()) };
+        let last = *last;
         let slugs = crate::store::orgs::slugs(store).await?;
         let count = events.len() as u64;
         for (_, event) in events {
@@ -115,8 +197,10 @@ async fn round(
             // No receiver left: the next round stops the reader.
             let _ = sender.send(Arc::new(LiveEvent { event, body }));
         }
+        after = last;
+        *cursor = Some(last);
         if count < BATCH {
-            return Ok(cursor);
+            return Ok(());
         }
     }
 }

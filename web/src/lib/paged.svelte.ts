@@ -18,9 +18,15 @@ export class Paged<T> {
 
   constructor(private readonly fetchPage: (cursor: string | undefined) => Promise<Outcome<Page<T>>>) {}
 
+  /// The latest load: an answer to an earlier one (a slow reload overtaken by a click on the
+  /// next page) is dropped.
+  private loading = 0;
+
   load = async () => {
     this.error = "";
+    const mine = ++this.loading;
     const outcome = await this.fetchPage(this.cursor);
+    if (mine !== this.loading) return;
     if (outcome.ok) {
       this.items = outcome.data.items;
       this.next = outcome.data.next_cursor ?? null;

@@ -52,18 +52,23 @@ class Session {
     localStorage.removeItem(STORAGE_KEY);
   }
 
-  /// Signed in again after an expiry: as someone else, the portal starts over for them.
-  resumed(email: string) {
-    if (this.caller && this.caller.name.toLowerCase() !== email.trim().toLowerCase()) this.caller = null;
+  /// Signed in again over a page whose session ended: the page goes on only for the same
+  /// caller (by its id, as `/auth/me` says now, with its role as it is now); anyone else starts
+  /// over.
+  resumed(now: Caller | null) {
+    const same = now && this.caller && now.kind === this.caller.kind && now.id === this.caller.id;
+    this.caller = same ? now : null;
   }
 }
 
 export const session = new Session();
 
-// Another tab signing in or out changes this one too.
+// Another tab signing in or out changes this one too. Tokens that arrive while this tab had
+// none (its session ended) may be someone else's: the caller is read again, and the page with it.
 window.addEventListener("storage", (event) => {
   if (event.key === STORAGE_KEY) {
+    const had = session.tokens !== null;
     session.tokens = load();
-    if (!session.tokens) session.caller = null;
+    if (!session.tokens || !had) session.caller = null;
   }
 });

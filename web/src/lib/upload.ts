@@ -29,6 +29,9 @@ function send<T>(url: string, file: File, progress: (fraction: number) => void):
 }
 
 export async function upload<T>(url: string, file: File, progress: (fraction: number) => void): Promise<Uploaded<T>> {
+  // The server refuses an expired token before it reads the body, and the connection is often
+  // reset under a large one before the 401 is read: the token is made fresh first.
+  await api.GET("/api/v1/auth/me").catch(() => undefined);
   let answer = await send<T>(url, file, progress);
   if (answer.status === 401) {
     // Any authorized call refreshes the token pair when it can.
