@@ -57,15 +57,7 @@ impl Stream {
 
 async fn tenant_device(h: &Harness, org: &str) -> Fleet {
     h.org(org, None).await;
-    let model = std::sync::Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
-    let mut config = FleetConfig::new(format!("{}cwmp/{org}", h.cwmp_url()), model);
-    config.start = StartMode::Manual;
-    config.devices = 1;
-    config.serial_prefix = org.to_uppercase();
-    config.cr_min_interval = Duration::from_millis(0);
-    let fleet = Fleet::start(config).await.unwrap();
-    assert!(fleet.device(0).inform_now(&[]).await.unwrap().is_ok());
-    fleet
+    h.informed_fleet(Some(org), DataModelKind::Tr098, 1, &org.to_uppercase(), |_| {}).await
 }
 
 on_both_backends! {

@@ -24,24 +24,6 @@ const INTERVAL: &str = "InternetGatewayDevice.ManagementServer.PeriodicInformInt
 /// The version the rollout's image installs.
 const NEW: &str = "V9R001C00S001";
 
-/// Simulated EG8145V5s informing at `url`, quick to come back from a reboot.
-async fn fleet_at(url: String, devices: usize, prefix: &str) -> Fleet {
-    let model = std::sync::Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
-    let mut config = FleetConfig::new(url, model);
-    config.start = StartMode::Manual;
-    config.devices = devices;
-    config.serial_prefix = prefix.into();
-    config.cr_min_interval = Duration::ZERO;
-    config.retry = true;
-    config.retry_min_wait = Duration::from_millis(300);
-    config.reboot_delay = Duration::from_millis(200);
-    let fleet = Fleet::start(config).await.unwrap();
-    for device in fleet.devices() {
-        assert!(device.inform_now(&[]).await.unwrap().is_ok());
-    }
-    fleet
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
     let web = workspace().join("web");
@@ -71,7 +53,7 @@ async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
     })
     .await;
     h.org("isp-portal", None).await;
-    let fleet = fleet_at(format!("{}cwmp/isp-portal", h.cwmp_url()), 3, "PORTAL").await;
+    let fleet = h.informed_fleet(Some("isp-portal"), DataModelKind::Tr098, 3, "PORTAL", |_| {}).await;
     let serials: Vec<&str> = fleet.devices().iter().map(|d| d.serial_number()).collect();
     // Health figures for the agent's device: the `health` provision reads them each periodic
     // session past its max-age, and they are written in a batch.
@@ -84,7 +66,7 @@ async fn each_role_does_what_it_may_in_the_portal_in_chromium() {
     }
     roost::health::jobs::flush(h.app()).await;
     // A device of no organization yet, for the administrator to claim.
-    let stray = fleet_at(h.cwmp_url(), 1, "STRAY").await;
+    let stray = h.informed_fleet(None, DataModelKind::Tr098, 1, "STRAY", |_| {}).await;
     let pending = stray.device(0).serial_number().to_owned();
     for (email, role) in [
         ("agent@isp-portal.example", "basic"),

@@ -6,7 +6,6 @@
 //! to the version it had, with its stored image. Before that, a rollout outside its window
 //! starts nobody and is aborted; wrong requests are refused.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -40,23 +39,10 @@ async fn fleet(
     prefix: &str,
     failure: Option<FirmwareFailureMode>,
 ) -> Fleet {
-    let model = Arc::new(DataModel::bundled(kind).unwrap());
-    let mut config = FleetConfig::new(format!("{}cwmp/isp-fw", h.cwmp_url()), model);
-    config.devices = count;
-    config.serial_prefix = prefix.to_owned();
-    config.start = StartMode::Manual;
-    // As real firmware does, a session that fails (the server restarting under it) is tried
-    // again soon, its TransferComplete and boot events kept until delivered.
-    config.retry = true;
-    config.retry_min_wait = Duration::from_millis(300);
-    config.reboot_delay = Duration::from_millis(200);
-    config.cr_min_interval = Duration::ZERO;
-    config.firmware_failure = failure.map(|mode| FirmwareFailure { version: NEW.into(), mode });
-    let fleet = Fleet::start(config).await.unwrap();
-    for device in fleet.devices() {
-        assert!(device.inform_now(&[]).await.unwrap().is_ok());
-    }
-    fleet
+    h.informed_fleet(Some("isp-fw"), kind, count, prefix, |config| {
+        config.firmware_failure = failure.map(|mode| FirmwareFailure { version: NEW.into(), mode });
+    })
+    .await
 }
 
 async fn upload(h: &Harness, query: &str, body: Vec<u8>) -> JsonValue {

@@ -402,6 +402,37 @@ impl Harness {
         Fleet::start(config).await.expect("fleet start")
     }
 
+    /// Devices of `kind` informing at `/cwmp/{org}` (or the bare URL: pending), each informed
+    /// once, quick to come back from a reboot and to retry a lost session (what rollouts and
+    /// the portal's flows put them through); `adjust` sets what else the test needs.
+    pub async fn informed_fleet(
+        &self,
+        org: Option<&str>,
+        kind: DataModelKind,
+        devices: usize,
+        prefix: &str,
+        adjust: impl FnOnce(&mut FleetConfig),
+    ) -> Fleet {
+        let url = match org {
+            Some(org) => format!("{}cwmp/{org}", self.cwmp_url()),
+            None => self.cwmp_url(),
+        };
+        let mut config = FleetConfig::new(url, Arc::new(DataModel::bundled(kind).expect("bundled model")));
+        config.devices = devices;
+        config.serial_prefix = prefix.to_owned();
+        config.start = StartMode::Manual;
+        config.retry = true;
+        config.retry_min_wait = Duration::from_millis(300);
+        config.reboot_delay = Duration::from_millis(200);
+        config.cr_min_interval = Duration::ZERO;
+        adjust(&mut config);
+        let fleet = Fleet::start(config).await.expect("fleet start");
+        for device in fleet.devices() {
+            assert!(device.inform_now(&[]).await.expect("first Inform").is_ok(), "{}", device.serial_number());
+        }
+        fleet
+    }
+
     /// Stops the server and drops the test database.
     /// Runs `sql` on the PostgreSQL server as its administrator (to take the test's database
     /// away and give it back); `{db}` stands for the test's database. SQLite: does nothing.

@@ -50,9 +50,3 @@ export async function authorized(input: Request): Promise<Response> {
 }
 
 export const api = createClient<paths>({ baseUrl: "", fetch: authorized });
-
-/// The message of a refusal, for a person: the problem's `detail`, else its title.
-export function problemText(error: unknown): string {
-  const problem = error as Partial<Problem> | undefined;
-  return problem?.detail ?? problem?.title ?? String(error);
-}
