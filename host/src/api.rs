@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::app::App;
 
 pub mod actions;
+pub mod adapters;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -107,6 +108,7 @@ fn v1_routes() -> OpenApiRouter<Arc<App>> {
         .merge(rollouts::router())
         .merge(bulk::router())
         .merge(webhooks::router())
+        .merge(adapters::router())
         .merge(events::router())
 }
 

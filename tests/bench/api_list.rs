@@ -1,5 +1,5 @@
 //! `roost-bench api-list`: the latency of `GET /api/v1/devices` with the filters integrations
-//! use, and of the dashboard, per caller (a tenant's key, the platform's token), over a seeded
+//! use, of the dashboard and of adapter usage, per caller (a tenant's key, the platform's token), over a seeded
 //! fleet.
 
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ const QUERIES: &[(&str, &str)] = &[
     ("page 5 of 100", "devices?limit=100&cursor={cursor}"),
     ("dashboard", "dashboard"),
     ("dashboard as CSV", "dashboard?format=csv"),
+    ("adapter usage", "adapter-usage"),
 ];
 
 pub async fn run(http: SocketAddr, callers: &[String], software_version: &str, requests: usize) -> Result<()> {
@@ -62,8 +63,10 @@ pub async fn run(http: SocketAddr, callers: &[String], software_version: &str, r
                 let started = Instant::now();
                 let page = get(&query).await?;
                 times.push(started.elapsed());
+                // Devices listed; a dashboard's device total; adapter usage's kinds.
                 items = page["items"]
                     .as_array()
+                    .or_else(|| page["kinds"].as_array())
                     .map_or_else(|| page["devices"]["total"].as_i64().unwrap_or(0) as usize, Vec::len);
             }
             times.sort();

@@ -459,6 +459,9 @@ enum Check {
     None,
     Devices,
     DevicesIn,
+    /// Adapter usage: the kinds of exactly the devices the caller (or `?org=`) covers.
+    Kinds,
+    KindsIn,
     DeviceIs,
     /// Exactly the target's device when the caller covers it, else nothing.
     DeviceFound,
@@ -833,6 +836,18 @@ fn table() -> Vec<Row> {
             B::None,
             |w, c| seen(w, c).unwrap_or(200),
             C::None,
+        ),
+        // Which devices use which adapter: the caller's scope, or an organization of it.
+        row(get.clone(), "/api/v1/adapter-usage", "", Once, Pa::None, B::None, |_, _| 200, C::Kinds),
+        row(
+            get.clone(),
+            "/api/v1/adapter-usage",
+            "?org=",
+            Orgs,
+            Pa::OrgQuery,
+            B::None,
+            |w, c| seen(w, c).unwrap_or(200),
+            C::KindsIn,
         ),
         // Subscribers.
         row(get.clone(), "/api/v1/subscribers", "", Once, Pa::None, B::None, |_, _| 200, C::None),
@@ -2763,6 +2778,29 @@ fn check(world: &World, who: &Who, row: &Row, case: &Case, body: &JsonValue) -> 
                 }
             }
         }
+        Check::Kinds | Check::KindsIn => {
+            let within =
+                |org: Org| if row.check == Check::KindsIn { case.target.covers(org) } else { who.org.covers(org) };
+            let kinds = body["kinds"].as_array().cloned().unwrap_or_default();
+            // Pending devices (a kind without an organization) are the platform's alone, and
+            // in no organization's subtree.
+            let pending = kinds.iter().any(|k| k["org"].is_null());
+            let pending_expected = row.check == Check::Kinds && who.org == Platform;
+            if pending != pending_expected {
+                wrong.push(format!("adapter usage lists pending devices: {pending}, expected {pending_expected}"));
+            }
+            let listed: BTreeSet<String> = strs(&kinds, "org").into_iter().collect();
+            let expected: BTreeSet<String> =
+                OWNERS.into_iter().filter(|o| *o != Platform && within(*o)).map(|o| o.slug().to_owned()).collect();
+            if !expected.is_subset(&listed) {
+                wrong.push(format!("adapter usage lists devices of {listed:?}, missing some of {expected:?}"));
+            }
+            for slug in &listed {
+                if !Org::by_slug(slug).is_some_and(within) {
+                    wrong.push(format!("adapter usage lists devices of {slug}"));
+                }
+            }
+        }
         Check::DeviceIs => {
             if body["id"] != json!(case.target.device_id()) {
                 wrong.push(format!("answered device {} for {}", body["id"], case.target.device_id()));
@@ -3197,6 +3235,14 @@ async fn run_row(h: &Harness, world: &World, row: &Row, callers: &[&Who]) -> (Ve
                 let mut above = who.org.parent();
                 while let Some(org) = above {
                     allowed.extend([org.plugin(), format!("\"org\":\"{}\"", org.slug())]);
+                    above = org.parent();
+                }
+            } else if row.path == "/api/v1/adapter-usage" {
+                // An adapter of an organization above handles the caller's devices: its name is
+                // the caller's to see (not that organization's devices: kinds name their own).
+                let mut above = who.org.parent();
+                while let Some(org) = above {
+                    allowed.push(org.plugin());
                     above = org.parent();
                 }
             }

@@ -209,3 +209,77 @@ on_both_backends! {
         h.finish().await;
     }
 }
+
+on_both_backends! {
+    async fn adapter_usage_names_the_adapter_each_kind_of_device_gets(backend: Backend) {
+        let h = Harness::start(backend).await;
+        let tr098 = h.fleet(DataModelKind::Tr098, 3, "KINDA").await;
+        let tr181 = h.fleet(DataModelKind::Tr181, 2, "KINDB").await;
+        for fleet in [&tr098, &tr181] {
+            for i in 0..fleet.len() {
+                let report = fleet.device(i).inform_now(&[]).await.unwrap();
+                assert!(report.is_ok(), "{:?}", report.error);
+            }
+        }
+        let (status, usage) = h.get("/api/v1/adapter-usage").await;
+        assert_eq!(status, StatusCode::OK, "{usage}");
+        let kinds = usage["kinds"].as_array().unwrap();
+        for (fleet, devices) in [(&tr098, 3), (&tr181, 2)] {
+            // The kind is the one the device page describes, and its adapter is the one the
+            // device page names: the choice sessions make.
+            let device = h.device(&fleet.device(0).device_id()).await;
+            let kind = kinds
+                .iter()
+                .find(|k| {
+                    ["oui", "product_class", "software_version", "hardware_version", "manufacturer", "data_model"]
+                        .iter()
+                        .all(|field| k[field] == device[field])
+                })
+                .unwrap_or_else(|| panic!("no kind for {device} in {usage}"));
+            assert_eq!(kind["devices"], devices, "{kind}");
+            assert!(device["adapter"].is_object(), "a shipped adapter handles it: {device}");
+            assert_eq!(kind["adapter"]["plugin"], device["adapter"]["plugin"], "{kind} vs {device}");
+            assert_eq!(kind["adapter"]["version"], device["adapter"]["version"], "{kind} vs {device}");
+            assert_eq!(kind["adapter"]["owner"], "platform", "{kind}");
+            // The kind's fields, as device-list filters, list exactly its devices.
+            // (The fleet's devices are pending: no organization claimed them.)
+            assert!(kind["org"].is_null(), "{kind}");
+            let mut filter: Vec<String> =
+                ["manufacturer", "oui", "product_class", "software_version", "hardware_version", "data_model"]
+                    .iter()
+                    .map(|f| format!("{f}={}", encode_id(kind[f].as_str().unwrap())))
+                    .collect();
+            filter.push("pending=true".into());
+            let (status, listed) = h.get(&format!("/api/v1/devices?fields=id&{}", filter.join("&"))).await;
+            assert_eq!(status, StatusCode::OK, "{listed}");
+            let mut ids: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+            ids.sort_unstable();
+            let mut expected: Vec<String> = (0..fleet.len()).map(|i| fleet.device(i).device_id()).collect();
+            expected.sort_unstable();
+            assert_eq!(ids, expected, "{filter:?}");
+        }
+        // Per adapter, the devices whose own page names it.
+        let mut expected: std::collections::BTreeMap<String, i64> = Default::default();
+        for fleet in [&tr098, &tr181] {
+            for i in 0..fleet.len() {
+                let device = h.device(&fleet.device(i).device_id()).await;
+                let plugin = device["adapter"]["plugin"].as_str().unwrap().to_owned();
+                *expected.entry(plugin).or_default() += 1;
+            }
+        }
+        let totals: std::collections::BTreeMap<String, i64> = usage["adapters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["plugin"].as_str().unwrap().to_owned(), a["devices"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(totals, expected, "{usage}");
+        assert_eq!(usage["unclaimed"], 0, "{usage}");
+        // An organization the caller cannot see is not found.
+        let (status, problem) = h.get("/api/v1/adapter-usage?org=nowhere").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+        tr098.stop().await;
+        tr181.stop().await;
+        h.finish().await;
+    }
+}

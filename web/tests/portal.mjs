@@ -334,6 +334,27 @@ try {
   await newHook.getByRole("button", { name: "Create webhook" }).click();
   await page.locator("#webhook-url-error").waitFor();
   check(true, `a webhook to Roost itself is refused (${await page.locator("#webhook-url-error").textContent()})`);
+  // One to a receiver that is down; a time range of the organization's events is sent to it
+  // again (a range that ends before it starts is refused next to its end).
+  await newHook.getByLabel("URL").fill("http://127.0.0.1:9/roost-events");
+  await newHook.getByRole("button", { name: "Create webhook" }).click();
+  await page.getByTestId("webhook-secret").waitFor();
+  await page.getByTestId("webhooks").getByRole("row", { name: /127\.0\.0\.1:9\/roost-events/ }).getByRole("button", { name: "Deliveries" }).click();
+  const replayForm = page.locator("form", { has: page.getByRole("heading", { name: "Send a time range again" }) });
+  const local = (ms) => {
+    const t = new Date(Date.now() + ms);
+    const two = (n) => String(n).padStart(2, "0");
+    return `${t.getFullYear()}-${two(t.getMonth() + 1)}-${two(t.getDate())}T${two(t.getHours())}:${two(t.getMinutes())}:${two(t.getSeconds())}`;
+  };
+  await replayForm.getByLabel("From").fill(local(-3_600_000));
+  await replayForm.getByLabel("To (now when empty)").fill(local(-7_200_000));
+  await replayForm.getByRole("button", { name: "Send again" }).click();
+  const backwards = await page.locator("#replay-to-error").textContent();
+  check(/after from/.test(backwards ?? ""), `a range ending before it starts is refused next to its end (${backwards})`);
+  await replayForm.getByLabel("To (now when empty)").fill("");
+  await replayForm.getByRole("button", { name: "Send again" }).click();
+  const requeued = (await replayForm.getByText(/events queued for the receiver\.$/).textContent()) ?? "";
+  check(Number(requeued.split(" ")[0].replace(/\D/g, "")) > 0, `the last hour's events are queued again (${requeued})`);
   await page.getByTestId("audit").getByText("POST /api/v1/users").first().waitFor();
   check(true, "the audit log shows the user created");
   await accessible(page, "administration");
@@ -408,6 +429,18 @@ try {
   check(true, "a preset is created from the form");
   await accessible(page, "provisioning");
   await shoot(page, "provisioning");
+  // Which adapter handles the organization's devices, kind by kind; a kind's count lists them.
+  const usage = page.getByTestId("adapter-usage");
+  await usage.locator("tbody tr").first().waitFor();
+  const kindRow = usage.locator("tbody tr").first();
+  const adapterName = ((await kindRow.locator("td").last().textContent()) ?? "").trim();
+  check(adapterName !== "" && adapterName !== "No adapter", `a shipped adapter handles the first kind (${adapterName})`);
+  const kindCount = Number(((await kindRow.getByRole("link").textContent()) ?? "").trim());
+  await kindRow.getByRole("link").click();
+  await page.getByTestId("kind-filter").waitFor();
+  await page.locator("tbody tr").first().waitFor();
+  const kindListed = await page.locator("tbody tr").count();
+  check(kindListed === kindCount, `the kind's link lists its ${kindCount} devices (${kindListed})`);
 
   await openDevice(page, serials[1]);
   await page.getByRole("link", { name: "Parameters" }).click();
@@ -435,6 +468,19 @@ try {
   await page.getByRole("dialog").getByRole("button", { name: "Refresh" }).click();
   await page.getByText("Started on 2 devices, at the organization's pace.").waitFor();
   check(true, "a bulk refresh of two ticked devices started");
+  // Followed on its own page to the end, without a reload, and listed among the bulk actions.
+  await page.getByRole("link", { name: "Follow its progress" }).click();
+  await page.getByRole("heading", { name: "Bulk action: refresh" }).waitFor();
+  await page.waitForFunction(() => document.querySelector('[data-testid="bulk-state"]')?.textContent === "Completed", null, { timeout: 60_000 });
+  const bulkCounts = (await page.getByTestId("bulk-counts").textContent()) ?? "";
+  check(bulkCounts.trim() === "Done 2", `both devices were refreshed (${bulkCounts})`);
+  check((await page.getByTestId("bulk-devices").locator("tbody tr").count()) === 2, "the action's two devices are listed");
+  await accessible(page, "bulk action");
+  await shoot(page, "bulk-action");
+  await page.getByRole("link", { name: "Bulk actions" }).first().click();
+  await page.getByTestId("bulk-jobs").getByRole("link", { name: "refresh" }).first().waitFor();
+  await accessible(page, "bulk actions");
+  check(true, "the bulk action completed on its open page and is listed");
 
   const version = env("ROOST_FIRMWARE_VERSION");
   await page.getByRole("link", { name: "Firmware" }).click();

@@ -199,14 +199,30 @@ pub struct InformEventsView {
 /// The query of `GET /devices`, read from its pairs: besides the named filters, any number of
 /// `tag=…` (all must match), `param.<path>=<value>` (the stored value equals) and
 /// `param_prefix.<path>=<prefix>` (the stored value starts with).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ListQuery {
     filter: DeviceFilter,
     org: Option<String>,
+    /// With `org`: its subtree (the default), or only its own devices.
+    subtree: bool,
     online: Option<bool>,
     sort: Sort,
     fields: Option<Vec<String>>,
     page: Page,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            filter: DeviceFilter::default(),
+            org: None,
+            subtree: true,
+            online: None,
+            sort: Sort::default(),
+            fields: None,
+            page: Page::default(),
+        }
+    }
 }
 
 /// The fields a device in a list has, for `fields=`.
@@ -250,6 +266,17 @@ impl ListQuery {
                 "oui" => query.filter.oui = Some(value),
                 "product_class" | "model" => query.filter.product_class = Some(value),
                 "software_version" => query.filter.software_version = Some(value),
+                "manufacturer" => query.filter.manufacturer = Some(value),
+                "hardware_version" => query.filter.hardware_version = Some(value),
+                "data_model" => query.filter.data_model = Some(value),
+                "pending" => {
+                    query.filter.pending =
+                        value.parse().map_err(|_| bad(format!("pending is true or false, got {value:?}")))?
+                }
+                "subtree" => {
+                    query.subtree =
+                        value.parse().map_err(|_| bad(format!("subtree is true or false, got {value:?}")))?
+                }
                 "last_inform_after" => query.filter.last_inform_after = Some(time(&key, &value)?),
                 "last_inform_before" => query.filter.last_inform_before = Some(time(&key, &value)?),
                 "tag" => {
@@ -314,6 +341,11 @@ impl ListQuery {
         ("oui" = Option<String>, Query, description = "Equals"),
         ("product_class" = Option<String>, Query, description = "Equals (also as `model`)"),
         ("software_version" = Option<String>, Query, description = "Equals"),
+        ("manufacturer" = Option<String>, Query, description = "Equals"),
+        ("hardware_version" = Option<String>, Query, description = "Equals"),
+        ("data_model" = Option<String>, Query, description = "Equals: `tr098` or `tr181`"),
+        ("pending" = Option<bool>, Query, description = "Only devices no organization has claimed (seen by those who may claim)"),
+        ("subtree" = Option<bool>, Query, description = "With `org`: its subtree (true, the default) or only its own devices"),
         ("last_inform_after" = Option<String>, Query, format = DateTime, description = "RFC 3339"),
         ("last_inform_before" = Option<String>, Query, format = DateTime, description = "RFC 3339"),
         ("tag" = Option<String>, Query, description = "Has this tag; repeat for several"),
@@ -333,7 +365,7 @@ async fn list(
     let limit = q.page.limit()?;
     if let Some(slug) = &q.org {
         let org = super::orgs::visible(&app, &caller, slug).await?;
-        q.filter.orgs = Some(orgs::subtree(&app.api_store, org.id).await?);
+        q.filter.orgs = Some(if q.subtree { orgs::subtree(&app.api_store, org.id).await? } else { vec![org.id] });
     }
     q.filter.online_at = q.online.map(|online| devices::OnlineAt { online, at: now_millis() });
     let after = q

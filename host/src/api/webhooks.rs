@@ -411,18 +411,20 @@ async fn replay_range(
     Json(request): Json<ReplayRange>,
 ) -> ApiResult<(StatusCode, Extension<AuditOrg>, Json<Replayed>)> {
     let row = visible(&app, &caller, &id).await?;
-    let from = parse_timestamp("from", &request.from).map_err(|e| invalid(e.detail))?;
+    let from = parse_timestamp("from", &request.from).map_err(|e| invalid(e.detail).on_field("from"))?;
     let to = match request.to.as_deref() {
-        Some(to) => parse_timestamp("to", to).map_err(|e| invalid(e.detail))?,
+        Some(to) => parse_timestamp("to", to).map_err(|e| invalid(e.detail).on_field("to"))?,
         None => crate::store::now_millis(),
     };
     if to <= from {
-        return Err(invalid("to: after from"));
+        return Err(invalid("to: after from").on_field("to"));
     }
     let subtree = crate::store::orgs::subtree(&app.api_store, row.org_id).await?;
     let events = webhooks::events_between(&app.api_store, &subtree, from, to, MAX_REPLAY + 1).await?;
     if events.len() as u64 > MAX_REPLAY {
-        return Err(invalid(format!("the range holds more than {MAX_REPLAY} events; replay it in parts")));
+        return Err(
+            invalid(format!("the range holds more than {MAX_REPLAY} events; replay it in parts")).on_field("from")
+        );
     }
     let patterns = row.patterns();
     let events: Vec<_> = events.into_iter().filter(|e| crate::events::subscribed(&patterns, &e.r#type)).collect();

@@ -13,7 +13,9 @@ pub mod filter;
 mod listing;
 pub mod presence;
 
-pub use listing::{After, DeviceFilter, DeviceQuery, OnlineAt, ParameterMatch, Sort, SortKey, SortValue, find, list};
+pub use listing::{
+    After, DeviceFilter, DeviceKind, DeviceQuery, OnlineAt, ParameterMatch, Sort, SortKey, SortValue, find, kinds, list,
+};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Device {

@@ -6,6 +6,7 @@
 // or breaks.
 import { authorized } from "../api/client";
 import { session } from "./session.svelte";
+import { throttled } from "./throttle";
 
 export interface LiveEvent {
   id: string;
@@ -61,6 +62,17 @@ class Live {
     return () => {
       this.listeners.delete(listener);
       this.restartIfNeeded();
+    };
+  }
+
+  /// Runs `run` once per burst of events of `types`, `ms` after the burst's first (a page that
+  /// reads itself again), until the returned function is called.
+  reloadOn(types: string[], run: () => void, ms: number): () => void {
+    const soon = throttled(run, ms);
+    const stop = this.subscribe({ types, handle: soon });
+    return () => {
+      stop();
+      soon.cancel();
     };
   }
 

@@ -15,6 +15,10 @@ pub struct DeviceFilter {
     pub oui: Option<String>,
     pub product_class: Option<String>,
     pub software_version: Option<String>,
+    pub manufacturer: Option<String>,
+    pub hardware_version: Option<String>,
+    /// The column's value: `tr098` or `tr181`.
+    pub data_model: Option<String>,
     pub last_inform_after: Option<i64>,
     pub last_inform_before: Option<i64>,
     /// Devices carrying every one of these tags.
@@ -149,6 +153,15 @@ pub async fn list(
     if let Some(v) = &filter.software_version {
         add("software_version = ?", vec![v.as_str().into()]);
     }
+    if let Some(v) = &filter.manufacturer {
+        add("manufacturer = ?", vec![v.as_str().into()]);
+    }
+    if let Some(v) = &filter.hardware_version {
+        add("hardware_version = ?", vec![v.as_str().into()]);
+    }
+    if let Some(v) = &filter.data_model {
+        add("data_model = ?", vec![v.as_str().into()]);
+    }
     if let Some(v) = filter.last_inform_after {
         add("last_inform_at >= ?", vec![v.into()]);
     }
@@ -278,6 +291,51 @@ pub async fn find(store: &Store, scope: &Scope, query: &DeviceQuery) -> Result<V
                 .map(|i| row.try_get::<Option<String>>("", &format!("extra_{i}")).context("reading a queried value"))
                 .collect::<Result<Vec<_>>>()?;
             Ok((device, values))
+        })
+        .collect()
+}
+
+/// Devices alike in what chooses their adapter (`provisioning::adapters`' cache key): their
+/// organization and the device facts of their Informs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceKind {
+    pub org_id: Option<i64>,
+    pub manufacturer: String,
+    pub oui: String,
+    pub product_class: String,
+    pub software_version: String,
+    pub hardware_version: String,
+    pub data_model: String,
+    pub devices: i64,
+    /// One device of the kind, to ask the adapters about.
+    pub sample: crate::store::DevicePk,
+}
+
+/// The scope's devices by kind, the most numerous first, at most `limit` kinds: one walk of the
+/// scope's devices (a report, off every hot path).
+pub async fn kinds(store: &Store, scope: &Scope, limit: u64) -> Result<Vec<DeviceKind>> {
+    let (condition, mut args) = scope.condition("org_id");
+    let sql = format!(
+        "SELECT org_id, manufacturer, oui, product_class, software_version, hardware_version, data_model, \
+         CAST(COUNT(*) AS BIGINT) AS n, MIN(id) FROM devices WHERE {condition} \
+         GROUP BY org_id, manufacturer, oui, product_class, software_version, hardware_version, data_model \
+         ORDER BY n DESC, MIN(id) LIMIT ?"
+    );
+    args.push(crate::store::count_value(limit));
+    let rows = store.db().query_all_raw(store.statement(&sql, args)).await.context("counting devices by kind")?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeviceKind {
+                org_id: row.try_get_by_index(0)?,
+                manufacturer: row.try_get_by_index(1)?,
+                oui: row.try_get_by_index(2)?,
+                product_class: row.try_get_by_index(3)?,
+                software_version: row.try_get_by_index(4)?,
+                hardware_version: row.try_get_by_index(5)?,
+                data_model: row.try_get_by_index(6)?,
+                devices: row.try_get_by_index(7)?,
+                sample: crate::store::DevicePk(row.try_get_by_index(8)?),
+            })
         })
         .collect()
 }
