@@ -187,6 +187,16 @@ impl Server {
         let http_listener = TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_listen))?;
+        // The certificates load before anything else starts: a pair that does not is the
+        // operator's to fix, said now rather than at the first CPE.
+        let cwmp_tls = match config.tls.cwmp()? {
+            Some(tls) => Some(crate::tls::Reloading::load(tls).context("TLS on the CWMP listener")?),
+            None => None,
+        };
+        let http_tls = match config.tls.http()? {
+            Some(tls) => Some(crate::tls::Reloading::load(tls).context("TLS on the HTTP listener")?),
+            None => None,
+        };
         let app = Arc::new(App::open(config, plugins).await?);
         if let Some(dir) = &app.config.plugins.install_dir {
             crate::plugins::install::install_shipped(&app.store, &app.plugins, dir).await?;
@@ -200,21 +210,42 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        tasks.spawn(cwmp::serve(cwmp_listener, app.clone(), stopped.clone()));
+        let reloaded: Vec<_> = [("cwmp", &cwmp_tls), ("http", &http_tls)]
+            .into_iter()
+            .filter_map(|(listener, tls)| Some((listener, tls.clone()?)))
+            .collect();
+        if !reloaded.is_empty() {
+            tasks.spawn(crate::tls::reload_loop(reloaded, app.config.tls.reload_interval, stopped.clone()));
+        }
+        tasks.spawn(cwmp::serve(cwmp_listener, app.clone(), cwmp_tls, stopped.clone()));
 
         let api_router = api::router(app.clone());
         let mut signal = stopped.clone();
         let streams = app.clone();
-        tasks.spawn(async move {
-            axum::serve(http_listener, api_router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = signal.wait_for(|stop| *stop).await;
-                    // Event streams would hold the shutdown for their lifetime.
-                    streams.live.close();
-                })
-                .await
-                .context("HTTP listener")
-        });
+        match http_tls {
+            None => {
+                tasks.spawn(async move {
+                    axum::serve(http_listener, api_router.into_make_service_with_connect_info::<SocketAddr>())
+                        .with_graceful_shutdown(async move {
+                            let _ = signal.wait_for(|stop| *stop).await;
+                            // Event streams would hold the shutdown for their lifetime.
+                            streams.live.close();
+                        })
+                        .await
+                        .context("HTTP listener")
+                });
+            }
+            Some(tls) => {
+                let handshake = app.config.tls.handshake_timeout;
+                tasks.spawn(async move {
+                    let closing = async move {
+                        let _ = signal.wait_for(|stop| *stop).await;
+                        streams.live.close();
+                    };
+                    serve_https(http_listener, api_router, tls, handshake, closing).await
+                });
+            }
+        }
 
         tasks.spawn(crate::cwmp::diagnostics_poll(app.clone(), stopped.clone()));
         tasks.spawn(crate::health::jobs::flush_loop(app.clone(), stopped.clone()));
@@ -284,4 +315,71 @@ impl Server {
             }
         }
     }
+}
+
+/// How long an HTTPS connection is given to finish what it does once the server stops.
+const HTTPS_DRAIN: Duration = Duration::from_secs(10);
+
+/// The API over TLS: each connection's handshake bounded by `handshake`, then HTTP/1.1 to
+/// `router` with the client's address (as `axum::serve` gives it), until `closing` resolves:
+/// then no new connection is taken and open ones finish their requests.
+async fn serve_https(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Arc<crate::tls::Reloading>,
+    handshake: Duration,
+    closing: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(closing);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!("HTTP accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, router, mut stopped) = (tls.acceptor(), router.clone(), stopped.clone());
+                connections.spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => return tracing::debug!(%peer, "HTTPS handshake failed: {error}"),
+                        Err(_) => return tracing::debug!(%peer, "HTTPS handshake timed out"),
+                    };
+                    let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        let router = router.clone();
+                        async move {
+                            let service = hyper_util::service::TowerToHyperService::new(router);
+                            hyper::service::Service::call(&service, request).await
+                        }
+                    });
+                    let mut connection = std::pin::pin!(
+                        hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(handshake)
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    );
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = stopped.changed() => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(HTTPS_DRAIN, connection).await;
+                        }
+                    }
+                });
+            }
+            _ = &mut closing => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }

@@ -62,6 +62,12 @@ pub struct ServeArgs {
     /// `scripts/build-web.sh` puts it.
     #[arg(long, env = "ROOST_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM) of both listeners, unless `[tls]` gives one its own.
+    #[arg(long, env = "ROOST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "ROOST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Everything the server needs, resolved.
@@ -82,6 +88,7 @@ pub struct Config {
     pub jobs: JobSettings,
     pub rollouts: RolloutSettings,
     pub events: EventSettings,
+    pub tls: TlsSettings,
     /// Where the built portal is (`index.html` and `assets/`); none: no portal.
     pub web_dir: Option<PathBuf>,
 }
@@ -377,6 +384,93 @@ impl Default for EventSettings {
     }
 }
 
+/// `[tls]`: the listeners' certificates. `cert` and `key` serve both listeners unless one has
+/// its own pair (`cwmp_cert`/`cwmp_key`, `http_cert`/`http_key`); a listener with none speaks
+/// plain HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub cwmp_cert: Option<PathBuf>,
+    pub cwmp_key: Option<PathBuf>,
+    pub http_cert: Option<PathBuf>,
+    pub http_key: Option<PathBuf>,
+    /// CA certificates (PEM) that CPEs' client certificates must chain to: mutual TLS on the
+    /// CWMP listener.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `required` (a CPE without a certificate fails the handshake) or
+    /// `optional` (one without authenticates as usual).
+    pub client_auth: crate::tls::ClientAuth,
+    /// How often the files are looked at for a change (SIGHUP reads them at once).
+    #[serde(with = "seconds")]
+    pub reload_interval: Duration,
+    /// A client must finish its TLS handshake within this time of connecting.
+    #[serde(with = "seconds")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            cwmp_cert: None,
+            cwmp_key: None,
+            http_cert: None,
+            http_key: None,
+            client_ca: None,
+            client_auth: crate::tls::ClientAuth::Required,
+            reload_interval: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsSettings {
+    /// The CWMP listener's TLS, if it has any.
+    pub fn cwmp(&self) -> Result<Option<crate::tls::ListenerTls>> {
+        let pair = pair("cwmp", &self.cwmp_cert, &self.cwmp_key, &self.cert, &self.key)?;
+        match (pair, &self.client_ca) {
+            (None, Some(_)) => anyhow::bail!("[tls] client_ca needs a certificate on the CWMP listener"),
+            (None, None) => Ok(None),
+            (Some((cert, key)), client_ca) => Ok(Some(crate::tls::ListenerTls {
+                cert,
+                key,
+                client_ca: client_ca.clone(),
+                client_auth: self.client_auth,
+            })),
+        }
+    }
+
+    /// The HTTP listener's TLS, if it has any.
+    pub fn http(&self) -> Result<Option<crate::tls::ListenerTls>> {
+        Ok(pair("http", &self.http_cert, &self.http_key, &self.cert, &self.key)?.map(|(cert, key)| {
+            crate::tls::ListenerTls { cert, key, client_ca: None, client_auth: crate::tls::ClientAuth::Required }
+        }))
+    }
+}
+
+/// A listener's certificate and key: its own pair, else the shared one, else none; half a pair
+/// is an error.
+fn pair(
+    listener: &str,
+    own_cert: &Option<PathBuf>,
+    own_key: &Option<PathBuf>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<Option<(PathBuf, PathBuf)>> {
+    match (own_cert, own_key, cert, key) {
+        (Some(c), Some(k), _, _) => Ok(Some((c.clone(), k.clone()))),
+        (Some(_), None, _, _) => anyhow::bail!("[tls] {listener}_cert needs {listener}_key"),
+        (None, Some(_), _, _) => anyhow::bail!("[tls] {listener}_key needs {listener}_cert"),
+        (None, None, Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+        (None, None, Some(_), None) => anyhow::bail!("a TLS certificate needs its key (--tls-key, [tls] key)"),
+        (None, None, None, Some(_)) => anyhow::bail!("a TLS key needs its certificate (--tls-cert, [tls] cert)"),
+        (None, None, None, None) => Ok(None),
+    }
+}
+
 /// Where `scripts/build-plugins.sh` puts the shipped plugins, from the repository's root.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins/dist";
 
@@ -398,6 +492,7 @@ struct FileConfig {
     jobs: JobSettings,
     rollouts: RolloutSettings,
     events: EventSettings,
+    tls: TlsSettings,
 }
 
 impl Config {
@@ -415,6 +510,11 @@ impl Config {
         if let Some(mode) = args.cpe_auth {
             cwmp.auth = mode;
         }
+        let mut tls = file.tls;
+        if args.tls_cert.is_some() {
+            tls.cert = args.tls_cert.clone();
+            tls.key = args.tls_key.clone();
+        }
         Ok(Self {
             data_dir: args.database.data_dir.clone(),
             database_url: args.database.database_url(),
@@ -430,6 +530,7 @@ impl Config {
             jobs: file.jobs,
             rollouts: file.rollouts,
             events: file.events,
+            tls,
             plugins: PluginSettings {
                 install_dir: args
                     .plugins_dir
@@ -461,6 +562,7 @@ impl Config {
             jobs: JobSettings::default(),
             rollouts: RolloutSettings::default(),
             events: EventSettings::default(),
+            tls: TlsSettings::default(),
             web_dir: None,
         }
     }
@@ -488,5 +590,40 @@ pub(crate) mod seconds {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_secs(u64::deserialize(deserializer)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(p))
+    }
+
+    #[test]
+    fn a_listener_takes_its_own_pair_else_the_shared_one() {
+        let shared = TlsSettings { cert: path("all.pem"), key: path("all.key"), ..TlsSettings::default() };
+        let cwmp = shared.cwmp().unwrap().unwrap();
+        assert_eq!((cwmp.cert, cwmp.key), (PathBuf::from("all.pem"), PathBuf::from("all.key")));
+        let own = TlsSettings { http_cert: path("api.pem"), http_key: path("api.key"), ..shared.clone() };
+        assert_eq!(own.http().unwrap().unwrap().cert, PathBuf::from("api.pem"));
+        assert_eq!(own.cwmp().unwrap().unwrap().cert, PathBuf::from("all.pem"));
+        let none = TlsSettings::default();
+        assert!(none.cwmp().unwrap().is_none() && none.http().unwrap().is_none());
+    }
+
+    #[test]
+    fn half_a_pair_and_a_client_ca_without_tls_are_refused() {
+        let half = TlsSettings { cwmp_cert: path("c.pem"), ..TlsSettings::default() };
+        assert!(half.cwmp().unwrap_err().to_string().contains("cwmp_key"));
+        let shared_half = TlsSettings { key: path("k.pem"), ..TlsSettings::default() };
+        assert!(shared_half.http().is_err());
+        let ca_only = TlsSettings { client_ca: path("ca.pem"), ..TlsSettings::default() };
+        assert!(ca_only.cwmp().unwrap_err().to_string().contains("client_ca"));
+        // The HTTP listener asks no client certificate, whatever the CWMP listener does.
+        let mtls = TlsSettings { cert: path("c"), key: path("k"), client_ca: path("ca"), ..TlsSettings::default() };
+        assert_eq!(mtls.cwmp().unwrap().unwrap().client_ca, path("ca"));
+        assert_eq!(mtls.http().unwrap().unwrap().client_ca, None);
     }
 }

@@ -92,12 +92,13 @@ impl framing::Verdict for Gated {
 /// The gate: under `--cpe-auth required`, a request's body is read only if it belongs to a live
 /// session or its credentials verify. Credentials are checked here once (a nonce count is
 /// good once); requests of a live session are admitted without looking at theirs, since many
-/// CPEs repeat the session's `Authorization` on every POST with a body.
-async fn gate(app: &App, peer: SocketAddr, head: framing::RequestHead) -> Gated {
+/// CPEs repeat the session's `Authorization` on every POST with a body. `tls`: whether the
+/// connection is encrypted (Basic credentials are taken only then).
+async fn gate(app: &App, peer: SocketAddr, head: framing::RequestHead, tls: bool) -> Gated {
     if app.config.cwmp.auth == CpeAuthMode::Open {
         return Gated::Admitted;
     }
-    let origin = Origin::of(peer, head.forwarded_for.as_deref(), &app.config.cwmp.trusted_proxies);
+    let origin = Origin::of(peer, head.forwarded_for.as_deref(), &app.config.cwmp.trusted_proxies).over_tls(tls);
     let cookie = head.cookie.as_deref().and_then(cookie_value);
     if let Lookup::Found(..) = app.sessions.find(cookie.as_deref(), origin, app.config.cwmp.session_binding) {
         return Gated::Admitted;
@@ -130,7 +131,7 @@ async fn authenticate(
         auth::Throttle::Delay => tokio::time::sleep(auth::USERNAME_DELAY).await,
         auth::Throttle::No => {}
     }
-    match auth::verify(app, Some(authorization), client, false).await? {
+    match auth::verify(app, Some(authorization), client, origin.encrypted).await? {
         auth::Verdict::Accepted(credential) => {
             app.auth_failures.record_success(client);
             Ok(Ok(credential))

@@ -26,3 +26,4 @@ pub mod rollouts;
 pub mod secrets;
 pub mod store;
 pub mod tasks;
+pub mod tls;

@@ -26,6 +26,7 @@ mod rollouts;
 mod support_desk;
 mod tasks;
 mod tenancy;
+mod tls;
 mod webhooks;
 
 pub use roost_tests::*;

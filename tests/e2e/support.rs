@@ -228,6 +228,11 @@ impl Harness {
         roost::cli::run(roost::cli::Cli::try_parse_from(argv)?).await
     }
 
+    /// The CWMP listener's address (for clients that speak TLS to it).
+    pub fn cwmp_addr(&self) -> SocketAddr {
+        self.cwmp_addr
+    }
+
     pub fn cwmp_url(&self) -> String {
         format!("http://{}/", self.cwmp_addr)
     }

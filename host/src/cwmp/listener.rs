@@ -111,6 +111,7 @@ const OVER_CAPACITY: &[u8] =
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
+    tls: Option<Arc<crate::tls::Reloading>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let router = router(app.clone());
@@ -137,18 +138,38 @@ pub async fn serve(
                     (Ok(permit), Some(counted)) => {
                         let test_app = app.clone();
                         let gate_app = app.clone();
+                        let encrypted = tls.is_some();
                         let gate: framing::Gate<Gated> = Arc::new(move |head| {
                             let app = gate_app.clone();
-                            Box::pin(async move { gate(&app, peer, head).await })
+                            Box::pin(async move { gate(&app, peer, head, encrypted).await })
                         });
                         let (router, settings, trusted, stop) = (router.clone(), settings.clone(), trusted.clone(), for_connections.clone());
+                        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+                        let handshake = app.config.tls.handshake_timeout;
                         connections.spawn(async move {
-                            // A speed test's connection goes to the TR-143 endpoints, whose
-                            // bodies stream instead of being held.
-                            if super::tr143::sniff(&stream).await {
-                                super::tr143::serve(stream, test_app).await;
-                            } else {
-                                serve_connection(stream, peer, router, settings, gate, trusted, stop).await;
+                            let _ = stream.set_nodelay(true);
+                            match acceptor {
+                                // A speed test's connection goes to the TR-143 endpoints, whose
+                                // bodies stream instead of being held.
+                                None if super::tr143::sniff(&stream).await => super::tr143::serve(stream, test_app).await,
+                                None => serve_connection(stream, peer, false, router, settings, gate, trusted, stop).await,
+                                Some(acceptor) => {
+                                    // The handshake is bounded like a request's head: a client
+                                    // that stalls in it holds its place no longer.
+                                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                        Ok(Ok(mut stream)) => {
+                                            let (test, first) = super::tr143::sniff_read(&mut stream).await;
+                                            let stream = Replayed::new(first, stream);
+                                            if test {
+                                                super::tr143::serve(stream, test_app).await;
+                                            } else {
+                                                serve_connection(stream, peer, true, router, settings, gate, trusted, stop).await;
+                                            }
+                                        }
+                                        Ok(Err(error)) => tracing::debug!(%peer, "CWMP TLS handshake failed: {error}"),
+                                        Err(_) => tracing::debug!(%peer, "CWMP TLS handshake timed out"),
+                                    }
+                                }
                             }
                             drop((permit, counted));
                         });
@@ -174,19 +195,22 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
+    encrypted: bool,
     router: Router,
     settings: framing::Settings,
     gate: framing::Gate<Gated>,
     trusted_proxies: Arc<[std::net::IpAddr]>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     use tokio::io::AsyncWriteExt;
-    let _ = stream.set_nodelay(true);
     let idle = settings.idle;
-    let (from_cpe, mut to_cpe) = stream.into_split();
+    let (from_cpe, mut to_cpe) = tokio::io::split(stream);
     let (server_side, framer_side) = tokio::io::duplex(16 * 1024);
     let (mut responses, requests) = tokio::io::split(framer_side);
     let verdicts: framing::Verdicts<Gated> = Arc::default();
@@ -212,7 +236,7 @@ async fn serve_connection(
         // The last header line, as the framer reads it: a proxy appends its own.
         let forwarded_for =
             request.headers().get_all("x-forwarded-for").iter().next_back().and_then(|v| v.to_str().ok());
-        let origin = Origin::of(peer, forwarded_for, &trusted_proxies);
+        let origin = Origin::of(peer, forwarded_for, &trusted_proxies).over_tls(encrypted);
         request.extensions_mut().insert(origin);
         // One verdict per framed request, in order; none past a switch to pass-through.
         if let Some(verdict) = verdicts.lock().ok().and_then(|mut queue| queue.pop_front()) {
@@ -249,6 +273,61 @@ async fn serve_connection(
     let _ = outbound.await;
 }
 
+/// A stream whose first bytes were read already (to tell a test from CWMP), given back to its
+/// reader before the rest.
+struct Replayed<S> {
+    first: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Replayed<S> {
+    fn new(first: Vec<u8>, inner: S) -> Self {
+        Self { first, at: 0, inner }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Replayed<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.first.len() {
+            let n = buf.remaining().min(this.first.len() - this.at);
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replayed<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 async fn tower_call(
     router: Router,
     request: axum::http::Request<hyper::body::Incoming>,
@@ -260,6 +339,18 @@ async fn tower_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn replayed_bytes_come_before_the_rest() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut near, far) = tokio::io::duplex(64);
+        near.write_all(b" /cwmp HTTP/1.1").await.unwrap();
+        drop(near);
+        let mut replayed = Replayed::new(b"POST".to_vec(), far);
+        let mut all = String::new();
+        replayed.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "POST /cwmp HTTP/1.1");
+    }
 
     #[test]
     fn the_file_limit_keeps_a_reserve() {

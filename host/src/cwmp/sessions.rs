@@ -47,6 +47,8 @@ pub struct Origin {
     pub client: std::net::IpAddr,
     /// Through a trusted proxy: its upstream connections carry many clients' requests.
     pub proxied: bool,
+    /// Over TLS to this server (CPE Basic credentials are taken only then).
+    pub encrypted: bool,
 }
 
 impl Origin {
@@ -55,13 +57,18 @@ impl Origin {
     /// client put before it is the client's word.
     pub fn of(peer: SocketAddr, forwarded_for: Option<&str>, trusted_proxies: &[std::net::IpAddr]) -> Self {
         if !trusted_proxies.contains(&peer.ip()) {
-            return Self { peer, client: peer.ip(), proxied: false };
+            return Self { peer, client: peer.ip(), proxied: false, encrypted: false };
         }
         let client = forwarded_for
             .and_then(|value| value.rsplit(',').next())
             .and_then(|last| last.trim().parse().ok())
             .unwrap_or(peer.ip());
-        Self { peer, client, proxied: true }
+        Self { peer, client, proxied: true, encrypted: false }
+    }
+
+    /// The same origin, reached over TLS or not.
+    pub fn over_tls(self, encrypted: bool) -> Self {
+        Self { encrypted, ..self }
     }
 }
 
@@ -222,6 +229,7 @@ mod tests {
             peer: SocketAddr::from(([10, 0, 0, 1], port)),
             client: client.into(),
             proxied: true,
+            encrypted: false,
         };
         let opener = via(40000, [198, 51, 100, 4]);
         // Another pooled upstream connection, the same client: allowed even under "connection".
@@ -232,6 +240,7 @@ mod tests {
             peer: SocketAddr::from(([192, 0, 2, 1], port)),
             client: [192, 0, 2, 1].into(),
             proxied: false,
+            encrypted: false,
         };
         assert!(binding_allows(SessionBinding::Address, direct(1), direct(2)));
         assert!(!binding_allows(SessionBinding::Connection, direct(1), direct(2)));

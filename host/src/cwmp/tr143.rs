@@ -70,9 +70,21 @@ pub fn route<'a>(method: &Method, path: &'a str, query: Option<&str>, max: u64) 
     None
 }
 
+/// What a connection's first bytes say: a test (or file) request, CWMP, or not yet known.
+fn classify(seen: &[u8]) -> Option<bool> {
+    if is_test_request(seen) {
+        return Some(true);
+    }
+    let could_be = STREAMED.iter().any(|s| s.as_bytes().starts_with(seen));
+    (!could_be).then_some(false)
+}
+
+/// The most bytes [`classify`] needs.
+const SNIFFED: usize = 13;
+
 /// Waits for a connection's first bytes (without consuming them) to tell a test from CWMP.
 pub async fn sniff(stream: &tokio::net::TcpStream) -> bool {
-    let mut first = [0u8; 13];
+    let mut first = [0u8; SNIFFED];
     let deadline = tokio::time::Instant::now() + SNIFF_DEADLINE;
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
@@ -80,12 +92,10 @@ pub async fn sniff(stream: &tokio::net::TcpStream) -> bool {
         if n == 0 {
             return false;
         }
-        let seen = &first[..n];
-        if is_test_request(seen) {
-            return true;
+        if let Some(test) = classify(&first[..n]) {
+            return test;
         }
-        let could_be = STREAMED.iter().any(|s| s.as_bytes().starts_with(seen));
-        if !could_be || tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             return false;
         }
         // More of the line is on its way.
@@ -93,9 +103,30 @@ pub async fn sniff(stream: &tokio::net::TcpStream) -> bool {
     }
 }
 
+/// [`sniff`] over a stream that cannot be peeked (TLS): the first bytes are read, and given
+/// back to be read again before the rest of the stream.
+pub async fn sniff_read<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (bool, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; SNIFFED];
+    let mut n = 0;
+    let deadline = tokio::time::Instant::now() + SNIFF_DEADLINE;
+    while n < SNIFFED {
+        match tokio::time::timeout_at(deadline, stream.read(&mut first[n..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(read)) => n += read,
+        }
+        if let Some(test) = classify(&first[..n]) {
+            return (test, first[..n].to_vec());
+        }
+    }
+    (false, first[..n].to_vec())
+}
+
 /// Serves a test connection until it closes or its deadline passes.
-pub async fn serve(stream: tokio::net::TcpStream, app: Arc<App>) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve<S>(stream: S, app: Arc<App>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let service = hyper::service::service_fn(move |request| {
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(answer(&app, request).await) }
@@ -193,6 +224,16 @@ async fn discard(mut body: Incoming, max: u64) -> Result<u64, StatusCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_told_apart_by_its_first_bytes() {
+        assert_eq!(classify(b"GET /tr143/download/x"), Some(true));
+        assert_eq!(classify(b"HEAD /files/"), Some(true));
+        assert_eq!(classify(b"POST /cwmp"), Some(false));
+        assert_eq!(classify(b"POST / HTTP/1.1"), Some(false));
+        assert_eq!(classify(b"GET /tr"), None, "more to read");
+        assert_eq!(classify(b"P"), None);
+    }
 
     #[test]
     fn only_the_two_endpoints_with_a_plain_token_are_served() {

@@ -458,6 +458,7 @@ impl Running {
             quirks: self.fleet.quirks.clone(),
             ask_for_challenge: self.fleet.quirks.challenge_with_empty_post
                 && (self.fleet.config.acs_username.is_some() || self.fleet.config.acs_password.is_some()),
+            tls: self.fleet.config.tls.clone(),
         };
         let (report, after) = session::run(&settings, &self.shared.state, self.shared.index, seq).await;
         drop(permit);

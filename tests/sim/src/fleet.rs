@@ -89,6 +89,43 @@ pub struct FleetConfig {
     pub quirks: Quirks,
     /// How the fleet's devices fail a firmware upgrade, if they do.
     pub firmware_failure: Option<crate::transfer::FirmwareFailure>,
+    /// TLS to an `https://` ACS: the CA its certificate must chain to, and for mutual TLS the
+    /// devices' certificate ([`client_tls`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// How devices check an `https://` ACS: against the CA certificates (PEM) in `ca`, presenting
+/// `identity` (a certificate chain and its key, PEM) when the ACS asks for one.
+pub fn client_tls(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+        roots.add(cert.with_context(|| format!("reading {}", ca.display()))?)?;
+    }
+    // ring: no C toolchain beyond what ring builds itself. Its provider has no post-quantum
+    // key exchange, which rustls now flags; aws-lc-rs has it, at the price of cmake.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    };
+    Ok(Arc::new(config))
 }
 
 impl FleetConfig {
@@ -124,6 +161,7 @@ impl FleetConfig {
             history: 64,
             quirks: Quirks::default(),
             firmware_failure: None,
+            tls: None,
         }
     }
 }

@@ -112,6 +112,15 @@ struct Cli {
     /// HTTP timeout towards the ACS, in seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// For an `https://` ACS: the CA certificates (PEM) its certificate must chain to.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+    /// For mutual TLS: the devices' certificate chain (PEM), presented when the ACS asks.
+    #[arg(long, requires_all = ["client_key", "ca_file"])]
+    client_cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
 }
 
 /// An OUI is six hexadecimal digits (TR-069 DeviceIdStruct), written in capitals.
@@ -184,6 +193,10 @@ async fn main() -> anyhow::Result<()> {
     config.max_concurrent_sessions = cli.concurrency.max(1);
     config.http_timeout = seconds(cli.timeout, "timeout")?;
     config.history = 1;
+    if let Some(ca) = &cli.ca_file {
+        let identity = cli.client_cert.as_deref().zip(cli.client_key.as_deref());
+        config.tls = Some(roost_sim::fleet::client_tls(ca, identity).context("--ca-file")?);
+    }
     config.first_contact = match cli.first {
         First::Bootstrap => FirstContact::Bootstrap,
         First::Boot => FirstContact::Boot,

@@ -152,6 +152,8 @@ pub(crate) struct SessionSettings {
     /// [`Quirks::challenge_with_empty_post`] applies: the quirk is on and the fleet gave the
     /// devices ACS credentials.
     pub ask_for_challenge: bool,
+    /// For an `https://` ACS (see [`crate::fleet::FleetConfig::tls`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Where a session's HTTP goes and with which credentials, read from the device's tree at
@@ -292,7 +294,7 @@ pub(crate) async fn run(
                 target.push_str(query);
             }
             Ok(Exchange {
-                transport: Transport::new(&url, settings.http_timeout)?,
+                transport: Transport::new(&url, settings.http_timeout, settings.tls.as_ref())?,
                 target,
                 username: prepared.username.clone(),
                 password: prepared.password.clone(),

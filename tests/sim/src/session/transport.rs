@@ -7,6 +7,7 @@
 //! cookies) cannot tell from a protocol violation. So each session gets its own connection,
 //! reopened only if the ACS closes it between requests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,15 +40,26 @@ pub(crate) struct Transport {
     port: u16,
     authority: String,
     timeout: Duration,
+    /// For `https://`: how the ACS is checked (its CA) and, for mutual TLS, this device's
+    /// certificate.
+    tls: Option<Arc<rustls::ClientConfig>>,
     connection: Option<Connection>,
 }
 
 impl Transport {
-    pub fn new(url: &reqwest::Url, timeout: Duration) -> Result<Self, SessionError> {
-        if url.scheme() != "http" {
-            // No TLS stack in the simulator: TLS belongs to the ACS's own tests.
-            return Err(SessionError::BadUrl(format!("{url}: only http:// is supported")));
-        }
+    pub fn new(
+        url: &reqwest::Url,
+        timeout: Duration,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, SessionError> {
+        let tls = match (url.scheme(), tls) {
+            ("http", _) => None,
+            ("https", Some(tls)) => Some(tls.clone()),
+            ("https", None) => {
+                return Err(SessionError::BadUrl(format!("{url}: https needs the ACS's CA (--ca-file)")));
+            }
+            _ => return Err(SessionError::BadUrl(format!("{url}: http:// or https:// only"))),
+        };
         let host = url.host_str().ok_or_else(|| SessionError::BadUrl(url.to_string()))?;
         let port = url.port_or_known_default().unwrap_or(80);
         let authority = match url.port() {
@@ -56,7 +68,7 @@ impl Transport {
         };
         // `Url` keeps IPv6 literals bracketed; the socket API wants them bare.
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        Ok(Self { host, port, authority, timeout, connection: None })
+        Ok(Self { host, port, authority, timeout, tls, connection: None })
     }
 
     async fn connect(&self) -> Result<Connection, SessionError> {
@@ -65,7 +77,22 @@ impl Transport {
             .map_err(|e| SessionError::Transport(format!("connecting to {}: {e}", self.authority)))?;
         // Each CWMP message is one small write; do not let Nagle hold it back.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        let Some(tls) = &self.tls else { return self.speak(stream).await };
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| SessionError::BadUrl(format!("{}: {e}", self.host)))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| SessionError::Transport(format!("TLS handshake with {}: {e}", self.authority)))?;
+        self.speak(stream).await
+    }
+
+    /// HTTP/1.1 over an open connection, plain or TLS.
+    async fn speak<T>(&self, io: T) -> Result<Connection, SessionError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, connection) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| SessionError::Transport(format!("HTTP handshake with {}: {e}", self.authority)))?;
         let driver = tokio::spawn(async move {
