@@ -6,7 +6,7 @@
 #
 #   scripts/bench.sh [sqlite|postgres|all] [--devices 100000] [--full-trees 10000] [--duration 30]
 #                    [--rate 2000] [--ceiling-concurrency 32] [--model tr098] [--no-ops]
-#                    [--presets health] [--ceiling-only] [--warmup 10]
+#                    [--presets health] [--ceiling-only] [--warmup 10] [--tls]
 #
 # After a warm-up (--warmup seconds, default 10), two runs per database: "rate" (every device
 # informs once per interval, interval chosen so that the fleet offers --rate sessions/s) and
@@ -20,6 +20,10 @@
 # it), so a warm-up of fewer than about three sessions per device measures that transition.
 # The simulator runs on the same machine and shares its cores with the server.
 # --ceiling-only skips the rate run (for quick comparisons while optimising).
+# --tls adds a third run after the others: the server restarted with TLS on its CWMP listener
+# (a CA and certificate made by `roost-bench cert`), warmed up again, and the ceiling run over
+# HTTPS, each session a new TCP connection and TLS handshake (resumed when the simulator holds
+# a ticket, as firmware that keeps one does), beside the plain ceiling of the same run.
 #
 # Environment: ROOST_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test; a
 # database roost_bench_<pid> is created next to it and dropped afterwards), ROOST_BENCH_DIR
@@ -44,6 +48,10 @@ ops=1
 presets=""
 ceiling_only=0
 warmup=10
+tls=0
+# The scheme roost-sim speaks, and what it needs for https.
+acs_scheme=http
+sim_tls=()
 prefix=BENCH
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,6 +65,7 @@ while [ $# -gt 0 ]; do
     --no-ops) ops=0 ;;
     --presets) presets=$2; shift ;;
     --ceiling-only) ceiling_only=1 ;;
+    --tls) tls=1 ;;
     --warmup) warmup=$2; shift ;;
     -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -155,14 +164,14 @@ wait_healthy() {
   return 1
 }
 
-start_server() { # start_server <database url> <cwmp port> <http port>
+start_server() { # start_server <database url> <cwmp port> <http port> [more roost serve flags]
   # Each simulated session is a TCP connection of its own, as with real firmware: allow as many
   # descriptors as a production unit would have (a service manager's LimitNOFILE), or at least
   # the hard limit where raising it is not permitted.
   (
     ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     ROOST_LOG=warn exec $bin/roost serve --cpe-auth open --data-dir "$tmp/data" --database-url "$1" \
-      --cwmp-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3"
+      --cwmp-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3" "${@:4}"
   ) >>"$tmp/server.log" 2>&1 &
   server_pid=$!
   wait_healthy "$3"
@@ -205,7 +214,7 @@ run_sim() {
   time_wait=$(settle)
   busy_before=$(quiet)
   : >"$tmp/$label.samples"
-  $bin/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
+  $bin/roost-sim --acs "$acs_scheme://127.0.0.1:$cwmp_port/" "${sim_tls[@]}" --model "$model" --serial-prefix "$prefix" \
     --first periodic --cr-listen "127.0.0.1:$cr_port" --duration "$duration" "$@" \
     >"$tmp/$label.sim.log" 2>"$tmp/$label.sim.err" &
   sim_pid=$!
@@ -324,6 +333,17 @@ ops_sqlite() {
     }' "$tmp/gdb.log"
 }
 
+# A warm server: connection pools filled, statements prepared, pages cached, as in production.
+warm_up() {
+  echo "warm-up: $warmup s of back-to-back sessions (not measured)"
+  $bin/roost-sim --acs "$acs_scheme://127.0.0.1:$cwmp_port/" "${sim_tls[@]}" --model "$model" --serial-prefix "$prefix" \
+    --first periodic --cr-listen "127.0.0.1:$cr_port" --devices "$devices" --interval 1 --jitter 0 \
+    --start immediate --concurrency "$ceiling_concurrency" --duration "$warmup" >"$tmp/warmup.log" 2>&1 &
+  sim_pid=$!
+  wait "$sim_pid" || { echo "roost-sim warm-up failed:" >&2; tail -n 20 "$tmp/warmup.log" >&2; return 1; }
+  sim_pid=""
+}
+
 run_backend() {
   local backend=$1
   tmp=$(mktemp -d "$work_root/roost-bench.XXXXXX")
@@ -387,14 +407,7 @@ run_backend() {
   idle_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status")
   since=$(now_ms)
 
-  # A warm server: connection pools filled, statements prepared, pages cached, as in production.
-  echo "warm-up: $warmup s of back-to-back sessions (not measured)"
-  $bin/roost-sim --acs "http://127.0.0.1:$cwmp_port/" --model "$model" --serial-prefix "$prefix" \
-    --first periodic --cr-listen "127.0.0.1:$cr_port" --devices "$devices" --interval 1 --jitter 0 \
-    --start immediate --concurrency "$ceiling_concurrency" --duration "$warmup" >"$tmp/warmup.log" 2>&1 &
-  sim_pid=$!
-  wait "$sim_pid" || { echo "roost-sim warm-up failed:" >&2; tail -n 20 "$tmp/warmup.log" >&2; return 1; }
-  sim_pid=""
+  warm_up || return 1
 
   if [ "$ceiling_only" = 0 ]; then
     echo "run rate: $devices devices, interval ${interval}s → ~$offered sessions/s offered, ${duration}s"
@@ -430,6 +443,22 @@ run_backend() {
   ops_out=$(cat "$tmp/ops.txt")
   stop "$server_pid"; server_pid=""
 
+  local runs="rate ceiling"
+  if [ "$tls" = 1 ]; then
+    $bin/roost-bench cert --dir "$tmp/tls"
+    printf '[tls]\ncwmp_cert = "%s"\ncwmp_key = "%s"\n' "$tmp/tls/server.pem" "$tmp/tls/server.key" >"$tmp/tls.toml"
+    start_server "$url" "$cwmp_port" "$http_port" --config "$tmp/tls.toml"
+    acs_scheme=https
+    sim_tls=(--ca-file "$tmp/tls/ca.pem")
+    warm_up || return 1
+    echo "run ceiling-tls: as ceiling, over TLS"
+    run_sim ceiling-tls --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+    acs_scheme=http
+    sim_tls=()
+    stop "$server_pid"; server_pid=""
+    runs="rate ceiling ceiling-tls"
+  fi
+
   local size
   case "$backend" in
     sqlite)
@@ -441,19 +470,23 @@ run_backend() {
 
   {
     echo "seeding: ${seed_s}s ($(grep -o 'parameters=[0-9]*' "$tmp/seed.log" | tail -n 1 | cut -d= -f2) parameter rows); database size after the runs: $size"
-    printf '%-8s %10s %10s %9s %8s %8s %8s %9s %10s %8s %8s %8s %8s\n' run offered/s sessions/s steady/s p50_ms p99_ms \
+    printf '%-11s %10s %10s %9s %8s %8s %8s %9s %10s %8s %8s %8s %8s\n' run offered/s sessions/s steady/s p50_ms p99_ms \
       max_ms failures server_cpu sim_cpu pg_cpu other busy
     local label
-    for label in rate ceiling; do
+    for label in $runs; do
       local r="$tmp/$label.result" offered_label="-"
       [ "$label" = rate ] && offered_label=$offered
-      printf '%-8s %10s %10s %9s %8s %8s %8s %9s %10s %8s %8s %8s %8s\n' "$label" "$offered_label" \
+      printf '%-11s %10s %10s %9s %8s %8s %8s %9s %10s %8s %8s %8s %8s\n' "$label" "$offered_label" \
         "$(field "$r" sessions_per_s)" "$(field "$r" steady_per_s)" "$(field "$r" p50_ms)" "$(field "$r" p99_ms)" \
         "$(field "$r" max_ms)" \
         "$(field "$r" failures)" "$(field "$r" server_cpu)" "$(field "$r" sim_cpu)" \
         "$([ "$backend" = postgres ] && field "$r" postgres_cpu || echo -)" "$(field "$r" other_cpu)" \
         "$(field "$r" machine_busy)"
     done
+    if [ "$tls" = 1 ]; then
+      awk -v t="$(field "$tmp/ceiling-tls.result" sessions_per_s)" -v p="$(field "$tmp/ceiling.result" sessions_per_s)" \
+        'BEGIN { if (p > 0) printf "TLS ceiling: %.0f %% of the plain ceiling of this run\n", 100 * t / p }'
+    fi
     echo "server RSS: idle $(mib "$idle_rss"), end of rate run $(mib "$(field "$tmp/rate.result" rss_end_kib)"), end of ceiling run $(mib "$(field "$tmp/ceiling.result" rss_end_kib)"), peak (VmHWM) $(mib "$peak_kib")"
     echo "server open file descriptors: end of rate run $(field "$tmp/rate.result" fds_end), end of ceiling run $(field "$tmp/ceiling.result" fds_end), after both runs $fds_after (CLOSE-WAIT sockets: $close_wait)"
     echo "CPU columns: % of one CPU (the machine has $(nproc)); other = everything else on the machine, kernel network work included; busy = the whole machine"

@@ -11,6 +11,7 @@
 //!   Roost issues; `ops-report` sums a time window of that trace per session.
 //! - `plugins` measures the plugin runtime: compile, instantiate, provision runs and rounds.
 //! - `ports` prints free loopback TCP ports for the script to use.
+//! - `cert` writes a CA and a server certificate it signed, for the TLS runs.
 //! - `speed-test` runs TR-143 speed tests through Roost's own endpoints (`scripts/bench-speed.sh`).
 //! - `webhooks` measures webhook delivery: a burst of events to a loopback receiver.
 //! - `rollout` runs a staged firmware rollout over a simulated fleet and times its batches.
@@ -186,6 +187,12 @@ enum Command {
     /// A staged firmware rollout over simulated devices of two models, through a server in this
     /// process: whether each batch started when it was due.
     Rollout(rollout::Plan),
+    /// Write a test CA (`ca.pem`) and a server certificate for localhost and 127.0.0.1 it
+    /// signed (`server.pem`, `server.key`) into `--dir`: TLS runs of the benchmark.
+    Cert {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Print free TCP ports on 127.0.0.1, one per line.
     Ports {
         #[arg(long, default_value_t = 1)]
@@ -277,6 +284,7 @@ async fn main() -> Result<()> {
             webhooks::run(webhooks::Plan { database_url, events, subjects }).await
         }
         Command::Rollout(plan) => rollout::run(plan).await,
+        Command::Cert { dir } => write_certificates(&dir),
         Command::Ports { count } => {
             // Held together so the ports differ; released on return for the caller to bind.
             let listeners = (0..count)
@@ -288,4 +296,22 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A CA and a server certificate (ECDSA P-256, as a CA would issue today) for the TLS runs.
+fn write_certificates(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "roost-bench CA");
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key)?.pem())?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let mut server = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    server.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    std::fs::write(dir.join("server.pem"), server.signed_by(&key, &issuer)?.pem())?;
+    std::fs::write(dir.join("server.key"), key.serialize_pem())?;
+    Ok(())
 }
