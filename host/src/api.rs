@@ -55,6 +55,8 @@ pub fn router(app: Arc<App>) -> Router {
     };
     routes
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(serve_document))
         .route("/api/docs", get(|| async { axum::response::Html(openapi::DOCS_PAGE) }))
         // The portal's files and pages; the API's 404 for anything else.
@@ -213,15 +215,106 @@ pub async fn take_slot(State(app): State<Arc<App>>, request: Request, next: Next
 
 /// 200 once the database answers; 503 otherwise, so load balancers route around a replica that
 /// lost its database.
-async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    match app.api_store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok"),
-        Err(error) => {
-            tracing::warn!("health check: {error:#}");
+/// Alive: the process answers. A liveness probe restarts what fails it, and a database outage
+/// is not mended by restarting Roost, so the database is not asked here (see [`readyz`]).
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}
+
+/// Ready to serve: the database answers and the server is not draining. Migrations run before
+/// the listener serves, so a replica starting (or waiting for another's migrations) is not
+/// ready either: its probe is not answered yet.
+async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    if app.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    match tokio::time::timeout(READY_CHECK, app.api_store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready"),
+        Ok(Err(error)) => {
+            tracing::warn!("readiness check: {error:#}");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database not answering"),
     }
 }
+
+/// The process's metrics in Prometheus text format, to a scraper with the `[metrics] token` or,
+/// without one configured, on a loopback or private address.
+async fn metrics(
+    State(app): State<Arc<App>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !may_scrape(app.config.metrics.token.as_deref(), presented, peer.ip()) {
+        return ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "Metrics are for the platform's scraper")
+            .into_response();
+    }
+    let text = app.metrics.render(|out| {
+        crate::metrics::gauge(
+            out,
+            "roost_cwmp_sessions_live",
+            "CWMP sessions open now",
+            &[("", app.sessions.len() as f64)],
+        );
+        let mut pools = Vec::new();
+        for (name, store) in [("cwmp", &app.store), ("api", &app.api_store)] {
+            let (open, idle) = store.pool_connections();
+            pools.push((format!("pool=\"{name}\",state=\"idle\""), idle as f64));
+            pools.push((format!("pool=\"{name}\",state=\"in_use\""), open.saturating_sub(idle as u32) as f64));
+        }
+        let pools: Vec<(&str, f64)> = pools.iter().map(|(labels, value)| (labels.as_str(), *value)).collect();
+        crate::metrics::gauge(out, "roost_db_pool_connections", "Database connections of each pool, by state", &pools);
+        crate::metrics::gauge(
+            out,
+            "roost_draining",
+            "1 while the server drains for a stop",
+            &[("", f64::from(u8::from(app.is_draining())))],
+        );
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// Whether a scraper may read the metrics: with the configured token (compared in constant
+/// time), or, when none is configured, from a loopback or private address.
+fn may_scrape(token: Option<&str>, authorization: Option<&str>, client: std::net::IpAddr) -> bool {
+    match token {
+        Some(token) => authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .is_some_and(|presented| roost_http::digest::constant_time_eq(presented, token)),
+        None => match client.to_canonical() {
+            std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+            std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+        },
+    }
+}
+
+#[cfg(test)]
+mod scrape_tests {
+    use super::may_scrape;
+
+    #[test]
+    fn without_a_token_only_loopback_and_private_addresses_scrape() {
+        for near in ["127.0.0.1", "10.1.2.3", "192.168.0.9", "172.20.0.1", "::1", "fd00::5", "::ffff:10.0.0.1"] {
+            assert!(may_scrape(None, None, near.parse().unwrap()), "{near}");
+        }
+        for far in ["203.0.113.5", "8.8.8.8", "2001:db8::1", "::ffff:203.0.113.5"] {
+            assert!(!may_scrape(None, None, far.parse().unwrap()), "{far}");
+        }
+    }
+
+    #[test]
+    fn with_a_token_the_token_and_nothing_else() {
+        let far = "203.0.113.5".parse().unwrap();
+        assert!(may_scrape(Some("s3cret"), Some("Bearer s3cret"), far));
+        assert!(!may_scrape(Some("s3cret"), Some("Bearer s3cre"), far));
+        assert!(!may_scrape(Some("s3cret"), None, "127.0.0.1".parse().unwrap()), "the token is asked of everyone");
+    }
+}
+
+/// How long the readiness check waits for the database: a probe has its own timeout, and an
+/// answer is better than none.
+const READY_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `limit` and `cursor` of every list.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -65,6 +65,8 @@ pub struct App {
     /// File uploads in flight: they stream past the API's admission slots (`take_slot`), which
     /// buffer a body, so they are bounded here.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// What `GET /metrics` reports of this process.
+    pub metrics: crate::metrics::Metrics,
     draining: AtomicBool,
 }
 
@@ -144,6 +146,7 @@ impl App {
             connection_request_breakers,
             files,
             upload_slots: Arc::new(tokio::sync::Semaphore::new(crate::files::CONCURRENT_UPLOADS)),
+            metrics: crate::metrics::Metrics::default(),
             draining: AtomicBool::new(false),
             listening: std::sync::OnceLock::new(),
         })
@@ -237,12 +240,13 @@ impl Server {
             }
             Some(tls) => {
                 let handshake = app.config.tls.handshake_timeout;
+                let counted = app.clone();
                 tasks.spawn(async move {
                     let closing = async move {
                         let _ = signal.wait_for(|stop| *stop).await;
                         streams.live.close();
                     };
-                    serve_https(http_listener, api_router, tls, handshake, closing).await
+                    serve_https(http_listener, api_router, tls, handshake, counted, closing).await
                 });
             }
         }
@@ -262,7 +266,7 @@ impl Server {
                     _ = tick.tick() => {}
                     _ = signal.changed() => return Ok(()),
                 }
-                let dropped = sweeper_app.sessions.sweep(Instant::now(), None).await;
+                let dropped = sweeper_app.sessions.sweep(Instant::now(), None, &sweeper_app.metrics).await;
                 cwmp::wind_up(&sweeper_app, dropped).await;
             }
         });
@@ -282,7 +286,7 @@ impl Server {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while !self.app.sessions.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let dropped = self.app.sessions.sweep(Instant::now(), Some(DRAIN_IDLE)).await;
+            let dropped = self.app.sessions.sweep(Instant::now(), Some(DRAIN_IDLE), &self.app.metrics).await;
             cwmp::wind_up(&self.app, dropped).await;
         }
         let _ = self.stop.send(true);
@@ -328,6 +332,7 @@ async fn serve_https(
     router: axum::Router,
     tls: Arc<crate::tls::Reloading>,
     handshake: Duration,
+    app: Arc<App>,
     closing: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
@@ -344,13 +349,19 @@ async fn serve_https(
                         continue;
                     }
                 };
-                let (acceptor, router, mut stopped) = (tls.acceptor(), router.clone(), stopped.clone());
+                let (acceptor, router, mut stopped, app) = (tls.acceptor(), router.clone(), stopped.clone(), app.clone());
                 connections.spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => return tracing::debug!(%peer, "HTTPS handshake failed: {error}"),
-                        Err(_) => return tracing::debug!(%peer, "HTTPS handshake timed out"),
+                        Ok(Err(error)) => {
+                            app.metrics.tls_handshake_failures.inc("http");
+                            return tracing::debug!(%peer, "HTTPS handshake failed: {error}");
+                        }
+                        Err(_) => {
+                            app.metrics.tls_handshake_failures.inc("http");
+                            return tracing::debug!(%peer, "HTTPS handshake timed out");
+                        }
                     };
                     let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(axum::extract::ConnectInfo(peer));

@@ -89,6 +89,7 @@ pub struct Config {
     pub rollouts: RolloutSettings,
     pub events: EventSettings,
     pub tls: TlsSettings,
+    pub metrics: MetricsSettings,
     /// Where the built portal is (`index.html` and `assets/`); none: no portal.
     pub web_dir: Option<PathBuf>,
 }
@@ -384,6 +385,16 @@ impl Default for EventSettings {
     }
 }
 
+/// `[metrics]`: who may read `GET /metrics` on the HTTP listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A scraper presenting `Authorization: Bearer <token>` may read the metrics from anywhere.
+    /// Without it, only clients on loopback and private addresses may (a Prometheus beside
+    /// Roost, in its cluster or its network): the figures are the whole platform's.
+    pub token: Option<String>,
+}
+
 /// `[tls]`: the listeners' certificates. `cert` and `key` serve both listeners unless one has
 /// its own pair (`cwmp_cert`/`cwmp_key`, `http_cert`/`http_key`); a listener with none speaks
 /// plain HTTP.
@@ -493,6 +504,7 @@ struct FileConfig {
     rollouts: RolloutSettings,
     events: EventSettings,
     tls: TlsSettings,
+    metrics: MetricsSettings,
 }
 
 impl Config {
@@ -531,6 +543,7 @@ impl Config {
             rollouts: file.rollouts,
             events: file.events,
             tls,
+            metrics: file.metrics,
             plugins: PluginSettings {
                 install_dir: args
                     .plugins_dir
@@ -563,6 +576,7 @@ impl Config {
             rollouts: RolloutSettings::default(),
             events: EventSettings::default(),
             tls: TlsSettings::default(),
+            metrics: MetricsSettings::default(),
             web_dir: None,
         }
     }

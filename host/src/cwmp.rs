@@ -236,6 +236,14 @@ async fn with_org(
 
 /// The answer to a request the gate refused, if it did.
 fn refusal(app: &App, origin: Origin, gated: &Gated) -> Option<Response> {
+    let reason = match gated {
+        Gated::Admitted | Gated::Authenticated(_) => return None,
+        Gated::Challenge { .. } => "challenged",
+        Gated::Throttled => "throttled",
+        Gated::TooLarge => "too_large",
+        Gated::Busy => "busy",
+    };
+    app.metrics.cpe_refusals.inc(reason);
     Some(match gated {
         Gated::Admitted | Gated::Authenticated(_) => return None,
         Gated::Challenge { stale } => unauthorized(app, origin.client, *stale),
@@ -316,6 +324,8 @@ async fn handle(
     let mut live = live.lock().await;
     let reply = continue_session(&app, &mut live, envelope, now).await;
     if reply.ends_session() || live.cwmp.is_ended() {
+        app.metrics.sessions_ended.inc("completed");
+        app.metrics.session_seconds.observe(live.started.elapsed());
         drop(live);
         app.sessions.remove(&token);
     }
@@ -497,6 +507,10 @@ async fn start_session(
         }
     }
     let reply = cwmp.accept_inform(turn);
+    app.metrics.sessions_started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for event in &inform.events {
+        app.metrics.informs.inc(&event.code);
+    }
     let token = new_token();
     let previous = app.sessions.insert(
         token.clone(),
@@ -513,9 +527,11 @@ async fn start_session(
                 .issuing_own_credential(own_credential == Some(OwnCredential::Issue)),
             ),
             peer,
+            started: now,
         },
     );
     if let Some(previous) = previous {
+        app.metrics.sessions_ended.inc("replaced");
         let driver = previous.lock().await.driver.take();
         wind_up(&app, driver.into_iter().collect()).await;
     }

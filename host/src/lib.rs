@@ -18,6 +18,7 @@ pub mod fault_code;
 pub mod files;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod permissions;
 pub mod plugins;
 pub mod portal;

@@ -311,6 +311,21 @@ impl Store {
         self.statements.load(Ordering::Relaxed)
     }
 
+    /// The pool's connections: open, and idle among them (`/metrics`).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => (0, 0),
+        }
+    }
+
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }

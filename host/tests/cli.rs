@@ -77,6 +77,8 @@ fn serve_users_orgs_and_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let readiness = http(http_port, "GET /readyz HTTP/1.0\r\n\r\n").unwrap();
+    assert!(readiness.contains(" 200 ") && readiness.ends_with("ready"), "{readiness}");
 
     let body = r#"{"email":"root@example.com","password":"long-enough-password"}"#;
     let login = http(

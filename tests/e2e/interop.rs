@@ -773,12 +773,18 @@ on_both_backends! {
     }
 }
 
-/// A lost database: the API says so with 503 and `Retry-After`, not 500, and recovers by itself.
+/// A lost database: the API says so with 503 and `Retry-After`, not 500, and recovers by itself;
+/// the replica is not ready meanwhile (`/readyz`), and alive throughout (`/healthz`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_503_while_the_database_is_lost() {
     let h = Harness::start(Backend::Postgres).await;
     let (status, _) = h.get("/api/v1/devices").await;
     assert_eq!(status, StatusCode::OK);
+    let probe = |path: &'static str| {
+        let (http, url) = (h.http.clone(), h.url(path));
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(probe("/readyz").await, StatusCode::OK);
     // No new connections, and the open ones are gone: the server's pool finds nothing that works.
     h.postgres_admin("ALTER DATABASE {db} ALLOW_CONNECTIONS false").await;
     h.postgres_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'").await;
@@ -788,6 +794,8 @@ async fn the_api_answers_503_while_the_database_is_lost() {
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let problem: JsonValue = response.json().await.unwrap();
     assert_eq!(problem["code"], "database_unavailable", "{problem}");
+    assert_eq!(probe("/readyz").await, StatusCode::SERVICE_UNAVAILABLE, "not ready without its database");
+    assert_eq!(probe("/healthz").await, StatusCode::OK, "alive: a restart would not bring the database back");
     h.postgres_admin("ALTER DATABASE {db} ALLOW_CONNECTIONS true").await;
     let mut recovered = false;
     for _ in 0..50 {
@@ -798,5 +806,6 @@ async fn the_api_answers_503_while_the_database_is_lost() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(recovered, "the API recovers once the database is back");
+    assert_eq!(probe("/readyz").await, StatusCode::OK, "ready again");
     h.finish().await;
 }

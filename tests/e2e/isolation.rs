@@ -1780,6 +1780,8 @@ const UNAUTHENTICATED: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/docs"),
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
 ];
 
 /// A path template with its parameters' names dropped (`/devices/{}`), so that the document and

@@ -16,6 +16,7 @@ mod interop;
 mod isolation;
 mod live;
 mod nbi;
+mod observability;
 mod onboarding;
 mod openapi;
 mod plugins;

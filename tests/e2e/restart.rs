@@ -58,3 +58,34 @@ on_both_backends! {
         h.finish().await;
     }
 }
+
+/// A replica draining for a stop is not ready (a load balancer sends it nothing new) while its
+/// sessions in flight finish, and is alive all along.
+#[tokio::test]
+async fn a_draining_server_is_not_ready_while_its_sessions_finish() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = roost::config::Config::for_loopback(data.path().to_owned(), None);
+    config.cwmp.auth = roost::config::CpeAuthMode::Open;
+    let server = roost::app::Server::start(config).await.unwrap();
+    let (cwmp, http) = (format!("http://{}/", server.cwmp_addr), server.http_addr);
+    let probe =
+        |path: &'static str| async move { reqwest::get(format!("http://{http}{path}")).await.unwrap().status() };
+    assert_eq!(probe("/readyz").await, StatusCode::OK);
+    // A session in flight: the Inform answered, the CPE's empty POST not sent yet.
+    let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
+    let mut cpe = RawCpe::connect(&cwmp).await;
+    assert_eq!(cpe.post("/", &inform, &[("Content-Type", "text/xml")], false).await.status, 200);
+    let stopping = tokio::spawn(server.shutdown());
+    let mut draining = false;
+    for _ in 0..50 {
+        if probe("/readyz").await == StatusCode::SERVICE_UNAVAILABLE {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(draining, "a draining server says it is not ready");
+    assert_eq!(probe("/healthz").await, StatusCode::OK, "and is alive");
+    cpe.end_session("/").await;
+    stopping.await.unwrap().unwrap();
+}

@@ -37,6 +37,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Its kind, as `/metrics` counts it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::NoUrl => "no_url",
+            Self::NoCredentials => "no_credentials",
+            Self::Unauthorized => "unauthorized",
+            Self::Throttled => "throttled",
+            Self::Status { .. } => "status",
+            Self::Unreachable { .. } => "unreachable",
+        }
+    }
+
     pub fn as_record(&self) -> String {
         match self {
             Self::Accepted => "accepted".into(),
@@ -77,6 +90,7 @@ pub async fn send_unless_silent(app: &Arc<App>, device: &Device) -> anyhow::Resu
 
 async fn record(app: &Arc<App>, device: &Device, outcome: Outcome) -> anyhow::Result<Outcome> {
     tracing::info!(device = %device.device_id, outcome = %outcome.as_record(), "connection request");
+    app.metrics.connection_requests.inc(outcome.label());
     devices::record_connection_request(&app.store, device.id, now_millis(), &outcome.as_record()).await?;
     Ok(outcome)
 }

@@ -166,8 +166,14 @@ pub async fn serve(
                                                 serve_connection(stream, peer, true, router, settings, gate, trusted, stop).await;
                                             }
                                         }
-                                        Ok(Err(error)) => tracing::debug!(%peer, "CWMP TLS handshake failed: {error}"),
-                                        Err(_) => tracing::debug!(%peer, "CWMP TLS handshake timed out"),
+                                        Ok(Err(error)) => {
+                                            test_app.metrics.tls_handshake_failures.inc("cwmp");
+                                            tracing::debug!(%peer, "CWMP TLS handshake failed: {error}");
+                                        }
+                                        Err(_) => {
+                                            test_app.metrics.tls_handshake_failures.inc("cwmp");
+                                            tracing::debug!(%peer, "CWMP TLS handshake timed out");
+                                        }
                                     }
                                 }
                             }

@@ -16,6 +16,8 @@ pub(super) struct Live {
     pub(super) cwmp: Session,
     pub(super) driver: Option<Driver>,
     pub(super) peer: SocketAddr,
+    /// When its Inform came (its duration, for `/metrics`).
+    pub(super) started: Instant,
 }
 
 /// Live sessions by cookie token; by connection for CPEs without cookies; by device, so that a
@@ -162,7 +164,12 @@ impl Sessions {
     /// Drops sessions silent past their timeout, or past `idle_cap` when given (while draining
     /// for shutdown, a CPE silent for seconds is gone, not slow); returns their drivers, whose
     /// work in flight died with the session.
-    pub async fn sweep(&self, now: Instant, idle_cap: Option<std::time::Duration>) -> Vec<Driver> {
+    pub async fn sweep(
+        &self,
+        now: Instant,
+        idle_cap: Option<std::time::Duration>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Vec<Driver> {
         let candidates: Vec<(String, Arc<tokio::sync::Mutex<Live>>)> = match self.inner.lock() {
             Ok(maps) => maps.by_token.iter().map(|(t, e)| (t.clone(), e.live.clone())).collect(),
             Err(_) => return Vec::new(),
@@ -178,6 +185,7 @@ impl Sessions {
                 if let Some(driver) = live.driver.take() {
                     if !ended {
                         tracing::info!(device = %driver.device().device_id, task = ?driver.current_task(), "session timed out");
+                        metrics.sessions_ended.inc("timed_out");
                     }
                     dropped.push(driver);
                 }

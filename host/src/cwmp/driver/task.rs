@@ -185,12 +185,14 @@ impl Driver {
             Ok(value) => {
                 let result = if value.is_null() { json!({}) } else { value.clone() };
                 tasks::mark_done(&app.store, run.task.id, Some(&result)).await?;
+                app.metrics.tasks.inc(&run.task.name, "done");
             }
             Err(fault) => {
                 let failure =
                     Failure { code: fault.code, message: fault.message.clone(), detail: fault.detail.clone() };
                 tasks::mark_fault(&app.store, &run.task, failure.code, &failure.message, failure.detail.as_ref())
                     .await?;
+                app.metrics.tasks.inc(&run.task.name, "fault");
             }
         }
         if matches!(run.spec, TaskSpec::StartDiagnostic(_) | TaskSpec::CollectDiagnostic(_))
@@ -299,6 +301,7 @@ impl Driver {
             }
             Outcome::Done(result) => {
                 tasks::mark_done(&app.store, run.task.id, Some(&result)).await?;
+                app.metrics.tasks.inc(&run.task.name, "done");
                 app.task_finished(run.task.id);
                 Ok(None)
             }
@@ -383,6 +386,7 @@ impl Driver {
     /// waits on it.
     async fn task_failed(&mut self, app: &App, task: &TaskRow, failure: Failure) -> Result<()> {
         tasks::mark_fault(&app.store, task, failure.code, &failure.message, failure.detail.as_ref()).await?;
+        app.metrics.tasks.inc(&task.name, "fault");
         if diagnostics::end_with_task(&app.store, &self.device, task.id, failure.code, &failure.message)
             .await?
             .is_some()
@@ -423,6 +427,7 @@ pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &Trans
     if complete.fault.code == 0 {
         let result = json!({ "startTime": complete.start_time, "completeTime": complete.complete_time });
         tasks::mark_done(&app.store, task.id, Some(&result)).await?;
+        app.metrics.tasks.inc(&task.name, "done");
     } else {
         let message = if complete.fault.string.is_empty() {
             format!("Transfer failed with fault {}", complete.fault.code)
@@ -430,6 +435,7 @@ pub async fn transfer_complete(app: &Arc<App>, device: &Device, complete: &Trans
             complete.fault.string.clone()
         };
         tasks::mark_fault(&app.store, &task, FaultCode::Cwmp(complete.fault.code), &message, None).await?;
+        app.metrics.tasks.inc(&task.name, "fault");
     }
     app.task_finished(task.id);
     Ok(())
