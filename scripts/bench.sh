@@ -214,7 +214,7 @@ run_sim() {
   time_wait=$(settle)
   busy_before=$(quiet)
   : >"$tmp/$label.samples"
-  $bin/roost-sim --acs "$acs_scheme://127.0.0.1:$cwmp_port/" "${sim_tls[@]}" --model "$model" --serial-prefix "$prefix" \
+  $bin/roost-sim --acs "$acs_scheme://127.0.0.1:$cwmp_port/" ${sim_tls[@]+"${sim_tls[@]}"} --model "$model" --serial-prefix "$prefix" \
     --first periodic --cr-listen "127.0.0.1:$cr_port" --duration "$duration" "$@" \
     >"$tmp/$label.sim.log" 2>"$tmp/$label.sim.err" &
   sim_pid=$!
@@ -336,7 +336,7 @@ ops_sqlite() {
 # A warm server: connection pools filled, statements prepared, pages cached, as in production.
 warm_up() {
   echo "warm-up: $warmup s of back-to-back sessions (not measured)"
-  $bin/roost-sim --acs "$acs_scheme://127.0.0.1:$cwmp_port/" "${sim_tls[@]}" --model "$model" --serial-prefix "$prefix" \
+  $bin/roost-sim --acs "$acs_scheme://127.0.0.1:$cwmp_port/" ${sim_tls[@]+"${sim_tls[@]}"} --model "$model" --serial-prefix "$prefix" \
     --first periodic --cr-listen "127.0.0.1:$cr_port" --devices "$devices" --interval 1 --jitter 0 \
     --start immediate --concurrency "$ceiling_concurrency" --duration "$warmup" >"$tmp/warmup.log" 2>&1 &
   sim_pid=$!

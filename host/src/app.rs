@@ -390,6 +390,8 @@ async fn serve_https(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    // New connections are refused while the open ones finish, not left in the backlog.
+    drop(listener);
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())

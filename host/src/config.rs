@@ -390,8 +390,8 @@ impl Default for EventSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsSettings {
     /// A scraper presenting `Authorization: Bearer <token>` may read the metrics from anywhere.
-    /// Without it, only clients on loopback and private addresses may (a Prometheus beside
-    /// Roost, in its cluster or its network): the figures are the whole platform's.
+    /// Without it, only a client on this machine may (over loopback): the figures are the
+    /// whole platform's.
     pub token: Option<String>,
 }
 
@@ -521,6 +521,12 @@ impl Config {
         let mut cwmp = file.cwmp;
         if let Some(mode) = args.cpe_auth {
             cwmp.auth = mode;
+        }
+        if file.metrics.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            anyhow::bail!("[metrics] token is empty: give it a secret, or leave it out (loopback only)");
+        }
+        if file.tls.reload_interval.is_zero() || file.tls.handshake_timeout.is_zero() {
+            anyhow::bail!("[tls] reload_interval and handshake_timeout are at least 1 second");
         }
         let mut tls = file.tls;
         if args.tls_cert.is_some() {

@@ -324,10 +324,12 @@ async fn handle(
     let mut live = live.lock().await;
     let reply = continue_session(&app, &mut live, envelope, now).await;
     if reply.ends_session() || live.cwmp.is_ended() {
-        app.metrics.sessions_ended.inc("completed");
-        app.metrics.session_seconds.observe(live.started.elapsed());
+        let started = live.started;
         drop(live);
-        app.sessions.remove(&token);
+        if app.sessions.remove(&token) {
+            app.metrics.sessions_ended.inc("completed");
+            app.metrics.session_seconds.observe(started.elapsed());
+        }
     }
     to_response(reply, None)
 }
@@ -463,6 +465,10 @@ async fn start_session(
     // before this Inform loads the device, so that this session knows what killed the last.
     if let Some(previous) = app.sessions.take_device(&device_id) {
         let driver = previous.lock().await.driver.take();
+        // Counted by whoever takes its driver: this Inform, or the sweep that found it silent.
+        if driver.is_some() {
+            app.metrics.sessions_ended.inc("replaced");
+        }
         wind_up(&app, driver.into_iter().collect()).await;
     }
 
@@ -531,8 +537,10 @@ async fn start_session(
         },
     );
     if let Some(previous) = previous {
-        app.metrics.sessions_ended.inc("replaced");
         let driver = previous.lock().await.driver.take();
+        if driver.is_some() {
+            app.metrics.sessions_ended.inc("replaced");
+        }
         wind_up(&app, driver.into_iter().collect()).await;
     }
     to_response(reply, Some(&token))
@@ -648,8 +656,10 @@ fn to_response(reply: Reply, set_cookie: Option<&str>) -> Response {
 
 fn malformed(app: &App, token: Option<&str>, origin: Origin, reason: &str) -> Response {
     // The session (if any) is over: the CPE will start again with an Inform.
-    if let Lookup::Found(token, _) = app.sessions.find(token, origin, app.config.cwmp.session_binding) {
-        app.sessions.remove(&token);
+    if let Lookup::Found(token, _) = app.sessions.find(token, origin, app.config.cwmp.session_binding)
+        && app.sessions.remove(&token)
+    {
+        app.metrics.sessions_ended.inc("malformed");
     }
     let fault = Fault::new(acs_codes::INVALID_ARGUMENTS, format!("Invalid arguments: malformed SOAP ({reason})"));
     let body = roost_cwmp::encode_acs_message(

@@ -130,7 +130,9 @@ impl Histogram {
             cumulative += bucket.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        // `observe` counts its bucket before the total: a scrape between the two must not show
+        // fewer observations in all than in the buckets.
+        let count = self.count.load(Ordering::Relaxed).max(cumulative);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {count}");
@@ -180,7 +182,7 @@ const EVENTS: &[&str] = &[
 ];
 
 /// How a CWMP session ended.
-const SESSION_ENDS: &[&str] = &["completed", "timed_out", "replaced"];
+const SESSION_ENDS: &[&str] = &["completed", "timed_out", "replaced", "malformed"];
 
 /// Why a CPE's request was refused before it reached a session.
 const REFUSALS: &[&str] = &["challenged", "throttled", "too_large", "busy"];

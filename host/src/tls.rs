@@ -123,28 +123,43 @@ pub struct Reloading {
     current: RwLock<Arc<ServerConfig>>,
     /// What the files looked like when last read.
     seen: Mutex<Vec<Stamp>>,
+    /// When the last read failed, if it did.
+    failed: Mutex<Option<std::time::Instant>>,
 }
 
-/// A file's modification time and length: either changes when it is replaced.
+/// What a file looks like: its modification time and length, and on Unix its inode and change
+/// time (a file replaced, or its permissions mended, changes one of them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp(Option<(SystemTime, u64)>);
+struct Stamp(Option<(SystemTime, u64, u64, i64)>);
 
 fn stamps(files: &[&Path]) -> Vec<Stamp> {
     files
         .iter()
         .map(|file| {
             // A Kubernetes secret is a symlink swapped for another: follow it.
-            Stamp(std::fs::metadata(file).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+            let Ok(meta) = std::fs::metadata(file) else { return Stamp(None) };
+            #[cfg(unix)]
+            let (inode, changed) = {
+                use std::os::unix::fs::MetadataExt;
+                (meta.ino(), meta.ctime_nsec() + meta.ctime() * 1_000_000_000)
+            };
+            #[cfg(not(unix))]
+            let (inode, changed) = (0, 0);
+            Stamp(meta.modified().ok().map(|modified| (modified, meta.len(), inode, changed)))
         })
         .collect()
 }
+
+/// A pair that failed to load is tried again this often even if its files look the same: a
+/// certificate refused as not yet valid becomes valid with time alone.
+const RETRY_FAILED: Duration = Duration::from_secs(60);
 
 impl Reloading {
     /// Loads `tls` now: an error stops the server.
     pub fn load(tls: ListenerTls) -> Result<Arc<Self>> {
         let seen = stamps(&tls.files());
         let config = server_config(&tls, SystemTime::now())?;
-        Ok(Arc::new(Self { tls, current: RwLock::new(config), seen: Mutex::new(seen) }))
+        Ok(Arc::new(Self { tls, current: RwLock::new(config), seen: Mutex::new(seen), failed: Mutex::new(None) }))
     }
 
     /// The acceptor of the next handshake.
@@ -160,16 +175,28 @@ impl Reloading {
     /// pair that does not load leaves the current one serving, and says why.
     pub fn reload(&self, forced: bool) -> Result<bool> {
         let now = stamps(&self.tls.files());
+        let retry = self.failed.lock().is_ok_and(|failed| failed.is_some_and(|at| at.elapsed() >= RETRY_FAILED));
         {
             let Ok(mut seen) = self.seen.lock() else { return Ok(false) };
-            if !forced && *seen == now {
+            if !forced && !retry && *seen == now {
                 return Ok(false);
             }
-            // Looked at whether it loads or not: a broken file is reported once, not every
-            // interval, and read again when it changes next.
+            // Looked at whether it loads or not: a broken file is reported once (then once a
+            // minute), not every interval, and read again when it changes next.
             *seen = now;
         }
-        let config = server_config(&self.tls, SystemTime::now())?;
+        let config = match server_config(&self.tls, SystemTime::now()) {
+            Ok(config) => config,
+            Err(error) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = Some(std::time::Instant::now());
+                }
+                return Err(error);
+            }
+        };
+        if let Ok(mut failed) = self.failed.lock() {
+            *failed = None;
+        }
         match self.current.write() {
             Ok(mut current) => *current = config,
             Err(poisoned) => *poisoned.into_inner() = config,

@@ -181,8 +181,9 @@ mod tests {
                 }
             }
         }
-        // Outside the document on purpose: liveness, and the document and its page themselves.
-        let undocumented = ["\"/healthz\"", "\"/api/v1/openapi.json\"", "\"/api/docs\""];
+        // Outside the document on purpose: the probes, the metrics (Prometheus text, for a
+        // scraper), and the document and its page themselves.
+        let undocumented = ["\"/healthz\"", "\"/readyz\"", "\"/metrics\"", "\"/api/v1/openapi.json\"", "\"/api/docs\""];
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
             for (line_number, line) in text.lines().enumerate() {

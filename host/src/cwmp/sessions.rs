@@ -155,10 +155,10 @@ impl Sessions {
         previous
     }
 
-    pub(super) fn remove(&self, token: &str) {
-        if let Ok(mut maps) = self.inner.lock() {
-            maps.remove(token);
-        }
+    /// Removes a session; `false` when it was gone already (another request, the sweep or the
+    /// device's next Inform ended it first), so that an end is counted once.
+    pub(super) fn remove(&self, token: &str) -> bool {
+        self.inner.lock().is_ok_and(|mut maps| maps.remove(token).is_some())
     }
 
     /// Drops sessions silent past their timeout, or past `idle_cap` when given (while draining
