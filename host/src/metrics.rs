@@ -36,7 +36,8 @@ impl Labeled {
         self.counts[index].fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn get(&self, value: &str) -> u64 {
+    #[cfg(test)]
+    fn get(&self, value: &str) -> u64 {
         let index = self.values.iter().position(|v| *v == value).unwrap_or(self.values.len());
         self.counts[index].load(Ordering::Relaxed)
     }
@@ -72,7 +73,8 @@ impl Pairs {
         }
     }
 
-    pub fn get(&self, first: &str, second: &str) -> u64 {
+    #[cfg(test)]
+    fn get(&self, first: &str, second: &str) -> u64 {
         self.counts
             .lock()
             .ok()
@@ -117,10 +119,6 @@ impl Histogram {
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
