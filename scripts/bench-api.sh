@@ -77,7 +77,7 @@ run_backend() {
   printf 'bench-password-1234' | target/release/roost user create --data-dir "$tmp/data" --database-url "$url" \
     --org bench-org-007 --email admin@bench-org-007.invalid --role org-admin --password-stdin >/dev/null
   ROOST_LOG=warn target/release/roost serve --cpe-auth open --data-dir "$tmp/data" --database-url "$url" \
-    --cwmp-listen "127.0.0.1:$cwmp_port" --http-listen "127.0.0.1:$http_port" >"$tmp/server.log" 2>&1 &
+    --cwmp-listen "127.0.0.1:$cwmp_port" --http-listen "127.0.0.1:$http_port" --stun-listen 127.0.0.1:0 >"$tmp/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do
     curl -fsS "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1 && break

@@ -49,7 +49,7 @@ roost="${ROOST_BIN:-$bin/roost}"
 printf 'bench-password-1234' | "$roost" user create --data-dir "$tmp/data" --org platform \
   --email bench@example.com --role platform-admin --password-stdin >/dev/null
 ROOST_LOG=warn "$roost" serve --cpe-auth open --data-dir "$tmp/data" \
-  --cwmp-listen "127.0.0.1:$cwmp_port" --http-listen "127.0.0.1:$http_port" >"$tmp/server.log" 2>&1 &
+  --cwmp-listen "127.0.0.1:$cwmp_port" --http-listen "127.0.0.1:$http_port" --stun-listen 127.0.0.1:0 >"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do
   curl -fs "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1 && break

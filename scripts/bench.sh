@@ -171,7 +171,7 @@ start_server() { # start_server <database url> <cwmp port> <http port> [more roo
   (
     ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     ROOST_LOG=warn exec $bin/roost serve --cpe-auth open --data-dir "$tmp/data" --database-url "$1" \
-      --cwmp-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3" "${@:4}"
+      --cwmp-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3" --stun-listen 127.0.0.1:0 "${@:4}"
   ) >>"$tmp/server.log" 2>&1 &
   server_pid=$!
   wait_healthy "$3"

@@ -57,7 +57,7 @@ printf 'bench-password-1234' | "${roost[@]}" user create --data-dir "$tmp/data" 
 (
   ulimit -n 1024
   ROOST_LOG=warn exec "${roost[@]}" serve --cpe-auth required --data-dir "$tmp/data" \
-    --cwmp-listen "127.0.0.1:$cwmp_port" --http-listen "127.0.0.1:$http_port"
+    --cwmp-listen "127.0.0.1:$cwmp_port" --http-listen "127.0.0.1:$http_port" --stun-listen 127.0.0.1:0
 ) >"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::api;
 use crate::config::{Config, CpeAuthMode};
-use crate::cwmp::{self, Sessions, auth::NonceKey};
+use crate::cwmp::{self, Sessions, auth::NonceKey, stun::StunServer};
 use crate::plugins::PluginRuntime;
 use crate::secrets::Secrets;
 use crate::store::Store;
@@ -67,6 +67,8 @@ pub struct App {
     pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// What `GET /metrics` reports of this process.
     pub metrics: crate::metrics::Metrics,
+    /// The STUN server, once bound (`--stun-listen`): UDP connection requests leave from it.
+    pub stun: std::sync::OnceLock<Arc<crate::cwmp::stun::StunServer>>,
     draining: AtomicBool,
 }
 
@@ -147,6 +149,7 @@ impl App {
             files,
             upload_slots: Arc::new(tokio::sync::Semaphore::new(crate::files::CONCURRENT_UPLOADS)),
             metrics: crate::metrics::Metrics::default(),
+            stun: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             listening: std::sync::OnceLock::new(),
         })
@@ -166,6 +169,8 @@ impl App {
 pub struct Server {
     pub cwmp_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The STUN server's UDP address, when it runs.
+    pub stun_addr: Option<SocketAddr>,
     app: Arc<App>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<Result<()>>,
@@ -190,6 +195,10 @@ impl Server {
         let http_listener = TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_listen))?;
+        let stun = match config.stun_listen {
+            Some(address) => Some(Arc::new(StunServer::bind(address, config.stun.binding_memory).await?)),
+            None => None,
+        };
         // The certificates load before anything else starts: a pair that does not is the
         // operator's to fix, said now rather than at the first CPE.
         let cwmp_tls = match config.tls.cwmp()? {
@@ -204,6 +213,7 @@ impl Server {
         if let Some(dir) = &app.config.plugins.install_dir {
             crate::plugins::install::install_shipped(&app.store, &app.plugins, dir).await?;
         }
+        crate::plugins::install::seed_stun_preset(&app.store).await?;
         if app.config.cwmp.auth == CpeAuthMode::Open {
             tracing::warn!("CPE authentication is OFF (--cpe-auth open): any device may connect. Use only in a lab.");
         }
@@ -221,6 +231,17 @@ impl Server {
             tasks.spawn(crate::tls::reload_loop(reloaded, app.config.tls.reload_interval, stopped.clone()));
         }
         tasks.spawn(cwmp::serve(cwmp_listener, app.clone(), cwmp_tls, stopped.clone()));
+        let stun_addr = stun.as_ref().map(|server| server.local_addr);
+        if let Some(server) = stun {
+            let advertised = app.config.stun.advertised()?;
+            let offer = crate::provisioning::StunOffer {
+                port: advertised.as_ref().and_then(|(_, port)| *port).unwrap_or(server.local_addr.port()),
+                host: advertised.map(|(host, _)| host),
+            };
+            let _ = app.provisioning.stun.set(offer);
+            let _ = app.stun.set(server.clone());
+            tasks.spawn(crate::cwmp::stun::serve(server, app.clone(), stopped.clone()));
+        }
 
         let api_router = api::router(app.clone());
         let mut signal = stopped.clone();
@@ -272,7 +293,7 @@ impl Server {
         });
 
         tracing::info!(%cwmp_addr, %http_addr, database = %crate::store::redact_url(&app.config.database_url), "Roost is ready");
-        Ok(Self { cwmp_addr, http_addr, app, stop, tasks })
+        Ok(Self { cwmp_addr, http_addr, stun_addr, app, stop, tasks })
     }
 
     pub fn app(&self) -> &Arc<App> {

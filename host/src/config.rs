@@ -68,6 +68,27 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "ROOST_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The STUN server for devices behind NAT (TR-111), UDP; `off` runs none.
+    #[arg(long, env = "ROOST_STUN_LISTEN", default_value = "0.0.0.0:3478")]
+    pub stun_listen: StunListen,
+}
+
+/// `--stun-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StunListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for StunListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        text.trim()
+            .parse()
+            .map(|address| Self(Some(address)))
+            .map_err(|_| format!("`{text}` is neither an address such as 0.0.0.0:3478 nor `off`"))
+    }
 }
 
 /// Everything the server needs, resolved.
@@ -90,6 +111,9 @@ pub struct Config {
     pub events: EventSettings,
     pub tls: TlsSettings,
     pub metrics: MetricsSettings,
+    /// Where the STUN server listens (`--stun-listen`); `None`: no STUN server.
+    pub stun_listen: Option<SocketAddr>,
+    pub stun: StunSettings,
     /// Where the built portal is (`index.html` and `assets/`); none: no portal.
     pub web_dir: Option<PathBuf>,
 }
@@ -395,6 +419,56 @@ pub struct MetricsSettings {
     pub token: Option<String>,
 }
 
+/// `[stun]`: devices behind NAT (TR-069 Annex G, TR-111 part 2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StunSettings {
+    /// The STUN server the built-in `stun` provision gives devices: `host` or `host:port`, as
+    /// devices reach it (a load balancer's name, say). Default: the host each device reaches the
+    /// ACS at (its `ManagementServer.URL`) and the port the server listens on.
+    pub advertise: Option<String>,
+    /// Copies of each UDP connection request, sent `copy_interval` apart with one message id:
+    /// UDP may lose any one of them, and the CPE acts on the first it gets.
+    pub copies: u32,
+    #[serde(with = "millis")]
+    pub copy_interval: Duration,
+    /// How long the server remembers a device's binding without asking its store; a Binding
+    /// Request from the remembered address is a keepalive and costs no database work.
+    #[serde(with = "seconds")]
+    pub binding_memory: Duration,
+}
+
+impl Default for StunSettings {
+    fn default() -> Self {
+        Self {
+            advertise: None,
+            copies: 3,
+            copy_interval: Duration::from_millis(500),
+            binding_memory: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl StunSettings {
+    /// `advertise` split into its host and its port, if it names one.
+    pub fn advertised(&self) -> Result<Option<(String, Option<u16>)>> {
+        let Some(text) = self.advertise.as_deref().map(str::trim) else { return Ok(None) };
+        if text.is_empty() || text.contains('/') || text.contains(' ') {
+            anyhow::bail!("[stun] advertise is a host or host:port, not `{text}`");
+        }
+        // An IPv6 address is bracketed when a port follows it.
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+                let port: u16 =
+                    port.parse().map_err(|_| anyhow::anyhow!("[stun] advertise: `{port}` is not a port"))?;
+                (host.trim_start_matches('[').trim_end_matches(']'), Some(port))
+            }
+            _ => (text, None),
+        };
+        Ok(Some((host.to_owned(), port)))
+    }
+}
+
 /// `[tls]`: the listeners' certificates. `cert` and `key` serve both listeners unless one has
 /// its own pair (`cwmp_cert`/`cwmp_key`, `http_cert`/`http_key`); a listener with none speaks
 /// plain HTTP.
@@ -505,6 +579,7 @@ struct FileConfig {
     events: EventSettings,
     tls: TlsSettings,
     metrics: MetricsSettings,
+    stun: StunSettings,
 }
 
 impl Config {
@@ -528,6 +603,10 @@ impl Config {
         if file.tls.reload_interval.is_zero() || file.tls.handshake_timeout.is_zero() {
             anyhow::bail!("[tls] reload_interval and handshake_timeout are at least 1 second");
         }
+        file.stun.advertised()?;
+        if file.stun.copies == 0 {
+            anyhow::bail!("[stun] copies is at least 1");
+        }
         let mut tls = file.tls;
         if args.tls_cert.is_some() {
             tls.cert = args.tls_cert.clone();
@@ -550,6 +629,8 @@ impl Config {
             events: file.events,
             tls,
             metrics: file.metrics,
+            stun_listen: args.stun_listen.0,
+            stun: file.stun,
             plugins: PluginSettings {
                 install_dir: args
                     .plugins_dir
@@ -583,6 +664,8 @@ impl Config {
             events: EventSettings::default(),
             tls: TlsSettings::default(),
             metrics: MetricsSettings::default(),
+            stun_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            stun: StunSettings::default(),
             web_dir: None,
         }
     }
@@ -631,6 +714,25 @@ mod tests {
         assert_eq!(own.cwmp().unwrap().unwrap().cert, PathBuf::from("all.pem"));
         let none = TlsSettings::default();
         assert!(none.cwmp().unwrap().is_none() && none.http().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_stun_address_to_advertise_is_a_host_and_maybe_a_port() {
+        let advertise =
+            |text: &str| StunSettings { advertise: Some(text.into()), ..StunSettings::default() }.advertised();
+        assert_eq!(advertise("stun.isp.example").unwrap(), Some(("stun.isp.example".into(), None)));
+        assert_eq!(advertise("stun.isp.example:3479").unwrap(), Some(("stun.isp.example".into(), Some(3479))));
+        assert_eq!(advertise("[2001:db8::1]:3478").unwrap(), Some(("2001:db8::1".into(), Some(3478))));
+        assert_eq!(advertise("2001:db8::1").unwrap(), Some(("2001:db8::1".into(), None)));
+        assert!(advertise("stun.isp.example:x").is_err());
+        assert!(advertise("http://stun.isp.example/").is_err());
+        assert_eq!(StunSettings::default().advertised().unwrap(), None);
+        assert_eq!("off".parse::<StunListen>(), Ok(StunListen(None)));
+        assert_eq!(
+            "127.0.0.1:3478".parse::<StunListen>(),
+            Ok(StunListen(Some(SocketAddr::from(([127, 0, 0, 1], 3478)))))
+        );
+        assert!("3478".parse::<StunListen>().unwrap_err().contains("`off`"));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod driver;
 pub mod files;
 mod listener;
 mod sessions;
+pub mod stun;
 pub mod tr143;
 
 pub use listener::{connection_limit, serve};

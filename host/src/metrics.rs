@@ -187,7 +187,14 @@ const REFUSALS: &[&str] = &["challenged", "throttled", "too_large", "busy"];
 
 /// The outcomes of a connection request ([`crate::cwmp::connection_request::Outcome::label`]).
 const CONNECTION_REQUEST_OUTCOMES: &[&str] =
-    &["accepted", "no_url", "no_credentials", "unauthorized", "throttled", "status", "unreachable"];
+    &["accepted", "sent", "no_url", "no_credentials", "unauthorized", "throttled", "status", "unreachable"];
+
+/// How a connection request travels: HTTP, or UDP through the device's NAT (TR-111).
+const CONNECTION_REQUEST_TRANSPORTS: &[&str] = &["http", "udp"];
+
+/// What the STUN server did with a datagram (`cwmp::stun`).
+const STUN_OUTCOMES: &[&str] =
+    &["answered", "keepalive", "bound", "challenged", "malformed", "bad_integrity", "unknown_device", "busy"];
 
 /// How a task ends (its names are [`crate::tasks::TASK_NAMES`]).
 const TASK_OUTCOMES: &[&str] = &["done", "fault"];
@@ -206,9 +213,10 @@ pub struct Metrics {
     pub session_seconds: Histogram,
     pub informs: Labeled,
     pub cpe_refusals: Labeled,
-    pub connection_requests: Labeled,
+    pub connection_requests: Pairs,
     pub tasks: Pairs,
     pub tls_handshake_failures: Labeled,
+    pub stun: Labeled,
 }
 
 impl Default for Metrics {
@@ -219,9 +227,13 @@ impl Default for Metrics {
             session_seconds: Histogram::new(SESSION_SECONDS),
             informs: Labeled::new("event", EVENTS),
             cpe_refusals: Labeled::new("reason", REFUSALS),
-            connection_requests: Labeled::new("outcome", CONNECTION_REQUEST_OUTCOMES),
+            connection_requests: Pairs::new(
+                ["transport", "outcome"],
+                [CONNECTION_REQUEST_TRANSPORTS, CONNECTION_REQUEST_OUTCOMES],
+            ),
             tasks: Pairs::new(["name", "outcome"], [crate::tasks::TASK_NAMES, TASK_OUTCOMES]),
             tls_handshake_failures: Labeled::new("listener", LISTENERS),
+            stun: Labeled::new("outcome", STUN_OUTCOMES),
         }
     }
 }
@@ -247,13 +259,18 @@ impl Metrics {
         self.connection_requests.render(
             &mut out,
             "roost_connection_requests_total",
-            "Connection requests sent to devices, by outcome",
+            "Connection requests sent to devices, by transport and outcome",
         );
         self.tasks.render(&mut out, "roost_tasks_finished_total", "Tasks that ended in a session, by name and outcome");
         self.tls_handshake_failures.render(
             &mut out,
             "roost_tls_handshake_failures_total",
             "TLS handshakes that failed or timed out, by listener",
+        );
+        self.stun.render(
+            &mut out,
+            "roost_stun_requests_total",
+            "STUN datagrams received, by what became of them (bound: a device's UDP binding recorded)",
         );
         header(&mut out, "roost_build_info", "The running version", "gauge");
         let _ = writeln!(out, "roost_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));

@@ -55,6 +55,27 @@ pub struct Provisioner {
     pub counters: Counters,
     /// Health figures of settled sessions, until the next batched write.
     pub metrics: Arc<crate::health::MetricsBuffer>,
+    /// The STUN server devices are told of, once it listens.
+    pub stun: std::sync::OnceLock<StunOffer>,
+}
+
+/// The STUN server the built-in `stun` provision points devices at.
+#[derive(Debug, Clone)]
+pub struct StunOffer {
+    /// `[stun] advertise`'s host; `None`: the host of each device's `ManagementServer.URL`.
+    pub host: Option<String>,
+    pub port: u16,
+}
+
+/// What the built-in `stun` provision writes to one device.
+#[derive(Debug)]
+pub struct StunWrite {
+    pub host: Option<String>,
+    pub port: u16,
+    /// The device id: the STUN server's key to the device.
+    pub username: String,
+    /// Derived from the device id (`cwmp::stun::password`).
+    pub password: String,
 }
 
 /// What provisioning cost so far, in the units that matter for its throughput.
@@ -98,6 +119,7 @@ impl Provisioner {
             ),
             counters: Counters::default(),
             metrics,
+            stun: std::sync::OnceLock::new(),
         }
     }
 

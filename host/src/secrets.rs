@@ -33,6 +33,9 @@ const NONCE_LEN: usize = 12;
 #[derive(Clone)]
 pub struct Secrets {
     cipher: Aes256Gcm,
+    /// Keys credentials that Roost derives instead of storing (see [`Secrets::derived_token`]),
+    /// itself derived from the master key: replicas with one master key derive alike.
+    derivation: [u8; 32],
 }
 
 impl std::fmt::Debug for Secrets {
@@ -43,7 +46,18 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     pub fn from_key(key: &[u8; 32]) -> Self {
-        Self { cipher: Aes256Gcm::new(key.into()) }
+        Self { cipher: Aes256Gcm::new(key.into()), derivation: hmac_sha256(key, b"roost derived credentials v1") }
+    }
+
+    /// A credential for `subject` in `purpose`, 24 hex characters, the same in every process
+    /// with this master key and different for every subject: a device's STUN password, which the
+    /// STUN server checks without a lookup per Binding Request.
+    pub fn derived_token(&self, purpose: &str, subject: &str) -> String {
+        let mut input = Vec::with_capacity(purpose.len() + 1 + subject.len());
+        input.extend_from_slice(purpose.as_bytes());
+        input.push(0);
+        input.extend_from_slice(subject.as_bytes());
+        hex::encode(&hmac_sha256(&self.derivation, &input)[..12])
     }
 
     /// Loads the master key from the environment or the data directory, creating it if needed.
@@ -98,6 +112,14 @@ impl Secrets {
     }
 }
 
+fn hmac_sha256(key: &[u8], input: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    // HMAC takes keys of any length.
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else { return [0; 32] };
+    mac.update(input);
+    mac.finalize().into_bytes().into()
+}
+
 fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
@@ -123,5 +145,18 @@ mod tests {
         assert_eq!(secrets.open(&sealed).ok(), Some(b"cr-password".to_vec()));
         assert!(Secrets::from_key(&[8; 32]).open(&sealed).is_err());
         assert_ne!(secrets.seal(b"x"), secrets.seal(b"x"), "nonces must be fresh");
+    }
+
+    #[test]
+    fn derived_tokens_agree_across_processes_and_differ_per_subject_and_key() {
+        let one = Secrets::from_key(&[7; 32]);
+        let token = one.derived_token("stun", "00259E-HG8245H-ABC");
+        assert_eq!(token.len(), 24);
+        assert_eq!(Secrets::from_key(&[7; 32]).derived_token("stun", "00259E-HG8245H-ABC"), token);
+        assert_ne!(one.derived_token("stun", "00259E-HG8245H-ABD"), token);
+        assert_ne!(one.derived_token("other", "00259E-HG8245H-ABC"), token);
+        assert_ne!(Secrets::from_key(&[8; 32]).derived_token("stun", "00259E-HG8245H-ABC"), token);
+        // The separator keeps purpose and subject apart.
+        assert_ne!(one.derived_token("stu", "n00259E"), one.derived_token("stun", "00259E"));
     }
 }

@@ -65,6 +65,7 @@ fn serve_users_orgs_and_sigterm() {
     let mut server = Command::new(ROOST)
         .args(["serve", "--data-dir", data_dir])
         .args(["--cwmp-listen", &format!("127.0.0.1:{cwmp}"), "--http-listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--stun-listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

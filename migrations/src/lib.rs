@@ -28,6 +28,7 @@ mod m0018_files;
 mod m0019_rollouts;
 mod m0020_bulk;
 mod m0021_webhooks;
+mod m0022_stun;
 
 pub struct Migrator;
 
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0019_rollouts::Migration),
             Box::new(m0020_bulk::Migration),
             Box::new(m0021_webhooks::Migration),
+            Box::new(m0022_stun::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ mod health;
 mod interop;
 mod isolation;
 mod live;
+mod nat;
 mod nbi;
 mod observability;
 mod onboarding;

@@ -7,14 +7,14 @@ use roost::config::CpeAuthMode;
 use super::*;
 
 /// The value of one sample (`name{labels}`) in a scrape; 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
+pub(super) fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0)
 }
 
-async fn scrape(h: &Harness) -> String {
+pub(super) async fn scrape(h: &Harness) -> String {
     let response = h.http.get(h.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
@@ -56,7 +56,7 @@ async fn metrics_count_sessions_events_tasks_and_wake_ups() {
     assert_eq!(grew("roost_cwmp_informs_total{event=\"0 BOOTSTRAP\"}"), 2.0, "{after}");
     assert_eq!(grew("roost_cwmp_informs_total{event=\"2 PERIODIC\"}"), 1.0);
     assert_eq!(grew("roost_cwmp_informs_total{event=\"6 CONNECTION REQUEST\"}"), 1.0);
-    assert_eq!(grew("roost_connection_requests_total{outcome=\"accepted\"}"), 1.0);
+    assert_eq!(grew("roost_connection_requests_total{transport=\"http\",outcome=\"accepted\"}"), 1.0);
     assert_eq!(grew("roost_tasks_finished_total{name=\"getParameterValues\",outcome=\"done\"}"), 1.0, "{after}");
     assert_eq!(sample(&after, "roost_cwmp_sessions_live"), 0.0);
     assert!(after.contains("# TYPE roost_cwmp_session_duration_seconds histogram\n"));

@@ -117,6 +117,7 @@ pub struct Harness {
     server: Option<Server>,
     cwmp_addr: SocketAddr,
     http_addr: SocketAddr,
+    stun_addr: Option<SocketAddr>,
     cpe_auth: CpeAuthMode,
     adjust: Arc<dyn Fn(&mut Config) + Send + Sync>,
     pub http: reqwest::Client,
@@ -154,6 +155,7 @@ impl Harness {
             server: None,
             cwmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stun_addr: None,
             cpe_auth,
             adjust: Arc::new(adjust),
             // Pooled connections are dropped well before the server closes idle ones (hyper's
@@ -178,6 +180,9 @@ impl Harness {
         let mut config = Config::for_loopback(self.data_dir.path().to_path_buf(), self.database_url.clone());
         config.cwmp_listen = self.cwmp_addr;
         config.http_listen = self.http_addr;
+        if let Some(stun) = self.stun_addr {
+            config.stun_listen = Some(stun);
+        }
         config.cwmp.auth = self.cpe_auth;
         config.cwmp.session_timeout = Duration::from_secs(20);
         config.tasks.connection_request_wait = Duration::from_secs(20);
@@ -196,6 +201,7 @@ impl Harness {
         // Later restarts keep the same ports, so simulated devices keep their ACS URL.
         self.cwmp_addr = server.cwmp_addr;
         self.http_addr = server.http_addr;
+        self.stun_addr = server.stun_addr;
         self.server = Some(server);
     }
 
@@ -231,6 +237,11 @@ impl Harness {
     /// The CWMP listener's address (for clients that speak TLS to it).
     pub fn cwmp_addr(&self) -> SocketAddr {
         self.cwmp_addr
+    }
+
+    /// The STUN server's UDP address, when it runs.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun_addr
     }
 
     pub fn cwmp_url(&self) -> String {

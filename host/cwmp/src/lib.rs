@@ -9,6 +9,7 @@
 //!   (`SOAP-ENV`/`SOAP-ENC`/`cwmp` prefixes, no XML declaration, `xsi:type` everywhere).
 //! - [`session`]: the ACS side of one CWMP session as a state machine.
 //! - [`device_id`]: the GenieACS-compatible device identifier.
+//! - [`stun`]: TR-111 STUN Binding messages and UDP connection requests (devices behind NAT).
 
 pub mod codec;
 pub mod data_model;
@@ -19,6 +20,7 @@ pub mod fuzzing;
 pub mod limits;
 pub mod rpc;
 pub mod session;
+pub mod stun;
 pub mod value;
 pub mod version;
 

@@ -95,6 +95,10 @@ pub struct ConnectionRequestView {
     pub credentials_set: bool,
     pub last_attempt_at: Option<String>,
     pub last_outcome: String,
+    /// Where UDP connection requests reach the device through its NAT (TR-111), as its last
+    /// signed STUN Binding Request proved; absent when none did.
+    pub udp_address: Option<String>,
+    pub udp_binding_at: Option<String>,
 }
 
 impl DeviceView {
@@ -128,6 +132,8 @@ impl DeviceView {
                 credentials_set: !device.connection_request_username.is_empty(),
                 last_attempt_at: optional_timestamp(device.connection_request_at),
                 last_outcome: device.connection_request_outcome.clone(),
+                udp_address: Some(device.udp_connection_request_address.clone()).filter(|a| !a.is_empty()),
+                udp_binding_at: optional_timestamp(device.udp_binding_at),
             },
         }
     }
@@ -769,6 +775,7 @@ pub(super) async fn untag_device(app: &App, caller: &Caller, id: &str, tag: &str
 #[utoipa::path(post, path = "/devices/{id}/connection-request", tag = "devices", params(DeviceId),
     responses(
         (status = 200, description = "The device accepted", body = connection_request::Outcome),
+        (status = 202, description = "Sent over UDP through the device's NAT binding (TR-111): UDP has no answer, the session that follows is the proof", body = connection_request::Outcome),
         (status = 502, description = "The device did not accept; the outcome says why", body = connection_request::Outcome),
     ))]
 async fn wake(
@@ -783,6 +790,7 @@ async fn wake(
     let outcome = connection_request::send(&app, &device).await?;
     let status = match outcome {
         connection_request::Outcome::Accepted => StatusCode::OK,
+        connection_request::Outcome::UdpSent { .. } => StatusCode::ACCEPTED,
         _ => StatusCode::BAD_GATEWAY,
     };
     Ok((status, audited_under(&device), Json(outcome)))

@@ -173,7 +173,7 @@ fn check_arguments(d: &PresetDefinition) -> ApiResult<()> {
                 roost_params::check_tag(tag).map_err(|e| invalid(e.to_string()))?;
             }
         }
-        "reboot" | "reset" => only_args(d, &[])?,
+        "reboot" | "reset" | "stun" => only_args(d, &[])?,
         "download" => {
             only_args(d, &["url", "file-type"])?;
             let url = arg(d, "url")?;

@@ -281,7 +281,7 @@ pub async fn wake_and_wait(
     // Waking the device and waiting for it cost this server nothing: the place goes to others.
     slot.release();
     let outcome = connection_request::send(app, device).await?;
-    if outcome == connection_request::Outcome::Accepted && !wait.is_zero() {
+    if outcome.is_delivered() && !wait.is_zero() {
         let _ = tokio::time::timeout(wait, async {
             loop {
                 match finished.recv().await {

@@ -1,7 +1,13 @@
 //! Connection requests (TR-069 §3.2.2): an HTTP GET to the URL the CPE reported in its Inform,
 //! authenticated with the credentials Roost gave that device. A 200 or 204 means the CPE will
 //! open a session soon; it is not the session itself.
+//!
+//! A device behind NAT cannot be reached that way. When its HTTP listener does not answer (or
+//! sits at a private address) and its STUN client keeps a UDP binding open (TR-111), the
+//! request goes as a signed UDP datagram through that binding instead (TR-069 Annex G), from
+//! the STUN server's socket. Nothing answers a UDP request: the session it starts is the proof.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -13,6 +19,7 @@ use crate::app::App;
 use crate::secrets::Secrets;
 use crate::store::devices::{self, Device};
 use crate::store::now_millis;
+use roost_cwmp::stun::UdpConnectionRequest;
 use roost_http::digest;
 
 /// What happened, as recorded on the device and returned to the API caller.
@@ -21,6 +28,9 @@ use roost_http::digest;
 pub enum Outcome {
     /// The CPE accepted; it will open a session.
     Accepted,
+    /// Sent over UDP to the device's NAT binding (its HTTP listener unreachable); UDP has no
+    /// answer, so only the session that follows tells that it arrived.
+    UdpSent { address: String },
     /// No connection-request URL is known yet (the device has not informed one).
     NoUrl,
     /// The CPE asked for credentials and Roost has none for it (it has not finished its
@@ -41,6 +51,7 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Accepted => "accepted",
+            Self::UdpSent { .. } => "sent",
             Self::NoUrl => "no_url",
             Self::NoCredentials => "no_credentials",
             Self::Unauthorized => "unauthorized",
@@ -50,9 +61,24 @@ impl Outcome {
         }
     }
 
+    /// How it travelled, as `/metrics` counts it.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Self::UdpSent { .. } => "udp",
+            _ => "http",
+        }
+    }
+
+    /// Whether the request reached the device, as far as Roost can know: the session that
+    /// follows is worth waiting for.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Self::Accepted | Self::UdpSent { .. })
+    }
+
     pub fn as_record(&self) -> String {
         match self {
             Self::Accepted => "accepted".into(),
+            Self::UdpSent { address } => format!("udp_sent: {address}"),
             Self::NoUrl => "no_url".into(),
             Self::NoCredentials => "no_credentials".into(),
             Self::Unauthorized => "unauthorized".into(),
@@ -65,32 +91,89 @@ impl Outcome {
 
 /// Wakes the device and records the attempt (and its listener's breaker).
 pub async fn send(app: &Arc<App>, device: &Device) -> anyhow::Result<Outcome> {
-    let outcome = attempt(&app.http, &app.secrets, device).await;
-    let target = target(&device.connection_request_url);
-    // Any HTTP answer means the listener is there; only silence counts against it.
-    app.connection_request_breakers.record(&target, !matches!(outcome, Outcome::Unreachable { .. }));
+    let udp = udp_binding(device);
+    let outcome = if udp.is_some() && is_private_listener(&device.connection_request_url) {
+        // Behind NAT, with a binding: its private URL is no use from here.
+        Outcome::Unreachable { error: "its URL is a private address".into() }
+    } else {
+        let outcome = attempt(&app.http, &app.secrets, device).await;
+        // Any HTTP answer means the listener is there; only silence counts against it.
+        let target = target(&device.connection_request_url);
+        app.connection_request_breakers.record(&target, !matches!(outcome, Outcome::Unreachable { .. }));
+        outcome
+    };
+    let outcome = match (outcome, udp) {
+        (Outcome::Unreachable { .. } | Outcome::NoUrl, Some(binding)) => send_udp(app, device, binding).await,
+        (outcome, _) => outcome,
+    };
     record(app, device, outcome).await
 }
 
 /// [`send`], unless the device's listener has not answered its last requests: a fleet job's
-/// wake-up then waits for the breaker's next probe rather than spend a timeout on it again.
+/// wake-up then waits for the breaker's next probe rather than spend a timeout on it again (a
+/// device with a UDP binding is sent to over UDP meanwhile).
 pub async fn send_unless_silent(app: &Arc<App>, device: &Device) -> anyhow::Result<Outcome> {
     let target = target(&device.connection_request_url);
     match app.connection_request_breakers.admit(&target) {
         Ok(()) => send(app, device).await,
         Err(until) => {
-            let error = format!(
-                "not sent: its listener answered none of the last requests; the next goes in {} s",
-                until.saturating_duration_since(std::time::Instant::now()).as_secs()
-            );
-            record(app, device, Outcome::Unreachable { error }).await
+            let outcome = match udp_binding(device) {
+                Some(binding) => send_udp(app, device, binding).await,
+                None => Outcome::Unreachable {
+                    error: format!(
+                        "not sent: its listener answered none of the last requests; the next goes in {} s",
+                        until.saturating_duration_since(std::time::Instant::now()).as_secs()
+                    ),
+                },
+            };
+            record(app, device, outcome).await
         }
+    }
+}
+
+/// The device's UDP binding, as its STUN client last proved it.
+fn udp_binding(device: &Device) -> Option<SocketAddr> {
+    device.udp_connection_request_address.parse().ok()
+}
+
+/// Whether the listener's URL names a private IPv4 address (RFC 1918, or the carrier-grade
+/// NAT range): what a CPE behind NAT reports. Loopback is not: a lab's devices live there.
+fn is_private_listener(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url.trim()) else { return false };
+    let Some(Ok(ip)) = url.host_str().map(str::parse::<std::net::Ipv4Addr>) else { return false };
+    let [a, b, ..] = ip.octets();
+    ip.is_private() || (a == 100 && (64..128).contains(&b))
+}
+
+/// Sends the signed UDP connection request through the device's binding, from the STUN
+/// server's socket.
+async fn send_udp(app: &Arc<App>, device: &Device, binding: SocketAddr) -> Outcome {
+    let Some(server) = app.stun.get() else {
+        return Outcome::Unreachable { error: "its UDP binding needs the STUN server, which is off".into() };
+    };
+    let Some(password) = password(&app.secrets, device) else {
+        return Outcome::NoCredentials;
+    };
+    let address = binding.to_string();
+    let mut cnonce = [0u8; 8];
+    rand::rng().fill_bytes(&mut cnonce);
+    let message = UdpConnectionRequest {
+        timestamp: u64::try_from(now_millis() / 1000).unwrap_or(0),
+        id: rand::random(),
+        username: device.connection_request_username.clone(),
+        cnonce: hex::encode(cnonce),
+    };
+    let datagram = message.encode(&address, &password).into_bytes();
+    let stun = &app.config.stun;
+    match server.send_copies(binding, datagram, stun.copies, stun.copy_interval).await {
+        Ok(()) => Outcome::UdpSent { address },
+        Err(error) => Outcome::Unreachable { error: format!("UDP: {error:#}") },
     }
 }
 
 async fn record(app: &Arc<App>, device: &Device, outcome: Outcome) -> anyhow::Result<Outcome> {
     tracing::info!(device = %device.device_id, outcome = %outcome.as_record(), "connection request");
-    app.metrics.connection_requests.inc(outcome.label());
+    app.metrics.connection_requests.inc(outcome.transport(), outcome.label());
     devices::record_connection_request(&app.store, device.id, now_millis(), &outcome.as_record()).await?;
     Ok(outcome)
 }
@@ -206,4 +289,28 @@ fn digest_authorization(challenge: &str, username: &str, password: &str, url: &s
     Some(format!(
         "Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=MD5, response=\"{response}\"{qop_fields}{opaque}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_listener_is_told_from_a_reachable_one() {
+        for private in
+            ["http://192.168.1.1:7547/", "http://10.0.0.2/cr", "http://172.20.0.1:30005/", "http://100.72.1.9:7547"]
+        {
+            assert!(is_private_listener(private), "{private}");
+        }
+        for reachable in [
+            "http://127.0.0.1:7547/",
+            "http://203.0.113.9:7547/",
+            "http://cpe.example/",
+            "http://[fd00::1]:7547/",
+            "",
+            "nonsense",
+        ] {
+            assert!(!is_private_listener(reachable), "{reachable}");
+        }
+    }
 }

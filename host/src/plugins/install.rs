@@ -144,6 +144,26 @@ async fn seed_default_presets(store: &Store, platform: i64) -> Result<()> {
     Ok(())
 }
 
+/// The platform's `stun` preset, created once like `bootstrap`: at bootstrap and at each boot
+/// (devices bootstrapped before it existed, or reset), devices with a STUN client are pointed at
+/// Roost's STUN server. It needs no plugin.
+pub async fn seed_stun_preset(store: &Store) -> Result<()> {
+    const MARK: &str = "stun_preset_seeded";
+    if settings::get(store, MARK).await?.is_some() {
+        return Ok(());
+    }
+    let platform = plugins::platform_id(store).await?;
+    let stun = serde_json::json!({
+        "weight": -90,
+        "events": ["0 BOOTSTRAP", "1 BOOT"],
+        "provision": "stun",
+    });
+    crate::store::presets::put(store, platform, "stun", -90, &stun.to_string()).await?;
+    settings::get_or_insert(store, MARK, b"1".to_vec()).await?;
+    tracing::info!("created the platform's default preset: stun");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

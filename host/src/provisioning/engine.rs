@@ -354,6 +354,20 @@ impl Provisioning {
         }
     }
 
+    /// What a `stun` preset would write to this device, when one may run and a STUN server is on.
+    fn stun_write(&self, p: &Provisioner) -> Option<Arc<super::StunWrite>> {
+        let offer = p.stun.get()?;
+        if !self.candidates.iter().any(|preset| preset.definition.provision == "stun") {
+            return None;
+        }
+        Some(Arc::new(super::StunWrite {
+            host: offer.host.clone(),
+            port: offer.port,
+            username: self.device_id.clone(),
+            password: crate::cwmp::stun::password(&p.secrets, &self.device_id),
+        }))
+    }
+
     /// Runs one round; `None` when provisioning must stop (a fault was recorded).
     async fn round(&mut self, p: &Arc<Provisioner>) -> Result<Option<Plan>> {
         let memoize = self.rounds == 0 && self.tree_rev.is_some();
@@ -369,6 +383,7 @@ impl Provisioning {
             intent: self.intent.clone(),
             trigger_diagnostic: self.rounds == 0
                 && matches!(self.intent.as_deref(), Some(super::intent::Intent::StartDiagnostic(_))),
+            stun: self.stun_write(p),
         };
         let inline = match round.kept {
             // A panic in the round (the plan, a precondition) stays this session's, as it would

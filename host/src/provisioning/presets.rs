@@ -39,8 +39,8 @@ pub struct PresetDefinition {
     /// Run at most once per interval per device.
     #[serde(default)]
     pub schedule: Option<Schedule>,
-    /// A built-in provision (`refresh`, `value`, `tag`, `reboot`, `reset`, `download`) or the
-    /// name of a provision plugin.
+    /// A built-in provision (`refresh`, `value`, `tag`, `reboot`, `reset`, `download`, `stun`)
+    /// or the name of a provision plugin.
     pub provision: String,
     /// The provision's arguments (passed sorted by name).
     #[serde(default)]
@@ -78,7 +78,7 @@ pub struct Schedule {
 }
 
 /// The built-in provisions, run by the host through the same engine as plugins.
-pub const BUILT_IN: [&str; 6] = ["refresh", "value", "tag", "reboot", "reset", "download"];
+pub const BUILT_IN: [&str; 7] = ["refresh", "value", "tag", "reboot", "reset", "download", "stun"];
 
 /// A preset in force for a device's organization.
 #[derive(Debug, Clone)]

@@ -65,6 +65,11 @@ pub struct Device {
     pub inform_interval_s: Option<i64>,
     /// When it counts as offline unless it informs again.
     pub offline_at: Option<i64>,
+    /// `host:port` where UDP connection requests reach it through its NAT, from its last signed
+    /// STUN Binding Request (TR-111); `''` when none.
+    pub udp_connection_request_address: String,
+    /// When a signed Binding Request last recorded that address.
+    pub udp_binding_at: Option<i64>,
 }
 
 impl Device {
@@ -558,6 +563,34 @@ pub async fn record_connection_request(store: &Store, device_pk: DevicePk, at: i
         ))
         .await
         .context("recording connection request")?;
+    Ok(())
+}
+
+/// The device whose id a STUN client gave as its username, and the UDP binding recorded for
+/// it (`''` if none).
+pub async fn udp_binding(store: &Store, device_id: &str) -> Result<Option<(DevicePk, String)>> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        id: DevicePk,
+        udp_connection_request_address: String,
+    }
+    let stmt = store
+        .statement("SELECT id, udp_connection_request_address FROM devices WHERE device_id = ?", [device_id.into()]);
+    let row = super::first::<Row, _>(store.db(), stmt).await.context("loading the device's UDP binding")?;
+    Ok(row.map(|r| (r.id, r.udp_connection_request_address)))
+}
+
+/// Records where UDP connection requests now reach the device.
+pub async fn record_udp_binding(store: &Store, device_pk: DevicePk, address: &str, at: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    store
+        .db()
+        .execute_raw(store.statement(
+            "UPDATE devices SET udp_connection_request_address = ?, udp_binding_at = ? WHERE id = ?",
+            [address.into(), at.into(), device_pk.into()],
+        ))
+        .await
+        .context("recording the device's UDP binding")?;
     Ok(())
 }
 

@@ -49,6 +49,8 @@ pub(crate) struct DeviceState {
     /// Rebooting: no sessions, connection requests refused.
     pub offline: bool,
     pub cr: CrGuard,
+    /// The STUN client's view, behind NAT ([`crate::stun`]).
+    pub stun: crate::stun::StunStatus,
     /// Used when the tree has no `ManagementServer.URL`.
     fallback_acs_url: String,
 }
@@ -240,6 +242,7 @@ pub(crate) fn create(spec: DeviceSpec, cpe: CpeState) -> (Arc<DeviceShared>, mps
         challenge: None,
         offline: false,
         cr: CrGuard::default(),
+        stun: crate::stun::StunStatus::default(),
         fallback_acs_url: spec.acs_url,
     };
     state.apply_factory();
@@ -287,6 +290,9 @@ struct Running {
     retry_at: Option<Instant>,
     next_periodic: Option<Instant>,
     periodic: Option<Duration>,
+    /// The STUN client behind the fleet's NAT, with the settings it runs with.
+    stun: Option<crate::stun::StunSettings>,
+    stun_task: JoinSet<()>,
 }
 
 impl Actor {
@@ -302,6 +308,8 @@ impl Actor {
             retry_at: None,
             next_periodic: None,
             periodic: None,
+            stun: None,
+            stun_task: JoinSet::new(),
         };
         let now = Instant::now();
         match self.start {
@@ -481,6 +489,31 @@ impl Running {
             self.after_session(work);
         }
         self.refresh_periodic(Instant::now());
+        self.refresh_stun();
+    }
+
+    /// Behind NAT, (re)starts the STUN client when the ACS changed its settings, and stops it
+    /// when the ACS turned it off.
+    fn refresh_stun(&mut self) {
+        if !self.fleet.config.nat {
+            return;
+        }
+        let settings = {
+            let state = self.shared.lock();
+            let root = state.cpe.tree.root().to_owned();
+            crate::stun::StunSettings::read(|name| {
+                state.cpe.value(&format!("{root}ManagementServer.{name}")).map(|(v, _)| v).unwrap_or_default()
+            })
+        };
+        if settings == self.stun {
+            return;
+        }
+        self.stun_task.abort_all();
+        self.shared.lock().stun.bound = false;
+        if let Some(settings) = &settings {
+            self.stun_task.spawn(crate::stun::run(self.shared.clone(), settings.clone()));
+        }
+        self.stun = settings;
     }
 
     fn after_session(&mut self, work: AfterSession) {
@@ -639,6 +672,11 @@ impl DeviceHandle {
     /// Reads the whole device state under its lock.
     pub fn with_state<R>(&self, f: impl FnOnce(&CpeState) -> R) -> R {
         f(&self.shared.lock().cpe)
+    }
+
+    /// What the device's STUN client has seen (behind the fleet's NAT).
+    pub fn stun_status(&self) -> crate::stun::StunStatus {
+        self.shared.lock().stun.clone()
     }
 
     /// Changes a value as the device itself would (a user on the web UI), writable or not.

@@ -92,7 +92,16 @@ pub struct FleetConfig {
     /// TLS to an `https://` ACS: the CA its certificate must chain to, and for mutual TLS the
     /// devices' certificate ([`client_tls`]).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Devices sit behind NAT ([`crate::stun`]): the connection-request URL they report cannot
+    /// be reached (a closed port on 127.0.0.1, where a private address would be), and once the
+    /// ACS turns their STUN client on, each keeps a UDP binding of its own open to the ACS's
+    /// STUN server and takes UDP connection requests through it.
+    pub nat: bool,
 }
+
+/// The connection-request address devices behind NAT report: port 1 of loopback, where nothing
+/// listens (a private address would leave this machine).
+const UNREACHABLE_LISTENER: &str = "127.0.0.1:1";
 
 /// How devices check an `https://` ACS: against the CA certificates (PEM) in `ca`, presenting
 /// `identity` (a certificate chain and its key, PEM) when the ACS asks for one.
@@ -162,6 +171,7 @@ impl FleetConfig {
             quirks: Quirks::default(),
             firmware_failure: None,
             tls: None,
+            nat: false,
         }
     }
 }
@@ -205,10 +215,13 @@ impl Fleet {
         let (listener, cr_addr) = connection_request::bind(config.cr_listen)
             .await
             .map_err(|source| SimError::Bind { addr: config.cr_listen, source })?;
-        let advertised = config.cr_advertise.clone().unwrap_or_else(|| {
-            let ip = if cr_addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { cr_addr.ip() };
-            SocketAddr::new(ip, cr_addr.port()).to_string()
-        });
+        let advertised =
+            config.cr_advertise.clone().or_else(|| config.nat.then(|| UNREACHABLE_LISTENER.to_owned())).unwrap_or_else(
+                || {
+                    let ip = if cr_addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { cr_addr.ip() };
+                    SocketAddr::new(ip, cr_addr.port()).to_string()
+                },
+            );
         let model = config.model.clone();
         let root = model.root().to_owned();
         let template = FactoryTemplate::new(&model);

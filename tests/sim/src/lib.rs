@@ -40,7 +40,8 @@
 //! [`diagnostics`], [`quirks`] (real-firmware habits a fleet can switch on: open or
 //! socket-closing connection-request listeners, a challenge asked for with an empty POST,
 //! GetParameterValues batches that crash the agent, leaves-only GetParameterNames,
-//! non-atomic SetParameterValues; all off by default).
+//! non-atomic SetParameterValues; all off by default), [`stun`] (a device behind NAT: its STUN
+//! client and UDP connection requests, TR-111).
 
 pub mod auth;
 pub mod connection_request;
@@ -52,6 +53,7 @@ pub mod load;
 pub mod quirks;
 pub mod rpc;
 pub mod session;
+pub mod stun;
 pub mod transfer;
 pub mod tree;
 
@@ -65,6 +67,7 @@ pub use load::{Stats, Summary};
 pub use quirks::{CrAuth, Quirks};
 pub use rpc::{AfterSession, Attributes, CpeState, Handled};
 pub use session::{RpcExchange, SessionError, SessionReport};
+pub use stun::StunStatus;
 pub use transfer::{FirmwareFailure, FirmwareFailureMode, firmware_image};
 pub use tree::{Badge, CsvLayout, DataModel, DataModelKind, LoadError, Node, ParameterTree};
 

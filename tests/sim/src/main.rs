@@ -121,6 +121,10 @@ struct Cli {
     /// Its private key (PEM).
     #[arg(long, requires = "client_cert")]
     client_key: Option<std::path::PathBuf>,
+    /// Put the devices behind NAT: their connection-request URL unreachable, a STUN client
+    /// (once the ACS enables it) keeping a UDP binding open for UDP connection requests.
+    #[arg(long)]
+    nat: bool,
 }
 
 /// An OUI is six hexadecimal digits (TR-069 DeviceIdStruct), written in capitals.
@@ -193,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_concurrent_sessions = cli.concurrency.max(1);
     config.http_timeout = seconds(cli.timeout, "timeout")?;
     config.history = 1;
+    config.nat = cli.nat;
     if let Some(ca) = &cli.ca_file {
         let identity = cli.client_cert.as_deref().zip(cli.client_key.as_deref());
         config.tls = Some(roost_sim::fleet::client_tls(ca, identity).context("--ca-file")?);

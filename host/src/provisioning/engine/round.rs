@@ -87,6 +87,8 @@ pub(super) struct Round {
     /// sent even where the store already says `Requested` (a run that never ran, a device that
     /// never reported): it is a trigger, not a setting.
     pub(super) trigger_diagnostic: bool,
+    /// What the built-in `stun` provision writes to this device; `None` without a STUN server.
+    pub(super) stun: Option<Arc<crate::provisioning::StunWrite>>,
 }
 
 /// How a round runs its plugin presets.
@@ -136,8 +138,9 @@ impl Round {
             let channel = format!("preset:{}", preset.name);
             let definition = &preset.definition;
             let result = match definition.provision.as_str() {
-                "refresh" | "value" | "tag" | "reboot" | "reset" | "download" => {
-                    built_in(preset, &mut declarations, &mut outcome).map_err(|message| FaultNote {
+                "refresh" | "value" | "tag" | "reboot" | "reset" | "download" | "stun" => {
+                    let context = BuiltInContext { view, stun: self.stun.as_deref() };
+                    built_in(preset, &context, &mut declarations, &mut outcome).map_err(|message| FaultNote {
                         channel: channel.clone(),
                         code: FaultCode::InvalidPreset,
                         message,
@@ -403,10 +406,17 @@ pub(super) fn plugin_fault(channel: String, name: &str, version: &str, fault: &P
     }
 }
 
+/// What a built-in provision may read besides its arguments.
+pub(super) struct BuiltInContext<'a> {
+    pub(super) view: &'a DeviceView,
+    pub(super) stun: Option<&'a crate::provisioning::StunWrite>,
+}
+
 /// The built-in provisions, on the same footing as plugins: they declare, tag, or ask for a
 /// command. Their arguments were checked when the preset was written.
 pub(super) fn built_in(
     preset: &ActivePreset,
+    context: &BuiltInContext<'_>,
     declarations: &mut Vec<Declared>,
     outcome: &mut RoundOutcome,
 ) -> Result<(), String> {
@@ -446,14 +456,86 @@ pub(super) fn built_in(
                 file_type: arg("file-type").unwrap_or("1 Firmware Upgrade Image").to_owned(),
             },
         )),
+        "stun" => {
+            if let Some(stun) = context.stun {
+                declare_stun(context.view, stun, declarations)?;
+            }
+        }
         other => return Err(format!("{other} is not a built-in provision")),
     }
     Ok(())
 }
 
+/// `stun`: turns on the device's STUN client (TR-111) towards Roost's STUN server, with the
+/// credentials the server checks. Devices without `ManagementServer.STUNEnable` are left alone;
+/// the server's host is the configured one, or the host the device reaches the ACS at.
+fn declare_stun(
+    view: &DeviceView,
+    stun: &crate::provisioning::StunWrite,
+    declarations: &mut Vec<Declared>,
+) -> Result<(), String> {
+    if view.facts.root.is_empty() {
+        return Ok(());
+    }
+    let ms = format!("{}.ManagementServer.", view.facts.root);
+    let leaf = |name: &str, value: Value| -> Result<Declared, String> {
+        Ok(Declared {
+            pattern: Pattern::parse(&format!("{ms}{name}")).map_err(|e| format!("stun: {e}"))?,
+            value: Some(value),
+            max_age: Some(Duration::MAX),
+            instances: None,
+        })
+    };
+    // What the stored tree says (the device's discovery, which comes first): a leaf it lacks is
+    // not declared, since a declaration of a parameter the device does not have would be
+    // fetched again every round.
+    let (supported, acs_url) = view
+        .read(&ms, |tree| {
+            (
+                tree.get(&format!("{ms}STUNEnable")).is_some(),
+                tree.get(&format!("{ms}URL")).and_then(|n| n.value.clone()),
+            )
+        })
+        .map_err(|e| format!("stun: {e}"))?;
+    let Some(host) = stun.host.clone().or_else(|| acs_url.as_deref().and_then(url_host)) else { return Ok(()) };
+    if !supported {
+        return Ok(());
+    }
+    declarations.extend([
+        leaf("STUNEnable", Value::Boolean(true))?,
+        leaf("STUNServerAddress", Value::Text(host))?,
+        leaf("STUNServerPort", Value::Unsigned(u64::from(stun.port)))?,
+        leaf("STUNUsername", Value::Text(stun.username.clone()))?,
+        leaf("STUNPassword", Value::Text(stun.password.clone()))?,
+    ]);
+    Ok(())
+}
+
+/// The host of an `http(s)://host[:port]/…` URL (an IPv6 literal without its brackets).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.trim().split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => authority.split(':').next()?,
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stun_host_is_the_host_the_device_reaches_the_acs_at() {
+        assert_eq!(url_host("https://acs.isp.example:7548/cwmp/isp-a").as_deref(), Some("acs.isp.example"));
+        assert_eq!(url_host("http://203.0.113.5/").as_deref(), Some("203.0.113.5"));
+        assert_eq!(url_host("http://user:pw@acs.example").as_deref(), Some("acs.example"));
+        assert_eq!(url_host("http://[2001:db8::7]:7547/").as_deref(), Some("2001:db8::7"));
+        assert_eq!(url_host("acs.example"), None);
+        assert_eq!(url_host("http:///x"), None);
+    }
 
     #[test]
     fn only_a_literal_requested_diagnostics_state_is_a_trigger() {
