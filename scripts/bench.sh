@@ -19,6 +19,8 @@
 # figures, the second runs the provision over fresh ones and keeps its output, later ones replay
 # it), so a warm-up of fewer than about three sessions per device measures that transition.
 # The simulator runs on the same machine and shares its cores with the server.
+# Then "null-acs": the ceiling run again against `roost-bench null-acs` on the same port (canned
+# InformResponse and 204, no authentication, no database), the yardstick the ceiling is a share of.
 # --ceiling-only skips the rate run (for quick comparisons while optimising).
 # --tls adds a third run after the others: the server restarted with TLS on its CWMP listener
 # (a CA and certificate made by `roost-bench cert`), warmed up again, and the ceiling run over
@@ -444,6 +446,14 @@ run_backend() {
   stop "$server_pid"; server_pid=""
 
   local runs="rate ceiling"
+  # The yardstick: the null ACS (canned answers, no work) on the same port, driven the same way.
+  $bin/roost-bench null-acs --listen "127.0.0.1:$cwmp_port" >"$tmp/null-acs.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$cwmp_port") 2>/dev/null && break; sleep 0.1; done
+  echo "run null-acs: as ceiling, against canned answers"
+  run_sim null-acs --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+  stop "$server_pid"; server_pid=""
+  runs="$runs null-acs"
   if [ "$tls" = 1 ]; then
     $bin/roost-bench cert --dir "$tmp/tls"
     printf '[tls]\ncwmp_cert = "%s"\ncwmp_key = "%s"\n' "$tmp/tls/server.pem" "$tmp/tls/server.key" >"$tmp/tls.toml"
@@ -456,7 +466,7 @@ run_backend() {
     acs_scheme=http
     sim_tls=()
     stop "$server_pid"; server_pid=""
-    runs="rate ceiling ceiling-tls"
+    runs="$runs ceiling-tls"
   fi
 
   local size
@@ -483,6 +493,8 @@ run_backend() {
         "$([ "$backend" = postgres ] && field "$r" postgres_cpu || echo -)" "$(field "$r" other_cpu)" \
         "$(field "$r" machine_busy)"
     done
+    awk -v c="$(field "$tmp/ceiling.result" sessions_per_s)" -v n="$(field "$tmp/null-acs.result" sessions_per_s)" \
+      'BEGIN { if (n > 0) printf "ceiling: %.0f %% of the null ACS of this run (the same load generator, cores and port)\n", 100 * c / n }'
     if [ "$tls" = 1 ]; then
       awk -v t="$(field "$tmp/ceiling-tls.result" sessions_per_s)" -v p="$(field "$tmp/ceiling.result" sessions_per_s)" \
         'BEGIN { if (p > 0) printf "TLS ceiling: %.0f %% of the plain ceiling of this run\n", 100 * t / p }'

@@ -45,6 +45,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 CARGO_TARGET_DIR=target/plugins-native cargo clippy --manifest-path plugins/Cargo.toml --all-targets --locked \
   --target "$(rustc -vV | sed -n 's/^host: //p')" -- -D warnings
 
+# The deployment artefacts (deploy/), with hadolint, the compose schema, kubernetes-validate,
+# systemd-analyze, nginx and haproxy.
+scripts/check-deploy.sh
+
 cargo build --workspace --all-targets --locked
 # The portal (web/dist, against this build's OpenAPI document) and the browser its end-to-end
 # test drives: Debian's Chromium, with apt-get when it is missing.

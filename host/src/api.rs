@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -250,7 +251,55 @@ async fn metrics(
         return ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "Metrics are for the platform's scraper")
             .into_response();
     }
+    // Read before the scrape is written; a database that does not answer leaves the family out
+    // (`/readyz` says why), not the whole scrape.
+    let rollouts =
+        tokio::time::timeout(std::time::Duration::from_secs(1), crate::store::rollouts::live_progress(&app.api_store))
+            .await
+            .ok()
+            .and_then(Result::ok);
     let text = app.metrics.render(|out| {
+        let store = app.store.counters();
+        crate::metrics::counter(
+            out,
+            "roost_db_statements_total",
+            "Database statements executed (both pools), and those that failed",
+            &[
+                ("outcome=\"ok\"", store.ok_statements.load(Ordering::Relaxed)),
+                ("outcome=\"failed\"", store.failed_statements.load(Ordering::Relaxed)),
+            ],
+        );
+        store.statement_seconds.render(
+            out,
+            "roost_db_statement_duration_seconds",
+            "Database statements, from sent to answered",
+        );
+        store.faults.render(
+            out,
+            "roost_faults_recorded_total",
+            "Faults recorded on devices, by kind (a repeat counts again)",
+        );
+        let runs = &app.provisioning.counters;
+        crate::metrics::counter(
+            out,
+            "roost_plugin_runs_total",
+            "Provision runs: in the sandbox, or replayed from a kept output instead",
+            &[
+                ("how=\"sandboxed\"", runs.sandboxed_runs.load(Ordering::Relaxed)),
+                ("how=\"replayed\"", runs.replayed_runs.load(Ordering::Relaxed)),
+            ],
+        );
+        if let Some(rollouts) = &rollouts {
+            let samples: Vec<(String, f64)> =
+                rollouts.iter().map(|(state, devices)| (format!("state=\"{state}\""), *devices as f64)).collect();
+            let samples: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            crate::metrics::gauge(
+                out,
+                "roost_rollout_devices",
+                "Devices of running, paused or rolling-back firmware rollouts, by state",
+                &samples,
+            );
+        }
         crate::metrics::gauge(
             out,
             "roost_cwmp_sessions_live",

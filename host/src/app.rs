@@ -69,6 +69,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// The STUN server, once bound (`--stun-listen`): UDP connection requests leave from it.
     pub stun: std::sync::OnceLock<Arc<crate::cwmp::stun::StunServer>>,
+    /// This process among the replicas of its database (`replicas`): random at each start.
+    pub replica: String,
     draining: AtomicBool,
 }
 
@@ -128,6 +130,7 @@ impl App {
             Arc::new(crate::health::MetricsBuffer::new(config.health.max_buffered_points)),
         ));
         let files = Arc::new(crate::files::LocalFiles::new(config.data_dir.join("files")));
+        let nonce_key = NonceKey::shared(&secrets);
         Ok(Self {
             config,
             store,
@@ -135,7 +138,7 @@ impl App {
             api_slots,
             secrets,
             auth,
-            nonce_key: NonceKey::random(),
+            nonce_key,
             auth_failures: Default::default(),
             sessions: Sessions::default(),
             org_routes: moka::future::Cache::builder().max_capacity(100_000).time_to_live(cwmp::ORG_ROUTE_TTL).build(),
@@ -150,14 +153,15 @@ impl App {
             upload_slots: Arc::new(tokio::sync::Semaphore::new(crate::files::CONCURRENT_UPLOADS)),
             metrics: crate::metrics::Metrics::default(),
             stun: std::sync::OnceLock::new(),
+            replica: hex::encode(rand::random::<[u8; 6]>()),
             draining: AtomicBool::new(false),
             listening: std::sync::OnceLock::new(),
         })
     }
 
+    /// Tells this replica's waiters, and the other replicas' (PostgreSQL).
     pub fn task_finished(&self, task_id: i64) {
-        // No receiver is fine: nobody is waiting.
-        let _ = self.task_events.send(task_id);
+        crate::replicas::publish(self, crate::replicas::Signal::TaskFinished(task_id));
     }
 
     pub fn is_draining(&self) -> bool {
@@ -196,7 +200,7 @@ impl Server {
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_listen))?;
         let stun = match config.stun_listen {
-            Some(address) => Some(Arc::new(StunServer::bind(address, config.stun.binding_memory).await?)),
+            Some(address) => Some(Arc::new(StunServer::bind(address, &config.stun).await?)),
             None => None,
         };
         // The certificates load before anything else starts: a pair that does not is the
@@ -277,6 +281,7 @@ impl Server {
         tasks.spawn(crate::health::jobs::presence_loop(app.clone(), stopped.clone()));
         tasks.spawn(crate::jobs::run(app.clone(), stopped.clone()));
         tasks.spawn(crate::events::outbox::run(app.clone(), stopped.clone()));
+        tasks.spawn(crate::replicas::listen(app.clone(), stopped.clone()));
 
         let sweeper_app = app.clone();
         let mut signal = stopped;

@@ -52,6 +52,26 @@ pub enum Command {
     /// Print the OpenAPI 3.1 document of the REST API and the NBI (as served at
     /// `/api/v1/openapi.json`), for generating clients.
     Openapi,
+    /// Copy the embedded SQLite database to FILE while the server runs (one consistent
+    /// snapshot, checked). PostgreSQL: pg_dump (docs/DEPLOY.md). Keep the master key apart.
+    Backup {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Replace the embedded SQLite database with the backup FILE; `roost serve` must be stopped.
+    /// The database replaced is kept beside it (`roost.db.replaced-<seconds>`).
+    Restore {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Ask a running server whether it is alive (`/healthz`) or ready (`/readyz`): exits 0 on a
+    /// 2xx answer within 3 s, 1 otherwise. For container health checks, which have no curl.
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +186,21 @@ pub enum CpeCredentialCommand {
     },
 }
 
+/// `roost probe`: one GET, no retries (the orchestrator retries).
+async fn probe(url: &str) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")?;
+    let response = client.get(url).send().await.with_context(|| format!("{url} did not answer"))?;
+    let status = response.status();
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}");
+    }
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Plugin { command: PluginCommand::Validate { file } } => {
@@ -261,6 +296,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
             store.close().await
+        }
+        Command::Probe { url } => probe(&url).await,
+        Command::Backup { file, database } => {
+            let summary = crate::store::backup::backup(&database.database_url(), &file).await?;
+            println!("backed up to {}: {summary}", file.display());
+            println!("the master key is not in the backup: keep a copy of it, apart from the backups");
+            Ok(())
+        }
+        Command::Restore { file, database } => {
+            let (summary, kept) = crate::store::backup::restore(&database.database_url(), &file).await?;
+            println!("restored {}: {summary}", file.display());
+            if let Some(kept) = kept {
+                println!("the database it replaced is kept as {}", kept.display());
+            }
+            println!("start `roost serve` with the master key the backup was taken under");
+            Ok(())
         }
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&crate::api::openapi_document())?);

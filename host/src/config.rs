@@ -436,6 +436,14 @@ pub struct StunSettings {
     /// Request from the remembered address is a keepalive and costs no database work.
     #[serde(with = "seconds")]
     pub binding_memory: Duration,
+    /// How often a device's keepalives tell the store its binding is still in use (one write
+    /// per device per interval).
+    #[serde(with = "seconds")]
+    pub binding_refresh: Duration,
+    /// A binding the store has not heard of for this long is not used: the NAT has likely
+    /// dropped it, and its address may be someone else's by now.
+    #[serde(with = "seconds")]
+    pub binding_lifetime: Duration,
 }
 
 impl Default for StunSettings {
@@ -445,6 +453,8 @@ impl Default for StunSettings {
             copies: 3,
             copy_interval: Duration::from_millis(500),
             binding_memory: Duration::from_secs(3600),
+            binding_refresh: Duration::from_secs(1800),
+            binding_lifetime: Duration::from_secs(7200),
         }
     }
 }
@@ -607,6 +617,14 @@ impl Config {
         if file.stun.copies == 0 {
             anyhow::bail!("[stun] copies is at least 1");
         }
+        if file.stun.binding_refresh.is_zero()
+            || file.stun.binding_lifetime <= file.stun.binding_refresh
+            || file.stun.binding_lifetime <= file.stun.binding_memory
+        {
+            anyhow::bail!(
+                "[stun] binding_lifetime must be longer than binding_refresh and binding_memory (each at least 1 second)"
+            );
+        }
         let mut tls = file.tls;
         if args.tls_cert.is_some() {
             tls.cert = args.tls_cert.clone();
@@ -714,6 +732,19 @@ mod tests {
         assert_eq!(own.cwmp().unwrap().unwrap().cert, PathBuf::from("all.pem"));
         let none = TlsSettings::default();
         assert!(none.cwmp().unwrap().is_none() && none.http().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_configuration_files_shipped_in_deploy_are_read() {
+        for (name, text) in [
+            ("deploy/tls/roost-tls.toml", include_str!("../../deploy/tls/roost-tls.toml")),
+            ("deploy/kubernetes/roost.toml", include_str!("../../deploy/kubernetes/roost.toml")),
+        ] {
+            let file: FileConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            file.stun.advertised().unwrap_or_else(|e| panic!("{name}: {e}"));
+            file.tls.cwmp().unwrap_or_else(|e| panic!("{name}: {e}"));
+            file.tls.http().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use roost_cwmp::fault::acs_codes;
 use roost_cwmp::limits::{MessageLimits, clamp_cpe_message};
 use roost_cwmp::session::{Incoming, Reply, Session};
 use roost_cwmp::{AcsResponse, CpeBody, CpeRequest, Envelope, Fault, Inform, decode_cpe_message};
+use tracing::Instrument;
 
 use roost_http::framing;
 
@@ -300,7 +301,17 @@ async fn handle(
             Some(Gated::Authenticated(credential)) => Some(credential),
             _ => None,
         };
-        return start_session(app, origin, org_slug, &headers, credential, inform.clone(), envelope, now).await;
+        // Every log line of the session carries its trace id (and the device), from here to its
+        // last request: `ROOST_LOG_FORMAT=json` puts them in each line's span.
+        let trace = new_trace_id();
+        let device = roost_cwmp::device_id::device_id(
+            &inform.device_id.oui,
+            &inform.device_id.product_class,
+            &inform.device_id.serial_number,
+        );
+        let span = tracing::info_span!("cwmp_session", trace = %trace, device = %device);
+        let session = start_session(app, origin, org_slug, &headers, credential, inform.clone(), envelope, now, trace);
+        return session.instrument(span).await;
     }
     let (token, live) = match app.sessions.find(cookie_token.as_deref(), origin, app.config.cwmp.session_binding) {
         Lookup::Found(token, live) => (token, live),
@@ -323,7 +334,8 @@ async fn handle(
         }
     };
     let mut live = live.lock().await;
-    let reply = continue_session(&app, &mut live, envelope, now).await;
+    let span = tracing::info_span!("cwmp_session", trace = %live.trace, device = %live.device_id);
+    let reply = continue_session(&app, &mut live, envelope, now).instrument(span).await;
     if reply.ends_session() || live.cwmp.is_ended() {
         let started = live.started;
         drop(live);
@@ -394,6 +406,7 @@ async fn start_session(
     inform: Inform,
     envelope: Option<Envelope<CpeBody>>,
     now: Instant,
+    trace: String,
 ) -> Response {
     let peer = origin.peer;
     let device_id = roost_cwmp::device_id::device_id(
@@ -535,6 +548,8 @@ async fn start_session(
             ),
             peer,
             started: now,
+            trace,
+            device_id: device_id.clone(),
         },
     );
     if let Some(previous) = previous {
@@ -631,6 +646,12 @@ fn cookie_value(header: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| name.trim() == COOKIE)
         .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+}
+
+/// A session's trace id: 16 hex digits, random, told to no one but the logs (the cookie token
+/// opens the session, so it is never logged).
+fn new_trace_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
 }
 
 /// A session cookie: 256 random bits, unguessable.

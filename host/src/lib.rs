@@ -23,6 +23,7 @@ pub mod permissions;
 pub mod plugins;
 pub mod portal;
 pub mod provisioning;
+pub mod replicas;
 pub mod rollouts;
 pub mod secrets;
 pub mod store;

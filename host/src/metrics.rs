@@ -42,7 +42,7 @@ impl Labeled {
         self.counts[index].load(Ordering::Relaxed)
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
         header(out, name, help, "counter");
         for (value, count) in self.values.iter().chain(std::iter::once(&"other")).zip(self.counts.iter()) {
             let _ = writeln!(out, "{name}{{{}=\"{value}\"}} {}", self.label, count.load(Ordering::Relaxed));
@@ -82,7 +82,7 @@ impl Pairs {
             .unwrap_or(0)
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
         header(out, name, help, "counter");
         let Ok(counts) = self.counts.lock() else { return };
         for ([first, second], count) in counts.iter() {
@@ -121,7 +121,7 @@ impl Histogram {
         self.sum_micros.fetch_add(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
         header(out, name, help, "histogram");
         let mut cumulative = 0;
         for (bound, bucket) in self.bounds.iter().zip(self.buckets.iter()) {
@@ -142,9 +142,19 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A counter read at scrape time from elsewhere (the store's, the provisioner's).
+pub fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    series(out, name, help, "counter", samples);
+}
+
 /// A gauge's value, read at scrape time.
 pub fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, f64)]) {
-    header(out, name, help, "gauge");
+    series(out, name, help, "gauge", samples);
+}
+
+/// A family and its samples, each with its labels (`a="x",b="y"`, or none).
+fn series<T: std::fmt::Display>(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(&str, T)]) {
+    header(out, name, help, kind);
     for (labels, value) in samples {
         if labels.is_empty() {
             let _ = writeln!(out, "{name} {value}");
@@ -193,13 +203,34 @@ const CONNECTION_REQUEST_OUTCOMES: &[&str] =
 const CONNECTION_REQUEST_TRANSPORTS: &[&str] = &["http", "udp"];
 
 /// What the STUN server did with a datagram (`cwmp::stun`).
-const STUN_OUTCOMES: &[&str] =
-    &["answered", "keepalive", "bound", "challenged", "malformed", "bad_integrity", "unknown_device", "busy"];
+const STUN_OUTCOMES: &[&str] = &[
+    "answered",
+    "keepalive",
+    "bound",
+    "challenged",
+    "malformed",
+    "bad_integrity",
+    "replayed",
+    "unknown_device",
+    "busy",
+];
 
 /// How a task ends (its names are [`crate::tasks::TASK_NAMES`]).
 const TASK_OUTCOMES: &[&str] = &["done", "fault"];
 
 const LISTENERS: &[&str] = &["cwmp", "http"];
+
+/// How a webhook delivery attempt ended: delivered (2xx), failed (to be retried), or gone (its
+/// event or webhook no longer exists).
+const WEBHOOK_OUTCOMES: &[&str] = &["delivered", "failed", "gone"];
+
+/// What kind of fault was recorded on a device ([`crate::fault_code::FaultKind`]).
+pub const FAULT_KINDS: &[&str] = &["cpe", "plugin", "provisioning"];
+
+/// A database statement's time, from sent to answered: most take well under a millisecond on
+/// SQLite, a few on PostgreSQL across a network.
+pub const STATEMENT_SECONDS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
 /// A CWMP session's length, from its Inform to its end: most are tens of milliseconds; a
 /// discovery or a provision run seconds.
@@ -217,6 +248,7 @@ pub struct Metrics {
     pub tasks: Pairs,
     pub tls_handshake_failures: Labeled,
     pub stun: Labeled,
+    pub webhook_deliveries: Labeled,
 }
 
 impl Default for Metrics {
@@ -234,6 +266,7 @@ impl Default for Metrics {
             tasks: Pairs::new(["name", "outcome"], [crate::tasks::TASK_NAMES, TASK_OUTCOMES]),
             tls_handshake_failures: Labeled::new("listener", LISTENERS),
             stun: Labeled::new("outcome", STUN_OUTCOMES),
+            webhook_deliveries: Labeled::new("outcome", WEBHOOK_OUTCOMES),
         }
     }
 }
@@ -271,6 +304,11 @@ impl Metrics {
             &mut out,
             "roost_stun_requests_total",
             "STUN datagrams received, by what became of them (bound: a device's UDP binding recorded)",
+        );
+        self.webhook_deliveries.render(
+            &mut out,
+            "roost_webhook_deliveries_total",
+            "Webhook delivery attempts, by outcome (on the replica that holds the events lease)",
         );
         header(&mut out, "roost_build_info", "The running version", "gauge");
         let _ = writeln!(out, "roost_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));

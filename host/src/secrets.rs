@@ -49,6 +49,13 @@ impl Secrets {
         Self { cipher: Aes256Gcm::new(key.into()), derivation: hmac_sha256(key, b"roost derived credentials v1") }
     }
 
+    /// A 256-bit key for `purpose`, the same in every process with this master key.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        let mut input = b"key\0".to_vec();
+        input.extend_from_slice(purpose.as_bytes());
+        hmac_sha256(&self.derivation, &input)
+    }
+
     /// A credential for `subject` in `purpose`, 24 hex characters, the same in every process
     /// with this master key and different for every subject: a device's STUN password, which the
     /// STUN server checks without a lookup per Binding Request.
@@ -156,6 +163,9 @@ mod tests {
         assert_ne!(one.derived_token("stun", "00259E-HG8245H-ABD"), token);
         assert_ne!(one.derived_token("other", "00259E-HG8245H-ABC"), token);
         assert_ne!(Secrets::from_key(&[8; 32]).derived_token("stun", "00259E-HG8245H-ABC"), token);
+        assert_eq!(Secrets::from_key(&[7; 32]).derived_key("nonces"), one.derived_key("nonces"));
+        assert_ne!(one.derived_key("nonces"), one.derived_key("other"));
+        assert_ne!(Secrets::from_key(&[8; 32]).derived_key("nonces"), one.derived_key("nonces"));
         // The separator keeps purpose and subject apart.
         assert_ne!(one.derived_token("stu", "n00259E"), one.derived_token("stun", "00259E"));
     }

@@ -55,6 +55,7 @@ macro_rules! stored_names {
 
 pub mod api_keys;
 pub mod audit;
+pub mod backup;
 pub mod bulk;
 pub mod credentials;
 pub mod dashboard;
@@ -130,7 +131,7 @@ pub struct Store {
     sqlite_writer: Option<Arc<Mutex<()>>>,
     /// Statements executed since start (transaction BEGIN/COMMIT not included): the cost of a
     /// code path, measured rather than estimated.
-    statements: Arc<AtomicU64>,
+    counters: Arc<StoreCounters>,
     /// Background work (the SQLite checkpointer) stops once every clone of the store is gone.
     _alive: Arc<()>,
     /// The presence rule every write of `offline_at` applies (`[health]`).
@@ -213,6 +214,10 @@ async fn checkpoint_loop(url: String, writer: Arc<Mutex<()>>, alive: std::sync::
     let _ = connection.close().await;
 }
 
+/// The PostgreSQL advisory lock that migrations hold (an arbitrary number of Roost's own:
+/// "roost" in ASCII, then the lock's purpose).
+const MIGRATION_LOCK: i64 = 0x726f_6f73_7400_0001;
+
 /// A pool of `max_connections` on `url`, set up as every pool of the store is.
 async fn connect_pool(url: &str, max_connections: u32) -> Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
@@ -247,11 +252,38 @@ async fn connect_pool(url: &str, max_connections: u32) -> Result<DatabaseConnect
     Database::connect(options).await.with_context(|| format!("connecting to the database at {}", redact_url(url)))
 }
 
-/// Counts the statements `db` executes into `counter`.
-fn count_statements(db: &mut DatabaseConnection, counter: &Arc<AtomicU64>) {
-    let counter = counter.clone();
-    db.set_metric_callback(move |_| {
-        counter.fetch_add(1, Ordering::Relaxed);
+/// What the store did, for `/metrics`: shared by every pool of one database.
+#[derive(Debug)]
+pub struct StoreCounters {
+    pub statements: AtomicU64,
+    pub ok_statements: AtomicU64,
+    pub failed_statements: AtomicU64,
+    pub statement_seconds: crate::metrics::Histogram,
+    /// Faults recorded on devices, by kind (`crate::metrics::FAULT_KINDS`).
+    pub faults: crate::metrics::Labeled,
+}
+
+impl Default for StoreCounters {
+    fn default() -> Self {
+        Self {
+            statements: AtomicU64::new(0),
+            ok_statements: AtomicU64::new(0),
+            failed_statements: AtomicU64::new(0),
+            statement_seconds: crate::metrics::Histogram::new(crate::metrics::STATEMENT_SECONDS),
+            faults: crate::metrics::Labeled::new("kind", crate::metrics::FAULT_KINDS),
+        }
+    }
+}
+
+/// Counts and times the statements `db` executes into `counters`.
+fn count_statements(db: &mut DatabaseConnection, counters: &Arc<StoreCounters>) {
+    let counters = counters.clone();
+    db.set_metric_callback(move |info| {
+        counters.statements.fetch_add(1, Ordering::Relaxed);
+        counters.statement_seconds.observe(info.elapsed);
+        // Each outcome its own counter: one derived from two reads could go down.
+        let outcome = if info.failed { &counters.failed_statements } else { &counters.ok_statements };
+        outcome.fetch_add(1, Ordering::Relaxed);
     });
 }
 
@@ -263,14 +295,14 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
         let is_sqlite = url.starts_with("sqlite:");
         let mut db = connect_pool(url, if is_sqlite { 8 } else { 32 }).await?;
-        let statements = Arc::new(AtomicU64::new(0));
-        count_statements(&mut db, &statements);
+        let counters = Arc::new(StoreCounters::default());
+        count_statements(&mut db, &counters);
         let alive = Arc::new(());
         let sqlite_writer = is_sqlite.then(|| Arc::new(Mutex::new(())));
         if let Some(writer) = &sqlite_writer {
             tokio::spawn(checkpoint_loop(url.to_owned(), writer.clone(), Arc::downgrade(&alive)));
         }
-        Ok(Self { db, sqlite_writer, statements, _alive: alive, offline_grace: Default::default() })
+        Ok(Self { db, sqlite_writer, counters, _alive: alive, offline_grace: Default::default() })
     }
 
     /// The same database through a pool of its own of `max_connections`, sharing this store's
@@ -287,7 +319,7 @@ impl Store {
 
     pub async fn with_own_pool(&self, url: &str, max_connections: u32) -> Result<Self> {
         let mut db = connect_pool(url, max_connections).await?;
-        count_statements(&mut db, &self.statements);
+        count_statements(&mut db, &self.counters);
         Ok(Self { db, ..self.clone() })
     }
 
@@ -300,7 +332,34 @@ impl Store {
     /// sessions a second over a 20 s benchmark).
     pub async fn open_migrated(url: &str) -> Result<Self> {
         let migration = connect_pool(url, 1).await?;
+        // Replicas starting together on one PostgreSQL take turns: the first migrates, the
+        // others then find nothing to do. The lock is held by a connection of its own for the
+        // whole migration (a pooled one could be replaced midway), and goes with it if this
+        // process dies.
+        let lock = if url.starts_with("postgres") {
+            use sea_orm::sqlx::Connection as _;
+            let mut connection = sea_orm::sqlx::PgConnection::connect(url)
+                .await
+                .with_context(|| format!("connecting to {} for the migrations' lock", redact_url(url)))?;
+            sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut connection)
+                .await
+                .context("waiting for another replica's migrations")?;
+            Some(connection)
+        } else {
+            None
+        };
         roost_migrations::Migrator::up(&migration, None).await.context("running database migrations")?;
+        if let Some(mut connection) = lock {
+            use sea_orm::sqlx::Connection as _;
+            sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut connection)
+                .await
+                .context("ending the migrations")?;
+            connection.close().await.ok();
+        }
         let store = Self::connect(url).await?;
         migration.close().await.context("closing the migration connection")?;
         Ok(store)
@@ -308,7 +367,12 @@ impl Store {
 
     /// Statements executed so far on this store.
     pub fn statements_executed(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
+        self.counters.statements.load(Ordering::Relaxed)
+    }
+
+    /// What the store did, for `/metrics`.
+    pub fn counters(&self) -> &StoreCounters {
+        &self.counters
     }
 
     /// The pool's connections: open, and idle among them (`/metrics`).

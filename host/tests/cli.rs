@@ -137,3 +137,84 @@ fn plugin_new_and_build_refuse_what_they_cannot_do() {
     let nothing = run(&["plugin", "build", "nowhere"]);
     assert!(stderr(&nothing).contains("has no Cargo.toml"), "{}", stderr(&nothing));
 }
+
+/// One HTTP/1.0 request with a body and extra headers; the whole answer.
+fn post(port: u16, headers: &str, body: &str) -> String {
+    http(port, &format!("POST / HTTP/1.0\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len())).unwrap()
+}
+
+#[test]
+fn json_logs_trace_a_session_and_a_backup_taken_while_serving_restores() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let refused =
+        Command::new(ROOST).args(["serve", "--data-dir", data_dir]).env("ROOST_LOG_FORMAT", "xml").output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("`text` or `json`"));
+
+    let (cwmp, http_port) = (free_port(), free_port());
+    let mut server = Command::new(ROOST)
+        .args(["serve", "--data-dir", data_dir, "--cpe-auth", "open"])
+        .args(["--cwmp-listen", &format!("127.0.0.1:{cwmp}"), "--http-listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--stun-listen", "127.0.0.1:0"])
+        .env("ROOST_LOG_FORMAT", "json")
+        .env("ROOST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let probe = |url: &str| Command::new(ROOST).args(["probe", url]).output().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !probe(&format!("http://127.0.0.1:{http_port}/readyz")).status.success() {
+        assert!(Instant::now() < deadline, "roost serve was not ready within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let closed = probe(&format!("http://127.0.0.1:{}/healthz", free_port()));
+    assert!(!closed.status.success() && String::from_utf8_lossy(&closed.stderr).contains("did not answer"));
+
+    // One session: the Inform, then the empty POST that ends it, by its cookie.
+    let inform = "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:cwmp=\"urn:dslforum-org:cwmp-1-0\"><SOAP-ENV:Body><cwmp:Inform><DeviceId><Manufacturer>M</Manufacturer><OUI>00AA11</OUI><ProductClass>Box</ProductClass><SerialNumber>LOG1</SerialNumber></DeviceId><Event><EventStruct><EventCode>2 PERIODIC</EventCode><CommandKey></CommandKey></EventStruct></Event><MaxEnvelopes>1</MaxEnvelopes><RetryCount>0</RetryCount><ParameterList></ParameterList></cwmp:Inform></SOAP-ENV:Body></SOAP-ENV:Envelope>";
+    let answer = post(cwmp, "Content-Type: text/xml\r\n", inform);
+    assert!(answer.contains(" 200 ") && answer.contains("InformResponse"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let end = post(cwmp, &format!("Cookie: {cookie}\r\n"), "");
+    assert!(end.contains(" 204 ") || end.contains(" 200 "), "{end}");
+
+    // A backup while it serves.
+    let backup = data.path().join("backup.db");
+    let taken =
+        Command::new(ROOST).args(["backup", backup.to_str().unwrap(), "--data-dir", data_dir]).output().unwrap();
+    assert!(taken.status.success(), "{}", String::from_utf8_lossy(&taken.stderr));
+    assert!(String::from_utf8_lossy(&taken.stdout).contains("1 devices"), "{}", String::from_utf8_lossy(&taken.stdout));
+    let busy =
+        Command::new(ROOST).args(["restore", backup.to_str().unwrap(), "--data-dir", data_dir]).output().unwrap();
+    assert!(!busy.status.success() && String::from_utf8_lossy(&busy.stderr).contains("in use"));
+
+    assert!(Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap().success());
+    let output = {
+        use std::io::Read;
+        let mut text = String::new();
+        server.stderr.take().unwrap().read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(server.wait().unwrap().success());
+    // Every line is a JSON object; those of the session carry one trace id and the device.
+    let lines: Vec<serde_json::Value> =
+        output.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let traced: Vec<&serde_json::Value> = lines.iter().filter(|l| l["span"]["name"] == "cwmp_session").collect();
+    assert!(!traced.is_empty(), "{output}");
+    let trace = traced[0]["span"]["trace"].as_str().unwrap();
+    assert_eq!(trace.len(), 16);
+    assert!(traced.iter().all(|l| l["span"]["trace"] == trace && l["span"]["device"] == "00AA11-Box-LOG1"), "{output}");
+    assert!(traced.iter().any(|l| l["fields"]["message"] == "new device registered"), "{output}");
+
+    let restored =
+        Command::new(ROOST).args(["restore", backup.to_str().unwrap(), "--data-dir", data_dir]).output().unwrap();
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    let said = String::from_utf8_lossy(&restored.stdout);
+    assert!(said.contains("1 devices") && said.contains("replaced-"), "{said}");
+}

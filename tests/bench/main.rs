@@ -24,6 +24,7 @@
 mod api_list;
 mod hostile;
 mod image;
+mod nullacs;
 mod pgcount;
 mod plugins;
 mod rollout;
@@ -193,6 +194,11 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// The null ACS: canned answers to periodic-Inform sessions, the yardstick of the ceiling.
+    NullAcs {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     /// Print free TCP ports on 127.0.0.1, one per line.
     Ports {
         #[arg(long, default_value_t = 1)]
@@ -285,6 +291,7 @@ async fn main() -> Result<()> {
         }
         Command::Rollout(plan) => rollout::run(plan).await,
         Command::Cert { dir } => write_certificates(&dir),
+        Command::NullAcs { listen } => nullacs::serve(listen).await,
         Command::Ports { count } => {
             // Held together so the ports differ; released on return for the caller to bind.
             let listeners = (0..count)

@@ -165,20 +165,6 @@ on_both_backends! {
     }
 }
 
-/// A periodic Inform for a simulated device's identity, written by hand.
-fn periodic_inform(cpe: &roost_sim::DeviceHandle) -> String {
-    use roost_cwmp::{CpeBody, CpeRequest, CwmpVersion, EventStruct, Header, Inform};
-    let inform = Inform {
-        device_id: cpe.identity().clone(),
-        events: vec![EventStruct { code: "2 PERIODIC".into(), command_key: String::new() }],
-        max_envelopes: 1,
-        current_time: "2026-11-21T12:00:00Z".into(),
-        retry_count: 0,
-        parameters: vec![],
-    };
-    roost_cwmp::encode_cpe_message(CwmpVersion::V1_0, &Header::default(), &CpeBody::Request(CpeRequest::Inform(inform)))
-}
-
 on_both_backends! {
     async fn a_task_whose_sessions_keep_dying_is_resent_then_failed(backend: Backend) {
         let h = Harness::start(backend).await;

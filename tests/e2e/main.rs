@@ -23,6 +23,7 @@ mod openapi;
 mod plugins;
 mod portal;
 mod provisioning;
+mod replicas;
 mod restart;
 mod rollouts;
 mod support_desk;

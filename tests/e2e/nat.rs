@@ -16,6 +16,11 @@ use super::*;
 
 /// Devices of a real export (`tests/data/cpe/`) behind NAT, each informed once (its bootstrap).
 async fn fleet_behind_nat(h: &Harness, export: &str, devices: usize, prefix: &str) -> roost_sim::Fleet {
+    fleet_of(h, export, devices, prefix, true).await
+}
+
+/// [`fleet_behind_nat`], or with a reachable listener and no STUN client running (`nat` false).
+async fn fleet_of(h: &Harness, export: &str, devices: usize, prefix: &str, nat: bool) -> roost_sim::Fleet {
     let model = roost_sim::DataModel::load(roost_sim::data_dir().join(export)).unwrap();
     let mut config = roost_sim::FleetConfig::new(h.cwmp_url(), std::sync::Arc::new(model));
     config.devices = devices;
@@ -23,7 +28,7 @@ async fn fleet_behind_nat(h: &Harness, export: &str, devices: usize, prefix: &st
     config.start = roost_sim::StartMode::Manual;
     config.retry = false;
     config.cr_min_interval = Duration::ZERO;
-    config.nat = true;
+    config.nat = nat;
     let fleet = roost_sim::Fleet::start(config).await.unwrap();
     for device in fleet.devices() {
         let report = device.inform_now(&[]).await.unwrap();
@@ -175,11 +180,39 @@ async fn forged_malformed_and_oversized_stun_messages_change_nothing() {
         victim.wait_for_session(mark, Duration::from_secs(10), |r| r.has_event("6 CONNECTION REQUEST")).await.is_ok()
     );
 
+    // A signed request moves the binding wherever it comes from; the same bytes sent again
+    // from elsewhere (a captured request replayed) are dropped, and the binding stays. Shown on
+    // a device whose own STUN client is not running (it would move its binding back).
+    let quiet = fleet_of(&h, "nokia-g-1425g-a_tr098_genieacs-export.csv", 1, "QUIET", false).await;
+    let id = quiet.device(0).device_id();
+    let password = quiet.device(0).value(&format!("{}ManagementServer.STUNPassword", quiet.device(0).root())).unwrap();
+    let signed = binding_request([5; 16], Some(&id), true, Some(&password));
+    let answer = exchange(&attacker, stun, &signed).await.expect("a signed request is answered");
+    assert_eq!(read_answer(&answer, &[5; 16]), Some(Answer::Mapped(attacker.local_addr().unwrap())));
+    assert!(roost_sim::stun::response_signed(&answer, &password), "the answer is signed as the request was");
+    let moved = attacker.local_addr().unwrap().to_string();
+    for _ in 0..50 {
+        if h.device(&id).await["connection_request"]["udp_address"] == moved.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.device(&id).await["connection_request"]["udp_address"], moved.as_str());
+    let replayer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(exchange(&replayer, stun, &signed).await, None, "a replay from elsewhere is not answered");
+    assert_eq!(
+        h.device(&id).await["connection_request"]["udp_address"],
+        moved.as_str(),
+        "nor does it move the binding"
+    );
+
     let after = scrape(&h).await;
     let grew = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(grew("roost_stun_requests_total{outcome=\"replayed\"}"), 1.0, "{after}");
     assert_eq!(grew("roost_stun_requests_total{outcome=\"malformed\"}"), 3.0, "{after}");
     assert_eq!(grew("roost_stun_requests_total{outcome=\"bad_integrity\"}"), 1.0, "{after}");
     assert!(grew("roost_stun_requests_total{outcome=\"challenged\"}") >= 1.0, "{after}");
+    quiet.stop().await;
     fleet.stop().await;
     h.finish().await;
 }

@@ -61,6 +61,21 @@ async fn metrics_count_sessions_events_tasks_and_wake_ups() {
     assert_eq!(sample(&after, "roost_cwmp_sessions_live"), 0.0);
     assert!(after.contains("# TYPE roost_cwmp_session_duration_seconds histogram\n"));
     assert!(after.contains("roost_db_pool_connections{pool=\"cwmp\",state=\"idle\"}"), "{after}");
+    // The store's statements, timed; the bootstrap provision's runs; the families always there.
+    assert!(grew("roost_db_statements_total{outcome=\"ok\"}") > 10.0, "{after}");
+    assert!(grew("roost_db_statement_duration_seconds_count") > 10.0, "{after}");
+    assert!(
+        grew("roost_plugin_runs_total{how=\"sandboxed\"}") >= 2.0,
+        "each device's bootstrap ran in the sandbox: {after}"
+    );
+    for family in [
+        "roost_faults_recorded_total",
+        "roost_webhook_deliveries_total",
+        "roost_rollout_devices",
+        "roost_stun_requests_total",
+    ] {
+        assert!(after.contains(&format!("# TYPE {family} ")), "{family} in {after}");
+    }
     fleet.stop().await;
     h.finish().await;
 }

@@ -35,12 +35,12 @@ fn postgres_admin_url() -> String {
 }
 
 /// A PostgreSQL database that exists for one test.
-struct TestDatabase {
+pub struct TestDatabase {
     name: String,
 }
 
 impl TestDatabase {
-    async fn create() -> Result<(Self, String)> {
+    pub async fn create() -> Result<(Self, String)> {
         let admin_url = postgres_admin_url();
         let name = format!("roost_e2e_{}", uuid::Uuid::now_v7().simple());
         let admin = Database::connect(&admin_url).await.context("connecting to PostgreSQL (is it running?)")?;
@@ -50,7 +50,7 @@ impl TestDatabase {
         Ok((Self { name: name.clone() }, format!("{base}/{name}")))
     }
 
-    async fn drop_now(&self) -> Result<()> {
+    pub async fn drop_now(&self) -> Result<()> {
         let admin = Database::connect(&postgres_admin_url()).await?;
         admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await?;
         admin.close().await?;
@@ -237,6 +237,36 @@ impl Harness {
     /// The CWMP listener's address (for clients that speak TLS to it).
     pub fn cwmp_addr(&self) -> SocketAddr {
         self.cwmp_addr
+    }
+
+    /// Another replica of this server: the same database and master key (the same data
+    /// directory, which with PostgreSQL holds only the key and stored files), its own ports.
+    pub async fn replica(&self) -> Server {
+        let mut config = self.config();
+        config.cwmp_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.stun_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let shared = (config.plugins.limits == test_plugin_limits()).then(shared_plugin_runtime);
+        Server::start_sharing(config, shared).await.expect("replica start")
+    }
+
+    /// A request to another replica's API, as the platform administrator.
+    pub async fn request_to(
+        &self,
+        replica: &Server,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request =
+            self.http.request(method, format!("http://{}{path}", replica.http_addr)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request to the replica");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// The STUN server's UDP address, when it runs.
@@ -757,4 +787,72 @@ pub fn capture_bodies(file: &str, direction: &str) -> Vec<String> {
         .map(|body| body.lines().filter(|l| !l.starts_with("STUB")).collect::<Vec<_>>().join("\n").trim().to_owned())
         .filter(|body| !body.is_empty())
         .collect()
+}
+
+/// A TCP load balancer on 127.0.0.1, as in front of replicas: each new connection goes to the
+/// next backend in turn that is let through and accepts it.
+pub struct Balancer {
+    pub addr: SocketAddr,
+    backends: Arc<std::sync::Mutex<Vec<(SocketAddr, bool)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(backends: &[SocketAddr]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("balancer bind");
+        let addr = listener.local_addr().expect("balancer address");
+        let backends = Arc::new(std::sync::Mutex::new(backends.iter().map(|b| (*b, true)).collect::<Vec<_>>()));
+        let shared = backends.clone();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let candidates: Vec<SocketAddr> = {
+                    let list = shared.lock().unwrap();
+                    (0..list.len())
+                        .map(|i| list[(next + i) % list.len()])
+                        .filter(|(_, on)| *on)
+                        .map(|(a, _)| a)
+                        .collect()
+                };
+                next = next.wrapping_add(1);
+                tokio::spawn(async move {
+                    for backend in candidates {
+                        if let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, backends, task }
+    }
+
+    /// Lets connections through to `backend` only (`None`: to every backend again).
+    pub fn only(&self, backend: Option<SocketAddr>) {
+        for (addr, on) in self.backends.lock().unwrap().iter_mut() {
+            *on = backend.is_none_or(|only| only == *addr);
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A periodic Inform for a simulated device's identity, written by hand.
+pub fn periodic_inform(cpe: &roost_sim::DeviceHandle) -> String {
+    use roost_cwmp::{CpeBody, CpeRequest, CwmpVersion, EventStruct, Header, Inform};
+    let inform = Inform {
+        device_id: cpe.identity().clone(),
+        events: vec![EventStruct { code: "2 PERIODIC".into(), command_key: String::new() }],
+        max_envelopes: 1,
+        current_time: "2026-11-21T12:00:00Z".into(),
+        retry_count: 0,
+        parameters: vec![],
+    };
+    roost_cwmp::encode_cpe_message(CwmpVersion::V1_0, &Header::default(), &CpeBody::Request(CpeRequest::Inform(inform)))
 }

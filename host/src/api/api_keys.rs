@@ -168,6 +168,6 @@ async fn revoke(
         return Err(ApiError::forbidden(format!("a {} cannot revoke a {} key", caller.role.as_str(), role.as_str())));
     }
     api_keys::revoke(&app.api_store, id).await?;
-    app.auth.principals.forget();
+    crate::replicas::publish(&app, crate::replicas::Signal::Principals);
     Ok((StatusCode::NO_CONTENT, Extension(AuditOrg(Some(key.org_id)))))
 }

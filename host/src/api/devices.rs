@@ -464,6 +464,7 @@ async fn remove(
     caller.require(Permission::ConfigureDevices)?;
     let device = visible_device(&app, &caller, &id).await?;
     devices::delete(&app.api_store, device.id).await?;
+    crate::replicas::publish(&app, crate::replicas::Signal::DeviceDeleted(device.device_id.clone()));
     Ok((audited_under(&device), StatusCode::NO_CONTENT))
 }
 

@@ -183,8 +183,8 @@ async fn create(
     let org = orgs::by_id(&app.api_store, org.id).await?.unwrap_or(org);
     // Subtrees just grew: scopes cached here must include the new organization now; so must
     // the onboarding routes.
-    app.auth.principals.forget();
-    app.org_routes.invalidate_all();
+    crate::replicas::publish(&app, crate::replicas::Signal::Principals);
+    crate::replicas::publish(&app, crate::replicas::Signal::OrgRoutes);
     Ok((StatusCode::CREATED, Extension(AuditOrg(Some(parent.id))), Json(view(&org, &super::org_slugs(&app).await?))))
 }
 
@@ -260,7 +260,7 @@ async fn update(
     }
     if let Some(host) = &request.cwmp_host {
         orgs::set_cwmp_host(&app.api_store, org.id, host.as_deref()).await?;
-        app.org_routes.invalidate_all();
+        crate::replicas::publish(&app, crate::replicas::Signal::OrgRoutes);
     }
     if let Some(server) = &request.speed_test_server {
         orgs::set_speed_test_server(&app.api_store, org.id, server.as_ref()).await?;
@@ -288,8 +288,8 @@ async fn remove(
     manageable(&caller, &org)?;
     match orgs::delete(&app.api_store, org.id).await? {
         Ok(()) => {
-            app.auth.principals.forget();
-            app.org_routes.invalidate_all();
+            crate::replicas::publish(&app, crate::replicas::Signal::Principals);
+            crate::replicas::publish(&app, crate::replicas::Signal::OrgRoutes);
             // Recorded with the parent: the organization itself is gone.
             Ok((StatusCode::NO_CONTENT, Extension(AuditOrg(org.parent_id))))
         }

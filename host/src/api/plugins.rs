@@ -153,7 +153,7 @@ async fn put_limits(
         .with_override(&text)
         .map_err(|reason| ApiError::bad_request(ErrorCode::InvalidLimits, reason))?;
     plugins::set_limits(&app.api_store, org_id, Some(&text)).await?;
-    app.provisioning.invalidate();
+    crate::replicas::publish(&app, crate::replicas::Signal::Provisioning);
     let org = app.provisioning.org(Some(org_id)).await?;
     Ok(Json(LimitsView { effective: org.limits, overrides }))
 }
@@ -164,7 +164,7 @@ async fn put_limits(
 async fn delete_limits(State(app): State<Arc<App>>, caller: Caller, Path(slug): Path<String>) -> ApiResult<StatusCode> {
     let org_id = org_by_slug(&app, &caller, &slug).await?;
     plugins::set_limits(&app.api_store, org_id, None).await?;
-    app.provisioning.invalidate();
+    crate::replicas::publish(&app, crate::replicas::Signal::Provisioning);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -215,7 +215,7 @@ async fn put_config(
     }
     let entries: Vec<(String, String)> = config.clone().into_iter().collect();
     plugins::set_config(&app.api_store, caller.org_id, &plugin, &entries).await?;
-    app.provisioning.invalidate();
+    crate::replicas::publish(&app, crate::replicas::Signal::Provisioning);
     Ok(Json(config))
 }
 
@@ -314,7 +314,7 @@ async fn upload(
         InsertError::Exists(..) => ApiError::conflict(ErrorCode::PluginExists, e.to_string()),
         InsertError::Other(e) => ApiError::from(e),
     })?;
-    app.provisioning.invalidate();
+    crate::replicas::publish(&app, crate::replicas::Signal::Provisioning);
     Ok((StatusCode::CREATED, Json(PluginView::new(&stored))))
 }
 
@@ -367,7 +367,7 @@ async fn show(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Permission::ManageProvisioning)?;
     if plugins::delete(&app.api_store, &caller.scope, parse_id(&id)?).await? {
-        app.provisioning.invalidate();
+        crate::replicas::publish(&app, crate::replicas::Signal::Provisioning);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("plugin"))

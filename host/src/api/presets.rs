@@ -256,13 +256,13 @@ pub(super) async fn put_preset(
     }
     let text = serde_json::to_string(&definition).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
     let created = presets::put(&app.api_store, org_id, name, definition.weight.into(), &text).await?;
-    app.provisioning.invalidate();
+    crate::replicas::publish(app, crate::replicas::Signal::Provisioning);
     Ok((created, show_preset(app, org_id, name).await?))
 }
 
 pub(super) async fn remove_preset(app: &App, org_id: i64, name: &str) -> ApiResult<()> {
     if presets::delete(&app.api_store, org_id, name).await? {
-        app.provisioning.invalidate();
+        crate::replicas::publish(app, crate::replicas::Signal::Provisioning);
         Ok(())
     } else {
         Err(ApiError::not_found("preset"))

@@ -267,6 +267,9 @@ pub async fn submit(
     Ok(submission(Submitted::Woken { task, connection_request }))
 }
 
+/// How often a waiting API call looks at its task in the database, besides being told.
+const LOOK_AGAIN: Duration = Duration::from_secs(10);
+
 /// Wakes the device and waits up to `wait` for a task to finish; the task as it is then.
 /// `finished` listens to `App::task_events` since before the task was queued, so that a fast
 /// device cannot finish it unheard.
@@ -283,17 +286,25 @@ pub async fn wake_and_wait(
     let outcome = connection_request::send(app, device).await?;
     if outcome.is_delivered() && !wait.is_zero() {
         let _ = tokio::time::timeout(wait, async {
+            // Another replica's session tells us through `replicas`; should its word be lost (a
+            // listener reconnecting), the task is looked at now and then anyway.
+            let mut look = tokio::time::interval(LOOK_AGAIN);
+            look.tick().await;
             loop {
-                match finished.recv().await {
-                    Ok(id) if id == task_id => break,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        // Lagging means we may have missed ours: look it up.
-                        if matches!(tasks::by_id(&app.api_store, task_id).await, Ok(Some(t)) if t.status != TaskStatus::Pending)
-                        {
-                            break;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                let look_up = tokio::select! {
+                    received = finished.recv() => match received {
+                        Ok(id) if id == task_id => break,
+                        Ok(_) => false,
+                        // Lagging means we may have missed ours.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = look.tick() => true,
+                };
+                if look_up
+                    && matches!(tasks::by_id(&app.api_store, task_id).await, Ok(Some(t)) if t.status != TaskStatus::Pending)
+                {
+                    break;
                 }
             }
         })

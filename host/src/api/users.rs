@@ -224,7 +224,7 @@ async fn update(
     let change =
         UserChange { role: request.role.map(|r| r.as_str().to_owned()), disabled: request.disabled, password_hash };
     let user = users::update(&app.api_store, id, change).await?.ok_or_else(|| ApiError::not_found("user"))?;
-    app.auth.principals.forget();
+    crate::replicas::publish(&app, crate::replicas::Signal::Principals);
     Ok((Extension(AuditOrg(Some(user.org_id))), Json(view(&user, &super::org_slugs(&app).await?)?)))
 }
 
@@ -240,6 +240,6 @@ async fn remove(
     }
     let user = manageable(&app, &caller, id).await?;
     users::delete(&app.api_store, id).await?;
-    app.auth.principals.forget();
+    crate::replicas::publish(&app, crate::replicas::Signal::Principals);
     Ok((StatusCode::NO_CONTENT, Extension(AuditOrg(Some(user.org_id)))))
 }

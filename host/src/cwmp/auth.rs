@@ -5,7 +5,7 @@
 //! credentials only on POSTs with a body.
 //!
 //! Nonces are signed rather than stored — a timestamp and an HMAC over it and the client's
-//! address, under a per-process key — so no table grows with the challenges an attacker asks
+//! address, under a key derived from the master key (the same in every replica) — so no table grows with the challenges an attacker asks
 //! for, and a nonce is good only from the address it was issued to. What is stored is the use
 //! of a nonce, once a response over it verified: the highest nonce count seen, so that a
 //! captured `Authorization` header cannot open another session (a repeated or lower `nc` is
@@ -79,6 +79,16 @@ impl NonceKey {
     pub fn random() -> Self {
         let mut key = [0u8; 32];
         rand::rng().fill_bytes(&mut key);
+        Self::keyed(key)
+    }
+
+    /// The key every replica with this master key shares: a CPE that the load balancer moves
+    /// to another replica between its challenge and its answer is not challenged again.
+    pub fn shared(secrets: &Secrets) -> Self {
+        Self::keyed(secrets.derived_key("cwmp-digest-nonces"))
+    }
+
+    fn keyed(key: [u8; 32]) -> Self {
         Self { key, used: Mutex::new(HashMap::new()), pruned: Mutex::new(Instant::now()) }
     }
 

@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
 use crate::app::App;
+use crate::replicas::Signal;
 use crate::secrets::Secrets;
 use crate::store::devices::{self, Device};
 use crate::store::now_millis;
@@ -91,7 +92,7 @@ impl Outcome {
 
 /// Wakes the device and records the attempt (and its listener's breaker).
 pub async fn send(app: &Arc<App>, device: &Device) -> anyhow::Result<Outcome> {
-    let udp = udp_binding(device);
+    let udp = udp_binding(app, device);
     let outcome = if udp.is_some() && is_private_listener(&device.connection_request_url) {
         // Behind NAT, with a binding: its private URL is no use from here.
         Outcome::Unreachable { error: "its URL is a private address".into() }
@@ -117,7 +118,7 @@ pub async fn send_unless_silent(app: &Arc<App>, device: &Device) -> anyhow::Resu
     match app.connection_request_breakers.admit(&target) {
         Ok(()) => send(app, device).await,
         Err(until) => {
-            let outcome = match udp_binding(device) {
+            let outcome = match udp_binding(app, device) {
                 Some(binding) => send_udp(app, device, binding).await,
                 None => Outcome::Unreachable {
                     error: format!(
@@ -131,18 +132,35 @@ pub async fn send_unless_silent(app: &Arc<App>, device: &Device) -> anyhow::Resu
     }
 }
 
-/// The device's UDP binding, as its STUN client last proved it.
-fn udp_binding(device: &Device) -> Option<SocketAddr> {
+/// The device's UDP binding, as its STUN client last proved it, unless the store has not heard
+/// of it for `[stun] binding_lifetime`.
+fn udp_binding(app: &App, device: &Device) -> Option<SocketAddr> {
+    let lifetime = i64::try_from(app.config.stun.binding_lifetime.as_millis()).unwrap_or(i64::MAX);
+    if !is_fresh(device.udp_binding_at, now_millis(), lifetime) {
+        return None;
+    }
     device.udp_connection_request_address.parse().ok()
 }
 
-/// Whether the listener's URL names a private IPv4 address (RFC 1918, or the carrier-grade
-/// NAT range): what a CPE behind NAT reports. Loopback is not: a lab's devices live there.
+fn is_fresh(at: Option<i64>, now: i64, lifetime: i64) -> bool {
+    at.is_some_and(|at| now.saturating_sub(at) <= lifetime)
+}
+
+/// Whether the listener's URL names a private address (RFC 1918, carrier-grade NAT, link-local,
+/// IPv6 unique local): what a CPE behind NAT reports. Loopback is not: a lab's devices live
+/// there.
 fn is_private_listener(url: &str) -> bool {
     let Ok(url) = reqwest::Url::parse(url.trim()) else { return false };
-    let Some(Ok(ip)) = url.host_str().map(str::parse::<std::net::Ipv4Addr>) else { return false };
-    let [a, b, ..] = ip.octets();
-    ip.is_private() || (a == 100 && (64..128).contains(&b))
+    let host = url.host_str().unwrap_or_default();
+    match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_private() || ip.is_link_local() || (a == 100 && (64..128).contains(&b))
+        }
+        // Unique local and link-local IPv6 (fc00::/7, fe80::/10).
+        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Err(_) => false,
+    }
 }
 
 /// Sends the signed UDP connection request through the device's binding, from the STUN
@@ -165,6 +183,13 @@ async fn send_udp(app: &Arc<App>, device: &Device, binding: SocketAddr) -> Outco
     };
     let datagram = message.encode(&address, &password).into_bytes();
     let stun = &app.config.stun;
+    // With several replicas, the device's NAT lets in only the one its STUN requests reach:
+    // unless that is this one, it sends the same message (the others do nothing).
+    if !server.remembers(&device.device_id, binding) {
+        let wake =
+            Signal::UdpWake { device_id: device.device_id.clone(), address: binding, datagram: datagram.clone() };
+        crate::replicas::tell_others(app, wake);
+    }
     match server.send_copies(binding, datagram, stun.copies, stun.copy_interval).await {
         Ok(()) => Outcome::UdpSent { address },
         Err(error) => Outcome::Unreachable { error: format!("UDP: {error:#}") },
@@ -296,17 +321,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_binding_the_store_has_not_heard_of_for_its_lifetime_is_not_used() {
+        assert!(is_fresh(Some(1_000), 5_000, 4_000));
+        assert!(!is_fresh(Some(1_000), 5_001, 4_000));
+        assert!(!is_fresh(None, 5_000, 4_000));
+    }
+
+    #[test]
     fn a_private_listener_is_told_from_a_reachable_one() {
-        for private in
-            ["http://192.168.1.1:7547/", "http://10.0.0.2/cr", "http://172.20.0.1:30005/", "http://100.72.1.9:7547"]
-        {
+        for private in [
+            "http://192.168.1.1:7547/",
+            "http://10.0.0.2/cr",
+            "http://172.20.0.1:30005/",
+            "http://100.72.1.9:7547",
+            "http://169.254.0.5:7547/",
+            "http://[fd00::1]:7547/",
+            "http://[fe80::1]:7547/",
+        ] {
             assert!(is_private_listener(private), "{private}");
         }
         for reachable in [
             "http://127.0.0.1:7547/",
             "http://203.0.113.9:7547/",
+            "http://[2001:db8::1]/",
             "http://cpe.example/",
-            "http://[fd00::1]:7547/",
             "",
             "nonsense",
         ] {

@@ -18,6 +18,9 @@ pub(super) struct Live {
     pub(super) peer: SocketAddr,
     /// When its Inform came (its duration, for `/metrics`).
     pub(super) started: Instant,
+    /// In every log line of the session.
+    pub(super) trace: String,
+    pub(super) device_id: String,
 }
 
 /// Live sessions by cookie token; by connection for CPEs without cookies; by device, so that a

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use roost_cwmp::stun::{self, BindingRequest, Dialect};
@@ -79,6 +79,13 @@ pub fn decide(
     }
 }
 
+/// A binding this server remembers: where, and when the store last heard of it.
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    address: SocketAddr,
+    written: Instant,
+}
+
 /// The bound socket and what it remembers.
 pub struct StunServer {
     /// `None` once the server stopped: the port is free for the next start in this process
@@ -86,8 +93,13 @@ pub struct StunServer {
     socket: std::sync::Mutex<Option<Arc<UdpSocket>>>,
     pub local_addr: SocketAddr,
     /// Device id → the binding last recorded or read for it.
-    bindings: moka::sync::Cache<String, SocketAddr>,
+    bindings: moka::sync::Cache<String, Remembered>,
+    /// Signed requests seen (device id and transaction) → where from: a captured request
+    /// replayed from another address is dropped, a retransmission from its own is answered.
+    signed: moka::sync::Cache<(String, [u8; 16]), SocketAddr>,
     lookups: Arc<Semaphore>,
+    /// How often a keepalive from a remembered binding tells the store it is still there.
+    refresh: Duration,
 }
 
 impl std::fmt::Debug for StunServer {
@@ -97,15 +109,23 @@ impl std::fmt::Debug for StunServer {
 }
 
 impl StunServer {
-    pub async fn bind(address: SocketAddr, memory: Duration) -> Result<Self> {
+    pub async fn bind(address: SocketAddr, settings: &crate::config::StunSettings) -> Result<Self> {
         let socket =
             UdpSocket::bind(address).await.with_context(|| format!("binding the STUN server on {address} (UDP)"))?;
         let local_addr = socket.local_addr()?;
         Ok(Self {
             socket: std::sync::Mutex::new(Some(Arc::new(socket))),
             local_addr,
-            bindings: moka::sync::Cache::builder().max_capacity(REMEMBERED_BINDINGS).time_to_live(memory).build(),
+            bindings: moka::sync::Cache::builder()
+                .max_capacity(REMEMBERED_BINDINGS)
+                .time_to_live(settings.binding_memory)
+                .build(),
+            signed: moka::sync::Cache::builder()
+                .max_capacity(REMEMBERED_BINDINGS)
+                .time_to_live(settings.binding_lifetime)
+                .build(),
             lookups: Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT)),
+            refresh: settings.binding_refresh,
         })
     }
 
@@ -120,10 +140,20 @@ impl StunServer {
         }
     }
 
+    /// Whether this server holds `device_id`'s binding at `address` (its keepalives come here).
+    pub fn remembers(&self, device_id: &str, address: SocketAddr) -> bool {
+        self.bindings.get(device_id).is_some_and(|known| known.address == address)
+    }
+
+    /// Forgets what it remembers of a device (deleted, or reset).
+    pub fn forget(&self, device_id: &str) {
+        self.bindings.invalidate(device_id);
+    }
+
     /// Sends `message` to `target` `copies` times, `interval` apart; the first copy before
-    /// returning, the others in the background.
+    /// returning, the others in the background (none once the server stops).
     pub async fn send_copies(
-        &self,
+        self: &Arc<Self>,
         target: SocketAddr,
         message: Vec<u8>,
         copies: u32,
@@ -131,10 +161,13 @@ impl StunServer {
     ) -> Result<()> {
         let socket = self.socket().context("the STUN server has stopped")?;
         socket.send_to(&message, target).await.with_context(|| format!("sending to {target}"))?;
+        drop(socket);
         if copies > 1 {
+            let server = Arc::downgrade(self);
             tokio::spawn(async move {
                 for _ in 1..copies {
                     tokio::time::sleep(interval).await;
+                    let Some(socket) = server.upgrade().and_then(|s| s.socket()) else { return };
                     if let Err(error) = socket.send_to(&message, target).await {
                         tracing::debug!(%target, "a UDP connection request copy was not sent: {error}");
                         return;
@@ -171,6 +204,9 @@ pub async fn serve(server: Arc<StunServer>, app: Arc<App>, mut stopped: watch::R
     }
 }
 
+/// Decides at once from the request and memory; only a request whose signature checked out
+/// and that moves a binding waits on the store. An unsigned request never costs a query: a
+/// flood of them with made-up usernames is answered 401 from here.
 async fn handle(server: &Arc<StunServer>, app: &Arc<App>, bytes: &[u8], source: SocketAddr) {
     let request = match BindingRequest::decode(bytes) {
         Ok(request) => request,
@@ -182,32 +218,49 @@ async fn handle(server: &Arc<StunServer>, app: &Arc<App>, bytes: &[u8], source: 
     };
     let password = request.username.map(|username| password(&app.secrets, username));
     let remembered = request.username.and_then(|username| server.bindings.get(username));
-    // A remembered binding (or a signature) decides at once; otherwise the store knows.
-    if remembered.is_some()
-        || request.has_integrity()
-        || !request.connection_request_binding
-        || request.username.is_none()
-    {
-        let decision = decide(&request, source, password.as_deref(), remembered);
-        if !matches!(decision, Decision::AnswerSigned { record: true, .. }) {
-            reply(server, app, &request, source, decision, password.as_deref()).await;
-            return;
+    let decision = decide(&request, source, password.as_deref(), remembered.map(|r| r.address));
+    if let (Decision::AnswerSigned { .. }, Some(username)) = (decision, request.username) {
+        let key = (username.to_owned(), request.transaction);
+        match server.signed.get(&key) {
+            Some(first) if first != source => {
+                app.metrics.stun.inc("replayed");
+                tracing::debug!(%source, username, "a signed STUN request seen from another address dropped");
+                return;
+            }
+            Some(_) => {}
+            None => server.signed.insert(key, source),
         }
     }
-    // The rest waits on the store: off the receive loop, and only so many at once.
+    match (decision, request.username, remembered) {
+        (Decision::AnswerSigned { record: true, .. }, Some(username), _) => {
+            record(server, app, bytes, username, source);
+        }
+        (
+            Decision::Answer { keepalive: true } | Decision::AnswerSigned { record: false, .. },
+            Some(username),
+            Some(known),
+        ) => {
+            if known.written.elapsed() >= server.refresh {
+                touch(server, app, username, known);
+            }
+            reply(server, app, &request, source, decision, password.as_deref()).await;
+        }
+        _ => reply(server, app, &request, source, decision, password.as_deref()).await,
+    }
+}
+
+/// Records a binding a signed request proved, then answers it: off the receive loop, and only
+/// so many at once.
+fn record(server: &Arc<StunServer>, app: &Arc<App>, bytes: &[u8], username: &str, source: SocketAddr) {
     let Ok(permit) = server.lookups.clone().try_acquire_owned() else {
         app.metrics.stun.inc("busy");
         return;
     };
-    let owned = bytes.to_vec();
+    let (owned, username) = (bytes.to_vec(), username.to_owned());
     let (server, app) = (server.clone(), app.clone());
     tokio::spawn(async move {
         let _permit = permit;
-        // Decoded again in the task: the request borrows the receive buffer.
-        let Ok(request) = BindingRequest::decode(&owned) else { return };
-        let Some(username) = request.username else { return };
-        let password = self::password(&app.secrets, username);
-        let known = match devices::udp_binding(&app.store, username).await {
+        let known = match devices::udp_binding(&app.store, &username).await {
             Ok(known) => known,
             Err(error) => {
                 tracing::warn!("STUN: the device's binding could not be read: {error:#}");
@@ -215,28 +268,41 @@ async fn handle(server: &Arc<StunServer>, app: &Arc<App>, bytes: &[u8], source: 
                 return;
             }
         };
-        let recorded = known.as_ref().and_then(|(_, address)| address.parse::<SocketAddr>().ok());
-        let decision = decide(&request, source, Some(&password), recorded);
-        if let Decision::AnswerSigned { record: true, .. } = decision {
-            let Some((device_pk, _)) = known else {
-                // Signed with the password of a device id that is not registered (deleted since).
-                app.metrics.stun.inc("unknown_device");
-                return;
-            };
-            if let Err(error) =
-                devices::record_udp_binding(&app.store, device_pk, &source.to_string(), now_millis()).await
-            {
-                tracing::warn!(device = username, "STUN: the binding was not recorded: {error:#}");
-                app.metrics.stun.inc("busy");
-                return;
-            }
-            tracing::info!(device = username, binding = %source, "UDP connection-request binding recorded");
-            app.metrics.stun.inc("bound");
-            server.bindings.insert(username.to_owned(), source);
-        } else if recorded == Some(source) {
-            server.bindings.insert(username.to_owned(), source);
+        let Some((device_pk, _)) = known else {
+            // Signed with the password of a device id that is not registered (deleted since).
+            app.metrics.stun.inc("unknown_device");
+            return;
+        };
+        if let Err(error) = devices::record_udp_binding(&app.store, device_pk, &source.to_string(), now_millis()).await
+        {
+            tracing::warn!(device = username, "STUN: the binding was not recorded: {error:#}");
+            app.metrics.stun.inc("busy");
+            return;
         }
+        tracing::info!(device = username, binding = %source, "UDP connection-request binding recorded");
+        app.metrics.stun.inc("bound");
+        server.bindings.insert(username.clone(), Remembered { address: source, written: Instant::now() });
+        // Decoded again here: the request borrowed the receive buffer.
+        let Ok(request) = BindingRequest::decode(&owned) else { return };
+        let password = self::password(&app.secrets, &username);
+        let decision = decide(&request, source, Some(&password), None);
         reply(&server, &app, &request, source, decision, Some(&password)).await;
+    });
+}
+
+/// Tells the store that a remembered binding is still in use, so that connection requests
+/// (from any replica) keep trusting it; skipped when the store is busy.
+fn touch(server: &Arc<StunServer>, app: &Arc<App>, username: &str, known: Remembered) {
+    let Ok(permit) = server.lookups.clone().try_acquire_owned() else { return };
+    // Marked now, so that the keepalives in between do not each try.
+    server.bindings.insert(username.to_owned(), Remembered { written: Instant::now(), ..known });
+    let (username, app) = (username.to_owned(), app.clone());
+    tokio::spawn(async move {
+        let _permit = permit;
+        let address = known.address.to_string();
+        if let Err(error) = devices::touch_udp_binding(&app.store, &username, &address, now_millis()).await {
+            tracing::debug!(device = username, "STUN: the binding's time was not moved: {error:#}");
+        }
     });
 }
 

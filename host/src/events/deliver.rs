@@ -257,6 +257,11 @@ async fn record(app: &App, ended: Vec<Ended>) -> Result<()> {
     let mut attempts = Vec::with_capacity(ended.len());
     for (delivery, webhook, status, error) in ended {
         let gone = error.as_deref() == Some(GONE);
+        app.metrics.webhook_deliveries.inc(match (&error, gone) {
+            (None, _) => "delivered",
+            (Some(_), true) => "gone",
+            (Some(_), false) => "failed",
+        });
         let retry_at = match &error {
             Some(_) if !gone => {
                 let tries = u32::try_from(delivery.attempts + 1).unwrap_or(u32::MAX);

@@ -594,6 +594,20 @@ pub async fn record_udp_binding(store: &Store, device_pk: DevicePk, address: &st
     Ok(())
 }
 
+/// Moves the time of the device's binding, if it is still `address`.
+pub async fn touch_udp_binding(store: &Store, device_id: &str, address: &str, at: i64) -> Result<()> {
+    let _guard = store.write_guard().await;
+    store
+        .db()
+        .execute_raw(store.statement(
+            "UPDATE devices SET udp_binding_at = ? WHERE device_id = ? AND udp_connection_request_address = ?",
+            [at.into(), device_id.into(), address.into()],
+        ))
+        .await
+        .context("moving the time of the device's UDP binding")?;
+    Ok(())
+}
+
 pub async fn delete(store: &Store, device_pk: DevicePk) -> Result<()> {
     let _guard = store.write_guard().await;
     store

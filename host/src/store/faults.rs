@@ -80,6 +80,12 @@ pub async fn record(
         ))
         .await
         .context("recording fault")?;
+    let kind = match crate::fault_code::FaultKind::of(&code.to_string()) {
+        crate::fault_code::FaultKind::Cpe => "cpe",
+        crate::fault_code::FaultKind::Plugin => "plugin",
+        crate::fault_code::FaultKind::Provisioning => "provisioning",
+    };
+    store.counters().faults.inc(kind);
     Ok(())
 }
 

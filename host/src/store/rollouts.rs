@@ -212,6 +212,25 @@ pub async fn active(store: &Store) -> Result<Vec<RolloutRow>> {
     .context("listing active rollouts")
 }
 
+/// The devices of live rollouts (running, paused, rolling back) by state, for `/metrics`.
+pub async fn live_progress(store: &Store) -> Result<Vec<(String, i64)>> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        state: String,
+        devices: i64,
+    }
+    let rows = Row::find_by_statement(store.statement(
+        "SELECT rd.state AS state, COUNT(*) AS devices FROM rollout_devices rd
+         JOIN rollouts r ON r.id = rd.rollout_id
+         WHERE r.state IN ('running', 'paused', 'rolling_back') GROUP BY rd.state ORDER BY rd.state",
+        [],
+    ))
+    .all(store.db())
+    .await
+    .context("counting live rollouts' devices")?;
+    Ok(rows.into_iter().map(|r| (r.state, r.devices)).collect())
+}
+
 /// A device of a rollout, with what its gate reads.
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct RolloutDevice {

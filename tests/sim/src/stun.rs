@@ -82,7 +82,7 @@ pub fn binding_request(transaction: [u8; 16], binding: Option<&str>, change: boo
         body.extend_from_slice(&kind.to_be_bytes());
         body.extend_from_slice(&(value.len() as u16).to_be_bytes());
         body.extend_from_slice(value);
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
     };
@@ -101,7 +101,7 @@ pub fn binding_request(transaction: [u8; 16], binding: Option<&str>, change: boo
     if let Some(password) = password {
         // RFC 3489 §11.2.8: HMAC-SHA1 over the message so far, padded with zeros to 64 bytes.
         let mut text = message.clone();
-        while text.len() % 64 != 0 {
+        while !text.len().is_multiple_of(64) {
             text.push(0);
         }
         let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(password.as_bytes()) else { return message };
@@ -145,6 +145,28 @@ pub fn read_answer(bytes: &[u8], transaction: &[u8; 16]) -> Option<Answer> {
         at += 4 + length.div_ceil(4) * 4;
     }
     None
+}
+
+/// Whether a response carries a MESSAGE-INTEGRITY that checks out under `password` (RFC 3489
+/// §11.2.8: HMAC-SHA1 over the message before the attribute, zero-padded to 64 bytes).
+pub fn response_signed(bytes: &[u8], password: &str) -> bool {
+    let mut at = 20;
+    while at + 4 <= bytes.len() {
+        let attribute = u16::from_be_bytes([bytes[at], bytes[at + 1]]);
+        let length = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        if attribute == MESSAGE_INTEGRITY {
+            let Some(mac) = bytes.get(at + 4..at + 24) else { return false };
+            let mut text = bytes[..at].to_vec();
+            while !text.len().is_multiple_of(64) {
+                text.push(0);
+            }
+            let Ok(mut expected) = Hmac::<Sha1>::new_from_slice(password.as_bytes()) else { return false };
+            expected.update(&text);
+            return expected.verify_slice(mac).is_ok();
+        }
+        at += 4 + length.div_ceil(4) * 4;
+    }
+    false
 }
 
 /// Checks a UDP connection request (Annex G.2.1.3) against the device's connection-request
@@ -207,13 +229,14 @@ pub(crate) async fn run(device: Arc<DeviceShared>, settings: StunSettings) {
                 let transaction: [u8; 16] = rand::random();
                 // First learn the public address; then keep the binding open, signing when it is
                 // new (BINDING-CHANGE) or when the server asked.
+                let mut signed = false;
                 let request = match mapped {
                     None => binding_request(transaction, None, false, None),
                     Some(_) => {
                         let change = !device.lock().stun.bound;
-                        let sign = change || signed_next;
+                        signed = change || signed_next;
                         signed_next = false;
-                        binding_request(transaction, Some(&settings.username), change, sign.then_some(settings.password.as_str()))
+                        binding_request(transaction, Some(&settings.username), change, signed.then_some(settings.password.as_str()))
                     }
                 };
                 if nat.send_to(&request, settings.server).await.is_err() {
@@ -222,7 +245,7 @@ pub(crate) async fn run(device: Arc<DeviceShared>, settings: StunSettings) {
                 // The answer, or the next tick.
                 let Ok(Ok((length, from))) = tokio::time::timeout(settings.keepalive.min(Duration::from_secs(2)), nat.recv_from(&mut buffer)).await else { continue };
                 let discovering = mapped.is_none();
-                handle_datagram(&device, &settings, from, &buffer[..length], &mut last_request, Some(&transaction), &mut mapped, &mut signed_next);
+                handle_datagram(&device, &settings, from, &buffer[..length], &mut last_request, Some((&transaction, signed)), &mut mapped, &mut signed_next);
                 if signed_next || (discovering && mapped.is_some()) {
                     // Challenged, or the address just learnt: say so at once rather than at the
                     // next keepalive.
@@ -244,7 +267,7 @@ fn handle_datagram(
     from: SocketAddr,
     bytes: &[u8],
     last_request: &mut Option<(u64, String)>,
-    transaction: Option<&[u8; 16]>,
+    transaction: Option<(&[u8; 16], bool)>,
     mapped: &mut Option<SocketAddr>,
     signed_next: &mut bool,
 ) {
@@ -277,13 +300,19 @@ fn handle_datagram(
         }
         return;
     }
-    let Some(transaction) = transaction else { return };
+    let Some((transaction, signed)) = transaction else { return };
     match read_answer(bytes, transaction) {
         Some(Answer::Mapped(public)) => {
             let mut state = device.lock();
-            if mapped.is_some() {
-                // A Binding Response to a request naming the binding: the server has it.
-                state.stun.bound = state.stun.public_address == Some(public);
+            if signed {
+                // The answer to a signed request names the binding the server now has, and is
+                // signed itself (RFC 3489 §9.2): one that is not is not the server's.
+                if response_signed(bytes, &settings.password) {
+                    state.stun.bound = state.stun.public_address == Some(public);
+                } else {
+                    state.stun.refused += 1;
+                    return;
+                }
             }
             if *mapped != Some(public) {
                 state.stun.bound = false;
