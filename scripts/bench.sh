@@ -39,6 +39,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=${ROOST_BENCH_BIN_DIR:-target/release}
+# Older binaries (before/after rows) know neither a STUN server nor the null ACS.
+stun_off=()
+serve_help=$("$bin/roost" serve --help 2>/dev/null || true)
+[[ $serve_help == *--stun-listen* ]] && stun_off=(--stun-listen 127.0.0.1:0)
+null_acs=0
+"$bin/roost-bench" null-acs --help >/dev/null 2>&1 && null_acs=1
 backends=all
 devices=100000
 full_trees=10000
@@ -173,7 +179,7 @@ start_server() { # start_server <database url> <cwmp port> <http port> [more roo
   (
     ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     ROOST_LOG=warn exec $bin/roost serve --cpe-auth open --data-dir "$tmp/data" --database-url "$1" \
-      --cwmp-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3" --stun-listen 127.0.0.1:0 "${@:4}"
+      --cwmp-listen "127.0.0.1:$2" --http-listen "127.0.0.1:$3" ${stun_off[@]+"${stun_off[@]}"} "${@:4}"
   ) >>"$tmp/server.log" 2>&1 &
   server_pid=$!
   wait_healthy "$3"
@@ -447,13 +453,15 @@ run_backend() {
 
   local runs="rate ceiling"
   # The yardstick: the null ACS (canned answers, no work) on the same port, driven the same way.
-  $bin/roost-bench null-acs --listen "127.0.0.1:$cwmp_port" >"$tmp/null-acs.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$cwmp_port") 2>/dev/null && break; sleep 0.1; done
-  echo "run null-acs: as ceiling, against canned answers"
-  run_sim null-acs --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
-  stop "$server_pid"; server_pid=""
-  runs="$runs null-acs"
+  if [ "$null_acs" = 1 ]; then
+    $bin/roost-bench null-acs --listen "127.0.0.1:$cwmp_port" >"$tmp/null-acs.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$cwmp_port") 2>/dev/null && break; sleep 0.1; done
+    echo "run null-acs: as ceiling, against canned answers"
+    run_sim null-acs --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+    stop "$server_pid"; server_pid=""
+    runs="$runs null-acs"
+  fi
   if [ "$tls" = 1 ]; then
     $bin/roost-bench cert --dir "$tmp/tls"
     printf '[tls]\ncwmp_cert = "%s"\ncwmp_key = "%s"\n' "$tmp/tls/server.pem" "$tmp/tls/server.key" >"$tmp/tls.toml"
@@ -493,7 +501,7 @@ run_backend() {
         "$([ "$backend" = postgres ] && field "$r" postgres_cpu || echo -)" "$(field "$r" other_cpu)" \
         "$(field "$r" machine_busy)"
     done
-    awk -v c="$(field "$tmp/ceiling.result" sessions_per_s)" -v n="$(field "$tmp/null-acs.result" sessions_per_s)" \
+    [ "$null_acs" = 1 ] && awk -v c="$(field "$tmp/ceiling.result" sessions_per_s)" -v n="$(field "$tmp/null-acs.result" sessions_per_s)" \
       'BEGIN { if (n > 0) printf "ceiling: %.0f %% of the null ACS of this run (the same load generator, cores and port)\n", 100 * c / n }'
     if [ "$tls" = 1 ]; then
       awk -v t="$(field "$tmp/ceiling-tls.result" sessions_per_s)" -v p="$(field "$tmp/ceiling.result" sessions_per_s)" \
