@@ -136,6 +136,8 @@ pub struct Store {
     _alive: Arc<()>,
     /// The presence rule every write of `offline_at` applies (`[health]`).
     offline_grace: crate::health::OfflineGrace,
+    /// SQLite's Informs, grouped into shared statements (`devices::group_commit`).
+    inform_writer: Option<devices::group_commit::InformWriter>,
 }
 
 /// How often SQLite's WAL is checkpointed.
@@ -302,7 +304,9 @@ impl Store {
         if let Some(writer) = &sqlite_writer {
             tokio::spawn(checkpoint_loop(url.to_owned(), writer.clone(), Arc::downgrade(&alive)));
         }
-        Ok(Self { db, sqlite_writer, counters, _alive: alive, offline_grace: Default::default() })
+        let inform_writer =
+            sqlite_writer.as_ref().map(|lock| devices::group_commit::InformWriter::spawn(db.clone(), lock.clone()));
+        Ok(Self { db, sqlite_writer, counters, _alive: alive, offline_grace: Default::default(), inform_writer })
     }
 
     /// The same database through a pool of its own of `max_connections`, sharing this store's
@@ -396,6 +400,11 @@ impl Store {
 
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
+    }
+
+    /// The writer that groups the Informs of concurrent sessions on SQLite; `None` on PostgreSQL.
+    pub fn inform_writer(&self) -> Option<&devices::group_commit::InformWriter> {
+        self.inform_writer.as_ref()
     }
 
     /// Serialises writers on SQLite; see [`Store::sqlite_writer`].

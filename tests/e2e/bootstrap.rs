@@ -121,3 +121,60 @@ on_both_backends! {
         h.finish().await;
     }
 }
+
+/// On SQLite the periodic Informs of concurrent sessions are written together
+/// (`store::devices::group_commit`): eight sessions whose Informs arrive while the writer waits
+/// for the database cost one statement between them, and each device gets its own row back
+/// (the tasks queued for two of them are run in those two sessions, and only there).
+#[tokio::test]
+async fn concurrent_periodic_informs_on_sqlite_are_written_by_one_statement() {
+    let h = Harness::start_configured(Backend::Sqlite, roost::config::CpeAuthMode::Open, quiet_loops).await;
+    let fleet = h.fleet(DataModelKind::Tr181, 8, "GROUP").await;
+    let devices: Vec<_> = (0..8).map(|i| fleet.device(i)).collect();
+    for cpe in &devices {
+        assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+        assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
+    }
+    let store = h.app().store.clone();
+    let burst = |devices: Vec<roost_sim::DeviceHandle>| async {
+        // The writer takes its lock for each statement: held here, the eight Informs queue up.
+        let held = store.write_guard().await;
+        let sessions: Vec<_> = devices
+            .into_iter()
+            .map(|cpe| tokio::spawn(async move { cpe.inform_now(&["2 PERIODIC"]).await.unwrap() }))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = store.statements_executed();
+        drop(held);
+        let mut reports = Vec::new();
+        for session in sessions {
+            reports.push(session.await.unwrap());
+        }
+        (store.statements_executed() - before, reports)
+    };
+    let informed = |device: serde_json::Value| device["last_inform_at"].as_str().unwrap_or_default().to_owned();
+    let mut last = Vec::new();
+    for cpe in &devices {
+        last.push(informed(h.device(&cpe.device_id()).await));
+    }
+    let (statements, reports) = burst(devices.clone()).await;
+    assert!(reports.iter().all(|r| r.is_ok() && r.methods().is_empty()), "{reports:?}");
+    assert_eq!(statements, 1, "eight no-op periodic Informs, one statement");
+    for (cpe, last) in devices.iter().zip(&last) {
+        assert_ne!(&informed(h.device(&cpe.device_id()).await), last, "{} recorded", cpe.device_id());
+    }
+
+    let software = "Device.DeviceInfo.SoftwareVersion";
+    for i in [1, 6] {
+        let tasks = format!("/api/v1/devices/{}/tasks", encode_id(&devices[i].device_id()));
+        let (status, _) = h.post(&tasks, json!({"name": "getParameterValues", "parameterNames": [software]})).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (_, reports) = burst(devices.clone()).await;
+    for (i, report) in reports.iter().enumerate() {
+        let expected: &[&str] = if i == 1 || i == 6 { &["GetParameterValues"] } else { &[] };
+        assert_eq!(report.methods(), expected, "device {i}: its own row says whether tasks wait for it");
+    }
+    fleet.stop().await;
+    h.finish().await;
+}

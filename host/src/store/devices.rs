@@ -10,6 +10,7 @@ use super::orgs::Scope;
 use super::{Store, parameters, statement};
 
 pub mod filter;
+pub mod group_commit;
 mod listing;
 pub mod presence;
 
@@ -164,16 +165,33 @@ pub const DISCOVERY_GIVEN_UP: i64 = 10;
 /// marked for rediscovery and new connection-request credentials.
 pub async fn record_inform(store: &Store, record: &InformRecord<'_>) -> Result<InformOutcome> {
     let digest = inform_digest(record.parameters);
-    let _guard = store.write_guard().await;
     let db = store.db();
-    let Some((device, has_queued_tasks)) = update_known(db, record, store.offline_grace()).await? else {
-        return register(store, record, &digest).await;
+    let booted = has_event(record.events, "1 BOOT") || has_event(record.events, "0 BOOTSTRAP");
+    let grouped = match store.inform_writer() {
+        Some(writer) if !booted => writer.update(record, store.offline_grace()).await,
+        _ => None,
+    };
+    let (device, has_queued_tasks, guard) = match grouped {
+        Some((device, queued)) => (device, queued, None),
+        // Not written by the SQLite writer (a new device, or it could not) or not given to it:
+        // alone, under the guard.
+        None => {
+            let guard = store.write_guard().await;
+            match update_known(db, record, store.offline_grace()).await? {
+                Some((device, queued)) => (device, queued, Some(guard)),
+                None => return register(store, record, &digest).await,
+            }
+        }
     };
     let mut outcome = InformOutcome { device, created: false, changed_parameters: 0, has_queued_tasks };
     let notable = !only_periodic(record.events);
     if outcome.device.inform_digest == digest && !notable {
         return Ok(outcome);
     }
+    let _guard = match guard {
+        Some(guard) => guard,
+        None => store.write_guard().await,
+    };
     let txn = db.begin().await.context("starting the Inform transaction")?;
     if outcome.device.inform_digest != digest {
         let paths: Vec<&str> = record.parameters.iter().map(|p| p.name.as_str()).collect();
@@ -237,31 +255,31 @@ fn only_periodic(events: &[EventStruct]) -> bool {
 /// Whether queued tasks wait for the device, computed in the same statement as the update.
 const HAS_QUEUED_TASKS: &str = "EXISTS (SELECT 1 FROM tasks t WHERE t.device_id = devices.id AND t.status = 'pending' AND t.stage = 'queued') AS has_queued_tasks";
 
-/// Updates a known device from its Inform; `None` if the device is new.
-async fn update_known<C: ConnectionTrait>(
-    db: &C,
-    record: &InformRecord<'_>,
-    grace: crate::health::OfflineGrace,
-) -> Result<Option<(Device, bool)>> {
-    let bootstrap = has_event(record.events, "0 BOOTSTRAP");
-    let boot = has_event(record.events, "1 BOOT");
+/// The `devices` columns every Inform sets, in the order of [`inform_row`]; the second of each
+/// pair says whether a value the Inform does not carry (NULL) keeps the column's own.
+const INFORM_COLUMNS: [(&str, bool); 10] = [
+    ("manufacturer", false),
+    ("software_version", true),
+    ("hardware_version", true),
+    ("data_model", true),
+    ("cwmp_version", false),
+    ("remote_address", false),
+    ("parameter_key", true),
+    ("connection_request_url", true),
+    ("last_events", false),
+    ("last_inform_at", false),
+];
+
+/// What an Inform sets on its device row, in the order of [`INFORM_COLUMNS`].
+fn inform_row(record: &InformRecord<'_>) -> [Value; 10] {
     let params = record.parameters;
-    let codes: Vec<&str> = record.events.iter().map(|e| e.code.as_str()).collect();
     let optional = |suffix: &str| -> Value { inform_value(params, suffix).map(str::to_owned).into() };
     let data_model = match data_model_of(params) {
         "" => None,
         model => Some(model.to_owned()),
     };
-    // Columns the Inform did not carry keep their value.
-    let mut sql = String::from(
-        "UPDATE devices SET manufacturer = ?,
-         software_version = COALESCE(?, software_version), hardware_version = COALESCE(?, hardware_version),
-         data_model = COALESCE(?, data_model), cwmp_version = ?, remote_address = ?,
-         parameter_key = COALESCE(?, parameter_key), connection_request_url = COALESCE(?, connection_request_url),
-         last_events = ?, last_inform_at = ?,
-         offline_at = ? + CASE WHEN inform_interval_s * ? + ? > ? THEN inform_interval_s * ? + ? ELSE ? END",
-    );
-    let mut args: Vec<Value> = vec![
+    let codes: Vec<&str> = record.events.iter().map(|e| e.code.as_str()).collect();
+    [
         record.identity.manufacturer.as_str().into(),
         optional(".DeviceInfo.SoftwareVersion"),
         optional(".DeviceInfo.HardwareVersion"),
@@ -272,15 +290,49 @@ async fn update_known<C: ConnectionTrait>(
         optional(".ManagementServer.ConnectionRequestURL"),
         codes.join(",").into(),
         record.now.into(),
-        // `OfflineGrace::after` of the interval in the row (NULL, not known, is not greater).
+    ]
+}
+
+/// The `SET` list of an Inform's update: each column of [`INFORM_COLUMNS`] from `source(column)`,
+/// and `offline_at` from the Inform's time and the interval in the row, by the grace
+/// `source("per_interval_second_ms")` and `source("min_ms")` (`OfflineGrace::after`; a NULL
+/// interval, not known, is not greater). Columns are qualified: the group-committed form joins a
+/// table whose columns have the same names.
+fn inform_assignments(source: impl Fn(&str) -> String) -> String {
+    let mut set: Vec<String> = INFORM_COLUMNS
+        .iter()
+        .map(|&(column, keep_when_null)| match keep_when_null {
+            true => format!("{column} = COALESCE({}, devices.{column})", source(column)),
+            false => format!("{column} = {}", source(column)),
+        })
+        .collect();
+    let (now, per_second, min) = (source("last_inform_at"), source("per_interval_second_ms"), source("min_ms"));
+    let jitter = crate::health::INFORM_JITTER_MS;
+    set.push(format!(
+        "offline_at = {now} + CASE WHEN devices.inform_interval_s * {per_second} + {jitter} > {min} \
+         THEN devices.inform_interval_s * {per_second} + {jitter} ELSE {min} END"
+    ));
+    set.join(", ")
+}
+
+/// Updates a known device from its Inform; `None` if the device is new.
+async fn update_known<C: ConnectionTrait>(
+    db: &C,
+    record: &InformRecord<'_>,
+    grace: crate::health::OfflineGrace,
+) -> Result<Option<(Device, bool)>> {
+    let bootstrap = has_event(record.events, "0 BOOTSTRAP");
+    let boot = has_event(record.events, "1 BOOT");
+    let mut sql = format!("UPDATE devices SET {}", inform_assignments(|_| "?".to_owned()));
+    // The placeholders in the order the assignments name them.
+    let mut args: Vec<Value> = inform_row(record).into();
+    args.extend([
         record.now.into(),
         grace.per_interval_second_ms.into(),
-        crate::health::INFORM_JITTER_MS.into(),
         grace.min_ms.into(),
         grace.per_interval_second_ms.into(),
-        crate::health::INFORM_JITTER_MS.into(),
         grace.min_ms.into(),
-    ];
+    ]);
     if boot || bootstrap {
         sql.push_str(", last_boot_at = ?");
         args.push(record.now.into());
@@ -301,12 +353,14 @@ async fn update_known<C: ConnectionTrait>(
     args.push(record.device_id.into());
     let row =
         super::first_row(db, statement(db.get_database_backend(), &sql, args)).await.context("recording Inform")?;
-    row.map(|row| {
-        let device = Device::from_query_result(&row, "").context("reading device")?;
-        let queued = row.try_get::<bool>("", "has_queued_tasks").context("reading has_queued_tasks")?;
-        Ok((device, queued))
-    })
-    .transpose()
+    row.map(|row| updated_device(&row)).transpose()
+}
+
+/// A device row an Inform's update returned, and whether tasks are queued for it.
+fn updated_device(row: &sea_orm::QueryResult) -> Result<(Device, bool)> {
+    let device = Device::from_query_result(row, "").context("reading device")?;
+    let queued = row.try_get::<bool>("", "has_queued_tasks").context("reading has_queued_tasks")?;
+    Ok((device, queued))
 }
 
 /// Registers a device seen for the first time, with its Inform, in one transaction: its
