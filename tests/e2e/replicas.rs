@@ -21,18 +21,48 @@ fn tr181_fleet_config(url: String, prefix: &str) -> FleetConfig {
     config
 }
 
-#[tokio::test]
-async fn two_replicas_on_one_postgresql_share_tasks_waits_caches_and_sessions() {
+/// Replicas A and B on one PostgreSQL, a TCP balancer in front of them, and a fleet of one TR-181
+/// device behind it, its serials starting with `prefix`.
+async fn two_replicas_behind_a_balancer(prefix: &str) -> (Harness, roost::app::Server, Balancer, Fleet) {
     let a = Harness::start(Backend::Postgres).await;
     let b = a.replica().await;
     let balancer = Balancer::start(&[a.cwmp_addr(), b.cwmp_addr]).await;
-    let fleet = Fleet::start(tr181_fleet_config(format!("http://{}/", balancer.addr), "REPL")).await.unwrap();
+    let fleet = Fleet::start(tr181_fleet_config(format!("http://{}/", balancer.addr), prefix)).await.unwrap();
+    (a, b, balancer, fleet)
+}
+
+/// Queues a GetParameterValues of `path` for `cpe` on A, then opens a session for the device on
+/// the replica at `replica` and asks it for work: the task's id, the session's connection, and
+/// the ACS's request (the task's).
+async fn session_holding_a_task(
+    a: &Harness,
+    replica: std::net::SocketAddr,
+    cpe: &roost_sim::DeviceHandle,
+    path: &str,
+) -> (String, RawCpe, RawResponse) {
+    let tasks = format!("/api/v1/devices/{}/tasks", encode_id(&cpe.device_id()));
+    let (status, queued) = a.post(&tasks, json!({"name": "getParameterValues", "parameterNames": [path]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{queued}");
+    let task_id = queued["id"].as_str().unwrap().to_owned();
+    let mut raw = RawCpe::connect(&format!("http://{replica}/")).await;
+    assert_eq!(raw.post("/", &periodic_inform(cpe), &[("Content-Type", "text/xml")], false).await.status, 200);
+    let request = raw.post("/", "", &[], false).await;
+    (task_id, raw, request)
+}
+
+/// CWMP sessions a replica has started.
+fn started(app: &roost::app::App) -> u64 {
+    app.metrics.sessions_started.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_postgresql_share_tasks_waits_caches_and_sessions() {
+    let (a, b, balancer, fleet) = two_replicas_behind_a_balancer("REPL").await;
     let cpe = fleet.device(0);
     let id = cpe.device_id();
     // Its sessions alternate between the replicas: bootstrap on one, the next on the other.
     assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
     assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
-    let started = |app: &roost::app::App| app.metrics.sessions_started.load(std::sync::atomic::Ordering::Relaxed);
     assert!(started(b.app()) >= 1 && started(a.app()) >= 1, "both replicas held a session");
 
     // A task posted on A runs in a session on B; A's waiting call is told (NOTIFY). It waits less
@@ -70,18 +100,7 @@ async fn two_replicas_on_one_postgresql_share_tasks_waits_caches_and_sessions() 
 
     // B dies in the middle of a session that carries a task: the task stays pending, and the
     // device's next session, on A, runs it. Nothing is lost.
-    let (status, queued) = a
-        .post(
-            &format!("/api/v1/devices/{}/tasks", encode_id(&id)),
-            json!({"name": "getParameterValues", "parameterNames": [software]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{queued}");
-    let task_id = queued["id"].as_str().unwrap().to_owned();
-    let mut raw = RawCpe::connect(&format!("http://{}/", b.cwmp_addr)).await;
-    let inform = periodic_inform(&cpe);
-    assert_eq!(raw.post("/", &inform, &[("Content-Type", "text/xml")], false).await.status, 200);
-    let request = raw.post("/", "", &[], false).await;
+    let (task_id, raw, request) = session_holding_a_task(&a, b.cwmp_addr, &cpe, software).await;
     assert!(request.body.contains("GetParameterValues"), "{}", request.body);
     drop(b);
     drop(raw);
@@ -198,5 +217,85 @@ async fn a_device_behind_nat_bound_to_one_replica_is_woken_through_another() {
     assert!(status.refused >= 1, "A's own copies did not get through the NAT: {status:?}");
     fleet.stop().await;
     drop(b);
+    a.finish().await;
+}
+
+/// The rolling upgrade of docs/DEPLOY.md, one replica at a time. B is told to stop: it is not
+/// ready, tells a new Inform to retry, and runs the session it holds, task and all, to its end
+/// before it exits. Its upgrade starts on the same database (the migrations find nothing to
+/// do), takes its place behind the balancer, and serves: a task posted on A runs in a session
+/// on the new B, and the device alternates between A and it. Nothing is lost.
+#[tokio::test]
+async fn a_rolling_upgrade_drains_a_replica_and_resumes_on_its_successor() {
+    use roost_cwmp::{AcsBody, AcsRequest, CpeBody, CpeResponse, CwmpVersion, Header, ParameterValue, ValueType};
+
+    let (a, b, balancer, fleet) = two_replicas_behind_a_balancer("ROLL").await;
+    let cpe = fleet.device(0);
+    let id = cpe.device_id();
+    assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+
+    // B holds a session with a task in flight when it is told to stop.
+    let software = "Device.DeviceInfo.SoftwareVersion";
+    let (task_id, mut held, request) = session_holding_a_task(&a, b.cwmp_addr, &cpe, software).await;
+    let request = roost_cwmp::decode_acs_message(request.body.as_bytes()).expect("the ACS's request");
+    assert!(matches!(request.body, AcsBody::Request(AcsRequest::GetParameterValues { .. })), "{:?}", request.body);
+
+    let (b_cwmp, b_http) = (b.cwmp_addr, b.http_addr);
+    let stopping = tokio::spawn(b.shutdown());
+    let ready = |http: std::net::SocketAddr| async move {
+        reqwest::get(format!("http://{http}/readyz")).await.map(|r| r.status()).ok()
+    };
+    let mut draining = false;
+    for _ in 0..100 {
+        if ready(b_http).await == Some(StatusCode::SERVICE_UNAVAILABLE) {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(draining, "a draining replica is not ready: the balancer sends it nothing new");
+    let mut late = RawCpe::connect(&format!("http://{b_cwmp}/")).await;
+    let refused = late.post("/", &periodic_inform(&cpe), &[("Content-Type", "text/xml")], false).await;
+    assert_eq!(refused.status, 503, "a new Inform is told to retry: {}", refused.body);
+    // The held session answers its request and ends; only then does B exit.
+    assert!(!stopping.is_finished(), "B waits for the session it holds");
+    let values = CpeBody::Response(CpeResponse::GetParameterValues {
+        parameters: vec![ParameterValue {
+            name: software.into(),
+            value: "9.9.9-drained".into(),
+            value_type: ValueType::parse("xsd:string"),
+        }],
+    });
+    let header = Header { id: request.header.id.clone(), ..Header::default() };
+    let answer = roost_cwmp::encode_cpe_message(CwmpVersion::V1_0, &header, &values);
+    let end = held.post("/", &answer, &[("Content-Type", "text/xml")], false).await;
+    assert_eq!(end.status, 204, "the session ends once its work is done: {}", end.body);
+    tokio::time::timeout(Duration::from_secs(20), stopping).await.expect("B exits").unwrap().expect("cleanly");
+    let done = a.wait_task(&task_id).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(a.stored_value(&id, software).await.as_deref(), Some("9.9.9-drained"));
+
+    // Its upgrade starts on the same database and takes its place.
+    let successor = a.replica().await;
+    assert_eq!(ready(successor.http_addr).await, Some(StatusCode::OK));
+    balancer.replace(b_cwmp, successor.cwmp_addr);
+    balancer.only(Some(successor.cwmp_addr));
+    let tasks = format!("/nbi/devices/{}/tasks?connection_request&timeout=8000", encode_id(&id));
+    let (status, task) = a
+        .request(Method::POST, &tasks, Some(json!({"name": "getParameterValues", "parameterNames": [software]})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "run on the successor, told to A: {task}");
+    assert_eq!(started(successor.app()), 1, "the session was the successor's");
+    balancer.only(None);
+    let before = (started(a.app()), started(successor.app()));
+    for _ in 0..2 {
+        assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
+    }
+    assert!(
+        started(a.app()) > before.0 && started(successor.app()) > before.1,
+        "the device alternates between A and the successor"
+    );
+    fleet.stop().await;
+    drop(successor);
     a.finish().await;
 }

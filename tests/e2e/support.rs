@@ -829,6 +829,13 @@ impl Balancer {
         Self { addr, backends, task }
     }
 
+    /// Sends to `new` the connections `old` took: a replica's successor in its place.
+    pub fn replace(&self, old: SocketAddr, new: SocketAddr) {
+        for (addr, _) in self.backends.lock().unwrap().iter_mut().filter(|(addr, _)| *addr == old) {
+            *addr = new;
+        }
+    }
+
     /// Lets connections through to `backend` only (`None`: to every backend again).
     pub fn only(&self, backend: Option<SocketAddr>) {
         for (addr, on) in self.backends.lock().unwrap().iter_mut() {
