@@ -19,8 +19,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 
-/// TLS sessions a listener keeps for resumption (TLS 1.2 session ids, TLS 1.3 stateful
-/// tickets): a CPE's next periodic Inform within the cache's reach skips the full handshake.
+/// TLS 1.2 sessions a listener keeps for clients that resume by session id: a CPE's next
+/// periodic Inform within the cache's reach skips the certificate and key exchange. TLS 1.3
+/// (and TLS 1.2 clients that take tickets) resume from tickets the listener encrypts instead:
+/// rustls's stateful TLS 1.3 tickets are single-use, and taking one out of this cache searches
+/// its whole queue, which with 64 Ki entries took a third of the server's time and made a
+/// resumed handshake slower than a full one (docs/BENCHMARKS.md).
 const RESUMABLE_SESSIONS: usize = 64 * 1024;
 
 /// Whether clients must present a certificate.
@@ -113,6 +117,10 @@ pub fn server_config(tls: &ListenerTls, now: SystemTime) -> Result<Arc<ServerCon
     })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMABLE_SESSIONS);
+    // Keys of this process, rotated by rustls every few hours: a ticket another replica (or
+    // this one before a restart or a reload) made is refused, and that CPE's handshake is a
+    // full one.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().context("making the TLS ticket keys")?;
     Ok(Arc::new(config))
 }
 

@@ -154,6 +154,11 @@ async fn sessions_over_tls_take_basic_credentials_and_a_renewed_certificate_with
     let report = fleet.device(0).inform_now(&[]).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.error);
     assert!(h.device(&fleet.device(0).device_id()).await["discovered_at"].is_string());
+    assert_eq!(report.tls_resumed.first(), Some(&false), "a first handshake is a full one");
+    // The next session resumes the TLS session Roost offered: no key exchange, no certificate.
+    let report = fleet.device(0).inform_now(&["2 PERIODIC"]).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.error);
+    assert_eq!(report.tls_resumed.first(), Some(&true), "{:?}", report.tls_resumed);
 
     // Basic credentials are taken over TLS (refused on plain HTTP: cwmp_edges.rs).
     use base64::Engine;

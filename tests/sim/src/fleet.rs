@@ -119,8 +119,16 @@ pub fn client_tls(
     // ring: no C toolchain beyond what ring builds itself. Its provider has no post-quantum
     // key exchange, which rustls now flags; aws-lc-rs has it, at the price of cmake.
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::ring::default_provider();
+    // Firmware's TLS libraries (OpenSSL, mbedTLS, wolfSSL) offer X25519 first, then P-256; the
+    // ring provider's own order starts with P-384, which the ACS then follows, and whose key
+    // generation in ring is generic big-number code: half an ACS's time per handshake went
+    // there, a cost no real fleet would bring.
+    {
+        use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+        provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let config = match identity {

@@ -26,6 +26,12 @@ enum Model {
     Tr181,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum First {
     Bootstrap,
@@ -115,6 +121,10 @@ struct Cli {
     /// For an `https://` ACS: the CA certificates (PEM) its certificate must chain to.
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
+    /// Whether devices resume TLS sessions the ACS offered (tickets, session ids): `off` makes
+    /// every session a full handshake, as firmware that keeps no TLS session does.
+    #[arg(long, value_enum, default_value = "on", requires = "ca_file")]
+    tls_resumption: Switch,
     /// For mutual TLS: the devices' certificate chain (PEM), presented when the ACS asks.
     #[arg(long, requires_all = ["client_key", "ca_file"])]
     client_cert: Option<std::path::PathBuf>,
@@ -200,7 +210,13 @@ async fn main() -> anyhow::Result<()> {
     config.nat = cli.nat;
     if let Some(ca) = &cli.ca_file {
         let identity = cli.client_cert.as_deref().zip(cli.client_key.as_deref());
-        config.tls = Some(roost_sim::fleet::client_tls(ca, identity).context("--ca-file")?);
+        let mut tls = roost_sim::fleet::client_tls(ca, identity).context("--ca-file")?;
+        if cli.tls_resumption == Switch::Off {
+            let mut without = (*tls).clone();
+            without.resumption = rustls::client::Resumption::disabled();
+            tls = std::sync::Arc::new(without);
+        }
+        config.tls = Some(tls);
     }
     config.first_contact = match cli.first {
         First::Bootstrap => FirstContact::Bootstrap,
@@ -246,7 +262,14 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
     reporter.abort();
-    println!("roost-sim total devices={devices} {}", stats.total());
+    let tls = match cli.ca_file {
+        Some(_) => {
+            let (full, resumed) = roost_sim::session::tls_handshakes();
+            format!(" tls_full={full} tls_resumed={resumed}")
+        }
+        None => String::new(),
+    };
+    println!("roost-sim total devices={devices} {}{tls}", stats.total());
     fleet.stop().await;
     ended
 }

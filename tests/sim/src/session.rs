@@ -33,6 +33,8 @@ use crate::rpc::{AfterSession, method_not_supported};
 
 mod transport;
 
+pub use transport::tls_handshakes;
+
 use transport::Transport;
 
 /// Most ACS requests one session may carry before the CPE gives up on a looping ACS.
@@ -63,6 +65,9 @@ pub struct SessionReport {
     pub http_statuses: Vec<u16>,
     /// `None` when the ACS ended the session with 204 / an empty body.
     pub error: Option<SessionError>,
+    /// Over TLS, one entry per handshake of the session: whether it resumed a TLS session of
+    /// an earlier one (a ticket or session id the ACS gave).
+    pub tls_resumed: Vec<bool>,
 }
 
 /// One ACS request and the CPE's answer.
@@ -283,6 +288,7 @@ pub(crate) async fn run(
         rpcs: Vec::new(),
         http_statuses: Vec::new(),
         error: None,
+        tls_resumed: Vec::new(),
     };
     let mut after = Vec::new();
     let mut exchange = reqwest::Url::parse(&prepared.acs_url)
@@ -311,8 +317,9 @@ pub(crate) async fn run(
     report.duration = started.elapsed();
     report.error = result.err();
     let mut guard = lock(state);
-    if let Ok(exchange) = exchange {
-        report.http_statuses = exchange.statuses;
+    if let Ok(mut exchange) = exchange {
+        report.http_statuses = std::mem::take(&mut exchange.statuses);
+        report.tls_resumed = std::mem::take(&mut exchange.transport.tls_resumed);
         // RFC 2069 firmware asks for a fresh challenge every session: nothing to keep.
         if !exchange.rfc2069 {
             guard.challenge = exchange.challenge;

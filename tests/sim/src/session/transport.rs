@@ -8,6 +8,7 @@
 //! reopened only if the ACS closes it between requests.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,16 @@ use super::SessionError;
 
 /// What firmware puts in `User-Agent`; ACSs log it, none should depend on it.
 const AGENT: &str = concat!("roost-sim/", env!("CARGO_PKG_VERSION"));
+
+/// TLS handshakes of every device of this process, full and resumed: how many of a run's
+/// sessions paid for a key exchange and a certificate check ([`tls_handshakes`]).
+static TLS_FULL: AtomicU64 = AtomicU64::new(0);
+static TLS_RESUMED: AtomicU64 = AtomicU64::new(0);
+
+/// TLS handshakes so far in this process, as (full, resumed).
+pub fn tls_handshakes() -> (u64, u64) {
+    (TLS_FULL.load(Ordering::Relaxed), TLS_RESUMED.load(Ordering::Relaxed))
+}
 
 pub(crate) struct Reply {
     pub status: u16,
@@ -44,6 +55,8 @@ pub(crate) struct Transport {
     /// certificate.
     tls: Option<Arc<rustls::ClientConfig>>,
     connection: Option<Connection>,
+    /// One entry per TLS handshake made so far: whether it resumed an earlier TLS session.
+    pub tls_resumed: Vec<bool>,
 }
 
 impl Transport {
@@ -68,23 +81,26 @@ impl Transport {
         };
         // `Url` keeps IPv6 literals bracketed; the socket API wants them bare.
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        Ok(Self { host, port, authority, timeout, tls, connection: None })
+        Ok(Self { host, port, authority, timeout, tls, connection: None, tls_resumed: Vec::new() })
     }
 
-    async fn connect(&self) -> Result<Connection, SessionError> {
+    /// A new connection, and for TLS whether its handshake resumed an earlier session.
+    async fn connect(&self) -> Result<(Connection, Option<bool>), SessionError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| SessionError::Transport(format!("connecting to {}: {e}", self.authority)))?;
         // Each CWMP message is one small write; do not let Nagle hold it back.
         let _ = stream.set_nodelay(true);
-        let Some(tls) = &self.tls else { return self.speak(stream).await };
+        let Some(tls) = &self.tls else { return Ok((self.speak(stream).await?, None)) };
         let name = rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| SessionError::BadUrl(format!("{}: {e}", self.host)))?;
         let stream = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, stream)
             .await
             .map_err(|e| SessionError::Transport(format!("TLS handshake with {}: {e}", self.authority)))?;
-        self.speak(stream).await
+        let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        (if resumed { &TLS_RESUMED } else { &TLS_FULL }).fetch_add(1, Ordering::Relaxed);
+        Ok((self.speak(stream).await?, Some(resumed)))
     }
 
     /// HTTP/1.1 over an open connection, plain or TLS.
@@ -127,7 +143,9 @@ impl Transport {
                     true
                 }
                 _ => {
-                    self.connection = Some(self.connect().await?);
+                    let (connection, resumed) = self.connect().await?;
+                    self.tls_resumed.extend(resumed);
+                    self.connection = Some(connection);
                     false
                 }
             };
