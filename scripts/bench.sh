@@ -6,7 +6,7 @@
 #
 #   scripts/bench.sh [sqlite|postgres|all] [--devices 100000] [--full-trees 10000] [--duration 30]
 #                    [--rate 2000] [--ceiling-concurrency 32] [--model tr098] [--no-ops]
-#                    [--presets health] [--ceiling-only] [--warmup 10] [--tls]
+#                    [--presets health] [--ceiling-only] [--warmup 10] [--tls] [--replicas]
 #
 # After a warm-up (--warmup seconds, default 10), two runs per database: "rate" (every device
 # informs once per interval, interval chosen so that the fleet offers --rate sessions/s) and
@@ -22,10 +22,15 @@
 # Then "null-acs": the ceiling run again against `roost-bench null-acs` on the same port (canned
 # InformResponse and 204, no authentication, no database), the yardstick the ceiling is a share of.
 # --ceiling-only skips the rate run (for quick comparisons while optimising).
-# --tls adds a third run after the others: the server restarted with TLS on its CWMP listener
+# --tls adds two runs after the others: the server restarted with TLS on its CWMP listener
 # (a CA and certificate made by `roost-bench cert`), warmed up again, and the ceiling run over
-# HTTPS, each session a new TCP connection and TLS handshake (resumed when the simulator holds
-# a ticket, as firmware that keeps one does), beside the plain ceiling of the same run.
+# HTTPS, each session a new TCP connection and TLS handshake: "ceiling-tls" resumed when the
+# simulator holds a ticket or session id (as firmware that keeps one does), "tls-full" with
+# resumption off (as firmware that keeps none), each beside the plain ceiling of the same run
+# and with its count of full and resumed handshakes.
+# --replicas (PostgreSQL) adds two more: the ceiling run through `roost-bench balance` (a
+# round-robin TCP balancer) in front of one replica, then of two replicas on the same database,
+# each warmed up first. The server columns are the first replica's; busy is the whole machine.
 #
 # Environment: ROOST_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test; a
 # database roost_bench_<pid> is created next to it and dropped afterwards), ROOST_BENCH_DIR
@@ -57,6 +62,7 @@ presets=""
 ceiling_only=0
 warmup=10
 tls=0
+replicas=0
 # The scheme roost-sim speaks, and what it needs for https.
 acs_scheme=http
 sim_tls=()
@@ -74,8 +80,9 @@ while [ $# -gt 0 ]; do
     --presets) presets=$2; shift ;;
     --ceiling-only) ceiling_only=1 ;;
     --tls) tls=1 ;;
+    --replicas) replicas=1 ;;
     --warmup) warmup=$2; shift ;;
-    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -92,6 +99,7 @@ mkdir -p target/bench
 
 # Everything this script starts or creates, so that the trap can undo it.
 server_pid="" sim_pid="" sampler_pid="" proxy_pid="" gdb_pid="" perf_pid="" pg_db="" tmp=""
+replica_pid="" balancer_pid=""
 
 stop() { # stop <pid>: SIGTERM, then SIGKILL after 15 s.
   local pid=$1
@@ -108,6 +116,8 @@ cleanup() {
   stop "$sampler_pid"; sampler_pid=""
   stop "$sim_pid"; sim_pid=""
   stop "$server_pid"; server_pid=""
+  stop "$replica_pid"; replica_pid=""
+  stop "$balancer_pid"; balancer_pid=""
   stop "$proxy_pid"; proxy_pid=""
   if [ -n "$pg_db" ]; then
     psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 ||
@@ -357,8 +367,8 @@ run_backend() {
   tmp=$(mktemp -d "$work_root/roost-bench.XXXXXX")
   mkdir -p "$tmp/data"
   local ports
-  ports=$($bin/roost-bench ports --count 6 | tr '\n' ' ')
-  read -r cwmp_port http_port cr_port proxy_port ops_cwmp_port ops_http_port <<<"$ports"
+  ports=$($bin/roost-bench ports --count 9 | tr '\n' ' ')
+  read -r cwmp_port http_port cr_port proxy_port ops_cwmp_port ops_http_port b_cwmp_port b_http_port balance_port <<<"$ports"
 
   local url
   case "$backend" in
@@ -469,12 +479,41 @@ run_backend() {
     acs_scheme=https
     sim_tls=(--ca-file "$tmp/tls/ca.pem")
     warm_up || return 1
-    echo "run ceiling-tls: as ceiling, over TLS"
+    echo "run ceiling-tls: as ceiling, over TLS, devices resuming the TLS sessions the server offers"
     run_sim ceiling-tls --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+    echo "run tls-full: as ceiling-tls, every session a full handshake (devices keep no TLS session)"
+    sim_tls+=(--tls-resumption off)
+    run_sim tls-full --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
     acs_scheme=http
     sim_tls=()
     stop "$server_pid"; server_pid=""
-    runs="$runs ceiling-tls"
+    runs="$runs ceiling-tls tls-full"
+  fi
+  if [ "$replicas" = 1 ] && [ "$backend" = postgres ]; then
+    local a_port=$cwmp_port a_pid
+    start_server "$url" "$a_port" "$http_port"
+    a_pid=$server_pid
+    $bin/roost-bench balance --listen "127.0.0.1:$balance_port" --to "127.0.0.1:$a_port" >"$tmp/balance.log" 2>&1 &
+    balancer_pid=$!
+    cwmp_port=$balance_port
+    warm_up || return 1
+    echo "run replicas-1: as ceiling, through the balancer to one replica"
+    run_sim replicas-1 --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+    stop "$balancer_pid"; balancer_pid=""
+    start_server "$url" "$b_cwmp_port" "$b_http_port"
+    replica_pid=$server_pid
+    server_pid=$a_pid
+    $bin/roost-bench balance --listen "127.0.0.1:$balance_port" --to "127.0.0.1:$a_port" \
+      --to "127.0.0.1:$b_cwmp_port" >"$tmp/balance.log" 2>&1 &
+    balancer_pid=$!
+    warm_up || return 1
+    echo "run replicas-2: as ceiling, through the balancer to two replicas on the same database"
+    run_sim replicas-2 --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+    cwmp_port=$a_port
+    stop "$balancer_pid"; balancer_pid=""
+    stop "$replica_pid"; replica_pid=""
+    stop "$server_pid"; server_pid=""
+    runs="$runs replicas-1 replicas-2"
   fi
 
   local size
@@ -504,8 +543,16 @@ run_backend() {
     [ "$null_acs" = 1 ] && awk -v c="$(field "$tmp/ceiling.result" sessions_per_s)" -v n="$(field "$tmp/null-acs.result" sessions_per_s)" \
       'BEGIN { if (n > 0) printf "ceiling: %.0f %% of the null ACS of this run (the same load generator, cores and port)\n", 100 * c / n }'
     if [ "$tls" = 1 ]; then
-      awk -v t="$(field "$tmp/ceiling-tls.result" sessions_per_s)" -v p="$(field "$tmp/ceiling.result" sessions_per_s)" \
-        'BEGIN { if (p > 0) printf "TLS ceiling: %.0f %% of the plain ceiling of this run\n", 100 * t / p }'
+      local kind
+      for kind in ceiling-tls tls-full; do
+        awk -v label="$kind" -v t="$(field "$tmp/$kind.result" sessions_per_s)" -v p="$(field "$tmp/ceiling.result" sessions_per_s)" \
+          -v full="$(field "$tmp/$kind.result" tls_full)" -v resumed="$(field "$tmp/$kind.result" tls_resumed)" \
+          'BEGIN { if (p > 0) printf "%s: %.0f %% of the plain ceiling of this run; handshakes full %d, resumed %d (%.0f %% resumed)\n", label, 100 * t / p, full, resumed, (full + resumed > 0) ? 100 * resumed / (full + resumed) : 0 }'
+      done
+    fi
+    if [ "$replicas" = 1 ] && [ "$backend" = postgres ]; then
+      awk -v one="$(field "$tmp/replicas-1.result" sessions_per_s)" -v two="$(field "$tmp/replicas-2.result" sessions_per_s)" \
+        'BEGIN { if (one > 0) printf "replicas: two replicas serve %.2f times the sessions/s of one, through the same balancer\n", two / one }'
     fi
     echo "server RSS: idle $(mib "$idle_rss"), end of rate run $(mib "$(field "$tmp/rate.result" rss_end_kib)"), end of ceiling run $(mib "$(field "$tmp/ceiling.result" rss_end_kib)"), peak (VmHWM) $(mib "$peak_kib")"
     echo "server open file descriptors: end of rate run $(field "$tmp/rate.result" fds_end), end of ceiling run $(field "$tmp/ceiling.result" fds_end), after both runs $fds_after (CLOSE-WAIT sockets: $close_wait)"

@@ -22,6 +22,7 @@
 //! results and how to read them are in `docs/BENCHMARKS.md`.
 
 mod api_list;
+mod balance;
 mod hostile;
 mod image;
 mod nullacs;
@@ -199,6 +200,13 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// A round-robin TCP balancer in front of replicas (`--to` once per replica).
+    Balance {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, required = true)]
+        to: Vec<SocketAddr>,
+    },
     /// Print free TCP ports on 127.0.0.1, one per line.
     Ports {
         #[arg(long, default_value_t = 1)]
@@ -292,6 +300,7 @@ async fn main() -> Result<()> {
         Command::Rollout(plan) => rollout::run(plan).await,
         Command::Cert { dir } => write_certificates(&dir),
         Command::NullAcs { listen } => nullacs::serve(listen).await,
+        Command::Balance { listen, to } => balance::serve(listen, to).await,
         Command::Ports { count } => {
             // Held together so the ports differ; released on return for the caller to bind.
             let listeners = (0..count)
