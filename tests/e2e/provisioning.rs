@@ -551,3 +551,37 @@ on_both_backends! {
         settled_runs_replay_only_what_cannot_differ(backend).await
     }
 }
+
+/// A provision that reads a leaf the device does not have: its object's last listing shows it
+/// absent. Within the declaration's max-age (here since discovery) nothing is fetched at all; with
+/// a max-age of 0 ("this session's value") the object is listed once per session, not again in
+/// every round until the session runs out of rounds.
+#[tokio::test]
+async fn a_declared_leaf_the_device_lacks_is_looked_for_once() {
+    let h = Harness::start_configured(Backend::Sqlite, CpeAuthMode::Open, quiet_loops).await;
+    let fleet = h.fleet(DataModelKind::Tr181, 1, "LACKS").await;
+    let cpe = fleet.device(0);
+    assert!(cpe.inform_now(&[]).await.unwrap().is_ok());
+    let missing = "Device.DeviceInfo.NoSuchFigure";
+    assert!(cpe.value(missing).is_none(), "the device has no such leaf");
+    let session = || async {
+        let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.error);
+        report.methods().iter().map(|m| (*m).to_owned()).collect::<Vec<String>>()
+    };
+    let listings = |methods: &[String]| methods.iter().filter(|m| *m == "GetParameterNames").count();
+    let lacking = |max_age: &str| json!({"events": ["2 PERIODIC"], "provision": "refresh", "args": {"path": missing, "max-age": max_age}});
+
+    put_preset(&h, "lacking", lacking("3600")).await;
+    let within = session().await;
+    assert!(within.is_empty(), "discovery listed its object within the hour: {within:?}");
+
+    put_preset(&h, "lacking", lacking("0")).await;
+    for _ in 0..2 {
+        let methods = session().await;
+        assert_eq!(listings(&methods), 1, "its object listed once a session: {methods:?}");
+    }
+    assert!(faults(&h, &cpe.device_id()).await.is_empty(), "nothing failed");
+    fleet.stop().await;
+    h.finish().await;
+}

@@ -144,9 +144,14 @@ pub fn plan(
         if let Some(max_age) = d.max_age.filter(|_| !wants_structure) {
             let leaves = tree.leaves(pattern);
             if leaves.is_empty() && pattern.is_literal() && tree.get(&pattern.to_string()).is_none() {
-                // A literal leaf the tree does not know: its object must be listed.
+                // A literal leaf the tree does not know: its object must be listed, unless it
+                // was within the declaration's max-age. Then the device has no such leaf (since
+                // that listing), and listing again each round would find none again.
                 if let Some(parent) = pattern.parent() {
-                    names.insert(parent.literal_prefix());
+                    let object = parent.literal_prefix();
+                    if node_stale(&object, max_age) {
+                        names.insert(object);
+                    }
                 }
             }
             values.extend(leaves.into_iter().filter(|leaf| node_stale(leaf, max_age)));
@@ -364,6 +369,22 @@ mod tests {
         let p = plan(&t, &d, CLOCK, &NoSecrets).unwrap();
         assert_eq!(p.get_names, ["Device.Hosts.Host."]);
         assert!(p.set_values.is_empty(), "writes wait for the structure");
+    }
+
+    #[test]
+    fn a_leaf_the_device_lacks_is_listed_for_once_per_max_age() {
+        let mut t = tree();
+        let lacking = |max_age| vec![Declared { max_age: Some(max_age), ..declared("Device.WiFi.SSID.1.Missing") }];
+        // The object was listed an hour and a half ago: older than an hour, so it is listed again.
+        assert_eq!(plan(&t, &lacking(HOUR), CLOCK, &NoSecrets).unwrap().get_names, ["Device.WiFi.SSID.1."]);
+        // Within two hours, that listing showed the leaf absent: nothing to fetch.
+        assert!(plan(&t, &lacking(2 * HOUR), CLOCK, &NoSecrets).unwrap().is_empty());
+        // Listed in this session, the leaf still absent: "this session's value" cannot be had.
+        t.get_mut("Device.WiFi.SSID.1.").unwrap().updated_ms = CLOCK.now_ms;
+        assert!(plan(&t, &lacking(Duration::ZERO), CLOCK, &NoSecrets).unwrap().is_empty());
+        // An object never listed is listed.
+        let d = vec![Declared { max_age: Some(HOUR), ..declared("Device.Hosts.HostNumberOfEntries") }];
+        assert_eq!(plan(&t, &d, CLOCK, &NoSecrets).unwrap().get_names, ["Device.Hosts."]);
     }
 
     #[test]

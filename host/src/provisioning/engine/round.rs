@@ -179,8 +179,17 @@ impl Round {
         }
         for d in &declarations {
             // The plan reads every declared pattern's whole subtree: whether a table was ever
-            // listed is told by what lies below its literal prefix.
-            if let Err(error) = view.read(&d.pattern.literal_prefix(), |_| ()) {
+            // listed is told by what lies below its literal prefix. A literal leaf the store does
+            // not hold needs its object's row too: when the object was last listed is since when
+            // the device is known to lack the leaf (`plan::plan`).
+            let prefix = d.pattern.literal_prefix();
+            let loaded = view
+                .read(&prefix, |tree| d.pattern.is_literal() && !d.pattern.is_object() && tree.get(&prefix).is_none())
+                .and_then(|lacking| match d.pattern.parent().filter(|_| lacking) {
+                    Some(object) => view.read(&object.literal_prefix(), |_| ()),
+                    None => Ok(()),
+                });
+            if let Err(error) = loaded {
                 outcome.faults.push(FaultNote {
                     channel: "provisioning".into(),
                     code: FaultCode::ProvisioningStore,
