@@ -44,7 +44,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=${ROOST_BENCH_BIN_DIR:-target/release}
-# Older binaries (before/after rows) know neither a STUN server nor the null ACS.
+# Older binaries (before/after rows) know neither a STUN server nor the null ACS, nor (roost-sim)
+# --tls-resumption: those runs are skipped.
 stun_off=()
 serve_help=$("$bin/roost" serve --help 2>/dev/null || true)
 [[ $serve_help == *--stun-listen* ]] && stun_off=(--stun-listen 127.0.0.1:0)
@@ -352,6 +353,17 @@ ops_sqlite() {
 }
 
 # A warm server: connection pools filled, statements prepared, pages cached, as in production.
+start_balancer() { # start_balancer <backend>…: roost-bench balance on $balance_port, once it listens.
+  local to=() backend
+  for backend in "$@"; do to+=(--to "$backend"); done
+  $bin/roost-bench balance --listen "127.0.0.1:$balance_port" "${to[@]}" >>"$tmp/balance.log" 2>&1 &
+  balancer_pid=$!
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$balance_port") 2>/dev/null && return 0; sleep 0.1; done
+  echo "roost-bench balance did not listen:" >&2
+  cat "$tmp/balance.log" >&2
+  return 1
+}
+
 warm_up() {
   echo "warm-up: $warmup s of back-to-back sessions (not measured)"
   $bin/roost-sim --acs "$acs_scheme://127.0.0.1:$cwmp_port/" ${sim_tls[@]+"${sim_tls[@]}"} --model "$model" --serial-prefix "$prefix" \
@@ -481,31 +493,33 @@ run_backend() {
     warm_up || return 1
     echo "run ceiling-tls: as ceiling, over TLS, devices resuming the TLS sessions the server offers"
     run_sim ceiling-tls --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
-    echo "run tls-full: as ceiling-tls, every session a full handshake (devices keep no TLS session)"
-    sim_tls+=(--tls-resumption off)
-    run_sim tls-full --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+    runs="$runs ceiling-tls"
+    if [[ $("$bin/roost-sim" --help) == *--tls-resumption* ]]; then
+      echo "run tls-full: as ceiling-tls, every session a full handshake (devices keep no TLS session)"
+      sim_tls+=(--tls-resumption off)
+      run_sim tls-full --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
+      runs="$runs tls-full"
+    fi
     acs_scheme=http
     sim_tls=()
     stop "$server_pid"; server_pid=""
-    runs="$runs ceiling-tls tls-full"
   fi
   if [ "$replicas" = 1 ] && [ "$backend" = postgres ]; then
-    local a_port=$cwmp_port a_pid
+    local a_port=$cwmp_port b_pid
     start_server "$url" "$a_port" "$http_port"
-    a_pid=$server_pid
-    $bin/roost-bench balance --listen "127.0.0.1:$balance_port" --to "127.0.0.1:$a_port" >"$tmp/balance.log" 2>&1 &
-    balancer_pid=$!
+    start_balancer "127.0.0.1:$a_port"
     cwmp_port=$balance_port
     warm_up || return 1
     echo "run replicas-1: as ceiling, through the balancer to one replica"
     run_sim replicas-1 --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
     stop "$balancer_pid"; balancer_pid=""
-    start_server "$url" "$b_cwmp_port" "$b_http_port"
+    # The first replica's pid where cleanup finds it while the second starts.
     replica_pid=$server_pid
-    server_pid=$a_pid
-    $bin/roost-bench balance --listen "127.0.0.1:$balance_port" --to "127.0.0.1:$a_port" \
-      --to "127.0.0.1:$b_cwmp_port" >"$tmp/balance.log" 2>&1 &
-    balancer_pid=$!
+    start_server "$url" "$b_cwmp_port" "$b_http_port"
+    b_pid=$server_pid
+    server_pid=$replica_pid
+    replica_pid=$b_pid
+    start_balancer "127.0.0.1:$a_port" "127.0.0.1:$b_cwmp_port"
     warm_up || return 1
     echo "run replicas-2: as ceiling, through the balancer to two replicas on the same database"
     run_sim replicas-2 --devices "$devices" --interval 1 --jitter 0 --start immediate --concurrency "$ceiling_concurrency"
@@ -544,7 +558,7 @@ run_backend() {
       'BEGIN { if (n > 0) printf "ceiling: %.0f %% of the null ACS of this run (the same load generator, cores and port)\n", 100 * c / n }'
     if [ "$tls" = 1 ]; then
       local kind
-      for kind in ceiling-tls tls-full; do
+      for kind in ceiling-tls $([[ $runs == *tls-full* ]] && echo tls-full || true); do
         awk -v label="$kind" -v t="$(field "$tmp/$kind.result" sessions_per_s)" -v p="$(field "$tmp/ceiling.result" sessions_per_s)" \
           -v full="$(field "$tmp/$kind.result" tls_full)" -v resumed="$(field "$tmp/$kind.result" tls_resumed)" \
           'BEGIN { if (p > 0) printf "%s: %.0f %% of the plain ceiling of this run; handshakes full %d, resumed %d (%.0f %% resumed)\n", label, 100 * t / p, full, resumed, (full + resumed > 0) ? 100 * resumed / (full + resumed) : 0 }'

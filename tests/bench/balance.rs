@@ -17,8 +17,11 @@ pub async fn serve(listen: SocketAddr, backends: Vec<SocketAddr>) -> Result<()> 
     loop {
         let (mut client, _) = match listener.accept().await {
             Ok(accepted) => accepted,
-            // Out of descriptors, say: the client is refused, the balancer goes on.
-            Err(_) => continue,
+            // Out of descriptors, say: a pause rather than a loop that spins on the error.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let backends = backends.clone();
         let turn = next.fetch_add(1, Ordering::Relaxed);

@@ -253,7 +253,7 @@ async fn a_rolling_upgrade_drains_a_replica_and_resumes_on_its_successor() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(draining, "a draining replica is not ready: the balancer sends it nothing new");
+    assert!(draining, "a draining replica is not ready: a balancer that checks readiness sends it nothing new");
     let mut late = RawCpe::connect(&format!("http://{b_cwmp}/")).await;
     let refused = late.post("/", &periodic_inform(&cpe), &[("Content-Type", "text/xml")], false).await;
     assert_eq!(refused.status, 503, "a new Inform is told to retry: {}", refused.body);
