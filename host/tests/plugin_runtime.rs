@@ -162,6 +162,8 @@ fn a_spinning_plugin_does_not_hold_up_other_runs() {
 
 #[test]
 fn a_lower_memory_limit_is_enforced_per_call() {
+    // A 3 MB value under the default budget: not beside the busy-machine test's hogs.
+    let _turn = CPU_MEASURED.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = runtime();
     let hostile = load(&runtime, "hostile");
     let tight = PluginLimits { memory_bytes: 2 * 1024 * 1024, ..PluginLimits::default() };
@@ -185,6 +187,8 @@ impl roost::plugins::TreeLoader for SlowStore {
 
 #[test]
 fn time_spent_loading_parameters_does_not_count_against_the_budget() {
+    // Provision and adapter instantiated under the default budget: not beside the hogs.
+    let _turn = CPU_MEASURED.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = runtime();
     let health = load(&runtime, "provision-health");
     let adapter = load(&runtime, "adapter-tr181");
@@ -231,14 +235,16 @@ fn a_store_stuck_past_the_wall_clock_backstop_stops_the_run_as_a_timeout() {
 }
 
 /// Processes that keep every core busy while they live: the load another tenant's work, a
-/// backup or a noisy neighbour puts on a server. Killed, by PID, when dropped.
+/// backup or a noisy neighbour puts on a server. Three for each core, so that a thread of ours
+/// gets about a quarter of a core and waits for one three times as long as it runs. Killed, by
+/// PID, when dropped.
 struct CpuHogs(Vec<std::process::Child>);
 
 impl CpuHogs {
     fn start() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         CpuHogs(
-            (0..cores)
+            (0..3 * cores)
                 .map(|_| {
                     std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("starting sh")
                 })
@@ -269,7 +275,8 @@ fn spin(
     (result, started.elapsed())
 }
 
-/// Tests that measure the machine's CPU take turns, so that one's spinning does not skew another.
+/// Tests that measure the machine's CPU or load it, and heavy runs that must fit the default
+/// budget, take turns: one's spinning (or hogs) does not skew another.
 static CPU_MEASURED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
@@ -277,8 +284,10 @@ fn a_busy_machine_does_not_fault_a_provision_that_fits_its_budget() {
     let _turn = CPU_MEASURED.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = runtime();
     let hostile = load(&runtime, "hostile");
-    // The work that takes 40 ms here, on a quiet machine: the fastest of three timed runs (wall
-    // time is at least CPU time, so this errs towards less work).
+    // The work that takes 20 ms here, on a quiet machine: the fastest of three timed runs (wall
+    // time is at least CPU time, so this errs towards less work). Less than half the budget:
+    // the same work costs more CPU time on a loaded machine (caches shared with the hogs, a
+    // hypervisor's steal time counted as ours), by over a quarter in one CI run, and that must not fault.
     let generous = PluginLimits { cpu_time_ms: 5_000, ..PluginLimits::default() };
     let probe = 4_000_000;
     let fastest = (0..3)
@@ -286,19 +295,24 @@ fn a_busy_machine_does_not_fault_a_provision_that_fits_its_budget() {
         .map(|(r, took)| r.map(|()| took).unwrap())
         .min()
         .unwrap();
-    let forty_ms = (probe as f64 * 40.0 / fastest.as_secs_f64() / 1000.0) as u64;
+    let twenty_ms = (probe as f64 * 20.0 / fastest.as_secs_f64() / 1000.0) as u64;
 
-    // The same work under the default 50 ms budget, with a hog on every core: the run waits for a
-    // core often, and that wait is not the plugin's.
+    // The same work under the default 50 ms budget, with hogs on every core: the run waits for a
+    // core most of the time, and that wait is not the plugin's.
     let hogs = CpuHogs::start();
     let runs: Vec<(Result<(), PluginFault>, Duration)> =
-        (0..12).map(|_| spin(&runtime, &hostile, forty_ms, PluginLimits::default())).collect();
+        (0..12).map(|_| spin(&runtime, &hostile, twenty_ms, PluginLimits::default())).collect();
     drop(hogs);
     let faults: Vec<String> = runs.iter().filter_map(|(r, _)| r.as_ref().err().map(ToString::to_string)).collect();
-    assert!(faults.is_empty(), "{} of 12 runs faulted ({forty_ms} iterations): {faults:?}", faults.len());
+    let took: Vec<Duration> = runs.iter().map(|(_, took)| *took).collect();
+    assert!(
+        faults.is_empty(),
+        "{} of 12 runs faulted ({twenty_ms} iterations, {fastest:?} for {probe} when quiet; took {took:?}): {faults:?}",
+        faults.len()
+    );
     // The load was real: runs took longer than the budget in wall-clock time, which a wall-clock
     // deadline would have faulted.
-    let slowest = runs.iter().map(|(_, took)| *took).max().unwrap();
+    let slowest = *took.iter().max().unwrap();
     assert!(slowest > Duration::from_millis(50), "the slowest run took {slowest:?}: the hogs did not load the machine");
 }
 
@@ -382,6 +396,8 @@ fn cellular_view() -> Arc<DeviceView> {
 #[test]
 fn provisions_and_adapters_of_either_api_version_work_together() {
     use roost::health::Metric;
+    // Four components instantiated under the default budget: not beside the hogs.
+    let _turn = CPU_MEASURED.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = runtime();
     let validate = |bytes: Vec<u8>| runtime.validate(&bytes).unwrap();
     let provisions = [

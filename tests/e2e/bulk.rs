@@ -106,9 +106,11 @@ on_both_backends! {
             assert!(cpe.sessions().iter().all(|s| !s.has_event("6 CONNECTION REQUEST")), "{}", cpe.serial_number());
         }
 
-        // The connection requests, as the devices saw them: never more than the rate in any
-        // second (one more for where the windows fall), and so spread over the time the rate
-        // takes, not a storm.
+        // The connection requests, as the devices saw them: never much more than the rate in any
+        // second, and so spread over the time the rate takes, not a storm. Roost paces the
+        // requests it sends; the devices see them after a lookup, an HTTP exchange and a session's
+        // start, whose time varies on a loaded runner: a quarter of the rate more (250 ms of such
+        // jitter) is allowed. A burst, such as a restart resending what it had sent, is far more.
         let mut woken: Vec<i64> = fleet.devices()[..DEVICES - 20]
             .iter()
             .flat_map(|cpe| cpe.sessions())
@@ -118,7 +120,7 @@ on_both_backends! {
         woken.sort_unstable();
         assert!(woken.len() >= DEVICES - 20, "{} sessions woken", woken.len());
         let busiest = woken.iter().enumerate().map(|(i, at)| woken[i..].iter().take_while(|t| **t < at + 1000).count()).max().unwrap();
-        assert!(busiest <= RATE as usize + 2, "{busiest} connection requests within one second, past the rate of {RATE}");
+        assert!(busiest <= (RATE + RATE / 4) as usize, "{busiest} connection requests within one second, past the rate of {RATE}");
         let spread = woken.last().unwrap() - woken.first().unwrap();
         let least = (DEVICES as i64 - 20 - 1) * 1000 / i64::from(RATE);
         assert!(spread >= least * 9 / 10, "{} devices woken within {spread} ms", woken.len());

@@ -141,11 +141,12 @@ on_both_backends! {
         let report = cpe.inform_now(&["2 PERIODIC"]).await.unwrap();
         assert!(!report.methods().contains(&"SetParameterValues"), "{:?}", report.methods());
 
-        // Woken within a second of the task being posted.
+        // Woken by the connection request: the task is done in the API's answer, long before the
+        // next periodic Inform (the bound is loose: a loaded CI runner, a debug build).
         let (task, took) = task_waking_the_device(&h, &cpe.device_id(), uptime_task(&root)).await;
         assert_eq!(task["connection_request"]["outcome"], "accepted", "{task}");
         assert_eq!(task["status"], "done", "{task}");
-        assert!(took < Duration::from_secs(1), "woken in {took:?}");
+        assert!(took < Duration::from_secs(10), "woken in {took:?}");
         fleet.stop().await;
         h.finish().await;
     }
@@ -163,7 +164,7 @@ on_both_backends! {
         let (task, took) = task_waking_the_device(&h, &cpe.device_id(), uptime_task(&cpe.root())).await;
         assert_eq!(task["connection_request"]["outcome"], "accepted", "{task}");
         assert_eq!(task["status"], "done", "{task}");
-        assert!(took < Duration::from_secs(1), "woken in {took:?}");
+        assert!(took < Duration::from_secs(10), "woken in {took:?}");
         fleet.stop().await;
         h.finish().await;
     }
@@ -592,10 +593,18 @@ on_both_backends! {
         assert_eq!(health.status(), StatusCode::OK, "the HTTP listener is not starved");
         // Room again once connections go.
         idle.truncate(5);
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let inform = capture_bodies("genieacs-sim_vs-stub.wire.txt", "CPE->ACS").remove(0);
-        let mut cpe = RawCpe::connect(&h.cwmp_url()).await;
-        assert_eq!(cpe.post("/", &inform, &[XML], false).await.status, 200);
+        // The server sees the closed connections as it reads them: shed until then.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = RawCpe::connect(&h.cwmp_url()).await.post("/", &inform, &[XML], false).await.status;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503);
+            assert!(Instant::now() < deadline, "still shed 10 s after three connections went");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         h.finish().await;
     }
 
@@ -729,24 +738,29 @@ on_both_backends! {
             config.api.queue_timeout = Duration::from_millis(300);
         })
         .await;
-        // A slow request holding the only place: a route of its own behind the same limiter.
+        // A slow request holding the only place, until the test lets it go: a route of its own
+        // behind the same limiter.
+        let (entered, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        let handler = {
+            let (entered, release) = (entered.clone(), release.clone());
+            move || async move {
+                entered.notify_one();
+                release.notified().await;
+                "done"
+            }
+        };
         let slow_route = axum::Router::new()
-            .route(
-                "/slow",
-                axum::routing::get(|| async {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    "done"
-                }),
-            )
+            .route("/slow", axum::routing::get(handler))
             .layer(axum::middleware::from_fn_with_state(h.app().clone(), roost::api::take_slot));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, slow_route).await });
         let slow = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::timeout(Duration::from_secs(10), entered.notified()).await.expect("the slow request holds the place");
         let (status, problem) = h.get("/api/v1/devices").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
         assert_eq!(problem["code"], "busy");
+        release.notify_one();
         assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
         let (status, _) = h.get("/api/v1/devices").await;
         assert_eq!(status, StatusCode::OK, "the place is free again");

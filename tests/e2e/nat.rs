@@ -131,11 +131,18 @@ async fn a_device_without_a_stun_client_is_left_alone() {
     h.finish().await;
 }
 
-/// Sends `message` and returns the answer, if one comes within a short while.
-async fn exchange(socket: &UdpSocket, to: std::net::SocketAddr, message: &[u8]) -> Option<Vec<u8>> {
+/// How long to wait for an answer that must not come: on a quiet machine, an answer given
+/// wrongly would come well within it.
+const UNANSWERED: Duration = Duration::from_millis(500);
+/// How long to wait for an answer that must come: a signed request's is sent once its binding
+/// is written, which a loaded runner can take a while over.
+const ANSWERED: Duration = Duration::from_secs(10);
+
+/// Sends `message` and returns the answer, if one comes within `wait`.
+async fn exchange(socket: &UdpSocket, to: std::net::SocketAddr, message: &[u8], wait: Duration) -> Option<Vec<u8>> {
     socket.send_to(message, to).await.unwrap();
     let mut buffer = [0u8; 1500];
-    match tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buffer)).await {
+    match tokio::time::timeout(wait, socket.recv_from(&mut buffer)).await {
         Ok(Ok((length, _))) => Some(buffer[..length].to_vec()),
         _ => None,
     }
@@ -153,24 +160,25 @@ async fn forged_malformed_and_oversized_stun_messages_change_nothing() {
     let id = victim.device_id();
 
     // Not STUN, a truncated header, more than a Binding Request ever needs: no answer.
-    assert_eq!(exchange(&attacker, stun, b"GET / HTTP/1.1\r\n\r\n").await, None);
-    assert_eq!(exchange(&attacker, stun, &[0, 1, 0]).await, None);
+    assert_eq!(exchange(&attacker, stun, b"GET / HTTP/1.1\r\n\r\n", UNANSWERED).await, None);
+    assert_eq!(exchange(&attacker, stun, &[0, 1, 0], UNANSWERED).await, None);
     let mut oversized = binding_request([1; 16], None, false, None);
     oversized.resize(2000, 0);
     oversized[2..4].copy_from_slice(&1980u16.to_be_bytes());
-    assert_eq!(exchange(&attacker, stun, &oversized).await, None);
+    assert_eq!(exchange(&attacker, stun, &oversized, UNANSWERED).await, None);
     // The victim's username, signed with a password that is not its own: dropped unanswered.
     let forged = binding_request([2; 16], Some(&id), true, Some("not-the-password"));
-    assert_eq!(exchange(&attacker, stun, &forged).await, None);
+    assert_eq!(exchange(&attacker, stun, &forged, UNANSWERED).await, None);
     // Unsigned, it is asked to sign (401), and nothing moves.
     let unsigned = binding_request([3; 16], Some(&id), true, None);
-    let answer = exchange(&attacker, stun, &unsigned).await.expect("a challenge");
+    let answer = exchange(&attacker, stun, &unsigned, ANSWERED).await.expect("a challenge");
     assert_eq!(read_answer(&answer, &[3; 16]), Some(Answer::Error(401)));
 
     let device = h.device(&id).await;
     assert_eq!(device["connection_request"]["udp_address"], public.to_string(), "the binding did not move");
     // The server still serves: plain address discovery, answered with the sender's address.
-    let answer = exchange(&attacker, stun, &binding_request([4; 16], None, false, None)).await.expect("an answer");
+    let answer =
+        exchange(&attacker, stun, &binding_request([4; 16], None, false, None), ANSWERED).await.expect("an answer");
     assert_eq!(read_answer(&answer, &[4; 16]), Some(Answer::Mapped(attacker.local_addr().unwrap())));
     // And the device is still woken through its own binding.
     let mark = victim.session_count();
@@ -187,7 +195,7 @@ async fn forged_malformed_and_oversized_stun_messages_change_nothing() {
     let id = quiet.device(0).device_id();
     let password = quiet.device(0).value(&format!("{}ManagementServer.STUNPassword", quiet.device(0).root())).unwrap();
     let signed = binding_request([5; 16], Some(&id), true, Some(&password));
-    let answer = exchange(&attacker, stun, &signed).await.expect("a signed request is answered");
+    let answer = exchange(&attacker, stun, &signed, ANSWERED).await.expect("a signed request is answered");
     assert_eq!(read_answer(&answer, &[5; 16]), Some(Answer::Mapped(attacker.local_addr().unwrap())));
     assert!(roost_sim::stun::response_signed(&answer, &password), "the answer is signed as the request was");
     let moved = attacker.local_addr().unwrap().to_string();
@@ -199,7 +207,7 @@ async fn forged_malformed_and_oversized_stun_messages_change_nothing() {
     }
     assert_eq!(h.device(&id).await["connection_request"]["udp_address"], moved.as_str());
     let replayer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    assert_eq!(exchange(&replayer, stun, &signed).await, None, "a replay from elsewhere is not answered");
+    assert_eq!(exchange(&replayer, stun, &signed, UNANSWERED).await, None, "a replay from elsewhere is not answered");
     assert_eq!(
         h.device(&id).await["connection_request"]["udp_address"],
         moved.as_str(),

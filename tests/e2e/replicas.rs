@@ -93,10 +93,18 @@ async fn two_replicas_on_one_postgresql_share_tasks_waits_caches_and_sessions() 
     let preset = json!({"events": ["2 PERIODIC"], "provision": "tag", "args": {"add": "seen-on-b"}});
     let (status, body) = a.put("/api/v1/presets/mark-on-b", preset).await;
     assert!(status.is_success(), "{body}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
-    let tags = a.device(&id).await["tags"].clone();
-    assert!(tags.as_array().unwrap().iter().any(|t| t == "seen-on-b"), "{tags}");
+    // Told by NOTIFY, which takes a moment to arrive: sessions until the tag shows, for at most
+    // half the cache's 10 s life, which B's copy began just before the preset was written.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
+        let tags = a.device(&id).await["tags"].clone();
+        if tags.as_array().unwrap().iter().any(|t| t == "seen-on-b") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "B still runs its cached presets: {tags}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // B dies in the middle of a session that carries a task: the task stays pending, and the
     // device's next session, on A, runs it. Nothing is lost.

@@ -56,6 +56,7 @@ async fn open_listener_accepts_a_bare_connection_request() {
     config.cr_username = Some("cr-user".into());
     config.cr_password = Some("cr-pass".into());
     config.quirks = Quirks { cr_auth: CrAuth::None, ..Quirks::default() };
+    config.cr_min_interval = THROTTLED_FOR;
     let fleet = Fleet::start(config).await.unwrap();
     let device = fleet.device(0);
     let url = device.connection_request_url().to_owned();
@@ -70,7 +71,7 @@ async fn open_listener_accepts_a_bare_connection_request() {
 
     // Still throttled, and still nothing to authenticate: not even a bogus header is checked.
     assert_eq!(get(&url, None).await.status(), 503);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(THROTTLED_FOR + Duration::from_millis(100)).await;
     let mark = device.session_count();
     acs.inform_response();
     assert_eq!(get(&url, Some(r#"Digest username="nobody""#.into())).await.status(), 200);
