@@ -314,6 +314,14 @@ async fn metrics(
         }
         let pools: Vec<(&str, f64)> = pools.iter().map(|(labels, value)| (labels.as_str(), *value)).collect();
         crate::metrics::gauge(out, "roost_db_pool_connections", "Database connections of each pool, by state", &pools);
+        if let Some(writer) = app.store.inform_writer() {
+            crate::metrics::gauge(
+                out,
+                "roost_inform_writer_waiting",
+                "Periodic Informs waiting for the SQLite writer to record them in a grouped statement",
+                &[("", writer.waiting() as f64)],
+            );
+        }
         crate::metrics::gauge(
             out,
             "roost_draining",

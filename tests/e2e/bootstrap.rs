@@ -143,7 +143,13 @@ async fn concurrent_periodic_informs_on_sqlite_are_written_by_one_statement() {
             .into_iter()
             .map(|cpe| tokio::spawn(async move { cpe.inform_now(&["2 PERIODIC"]).await.unwrap() }))
             .collect();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // All eight wait for the writer before it may write.
+        let writer = store.inform_writer().expect("SQLite has the writer");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while writer.waiting() < 8 {
+            assert!(tokio::time::Instant::now() < deadline, "{} of 8 Informs reached the writer", writer.waiting());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let before = store.statements_executed();
         drop(held);
         let mut reports = Vec::new();

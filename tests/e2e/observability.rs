@@ -61,6 +61,9 @@ async fn metrics_count_sessions_events_tasks_and_wake_ups() {
     assert_eq!(sample(&after, "roost_cwmp_sessions_live"), 0.0);
     assert!(after.contains("# TYPE roost_cwmp_session_duration_seconds histogram\n"));
     assert!(after.contains("roost_db_pool_connections{pool=\"cwmp\",state=\"idle\"}"), "{after}");
+    // SQLite's grouped Inform writer, idle once the sessions are done.
+    assert!(after.contains("# TYPE roost_inform_writer_waiting gauge\n"), "{after}");
+    assert_eq!(sample(&after, "roost_inform_writer_waiting"), 0.0);
     // The store's statements, timed; the bootstrap provision's runs; the families always there.
     assert!(grew("roost_db_statements_total{outcome=\"ok\"}") > 10.0, "{after}");
     assert!(grew("roost_db_statement_duration_seconds_count") > 10.0, "{after}");

@@ -159,6 +159,8 @@ async fn sessions_over_tls_take_basic_credentials_and_a_renewed_certificate_with
     let report = fleet.device(0).inform_now(&["2 PERIODIC"]).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.error);
     assert_eq!(report.tls_resumed.first(), Some(&true), "{:?}", report.tls_resumed);
+    // What roost-sim's total line reports: the fleet's handshakes, from its sessions' reports.
+    assert_eq!(fleet.stats().tls_handshakes(), (1, 1), "one full handshake, then one resumed");
 
     // Basic credentials are taken over TLS (refused on plain HTTP: cwmp_edges.rs).
     use base64::Engine;

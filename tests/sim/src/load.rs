@@ -25,6 +25,10 @@ pub struct Stats {
     started: Instant,
     sessions: AtomicU64,
     failures: AtomicU64,
+    /// TLS handshakes of every session, full and resumed: how many paid for a key exchange and
+    /// a certificate check.
+    tls_full: AtomicU64,
+    tls_resumed: AtomicU64,
     samples: Mutex<Samples>,
 }
 
@@ -57,6 +61,8 @@ impl Stats {
             started: now,
             sessions: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            tls_full: AtomicU64::new(0),
+            tls_resumed: AtomicU64::new(0),
             samples: Mutex::new(Samples { all: Vec::new(), window: Vec::new(), window_failures: 0, window_start: now }),
         }
     }
@@ -69,6 +75,9 @@ impl Stats {
     }
 
     pub fn record(&self, report: &SessionReport) {
+        for &resumed in &report.tls_resumed {
+            (if resumed { &self.tls_resumed } else { &self.tls_full }).fetch_add(1, Ordering::Relaxed);
+        }
         let mut samples = self.samples();
         if report.is_ok() {
             self.sessions.fetch_add(1, Ordering::Relaxed);
@@ -87,6 +96,11 @@ impl Stats {
 
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes so far, as (full, resumed).
+    pub fn tls_handshakes(&self) -> (u64, u64) {
+        (self.tls_full.load(Ordering::Relaxed), self.tls_resumed.load(Ordering::Relaxed))
     }
 
     /// Everything since the fleet started.

@@ -264,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
     reporter.abort();
     let tls = match cli.ca_file {
         Some(_) => {
-            let (full, resumed) = roost_sim::session::tls_handshakes();
+            let (full, resumed) = stats.tls_handshakes();
             format!(" tls_full={full} tls_resumed={resumed}")
         }
         None => String::new(),

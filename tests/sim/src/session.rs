@@ -33,8 +33,6 @@ use crate::rpc::{AfterSession, method_not_supported};
 
 mod transport;
 
-pub use transport::tls_handshakes;
-
 use transport::Transport;
 
 /// Most ACS requests one session may carry before the CPE gives up on a looping ACS.

@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Value};
@@ -44,6 +45,8 @@ type Updated = Option<(Device, bool)>;
 #[derive(Clone, Debug)]
 pub struct InformWriter {
     queue: mpsc::Sender<Pending>,
+    /// Informs handed over and not yet answered (`roost_inform_writer_waiting`).
+    waiting: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -54,13 +57,34 @@ struct Pending {
     reply: oneshot::Sender<Updated>,
 }
 
+/// Counts an Inform as waiting until its answer comes or its session gives up on it.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl InformWriter {
     /// Starts the writer on `db`, taking `write_lock` (the store's SQLite writer lock) for each
     /// statement. It stops once every clone of the returned handle is gone.
     pub fn spawn(db: DatabaseConnection, write_lock: Arc<Mutex<()>>) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
         tokio::spawn(write(db, write_lock, waiting));
-        Self { queue }
+        Self { queue, waiting: Arc::default() }
+    }
+
+    /// How many Informs wait for the writer now: queued, or in the statement that runs.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Updates a known device from an Inform that carries neither `1 BOOT` nor `0 BOOTSTRAP`
@@ -70,6 +94,7 @@ impl InformWriter {
         values.extend([grace.per_interval_second_ms.into(), grace.min_ms.into()]);
         let (reply, answer) = oneshot::channel();
         let pending = Pending { device_id: record.device_id.to_owned(), values, reply };
+        let _waiting = Waiting::start(&self.waiting);
         // A writer gone (it panicked) drops the queue and the replies: the caller writes.
         self.queue.send(pending).await.ok()?;
         answer.await.ok().flatten()

@@ -8,7 +8,6 @@
 //! reopened only if the ACS closes it between requests.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,16 +23,6 @@ use super::SessionError;
 
 /// What firmware puts in `User-Agent`; ACSs log it, none should depend on it.
 const AGENT: &str = concat!("roost-sim/", env!("CARGO_PKG_VERSION"));
-
-/// TLS handshakes of every device of this process, full and resumed: how many of a run's
-/// sessions paid for a key exchange and a certificate check ([`tls_handshakes`]).
-static TLS_FULL: AtomicU64 = AtomicU64::new(0);
-static TLS_RESUMED: AtomicU64 = AtomicU64::new(0);
-
-/// TLS handshakes so far in this process, as (full, resumed).
-pub fn tls_handshakes() -> (u64, u64) {
-    (TLS_FULL.load(Ordering::Relaxed), TLS_RESUMED.load(Ordering::Relaxed))
-}
 
 pub(crate) struct Reply {
     pub status: u16,
@@ -99,7 +88,6 @@ impl Transport {
             .await
             .map_err(|e| SessionError::Transport(format!("TLS handshake with {}: {e}", self.authority)))?;
         let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        (if resumed { &TLS_RESUMED } else { &TLS_FULL }).fetch_add(1, Ordering::Relaxed);
         Ok((self.speak(stream).await?, Some(resumed)))
     }
 
