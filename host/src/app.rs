@@ -57,7 +57,7 @@ pub struct App {
     pub http: reqwest::Client,
     /// Webhook deliveries: connections kept alive per receiver, no redirects followed (a
     /// receiver's redirect would carry signed events elsewhere).
-    pub webhook_http: reqwest::Client,
+    pub webhook_http: crate::events::client::WebhookClient,
     /// Connection-request listeners that stopped answering (`[connection_request] breaker_*`).
     pub connection_request_breakers: crate::breaker::Breakers,
     /// Where the file store keeps contents (`<data-dir>/files/`).
@@ -102,12 +102,7 @@ impl App {
             .pool_max_idle_per_host(0)
             .build()
             .context("building the HTTP client")?;
-        let webhook_http = reqwest::Client::builder()
-            .connect_timeout(config.events.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("Roost-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the webhook HTTP client")?;
+        let webhook_http = crate::events::client::WebhookClient::new(&config.events)?;
         let connection_request_breakers = crate::breaker::Breakers::new(
             CONNECTION_REQUEST_BREAKERS,
             crate::breaker::Settings {

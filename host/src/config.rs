@@ -389,6 +389,9 @@ pub struct EventSettings {
     pub concurrency: usize,
     /// … and to one webhook: a receiver that hangs holds no more than these.
     pub webhook_concurrency: usize,
+    /// CA certificates (PEM) trusted for https receivers beside the system's: a receiver whose
+    /// certificate a private CA signed (an ISP's own CRM).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for EventSettings {
@@ -405,6 +408,7 @@ impl Default for EventSettings {
             disable_after: Duration::from_secs(3 * 24 * 3600),
             concurrency: 64,
             webhook_concurrency: 16,
+            ca_file: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! What is decided here, as plain functions: what a webhook subscribes to, the signatures, the
 //! backoff, when a circuit opens and a webhook is disabled, which URLs are taken.
 
+pub mod client;
 pub mod deliver;
 pub mod live;
 pub mod outbox;
@@ -131,13 +132,8 @@ pub fn millis(duration: Duration) -> i64 {
 pub fn check_url(url: &str, own: &[SocketAddr]) -> Result<reqwest::Url, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
     match parsed.scheme() {
-        "http" => {}
-        // The outbound TLS client is not built yet: refused here rather than failing every
-        // delivery.
-        "https" => {
-            return Err("url: https receivers are not supported yet; use http (behind a TLS proxy if needed)".into());
-        }
-        other => return Err(format!("url: {other}: is not http")),
+        "http" | "https" => {}
+        other => return Err(format!("url: {other}: is not http or https")),
     }
     let Some(host) = parsed.host_str() else { return Err("url: it has no host".into()) };
     if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -284,12 +280,15 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_http_and_not_roost_itself() {
+    fn urls_are_http_or_https_and_not_roost_itself() {
         let own = [SocketAddr::from(([0, 0, 0, 0], 8080)), SocketAddr::from(([127, 0, 0, 1], 7547))];
         assert!(check_url("http://crm.example.net/hooks/roost", &own).is_ok());
-        assert!(check_url("https://crm.example.net/hooks/roost", &own).unwrap_err().contains("not supported yet"));
+        assert!(check_url("https://crm.example.net/hooks/roost", &own).is_ok());
+        // Roost's own listeners, over TLS as well.
+        assert!(check_url("https://127.0.0.1:8080/api/v1/devices", &own).unwrap_err().contains("this server"));
+        assert!(check_url("https://169.254.169.254/", &own).unwrap_err().contains("link-local"));
         assert!(check_url("http://127.0.0.1:9000/hook", &own).is_ok());
-        assert!(check_url("ftp://crm.example.net/x", &own).unwrap_err().contains("not http"));
+        assert!(check_url("ftp://crm.example.net/x", &own).unwrap_err().contains("not http or https"));
         assert!(check_url("not a url", &own).is_err());
         assert!(check_url("http://127.0.0.1:8080/api/v1/devices", &own).unwrap_err().contains("this server"));
         assert!(check_url("http://localhost:7547/", &own).unwrap_err().contains("this server"));

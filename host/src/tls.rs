@@ -91,14 +91,7 @@ pub fn server_config(tls: &ListenerTls, now: SystemTime) -> Result<Arc<ServerCon
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-                .with_context(|| format!("reading the client CA {}", ca.display()))?
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("reading the client CA {}", ca.display()))?;
-            let (added, _) = roots.add_parsable_certificates(cas);
-            if added == 0 {
-                bail!("{} holds no usable CA certificate", ca.display());
-            }
+            add_cas(&mut roots, ca).context("the client CA")?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = match tls.client_auth {
                 ClientAuth::Required => verifier,
@@ -122,6 +115,62 @@ pub fn server_config(tls: &ListenerTls, now: SystemTime) -> Result<Arc<ServerCon
     // full one.
     config.ticketer = rustls::crypto::ring::Ticketer::new().context("making the TLS ticket keys")?;
     Ok(Arc::new(config))
+}
+
+/// The configuration Roost's outbound TLS (webhook deliveries) checks servers with: the
+/// system's trusted CAs (read where OpenSSL reads them; `SSL_CERT_FILE` and `SSL_CERT_DIR` say
+/// elsewhere) and those in `extra_ca` (PEM), for receivers whose certificate a private CA signed.
+/// TLS 1.2 and 1.3, as the listeners.
+pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(system_roots().iter().cloned());
+    if let Some(ca) = extra_ca {
+        add_cas(&mut roots, ca)?;
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            "no trusted CA certificates: deliveries to https webhooks will fail their handshakes; install the \
+             system's CA bundle (Debian's ca-certificates) or set [events] ca_file"
+        );
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("choosing the TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Adds the CA certificates in `file` (PEM) to `roots`: an error when none can be used.
+fn add_cas(roots: &mut rustls::RootCertStore, file: &Path) -> Result<()> {
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+        .with_context(|| format!("reading the CA certificates {}", file.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading the CA certificates {}", file.display()))?;
+    let (added, _) = roots.add_parsable_certificates(cas);
+    if added == 0 {
+        bail!("{} holds no usable CA certificate", file.display());
+    }
+    Ok(())
+}
+
+/// The system's trusted CAs, read once per process (a bundle of ~150 certificates, each parsed):
+/// every server of a test process, and every reload, takes them from here.
+fn system_roots() -> &'static [rustls::pki_types::TrustAnchor<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<rustls::pki_types::TrustAnchor<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!("reading the system's trusted CA certificates: {error}");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (_, unusable) = roots.add_parsable_certificates(found.certs);
+        if unusable > 0 {
+            tracing::debug!("{unusable} of the system's CA certificates could not be parsed");
+        }
+        roots.roots
+    })
 }
 
 /// One listener's TLS, read again when its files change or on [`Reloading::reload`].

@@ -558,6 +558,46 @@ pub async fn serve_loopback(router: axum::Router) -> (SocketAddr, tokio::sync::o
     (addr, stop)
 }
 
+/// [`serve_loopback`] over TLS, presenting `cert` and `key` (PEM files): an https receiver.
+pub async fn serve_loopback_tls(
+    router: axum::Router,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let tls = roost::tls::ListenerTls {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        client_ca: None,
+        client_auth: Default::default(),
+    };
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(roost::tls::server_config(&tls, std::time::SystemTime::now()).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => continue,
+                },
+                _ = &mut stopped => return,
+            };
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends here.
+                let Ok(stream) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, stop)
+}
+
 /// A loopback HTTP file server for Download and Upload tasks: `GET /files/<name>` serves what
 /// was put there (404 otherwise), `PUT /uploads/<name>` stores the body.
 pub struct FileServer {

@@ -18,13 +18,13 @@ use super::*;
 const XML: (&str, &str) = ("Content-Type", "text/xml; charset=utf-8");
 
 /// A certificate authority of the test's own, and the files it signs.
-struct Pki {
+pub(super) struct Pki {
     dir: tempfile::TempDir,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -36,13 +36,13 @@ impl Pki {
         Self { dir, issuer: rcgen::Issuer::new(params, key) }
     }
 
-    fn ca(&self) -> PathBuf {
+    pub(super) fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
     /// A certificate for `localhost` and 127.0.0.1 (a server's) or for a device (a client's),
     /// written as `<name>.pem` and `<name>.key`.
-    fn issue(&self, name: &str, client: bool) -> (PathBuf, PathBuf) {
+    pub(super) fn issue(&self, name: &str, client: bool) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, name);

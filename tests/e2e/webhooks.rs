@@ -57,6 +57,15 @@ struct Receiver {
 
 impl Receiver {
     async fn start(mode: Mode) -> Self {
+        Self::start_with(mode, None).await
+    }
+
+    /// An https receiver presenting `cert` and `key`.
+    async fn start_tls(mode: Mode, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(mode, Some((cert, key))).await
+    }
+
+    async fn start_with(mode: Mode, tls: Option<(&std::path::Path, &std::path::Path)>) -> Self {
         use axum::extract::State;
         use axum::http::HeaderMap;
         type Shared =
@@ -117,8 +126,16 @@ impl Receiver {
 
         let shared: Shared = (Arc::new(AtomicU8::new(mode as u8)), Arc::default(), Arc::default(), Arc::default());
         let router = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(shared.clone());
-        let (addr, stop) = serve_loopback(router).await;
-        let url = format!("http://{addr}/hook");
+        let (url, stop) = match tls {
+            None => {
+                let (addr, stop) = serve_loopback(router).await;
+                (format!("http://{addr}/hook"), stop)
+            }
+            Some((cert, key)) => {
+                let (addr, stop) = serve_loopback_tls(router, cert, key).await;
+                (format!("https://{addr}/hook"), stop)
+            }
+        };
         Self { url, mode: shared.0, taken: shared.1, forged: shared.2, requests: shared.3, _stop: stop }
     }
 
@@ -473,6 +490,67 @@ async fn a_hanging_receiver_holds_up_no_session_and_loses_no_event() {
     assert_eq!((taken.len(), ids.len()), (1000, 1000));
     fleet.stop().await;
     h.finish().await;
+}
+
+#[tokio::test]
+async fn deliveries_go_over_https_to_receivers_whose_certificate_is_trusted() {
+    // The CRM's certificate comes from the ISP's own CA, which Roost is told to trust.
+    let crm_ca = super::tls::Pki::new("crm");
+    let (cert, key) = crm_ca.issue("crm", false);
+    let trusted = crm_ca.ca();
+    let h = Harness::start_configured(Backend::Sqlite, CpeAuthMode::Open, move |config| {
+        quick(config);
+        config.events.ca_file = Some(trusted.clone());
+    })
+    .await;
+    h.org("isp-tls", None).await;
+    let crm = Receiver::start_tls(Mode::Accept, &cert, &key).await;
+    assert!(crm.url.starts_with("https://127.0.0.1:"), "{}", crm.url);
+    // A receiver whose certificate a CA nobody trusts signed: a man in the middle, say.
+    let unknown_ca = super::tls::Pki::new("unknown");
+    let (cert, key) = unknown_ca.issue("impostor", false);
+    let impostor = Receiver::start_tls(Mode::Accept, &cert, &key).await;
+    let mut ids = Vec::new();
+    for receiver in [&crm, &impostor] {
+        let webhook = json!({"url": receiver.url, "secret": SECRET, "events": ["device.*"], "org": "isp-tls"});
+        let (status, made) = h.post("/api/v1/webhooks", webhook).await;
+        assert_eq!(status, StatusCode::CREATED, "{made}");
+        ids.push(made["id"].as_str().unwrap().to_owned());
+    }
+
+    let cpes = fleet(&h, "isp-tls", 2, "TLSH").await;
+    let registered = wait_for("both registrations over https", Duration::from_secs(20), async || {
+        let taken = crm.taken();
+        (taken.iter().filter(|r| r.kind == "device.registered").count() == 2).then_some(taken)
+    })
+    .await;
+    assert!(registered.iter().all(|r| r.org.as_deref() == Some("isp-tls")), "{registered:?}");
+    assert!(crm.forged.lock().unwrap().is_empty(), "signed as over http");
+
+    // The impostor gets no request: the handshake fails, and the delivery log says why.
+    let refused = wait_for("a refused handshake in the log", Duration::from_secs(20), async || {
+        let (_, log) = h.get(&format!("/api/v1/webhooks/{}/deliveries?state=pending", ids[1])).await;
+        log["items"].as_array().unwrap().iter().find_map(|d| d["last_error"].as_str().map(str::to_owned))
+    })
+    .await;
+    assert!(refused.contains("the receiver's certificate was refused"), "{refused}");
+    assert!(refused.contains("UnknownIssuer"), "{refused}");
+    assert_eq!(impostor.requests.load(Ordering::Relaxed), 0, "nothing was sent to it");
+    cpes.stop().await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_webhook_ca_file_stops_the_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    for (file, says) in [(dir.path().join("missing.pem"), "reading the CA certificates"), (not_pem, "no usable CA")] {
+        let mut config = Config::for_loopback(dir.path().to_path_buf(), None);
+        config.events.ca_file = Some(file.clone());
+        let Err(error) = roost::app::App::open(config, None).await else { panic!("{} was taken", file.display()) };
+        assert!(format!("{error:#}").contains(says), "{}: {error:#}", file.display());
+    }
 }
 
 #[test]

@@ -38,7 +38,8 @@ const MIN_SECRET: usize = 16;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    /// Where deliveries are POSTed: http (https is not supported yet), not Roost itself.
+    /// Where deliveries are POSTed: http or https (the receiver's certificate checked against
+    /// the system's CAs and `[events] ca_file`), not Roost itself.
     pub url: String,
     /// The signing secret (at least 16 characters); made up and shown once when absent.
     pub secret: Option<String>,

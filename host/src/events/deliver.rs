@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Result;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use hyper::header::{CONTENT_TYPE, HeaderName};
 
 use super::{BreakerState, after_failure, after_success, backoff, millis};
 use crate::app::App;
@@ -214,29 +215,23 @@ async fn send(
     let body = super::outbox::body(event, slug.as_deref()).to_string();
     let timestamp = now_millis() / 1000;
     let message_id = event.id.to_string();
-    let request = app
-        .webhook_http
-        .post(&webhook.url)
-        .timeout(app.config.events.timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("X-Roost-Event", &event.r#type)
-        .header("X-Roost-Delivery", delivery.id.to_string())
-        .header("X-Roost-Timestamp", timestamp.to_string())
-        .header("X-Roost-Signature", super::roost_signature(&secret, body.as_bytes()))
-        .header("webhook-id", &message_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", super::standard_signature(&secret, &message_id, timestamp, body.as_bytes()))
-        .body(body);
-    match request.send().await {
-        Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
-        Ok(response) => {
-            (Some(response.status().as_u16()), Some(format!("the receiver answered {}", response.status())))
-        }
-        Err(error) if error.is_timeout() => {
-            (None, Some(format!("no answer within {} s", app.config.events.timeout.as_secs_f32())))
-        }
-        Err(error) if error.is_connect() => (None, Some("the receiver could not be reached".into())),
-        Err(_) => (None, Some("the connection failed before an answer".into())),
+    let headers = [
+        (CONTENT_TYPE, "application/json".to_owned()),
+        (HeaderName::from_static("x-roost-event"), event.r#type.clone()),
+        (HeaderName::from_static("x-roost-delivery"), delivery.id.to_string()),
+        (HeaderName::from_static("x-roost-timestamp"), timestamp.to_string()),
+        (HeaderName::from_static("x-roost-signature"), super::roost_signature(&secret, body.as_bytes())),
+        (HeaderName::from_static("webhook-id"), message_id.clone()),
+        (HeaderName::from_static("webhook-timestamp"), timestamp.to_string()),
+        (
+            HeaderName::from_static("webhook-signature"),
+            super::standard_signature(&secret, &message_id, timestamp, body.as_bytes()),
+        ),
+    ];
+    match app.webhook_http.post(&webhook.url, &headers, body).await {
+        Ok(status) if status.is_success() => (Some(status.as_u16()), None),
+        Ok(status) => (Some(status.as_u16()), Some(format!("the receiver answered {status}"))),
+        Err(failure) => (None, Some(failure.to_string())),
     }
 }
 
