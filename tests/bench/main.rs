@@ -185,6 +185,10 @@ enum Command {
         /// Devices the events are about (a device's events are delivered one after another).
         #[arg(long, default_value_t = 2_000)]
         subjects: u64,
+        /// The receiver speaks https, with a certificate of a CA made for the run
+        /// (`[events] ca_file`).
+        #[arg(long)]
+        tls: bool,
     },
     /// A staged firmware rollout over simulated devices of two models, through a server in this
     /// process: whether each batch started when it was due.
@@ -294,8 +298,8 @@ async fn main() -> Result<()> {
         Command::SpeedTest { cwmp, http, api_token, server_pid, bytes, runs } => {
             speed::run(cwmp, http, &api_token, server_pid, bytes, runs).await
         }
-        Command::Webhooks { database_url, events, subjects } => {
-            webhooks::run(webhooks::Plan { database_url, events, subjects }).await
+        Command::Webhooks { database_url, events, subjects, tls } => {
+            webhooks::run(webhooks::Plan { database_url, events, subjects, tls }).await
         }
         Command::Rollout(plan) => rollout::run(plan).await,
         Command::Cert { dir } => write_certificates(&dir),

@@ -2,7 +2,8 @@
 //! or the PostgreSQL given), one webhook to a loopback receiver that answers 204 at once, and a
 //! burst of events written to the outbox as changes write them (in transactions of a thousand),
 //! spread over `subjects` devices. It prints how long the fan-out and the deliveries took, and
-//! the events per second the receiver saw from its first delivery to its last.
+//! the events per second the receiver saw from its first delivery to its last. With `tls`, the
+//! receiver speaks https under a CA made for the run, which Roost is told to trust.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,11 +16,14 @@ pub struct Plan {
     pub database_url: Option<String>,
     pub events: u64,
     pub subjects: u64,
+    pub tls: bool,
 }
 
 pub async fn run(plan: Plan) -> Result<()> {
     let dir = tempfile::tempdir().context("a temporary data directory")?;
-    let config = roost::config::Config::for_loopback(dir.path().to_path_buf(), plan.database_url.clone());
+    let mut config = roost::config::Config::for_loopback(dir.path().to_path_buf(), plan.database_url.clone());
+    let pki = plan.tls.then(|| roost_tests::Pki::new("bench"));
+    config.events.ca_file = pki.as_ref().map(roost_tests::Pki::ca);
     let server = roost::app::Server::start(config).await.context("starting Roost")?;
     let app = server.app().clone();
 
@@ -39,9 +43,18 @@ pub async fn run(plan: Plan) -> Result<()> {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hook", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    // Kept to the end of the run: dropped, they stop the receiver.
+    let (url, _stop) = match &pki {
+        None => {
+            let (addr, stop) = roost_tests::serve_loopback(router).await;
+            (format!("http://{addr}/hook"), stop)
+        }
+        Some(pki) => {
+            let (cert, key) = pki.issue("receiver", false);
+            let (addr, stop) = roost_tests::serve_loopback_tls(router, &cert, &key).await;
+            (format!("https://{addr}/hook"), stop)
+        }
+    };
 
     let store = &app.store;
     let org = roost::store::orgs::create(store, "Bench hooks", "bench-hooks", None).await?;
@@ -93,8 +106,9 @@ pub async fn run(plan: Plan) -> Result<()> {
     let done = started.elapsed();
     let span = first.get().map(|f| f.elapsed()).unwrap_or(done);
     let backend = if plan.database_url.is_some() { "postgres" } else { "sqlite" };
+    let scheme = if plan.tls { "https" } else { "http" };
     println!(
-        "webhooks {backend}: {} events over {} subjects written in {:.2} s; all delivered {:.2} s after the first write; \
+        "webhooks {backend} {scheme}: {} events over {} subjects written in {:.2} s; all delivered {:.2} s after the first write; \
          {:.0} deliveries/s from the first delivery to the last",
         plan.events,
         plan.subjects,

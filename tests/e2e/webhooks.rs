@@ -495,7 +495,7 @@ async fn a_hanging_receiver_holds_up_no_session_and_loses_no_event() {
 #[tokio::test]
 async fn deliveries_go_over_https_to_receivers_whose_certificate_is_trusted() {
     // The CRM's certificate comes from the ISP's own CA, which Roost is told to trust.
-    let crm_ca = super::tls::Pki::new("crm");
+    let crm_ca = Pki::new("crm");
     let (cert, key) = crm_ca.issue("crm", false);
     let trusted = crm_ca.ca();
     let h = Harness::start_configured(Backend::Sqlite, CpeAuthMode::Open, move |config| {
@@ -507,7 +507,7 @@ async fn deliveries_go_over_https_to_receivers_whose_certificate_is_trusted() {
     let crm = Receiver::start_tls(Mode::Accept, &cert, &key).await;
     assert!(crm.url.starts_with("https://127.0.0.1:"), "{}", crm.url);
     // A receiver whose certificate a CA nobody trusts signed: a man in the middle, say.
-    let unknown_ca = super::tls::Pki::new("unknown");
+    let unknown_ca = Pki::new("unknown");
     let (cert, key) = unknown_ca.issue("impostor", false);
     let impostor = Receiver::start_tls(Mode::Accept, &cert, &key).await;
     let mut ids = Vec::new();
