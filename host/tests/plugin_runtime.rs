@@ -234,22 +234,37 @@ fn a_store_stuck_past_the_wall_clock_backstop_stops_the_run_as_a_timeout() {
     assert!(view.tree_loads() < 10, "{} loads", view.tree_loads());
 }
 
-/// Processes that keep every core busy while they live: the load another tenant's work, a
-/// backup or a noisy neighbour puts on a server. Three for each core, so that a thread of ours
-/// gets about a quarter of a core and waits for one three times as long as it runs. Killed, by
-/// PID, when dropped.
+/// Processes that spin on the CPU the calling thread is pinned to, while they live: the load
+/// another tenant's work, a backup or a noisy neighbour puts on a server. Pinned together, the
+/// thread gets 1/(count + 1) of that CPU whatever the machine's cores and however a CPU quota
+/// spreads them (unpinned, a CI run's thread kept nearly its full speed beside six hogs, as a
+/// quota over more cores than it grants would let it). libtest runs each test on a thread of its own, so the pin ends with the
+/// test. Killed, by PID, when dropped.
 struct CpuHogs(Vec<std::process::Child>);
 
 impl CpuHogs {
-    fn start() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        CpuHogs(
-            (0..3 * cores)
-                .map(|_| {
-                    std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("starting sh")
-                })
-                .collect(),
-        )
+    fn pinned_beside_this_thread(count: usize) -> Self {
+        use std::process::Command;
+        // "<pid>/task/<tid>"
+        let thread = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+        let tid = thread.file_name().and_then(|t| t.to_str()).expect("a thread id").to_owned();
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("the thread's status");
+        let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).expect("Cpus_allowed_list");
+        let cpu: String = allowed.trim().chars().take_while(char::is_ascii_digit).collect();
+        let pinned = Command::new("taskset").args(["-pc", &cpu, &tid]).output().expect("running taskset");
+        assert!(pinned.status.success(), "pinning the test thread: {}", String::from_utf8_lossy(&pinned.stderr));
+        let hogs = (0..count)
+            .map(|_| {
+                // taskset execs the shell: the child's PID is the spinning process.
+                Command::new("taskset")
+                    .args(["-c", &cpu, "sh", "-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("starting sh")
+            })
+            .collect();
+        // On the CPU before the runs start.
+        std::thread::sleep(Duration::from_millis(100));
+        CpuHogs(hogs)
     }
 }
 
@@ -297,9 +312,9 @@ fn a_busy_machine_does_not_fault_a_provision_that_fits_its_budget() {
         .unwrap();
     let twenty_ms = (probe as f64 * 20.0 / fastest.as_secs_f64() / 1000.0) as u64;
 
-    // The same work under the default 50 ms budget, with hogs on every core: the run waits for a
-    // core most of the time, and that wait is not the plugin's.
-    let hogs = CpuHogs::start();
+    // The same work under the default 50 ms budget, with three hogs on the run's CPU: the run
+    // waits for it three quarters of the time, and that wait is not the plugin's.
+    let hogs = CpuHogs::pinned_beside_this_thread(3);
     let runs: Vec<(Result<(), PluginFault>, Duration)> =
         (0..12).map(|_| spin(&runtime, &hostile, twenty_ms, PluginLimits::default())).collect();
     drop(hogs);
