@@ -184,15 +184,16 @@ async fn claim(app: &App, in_flight: &InFlight, slugs: &mut Slugs, room: usize) 
         return Ok(Vec::new());
     }
     let event_ids: Vec<i64> = picked.iter().map(|(d, _)| d.event_id).collect();
-    let mut events: HashMap<i64, Event> =
+    let events: HashMap<i64, Event> =
         webhooks::events_by_id(&app.store, &event_ids).await?.into_iter().map(|e| (e.id, e)).collect();
     let slugs = slugs.get(app).await?;
     Ok(picked
         .into_iter()
         .map(|(delivery, webhook)| {
-            let event = events.remove(&delivery.event_id).map(|event| {
+            // Each webhook subscribed to an event has a delivery of it, often in the same round.
+            let event = events.get(&delivery.event_id).map(|event| {
                 let slug = event.org_id.and_then(|id| slugs.get(&id).cloned());
-                (event, slug)
+                (event.clone(), slug)
             });
             (delivery, webhook, event)
         })
