@@ -224,6 +224,10 @@ const LISTENERS: &[&str] = &["cwmp", "http"];
 /// event or webhook no longer exists).
 const WEBHOOK_OUTCOMES: &[&str] = &["delivered", "failed", "gone"];
 
+/// Which way a signal between replicas went (PostgreSQL NOTIFY, `replicas.rs`): sent to the
+/// others (the NOTIFY issued), or received from one of them and applied here.
+const REPLICA_SIGNAL_DIRECTIONS: &[&str] = &["sent", "received"];
+
 /// What kind of fault was recorded on a device ([`crate::fault_code::FaultKind`]).
 pub const FAULT_KINDS: &[&str] = &["cpe", "plugin", "provisioning"];
 
@@ -249,6 +253,7 @@ pub struct Metrics {
     pub tls_handshake_failures: Labeled,
     pub stun: Labeled,
     pub webhook_deliveries: Labeled,
+    pub replica_signals: Pairs,
 }
 
 impl Default for Metrics {
@@ -267,6 +272,10 @@ impl Default for Metrics {
             tls_handshake_failures: Labeled::new("listener", LISTENERS),
             stun: Labeled::new("outcome", STUN_OUTCOMES),
             webhook_deliveries: Labeled::new("outcome", WEBHOOK_OUTCOMES),
+            replica_signals: Pairs::new(
+                ["direction", "signal"],
+                [REPLICA_SIGNAL_DIRECTIONS, crate::replicas::SIGNAL_KINDS],
+            ),
         }
     }
 }
@@ -309,6 +318,11 @@ impl Metrics {
             &mut out,
             "roost_webhook_deliveries_total",
             "Webhook delivery attempts, by outcome (on the replica that holds the events lease)",
+        );
+        self.replica_signals.render(
+            &mut out,
+            "roost_replica_signals_total",
+            "Signals between replicas on PostgreSQL (cache drops, finished tasks, wake-ups), by direction and signal",
         );
         header(&mut out, "roost_build_info", "The running version", "gauge");
         let _ = writeln!(out, "roost_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));

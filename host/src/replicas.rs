@@ -40,17 +40,31 @@ pub enum Signal {
     UdpWake { device_id: String, address: std::net::SocketAddr, datagram: Vec<u8> },
 }
 
+/// Every [`Signal::kind`], for the metrics' labels.
+pub const SIGNAL_KINDS: &[&str] = &["task", "provisioning", "principals", "org-routes", "device-deleted", "udp-wake"];
+
 impl Signal {
-    /// The notification's payload: `<replica> <signal>`.
-    pub fn encode(&self, replica: &str) -> String {
+    /// The signal's name, as its payload and the metrics say it.
+    pub fn kind(&self) -> &'static str {
         match self {
-            Self::TaskFinished(id) => format!("{replica} task {id}"),
-            Self::Provisioning => format!("{replica} provisioning"),
-            Self::Principals => format!("{replica} principals"),
-            Self::OrgRoutes => format!("{replica} org-routes"),
-            Self::DeviceDeleted(device_id) => format!("{replica} device-deleted {device_id}"),
+            Self::TaskFinished(_) => "task",
+            Self::Provisioning => "provisioning",
+            Self::Principals => "principals",
+            Self::OrgRoutes => "org-routes",
+            Self::DeviceDeleted(_) => "device-deleted",
+            Self::UdpWake { .. } => "udp-wake",
+        }
+    }
+
+    /// The notification's payload: `<replica> <kind>[ <argument>]`.
+    pub fn encode(&self, replica: &str) -> String {
+        let kind = self.kind();
+        match self {
+            Self::TaskFinished(id) => format!("{replica} {kind} {id}"),
+            Self::Provisioning | Self::Principals | Self::OrgRoutes => format!("{replica} {kind}"),
+            Self::DeviceDeleted(device_id) => format!("{replica} {kind} {device_id}"),
             Self::UdpWake { device_id, address, datagram } => {
-                format!("{replica} udp-wake {address} {} {device_id}", hex::encode(datagram))
+                format!("{replica} {kind} {address} {} {device_id}", hex::encode(datagram))
             }
         }
     }
@@ -120,6 +134,7 @@ pub fn tell_others(app: &App, signal: Signal) {
     }
     let payload = signal.encode(&app.replica);
     let store = app.store.clone();
+    app.metrics.replica_signals.inc("sent", signal.kind());
     tokio::spawn(async move {
         let statement = store.statement("SELECT pg_notify(?, ?)", [CHANNEL.into(), payload.into()]);
         if let Err(error) = store.db().execute_raw(statement).await {
@@ -165,7 +180,10 @@ async fn listen_once(app: &App) -> Result<()> {
         let notification = listener.recv().await.context("the replicas' listener")?;
         match Signal::decode(notification.payload()) {
             Some((replica, _)) if replica == app.replica => {}
-            Some((_, signal)) => apply(app, &signal),
+            Some((_, signal)) => {
+                apply(app, &signal);
+                app.metrics.replica_signals.inc("received", signal.kind());
+            }
             None => tracing::debug!(payload = notification.payload(), "an unknown replica signal ignored"),
         }
     }
@@ -190,6 +208,7 @@ mod tests {
             },
         ] {
             let payload = signal.encode("r1");
+            assert!(SIGNAL_KINDS.contains(&signal.kind()), "{payload}");
             assert_eq!(Signal::decode(&payload), Some(("r1", signal)), "{payload}");
         }
         assert_eq!(Signal::decode("r1 task x"), None);

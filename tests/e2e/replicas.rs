@@ -91,20 +91,26 @@ async fn two_replicas_on_one_postgresql_share_tasks_waits_caches_and_sessions() 
     balancer.only(Some(b.cwmp_addr));
     assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
     let preset = json!({"events": ["2 PERIODIC"], "provision": "tag", "args": {"add": "seen-on-b"}});
+    // Told by NOTIFY, which takes a moment to arrive: B's session runs once B has received it.
+    // (Waiting out the cache's 10 s life would pass without it; this does not.)
+    let received = |app: &roost::app::App| {
+        let text = app.metrics.render(|_| {});
+        super::observability::sample(
+            &text,
+            "roost_replica_signals_total{direction=\"received\",signal=\"provisioning\"}",
+        )
+    };
+    let before = received(b.app());
     let (status, body) = a.put("/api/v1/presets/mark-on-b", preset).await;
     assert!(status.is_success(), "{body}");
-    // Told by NOTIFY, which takes a moment to arrive: sessions until the tag shows, for at most
-    // half the cache's 10 s life, which B's copy began just before the preset was written.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
-        let tags = a.device(&id).await["tags"].clone();
-        if tags.as_array().unwrap().iter().any(|t| t == "seen-on-b") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "B still runs its cached presets: {tags}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while received(b.app()) <= before {
+        assert!(tokio::time::Instant::now() < deadline, "B heard nothing of the preset written on A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(cpe.inform_now(&["2 PERIODIC"]).await.unwrap().is_ok());
+    let tags = a.device(&id).await["tags"].clone();
+    assert!(tags.as_array().unwrap().iter().any(|t| t == "seen-on-b"), "{tags}");
 
     // B dies in the middle of a session that carries a task: the task stays pending, and the
     // device's next session, on A, runs it. Nothing is lost.

@@ -94,9 +94,10 @@ impl InformWriter {
         values.extend([grace.per_interval_second_ms.into(), grace.min_ms.into()]);
         let (reply, answer) = oneshot::channel();
         let pending = Pending { device_id: record.device_id.to_owned(), values, reply };
-        let _waiting = Waiting::start(&self.waiting);
         // A writer gone (it panicked) drops the queue and the replies: the caller writes.
         self.queue.send(pending).await.ok()?;
+        // Counted once queued: the writer takes it in its next statement.
+        let _waiting = Waiting::start(&self.waiting);
         answer.await.ok().flatten()
     }
 }
