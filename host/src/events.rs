@@ -126,11 +126,15 @@ pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Checks a webhook URL: http, a host, no credentials in it, and not Roost itself (a
+/// Checks a webhook URL: http or https, a host, no credentials in it, one a request can be
+/// made of, and not Roost itself (a
 /// webhook to its own API would feed on its own events). `own` are the server's listening
 /// addresses.
 pub fn check_url(url: &str, own: &[SocketAddr]) -> Result<reqwest::Url, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+    // What the delivery client takes (`events::client`): a longer URL than it does would fail
+    // every delivery.
+    parsed.as_str().parse::<hyper::Uri>().map_err(|e| format!("url: {e}"))?;
     match parsed.scheme() {
         "http" | "https" => {}
         other => return Err(format!("url: {other}: is not http or https")),

@@ -80,10 +80,7 @@ pub fn server_config(tls: &ListenerTls, now: SystemTime) -> Result<Arc<ServerCon
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .with_context(|| format!("reading the private key {}", tls.key.display()))?;
-    // ring: no C toolchain beyond what ring builds itself. Its provider has no post-quantum
-    // key exchange, which rustls now flags; aws-lc-rs has it, at the price of cmake.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ring_provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("choosing the TLS versions")?;
@@ -133,13 +130,19 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig> {
              system's CA bundle (Debian's ca-certificates) or set [events] ca_file"
         );
     }
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(ring_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("choosing the TLS versions")?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// The crypto of every TLS connection Roost makes or takes: ring, no C toolchain beyond what
+/// ring builds itself. Its provider has no post-quantum key exchange, which rustls now flags;
+/// aws-lc-rs has it, at the price of cmake.
+fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Adds the CA certificates in `file` (PEM) to `roots`: an error when none can be used.
@@ -156,7 +159,8 @@ fn add_cas(roots: &mut rustls::RootCertStore, file: &Path) -> Result<()> {
 }
 
 /// The system's trusted CAs, read once per process (a bundle of ~150 certificates, each parsed):
-/// every server of a test process, and every reload, takes them from here.
+/// every server of a test process takes them from here. A CA added to the system, like a
+/// changed `[events] ca_file`, takes a restart.
 fn system_roots() -> &'static [rustls::pki_types::TrustAnchor<'static>] {
     static ROOTS: std::sync::OnceLock<Vec<rustls::pki_types::TrustAnchor<'static>>> = std::sync::OnceLock::new();
     ROOTS.get_or_init(|| {

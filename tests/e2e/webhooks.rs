@@ -177,6 +177,14 @@ async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut()
     }
 }
 
+/// Makes a webhook of `org` to `url` for `events` (a pattern), signed with [`SECRET`]: its id.
+async fn webhook(h: &Harness, url: &str, events: &str, org: &str) -> String {
+    let (status, made) =
+        h.post("/api/v1/webhooks", json!({"url": url, "secret": SECRET, "events": [events], "org": org})).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    made["id"].as_str().unwrap().to_owned()
+}
+
 /// Devices onboarded into `org` through its URL, informed once.
 async fn fleet(h: &Harness, org: &str, count: usize, prefix: &str) -> Fleet {
     let model = Arc::new(DataModel::bundled(DataModelKind::Tr098).unwrap());
@@ -510,13 +518,10 @@ async fn deliveries_go_over_https_to_receivers_whose_certificate_is_trusted() {
     let unknown_ca = Pki::new("unknown");
     let (cert, key) = unknown_ca.issue("impostor", false);
     let impostor = Receiver::start_tls(Mode::Accept, &cert, &key).await;
-    let mut ids = Vec::new();
-    for receiver in [&crm, &impostor] {
-        let webhook = json!({"url": receiver.url, "secret": SECRET, "events": ["device.*"], "org": "isp-tls"});
-        let (status, made) = h.post("/api/v1/webhooks", webhook).await;
-        assert_eq!(status, StatusCode::CREATED, "{made}");
-        ids.push(made["id"].as_str().unwrap().to_owned());
-    }
+    // The CRM by name (the name its certificate has, sent as SNI), the impostor by address.
+    let by_name = crm.url.replace("127.0.0.1", "localhost");
+    let ids =
+        [webhook(&h, &by_name, "device.*", "isp-tls").await, webhook(&h, &impostor.url, "device.*", "isp-tls").await];
 
     let cpes = fleet(&h, "isp-tls", 2, "TLSH").await;
     let registered = wait_for("both registrations over https", Duration::from_secs(20), async || {
@@ -536,6 +541,90 @@ async fn deliveries_go_over_https_to_receivers_whose_certificate_is_trusted() {
     assert!(refused.contains("the receiver's certificate was refused"), "{refused}");
     assert!(refused.contains("UnknownIssuer"), "{refused}");
     assert_eq!(impostor.requests.load(Ordering::Relaxed), 0, "nothing was sent to it");
+    cpes.stop().await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_a_2xx_with_a_slow_body_is_delivered() {
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    let h = Harness::start_configured(Backend::Sqlite, CpeAuthMode::Open, quick).await;
+    h.org("isp-edge", None).await;
+    // Where a redirect points: signed events must not follow it there.
+    let elsewhere = Receiver::start(Mode::Accept).await;
+    let location = elsewhere.url.clone();
+    let router = axum::Router::new()
+        .route(
+            "/moved",
+            axum::routing::post(move || {
+                let location = location.clone();
+                async move { (StatusCode::TEMPORARY_REDIRECT, [("location", location)]).into_response() }
+            }),
+        )
+        .route(
+            "/slow",
+            axum::routing::post(|| async {
+                // The status at once, then a body that never ends: past `[events] timeout` (3 s).
+                let chunks = futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"ok")) })
+                    .chain(futures::stream::pending());
+                (StatusCode::OK, axum::body::Body::from_stream(chunks)).into_response()
+            }),
+        );
+    let (addr, _stop) = serve_loopback(router).await;
+    let mut ids = Vec::new();
+    for path in ["moved", "slow"] {
+        ids.push(webhook(&h, &format!("http://{addr}/{path}"), "device.registered", "isp-edge").await);
+    }
+    let cpes = fleet(&h, "isp-edge", 1, "EDGE").await;
+
+    let moved = wait_for("the redirect's answer in the log", Duration::from_secs(20), async || {
+        let (_, log) = h.get(&format!("/api/v1/webhooks/{}/deliveries?state=pending", ids[0])).await;
+        log["items"].as_array().unwrap().iter().find(|d| d["last_status"] == 307).cloned()
+    })
+    .await;
+    assert!(moved["last_error"].as_str().unwrap().contains("answered 307"), "{moved}");
+    assert_eq!(elsewhere.requests.load(Ordering::Relaxed), 0, "the redirect was not followed");
+
+    // The 2xx counts though its body never ends: delivered once, not timed out and sent again.
+    let delivered = wait_for("the slow receiver's delivery", Duration::from_secs(20), async || {
+        let (_, log) = h.get(&format!("/api/v1/webhooks/{}/deliveries?state=delivered", ids[1])).await;
+        log["items"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(
+        (delivered["last_status"].as_u64(), delivered["attempts"].as_u64()),
+        (Some(200), Some(1)),
+        "{delivered}"
+    );
+    cpes.stop().await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn webhooks_subscribed_to_the_same_events_each_get_every_one() {
+    // A CRM and a billing system on the same organization's events: each event has a delivery
+    // to each, claimed in the same round.
+    let h = Harness::start_configured(Backend::Sqlite, CpeAuthMode::Open, quick).await;
+    h.org("isp-both", None).await;
+    let (crm, billing) = (Receiver::start(Mode::Accept).await, Receiver::start(Mode::Accept).await);
+    for receiver in [&crm, &billing] {
+        webhook(&h, &receiver.url, "device.registered", "isp-both").await;
+    }
+    let cpes = fleet(&h, "isp-both", 3, "BOTH").await;
+    let expected = recorded(&h, "isp-both", &["device.registered"]).await;
+    assert_eq!(expected.len(), 3);
+    for (name, receiver) in [("the CRM", &crm), ("billing", &billing)] {
+        wait_for(&format!("{name} to get all three"), Duration::from_secs(20), async || {
+            (receiver.taken().len() >= 3).then_some(())
+        })
+        .await;
+        let mut ids: Vec<String> = receiver.taken().iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        let mut wanted: Vec<String> = expected.iter().map(|e| e.id.to_string()).collect();
+        wanted.sort();
+        assert_eq!(ids, wanted, "{name}");
+    }
     cpes.stop().await;
     h.finish().await;
 }

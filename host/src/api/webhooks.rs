@@ -161,7 +161,7 @@ fn checked_secret(secret: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Creates a webhook. 422 for a URL that is not http or is Roost itself, an unknown event
+/// Creates a webhook. 422 for a URL that is not http or https or is Roost itself, an unknown event
 /// type, a short secret.
 #[utoipa::path(post, path = "/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses((status = 201, description = "Created; `secret` shown this once", body = WebhookView)))]
