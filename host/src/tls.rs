@@ -1,6 +1,8 @@
 //! TLS on the listeners (rustls): a certificate chain and key from PEM files, TLS 1.2 and 1.3
 //! with the provider's suites (all AEAD with forward secrecy), session resumption, and on the
 //! CWMP listener optionally client certificates checked against a CA (mTLS).
+//! Also the configuration of Roost's one outbound TLS client, webhook deliveries
+//! ([`client_config`]): the system's CAs and `[events] ca_file`, read at start.
 //!
 //! The files are read again when they change (looked at every `reload_interval`) or on SIGHUP:
 //! a renewed certificate (an ACME client, a Kubernetes secret) is served from the next
