@@ -873,8 +873,9 @@ pub fn capture_bodies(file: &str, direction: &str) -> Vec<String> {
         .collect()
 }
 
-/// A TCP load balancer on 127.0.0.1, as in front of replicas: each new connection goes to the
-/// next backend in turn that is let through and accepts it.
+/// A TCP load balancer, as a Kubernetes Service or HAProxy in TCP mode puts in front of
+/// replicas: each new connection goes to the next backend in turn that is let through and
+/// accepts it. The e2e replica tests and `roost-bench balance` use it.
 pub struct Balancer {
     pub addr: SocketAddr,
     backends: Arc<std::sync::Mutex<Vec<(SocketAddr, bool)>>>,
@@ -882,15 +883,26 @@ pub struct Balancer {
 }
 
 impl Balancer {
+    /// A balancer on a port of 127.0.0.1 of its own.
     pub async fn start(backends: &[SocketAddr]) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("balancer bind");
-        let addr = listener.local_addr().expect("balancer address");
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)), backends).await.expect("starting the balancer")
+    }
+
+    /// A balancer listening on `listen`.
+    pub async fn bind(listen: SocketAddr, backends: &[SocketAddr]) -> Result<Self> {
+        anyhow::ensure!(!backends.is_empty(), "no backend to balance to");
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr().context("the balancer's address")?;
         let backends = Arc::new(std::sync::Mutex::new(backends.iter().map(|b| (*b, true)).collect::<Vec<_>>()));
         let shared = backends.clone();
         let task = tokio::spawn(async move {
             let mut next = 0usize;
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    // Out of descriptors, say: a pause rather than a loop that spins on the error.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 let candidates: Vec<SocketAddr> = {
                     let list = shared.lock().unwrap();
                     (0..list.len())
@@ -903,6 +915,8 @@ impl Balancer {
                 tokio::spawn(async move {
                     for backend in candidates {
                         if let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await {
+                            let _ = client.set_nodelay(true);
+                            let _ = upstream.set_nodelay(true);
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                             return;
                         }
@@ -910,7 +924,7 @@ impl Balancer {
                 });
             }
         });
-        Self { addr, backends, task }
+        Ok(Self { addr, backends, task })
     }
 
     /// Sends to `new` the connections `old` took: a replica's successor in its place.
